@@ -1,0 +1,388 @@
+//! The store handle: open, the operations, close.
+//!
+//! Mutations go to the writer thread (writer.rs) and complete through a callback once
+//! durable; reads run on the caller's thread against RocksDB directly and never wait
+//! for the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use rocksdb::DB;
+
+use crate::error::{Error, Result};
+use crate::options::{self, Options};
+use crate::queue::QueueStats;
+use crate::record;
+use crate::state::State;
+use crate::writer::{Command, Reply, Writer};
+use crate::keys;
+
+/// A message to append.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    /// Encoded property block (`encode_properties`); empty for none.
+    pub properties: Vec<u8>,
+    pub body: Vec<u8>,
+    /// Own time to live in seconds (-1 = never); `None` takes the store default.
+    pub ttl_secs: Option<i64>,
+}
+
+/// A stored message as `read` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub offset: u64,
+    pub enqueued_at: u64,
+    /// `None` when the message never expires.
+    pub expires_at: Option<u64>,
+    pub properties: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A stored message borrowed from the read iterator (`Store::read_with`).
+pub struct MessageRef<'a> {
+    pub offset: u64,
+    pub enqueued_at: u64,
+    pub expires_at: Option<u64>,
+    /// Encoded property block (`visit_properties` decodes it).
+    pub properties: &'a [u8],
+    pub body: &'a [u8],
+}
+
+/// Totals and per-queue figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub queues: Vec<QueueStats>,
+    pub count: u64,
+    pub bytes: u64,
+    pub max_size_bytes: u64,
+    pub expired: u64,
+    pub dropped: u64,
+}
+
+/// Limits of one `read`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub limit: usize,
+    /// Stop before a message that would push the bodies and properties past this many
+    /// bytes (the first message is always returned).
+    pub max_bytes: usize,
+}
+
+/// A durable set of named queues plus a small key-value space. `Send + Sync`.
+pub struct Store {
+    path: PathBuf,
+    db: RwLock<Option<Arc<DB>>>,
+    state: Arc<RwLock<State>>,
+    tx: Mutex<Option<Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    options: Options,
+}
+
+const MAX_NAME: usize = 1024;
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > MAX_NAME {
+        return Err(Error::InvalidArgument(format!("{what} must be 1..={MAX_NAME} bytes, got {}", s.len())));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `path`.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        options::check_ttl(options.default_ttl_secs, "defaultTtlSecs").map_err(Error::InvalidArgument)?;
+        if options.max_size_bytes == 0 {
+            return Err(Error::InvalidArgument("maxSizeBytes must be positive".into()));
+        }
+        let io = |e: std::io::Error| Error::Io { path: path.clone(), detail: e.to_string() };
+        std::fs::create_dir_all(&path).map_err(io)?;
+        guard_lost_current(&path)?;
+        let db = DB::open_cf_descriptors(&options::db_options(), &path, options::column_families()).map_err(|e| Error::from_db(&path, e))?;
+        let state = State::load(&db, &path)?;
+        let db = Arc::new(db);
+        let state = Arc::new(RwLock::new(state));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer = Writer::new(db.clone(), path.clone(), options.clone(), state.clone(), rx);
+        let handle = std::thread::Builder::new().name("edgehub-store-writer".into()).spawn(move || writer.run()).map_err(io)?;
+        Ok(Store { path, db: RwLock::new(Some(db)), state, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), options })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    fn send(&self, cmd: Command) -> std::result::Result<(), Command> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx.send(cmd).map_err(|e| e.0),
+            None => Err(cmd),
+        }
+    }
+
+    fn db(&self) -> Result<Arc<DB>> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(Error::Closed)
+    }
+
+    /// Appends `messages` to every queue in `queues` atomically; `done` gets the offsets
+    /// per queue once the batch holding them is durable.
+    pub fn append_with(&self, queues: Vec<String>, messages: Vec<NewMessage>, done: Reply<Vec<Vec<u64>>>) {
+        let checked = (|| {
+            if queues.is_empty() {
+                return Err(Error::InvalidArgument("at least one queue is required".into()));
+            }
+            let mut names: Vec<Arc<str>> = Vec::with_capacity(queues.len());
+            for q in queues {
+                check_name("queue name", &q)?;
+                if names.iter().any(|n| **n == *q) {
+                    return Err(Error::InvalidArgument(format!("queue {q:?} is named twice")));
+                }
+                names.push(q.into());
+            }
+            for (i, m) in messages.iter().enumerate() {
+                record::visit_properties(&m.properties, |_, _| {}).map_err(|e| Error::InvalidArgument(format!("message {i}: {e}")))?;
+                if let Some(ttl) = m.ttl_secs {
+                    options::check_ttl(ttl, &format!("message {i}: ttlSecs")).map_err(Error::InvalidArgument)?;
+                }
+            }
+            Ok(names)
+        })();
+        match checked {
+            Ok(queues) => {
+                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { queues, messages, reply: done }) {
+                    reply(Err(Error::Closed));
+                }
+            }
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// Blocking `append_with`.
+    pub fn append(&self, queues: &[&str], messages: Vec<NewMessage>) -> Result<Vec<Vec<u64>>> {
+        wait(|reply| self.append_with(queues.iter().map(|q| q.to_string()).collect(), messages, reply))
+    }
+
+    /// Acknowledges every message of `queue` up to and including `offset`.
+    pub fn ack_with(&self, queue: &str, offset: u64, done: Reply<()>) {
+        if let Err(e) = check_name("queue name", queue) {
+            return done(Err(e));
+        }
+        if let Err(Command::Ack { reply, .. }) = self.send(Command::Ack { queue: queue.into(), offset, reply: done }) {
+            reply(Err(Error::Closed));
+        }
+    }
+
+    /// Blocking `ack_with`.
+    pub fn ack(&self, queue: &str, offset: u64) -> Result<()> {
+        wait(|reply| self.ack_with(queue, offset, reply))
+    }
+
+    /// Visits the live messages of `queue` from offset `from` in order, skipping acked and
+    /// expired ones. Returns how many were visited.
+    pub fn read_with(&self, queue: &str, from: u64, limits: ReadLimits, mut visit: impl FnMut(MessageRef<'_>)) -> Result<usize> {
+        check_name("queue name", queue)?;
+        let db = self.db()?;
+        let (qid, acked_next, tail) = {
+            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+            match s.by_name.get(queue).and_then(|id| s.queues.get(id)) {
+                Some(q) => (q.id, q.acked_next, q.tail),
+                None => return Ok(0),
+            }
+        };
+        let start = from.max(acked_next);
+        if start >= tail || limits.limit == 0 {
+            return Ok(0);
+        }
+        let cf = db.cf_handle(keys::CF_MSGS).ok_or(Error::Closed)?;
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::msg(qid, tail).to_vec());
+        let mut it = db.raw_iterator_cf_opt(cf, ro);
+        it.seek(keys::msg(qid, start));
+        let now = options::now_ms();
+        let (mut n, mut bytes) = (0usize, 0usize);
+        let corrupt = |reason: String| Error::Corrupt { path: self.path.clone(), reason };
+        while it.valid() && n < limits.limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let offset = keys::msg_offset(qid, k).ok_or_else(|| corrupt(format!("bad key in queue {queue:?}")))?;
+            let r = record::decode(v).ok_or_else(|| corrupt(format!("bad record at offset {offset} of queue {queue:?}")))?;
+            if r.header.expires_at > now {
+                let size = r.properties.len() + r.body.len();
+                if n > 0 && bytes + size > limits.max_bytes {
+                    break;
+                }
+                bytes += size;
+                n += 1;
+                let expires_at = (r.header.expires_at != record::NEVER).then_some(r.header.expires_at);
+                visit(MessageRef { offset, enqueued_at: r.header.enqueued_at, expires_at, properties: r.properties, body: r.body });
+            }
+            it.next();
+        }
+        it.status().map_err(|e| Error::from_db(&self.path, e))?;
+        Ok(n)
+    }
+
+    /// Reads up to `limit` live messages of `queue` from offset `from`.
+    pub fn read(&self, queue: &str, from: u64, limit: usize) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.read_with(queue, from, ReadLimits { limit, max_bytes: usize::MAX }, |m| match record::decode_properties(m.properties) {
+            Ok(properties) => out.push(Message { offset: m.offset, enqueued_at: m.enqueued_at, expires_at: m.expires_at, properties, body: m.body.to_vec() }),
+            Err(e) => bad = Some(e),
+        })?;
+        match bad {
+            Some(reason) => Err(Error::Corrupt { path: self.path.clone(), reason }),
+            None => Ok(out),
+        }
+    }
+
+    /// Counters of every queue and the totals; no disk access.
+    pub fn stats(&self) -> Result<Stats> {
+        self.db()?;
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut queues: Vec<QueueStats> = s.queues.values().map(|q| q.stats()).collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Stats {
+            count: queues.iter().map(|q| q.count).sum(),
+            bytes: s.live_bytes,
+            queues,
+            max_size_bytes: self.options.max_size_bytes,
+            expired: s.expired,
+            dropped: s.dropped,
+        })
+    }
+
+    fn kv_key(ns: &str, key: &str) -> Result<Vec<u8>> {
+        check_name("kv namespace", ns)?;
+        if ns.as_bytes().contains(&0) {
+            return Err(Error::InvalidArgument("kv namespace must not contain NUL".into()));
+        }
+        Ok(keys::kv(ns, key))
+    }
+
+    /// Stores `value` under `ns`/`key` durably.
+    pub fn kv_put_with(&self, ns: &str, key: &str, value: Vec<u8>, done: Reply<()>) {
+        match Self::kv_key(ns, key) {
+            Ok(key) => {
+                if let Err(Command::KvPut { reply, .. }) = self.send(Command::KvPut { key, value, reply: done }) {
+                    reply(Err(Error::Closed));
+                }
+            }
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    pub fn kv_put(&self, ns: &str, key: &str, value: Vec<u8>) -> Result<()> {
+        wait(|reply| self.kv_put_with(ns, key, value, reply))
+    }
+
+    /// Deletes `ns`/`key` durably (no error when absent).
+    pub fn kv_delete_with(&self, ns: &str, key: &str, done: Reply<()>) {
+        match Self::kv_key(ns, key) {
+            Ok(key) => {
+                if let Err(Command::KvDelete { reply, .. }) = self.send(Command::KvDelete { key, reply: done }) {
+                    reply(Err(Error::Closed));
+                }
+            }
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    pub fn kv_delete(&self, ns: &str, key: &str) -> Result<()> {
+        wait(|reply| self.kv_delete_with(ns, key, reply))
+    }
+
+    pub fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let k = Self::kv_key(ns, key)?;
+        let db = self.db()?;
+        let cf = db.cf_handle(keys::CF_KV).ok_or(Error::Closed)?;
+        db.get_cf(cf, k).map_err(|e| Error::from_db(&self.path, e))
+    }
+
+    /// Entries of `ns` whose key starts with `prefix`, in key order.
+    pub fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let start = Self::kv_key(ns, prefix)?;
+        let db = self.db()?;
+        let cf = db.cf_handle(keys::CF_KV).ok_or(Error::Closed)?;
+        let mut it = db.raw_iterator_cf(cf);
+        it.seek(&start);
+        let skip = ns.len() + 1;
+        let mut out = Vec::new();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if !k.starts_with(&start) {
+                break;
+            }
+            let key = String::from_utf8(k[skip..].to_vec()).map_err(|_| Error::Corrupt { path: self.path.clone(), reason: "kv key is not UTF-8".into() })?;
+            out.push((key, v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(|e| Error::from_db(&self.path, e))?;
+        Ok(out)
+    }
+
+    /// Finishes queued writes, syncs the WAL and releases the database. Safe to call
+    /// twice; later operations fail with `STORE_CLOSED`.
+    pub fn close(&self) -> Result<()> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(tx) = tx else { return Ok(()) };
+        let (rtx, rrx) = mpsc::channel();
+        let sent = tx.send(Command::Close { reply: Box::new(move |r| drop(rtx.send(r))) }).is_ok();
+        drop(tx);
+        let flushed = if sent { rrx.recv().unwrap_or(Ok(())) } else { Ok(()) };
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+        let db = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut db) = db {
+            // Readers hold clones for the length of one read; wait them out so the
+            // database (and its lock file) is released when close returns.
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) => {
+                        db = still;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        flushed
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Refuses to create a fresh database over the files of one whose CURRENT is gone.
+fn guard_lost_current(path: &Path) -> Result<()> {
+    if path.join("CURRENT").exists() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| Error::Io { path: path.to_path_buf(), detail: e.to_string() })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("MANIFEST-") || name.ends_with(".sst") || name.ends_with(".log") && name != "LOG" {
+            return Err(Error::Corrupt { path: path.to_path_buf(), reason: format!("{name} present but CURRENT is missing") });
+        }
+    }
+    Ok(())
+}
+
+fn wait<T: Send + 'static>(start: impl FnOnce(Reply<T>)) -> Result<T> {
+    let (tx, rx) = mpsc::channel();
+    start(Box::new(move |r| drop(tx.send(r))));
+    rx.recv().unwrap_or(Err(Error::Closed))
+}

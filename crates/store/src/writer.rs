@@ -1,0 +1,474 @@
+//! The writer thread: the only mutator of the store.
+//!
+//! Commands queue on a channel; the writer takes every command waiting (up to a cap),
+//! applies them to one `WriteBatch` and a copy of the touched queue states, writes the
+//! batch with one WAL sync (group commit), and only then publishes the new state and
+//! answers the callers. A failed write answers every caller in the batch with the error
+//! and publishes nothing, so memory never runs ahead of disk.
+//!
+//! Between batches it sweeps expired run prefixes (queue.rs) as they come due.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use crate::error::{Error, Result};
+use crate::options::{self, Durability, Options, WhenFull};
+use crate::queue::{Queue, Run, MAX_RUNS};
+use crate::record::{self, Header};
+use crate::state::State;
+use crate::{keys, NewMessage};
+
+/// Completion callback of an asynchronous operation, called once from the writer thread.
+pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+pub(crate) enum Command {
+    Append { queues: Vec<Arc<str>>, messages: Vec<NewMessage>, reply: Reply<Vec<Vec<u64>>> },
+    Ack { queue: Arc<str>, offset: u64, reply: Reply<()> },
+    KvPut { key: Vec<u8>, value: Vec<u8>, reply: Reply<()> },
+    KvDelete { key: Vec<u8>, reply: Reply<()> },
+    Close { reply: Reply<()> },
+}
+
+const MAX_BATCH_COMMANDS: usize = 4096;
+const MAX_BATCH_BYTES: usize = 32 << 20;
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+type Done = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// Changes of one batch, published only after the batch is on disk.
+struct Batch {
+    wb: WriteBatch,
+    overlay: HashMap<u32, Queue>,
+    names: Vec<(Arc<str>, u32)>,
+    next_qid: u32,
+    expired: u64,
+    dropped: u64,
+    live_bytes: u64,
+    globals_dirty: bool,
+    done: Vec<Done>,
+    sync: bool,
+}
+
+fn cf<'a>(db: &'a DB, path: &std::path::Path, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| Error::Corrupt { path: path.to_path_buf(), reason: format!("column family {name} missing") })
+}
+
+pub(crate) struct Writer {
+    pub db: Arc<DB>,
+    pub path: PathBuf,
+    pub opts: Options,
+    pub state: Arc<RwLock<State>>,
+    pub rx: Receiver<Command>,
+    sweep_not_before: u64,
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(db: Arc<DB>, path: PathBuf, opts: Options, state: Arc<RwLock<State>>, rx: Receiver<Command>) -> Writer {
+        Writer { db, path, opts, state, rx, sweep_not_before: 0, scratch: Vec::new() }
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        cf(&self.db, &self.path, name)
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let wait = self.until_next_sweep();
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sweep();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = self.begin(self.opts.durability == Durability::Fsync);
+            let mut next = Some(first);
+            let mut close = None;
+            let mut taken = 0;
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Close { reply } => {
+                        close = Some(reply);
+                        break;
+                    }
+                    cmd => self.apply(&mut batch, cmd),
+                }
+                taken += 1;
+                if taken < MAX_BATCH_COMMANDS && batch.wb.size_in_bytes() < MAX_BATCH_BYTES {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.commit(batch);
+            if let Some(reply) = close {
+                let flushed = self.db.flush_wal(true).map_err(|e| Error::from_db(&self.path, e));
+                reply(flushed);
+                return;
+            }
+            if self.until_next_sweep().is_zero() {
+                self.sweep();
+            }
+        }
+    }
+
+    fn begin(&self, sync: bool) -> Batch {
+        let s = self.read_state();
+        Batch {
+            wb: WriteBatch::default(),
+            overlay: HashMap::new(),
+            names: Vec::new(),
+            next_qid: s.next_qid,
+            expired: s.expired,
+            dropped: s.dropped,
+            live_bytes: s.live_bytes,
+            globals_dirty: false,
+            done: Vec::new(),
+            sync,
+        }
+    }
+
+    /// Writes the batch and publishes its state, then answers its callers.
+    fn commit(&mut self, mut b: Batch) {
+        if b.wb.is_empty() {
+            b.done.into_iter().for_each(|d| d(None));
+            return;
+        }
+        let result = (|| {
+            if b.globals_dirty {
+                let g = State { next_qid: b.next_qid, expired: b.expired, dropped: b.dropped, ..State::default() };
+                b.wb.put_cf(self.cf(keys::CF_META)?, keys::META_GLOBAL, g.encode_global());
+            }
+            let mut wo = WriteOptions::default();
+            wo.set_sync(b.sync);
+            self.db.write_opt(std::mem::take(&mut b.wb), &wo).map_err(|e| Error::from_db(&self.path, e))
+        })();
+        match result {
+            Ok(()) => {
+                {
+                    let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+                    for (name, qid) in b.names {
+                        s.by_name.insert(name, qid);
+                    }
+                    s.queues.extend(b.overlay);
+                    (s.next_qid, s.expired, s.dropped, s.live_bytes) = (b.next_qid, b.expired, b.dropped, b.live_bytes);
+                }
+                b.done.into_iter().for_each(|d| d(None));
+            }
+            Err(e) => b.done.into_iter().for_each(|d| d(Some(&e))),
+        }
+    }
+
+    /// Commits what the batch holds so far and starts a new one, so that searches on
+    /// disk see every record the next command may touch.
+    fn flush(&mut self, b: &mut Batch) {
+        let sync = b.sync;
+        let full = std::mem::replace(b, self.begin(sync));
+        self.commit(full);
+        *b = self.begin(sync);
+    }
+
+    fn apply(&mut self, b: &mut Batch, cmd: Command) {
+        match cmd {
+            Command::Append { queues, messages, reply } => match self.append(b, &queues, &messages) {
+                Ok(offsets) => b.done.push(Box::new(move |e| reply(e.map_or(Ok(offsets), |e| Err(e.clone()))))),
+                Err(e) => reply(Err(e)),
+            },
+            Command::Ack { queue, offset, reply } => match self.ack(b, &queue, offset) {
+                Ok(()) => b.done.push(Box::new(move |e| reply(e.map_or(Ok(()), |e| Err(e.clone()))))),
+                Err(e) => reply(Err(e)),
+            },
+            Command::KvPut { key, value, reply } => match self.cf(keys::CF_KV) {
+                Ok(cf) => {
+                    b.wb.put_cf(cf, key, value);
+                    b.done.push(Box::new(move |e| reply(e.map_or(Ok(()), |e| Err(e.clone())))));
+                }
+                Err(e) => reply(Err(e)),
+            },
+            Command::KvDelete { key, reply } => match self.cf(keys::CF_KV) {
+                Ok(cf) => {
+                    b.wb.delete_cf(cf, key);
+                    b.done.push(Box::new(move |e| reply(e.map_or(Ok(()), |e| Err(e.clone())))));
+                }
+                Err(e) => reply(Err(e)),
+            },
+            Command::Close { reply } => reply(Ok(())),
+        }
+    }
+
+    fn qid(&self, b: &Batch, name: &str) -> Option<u32> {
+        b.names.iter().find(|(n, _)| &**n == name).map(|(_, id)| *id).or_else(|| self.read_state().by_name.get(name).copied())
+    }
+
+    /// The batch's copy of queue `qid`, taken from the published state on first touch.
+    /// Borrows only `overlay`, so the caller can keep writing to `wb`.
+    fn queue<'b>(&self, overlay: &'b mut HashMap<u32, Queue>, qid: u32) -> Result<&'b mut Queue> {
+        if !overlay.contains_key(&qid) {
+            let q = self.read_state().queues.get(&qid).cloned();
+            let q = q.ok_or_else(|| Error::Corrupt { path: self.path.clone(), reason: format!("queue id {qid} has no state") })?;
+            overlay.insert(qid, q);
+        }
+        overlay.get_mut(&qid).ok_or(Error::Closed)
+    }
+
+    fn append(&mut self, b: &mut Batch, queues: &[Arc<str>], messages: &[NewMessage]) -> Result<Vec<Vec<u64>>> {
+        let now = options::now_ms();
+        let incoming: u64 = queues
+            .iter()
+            .map(|name| {
+                let crowded = self.qid(b, name).is_some_and(|id| {
+                    b.overlay.get(&id).map_or_else(|| self.read_state().queues.get(&id).is_some_and(|q| q.runs.len() >= MAX_RUNS), |q| q.runs.len() >= MAX_RUNS)
+                });
+                messages.iter().map(|m| (keys::MSG_KEY_LEN + record::encoded_len(&m.properties, &m.body, crowded)) as u64).sum::<u64>()
+            })
+            .sum();
+        let max = self.opts.max_size_bytes;
+        if b.live_bytes.saturating_add(incoming) > max {
+            if self.opts.when_full == WhenFull::Reject || incoming > max {
+                return Err(Error::Full { live: b.live_bytes, incoming, max });
+            }
+            if !b.wb.is_empty() {
+                self.flush(b);
+            }
+            self.evict(b, b.live_bytes + incoming - max)?;
+            if b.live_bytes + incoming > max {
+                return Err(Error::Full { live: b.live_bytes, incoming, max });
+            }
+        }
+        let db = self.db.clone();
+        let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut all = Vec::with_capacity(queues.len());
+        for name in queues {
+            let qid = match self.qid(b, name) {
+                Some(id) => id,
+                None => {
+                    let id = b.next_qid;
+                    b.next_qid = id.checked_add(1).ok_or_else(|| Error::InvalidArgument("too many queues".into()))?;
+                    b.globals_dirty = true;
+                    b.wb.put_cf(meta_cf, keys::name(name), id.to_be_bytes());
+                    b.names.push((name.clone(), id));
+                    b.overlay.insert(id, Queue::new(id, name.clone()));
+                    id
+                }
+            };
+            let q = self.queue(&mut b.overlay, qid)?;
+            let old_tail = q.tail;
+            let mut offsets = Vec::with_capacity(messages.len());
+            let mut added = 0u64;
+            for m in messages {
+                let expires_at = options::expiry(now, m.ttl_secs.unwrap_or(self.opts.default_ttl_secs));
+                let (evict_at, new_run) = q.place(expires_at);
+                let h = Header { enqueued_at: now, expires_at, cum_bytes: q.tail_cum, evict_at };
+                scratch.clear();
+                record::encode(&mut scratch, &h, &m.properties, &m.body);
+                b.wb.put_cf(msgs_cf, keys::msg(qid, q.tail), &scratch);
+                let size = (keys::MSG_KEY_LEN + scratch.len()) as u64;
+                offsets.push(q.tail);
+                q.push(size, now, evict_at, new_run);
+                added += size;
+            }
+            b.wb.put_cf(meta_cf, keys::queue(qid), q.encode_counters());
+            for run in q.runs.iter().rev().take_while(|r| r.end > old_tail) {
+                b.wb.put_cf(meta_cf, keys::run(qid, run.start), run.encode());
+            }
+            b.live_bytes += added;
+            all.push(offsets);
+        }
+        self.scratch = scratch;
+        Ok(all)
+    }
+
+    fn ack(&mut self, b: &mut Batch, name: &str, offset: u64) -> Result<()> {
+        let Some(qid) = self.qid(b, name) else {
+            return Err(Error::InvalidOffset { queue: name.to_owned(), offset, tail: 0 });
+        };
+        if b.overlay.get(&qid).is_some_and(|q| self.read_state().queues.get(&qid).is_none_or(|p| p.tail != q.tail)) {
+            self.flush(b);
+        }
+        let q = self.queue(&mut b.overlay, qid)?;
+        if offset >= q.tail {
+            return Err(Error::InvalidOffset { queue: name.to_owned(), offset, tail: q.tail });
+        }
+        let end = offset + 1;
+        if end <= q.acked_next {
+            return Ok(());
+        }
+        let from = q.acked_next;
+        q.acked_next = end;
+        let counters = q.encode_counters();
+        let db = self.db.clone();
+        let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
+        b.wb.delete_range_cf(msgs_cf, keys::msg(qid, from), keys::msg(qid, end));
+        b.wb.put_cf(meta_cf, keys::queue(qid), counters);
+        loop {
+            let Some(&front) = self.queue(&mut b.overlay, qid)?.runs.front() else { break };
+            if front.start >= end {
+                break;
+            }
+            let split = if front.end <= end { None } else { self.seek_first(qid, end, front.end)? };
+            let (_, _, gone) = self.cut_front(b, qid, 0, split)?;
+            // Records between the ack and the split point were reclaimed by the
+            // compaction filter after their own TTL: count them as expired.
+            b.expired += gone;
+            b.globals_dirty |= gone > 0;
+        }
+        Ok(())
+    }
+
+    /// Removes the prefix of run `idx` of queue `qid` up to `split` (the first record
+    /// kept), or the whole run. Returns the messages and bytes removed, and how many of
+    /// the removed offsets lie at or past the ack point.
+    fn cut_front(&mut self, b: &mut Batch, qid: u32, idx: usize, split: Option<(u64, Header)>) -> Result<(u64, u64, u64)> {
+        let db = self.db.clone();
+        let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
+        let q = self.queue(&mut b.overlay, qid)?;
+        let ack_end = q.acked_next;
+        let run = *q.runs.get(idx).ok_or_else(|| Error::Corrupt { path: self.path.clone(), reason: "run index".into() })?;
+        b.wb.delete_cf(meta_cf, keys::run(qid, run.start));
+        let (count, bytes) = match split {
+            Some((offset, h)) => {
+                let kept = Run { start: offset, start_cum: h.cum_bytes, start_enqueued: h.enqueued_at, start_evict: h.evict_at, ..run };
+                b.wb.put_cf(meta_cf, keys::run(qid, offset), kept.encode());
+                b.wb.delete_range_cf(msgs_cf, keys::msg(qid, run.start), keys::msg(qid, offset));
+                q.runs[idx] = kept;
+                (offset - run.start, h.cum_bytes - run.start_cum)
+            }
+            None => {
+                b.wb.delete_range_cf(msgs_cf, keys::msg(qid, run.start), keys::msg(qid, run.end));
+                q.runs.remove(idx);
+                (run.count(), run.bytes())
+            }
+        };
+        // Offsets at or past the ack point that vanish here without being acked.
+        let unacked_gone = match split {
+            Some((offset, _)) => offset.saturating_sub(ack_end.max(run.start)),
+            None => run.end.saturating_sub(ack_end.max(run.start)),
+        };
+        b.live_bytes -= bytes;
+        Ok((count, bytes, unacked_gone))
+    }
+
+    /// First stored record of queue `qid` in `[lo, hi)`.
+    fn seek_first(&self, qid: u32, lo: u64, hi: u64) -> Result<Option<(u64, Header)>> {
+        let cf = self.cf(keys::CF_MSGS)?;
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::msg(qid, hi).to_vec());
+        ro.fill_cache(false);
+        let mut it = self.db.raw_iterator_cf_opt(cf, ro);
+        it.seek(keys::msg(qid, lo));
+        if !it.valid() {
+            it.status().map_err(|e| Error::from_db(&self.path, e))?;
+            return Ok(None);
+        }
+        let corrupt = |what: &str| Error::Corrupt { path: self.path.clone(), reason: format!("{what} in queue {qid}") };
+        let offset = it.key().and_then(|k| keys::msg_offset(qid, k)).ok_or_else(|| corrupt("bad message key"))?;
+        let (h, _) = it.value().and_then(record::decode_header).ok_or_else(|| corrupt("bad record header"))?;
+        Ok(Some((offset, h)))
+    }
+
+    /// First stored record in `[lo, hi)` for which `pred` holds, given that `pred` is
+    /// monotone (false…false true…true) over the stored records: O(log n) seeks.
+    fn search(&self, qid: u32, mut lo: u64, mut hi: u64, pred: impl Fn(&Header) -> bool) -> Result<Option<(u64, Header)>> {
+        let mut found = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.seek_first(qid, mid, hi)? {
+                None => hi = mid,
+                Some((offset, h)) if pred(&h) => {
+                    found = Some((offset, h));
+                    hi = offset;
+                }
+                Some((offset, _)) => lo = offset + 1,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Evicts the oldest messages until at least `need` bytes are freed (drop-oldest).
+    fn evict(&mut self, b: &mut Batch, mut need: u64) -> Result<()> {
+        while need > 0 {
+            let ids: Vec<u32> = self.read_state().queues.keys().copied().collect();
+            let oldest = ids
+                .into_iter()
+                .filter_map(|id| {
+                    let front = match b.overlay.get(&id) {
+                        Some(q) => q.runs.front().copied(),
+                        None => self.read_state().queues.get(&id).and_then(|q| q.runs.front().copied()),
+                    };
+                    front.map(|r| (r.start_enqueued, id, r))
+                })
+                .min_by_key(|(t, id, _)| (*t, *id));
+            let Some((_, qid, run)) = oldest else { return Ok(()) };
+            let split = if run.bytes() <= need { None } else { self.search(qid, run.start, run.end, |h| h.cum_bytes - run.start_cum >= need)? };
+            let (count, bytes, _) = self.cut_front(b, qid, 0, split)?;
+            b.dropped += count;
+            b.globals_dirty = true;
+            need = need.saturating_sub(bytes);
+        }
+        Ok(())
+    }
+
+    fn until_next_sweep(&self) -> Duration {
+        let now = options::now_ms();
+        let s = self.read_state();
+        let next = s.queues.values().filter_map(Queue::next_evict).min().unwrap_or(u64::MAX).max(self.sweep_not_before);
+        Duration::from_millis(next.saturating_sub(now)).min(IDLE_WAKE)
+    }
+
+    /// Removes every run prefix whose eviction time has passed.
+    fn sweep(&mut self) {
+        let now = options::now_ms();
+        let due: Vec<u32> = self.read_state().queues.values().filter(|q| q.next_evict().is_some_and(|t| t <= now)).map(|q| q.id).collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut b = self.begin(false);
+        let mut result = Ok(());
+        for qid in due {
+            result = self.sweep_queue(&mut b, qid, now);
+            if result.is_err() {
+                break;
+            }
+        }
+        let failed = match result {
+            Ok(()) => {
+                let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let f = failed.clone();
+                b.done.push(Box::new(move |e| f.store(e.is_some(), std::sync::atomic::Ordering::Relaxed)));
+                self.commit(b);
+                failed.load(std::sync::atomic::Ordering::Relaxed)
+            }
+            Err(_) => true,
+        };
+        // A failing disk must not turn the writer into a busy loop.
+        self.sweep_not_before = if failed { now + 1000 } else { 0 };
+    }
+
+    fn sweep_queue(&mut self, b: &mut Batch, qid: u32, now: u64) -> Result<()> {
+        let mut idx = 0;
+        loop {
+            let Some(&run) = self.queue(&mut b.overlay, qid)?.runs.get(idx) else { return Ok(()) };
+            if run.start_evict > now {
+                idx += 1;
+                continue;
+            }
+            let split = if run.max_evict <= now { None } else { self.search(qid, run.start, run.end, |h| h.evict_at > now)? };
+            let (count, _, _) = self.cut_front(b, qid, idx, split)?;
+            b.expired += count;
+            b.globals_dirty = true;
+            if split.is_some() {
+                idx += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Offsets, order, atomic multi-queue appends, acks and reopen.
+mod common;
+use common::*;
+use edgehub_store::{decode_properties, Options};
+
+#[test]
+fn offsets_start_at_zero_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path(), Options::default());
+        assert_eq!(s.append(&["q"], vec![msg("a"), msg("b")]).unwrap(), vec![vec![0, 1]]);
+        assert_eq!(s.append(&["q"], vec![msg("c")]).unwrap(), vec![vec![2]]);
+        assert_eq!(s.append(&["other"], vec![msg("x")]).unwrap(), vec![vec![0]]);
+        s.ack("q", 2).unwrap();
+        s.close().unwrap();
+    }
+    let s = open(dir.path(), Options::default());
+    // Acked everything: offsets are still never reused.
+    assert_eq!(s.append(&["q"], vec![msg("d")]).unwrap(), vec![vec![3]]);
+    assert_eq!(bodies(&s, "q", 0), vec![(3, "d".into())]);
+    assert_eq!(bodies(&s, "other", 0), vec![(0, "x".into())]);
+}
+
+#[test]
+fn read_returns_offset_order_from_limit_and_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Options::default());
+    let msgs: Vec<_> = (0..50).map(|i| msg_props(&format!("m{i}"), &[("i", &i.to_string()), ("$.mid", "x")])).collect();
+    s.append(&["q"], msgs).unwrap();
+    let got = s.read("q", 10, 5).unwrap();
+    assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(got[0].body, b"m10");
+    assert_eq!(got[0].properties, vec![("i".to_string(), "10".to_string()), ("$.mid".to_string(), "x".to_string())]);
+    assert!(got[0].expires_at.unwrap() > got[0].enqueued_at);
+    assert!(s.read("q", 50, 10).unwrap().is_empty());
+    assert!(s.read("missing", 0, 10).unwrap().is_empty());
+    assert!(s.read("q", 0, 0).unwrap().is_empty());
+    let _ = decode_properties(&[]).unwrap();
+}
+
+#[test]
+fn multi_queue_append_is_one_atomic_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Options::default());
+    s.append(&["a"], vec![msg("pre")]).unwrap();
+    let offs = s.append(&["a", "b", "c"], vec![msg("1"), msg("2")]).unwrap();
+    assert_eq!(offs, vec![vec![1, 2], vec![0, 1], vec![0, 1]]);
+    for q in ["b", "c"] {
+        assert_eq!(bodies(&s, q, 0), vec![(0, "1".into()), (1, "2".into())]);
+    }
+    let st = s.stats().unwrap();
+    assert_eq!(st.count, 7);
+    assert_eq!(st.queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn acks_consume_prefixes_persist_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path(), Options::default());
+        s.append(&["q"], (0..10).map(|i| msg(&i.to_string())).collect()).unwrap();
+        s.ack("q", 3).unwrap();
+        s.ack("q", 1).unwrap(); // below the ack point: no-op
+        assert_eq!(bodies(&s, "q", 0).first().map(|m| m.0), Some(4));
+        let st = s.stats().unwrap();
+        assert_eq!((st.queues[0].count, st.queues[0].head, st.queues[0].acked_up_to), (6, 4, Some(3)));
+    }
+    let s = open(dir.path(), Options::default());
+    let q = s.stats().unwrap().queues[0].clone();
+    assert_eq!(q.acked_up_to, Some(3));
+    let resumed = bodies(&s, "q", q.acked_up_to.unwrap() + 1);
+    assert_eq!(resumed.iter().map(|m| m.0).collect::<Vec<_>>(), (4..10).collect::<Vec<_>>());
+    // Reading from below the ack point never returns acked messages.
+    assert_eq!(bodies(&s, "q", 0), resumed);
+    s.ack("q", 9).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.count, st.bytes), (0, 0));
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Options::default());
+    let code = |r: edgehub_store::Result<_>| r.map(|_: Vec<Vec<u64>>| ()).unwrap_err().code();
+    assert_eq!(code(s.append(&[""], vec![msg("a")])), "INVALID_ARGUMENT");
+    assert_eq!(code(s.append(&[], vec![msg("a")])), "INVALID_ARGUMENT");
+    assert_eq!(code(s.append(&["a", "a"], vec![msg("a")])), "INVALID_ARGUMENT");
+    assert_eq!(code(s.append(&["a"], vec![msg_ttl("a", 0)])), "INVALID_ARGUMENT");
+    assert_eq!(code(s.append(&["a"], vec![msg_ttl("a", -5)])), "INVALID_ARGUMENT");
+    let mut bad = msg("a");
+    bad.properties = vec![1, 9, b'x'];
+    assert_eq!(code(s.append(&["a"], vec![bad])), "INVALID_ARGUMENT");
+    s.append(&["a"], vec![msg("a")]).unwrap();
+    assert_eq!(s.ack("a", 1).unwrap_err().code(), "INVALID_OFFSET");
+    assert_eq!(s.ack("nope", 0).unwrap_err().code(), "INVALID_OFFSET");
+    assert_eq!(s.ack("", 0).unwrap_err().code(), "INVALID_ARGUMENT");
+    assert!(Store::open(dir.path().join("x"), Options { default_ttl_secs: 0, ..Options::default() }).is_err());
+    s.close().unwrap();
+    s.close().unwrap();
+    assert_eq!(code(s.append(&["a"], vec![msg("a")])), "STORE_CLOSED");
+    assert_eq!(s.read("a", 0, 1).unwrap_err().code(), "STORE_CLOSED");
+    assert_eq!(s.ack("a", 0).unwrap_err().code(), "STORE_CLOSED");
+    assert_eq!(s.stats().unwrap_err().code(), "STORE_CLOSED");
+    assert_eq!(s.kv_get("n", "k").unwrap_err().code(), "STORE_CLOSED");
+}
+
+use edgehub_store::Store;
+
+#[test]
+fn kv_put_get_delete_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path(), Options::default());
+        s.kv_put("twin", "dev1", b"{}".to_vec()).unwrap();
+        s.kv_put("twin", "dev2", b"[]".to_vec()).unwrap();
+        s.kv_put("twin", "other", b"o".to_vec()).unwrap();
+        s.kv_put("twinx", "dev3", b"no".to_vec()).unwrap();
+        s.kv_delete("twin", "dev2").unwrap();
+        s.kv_delete("twin", "absent").unwrap();
+    }
+    let s = open(dir.path(), Options::default());
+    assert_eq!(s.kv_get("twin", "dev1").unwrap(), Some(b"{}".to_vec()));
+    assert_eq!(s.kv_get("twin", "dev2").unwrap(), None);
+    assert_eq!(s.kv_scan("twin", "dev").unwrap(), vec![("dev1".to_string(), b"{}".to_vec())]);
+    assert_eq!(s.kv_scan("twin", "").unwrap().len(), 2);
+    assert_eq!(s.kv_get("", "k").unwrap_err().code(), "INVALID_ARGUMENT");
+    assert_eq!(s.kv_get("a\0b", "k").unwrap_err().code(), "INVALID_ARGUMENT");
+}
+
+#[test]
+fn concurrent_appends_are_group_committed_in_order_per_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open(dir.path(), Options::default()));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut last = None;
+                for i in 0..200 {
+                    let off = s.append(&["q", &format!("t{t}")], vec![msg(&format!("{t}-{i}"))]).unwrap();
+                    assert!(last.is_none_or(|l| off[0][0] > l));
+                    last = Some(off[0][0]);
+                    assert_eq!(off[1][0], i);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let all = bodies(&s, "q", 0);
+    assert_eq!(all.len(), 1600);
+    assert!(all.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    for t in 0..8 {
+        let mine: Vec<_> = all.iter().filter(|(_, b)| b.starts_with(&format!("{t}-"))).map(|(_, b)| b.clone()).collect();
+        assert_eq!(mine, (0..200).map(|i| format!("{t}-{i}")).collect::<Vec<_>>());
+    }
+}

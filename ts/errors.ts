@@ -1,0 +1,46 @@
+/**
+ * The catalogue of edgehub error codes. Every error edgehub throws carries one of these
+ * as `err.code`; each is documented in `docs/errors.md`, and a retired code is never
+ * reused.
+ */
+export const ErrorCodes = {
+  /** The store was closed; open it again. */
+  STORE_CLOSED: "STORE_CLOSED",
+  /** An append would exceed `maxSizeBytes` under the `reject` policy; nothing was written. */
+  STORE_FULL: "STORE_FULL",
+  /** A caller passed a value the operation cannot accept. */
+  INVALID_ARGUMENT: "INVALID_ARGUMENT",
+  /** An ack named an offset never assigned in that queue. */
+  INVALID_OFFSET: "INVALID_OFFSET",
+  /** The store's files are damaged or not an edgehub store. */
+  STORE_CORRUPT: "STORE_CORRUPT",
+  /** The store was written by a newer edgehub. */
+  STORE_FORMAT_UNSUPPORTED: "STORE_FORMAT_UNSUPPORTED",
+  /** Another process or handle has the store open. */
+  STORE_LOCKED: "STORE_LOCKED",
+  /** The disk refused a read or write (full disk, permissions, I/O error). */
+  STORE_IO: "STORE_IO",
+  /** The native add-on for this platform could not be loaded. */
+  NATIVE_UNAVAILABLE: "NATIVE_UNAVAILABLE",
+} as const;
+
+/** One of the codes in {@link ErrorCodes}. */
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Base class of every error edgehub throws: a stable `code` and, where there is one, the `cause`. */
+export class EdgeHubError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "EdgeHubError";
+    this.code = code;
+  }
+}
+
+const codes = new Set<string>(Object.values(ErrorCodes));
+
+/** True when `s` is a known code. */
+export function isErrorCode(s: string): s is ErrorCode {
+  return codes.has(s);
+}

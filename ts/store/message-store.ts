@@ -1,0 +1,309 @@
+/**
+ * MessageStore: the typed facade over the native message log. Validates arguments,
+ * packs batches for one native call each, and turns native errors into
+ * {@link EdgeHubError}s with stable codes.
+ */
+import { EdgeHubError, ErrorCodes } from "../errors.js";
+import {
+  DEFAULT_TTL,
+  decodeRead,
+  encodeBatch,
+  encodeProperties,
+  type PreparedMessage,
+  type StoredMessage,
+} from "./codec.js";
+import { fromNative, type NativeStore, native } from "./native.js";
+
+/** Options of {@link MessageStore.open}. */
+export interface StoreOptions {
+  /** `"fsync"` (default): an append resolves once its WAL write is synced. `"none"`: benchmarks only. */
+  durability?: "fsync" | "none";
+  /** TTL of messages that give none, in seconds; -1 = never expire. Default 7200. */
+  defaultTtlSecs?: number;
+  /** Quota of live message bytes (keys and values as stored). Default 10 GiB. */
+  maxSizeBytes?: number;
+  /** `"reject"` (default): a full store fails appends with `STORE_FULL`. `"drop-oldest"`: evicts. */
+  whenFull?: "reject" | "drop-oldest";
+}
+
+/** A message to append. */
+export interface AppendMessage {
+  body: Buffer | Uint8Array;
+  /** Application properties (UTF-8 strings). */
+  properties?: Record<string, string>;
+  /** Own time to live in seconds (-1 = never); defaults to the store's. */
+  ttlSecs?: number;
+}
+
+/** Options of {@link MessageStore.read}. */
+export interface ReadOptions {
+  /** First offset to read (default 0); acked offsets are skipped. */
+  from?: number;
+  /** Most messages to return (default 1000). */
+  limit?: number;
+  /** Stop before bodies and properties exceed this many bytes (default 16 MiB; one message always fits). */
+  maxBytes?: number;
+}
+
+/** Figures of one queue. */
+export interface QueueStats {
+  name: string;
+  /** Live messages (stored, not acked, not expired and removed). */
+  count: number;
+  /** Live bytes. */
+  bytes: number;
+  /** Lowest live offset (equals `tail` when empty). */
+  head: number;
+  /** Next offset to be assigned. */
+  tail: number;
+  /** Highest acknowledged offset; -1 when nothing was acked (so `ackedUpTo + 1` is where to resume). */
+  ackedUpTo: number;
+  /** Age of the oldest live message in ms; `null` when empty. */
+  oldestAgeMs: number | null;
+}
+
+/** Figures of the whole store. */
+export interface StoreStats {
+  queues: QueueStats[];
+  /** Live messages in all queues. */
+  count: number;
+  /** Live bytes in all queues (what the quota limits). */
+  bytes: number;
+  maxSizeBytes: number;
+  /** Messages removed because their TTL passed (since the store was created). */
+  expired: number;
+  /** Messages evicted by `drop-oldest` (since the store was created). */
+  dropped: number;
+}
+
+/** A key and its value, as {@link KvSpace.scan} returns them. */
+export interface KvEntry {
+  key: string;
+  value: Buffer;
+}
+
+/** Small durable state beside the queues, in namespaces. Writes are durable when they resolve. */
+export interface KvSpace {
+  put(ns: string, key: string, value: Buffer | Uint8Array | string): Promise<void>;
+  get(ns: string, key: string): Promise<Buffer | null>;
+  delete(ns: string, key: string): Promise<void>;
+  /** Entries of `ns` whose key starts with `prefix`, in key order. */
+  scan(ns: string, prefix?: string): Promise<KvEntry[]>;
+}
+
+const MAX_READ_BYTES = 16 * 2 ** 20;
+
+function invalid(message: string): EdgeHubError {
+  return new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, message);
+}
+
+function checkName(what: string, name: unknown): asserts name is string {
+  if (typeof name !== "string" || name.length === 0) throw invalid(`${what} must be a non-empty string`);
+}
+
+function checkInteger(what: string, n: unknown, min: number): asserts n is number {
+  if (typeof n !== "number" || !Number.isSafeInteger(n) || n < min) {
+    throw invalid(`${what} must be an integer >= ${min}, got ${String(n)}`);
+  }
+}
+
+function checkTtl(what: string, ttl: unknown): asserts ttl is number {
+  if (ttl !== -1) checkInteger(what, ttl, 1);
+}
+
+function prepare(messages: unknown): PreparedMessage[] {
+  if (!Array.isArray(messages)) throw invalid("messages must be an array");
+  return messages.map((m: unknown, i): PreparedMessage => {
+    if (typeof m !== "object" || m === null) throw invalid(`message ${i} must be an object`);
+    const { body, properties, ttlSecs } = m as AppendMessage;
+    if (!(body instanceof Uint8Array)) throw invalid(`message ${i}: body must be a Buffer or Uint8Array`);
+    if (properties !== undefined) {
+      if (typeof properties !== "object" || properties === null) {
+        throw invalid(`message ${i}: properties must be an object of strings`);
+      }
+      for (const [k, v] of Object.entries(properties)) {
+        if (typeof v !== "string") throw invalid(`message ${i}: property ${JSON.stringify(k)} must be a string`);
+      }
+    }
+    if (ttlSecs !== undefined) checkTtl(`message ${i}: ttlSecs`, ttlSecs);
+    return { body, props: encodeProperties(properties), ttl: ttlSecs ?? DEFAULT_TTL };
+  });
+}
+
+/** Runs a native call, converting what it throws or rejects with. */
+async function call<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+/**
+ * A durable log of named queues. Offsets are per queue, start at 0 and are never reused;
+ * appends resolve once durable; reads return live messages in offset order; acks consume
+ * prefixes.
+ *
+ * @example
+ * const store = await MessageStore.open("./data", { defaultTtlSecs: 7200 });
+ * const [offset] = await store.append("$upstream", [{ body: Buffer.from("hi") }]);
+ * const batch = await store.read("$upstream", { from: 0, limit: 1000 });
+ * await store.ack("$upstream", offset);
+ * await store.close();
+ */
+export class MessageStore {
+  readonly #native: NativeStore;
+  readonly #path: string;
+  #closed = false;
+  /** The key-value space of this store. */
+  readonly kv: KvSpace;
+
+  private constructor(nativeStore: NativeStore, path: string) {
+    this.#native = nativeStore;
+    this.#path = path;
+    this.kv = {
+      put: (ns, key, value) => {
+        const bytes = typeof value === "string" ? Buffer.from(value) : value;
+        return this.#run(() => {
+          checkName("namespace", ns);
+          if (typeof key !== "string") throw invalid("key must be a string");
+          if (!(bytes instanceof Uint8Array)) throw invalid("value must be a Buffer, Uint8Array or string");
+          return this.#native.kvPut(ns, key, bytes);
+        });
+      },
+      get: (ns, key) =>
+        this.#run(() => {
+          checkName("namespace", ns);
+          if (typeof key !== "string") throw invalid("key must be a string");
+          return this.#native.kvGet(ns, key);
+        }),
+      delete: (ns, key) =>
+        this.#run(() => {
+          checkName("namespace", ns);
+          if (typeof key !== "string") throw invalid("key must be a string");
+          return this.#native.kvDelete(ns, key);
+        }),
+      scan: (ns, prefix = "") =>
+        this.#run(() => {
+          checkName("namespace", ns);
+          if (typeof prefix !== "string") throw invalid("prefix must be a string");
+          return this.#native.kvScan(ns, prefix);
+        }),
+    };
+  }
+
+  /**
+   * Opens the store in directory `dir`, creating it if needed. Fails with `STORE_CORRUPT`
+   * (naming the path) if the files there are not a readable store, `STORE_LOCKED` if it
+   * is open elsewhere.
+   */
+  static async open(dir: string, options: StoreOptions = {}): Promise<MessageStore> {
+    checkName("dir", dir);
+    const durability = options.durability ?? "fsync";
+    if (durability !== "fsync" && durability !== "none") throw invalid('durability must be "fsync" or "none"');
+    const whenFull = options.whenFull ?? "reject";
+    if (whenFull !== "reject" && whenFull !== "drop-oldest") {
+      throw invalid('whenFull must be "reject" or "drop-oldest"');
+    }
+    const defaultTtlSecs = options.defaultTtlSecs ?? 7200;
+    checkTtl("defaultTtlSecs", defaultTtlSecs);
+    const maxSizeBytes = options.maxSizeBytes ?? 10 * 2 ** 30;
+    checkInteger("maxSizeBytes", maxSizeBytes, 1);
+    const handle = await call(() => native().openStore(dir, { durability, defaultTtlSecs, maxSizeBytes, whenFull }));
+    return new MessageStore(handle, dir);
+  }
+
+  /** Directory of the store. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** True once {@link close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  async #run<T>(f: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new EdgeHubError(ErrorCodes.STORE_CLOSED, `store at ${this.#path} is closed`);
+    return call(f);
+  }
+
+  /**
+   * Appends `messages` to `queue`, resolving to their offsets once durable. With several
+   * queues, the messages go to all of them atomically and the result has one array of
+   * offsets per queue, in the order given.
+   */
+  append(queue: string, messages: AppendMessage[]): Promise<number[]>;
+  append(queues: string[], messages: AppendMessage[]): Promise<number[][]>;
+  async append(queue: string | string[], messages: AppendMessage[]): Promise<number[] | number[][]> {
+    const queues = Array.isArray(queue) ? queue : [queue];
+    return this.#run(async () => {
+      if (queues.length === 0) throw invalid("at least one queue is required");
+      for (const q of queues) checkName("queue", q);
+      const prepared = prepare(messages);
+      const firsts = await this.#native.append(queues, encodeBatch(prepared), prepared.length);
+      const offsets = firsts.map((first) => Array.from({ length: prepared.length }, (_, i) => first + i));
+      return Array.isArray(queue) ? offsets : (offsets[0] ?? []);
+    });
+  }
+
+  /** Live messages of `queue` in offset order from `from`; never acked or expired ones. */
+  async read(queue: string, options: ReadOptions = {}): Promise<StoredMessage[]> {
+    return this.#run(async () => {
+      checkName("queue", queue);
+      const from = options.from ?? 0;
+      checkInteger("from", from, 0);
+      const limit = options.limit ?? 1000;
+      checkInteger("limit", limit, 0);
+      const maxBytes = options.maxBytes ?? MAX_READ_BYTES;
+      checkInteger("maxBytes", maxBytes, 1);
+      const buf = await this.#native.read(
+        queue,
+        from,
+        Math.min(limit, 0xffffffff),
+        Math.min(maxBytes, 0xffffffff),
+      );
+      return decodeRead(buf);
+    });
+  }
+
+  /** Acknowledges every message of `queue` up to and including `offset`; durable when it resolves. */
+  async ack(queue: string, offset: number): Promise<void> {
+    return this.#run(async () => {
+      checkName("queue", queue);
+      checkInteger("offset", offset, 0);
+      await this.#native.ack(queue, offset);
+    });
+  }
+
+  /** Per-queue figures, totals, and the expired and dropped counters. No disk access. */
+  async stats(): Promise<StoreStats> {
+    return this.#run(async () => {
+      const s = this.#native.stats();
+      const now = Date.now();
+      return {
+        queues: s.queues.map((q) => ({
+          name: q.name,
+          count: q.count,
+          bytes: q.bytes,
+          head: q.head,
+          tail: q.tail,
+          ackedUpTo: q.ackedUpTo ?? -1,
+          oldestAgeMs: q.oldestEnqueuedAt == null ? null : Math.max(0, now - q.oldestEnqueuedAt),
+        })),
+        count: s.count,
+        bytes: s.bytes,
+        maxSizeBytes: s.maxSizeBytes,
+        expired: s.expired,
+        dropped: s.dropped,
+      };
+    });
+  }
+
+  /** Finishes pending writes and releases the files. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await call(() => this.#native.close());
+  }
+}
