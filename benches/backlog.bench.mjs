@@ -64,11 +64,20 @@ try {
     const child = new URL("./lib/rss-child.mjs", import.meta.url).pathname;
     const { stdout } = await run(process.execPath, [child, peer, path, String(seconds)]);
     const r = JSON.parse(stdout);
-    rssRows.push({ peer, peakRssMB: +(r.peakRssBytes / 2 ** 20).toFixed(1), openedRssMB: +(r.openedRssBytes / 2 ** 20).toFixed(1), appendedPerSec: Math.round(r.appended / seconds) });
+    rssRows.push({
+      peer,
+      peakRssMB: +(r.peakRssBytes / 2 ** 20).toFixed(1),
+      openedRssMB: +(r.openedRssBytes / 2 ** 20).toFixed(1),
+      appendedPerSec: Math.round(r.appended / seconds),
+    });
   }
   console.log(`\nRSS holding ${N} x 256 B and appending durably (32 callers x 10/call, ${seconds} s)`);
   table(rssRows.map((r) => ({ ...r, appendedPerSec: fmt(r.appendedPerSec) })));
-  save("store-backlog", { workload: `${N} x 256 B backlog; open+close time; RSS while appending for ${seconds} s`, open: openRows, rss: rssRows });
+  save("store-backlog", {
+    workload: `${N} x 256 B backlog; open+close time; RSS while appending for ${seconds} s`,
+    open: openRows,
+    rss: rssRows,
+  });
 } finally {
   rmSync(root, { recursive: true, force: true });
 }

@@ -25,7 +25,9 @@ async function suite(title, cases) {
     b.configure({ cases: caseOptions }),
     b.cycle(),
   );
-  return Object.fromEntries(summary.results.map((r) => [r.name, { ops: r.ops, margin: r.margin, samples: r.samples }]));
+  return Object.fromEntries(
+    summary.results.map((r) => [r.name, { ops: r.ops, margin: r.margin, samples: r.samples }]),
+  );
 }
 
 async function appendMatrix() {
@@ -120,7 +122,10 @@ async function replay() {
   const rows = Object.entries(res).map(([peer, r]) => ({ peer, msgsPerSec: Math.round(r.ops * n) }));
   console.log(`\nreplay of ${n} x 256 B, msgs/s`);
   table(rows.map((r) => ({ peer: r.peer, "msgs/s": fmt(r.msgsPerSec) })));
-  save("store-replay", { workload: `replay ${n} x 256 B, reads of 1000, bodies and properties decoded`, rows });
+  save("store-replay", {
+    workload: `replay ${n} x 256 B, reads of 1000, bodies and properties decoded`,
+    rows,
+  });
 }
 
 async function acks() {
@@ -153,7 +158,9 @@ async function acks() {
       fn: async () => {
         const o = next.level++;
         if (o >= perQueue) throw new Error("ack bench ran out of messages");
-        await Promise.all(Array.from({ length: queues }, (_, q) => lv.db.del(lv.key(`q${q}`, o), { sync: true })));
+        await Promise.all(
+          Array.from({ length: queues }, (_, q) => lv.db.del(lv.key(`q${q}`, o), { sync: true })),
+        );
       },
     },
   ]);

@@ -10,7 +10,8 @@ describe("error catalogue", () => {
     expect(new Set(codes).size).toBe(codes.length);
     for (const [key, code] of Object.entries(ErrorCodes)) expect(key).toBe(code);
     const doc = await readFile(new URL("docs/errors.md", root), "utf8");
-    for (const code of codes) expect(doc, `docs/errors.md documents ${code}`).toMatch(new RegExp(`^## \`${code}\``, "m"));
+    for (const code of codes)
+      expect(doc, `docs/errors.md documents ${code}`).toMatch(new RegExp(`^## \`${code}\``, "m"));
   });
 
   it("covers every code the Rust store can produce", async () => {

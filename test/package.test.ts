@@ -20,7 +20,9 @@ describe("the built package", () => {
       cwd: new URL("../", import.meta.url),
     });
     expect(JSON.parse(stdout)).toEqual({ o: 0, body: "hello", code: "STORE_FULL" });
-    const pkg = JSON.parse(await (await import("node:fs/promises")).readFile(new URL("../package.json", import.meta.url), "utf8"));
+    const pkg = JSON.parse(
+      await (await import("node:fs/promises")).readFile(new URL("../package.json", import.meta.url), "utf8"),
+    );
     const { access } = await import("node:fs/promises");
     await access(new URL(`../${pkg.types.replace("./", "")}`, import.meta.url));
   });

@@ -12,7 +12,11 @@ export async function edgehubPeer(dir, opts = {}) {
   return {
     name: "edgehub",
     store,
-    append: (queue, bodies) => store.append(queue, bodies.map((body) => ({ body }))),
+    append: (queue, bodies) =>
+      store.append(
+        queue,
+        bodies.map((body) => ({ body })),
+      ),
     close: () => store.close(),
   };
 }

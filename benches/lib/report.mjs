@@ -20,7 +20,10 @@ export function fmt(n) {
 /** Saves `{ benchmark, machine, date, ...data }` to benches/results/<name>.json. */
 export function save(name, data) {
   const file = new URL(`../results/${name}.json`, import.meta.url);
-  writeFileSync(file, `${JSON.stringify({ benchmark: name, date: new Date().toISOString(), machine: machine(), ...data }, null, 2)}\n`);
+  writeFileSync(
+    file,
+    `${JSON.stringify({ benchmark: name, date: new Date().toISOString(), machine: machine(), ...data }, null, 2)}\n`,
+  );
   console.log(`saved ${file.pathname}`);
 }
 

@@ -18,7 +18,12 @@ describe("MessageStore through the native binding", () => {
     const s = await openStore(await tempDir());
     const bodies = [randomBytes(300), Buffer.alloc(0), randomBytes(4096)];
     const props = { "$.mid": "m-1", ключ: "värde ✓", empty: "" };
-    expect(await s.append("q", bodies.map((body) => ({ body, properties: props })))).toEqual([0, 1, 2]);
+    expect(
+      await s.append(
+        "q",
+        bodies.map((body) => ({ body, properties: props })),
+      ),
+    ).toEqual([0, 1, 2]);
     expect(await s.append("q", [{ body: Buffer.from("x") }])).toEqual([3]);
     expect(await s.append("other", [{ body: new Uint8Array([1, 2]) }])).toEqual([0]);
     const got = await s.read("q");

@@ -16,7 +16,9 @@ interface Reported {
 /** Runs the writer until a random moment, SIGKILLs it, returns what it reported as durable. */
 function runAndKill(dir: string, round: number): Promise<Reported[]> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [child, dir, dist, String(round)], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [child, dir, dist, String(round)], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     let err = "";
     let timer: NodeJS.Timeout | undefined;

@@ -122,7 +122,8 @@ function prepare(messages: unknown): PreparedMessage[] {
         throw invalid(`message ${i}: properties must be an object of strings`);
       }
       for (const [k, v] of Object.entries(properties)) {
-        if (typeof v !== "string") throw invalid(`message ${i}: property ${JSON.stringify(k)} must be a string`);
+        if (typeof v !== "string")
+          throw invalid(`message ${i}: property ${JSON.stringify(k)} must be a string`);
       }
     }
     if (ttlSecs !== undefined) checkTtl(`message ${i}: ttlSecs`, ttlSecs);
@@ -200,7 +201,8 @@ export class MessageStore {
   static async open(dir: string, options: StoreOptions = {}): Promise<MessageStore> {
     checkName("dir", dir);
     const durability = options.durability ?? "fsync";
-    if (durability !== "fsync" && durability !== "none") throw invalid('durability must be "fsync" or "none"');
+    if (durability !== "fsync" && durability !== "none")
+      throw invalid('durability must be "fsync" or "none"');
     const whenFull = options.whenFull ?? "reject";
     if (whenFull !== "reject" && whenFull !== "drop-oldest") {
       throw invalid('whenFull must be "reject" or "drop-oldest"');
@@ -209,7 +211,9 @@ export class MessageStore {
     checkTtl("defaultTtlSecs", defaultTtlSecs);
     const maxSizeBytes = options.maxSizeBytes ?? 10 * 2 ** 30;
     checkInteger("maxSizeBytes", maxSizeBytes, 1);
-    const handle = await call(() => native().openStore(dir, { durability, defaultTtlSecs, maxSizeBytes, whenFull }));
+    const handle = await call(() =>
+      native().openStore(dir, { durability, defaultTtlSecs, maxSizeBytes, whenFull }),
+    );
     return new MessageStore(handle, dir);
   }
 

@@ -212,7 +212,11 @@ impl Task for CloseTask {
 }
 
 /// Promise settled from the writer thread once the store answers.
-fn settle<'env, T, J>(env: &'env Env, start: impl FnOnce(Box<dyn FnOnce(edgehub_store::Result<T>) + Send>), to_js: fn(T) -> J) -> Result<Object<'env>>
+fn settle<'env, T, J>(
+    env: &'env Env,
+    start: impl FnOnce(Box<dyn FnOnce(edgehub_store::Result<T>) + Send>),
+    to_js: fn(T) -> J,
+) -> Result<Object<'env>>
 where
     T: Send + 'static,
     J: ToNapiValue + 'static,
@@ -233,9 +237,11 @@ impl NativeStore {
     pub fn append<'env>(&self, env: &'env Env, queues: Vec<String>, batch: &[u8], count: u32) -> Result<Object<'env>> {
         let messages = parse_batch(batch, count)?;
         let store = self.store.clone();
-        settle(env, move |reply| store.append_with(queues, messages, reply), |offsets: Vec<Vec<u64>>| {
-            offsets.iter().map(|o| o.first().map_or(-1, |&x| x as i64)).collect::<Vec<i64>>()
-        })
+        settle(
+            env,
+            move |reply| store.append_with(queues, messages, reply),
+            |offsets: Vec<Vec<u64>>| offsets.iter().map(|o| o.first().map_or(-1, |&x| x as i64)).collect::<Vec<i64>>(),
+        )
     }
 
     #[napi]

@@ -36,7 +36,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { durability: Durability::Fsync, default_ttl_secs: 7200, max_size_bytes: 10 << 30, when_full: WhenFull::Reject }
+        Options {
+            durability: Durability::Fsync,
+            default_ttl_secs: 7200,
+            max_size_bytes: 10 << 30,
+            when_full: WhenFull::Reject,
+        }
     }
 }
 

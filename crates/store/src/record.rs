@@ -174,7 +174,10 @@ mod tests {
             let r = decode(&v).expect("decodes");
             assert_eq!(r.header, h);
             assert_eq!(r.body, b"body");
-            assert_eq!(decode_properties(r.properties).unwrap(), vec![("a".into(), "1".into()), ("ключ".into(), "värde".into())]);
+            assert_eq!(
+                decode_properties(r.properties).unwrap(),
+                vec![("a".into(), "1".into()), ("ключ".into(), "värde".into())]
+            );
         }
     }
 

@@ -59,11 +59,16 @@ impl State {
             db.write_opt(wb, &wo).map_err(dberr)?;
             return Ok(state);
         };
-        let found = <[u8; 4]>::try_from(&version[..]).map(u32::from_be_bytes).map_err(|_| corrupt("format version is not 4 bytes".into()))?;
+        let found = <[u8; 4]>::try_from(&version[..])
+            .map(u32::from_be_bytes)
+            .map_err(|_| corrupt("format version is not 4 bytes".into()))?;
         if found > FORMAT_VERSION || found == 0 {
             return Err(Error::UnsupportedFormat { path: path.to_path_buf(), found, supported: FORMAT_VERSION });
         }
-        let g = db.get_cf(meta, keys::META_GLOBAL).map_err(dberr)?.ok_or_else(|| corrupt("global counters missing".into()))?;
+        let g = db
+            .get_cf(meta, keys::META_GLOBAL)
+            .map_err(dberr)?
+            .ok_or_else(|| corrupt("global counters missing".into()))?;
         if g.len() != 20 {
             return Err(corrupt("global counters have the wrong length".into()));
         }
@@ -75,10 +80,17 @@ impl State {
             if k.first() != Some(&keys::META_NAME) {
                 break;
             }
-            let name: Arc<str> = std::str::from_utf8(&k[1..]).map_err(|_| corrupt("queue name is not UTF-8".into()))?.into();
-            let qid = <[u8; 4]>::try_from(&v[..]).map(u32::from_be_bytes).map_err(|_| corrupt(format!("queue id of {name:?}")))?;
-            let counters = db.get_cf(meta, keys::queue(qid)).map_err(dberr)?.ok_or_else(|| corrupt(format!("counters of queue {name:?} missing")))?;
-            let [tail, tail_cum, acked_next] = keys::parse_u64s(&counters).ok_or_else(|| corrupt(format!("counters of queue {name:?}")))?;
+            let name: Arc<str> =
+                std::str::from_utf8(&k[1..]).map_err(|_| corrupt("queue name is not UTF-8".into()))?.into();
+            let qid = <[u8; 4]>::try_from(&v[..])
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt(format!("queue id of {name:?}")))?;
+            let counters = db
+                .get_cf(meta, keys::queue(qid))
+                .map_err(dberr)?
+                .ok_or_else(|| corrupt(format!("counters of queue {name:?} missing")))?;
+            let [tail, tail_cum, acked_next] =
+                keys::parse_u64s(&counters).ok_or_else(|| corrupt(format!("counters of queue {name:?}")))?;
             let mut q = Queue::new(qid, name.clone());
             (q.tail, q.tail_cum, q.acked_next) = (tail, tail_cum, acked_next);
             let prefix = &keys::run(qid, 0)[..5];
@@ -87,7 +99,8 @@ impl State {
                 if !k.starts_with(prefix) {
                     break;
                 }
-                let start = keys::parse_u64s::<1>(&k[5..]).ok_or_else(|| corrupt(format!("run key of queue {name:?}")))?[0];
+                let start =
+                    keys::parse_u64s::<1>(&k[5..]).ok_or_else(|| corrupt(format!("run key of queue {name:?}")))?[0];
                 let run = Run::decode(start, &v).ok_or_else(|| corrupt(format!("run at {start} of queue {name:?}")))?;
                 let ordered = q.runs.back().is_none_or(|p| p.end <= run.start);
                 if !ordered || run.end > q.tail || run.end_cum > q.tail_cum || run.start < q.acked_next {

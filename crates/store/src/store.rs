@@ -12,12 +12,12 @@ use crossbeam_channel::Sender;
 use rocksdb::DB;
 
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::options::{self, Options};
 use crate::queue::QueueStats;
 use crate::record;
 use crate::state::State;
 use crate::writer::{Command, Reply, Writer};
-use crate::keys;
 
 /// A message to append.
 #[derive(Debug, Clone, Default)]
@@ -100,14 +100,23 @@ impl Store {
         let io = |e: std::io::Error| Error::Io { path: path.clone(), detail: e.to_string() };
         std::fs::create_dir_all(&path).map_err(io)?;
         guard_lost_current(&path)?;
-        let db = DB::open_cf_descriptors(&options::db_options(), &path, options::column_families()).map_err(|e| Error::from_db(&path, e))?;
+        let db = DB::open_cf_descriptors(&options::db_options(), &path, options::column_families())
+            .map_err(|e| Error::from_db(&path, e))?;
         let state = State::load(&db, &path)?;
         let db = Arc::new(db);
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = Writer::new(db.clone(), path.clone(), options.clone(), state.clone(), rx);
-        let handle = std::thread::Builder::new().name("edgehub-store-writer".into()).spawn(move || writer.run()).map_err(io)?;
-        Ok(Store { path, db: RwLock::new(Some(db)), state, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), options })
+        let handle =
+            std::thread::Builder::new().name("edgehub-store-writer".into()).spawn(move || writer.run()).map_err(io)?;
+        Ok(Store {
+            path,
+            db: RwLock::new(Some(db)),
+            state,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            options,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -146,7 +155,8 @@ impl Store {
                 names.push(q.into());
             }
             for (i, m) in messages.iter().enumerate() {
-                record::visit_properties(&m.properties, |_, _| {}).map_err(|e| Error::InvalidArgument(format!("message {i}: {e}")))?;
+                record::visit_properties(&m.properties, |_, _| {})
+                    .map_err(|e| Error::InvalidArgument(format!("message {i}: {e}")))?;
                 if let Some(ttl) = m.ttl_secs {
                     options::check_ttl(ttl, &format!("message {i}: ttlSecs")).map_err(Error::InvalidArgument)?;
                 }
@@ -155,7 +165,8 @@ impl Store {
         })();
         match checked {
             Ok(queues) => {
-                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { queues, messages, reply: done }) {
+                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { queues, messages, reply: done })
+                {
                     reply(Err(Error::Closed));
                 }
             }
@@ -185,7 +196,13 @@ impl Store {
 
     /// Visits the live messages of `queue` from offset `from` in order, skipping acked and
     /// expired ones. Returns how many were visited.
-    pub fn read_with(&self, queue: &str, from: u64, limits: ReadLimits, mut visit: impl FnMut(MessageRef<'_>)) -> Result<usize> {
+    pub fn read_with(
+        &self,
+        queue: &str,
+        from: u64,
+        limits: ReadLimits,
+        mut visit: impl FnMut(MessageRef<'_>),
+    ) -> Result<usize> {
         check_name("queue name", queue)?;
         let db = self.db()?;
         let (qid, acked_next, tail) = {
@@ -210,7 +227,8 @@ impl Store {
         while it.valid() && n < limits.limit {
             let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
             let offset = keys::msg_offset(qid, k).ok_or_else(|| corrupt(format!("bad key in queue {queue:?}")))?;
-            let r = record::decode(v).ok_or_else(|| corrupt(format!("bad record at offset {offset} of queue {queue:?}")))?;
+            let r = record::decode(v)
+                .ok_or_else(|| corrupt(format!("bad record at offset {offset} of queue {queue:?}")))?;
             if r.header.expires_at > now {
                 let size = r.properties.len() + r.body.len();
                 if n > 0 && bytes + size > limits.max_bytes {
@@ -219,7 +237,13 @@ impl Store {
                 bytes += size;
                 n += 1;
                 let expires_at = (r.header.expires_at != record::NEVER).then_some(r.header.expires_at);
-                visit(MessageRef { offset, enqueued_at: r.header.enqueued_at, expires_at, properties: r.properties, body: r.body });
+                visit(MessageRef {
+                    offset,
+                    enqueued_at: r.header.enqueued_at,
+                    expires_at,
+                    properties: r.properties,
+                    body: r.body,
+                });
             }
             it.next();
         }
@@ -231,8 +255,16 @@ impl Store {
     pub fn read(&self, queue: &str, from: u64, limit: usize) -> Result<Vec<Message>> {
         let mut out = Vec::new();
         let mut bad = None;
-        self.read_with(queue, from, ReadLimits { limit, max_bytes: usize::MAX }, |m| match record::decode_properties(m.properties) {
-            Ok(properties) => out.push(Message { offset: m.offset, enqueued_at: m.enqueued_at, expires_at: m.expires_at, properties, body: m.body.to_vec() }),
+        self.read_with(queue, from, ReadLimits { limit, max_bytes: usize::MAX }, |m| match record::decode_properties(
+            m.properties,
+        ) {
+            Ok(properties) => out.push(Message {
+                offset: m.offset,
+                enqueued_at: m.enqueued_at,
+                expires_at: m.expires_at,
+                properties,
+                body: m.body.to_vec(),
+            }),
             Err(e) => bad = Some(e),
         })?;
         match bad {
@@ -318,7 +350,8 @@ impl Store {
             if !k.starts_with(&start) {
                 break;
             }
-            let key = String::from_utf8(k[skip..].to_vec()).map_err(|_| Error::Corrupt { path: self.path.clone(), reason: "kv key is not UTF-8".into() })?;
+            let key = String::from_utf8(k[skip..].to_vec())
+                .map_err(|_| Error::Corrupt { path: self.path.clone(), reason: "kv key is not UTF-8".into() })?;
             out.push((key, v.to_vec()));
             it.next();
         }
@@ -375,7 +408,10 @@ fn guard_lost_current(path: &Path) -> Result<()> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with("MANIFEST-") || name.ends_with(".sst") || name.ends_with(".log") && name != "LOG" {
-            return Err(Error::Corrupt { path: path.to_path_buf(), reason: format!("{name} present but CURRENT is missing") });
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("{name} present but CURRENT is missing"),
+            });
         }
     }
     Ok(())

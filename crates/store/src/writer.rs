@@ -55,7 +55,8 @@ struct Batch {
 }
 
 fn cf<'a>(db: &'a DB, path: &std::path::Path, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
-    db.cf_handle(name).ok_or_else(|| Error::Corrupt { path: path.to_path_buf(), reason: format!("column family {name} missing") })
+    db.cf_handle(name)
+        .ok_or_else(|| Error::Corrupt { path: path.to_path_buf(), reason: format!("column family {name} missing") })
 }
 
 pub(crate) struct Writer {
@@ -206,18 +207,27 @@ impl Writer {
     }
 
     fn qid(&self, b: &Batch, name: &str) -> Option<u32> {
-        b.names.iter().find(|(n, _)| &**n == name).map(|(_, id)| *id).or_else(|| self.read_state().by_name.get(name).copied())
+        b.names
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, id)| *id)
+            .or_else(|| self.read_state().by_name.get(name).copied())
     }
 
     /// The batch's copy of queue `qid`, taken from the published state on first touch.
     /// Borrows only `overlay`, so the caller can keep writing to `wb`.
     fn queue<'b>(&self, overlay: &'b mut HashMap<u32, Queue>, qid: u32) -> Result<&'b mut Queue> {
-        if !overlay.contains_key(&qid) {
-            let q = self.read_state().queues.get(&qid).cloned();
-            let q = q.ok_or_else(|| Error::Corrupt { path: self.path.clone(), reason: format!("queue id {qid} has no state") })?;
-            overlay.insert(qid, q);
+        match overlay.entry(qid) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let q = self.read_state().queues.get(&qid).cloned();
+                let q = q.ok_or_else(|| Error::Corrupt {
+                    path: self.path.clone(),
+                    reason: format!("queue id {qid} has no state"),
+                })?;
+                Ok(e.insert(q))
+            }
         }
-        overlay.get_mut(&qid).ok_or(Error::Closed)
     }
 
     fn append(&mut self, b: &mut Batch, queues: &[Arc<str>], messages: &[NewMessage]) -> Result<Vec<Vec<u64>>> {
@@ -226,9 +236,15 @@ impl Writer {
             .iter()
             .map(|name| {
                 let crowded = self.qid(b, name).is_some_and(|id| {
-                    b.overlay.get(&id).map_or_else(|| self.read_state().queues.get(&id).is_some_and(|q| q.runs.len() >= MAX_RUNS), |q| q.runs.len() >= MAX_RUNS)
+                    b.overlay.get(&id).map_or_else(
+                        || self.read_state().queues.get(&id).is_some_and(|q| q.runs.len() >= MAX_RUNS),
+                        |q| q.runs.len() >= MAX_RUNS,
+                    )
                 });
-                messages.iter().map(|m| (keys::MSG_KEY_LEN + record::encoded_len(&m.properties, &m.body, crowded)) as u64).sum::<u64>()
+                messages
+                    .iter()
+                    .map(|m| (keys::MSG_KEY_LEN + record::encoded_len(&m.properties, &m.body, crowded)) as u64)
+                    .sum::<u64>()
             })
             .sum();
         let max = self.opts.max_size_bytes;
@@ -310,8 +326,7 @@ impl Writer {
         let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
         b.wb.delete_range_cf(msgs_cf, keys::msg(qid, from), keys::msg(qid, end));
         b.wb.put_cf(meta_cf, keys::queue(qid), counters);
-        loop {
-            let Some(&front) = self.queue(&mut b.overlay, qid)?.runs.front() else { break };
+        while let Some(&front) = self.queue(&mut b.overlay, qid)?.runs.front() {
             if front.start >= end {
                 break;
             }
@@ -328,16 +343,29 @@ impl Writer {
     /// Removes the prefix of run `idx` of queue `qid` up to `split` (the first record
     /// kept), or the whole run. Returns the messages and bytes removed, and how many of
     /// the removed offsets lie at or past the ack point.
-    fn cut_front(&mut self, b: &mut Batch, qid: u32, idx: usize, split: Option<(u64, Header)>) -> Result<(u64, u64, u64)> {
+    fn cut_front(
+        &mut self,
+        b: &mut Batch,
+        qid: u32,
+        idx: usize,
+        split: Option<(u64, Header)>,
+    ) -> Result<(u64, u64, u64)> {
         let db = self.db.clone();
         let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
         let q = self.queue(&mut b.overlay, qid)?;
         let ack_end = q.acked_next;
-        let run = *q.runs.get(idx).ok_or_else(|| Error::Corrupt { path: self.path.clone(), reason: "run index".into() })?;
+        let run =
+            *q.runs.get(idx).ok_or_else(|| Error::Corrupt { path: self.path.clone(), reason: "run index".into() })?;
         b.wb.delete_cf(meta_cf, keys::run(qid, run.start));
         let (count, bytes) = match split {
             Some((offset, h)) => {
-                let kept = Run { start: offset, start_cum: h.cum_bytes, start_enqueued: h.enqueued_at, start_evict: h.evict_at, ..run };
+                let kept = Run {
+                    start: offset,
+                    start_cum: h.cum_bytes,
+                    start_enqueued: h.enqueued_at,
+                    start_evict: h.evict_at,
+                    ..run
+                };
                 b.wb.put_cf(meta_cf, keys::run(qid, offset), kept.encode());
                 b.wb.delete_range_cf(msgs_cf, keys::msg(qid, run.start), keys::msg(qid, offset));
                 q.runs[idx] = kept;
@@ -378,7 +406,13 @@ impl Writer {
 
     /// First stored record in `[lo, hi)` for which `pred` holds, given that `pred` is
     /// monotone (false…false true…true) over the stored records: O(log n) seeks.
-    fn search(&self, qid: u32, mut lo: u64, mut hi: u64, pred: impl Fn(&Header) -> bool) -> Result<Option<(u64, Header)>> {
+    fn search(
+        &self,
+        qid: u32,
+        mut lo: u64,
+        mut hi: u64,
+        pred: impl Fn(&Header) -> bool,
+    ) -> Result<Option<(u64, Header)>> {
         let mut found = None;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -409,7 +443,11 @@ impl Writer {
                 })
                 .min_by_key(|(t, id, _)| (*t, *id));
             let Some((_, qid, run)) = oldest else { return Ok(()) };
-            let split = if run.bytes() <= need { None } else { self.search(qid, run.start, run.end, |h| h.cum_bytes - run.start_cum >= need)? };
+            let split = if run.bytes() <= need {
+                None
+            } else {
+                self.search(qid, run.start, run.end, |h| h.cum_bytes - run.start_cum >= need)?
+            };
             let (count, bytes, _) = self.cut_front(b, qid, 0, split)?;
             b.dropped += count;
             b.globals_dirty = true;
@@ -428,7 +466,13 @@ impl Writer {
     /// Removes every run prefix whose eviction time has passed.
     fn sweep(&mut self) {
         let now = options::now_ms();
-        let due: Vec<u32> = self.read_state().queues.values().filter(|q| q.next_evict().is_some_and(|t| t <= now)).map(|q| q.id).collect();
+        let due: Vec<u32> = self
+            .read_state()
+            .queues
+            .values()
+            .filter(|q| q.next_evict().is_some_and(|t| t <= now))
+            .map(|q| q.id)
+            .collect();
         if due.is_empty() {
             return;
         }
@@ -462,7 +506,8 @@ impl Writer {
                 idx += 1;
                 continue;
             }
-            let split = if run.max_evict <= now { None } else { self.search(qid, run.start, run.end, |h| h.evict_at > now)? };
+            let split =
+                if run.max_evict <= now { None } else { self.search(qid, run.start, run.end, |h| h.evict_at > now)? };
             let (count, _, _) = self.cut_front(b, qid, idx, split)?;
             b.expired += count;
             b.globals_dirty = true;

@@ -18,7 +18,12 @@ pub fn open(dir: &std::path::Path, opts: Options) -> Store {
 }
 
 pub fn bodies(store: &Store, queue: &str, from: u64) -> Vec<(u64, String)> {
-    store.read(queue, from, usize::MAX).expect("read").into_iter().map(|m| (m.offset, String::from_utf8(m.body).expect("utf8"))).collect()
+    store
+        .read(queue, from, usize::MAX)
+        .expect("read")
+        .into_iter()
+        .map(|m| (m.offset, String::from_utf8(m.body).expect("utf8")))
+        .collect()
 }
 
 /// Waits (bounded) until `f` holds; the writer sweeps expiry in the background.

@@ -29,7 +29,9 @@ fn expired_messages_are_never_read_and_space_is_reclaimed() {
 fn mixed_ttls_expire_exactly_out_of_order() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Options::default());
-    let msgs = (0..40).map(|i| if i % 4 == 1 { msg_ttl(&format!("s{i}"), 1) } else { msg_ttl(&format!("l{i}"), 3600) }).collect();
+    let msgs = (0..40)
+        .map(|i| if i % 4 == 1 { msg_ttl(&format!("s{i}"), 1) } else { msg_ttl(&format!("l{i}"), 3600) })
+        .collect();
     s.append(&["q"], msgs).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let left = bodies(&s, "q", 0);

@@ -53,8 +53,13 @@ fn run(seed: u64) {
                 }
                 qs.truncate(k);
                 let n = rng.below(20) as usize;
-                let bodies: Vec<Vec<u8>> = (0..n).map(|i| format!("{seed}-{step}-{i}-{}", "p".repeat(rng.below(300) as usize)).into_bytes()).collect();
-                let msgs = bodies.iter().map(|b| edgehub_store::NewMessage { body: b.clone(), ..Default::default() }).collect();
+                let bodies: Vec<Vec<u8>> = (0..n)
+                    .map(|i| format!("{seed}-{step}-{i}-{}", "p".repeat(rng.below(300) as usize)).into_bytes())
+                    .collect();
+                let msgs = bodies
+                    .iter()
+                    .map(|b| edgehub_store::NewMessage { body: b.clone(), ..Default::default() })
+                    .collect();
                 let got = s.append(&qs, msgs).unwrap();
                 for (q, offs) in qs.iter().zip(got) {
                     let m = model.entry(q).or_default();
@@ -86,14 +91,21 @@ fn run(seed: u64) {
         // Check one queue fully every step, all queues' counters.
         let q = names[rng.below(4) as usize];
         let from = rng.below(model.get(q).map_or(1, |m| m.tail + 1));
-        let got: Vec<(u64, Vec<u8>)> = s.read(q, from, usize::MAX).unwrap().into_iter().map(|m| (m.offset, m.body)).collect();
-        let want: Vec<(u64, Vec<u8>)> = model.get(q).map_or_else(Vec::new, |m| m.live.range(from..).map(|(o, b)| (*o, b.clone())).collect());
+        let got: Vec<(u64, Vec<u8>)> =
+            s.read(q, from, usize::MAX).unwrap().into_iter().map(|m| (m.offset, m.body)).collect();
+        let want: Vec<(u64, Vec<u8>)> =
+            model.get(q).map_or_else(Vec::new, |m| m.live.range(from..).map(|(o, b)| (*o, b.clone())).collect());
         assert_eq!(got, want, "read {q} from {from} at step {step} (seed {seed})");
         let st = s.stats().unwrap();
         for qs in &st.queues {
             let m = &model[qs.name.as_str()];
             assert_eq!(qs.count, m.live.len() as u64, "count of {} at step {step}", qs.name);
-            assert_eq!(qs.bytes, m.live.values().map(|b| stored_size(b)).sum::<u64>(), "bytes of {} at step {step}", qs.name);
+            assert_eq!(
+                qs.bytes,
+                m.live.values().map(|b| stored_size(b)).sum::<u64>(),
+                "bytes of {} at step {step}",
+                qs.name
+            );
             assert_eq!(qs.tail, m.tail);
             assert_eq!(qs.acked_up_to, m.acked_next.checked_sub(1));
             assert_eq!(qs.head, m.live.keys().next().copied().unwrap_or(m.tail));

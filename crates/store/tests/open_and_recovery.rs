@@ -44,7 +44,11 @@ fn garbage_current_file_fails_open_naming_the_path() {
 #[test]
 fn damaged_manifest_fails_open() {
     let dir = populated();
-    let manifest = std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("MANIFEST-")).unwrap();
+    let manifest = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("MANIFEST-"))
+        .unwrap();
     let len = std::fs::metadata(manifest.path()).unwrap().len() as usize;
     std::fs::write(manifest.path(), vec![0xA5u8; len]).unwrap();
     expect_corrupt(dir.path());

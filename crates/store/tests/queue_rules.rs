@@ -150,7 +150,8 @@ fn concurrent_appends_are_group_committed_in_order_per_caller() {
     assert_eq!(all.len(), 1600);
     assert!(all.windows(2).all(|w| w[1].0 == w[0].0 + 1));
     for t in 0..8 {
-        let mine: Vec<_> = all.iter().filter(|(_, b)| b.starts_with(&format!("{t}-"))).map(|(_, b)| b.clone()).collect();
+        let mine: Vec<_> =
+            all.iter().filter(|(_, b)| b.starts_with(&format!("{t}-"))).map(|(_, b)| b.clone()).collect();
         assert_eq!(mine, (0..200).map(|i| format!("{t}-{i}")).collect::<Vec<_>>());
     }
 }
