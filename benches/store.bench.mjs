@@ -4,6 +4,7 @@
 //
 //   npm run bench            (builds first; or: node benches/store.bench.mjs after a build)
 //   BENCH_QUICK=1 ...        shorter runs for a smoke check
+//   BENCH_FILTER=regex ...   only append workloads matching (e.g. "x 32 callers")
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,6 +14,7 @@ import { edgehubPeer, levelPeer, PEERS } from "./lib/peers.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
+const FILTER = process.env.BENCH_FILTER ? new RegExp(process.env.BENCH_FILTER) : null;
 const caseOptions = QUICK ? { minSamples: 2, maxTime: 0.3 } : { minSamples: 5, maxTime: 1.5 };
 const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-bench-"));
 const fresh = (name) => mkdtempSync(join(root, `${name}-`));
@@ -36,10 +38,11 @@ async function appendMatrix() {
     for (const perCall of [1, 100, 1000]) {
       for (const callers of [1, 32]) {
         if (QUICK && perCall === 1000 && size === 4096) continue;
+        const workload = `${size} B x ${perCall}/call x ${callers} callers`;
+        if (FILTER && !FILTER.test(workload)) continue;
         const bodies = Array.from({ length: perCall }, () => randomBytes(size));
         const dirs = PEERS.map((make) => fresh(make.name));
         const peers = await Promise.all(PEERS.map((make, i) => make(dirs[i])));
-        const workload = `${size} B x ${perCall}/call x ${callers} callers`;
         const res = await suite(
           `durable append: ${workload}`,
           peers.map((p) => ({

@@ -4,7 +4,7 @@
  * `crates/node/src/lib.rs`, little-endian).
  */
 
-/** Header bytes per message in an append batch: ttl i64, props_len u32, body_len u32. */
+/** Header bytes per message in an append batch: ttl f64, props_len u32, body_len u32. */
 const APPEND_HEADER = 16;
 /** Header bytes per message in a read result: offset, enqueuedAt, expiresAt (f64), two u32. */
 const READ_HEADER = 32;
@@ -96,7 +96,7 @@ export function encodeBatch(messages: PreparedMessage[]): Buffer {
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   for (const m of messages) {
-    out.writeBigInt64LE(BigInt(m.ttl), at);
+    out.writeDoubleLE(m.ttl, at);
     out.writeUInt32LE(m.props.length, at + 8);
     out.writeUInt32LE(m.body.length, at + 12);
     at += APPEND_HEADER;

@@ -2,8 +2,7 @@
 //!
 //! Transfer formats between this binding and `ts/store/native.ts` (little-endian, not
 //! stored anywhere):
-//! - append batch, per message: ttl i64 (-2 = store default) | props_len u32 |
-//!   body_len u32 | property block | body
+//! - append batch: `edgehub_store::MessageBatch`'s packed layout, copied once
 //! - read result, per message: offset f64 | enqueued_at f64 | expires_at f64 (-1 = never) |
 //!   props_len u32 | body_len u32 | property block | body
 //!
@@ -12,11 +11,9 @@
 
 use std::sync::Arc;
 
-use edgehub_store::{Durability, NewMessage, Options, ReadLimits, Store, WhenFull};
+use edgehub_store::{Durability, MessageBatch, Options, ReadLimits, Store, WhenFull};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-
-const DEFAULT_TTL: i64 = -2;
 
 fn to_napi(e: edgehub_store::Error) -> Error {
     Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
@@ -99,33 +96,6 @@ pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<Open
     let max_size_bytes = u64::try_from(options.max_size_bytes).map_err(|_| invalid("maxSizeBytes must be positive"))?;
     let options = Options { durability, default_ttl_secs: options.default_ttl_secs, max_size_bytes, when_full };
     Ok(AsyncTask::new(OpenTask { path, options }))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// Splits an append batch into messages (copies: they travel to the writer thread).
-fn parse_batch(b: &[u8], count: u32) -> Result<Vec<NewMessage>> {
-    let mut out = Vec::with_capacity(count as usize);
-    let mut at = 0usize;
-    for i in 0..count {
-        let bad = || invalid(format!("append batch is malformed at message {i}"));
-        let ttl = i64::from_le_bytes(b.get(at..at + 8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        let plen = u32_at(b, at + 8).ok_or_else(bad)? as usize;
-        let blen = u32_at(b, at + 12).ok_or_else(bad)? as usize;
-        let p0 = at + 16;
-        let b0 = p0 + plen;
-        let end = b0 + blen;
-        let properties = b.get(p0..b0).ok_or_else(bad)?.to_vec();
-        let body = b.get(b0..end).ok_or_else(bad)?.to_vec();
-        out.push(NewMessage { properties, body, ttl_secs: (ttl != DEFAULT_TTL).then_some(ttl) });
-        at = end;
-    }
-    if at != b.len() {
-        return Err(invalid("append batch has trailing bytes"));
-    }
-    Ok(out)
 }
 
 fn offset_arg(v: i64, what: &str) -> Result<u64> {
@@ -235,12 +205,12 @@ impl NativeStore {
     /// assigned in each queue (the rest follow consecutively).
     #[napi]
     pub fn append<'env>(&self, env: &'env Env, queues: Vec<String>, batch: &[u8], count: u32) -> Result<Object<'env>> {
-        let messages = parse_batch(batch, count)?;
+        let messages = MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(to_napi)?;
         let store = self.store.clone();
         settle(
             env,
             move |reply| store.append_with(queues, messages, reply),
-            |offsets: Vec<Vec<u64>>| offsets.iter().map(|o| o.first().map_or(-1, |&x| x as i64)).collect::<Vec<i64>>(),
+            |offsets: Vec<std::ops::Range<u64>>| offsets.iter().map(|o| o.start as i64).collect::<Vec<i64>>(),
         )
     }
 

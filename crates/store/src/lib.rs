@@ -12,6 +12,7 @@
 //! 4. the counters (per-queue runs, live bytes) equal the sum of live records and are
 //!    written in the same batch as the records they count.
 
+mod batch;
 mod error;
 mod keys;
 mod options;
@@ -21,6 +22,7 @@ mod state;
 mod store;
 mod writer;
 
+pub use batch::MessageBatch;
 pub use error::{Error, Result};
 pub use options::{Durability, Options, WhenFull};
 pub use queue::QueueStats;

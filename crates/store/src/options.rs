@@ -103,7 +103,18 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         o.set_bottommost_compression_type(DBCompressionType::Zstd);
         o
     };
-    let mut msgs = base(false, 16 << 20);
+    let mut msgs = base(false, 32 << 20);
+    // Messages acked while online die young, in L0/L1: compressing them only burns CPU.
+    // Backlogs that outlive an outage sink lower and are compressed there.
+    msgs.set_compression_per_level(&[
+        DBCompressionType::None,
+        DBCompressionType::None,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Zstd,
+    ]);
     // Reclaims records whose own TTL passed while their run is still live (clamped runs,
     // or the gap between expiry and the next sweep). Counters are not touched here: the
     // sweep accounts for them when their run prefix is deleted (queue.rs).

@@ -64,6 +64,9 @@ pub(crate) struct Queue {
     pub tail_cum: u64,
     /// Everything below this offset is acknowledged.
     pub acked_next: u64,
+    /// Acked records below this offset are deleted on disk (in memory only: after a
+    /// restart the first reclaim covers everything from 0).
+    pub reclaimed_next: u64,
     pub runs: VecDeque<Run>,
 }
 
@@ -87,7 +90,7 @@ pub struct QueueStats {
 
 impl Queue {
     pub fn new(id: u32, name: Arc<str>) -> Queue {
-        Queue { id, name, tail: 0, tail_cum: 0, acked_next: 0, runs: VecDeque::new() }
+        Queue { id, name, tail: 0, tail_cum: 0, acked_next: 0, reclaimed_next: 0, runs: VecDeque::new() }
     }
 
     pub fn live_bytes(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! durable; reads run on the caller's thread against RocksDB directly and never wait
 //! for the writer.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use rocksdb::DB;
 
+use crate::batch::MessageBatch;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::options::{self, Options};
@@ -139,9 +141,9 @@ impl Store {
         self.db.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(Error::Closed)
     }
 
-    /// Appends `messages` to every queue in `queues` atomically; `done` gets the offsets
-    /// per queue once the batch holding them is durable.
-    pub fn append_with(&self, queues: Vec<String>, messages: Vec<NewMessage>, done: Reply<Vec<Vec<u64>>>) {
+    /// Appends the batch to every queue in `queues` atomically; `done` gets the offsets
+    /// assigned in each queue (consecutive) once the write holding them is durable.
+    pub fn append_with(&self, queues: Vec<String>, messages: MessageBatch, done: Reply<Vec<Range<u64>>>) {
         let checked = (|| {
             if queues.is_empty() {
                 return Err(Error::InvalidArgument("at least one queue is required".into()));
@@ -153,13 +155,6 @@ impl Store {
                     return Err(Error::InvalidArgument(format!("queue {q:?} is named twice")));
                 }
                 names.push(q.into());
-            }
-            for (i, m) in messages.iter().enumerate() {
-                record::visit_properties(&m.properties, |_, _| {})
-                    .map_err(|e| Error::InvalidArgument(format!("message {i}: {e}")))?;
-                if let Some(ttl) = m.ttl_secs {
-                    options::check_ttl(ttl, &format!("message {i}: ttlSecs")).map_err(Error::InvalidArgument)?;
-                }
             }
             Ok(names)
         })();
@@ -174,9 +169,13 @@ impl Store {
         }
     }
 
-    /// Blocking `append_with`.
-    pub fn append(&self, queues: &[&str], messages: Vec<NewMessage>) -> Result<Vec<Vec<u64>>> {
-        wait(|reply| self.append_with(queues.iter().map(|q| q.to_string()).collect(), messages, reply))
+    /// Blocking `append_with`, from owned messages.
+    pub fn append(&self, queues: &[&str], messages: Vec<NewMessage>) -> Result<Vec<Range<u64>>> {
+        let mut batch = MessageBatch::new();
+        for m in &messages {
+            batch.push(&m.properties, &m.body, m.ttl_secs)?;
+        }
+        wait(|reply| self.append_with(queues.iter().map(|q| q.to_string()).collect(), batch, reply))
     }
 
     /// Acknowledges every message of `queue` up to and including `offset`.

@@ -9,6 +9,7 @@
 //! Between batches it sweeps expired run prefixes (queue.rs) as they come due.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,18 +17,19 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
+use crate::batch::MessageBatch;
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::options::{self, Durability, Options, WhenFull};
 use crate::queue::{Queue, Run, MAX_RUNS};
 use crate::record::{self, Header};
 use crate::state::State;
-use crate::{keys, NewMessage};
 
 /// Completion callback of an asynchronous operation, called once from the writer thread.
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 pub(crate) enum Command {
-    Append { queues: Vec<Arc<str>>, messages: Vec<NewMessage>, reply: Reply<Vec<Vec<u64>>> },
+    Append { queues: Vec<Arc<str>>, messages: MessageBatch, reply: Reply<Vec<Range<u64>>> },
     Ack { queue: Arc<str>, offset: u64, reply: Reply<()> },
     KvPut { key: Vec<u8>, value: Vec<u8>, reply: Reply<()> },
     KvDelete { key: Vec<u8>, reply: Reply<()> },
@@ -37,6 +39,7 @@ pub(crate) enum Command {
 const MAX_BATCH_COMMANDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 32 << 20;
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+const RECLAIM_EVERY: Duration = Duration::from_millis(500);
 
 type Done = Box<dyn FnOnce(Option<&Error>) + Send>;
 
@@ -66,12 +69,22 @@ pub(crate) struct Writer {
     pub state: Arc<RwLock<State>>,
     pub rx: Receiver<Command>,
     sweep_not_before: u64,
+    last_reclaim: std::time::Instant,
     scratch: Vec<u8>,
 }
 
 impl Writer {
     pub fn new(db: Arc<DB>, path: PathBuf, opts: Options, state: Arc<RwLock<State>>, rx: Receiver<Command>) -> Writer {
-        Writer { db, path, opts, state, rx, sweep_not_before: 0, scratch: Vec::new() }
+        Writer {
+            db,
+            path,
+            opts,
+            state,
+            rx,
+            sweep_not_before: 0,
+            last_reclaim: std::time::Instant::now(),
+            scratch: Vec::new(),
+        }
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -89,6 +102,9 @@ impl Writer {
                 Ok(c) => c,
                 Err(RecvTimeoutError::Timeout) => {
                     self.sweep();
+                    if self.last_reclaim.elapsed() >= RECLAIM_EVERY {
+                        self.reclaim();
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -112,12 +128,16 @@ impl Writer {
             }
             self.commit(batch);
             if let Some(reply) = close {
+                self.reclaim();
                 let flushed = self.db.flush_wal(true).map_err(|e| Error::from_db(&self.path, e));
                 reply(flushed);
                 return;
             }
             if self.until_next_sweep().is_zero() {
                 self.sweep();
+            }
+            if self.last_reclaim.elapsed() >= RECLAIM_EVERY {
+                self.reclaim();
             }
         }
     }
@@ -230,7 +250,7 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, b: &mut Batch, queues: &[Arc<str>], messages: &[NewMessage]) -> Result<Vec<Vec<u64>>> {
+    fn append(&mut self, b: &mut Batch, queues: &[Arc<str>], messages: &MessageBatch) -> Result<Vec<Range<u64>>> {
         let now = options::now_ms();
         let incoming: u64 = queues
             .iter()
@@ -243,7 +263,7 @@ impl Writer {
                 });
                 messages
                     .iter()
-                    .map(|m| (keys::MSG_KEY_LEN + record::encoded_len(&m.properties, &m.body, crowded)) as u64)
+                    .map(|m| (keys::MSG_KEY_LEN + record::encoded_len(m.properties, m.body, crowded)) as u64)
                     .sum::<u64>()
             })
             .sum();
@@ -279,17 +299,15 @@ impl Writer {
             };
             let q = self.queue(&mut b.overlay, qid)?;
             let old_tail = q.tail;
-            let mut offsets = Vec::with_capacity(messages.len());
             let mut added = 0u64;
-            for m in messages {
+            for m in messages.iter() {
                 let expires_at = options::expiry(now, m.ttl_secs.unwrap_or(self.opts.default_ttl_secs));
                 let (evict_at, new_run) = q.place(expires_at);
                 let h = Header { enqueued_at: now, expires_at, cum_bytes: q.tail_cum, evict_at };
                 scratch.clear();
-                record::encode(&mut scratch, &h, &m.properties, &m.body);
+                record::encode(&mut scratch, &h, m.properties, m.body);
                 b.wb.put_cf(msgs_cf, keys::msg(qid, q.tail), &scratch);
                 let size = (keys::MSG_KEY_LEN + scratch.len()) as u64;
-                offsets.push(q.tail);
                 q.push(size, now, evict_at, new_run);
                 added += size;
             }
@@ -298,7 +316,7 @@ impl Writer {
                 b.wb.put_cf(meta_cf, keys::run(qid, run.start), run.encode());
             }
             b.live_bytes += added;
-            all.push(offsets);
+            all.push(old_tail..q.tail);
         }
         self.scratch = scratch;
         Ok(all)
@@ -319,19 +337,25 @@ impl Writer {
         if end <= q.acked_next {
             return Ok(());
         }
-        let from = q.acked_next;
         q.acked_next = end;
         let counters = q.encode_counters();
-        let db = self.db.clone();
-        let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
-        b.wb.delete_range_cf(msgs_cf, keys::msg(qid, from), keys::msg(qid, end));
-        b.wb.put_cf(meta_cf, keys::queue(qid), counters);
+
+        b.wb.put_cf(self.cf(keys::CF_META)?, keys::queue(qid), counters);
+        // The acked records themselves are deleted later, in bulk (`reclaim`): a range
+        // tombstone per ack would pile up in the memtable and slow every iterator.
         while let Some(&front) = self.queue(&mut b.overlay, qid)?.runs.front() {
             if front.start >= end {
                 break;
             }
-            let split = if front.end <= end { None } else { self.seek_first(qid, end, front.end)? };
-            let (_, _, gone) = self.cut_front(b, qid, 0, split)?;
+            let split = if front.end <= end {
+                None
+            } else {
+                match self.record_at(qid, end)? {
+                    Some(h) => Some((end, h)),
+                    None => self.seek_first(qid, end, front.end)?,
+                }
+            };
+            let (_, _, gone) = self.cut_front(b, qid, 0, split, false)?;
             // Records between the ack and the split point were reclaimed by the
             // compaction filter after their own TTL: count them as expired.
             b.expired += gone;
@@ -349,6 +373,7 @@ impl Writer {
         qid: u32,
         idx: usize,
         split: Option<(u64, Header)>,
+        delete_records: bool,
     ) -> Result<(u64, u64, u64)> {
         let db = self.db.clone();
         let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
@@ -367,12 +392,16 @@ impl Writer {
                     ..run
                 };
                 b.wb.put_cf(meta_cf, keys::run(qid, offset), kept.encode());
-                b.wb.delete_range_cf(msgs_cf, keys::msg(qid, run.start), keys::msg(qid, offset));
+                if delete_records {
+                    b.wb.delete_range_cf(msgs_cf, keys::msg(qid, run.start), keys::msg(qid, offset));
+                }
                 q.runs[idx] = kept;
                 (offset - run.start, h.cum_bytes - run.start_cum)
             }
             None => {
-                b.wb.delete_range_cf(msgs_cf, keys::msg(qid, run.start), keys::msg(qid, run.end));
+                if delete_records {
+                    b.wb.delete_range_cf(msgs_cf, keys::msg(qid, run.start), keys::msg(qid, run.end));
+                }
                 q.runs.remove(idx);
                 (run.count(), run.bytes())
             }
@@ -384,6 +413,48 @@ impl Writer {
         };
         b.live_bytes -= bytes;
         Ok((count, bytes, unacked_gone))
+    }
+
+    /// Header of the record at `offset`, if it is stored.
+    fn record_at(&self, qid: u32, offset: u64) -> Result<Option<Header>> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(keys::CF_MSGS)?, keys::msg(qid, offset))
+            .map_err(|e| Error::from_db(&self.path, e))?;
+        v.map(|v| {
+            record::decode_header(&v).map(|(h, _)| h).ok_or_else(|| Error::Corrupt {
+                path: self.path.clone(),
+                reason: format!("bad record header at offset {offset} in queue {qid}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes acknowledged records in one range per queue (see `ack`). Unsynced: the
+    /// acks themselves are durable, and a lost reclaim is redone after a restart.
+    fn reclaim(&mut self) {
+        self.last_reclaim = std::time::Instant::now();
+        let due: Vec<(u32, u64, u64)> = self
+            .read_state()
+            .queues
+            .values()
+            .filter(|q| q.acked_next > q.reclaimed_next)
+            .map(|q| (q.id, q.reclaimed_next, q.acked_next))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let Ok(msgs_cf) = self.cf(keys::CF_MSGS) else { return };
+        let mut b = self.begin(false);
+        for &(qid, from, to) in &due {
+            b.wb.delete_range_cf(msgs_cf, keys::msg(qid, from), keys::msg(qid, to));
+        }
+        for (qid, _, to) in due {
+            if let Ok(q) = self.queue(&mut b.overlay, qid) {
+                q.reclaimed_next = q.reclaimed_next.max(to);
+            }
+        }
+        self.commit(b);
     }
 
     /// First stored record of queue `qid` in `[lo, hi)`.
@@ -448,7 +519,7 @@ impl Writer {
             } else {
                 self.search(qid, run.start, run.end, |h| h.cum_bytes - run.start_cum >= need)?
             };
-            let (count, bytes, _) = self.cut_front(b, qid, 0, split)?;
+            let (count, bytes, _) = self.cut_front(b, qid, 0, split, true)?;
             b.dropped += count;
             b.globals_dirty = true;
             need = need.saturating_sub(bytes);
@@ -508,7 +579,7 @@ impl Writer {
             }
             let split =
                 if run.max_evict <= now { None } else { self.search(qid, run.start, run.end, |h| h.evict_at > now)? };
-            let (count, _, _) = self.cut_front(b, qid, idx, split)?;
+            let (count, _, _) = self.cut_front(b, qid, idx, split, true)?;
             b.expired += count;
             b.globals_dirty = true;
             if split.is_some() {

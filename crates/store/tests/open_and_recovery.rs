@@ -108,3 +108,23 @@ fn damaged_metadata_fails_open() {
     }
     expect_corrupt(dir.path());
 }
+
+#[test]
+fn acked_records_are_deleted_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path(), Options::default());
+        s.append(&["q"], (0..1000).map(|i| msg(&i.to_string())).collect()).unwrap();
+        for o in (99..1000).step_by(100) {
+            s.ack("q", o).unwrap();
+        }
+        s.append(&["q"], vec![msg("left")]).unwrap();
+        s.close().unwrap();
+    }
+    let db = raw_db(dir.path());
+    let left: Vec<Vec<u8>> = db
+        .iterator_cf(db.cf_handle("msgs").unwrap(), rocksdb::IteratorMode::Start)
+        .map(|kv| kv.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(left.len(), 1, "only the unacked record is still stored");
+}
