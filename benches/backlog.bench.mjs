@@ -31,9 +31,15 @@ try {
   await (await edgehubPeer(dir("eh-empty"))).close();
   await (await levelPeer(dir("lv-empty"))).close();
 
-  const open = (make, path) => async () => {
-    const p = await make(path);
-    await p.close();
+  // benny calls each case once when it is added, without awaiting it; chain the calls
+  // so two opens of one store never overlap (the second would find it locked).
+  let chain = Promise.resolve();
+  const open = (make, path) => () => {
+    chain = chain.then(async () => {
+      const p = await make(path);
+      await p.close();
+    });
+    return chain;
   };
   const summary = await b.suite(
     `open + close, empty vs ${N} message backlog`,

@@ -79,6 +79,10 @@ pub(crate) fn db_options() -> rocksdb::Options {
     o.set_max_background_jobs(2);
     o.set_bytes_per_sync(1 << 20);
     o.set_max_total_wal_size(64 << 20);
+    // One cap on memtable memory across column families keeps RSS bounded on edge boards.
+    o.set_db_write_buffer_size(24 << 20);
+    // Opening must not cost more with a large backlog: no per-SST statistics pass.
+    o.set_skip_stats_update_on_db_open(true);
     o
 }
 
@@ -103,7 +107,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         o.set_bottommost_compression_type(DBCompressionType::Zstd);
         o
     };
-    let mut msgs = base(false, 32 << 20);
+    let mut msgs = base(false, 8 << 20);
     // Messages acked while online die young, in L0/L1: compressing them only burns CPU.
     // Backlogs that outlive an outage sink lower and are compressed there.
     msgs.set_compression_per_level(&[
@@ -126,7 +130,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
     });
     vec![
         ColumnFamilyDescriptor::new(keys::CF_MSGS, msgs),
-        ColumnFamilyDescriptor::new(keys::CF_META, base(true, 4 << 20)),
-        ColumnFamilyDescriptor::new(keys::CF_KV, base(true, 4 << 20)),
+        ColumnFamilyDescriptor::new(keys::CF_META, base(true, 2 << 20)),
+        ColumnFamilyDescriptor::new(keys::CF_KV, base(true, 2 << 20)),
     ]
 }

@@ -129,8 +129,7 @@ impl Writer {
             self.commit(batch);
             if let Some(reply) = close {
                 self.reclaim();
-                let flushed = self.db.flush_wal(true).map_err(|e| Error::from_db(&self.path, e));
-                reply(flushed);
+                reply(self.shutdown_flush());
                 return;
             }
             if self.until_next_sweep().is_zero() {
@@ -140,6 +139,16 @@ impl Writer {
                 self.reclaim();
             }
         }
+    }
+
+    /// Syncs the WAL and flushes memtables so the next open has nothing to replay.
+    fn shutdown_flush(&self) -> Result<()> {
+        let err = |e| Error::from_db(&self.path, e);
+        self.db.flush_wal(true).map_err(err)?;
+        for name in [keys::CF_MSGS, keys::CF_META, keys::CF_KV] {
+            self.db.flush_cf(self.cf(name)?).map_err(err)?;
+        }
+        Ok(())
     }
 
     fn begin(&self, sync: bool) -> Batch {
