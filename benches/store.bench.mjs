@@ -47,7 +47,7 @@ async function appendMatrix() {
           `durable append: ${workload}`,
           peers.map((p) => ({
             name: p.name,
-            fn: () => Promise.all(Array.from({ length: callers }, (_, c) => p.append(`q${c}`, bodies))),
+            fn: () => Promise.all(Array.from({ length: callers }, () => p.append("q", bodies))),
           })),
         );
         await Promise.all(peers.map((p) => p.close()));

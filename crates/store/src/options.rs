@@ -1,6 +1,9 @@
 //! Store options as the caller gives them, and the RocksDB tuning derived from them.
 
-use rocksdb::compaction_filter::Decision;
+use std::ffi::CStr;
+
+use rocksdb::compaction_filter::{CompactionFilter, Decision};
+use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType};
 
 use crate::{keys, record};
@@ -86,6 +89,41 @@ pub(crate) fn db_options() -> rocksdb::Options {
     o
 }
 
+/// Reclaims records whose own TTL passed while their run is still live (clamped runs,
+/// or the gap between expiry and the next sweep). Counters are not touched here: the
+/// sweep accounts for them when their run prefix is deleted (queue.rs). One filter per
+/// compaction, so each reads the clock once and runs on one thread.
+struct TtlFilterFactory;
+
+struct TtlFilter {
+    now: u64,
+}
+
+impl CompactionFilter for TtlFilter {
+    fn filter(&mut self, _level: u32, _key: &[u8], value: &[u8]) -> Decision {
+        match record::decode_header(value) {
+            Some((h, _)) if h.expires_at <= self.now => Decision::Remove,
+            _ => Decision::Keep,
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"edgehub-ttl"
+    }
+}
+
+impl CompactionFilterFactory for TtlFilterFactory {
+    type Filter = TtlFilter;
+
+    fn create(&mut self, _context: CompactionFilterContext) -> TtlFilter {
+        TtlFilter { now: now_ms() }
+    }
+
+    fn name(&self) -> &CStr {
+        c"edgehub-ttl-factory"
+    }
+}
+
 pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
     let cache = Cache::new_lru_cache(8 << 20);
     let table = |bloom: bool| {
@@ -119,15 +157,7 @@ pub(crate) fn column_families() -> Vec<ColumnFamilyDescriptor> {
         DBCompressionType::Lz4,
         DBCompressionType::Zstd,
     ]);
-    // Reclaims records whose own TTL passed while their run is still live (clamped runs,
-    // or the gap between expiry and the next sweep). Counters are not touched here: the
-    // sweep accounts for them when their run prefix is deleted (queue.rs).
-    msgs.set_compaction_filter("edgehub-ttl", |_level: u32, _key: &[u8], value: &[u8]| {
-        match record::decode_header(value) {
-            Some((h, _)) if h.expires_at <= now_ms() => Decision::Remove,
-            _ => Decision::Keep,
-        }
-    });
+    msgs.set_compaction_filter_factory(TtlFilterFactory);
     vec![
         ColumnFamilyDescriptor::new(keys::CF_MSGS, msgs),
         ColumnFamilyDescriptor::new(keys::CF_META, base(true, 2 << 20)),
