@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { tempDir } from "./helpers/tmp.js";
+import { tempDir } from "./helpers/fixtures.js";
 
 const run = promisify(execFile);
 

@@ -1,17 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MessageStore } from "../../ts/index.js";
-import { tempDir } from "../helpers/tmp.js";
-
-const open: MessageStore[] = [];
-async function openStore(dir: string, opts = {}): Promise<MessageStore> {
-  const s = await MessageStore.open(dir, opts);
-  open.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((s) => s.close()));
-});
+import { openStore, tempDir } from "../helpers/fixtures.js";
 
 describe("MessageStore through the native binding", () => {
   it("assigns offsets from 0 per queue and returns bodies byte-identical with properties", async () => {

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { MessageStore } from "../../ts/index.js";
-import { tempDir } from "../helpers/tmp.js";
+import { tempDir } from "../helpers/fixtures.js";
 
 const child = fileURLToPath(new URL("../fixtures/crash-writer.mjs", import.meta.url));
 const dist = new URL("../../dist/index.js", import.meta.url).href;

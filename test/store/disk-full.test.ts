@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { type EdgeHubError, MessageStore } from "../../ts/index.js";
-import { tempDir } from "../helpers/tmp.js";
+import { tempDir } from "../helpers/fixtures.js";
 
 // A real full disk: a small tmpfs mounted for the test (CI runs as root).
 const mounts: string[] = [];

@@ -1,18 +1,8 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { EdgeHubError, MessageStore } from "../../ts/index.js";
-import { eventually, tempDir } from "../helpers/tmp.js";
-
-const open: MessageStore[] = [];
-async function openStore(dir: string, opts = {}): Promise<MessageStore> {
-  const s = await MessageStore.open(dir, opts);
-  open.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((s) => s.close()));
-});
+import { eventually, openStore, tempDir } from "../helpers/fixtures.js";
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   const err = await p.then(

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach } from "vitest";
+import { MessageStore, type StoreOptions } from "../../ts/index.js";
 
 const dirs: string[] = [];
 
@@ -12,10 +13,6 @@ export async function tempDir(prefix = "edgehub-"): Promise<string> {
   return dir;
 }
 
-afterEach(async () => {
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-});
-
 /** Polls `check` until it holds (bounded); the store sweeps expiry in the background. */
 export async function eventually(what: string, check: () => Promise<boolean> | boolean): Promise<void> {
   const deadline = Date.now() + 20_000;
@@ -24,3 +21,17 @@ export async function eventually(what: string, check: () => Promise<boolean> | b
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+const stores: MessageStore[] = [];
+
+/** Opens a store that is closed after the test. */
+export async function openStore(dir: string, opts: StoreOptions = {}): Promise<MessageStore> {
+  const s = await MessageStore.open(dir, opts);
+  stores.push(s);
+  return s;
+}
+
+afterEach(async () => {
+  await Promise.all(stores.splice(0).map((s) => s.close()));
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
