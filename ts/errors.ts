@@ -22,6 +22,20 @@ export const ErrorCodes = {
   STORE_IO: "STORE_IO",
   /** The native add-on for this platform could not be loaded. */
   NATIVE_UNAVAILABLE: "NATIVE_UNAVAILABLE",
+  /** A SAS token is malformed. */
+  AUTH_BAD_TOKEN: "AUTH_BAD_TOKEN",
+  /** A SAS token's expiry has passed. */
+  AUTH_TOKEN_EXPIRED: "AUTH_TOKEN_EXPIRED",
+  /** A SAS token is not signed by the identity's keys. */
+  AUTH_BAD_SIGNATURE: "AUTH_BAD_SIGNATURE",
+  /** A SAS token names a resource other than the identity on this hub. */
+  AUTH_WRONG_AUDIENCE: "AUTH_WRONG_AUDIENCE",
+  /** No such device or module in the registry. */
+  AUTH_UNKNOWN_IDENTITY: "AUTH_UNKNOWN_IDENTITY",
+  /** The device or module is disabled. */
+  AUTH_IDENTITY_DISABLED: "AUTH_IDENTITY_DISABLED",
+  /** A secret could not be decrypted: wrong key file or tampered data. */
+  SECRET_UNREADABLE: "SECRET_UNREADABLE",
 } as const;
 
 /** One of the codes in {@link ErrorCodes}. */
