@@ -34,6 +34,12 @@ export const ErrorCodes = {
   AUTH_UNKNOWN_IDENTITY: "AUTH_UNKNOWN_IDENTITY",
   /** The device or module is disabled. */
   AUTH_IDENTITY_DISABLED: "AUTH_IDENTITY_DISABLED",
+  /** The hub's configuration is invalid; the message names the key. */
+  CONFIG_INVALID: "CONFIG_INVALID",
+  /** A device or module of that id already exists. */
+  IDENTITY_EXISTS: "IDENTITY_EXISTS",
+  /** No device or module of that id. */
+  IDENTITY_NOT_FOUND: "IDENTITY_NOT_FOUND",
   /** A secret could not be decrypted: wrong key file or tampered data. */
   SECRET_UNREADABLE: "SECRET_UNREADABLE",
 } as const;

@@ -2,5 +2,16 @@
  * edgehub: an edge hub that keeps IoT devices working when the gateway loses its uplink.
  * @packageDocumentation
  */
+
+export {
+  type Authentication,
+  type Device,
+  type IdentityStatus,
+  type Module,
+  Registry,
+} from "./auth/registry.js";
+export type { HubConfigInput } from "./config/config.js";
 export { EdgeHubError, type ErrorCode, ErrorCodes } from "./errors.js";
+export { EdgeHub, EVENTS_QUEUE } from "./hub.js";
+export { consoleLogger, type Logger, type LogLevel, silentLogger } from "./log.js";
 export * from "./store/index.js";

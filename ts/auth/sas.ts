@@ -68,7 +68,9 @@ export function parseSasToken(token: string): SasToken {
 
 /** The base64 HMAC-SHA256 of `sr + "\n" + se` under a base64 key. */
 export function sign(key: string, encodedResource: string, expiry: number): string {
-  return createHmac("sha256", Buffer.from(key, "base64")).update(`${encodedResource}\n${expiry}`).digest("base64");
+  return createHmac("sha256", Buffer.from(key, "base64"))
+    .update(`${encodedResource}\n${expiry}`)
+    .digest("base64");
 }
 
 /** Builds a token for `resource` (decoded) valid until `expiry` (seconds). */

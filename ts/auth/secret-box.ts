@@ -15,7 +15,8 @@ export class SecretBox {
   readonly #key: Buffer;
 
   constructor(key: Buffer) {
-    if (key.length !== 32) throw new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, "a secret box key is 32 bytes");
+    if (key.length !== 32)
+      throw new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, "a secret box key is 32 bytes");
     this.#key = key;
   }
 

@@ -1,0 +1,131 @@
+import { join } from "node:path";
+import { SharedAccessSignature } from "azure-iot-common";
+import { beforeEach, describe, expect, it } from "vitest";
+import { Authenticator } from "../../ts/auth/authenticator.js";
+import { type Device, Registry } from "../../ts/auth/registry.js";
+import { SecretBox } from "../../ts/auth/secret-box.js";
+import type { EdgeHubError } from "../../ts/index.js";
+import { openStore, tempDir } from "../helpers/fixtures.js";
+
+const HOST = "hub.local";
+const soon = () => Math.floor(Date.now() / 1000) + 600;
+const sdkToken = (resource: string, key: string, expiry = soon()) =>
+  Buffer.from(SharedAccessSignature.create(resource, "", key, expiry).toString());
+
+let reg: Registry;
+let dev: Device;
+let auth: Authenticator;
+beforeEach(async () => {
+  const dir = await tempDir();
+  reg = await Registry.open(await openStore(join(dir, "s")), await SecretBox.fromKeyFile(join(dir, "k")));
+  dev = await reg.createDevice({ deviceId: "dev1" });
+  await reg.createModule({ deviceId: "dev1", moduleId: "mod" });
+  auth = new Authenticator(reg, [HOST, "parent.hub"]);
+});
+
+function codeOf(f: () => unknown): string {
+  try {
+    f();
+    return "accepted";
+  } catch (err) {
+    return (err as EdgeHubError).code;
+  }
+}
+
+const key = () => dev.authentication.symmetricKey?.primaryKey ?? "";
+const username = (clientId: string) => `${HOST}/${clientId}/?api-version=2021-04-12&DeviceClientType=x`;
+
+describe("authenticator", () => {
+  it("accepts device and module SAS tokens from the official SDK, primary or secondary key", () => {
+    expect(
+      auth.authenticate({
+        clientId: "dev1",
+        username: username("dev1"),
+        password: sdkToken(`${HOST}/devices/dev1`, key()),
+      }),
+    ).toEqual({
+      deviceId: "dev1",
+      clientId: "dev1",
+    });
+    const secondary = dev.authentication.symmetricKey?.secondaryKey ?? "";
+    expect(
+      codeOf(() =>
+        auth.authenticate({
+          clientId: "dev1",
+          username: username("dev1"),
+          password: sdkToken(`parent.hub/devices/dev1`, secondary),
+        }),
+      ),
+    ).toBe("accepted");
+    const mkey = reg.getModule("dev1", "mod")?.authentication.symmetricKey?.primaryKey ?? "";
+    expect(
+      auth.authenticate({
+        clientId: "dev1/mod",
+        username: username("dev1/mod"),
+        password: sdkToken(`${HOST}/devices/dev1/modules/mod`, mkey),
+      }),
+    ).toEqual({ deviceId: "dev1", moduleId: "mod", clientId: "dev1/mod" });
+  });
+
+  it("refuses each bad credential with its own code", async () => {
+    const ok = { clientId: "dev1", username: username("dev1") };
+    const cases: Array<[string, () => unknown]> = [
+      [
+        "AUTH_UNKNOWN_IDENTITY",
+        () =>
+          auth.authenticate({
+            ...ok,
+            clientId: "ghost",
+            username: username("ghost"),
+            password: sdkToken(`${HOST}/devices/ghost`, key()),
+          }),
+      ],
+      ["AUTH_UNKNOWN_IDENTITY", () => auth.authenticate({ ...ok, clientId: "a/b/c" })],
+      [
+        "AUTH_BAD_SIGNATURE",
+        () =>
+          auth.authenticate({
+            ...ok,
+            password: sdkToken(`${HOST}/devices/dev1`, Buffer.alloc(32, 1).toString("base64")),
+          }),
+      ],
+      [
+        "AUTH_TOKEN_EXPIRED",
+        () => auth.authenticate({ ...ok, password: sdkToken(`${HOST}/devices/dev1`, key(), 1000) }),
+      ],
+      [
+        "AUTH_WRONG_AUDIENCE",
+        () => auth.authenticate({ ...ok, password: sdkToken(`${HOST}/devices/other`, key()) }),
+      ],
+      [
+        "AUTH_WRONG_AUDIENCE",
+        () => auth.authenticate({ ...ok, password: sdkToken(`evil.hub/devices/dev1`, key()) }),
+      ],
+      ["AUTH_BAD_TOKEN", () => auth.authenticate({ ...ok, password: Buffer.from("hunter2") })],
+      ["AUTH_BAD_TOKEN", () => auth.authenticate({ ...ok })],
+      [
+        "AUTH_BAD_TOKEN",
+        () =>
+          auth.authenticate({
+            ...ok,
+            username: "evil.hub/dev1/?api-version=1",
+            password: sdkToken(`${HOST}/devices/dev1`, key()),
+          }),
+      ],
+      [
+        "AUTH_BAD_TOKEN",
+        () =>
+          auth.authenticate({
+            ...ok,
+            username: `${HOST}/dev2/`,
+            password: sdkToken(`${HOST}/devices/dev1`, key()),
+          }),
+      ],
+    ];
+    for (const [code, f] of cases) expect(codeOf(f)).toBe(code);
+    await reg.updateDevice({ deviceId: "dev1", status: "disabled" });
+    expect(
+      codeOf(() => auth.authenticate({ ...ok, password: sdkToken(`${HOST}/devices/dev1`, key()) })),
+    ).toBe("AUTH_IDENTITY_DISABLED");
+  });
+});

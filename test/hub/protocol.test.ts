@@ -1,0 +1,147 @@
+import { join } from "node:path";
+import { SharedAccessSignature } from "azure-iot-common";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { EdgeHub, EVENTS_QUEUE, silentLogger } from "../../ts/index.js";
+import { tempDir } from "../helpers/fixtures.js";
+import { type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+
+let hub: EdgeHub;
+let key: string;
+const clients: RawClient[] = [];
+beforeEach(async () => {
+  hub = await EdgeHub.start(
+    { hostname: "localhost", dataDir: join(await tempDir(), "hub"), listen: { host: "127.0.0.1", mqtts: 0 } },
+    silentLogger,
+  );
+  key = (await hub.registry.createDevice({ deviceId: "dev1" })).authentication.symmetricKey?.primaryKey ?? "";
+  await hub.registry.createDevice({ deviceId: "dev2" });
+});
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.end();
+  await hub.close();
+});
+
+async function client(): Promise<RawClient> {
+  const c = await rawClient(hub.ports.mqtts, hub.caCertificate);
+  clients.push(c);
+  return c;
+}
+
+function connect(c: RawClient, over: Record<string, unknown> = {}): void {
+  const password = Buffer.from(
+    SharedAccessSignature.create(
+      "localhost/devices/dev1",
+      "",
+      key,
+      Math.floor(Date.now() / 1000) + 600,
+    ).toString(),
+  );
+  c.send({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: 4,
+    clean: false,
+    clientId: "dev1",
+    keepalive: 60,
+    username: "localhost/dev1/?api-version=2021-04-12",
+    password,
+    ...over,
+  } as never);
+}
+
+async function connected(): Promise<RawClient> {
+  const c = await client();
+  connect(c);
+  expect(await c.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+  return c;
+}
+
+const publish = (topic: string, payload: Buffer, qos: 0 | 1 | 2 = 1) =>
+  ({ cmd: "publish", topic, payload, qos, retain: false, dup: false, messageId: 7 }) as never;
+
+describe("MQTT head: bad input is refused and the hub keeps serving", () => {
+  it("answers CONNECT with the right CONNACK code", async () => {
+    const cases: Array<[Record<string, unknown>, number]> = [
+      [{ protocolVersion: 5 }, 1],
+      [{ password: Buffer.from("not a token") }, 4],
+      [
+        {
+          password: Buffer.from(
+            SharedAccessSignature.create(
+              "localhost/devices/dev1",
+              "",
+              Buffer.alloc(32).toString("base64"),
+              2e9,
+            ).toString(),
+          ),
+        },
+        5,
+      ],
+      [
+        {
+          password: Buffer.from(
+            SharedAccessSignature.create("localhost/devices/dev1", "", key, 1000).toString(),
+          ),
+        },
+        5,
+      ],
+      [{ clientId: "ghost", username: "localhost/ghost/?api-version=1" }, 5],
+    ];
+    for (const [over, code] of cases) {
+      const c = await client();
+      connect(c, over);
+      expect(await c.next(), JSON.stringify(Object.keys(over))).toMatchObject({
+        cmd: "connack",
+        returnCode: code,
+      });
+      expect(await c.next()).toBe("closed");
+    }
+    await connected();
+  });
+
+  it("closes on garbage, packets before CONNECT, QoS 2, foreign topics and oversized messages; stores none of them", async () => {
+    const garbage = await client();
+    garbage.sendBytes(Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]));
+    expect(await garbage.next()).toBe("closed");
+
+    const early = await client();
+    early.send({ cmd: "pingreq" });
+    expect(await early.next()).toBe("closed");
+
+    const attempts: Array<[string, Buffer, 0 | 1 | 2]> = [
+      ["devices/dev1/messages/events/", Buffer.from("qos2"), 2],
+      ["devices/dev2/messages/events/", Buffer.from("not mine"), 1],
+      ["devices/dev1/modules/m/messages/events/", Buffer.from("not my module"), 1],
+      ["some/other/topic", Buffer.from("outside IoT Hub"), 1],
+      ["devices/dev1/messages/events/%E0%A4%A", Buffer.from("bad bag"), 1],
+      ["devices/dev1/messages/events/", Buffer.alloc(256 * 1024 + 1), 1],
+    ];
+    for (const [topic, payload, qos] of attempts) {
+      const c = await connected();
+      c.send(publish(topic, payload, qos));
+      expect(await c.next(), topic).toBe("closed");
+    }
+    const ok = await connected();
+    ok.send(publish("devices/dev1/messages/events/a=1", Buffer.from("fine")));
+    expect(await ok.next()).toMatchObject({ cmd: "puback", messageId: 7 });
+    expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.body.toString())).toEqual(["fine"]);
+  });
+
+  it("answers PINGREQ, refuses subscriptions it cannot serve yet, and forgets closed clients", async () => {
+    const c = await connected();
+    c.send({ cmd: "pingreq" });
+    expect(await c.next()).toMatchObject({ cmd: "pingresp" });
+    c.send({
+      cmd: "subscribe",
+      messageId: 3,
+      subscriptions: [{ topic: "devices/dev2/messages/devicebound/#", qos: 1 }],
+    } as never);
+    expect(await c.next()).toMatchObject({ cmd: "suback", messageId: 3, granted: [0x80] });
+    expect(hub.connectedClients).toEqual(["dev1"]);
+    const takeover = await connected();
+    expect(await c.next()).toBe("closed");
+    takeover.send({ cmd: "disconnect" });
+    await takeover.closed;
+    expect(hub.connectedClients).toEqual([]);
+  });
+});

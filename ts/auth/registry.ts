@@ -1,0 +1,245 @@
+/**
+ * The identity registry: devices and modules with their credentials, as IoT Hub models
+ * them. Persisted in the store's KV (namespace `registry`), each record sealed with the
+ * hub's {@link SecretBox} so keys are encrypted at rest; held in memory for lookups.
+ */
+import { randomBytes } from "node:crypto";
+import { EdgeHubError, ErrorCodes } from "../errors.js";
+import type { MessageStore } from "../store/index.js";
+import type { SecretBox } from "./secret-box.js";
+
+/** Whether an identity may connect. */
+export type IdentityStatus = "enabled" | "disabled";
+
+/** How an identity authenticates, as IoT Hub's registry describes it. */
+export interface Authentication {
+  type: "sas" | "selfSigned" | "certificateAuthority" | "none";
+  symmetricKey?: { primaryKey: string; secondaryKey: string };
+  x509Thumbprint?: { primaryThumbprint: string | null; secondaryThumbprint: string | null };
+}
+
+/** A device identity (IoT Hub's device JSON shape). */
+export interface Device {
+  deviceId: string;
+  generationId: string;
+  etag: string;
+  status: IdentityStatus;
+  statusReason?: string;
+  authentication: Authentication;
+  capabilities: { iotEdge: boolean };
+  /** Set on edge devices (`ms-azure-iot-edge://{id}-{generationId}`) and on their children. */
+  deviceScope?: string;
+  /** The scope of a child's parent edge device. */
+  parentScopes: string[];
+}
+
+/** A module identity of a device. */
+export interface Module {
+  deviceId: string;
+  moduleId: string;
+  generationId: string;
+  etag: string;
+  authentication: Authentication;
+  managedBy?: string;
+}
+
+const NS = "registry";
+/** IoT Hub's id alphabet. */
+const ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}$/;
+
+function invalid(message: string): EdgeHubError {
+  return new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, message);
+}
+
+function checkId(what: string, id: unknown): asserts id is string {
+  if (typeof id !== "string" || !ID.test(id)) {
+    throw invalid(`${what} must be 1-128 characters of letters, digits and -:.+%_#*?!(),=@$'`);
+  }
+}
+
+function newKey(): string {
+  return randomBytes(32).toString("base64");
+}
+
+function newGenerationId(): string {
+  return `${Date.now()}${randomBytes(3).readUIntBE(0, 3).toString().padStart(8, "0")}`.slice(0, 18);
+}
+
+function newEtag(): string {
+  return randomBytes(6).toString("base64url");
+}
+
+/** Fills in what IoT Hub generates when a create leaves it out: SAS keys, type "sas". */
+function completeAuthentication(auth: Partial<Authentication> | undefined): Authentication {
+  const type = auth?.type ?? "sas";
+  if (!["sas", "selfSigned", "certificateAuthority", "none"].includes(type)) {
+    throw invalid(
+      `authentication.type ${JSON.stringify(type)} is not sas, selfSigned, certificateAuthority or none`,
+    );
+  }
+  if (type === "sas") {
+    const k = auth?.symmetricKey;
+    for (const key of [k?.primaryKey, k?.secondaryKey]) {
+      if (
+        key !== undefined &&
+        key !== null &&
+        (typeof key !== "string" || Buffer.from(key, "base64").length < 16)
+      ) {
+        throw invalid("symmetric keys must be base64 of at least 16 bytes");
+      }
+    }
+    return {
+      type,
+      symmetricKey: { primaryKey: k?.primaryKey || newKey(), secondaryKey: k?.secondaryKey || newKey() },
+    };
+  }
+  if (type === "selfSigned") {
+    const t = auth?.x509Thumbprint;
+    if (!t?.primaryThumbprint)
+      throw invalid("selfSigned authentication needs x509Thumbprint.primaryThumbprint");
+    const norm = (s: string | null | undefined) => (s ? s.replace(/:/g, "").toUpperCase() : null);
+    return {
+      type,
+      x509Thumbprint: {
+        primaryThumbprint: norm(t.primaryThumbprint),
+        secondaryThumbprint: norm(t.secondaryThumbprint),
+      },
+    };
+  }
+  return { type };
+}
+
+/** Devices and modules of this hub. */
+export class Registry {
+  readonly #store: MessageStore;
+  readonly #box: SecretBox;
+  readonly #devices = new Map<string, Device>();
+  readonly #modules = new Map<string, Module>();
+
+  private constructor(store: MessageStore, box: SecretBox) {
+    this.#store = store;
+    this.#box = box;
+  }
+
+  /** Loads every identity from the store. */
+  static async open(store: MessageStore, box: SecretBox): Promise<Registry> {
+    const r = new Registry(store, box);
+    for (const { key, value } of await store.kv.scan(NS)) {
+      const record = JSON.parse(box.open(value, `${NS}/${key}`).toString("utf8")) as Device | Module;
+      if (key.startsWith("d/")) r.#devices.set((record as Device).deviceId, record as Device);
+      else r.#modules.set(`${record.deviceId}/${(record as Module).moduleId}`, record as Module);
+    }
+    return r;
+  }
+
+  async #save(key: string, record: Device | Module): Promise<void> {
+    await this.#store.kv.put(NS, key, this.#box.seal(Buffer.from(JSON.stringify(record)), `${NS}/${key}`));
+  }
+
+  /** Creates a device; keys are generated when none are given; an edge device gets its scope. */
+  async createDevice(spec: Partial<Device> & { deviceId: string }): Promise<Device> {
+    checkId("deviceId", spec.deviceId);
+    if (this.#devices.has(spec.deviceId)) {
+      throw new EdgeHubError(ErrorCodes.IDENTITY_EXISTS, `device ${spec.deviceId} already exists`);
+    }
+    const generationId = newGenerationId();
+    const iotEdge = spec.capabilities?.iotEdge === true;
+    const device: Device = {
+      deviceId: spec.deviceId,
+      generationId,
+      etag: newEtag(),
+      status: spec.status === "disabled" ? "disabled" : "enabled",
+      ...(spec.statusReason ? { statusReason: spec.statusReason } : {}),
+      authentication: completeAuthentication(spec.authentication),
+      capabilities: { iotEdge },
+      parentScopes: [],
+    };
+    if (iotEdge) device.deviceScope = `ms-azure-iot-edge://${spec.deviceId}-${generationId}`;
+    else if (spec.deviceScope) {
+      device.deviceScope = spec.deviceScope;
+      device.parentScopes = [spec.deviceScope];
+    }
+    await this.#save(`d/${device.deviceId}`, device);
+    this.#devices.set(device.deviceId, device);
+    return structuredClone(device);
+  }
+
+  getDevice(deviceId: string): Device | undefined {
+    const d = this.#devices.get(deviceId);
+    return d && structuredClone(d);
+  }
+
+  listDevices(): Device[] {
+    return [...this.#devices.values()].map((d) => structuredClone(d));
+  }
+
+  /** Replaces a device's mutable fields (status, authentication, scope); keeps ids. */
+  async updateDevice(spec: Partial<Device> & { deviceId: string }): Promise<Device> {
+    const current = this.#devices.get(spec.deviceId);
+    if (!current) throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `device ${spec.deviceId} not found`);
+    const next: Device = {
+      ...current,
+      etag: newEtag(),
+      status: spec.status ?? current.status,
+      authentication: spec.authentication
+        ? completeAuthentication(spec.authentication)
+        : current.authentication,
+    };
+    if (spec.statusReason !== undefined) next.statusReason = spec.statusReason;
+    if (!current.capabilities.iotEdge && spec.deviceScope !== undefined) {
+      next.deviceScope = spec.deviceScope;
+      next.parentScopes = spec.deviceScope ? [spec.deviceScope] : [];
+    }
+    await this.#save(`d/${next.deviceId}`, next);
+    this.#devices.set(next.deviceId, next);
+    return structuredClone(next);
+  }
+
+  /** Deletes a device and its modules. */
+  async deleteDevice(deviceId: string): Promise<void> {
+    if (!this.#devices.has(deviceId)) {
+      throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `device ${deviceId} not found`);
+    }
+    for (const m of this.listModules(deviceId)) await this.deleteModule(deviceId, m.moduleId);
+    await this.#store.kv.delete(NS, `d/${deviceId}`);
+    this.#devices.delete(deviceId);
+  }
+
+  async createModule(spec: Partial<Module> & { deviceId: string; moduleId: string }): Promise<Module> {
+    checkId("moduleId", spec.moduleId);
+    if (!this.#devices.has(spec.deviceId)) {
+      throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `device ${spec.deviceId} not found`);
+    }
+    const key = `${spec.deviceId}/${spec.moduleId}`;
+    if (this.#modules.has(key))
+      throw new EdgeHubError(ErrorCodes.IDENTITY_EXISTS, `module ${key} already exists`);
+    const module: Module = {
+      deviceId: spec.deviceId,
+      moduleId: spec.moduleId,
+      generationId: newGenerationId(),
+      etag: newEtag(),
+      authentication: completeAuthentication(spec.authentication),
+      ...(spec.managedBy ? { managedBy: spec.managedBy } : {}),
+    };
+    await this.#save(`m/${key}`, module);
+    this.#modules.set(key, module);
+    return structuredClone(module);
+  }
+
+  getModule(deviceId: string, moduleId: string): Module | undefined {
+    const m = this.#modules.get(`${deviceId}/${moduleId}`);
+    return m && structuredClone(m);
+  }
+
+  listModules(deviceId: string): Module[] {
+    return [...this.#modules.values()].filter((m) => m.deviceId === deviceId).map((m) => structuredClone(m));
+  }
+
+  async deleteModule(deviceId: string, moduleId: string): Promise<void> {
+    const key = `${deviceId}/${moduleId}`;
+    if (!this.#modules.has(key))
+      throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `module ${key} not found`);
+    await this.#store.kv.delete(NS, `m/${key}`);
+    this.#modules.delete(key);
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * EdgeHub: the composition root. Every choice made from config is visible here; the
+ * parts are plain constructors. A telemetry PUBLISH reaches the store in three hops:
+ * protocol head → router → store.
+ */
+import { mkdir, readFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import tls from "node:tls";
+import { Authenticator } from "./auth/authenticator.js";
+import { Registry } from "./auth/registry.js";
+import { SecretBox } from "./auth/secret-box.js";
+import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
+import { consoleLogger, type Logger } from "./log.js";
+import { MqttConnection } from "./protocol/connection.js";
+import { Router } from "./routing/router.js";
+import { MessageStore } from "./store/index.js";
+
+/** The queue a root hub keeps device-to-cloud messages in (IoT Hub's built-in events). */
+export const EVENTS_QUEUE = "$events";
+
+/** A running hub. */
+export class EdgeHub {
+  readonly config: HubConfig;
+  readonly store: MessageStore;
+  readonly registry: Registry;
+  /** The CA certificate (PEM) clients must trust, and where it is on disk. */
+  readonly caCertificate: string;
+  readonly caFile: string;
+  readonly #server: tls.Server;
+  readonly #connections = new Map<string, MqttConnection>();
+  readonly #sockets = new Set<tls.TLSSocket>();
+  #closed = false;
+
+  private constructor(
+    config: HubConfig,
+    store: MessageStore,
+    registry: Registry,
+    server: tls.Server,
+    ca: { pem: string; file: string },
+  ) {
+    this.config = config;
+    this.store = store;
+    this.registry = registry;
+    this.#server = server;
+    this.caCertificate = ca.pem;
+    this.caFile = ca.file;
+  }
+
+  /** Starts a hub: opens its store and registry, and listens for MQTT over TLS. */
+  static async start(
+    input: HubConfigInput = {},
+    log: Logger = consoleLogger(input.logLevel),
+  ): Promise<EdgeHub> {
+    const config = loadConfig(input);
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    const material = config.tls
+      ? {
+          cert: await readFile(config.tls.certFile, "utf8"),
+          key: await readFile(config.tls.keyFile, "utf8"),
+          ca: await readFile(config.tls.caFile, "utf8"),
+          caFile: config.tls.caFile,
+        }
+      : await (await import("./certs/dev-ca.js")).devTls(join(config.dataDir, "certs"), config.hostname);
+    const store = await MessageStore.open(join(config.dataDir, "store"), {
+      defaultTtlSecs: config.timeToLiveSecs,
+      maxSizeBytes: config.maxSizeBytes,
+    });
+    try {
+      const registry = await Registry.open(
+        store,
+        await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key")),
+      );
+      const authenticator = new Authenticator(registry, [config.hostname]);
+      const router = new Router(store, EVENTS_QUEUE);
+      const server = tls.createServer({ cert: material.cert, key: material.key, minVersion: "TLSv1.2" });
+      const hub = new EdgeHub(config, store, registry, server, { pem: material.ca, file: material.caFile });
+      const context = {
+        authenticator,
+        router,
+        log,
+        maxMessageBytes: 256 * 1024,
+        connectTimeoutMs: 10_000,
+        register: (clientId: string, conn: MqttConnection) => {
+          const previous = hub.#connections.get(clientId);
+          hub.#connections.set(clientId, conn);
+          previous?.close("taken-over");
+        },
+        unregister: (clientId: string, conn: MqttConnection) => {
+          if (hub.#connections.get(clientId) === conn) hub.#connections.delete(clientId);
+        },
+      };
+      server.on("secureConnection", (socket) => {
+        hub.#sockets.add(socket);
+        socket.on("close", () => hub.#sockets.delete(socket));
+        new MqttConnection(socket, context);
+      });
+      server.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(config.listen.mqtts, config.listen.host, () => resolve());
+      });
+      log.log("info", "hub-started", {
+        hostname: config.hostname,
+        mqtts: hub.ports.mqtts,
+        dataDir: config.dataDir,
+      });
+      return hub;
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
+
+  /** The ports actually bound (useful with port 0). */
+  get ports(): { mqtts: number } {
+    return { mqtts: (this.#server.address() as AddressInfo).port };
+  }
+
+  /** Client ids connected now. */
+  get connectedClients(): string[] {
+    return [...this.#connections.keys()];
+  }
+
+  /** Stops listening, closes every connection, and closes the store. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const c of this.#connections.values()) c.close("hub-closing");
+    for (const s of this.#sockets) s.destroy();
+    await stopped;
+    await this.store.close();
+  }
+}

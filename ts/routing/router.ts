@@ -1,0 +1,64 @@
+/**
+ * The router: where a device's message goes. Until routes exist every telemetry message
+ * goes to one queue (`$upstream` on an edge hub, the built-in events queue on a root).
+ * Appends made in one event-loop turn, from every connection, go to the store as one
+ * call, so they share one group commit.
+ */
+import type { AppendMessage, MessageStore } from "../store/index.js";
+
+/** A device-to-cloud message as the protocol head hands it over. */
+export interface Telemetry {
+  deviceId: string;
+  moduleId?: string;
+  body: Buffer;
+  /** Application properties and `$.`-prefixed system properties from the topic. */
+  properties: Record<string, string>;
+}
+
+interface Pending {
+  message: AppendMessage;
+  resolve: (offset: number) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Routes telemetry into the store; resolves once the message is durable. */
+export class Router {
+  readonly #store: MessageStore;
+  readonly #queue: string;
+  #pending: Pending[] = [];
+
+  constructor(store: MessageStore, queue: string) {
+    this.#store = store;
+    this.#queue = queue;
+  }
+
+  /** Stores `t`, stamped with the identity that sent it; resolves to its offset when durable. */
+  accept(t: Telemetry): Promise<number> {
+    const properties: Record<string, string> = { ...t.properties, "$.cdid": t.deviceId };
+    if (t.moduleId !== undefined) properties["$.cmid"] = t.moduleId;
+    return new Promise((resolve, reject) => {
+      if (this.#pending.length === 0) setImmediate(() => this.#flush());
+      this.#pending.push({ message: { body: t.body, properties }, resolve, reject });
+    });
+  }
+
+  #flush(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    this.#store
+      .append(
+        this.#queue,
+        batch.map((p) => p.message),
+      )
+      .then(
+        (offsets) => {
+          batch.forEach((p, i) => {
+            p.resolve(offsets[i] ?? -1);
+          });
+        },
+        (err: unknown) => {
+          for (const p of batch) p.reject(err);
+        },
+      );
+  }
+}
