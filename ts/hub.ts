@@ -3,7 +3,8 @@
  * parts are plain constructors. A telemetry PUBLISH reaches the store in three hops:
  * protocol head → router → store.
  */
-import { mkdir, readFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -27,6 +28,10 @@ export class EdgeHub {
   /** The CA certificate (PEM) clients must trust, and where it is on disk. */
   readonly caCertificate: string;
   readonly caFile: string;
+  /** `HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…` for the service API. */
+  readonly serviceConnectionString: string;
+  /** Where that string is written (mode 0600). */
+  readonly serviceConnectionStringFile: string;
   readonly #server: tls.Server;
   readonly #connections = new Map<string, MqttConnection>();
   readonly #sockets = new Set<tls.TLSSocket>();
@@ -38,6 +43,7 @@ export class EdgeHub {
     registry: Registry,
     server: tls.Server,
     ca: { pem: string; file: string },
+    service: { connectionString: string; file: string },
   ) {
     this.config = config;
     this.store = store;
@@ -45,6 +51,8 @@ export class EdgeHub {
     this.#server = server;
     this.caCertificate = ca.pem;
     this.caFile = ca.file;
+    this.serviceConnectionString = service.connectionString;
+    this.serviceConnectionStringFile = service.file;
   }
 
   /** Starts a hub: opens its store and registry, and listens for MQTT over TLS. */
@@ -67,14 +75,20 @@ export class EdgeHub {
       maxSizeBytes: config.maxSizeBytes,
     });
     try {
-      const registry = await Registry.open(
-        store,
-        await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key")),
-      );
+      const box = await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key"));
+      const registry = await Registry.open(store, box);
+      const service = await serviceCredential(store, box, config);
       const authenticator = new Authenticator(registry, [config.hostname]);
       const router = new Router(store, EVENTS_QUEUE);
       const server = tls.createServer({ cert: material.cert, key: material.key, minVersion: "TLSv1.2" });
-      const hub = new EdgeHub(config, store, registry, server, { pem: material.ca, file: material.caFile });
+      const hub = new EdgeHub(
+        config,
+        store,
+        registry,
+        server,
+        { pem: material.ca, file: material.caFile },
+        service,
+      );
       const context = {
         authenticator,
         router,
@@ -132,4 +146,28 @@ export class EdgeHub {
     await stopped;
     await this.store.close();
   }
+}
+
+/**
+ * The `iothubowner` policy key: created on first start, sealed in the store, and written
+ * as a service connection string to `<dataDir>/service-connection-string` (0600).
+ */
+async function serviceCredential(
+  store: MessageStore,
+  box: SecretBox,
+  config: HubConfig,
+): Promise<{ key: string; connectionString: string; file: string }> {
+  const context = "service/iothubowner";
+  const sealed = await store.kv.get("service", "iothubowner");
+  let key: string;
+  if (sealed) key = box.open(sealed, context).toString("utf8");
+  else {
+    key = randomBytes(32).toString("base64");
+    await store.kv.put("service", "iothubowner", box.seal(Buffer.from(key), context));
+  }
+  const connectionString = `HostName=${config.hostname};SharedAccessKeyName=iothubowner;SharedAccessKey=${key}`;
+  const file = join(config.dataDir, "service-connection-string");
+  await writeFile(file, `${connectionString}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return { key, connectionString, file };
 }

@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+/**
+ * The `edgehub` command. `edgehub start [--config edgehub.json]` runs a hub until SIGINT or
+ * SIGTERM; with no config it runs on the embedded defaults (data in ./edgehub-data, a
+ * development CA, MQTT over TLS on 8883).
+ */
+import { readFile } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import { EdgeHubError } from "../errors.js";
+import { EdgeHub } from "../hub.js";
+
+const USAGE = `usage: edgehub start [--config <file.json>]
+
+  start     run the hub until interrupted
+  --config  JSON configuration (keys: hostname, dataDir, listen {host, mqtts},
+            tls {certFile, keyFile, caFile}, storeAndForwardConfiguration
+            {timeToLiveSecs, storeLimits {maxSizeBytes}}, logLevel)`;
+
+async function start(configFile: string | undefined): Promise<void> {
+  let config: unknown = {};
+  if (configFile) {
+    const text = await readFile(configFile, "utf8");
+    try {
+      config = JSON.parse(text);
+    } catch (err) {
+      throw new Error(`${configFile} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  const hub = await EdgeHub.start(config as Parameters<typeof EdgeHub.start>[0]);
+  const c = hub.config;
+  process.stdout.write(
+    [
+      `edgehub running as ${c.hostname}`,
+      `  MQTT over TLS  ${c.listen.host}:${hub.ports.mqtts}`,
+      `  data           ${c.dataDir}`,
+      `  CA for clients ${hub.caFile}`,
+      `  service connection string in ${hub.serviceConnectionStringFile}`,
+      `devices connect with HostName=${c.hostname};DeviceId=…;SharedAccessKey=…;GatewayHostName=${c.hostname}`,
+      "",
+    ].join("\n"),
+  );
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`${signal}: stopping\n`);
+    hub.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`edgehub: error while stopping: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help || positionals[0] !== "start" || positionals.length > 1) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exitCode = values.help ? 0 : 2;
+    return;
+  }
+  await start(values.config);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  const code = err instanceof EdgeHubError ? ` [${err.code}]` : "";
+  process.stderr.write(`edgehub: ${(err as Error).message}${code}\n`);
+  process.exit(1);
+});
