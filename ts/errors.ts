@@ -40,6 +40,8 @@ export const ErrorCodes = {
   IDENTITY_EXISTS: "IDENTITY_EXISTS",
   /** No device or module of that id. */
   IDENTITY_NOT_FOUND: "IDENTITY_NOT_FOUND",
+  /** A twin patch breaks IoT Hub's rules (not an object, too deep, too large, bad key). */
+  TWIN_INVALID: "TWIN_INVALID",
   /** A secret could not be decrypted: wrong key file or tampered data. */
   SECRET_UNREADABLE: "SECRET_UNREADABLE",
 } as const;

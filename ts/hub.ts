@@ -16,6 +16,7 @@ import { consoleLogger, type Logger } from "./log.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Router } from "./routing/router.js";
 import { MessageStore } from "./store/index.js";
+import { Twins } from "./twin/twins.js";
 
 /** The queue a root hub keeps device-to-cloud messages in (IoT Hub's built-in events). */
 export const EVENTS_QUEUE = "$events";
@@ -25,6 +26,8 @@ export class EdgeHub {
   readonly config: HubConfig;
   readonly store: MessageStore;
   readonly registry: Registry;
+  /** Twins of every device and module. */
+  readonly twins: Twins;
   /** The CA certificate (PEM) clients must trust, and where it is on disk. */
   readonly caCertificate: string;
   readonly caFile: string;
@@ -48,6 +51,7 @@ export class EdgeHub {
     this.config = config;
     this.store = store;
     this.registry = registry;
+    this.twins = new Twins(store);
     this.#server = server;
     this.caCertificate = ca.pem;
     this.caFile = ca.file;
@@ -89,9 +93,11 @@ export class EdgeHub {
         { pem: material.ca, file: material.caFile },
         service,
       );
+      hub.twins.on("desired", (clientId, patch) => hub.#connections.get(clientId)?.desiredChanged(patch));
       const context = {
         authenticator,
         router,
+        twins: hub.twins,
         log,
         maxMessageBytes: 256 * 1024,
         connectTimeoutMs: 10_000,

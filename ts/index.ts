@@ -15,3 +15,4 @@ export { EdgeHubError, type ErrorCode, ErrorCodes } from "./errors.js";
 export { EdgeHub, EVENTS_QUEUE } from "./hub.js";
 export { consoleLogger, type Logger, type LogLevel, silentLogger } from "./log.js";
 export * from "./store/index.js";
+export { type Twin, type TwinProperties, Twins } from "./twin/twins.js";

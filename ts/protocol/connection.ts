@@ -16,12 +16,14 @@ import type { Authenticator, Principal } from "../auth/authenticator.js";
 import { type EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Router } from "../routing/router.js";
-import { parsePublishTopic, parseSubscribeTopic } from "./topics.js";
+import type { TwinProperties, Twins } from "../twin/twins.js";
+import { parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
 
 /** What a connection needs from the hub. */
 export interface ConnectionContext {
   authenticator: Authenticator;
   router: Router;
+  twins: Twins;
   log: Logger;
   /** Called once authenticated; returns false if the client id was taken over meanwhile. */
   register(clientId: string, conn: MqttConnection): void;
@@ -43,6 +45,11 @@ const CONNACK = {
 /** Fixed header and topic allowance on top of the body limit. */
 const PACKET_OVERHEAD = 64 * 1024;
 
+/** An error body as IoT Hub sends it (the device SDKs look for `errorCode`). */
+function failure(errorCode: number, message: string): string {
+  return JSON.stringify({ errorCode, message, timestampUtc: new Date().toISOString() });
+}
+
 /** One client socket. */
 export class MqttConnection {
   readonly #socket: Duplex;
@@ -53,6 +60,7 @@ export class MqttConnection {
   #timer: NodeJS.Timeout;
   #keepaliveMs = 0;
   #buffered = 0;
+  readonly #subscribed = new Set<SubscribeTopic["kind"]>();
 
   constructor(socket: Duplex, ctx: ConnectionContext) {
     this.#socket = socket;
@@ -164,7 +172,12 @@ export class MqttConnection {
       return;
     }
     const t = parsePublishTopic(p.topic);
+    if (t?.kind === "twin-get" || t?.kind === "twin-reported") {
+      this.#onTwinRequest(t.kind, t.rid, p);
+      return;
+    }
     if (t?.kind !== "telemetry") {
+      // Method responses are refused until direct methods are served.
       this.close("topic-refused", { topic: p.topic });
       return;
     }
@@ -193,6 +206,53 @@ export class MqttConnection {
       );
   }
 
+  /** Twin GET and reported PATCH: answered on `$iothub/twin/res/{status}/?$rid=…`. */
+  #onTwinRequest(kind: "twin-get" | "twin-reported", rid: string, p: IPublishPacket): void {
+    const clientId = (this.#principal as Principal).clientId;
+    const twins = this.#ctx.twins;
+    const respond = (status: number, body: string, version?: number) => {
+      if (p.qos === 1) this.#send({ cmd: "puback", messageId: p.messageId });
+      if (!this.#subscribed.has("twin-responses")) return;
+      const v = version === undefined ? "" : `&$version=${version}`;
+      this.#deliver(`$iothub/twin/res/${status}/?$rid=${encodeURIComponent(rid)}${v}`, Buffer.from(body));
+    };
+    const work =
+      kind === "twin-get"
+        ? twins.document(clientId).then((doc) => respond(200, JSON.stringify(doc)))
+        : (async () => {
+            let patch: unknown;
+            try {
+              patch = JSON.parse(p.payload.toString());
+            } catch {
+              return respond(400, failure(400004, "reported patch is not JSON"));
+            }
+            const version = await twins.patchReported(clientId, patch);
+            respond(204, "", version);
+          })();
+    work.catch((err: unknown) => {
+      const code = (err as EdgeHubError).code;
+      if (code === ErrorCodes.TWIN_INVALID) respond(400, failure(400004, (err as Error).message));
+      else {
+        this.#ctx.log.log("error", "twin-failed", { clientId, code, reason: (err as Error).message });
+        respond(500, failure(500001, "twin store failed"));
+      }
+    });
+  }
+
+  /** Publishes to the client at QoS 0 (how IoT Hub sends twin responses and patches). */
+  #deliver(topic: string, payload: Buffer): void {
+    this.#send({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false } as Packet);
+  }
+
+  /** Pushes a desired-properties patch if the client subscribed to them. */
+  desiredChanged(patch: TwinProperties): void {
+    if (!this.#subscribed.has("twin-desired")) return;
+    this.#deliver(
+      `$iothub/twin/PATCH/properties/desired/?$version=${patch.$version}`,
+      Buffer.from(JSON.stringify(patch)),
+    );
+  }
+
   #onSubscribe(p: ISubscribePacket): void {
     const principal = this.#principal as Principal;
     const granted = p.subscriptions.map((s) => {
@@ -204,11 +264,15 @@ export class MqttConnection {
           : t.kind === "module-inputs"
             ? t.deviceId === principal.deviceId && t.moduleId === principal.moduleId
             : true);
-      if (!own)
+      if (!t || !own) {
         this.#ctx.log.log("warn", "subscribe-refused", { clientId: principal.clientId, topic: s.topic });
-      // Deliveries to subscribers (C2D, twins, methods) are not served yet: refuse rather
-      // than accept a subscription that would never deliver.
-      return 0x80;
+        return 0x80;
+      }
+      // C2D, module inputs and methods are not delivered yet: refuse rather than accept
+      // a subscription that would never deliver.
+      if (t.kind !== "twin-responses" && t.kind !== "twin-desired") return 0x80;
+      this.#subscribed.add(t.kind);
+      return 0;
     });
     this.#send({ cmd: "suback", messageId: p.messageId, granted });
   }
