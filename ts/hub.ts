@@ -11,8 +11,10 @@ import tls from "node:tls";
 import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
+import { CloudToDevice } from "./c2d/cloud-to-device.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
 import { consoleLogger, type Logger } from "./log.js";
+import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Router } from "./routing/router.js";
 import { MessageStore } from "./store/index.js";
@@ -28,6 +30,10 @@ export class EdgeHub {
   readonly registry: Registry;
   /** Twins of every device and module. */
   readonly twins: Twins;
+  /** Direct method calls to connected devices and modules. */
+  readonly methods: DirectMethods;
+  /** Cloud-to-device messages, queued durably per device. */
+  readonly c2d: CloudToDevice;
   /** The CA certificate (PEM) clients must trust, and where it is on disk. */
   readonly caCertificate: string;
   readonly caFile: string;
@@ -47,11 +53,14 @@ export class EdgeHub {
     server: tls.Server,
     ca: { pem: string; file: string },
     service: { connectionString: string; file: string },
+    log: Logger,
   ) {
     this.config = config;
     this.store = store;
     this.registry = registry;
     this.twins = new Twins(store);
+    this.methods = new DirectMethods((clientId) => this.#connections.get(clientId));
+    this.c2d = new CloudToDevice(store, (deviceId) => this.#connections.get(deviceId), log);
     this.#server = server;
     this.caCertificate = ca.pem;
     this.caFile = ca.file;
@@ -92,12 +101,18 @@ export class EdgeHub {
         server,
         { pem: material.ca, file: material.caFile },
         service,
+        log,
       );
       hub.twins.on("desired", (clientId, patch) => hub.#connections.get(clientId)?.desiredChanged(patch));
       const context = {
         authenticator,
         router,
         twins: hub.twins,
+        methods: hub.methods,
+        subscribed: (conn: MqttConnection, kind: string) => {
+          const principal = conn.principal;
+          if (kind === "c2d" && principal) hub.c2d.pump(principal.deviceId);
+        },
         log,
         maxMessageBytes: 256 * 1024,
         connectTimeoutMs: 10_000,
@@ -107,7 +122,9 @@ export class EdgeHub {
           previous?.close("taken-over");
         },
         unregister: (clientId: string, conn: MqttConnection) => {
-          if (hub.#connections.get(clientId) === conn) hub.#connections.delete(clientId);
+          if (hub.#connections.get(clientId) !== conn) return;
+          hub.#connections.delete(clientId);
+          hub.methods.disconnected(clientId);
         },
       };
       server.on("secureConnection", (socket) => {
@@ -147,6 +164,7 @@ export class EdgeHub {
     if (this.#closed) return;
     this.#closed = true;
     const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.methods.close();
     for (const c of this.#connections.values()) c.close("hub-closing");
     for (const s of this.#sockets) s.destroy();
     await stopped;

@@ -10,9 +10,11 @@ export {
   type Module,
   Registry,
 } from "./auth/registry.js";
+export { type C2DMessage, CloudToDevice } from "./c2d/cloud-to-device.js";
 export type { HubConfigInput } from "./config/config.js";
 export { EdgeHubError, type ErrorCode, ErrorCodes } from "./errors.js";
 export { EdgeHub, EVENTS_QUEUE } from "./hub.js";
 export { consoleLogger, type Logger, type LogLevel, silentLogger } from "./log.js";
+export { DirectMethods, type MethodCall, type MethodResult } from "./methods/direct-methods.js";
 export * from "./store/index.js";
 export { type Twin, type TwinProperties, Twins } from "./twin/twins.js";

@@ -15,6 +15,7 @@ import mqtt, {
 import type { Authenticator, Principal } from "../auth/authenticator.js";
 import { type EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
+import type { DirectMethods } from "../methods/direct-methods.js";
 import type { Router } from "../routing/router.js";
 import type { TwinProperties, Twins } from "../twin/twins.js";
 import { parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
@@ -24,6 +25,9 @@ export interface ConnectionContext {
   authenticator: Authenticator;
   router: Router;
   twins: Twins;
+  methods: DirectMethods;
+  /** Called after a subscription is granted (the hub starts deliveries). */
+  subscribed(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
   log: Logger;
   /** Called once authenticated; returns false if the client id was taken over meanwhile. */
   register(clientId: string, conn: MqttConnection): void;
@@ -61,6 +65,9 @@ export class MqttConnection {
   #keepaliveMs = 0;
   #buffered = 0;
   readonly #subscribed = new Set<SubscribeTopic["kind"]>();
+  /** QoS 1 publishes to the client awaiting PUBACK, by packet id. */
+  readonly #inflight = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  #nextPacketId = 0;
 
   constructor(socket: Duplex, ctx: ConnectionContext) {
     this.#socket = socket;
@@ -122,6 +129,8 @@ export class MqttConnection {
         this.#send({ cmd: "pingresp" });
         return;
       case "puback":
+        this.#inflight.get(p.messageId ?? -1)?.resolve();
+        this.#inflight.delete(p.messageId ?? -1);
         return;
       case "disconnect":
         this.close("client-disconnect");
@@ -176,8 +185,12 @@ export class MqttConnection {
       this.#onTwinRequest(t.kind, t.rid, p);
       return;
     }
+    if (t?.kind === "method-response") {
+      if (p.qos === 1) this.#send({ cmd: "puback", messageId: p.messageId });
+      this.#ctx.methods.respond(principal.clientId, t.rid, t.status, Buffer.from(p.payload));
+      return;
+    }
     if (t?.kind !== "telemetry") {
-      // Method responses are refused until direct methods are served.
       this.close("topic-refused", { topic: p.topic });
       return;
     }
@@ -239,6 +252,33 @@ export class MqttConnection {
     });
   }
 
+  /** True once the client subscribed to direct methods. */
+  listensForMethods(): boolean {
+    return this.#subscribed.has("methods");
+  }
+
+  /** True once the client subscribed to its cloud-to-device messages. */
+  listensForC2D(): boolean {
+    return this.#subscribed.has("c2d");
+  }
+
+  /** Publishes at QoS 0 (method requests). */
+  deliver(topic: string, payload: Buffer): void {
+    this.#deliver(topic, payload);
+  }
+
+  /** Publishes at QoS 1; resolves on the client's PUBACK, rejects if the connection closes first. */
+  deliverQos1(topic: string, payload: Buffer): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error("connection closed"));
+    do this.#nextPacketId = (this.#nextPacketId % 65535) + 1;
+    while (this.#inflight.has(this.#nextPacketId));
+    const messageId = this.#nextPacketId;
+    return new Promise((resolve, reject) => {
+      this.#inflight.set(messageId, { resolve, reject });
+      this.#send({ cmd: "publish", topic, payload, qos: 1, messageId, retain: false, dup: false } as Packet);
+    });
+  }
+
   /** Publishes to the client at QoS 0 (how IoT Hub sends twin responses and patches). */
   #deliver(topic: string, payload: Buffer): void {
     this.#send({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false } as Packet);
@@ -268,13 +308,14 @@ export class MqttConnection {
         this.#ctx.log.log("warn", "subscribe-refused", { clientId: principal.clientId, topic: s.topic });
         return 0x80;
       }
-      // C2D, module inputs and methods are not delivered yet: refuse rather than accept
-      // a subscription that would never deliver.
-      if (t.kind !== "twin-responses" && t.kind !== "twin-desired") return 0x80;
+      // Module inputs are not delivered yet: refuse rather than accept a subscription
+      // that would never deliver.
+      if (t.kind === "module-inputs") return 0x80;
       this.#subscribed.add(t.kind);
-      return 0;
+      return t.kind === "c2d" ? 1 : 0;
     });
     this.#send({ cmd: "suback", messageId: p.messageId, granted });
+    for (const kind of this.#subscribed) this.#ctx.subscribed(this, kind);
   }
 
   /** Closes the connection (idempotent), logging why. */
@@ -284,6 +325,8 @@ export class MqttConnection {
     clearTimeout(this.#timer);
     const clientId = this.#principal?.clientId;
     if (clientId) this.#ctx.unregister(clientId, this);
+    for (const f of this.#inflight.values()) f.reject(new Error(`connection closed: ${reason}`));
+    this.#inflight.clear();
     const level = reason === "client-disconnect" || reason === "socket-closed" ? "info" : "warn";
     this.#ctx.log.log(level, "client-closed", { clientId, reason, ...fields });
     this.#socket.end();

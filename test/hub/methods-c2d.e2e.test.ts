@@ -1,0 +1,96 @@
+import { join } from "node:path";
+import { Client, type Message } from "azure-iot-device";
+import { Mqtt } from "azure-iot-device-mqtt";
+import { afterEach, describe, expect, it } from "vitest";
+import { EdgeHub, silentLogger } from "../../ts/index.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
+
+const hubs: EdgeHub[] = [];
+const clients: Client[] = [];
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(hubs.splice(0).map((h) => h.close()));
+});
+
+async function start(dataDir: string): Promise<EdgeHub> {
+  const hub = await EdgeHub.start(
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0 } },
+    silentLogger,
+  );
+  hubs.push(hub);
+  return hub;
+}
+
+async function device(hub: EdgeHub, deviceId: string): Promise<Client> {
+  const d = hub.registry.getDevice(deviceId) ?? (await hub.registry.createDevice({ deviceId }));
+  const key = d.authentication.symmetricKey?.primaryKey ?? "";
+  const client = Client.fromConnectionString(
+    `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=localhost:${hub.ports.mqtts}`,
+    Mqtt,
+  );
+  await client.setOptions({ ca: hub.caCertificate });
+  await client.open();
+  clients.push(client);
+  return client;
+}
+
+describe("direct methods with the official device SDK", () => {
+  it("returns the device's answer, 404 when it is not there, 504 when it does not answer", async () => {
+    const hub = await start(join(await tempDir(), "hub"));
+    await hub.registry.createDevice({ deviceId: "pump" });
+    expect((await hub.methods.invoke("pump", { methodName: "reboot" })).status).toBe(404);
+    const client = await device(hub, "pump");
+    client.onDeviceMethod("reboot", (req, res) => {
+      res.send(200, { ok: true, got: req.payload }, () => undefined);
+    });
+    client.onDeviceMethod("hang", () => undefined);
+    // The SDK subscribes in the background: call until the device is listening.
+    let r = { status: 404, payload: null as unknown };
+    await eventually("device listening for methods", async () => {
+      r = await hub.methods.invoke("pump", {
+        methodName: "reboot",
+        payload: { delay: 3 },
+        responseTimeoutInSeconds: 5,
+      });
+      return r.status !== 404;
+    });
+    expect(r).toEqual({ status: 200, payload: { ok: true, got: { delay: 3 } } });
+    const hung = await hub.methods.invoke("pump", { methodName: "hang", responseTimeoutInSeconds: 5 });
+    expect(hung.status).toBe(504);
+  }, 20_000);
+});
+
+describe("cloud-to-device messages", () => {
+  it("are queued while the device is away, kept across a restart, delivered in order once, removed on PUBACK", async () => {
+    const dir = join(await tempDir(), "hub");
+    const hub = await start(dir);
+    await hub.registry.createDevice({ deviceId: "lamp" });
+    for (let i = 0; i < 3; i++) {
+      await hub.c2d.send("lamp", {
+        body: Buffer.from(`cmd-${i}`),
+        messageId: `mid-${i}`,
+        properties: { seq: String(i) },
+      });
+    }
+    await hub.close();
+    hubs.pop();
+    const again = await start(dir);
+    const client = await device(again, "lamp");
+    const got: Message[] = [];
+    client.on("message", (m: Message) => {
+      got.push(m);
+      client.complete(m, () => undefined);
+    });
+    await eventually("three C2D messages", () => got.length === 3);
+    expect(got.map((m) => m.data.toString())).toEqual(["cmd-0", "cmd-1", "cmd-2"]);
+    expect(got.map((m) => m.messageId)).toEqual(["mid-0", "mid-1", "mid-2"]);
+    expect(got[1]?.properties.getValue("seq")).toBe("1");
+    await eventually(
+      "acked",
+      async () => ((await again.store.stats()).queues.find((q) => q.name === "$c2d/lamp")?.count ?? 0) === 0,
+    );
+    await again.c2d.send("lamp", { body: Buffer.from("live") });
+    await eventually("live message", () => got.length === 4);
+    expect(got[3]?.data.toString()).toBe("live");
+  });
+});
