@@ -1,45 +1,15 @@
 import { join } from "node:path";
-import { Client, type Message } from "azure-iot-device";
-import { Mqtt } from "azure-iot-device-mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import { EdgeHub, silentLogger } from "../../ts/index.js";
+import type { Message } from "azure-iot-device";
+import { describe, expect, it } from "vitest";
 import { eventually, tempDir } from "../helpers/fixtures.js";
-
-const hubs: EdgeHub[] = [];
-const clients: Client[] = [];
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-  await Promise.all(hubs.splice(0).map((h) => h.close()));
-});
-
-async function start(dataDir: string): Promise<EdgeHub> {
-  const hub = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0 } },
-    silentLogger,
-  );
-  hubs.push(hub);
-  return hub;
-}
-
-async function device(hub: EdgeHub, deviceId: string): Promise<Client> {
-  const d = hub.registry.getDevice(deviceId) ?? (await hub.registry.createDevice({ deviceId }));
-  const key = d.authentication.symmetricKey?.primaryKey ?? "";
-  const client = Client.fromConnectionString(
-    `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=localhost:${hub.ports.mqtts}`,
-    Mqtt,
-  );
-  await client.setOptions({ ca: hub.caCertificate });
-  await client.open();
-  clients.push(client);
-  return client;
-}
+import { connectedDevice, startHub as start, stopHub } from "../helpers/hub.js";
 
 describe("direct methods with the official device SDK", () => {
   it("returns the device's answer, 404 when it is not there, 504 when it does not answer", async () => {
     const hub = await start(join(await tempDir(), "hub"));
     await hub.registry.createDevice({ deviceId: "pump" });
     expect((await hub.methods.invoke("pump", { methodName: "reboot" })).status).toBe(404);
-    const client = await device(hub, "pump");
+    const client = await connectedDevice(hub, "pump");
     client.onDeviceMethod("reboot", (req, res) => {
       res.send(200, { ok: true, got: req.payload }, () => undefined);
     });
@@ -72,10 +42,9 @@ describe("cloud-to-device messages", () => {
         properties: { seq: String(i) },
       });
     }
-    await hub.close();
-    hubs.pop();
+    await stopHub(hub);
     const again = await start(dir);
-    const client = await device(again, "lamp");
+    const client = await connectedDevice(again, "lamp");
     const got: Message[] = [];
     client.on("message", (m: Message) => {
       got.push(m);

@@ -1,40 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { Client, Message } from "azure-iot-device";
-import { Mqtt } from "azure-iot-device-mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import { EdgeHub, EVENTS_QUEUE, silentLogger } from "../../ts/index.js";
+import { Message } from "azure-iot-device";
+import { describe, expect, it } from "vitest";
+import { EVENTS_QUEUE } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
-
-const hubs: EdgeHub[] = [];
-afterEach(async () => {
-  await Promise.all(hubs.splice(0).map((h) => h.close()));
-});
-
-async function startHub(dataDir: string): Promise<EdgeHub> {
-  const hub = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0 } },
-    silentLogger,
-  );
-  hubs.push(hub);
-  return hub;
-}
-
-function connectionString(hub: EdgeHub, deviceId: string, key: string): string {
-  return `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=localhost:${hub.ports.mqtts}`;
-}
+import { connectedDevice, deviceClient, startHub, stopHub } from "../helpers/hub.js";
 
 describe("telemetry from the official Azure IoT device SDK over MQTT/TLS", () => {
   it("is stored durably, byte-identical, with application and system properties, before PUBACK", async () => {
-    const dir = await tempDir();
-    const hub = await startHub(join(dir, "hub"));
-    const dev = await hub.registry.createDevice({ deviceId: "sensor-1" });
-    const client = Client.fromConnectionString(
-      connectionString(hub, "sensor-1", dev.authentication.symmetricKey?.primaryKey ?? ""),
-      Mqtt,
-    );
-    await client.setOptions({ ca: hub.caCertificate });
-    await client.open();
+    const hub = await startHub(join(await tempDir(), "hub"));
+    const client = await connectedDevice(hub, "sensor-1");
     const bodies = [randomBytes(200), Buffer.from(JSON.stringify({ t: 21.5 })), randomBytes(200 * 1024)];
     for (const [i, body] of bodies.entries()) {
       const m = new Message(body);
@@ -59,36 +34,24 @@ describe("telemetry from the official Azure IoT device SDK over MQTT/TLS", () =>
         "$.cdid": "sensor-1",
       });
     });
-    await client.close();
   });
 
   it("refuses a device with a wrong key and keeps its registry across a restart", async () => {
-    const dir = await tempDir();
-    const hub = await startHub(join(dir, "hub"));
+    const dir = join(await tempDir(), "hub");
+    const hub = await startHub(dir);
     const dev = await hub.registry.createDevice({ deviceId: "d2" });
-    const wrong = Client.fromConnectionString(
-      connectionString(hub, "d2", randomBytes(32).toString("base64")),
-      Mqtt,
-    );
-    await wrong.setOptions({ ca: hub.caCertificate });
+    const wrong = await deviceClient(hub, "d2", randomBytes(32).toString("base64"));
     wrong.on("error", () => undefined);
     const refused = await wrong.open().then(
       () => undefined,
       (e: Error) => e,
     );
     expect(refused?.name).toBe("UnauthorizedError");
-    await wrong.close();
-    await hub.close();
-    hubs.pop();
-    const again = await startHub(join(dir, "hub"));
-    const client = Client.fromConnectionString(
-      connectionString(again, "d2", dev.authentication.symmetricKey?.secondaryKey ?? ""),
-      Mqtt,
-    );
-    await client.setOptions({ ca: again.caCertificate });
+    await stopHub(hub);
+    const again = await startHub(dir);
+    const client = await deviceClient(again, "d2", dev.authentication.symmetricKey?.secondaryKey);
     await client.open();
     await client.sendEvent(new Message("after restart"));
     expect((await again.store.read(EVENTS_QUEUE)).map((m) => m.body.toString())).toEqual(["after restart"]);
-    await client.close();
   });
 });

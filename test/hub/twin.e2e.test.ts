@@ -1,38 +1,9 @@
 import { join } from "node:path";
-import { Client, type Twin } from "azure-iot-device";
-import { Mqtt } from "azure-iot-device-mqtt";
-import { afterEach, describe, expect, it } from "vitest";
-import { EdgeHub, type EdgeHubError, silentLogger } from "../../ts/index.js";
+import type { Twin } from "azure-iot-device";
+import { describe, expect, it } from "vitest";
+import type { EdgeHubError } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
-
-const hubs: EdgeHub[] = [];
-const clients: Client[] = [];
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-  await Promise.all(hubs.splice(0).map((h) => h.close()));
-});
-
-async function start(dataDir: string): Promise<EdgeHub> {
-  const hub = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0 } },
-    silentLogger,
-  );
-  hubs.push(hub);
-  return hub;
-}
-
-async function device(hub: EdgeHub, deviceId: string): Promise<Client> {
-  const d = hub.registry.getDevice(deviceId) ?? (await hub.registry.createDevice({ deviceId }));
-  const key = d.authentication.symmetricKey?.primaryKey ?? "";
-  const client = Client.fromConnectionString(
-    `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=localhost:${hub.ports.mqtts}`,
-    Mqtt,
-  );
-  await client.setOptions({ ca: hub.caCertificate });
-  await client.open();
-  clients.push(client);
-  return client;
-}
+import { connectedDevice, startHub as start, stopHub } from "../helpers/hub.js";
 
 const updateReported = (twin: Twin, patch: unknown) =>
   new Promise<void>((resolve, reject) =>
@@ -45,7 +16,7 @@ describe("twins with the official device SDK", () => {
     const hub = await start(dir);
     await hub.registry.createDevice({ deviceId: "thermo" });
     await hub.twins.patchDesired("thermo", { setpoint: 21, schedule: { night: 17 } });
-    const client = await device(hub, "thermo");
+    const client = await connectedDevice(hub, "thermo");
     const twin = await client.getTwin();
     expect(twin.properties.desired.setpoint).toBe(21);
     expect(twin.properties.desired.$version).toBe(2);
@@ -67,9 +38,7 @@ describe("twins with the official device SDK", () => {
     expect(twin.properties.desired.schedule).toEqual({});
 
     await client.close();
-    clients.pop();
-    await hub.close();
-    hubs.pop();
+    await stopHub(hub);
     const again = await start(dir);
     const doc = await again.twins.document("thermo");
     expect(doc.reported).toMatchObject({ temperature: 20.5, $version: 3 });
@@ -88,7 +57,7 @@ describe("twins with the official device SDK", () => {
     expect((await hub.twins.get("dev")).reported).toEqual({ properties: {}, version: 1 });
     // Over MQTT the device's request fails with the 400 the hub answers.
     await hub.registry.createDevice({ deviceId: "dev" });
-    const client = await device(hub, "dev");
+    const client = await connectedDevice(hub, "dev");
     const twin = await client.getTwin();
     await expect(updateReported(twin, { "bad key": 1 })).rejects.toThrow();
     expect((await hub.twins.get("dev")).reported.version).toBe(1);

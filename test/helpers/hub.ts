@@ -1,0 +1,51 @@
+/** Hubs and official-SDK device clients for tests, closed after each test. */
+import { Client } from "azure-iot-device";
+import { Mqtt } from "azure-iot-device-mqtt";
+import { afterEach } from "vitest";
+import { EdgeHub, silentLogger } from "../../ts/index.js";
+
+const hubs: EdgeHub[] = [];
+const clients: Client[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(hubs.splice(0).map((h) => h.close()));
+});
+
+/** A root hub on a free port of 127.0.0.1, hostname `localhost`, data in `dataDir`. */
+export async function startHub(dataDir: string): Promise<EdgeHub> {
+  const hub = await EdgeHub.start(
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0 } },
+    silentLogger,
+  );
+  hubs.push(hub);
+  return hub;
+}
+
+/** Closes `hub` now (e.g. to restart it on the same data). */
+export async function stopHub(hub: EdgeHub): Promise<void> {
+  hubs.splice(hubs.indexOf(hub), 1);
+  await hub.close();
+}
+
+/** The device connection string through the hub as gateway, with `key` (default: the primary key). */
+export function connectionString(hub: EdgeHub, deviceId: string, key?: string): string {
+  const k = key ?? hub.registry.getDevice(deviceId)?.authentication.symmetricKey?.primaryKey ?? "";
+  return `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${k};GatewayHostName=localhost:${hub.ports.mqtts}`;
+}
+
+/** An official SDK client of `deviceId` (registered if new), trusting the hub's CA; not yet opened. */
+export async function deviceClient(hub: EdgeHub, deviceId: string, key?: string): Promise<Client> {
+  if (!hub.registry.getDevice(deviceId)) await hub.registry.createDevice({ deviceId });
+  const client = Client.fromConnectionString(connectionString(hub, deviceId, key), Mqtt);
+  await client.setOptions({ ca: hub.caCertificate });
+  clients.push(client);
+  return client;
+}
+
+/** {@link deviceClient}, opened. */
+export async function connectedDevice(hub: EdgeHub, deviceId: string): Promise<Client> {
+  const client = await deviceClient(hub, deviceId);
+  await client.open();
+  return client;
+}
