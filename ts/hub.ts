@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -17,6 +18,7 @@ import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Router } from "./routing/router.js";
+import { ServiceApi } from "./service/api.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
 
@@ -42,6 +44,7 @@ export class EdgeHub {
   /** Where that string is written (mode 0600). */
   readonly serviceConnectionStringFile: string;
   readonly #server: tls.Server;
+  #https: https.Server | undefined;
   readonly #connections = new Map<string, MqttConnection>();
   readonly #sockets = new Set<tls.TLSSocket>();
   #closed = false;
@@ -87,12 +90,13 @@ export class EdgeHub {
       defaultTtlSecs: config.timeToLiveSecs,
       maxSizeBytes: config.maxSizeBytes,
     });
+    const listening: Array<tls.Server | https.Server> = [];
     try {
       const box = await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key"));
       const registry = await Registry.open(store, box);
       const service = await serviceCredential(store, box, config);
       const authenticator = new Authenticator(registry, [config.hostname]);
-      const router = new Router(store, EVENTS_QUEUE);
+      const router = new Router(store, EVENTS_QUEUE, config.eventsRetentionSecs);
       const server = tls.createServer({ cert: material.cert, key: material.key, minVersion: "TLSv1.2" });
       const hub = new EdgeHub(
         config,
@@ -133,10 +137,35 @@ export class EdgeHub {
         new MqttConnection(socket, context);
       });
       server.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(config.listen.mqtts, config.listen.host, () => resolve());
+      const api = new ServiceApi({
+        hostname: config.hostname,
+        serviceKey: service.key,
+        registry,
+        twins: hub.twins,
+        methods: hub.methods,
+        c2d: hub.c2d,
+        store,
+        eventsQueue: EVENTS_QUEUE,
+        isConnected: (clientId) => hub.#connections.has(clientId),
+        log,
       });
+      hub.#https = https.createServer(
+        { cert: material.cert, key: material.key, minVersion: "TLSv1.2" },
+        (req, res) => api.handle(req, res),
+      );
+      hub.#https.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
+      for (const [srv, port] of [
+        [server, config.listen.mqtts],
+        [hub.#https, config.listen.https],
+      ] as const) {
+        await new Promise<void>((resolve, reject) => {
+          srv.once("error", reject);
+          srv.listen(port, config.listen.host, () => {
+            listening.push(srv);
+            resolve();
+          });
+        });
+      }
       log.log("info", "hub-started", {
         hostname: config.hostname,
         mqtts: hub.ports.mqtts,
@@ -144,14 +173,18 @@ export class EdgeHub {
       });
       return hub;
     } catch (err) {
+      for (const srv of listening) srv.close();
       await store.close();
       throw err;
     }
   }
 
   /** The ports actually bound (useful with port 0). */
-  get ports(): { mqtts: number } {
-    return { mqtts: (this.#server.address() as AddressInfo).port };
+  get ports(): { mqtts: number; https: number } {
+    return {
+      mqtts: (this.#server.address() as AddressInfo).port,
+      https: (this.#https?.address() as AddressInfo | null)?.port ?? 0,
+    };
   }
 
   /** Client ids connected now. */
@@ -163,7 +196,12 @@ export class EdgeHub {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    const stopped = Promise.all(
+      [this.#server, this.#https].map(
+        (s) => new Promise<void>((resolve) => (s?.listening ? s.close(() => resolve()) : resolve())),
+      ),
+    );
+    this.#https?.closeAllConnections();
     this.methods.close();
     for (const c of this.#connections.values()) c.close("hub-closing");
     for (const s of this.#sockets) s.destroy();

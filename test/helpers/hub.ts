@@ -15,7 +15,7 @@ afterEach(async () => {
 /** A root hub on a free port of 127.0.0.1, hostname `localhost`, data in `dataDir`. */
 export async function startHub(dataDir: string): Promise<EdgeHub> {
   const hub = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0 } },
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
     silentLogger,
   );
   hubs.push(hub);

@@ -10,7 +10,11 @@ let key: string;
 const clients: RawClient[] = [];
 beforeEach(async () => {
   hub = await EdgeHub.start(
-    { hostname: "localhost", dataDir: join(await tempDir(), "hub"), listen: { host: "127.0.0.1", mqtts: 0 } },
+    {
+      hostname: "localhost",
+      dataDir: join(await tempDir(), "hub"),
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+    },
     silentLogger,
   );
   key = (await hub.registry.createDevice({ deviceId: "dev1" })).authentication.symmetricKey?.primaryKey ?? "";

@@ -12,7 +12,7 @@ import { EdgeHub } from "../hub.js";
 const USAGE = `usage: edgehub start [--config <file.json>]
 
   start     run the hub until interrupted
-  --config  JSON configuration (keys: hostname, dataDir, listen {host, mqtts},
+  --config  JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https},
             tls {certFile, keyFile, caFile}, storeAndForwardConfiguration
             {timeToLiveSecs, storeLimits {maxSizeBytes}}, logLevel)`;
 
@@ -32,6 +32,7 @@ async function start(configFile: string | undefined): Promise<void> {
     [
       `edgehub running as ${c.hostname}`,
       `  MQTT over TLS  ${c.listen.host}:${hub.ports.mqtts}`,
+      `  service API    https://${c.hostname}:${hub.ports.https}/`,
       `  data           ${c.dataDir}`,
       `  CA for clients ${hub.caFile}`,
       `  service connection string in ${hub.serviceConnectionStringFile}`,

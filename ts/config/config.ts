@@ -18,7 +18,11 @@ export interface HubConfigInput {
     host?: string;
     /** MQTT over TLS. Default 8883; 0 picks a free port. */
     mqtts?: number;
+    /** HTTPS: the service API. Default 8443 (443 where configured, as IoT Hub); 0 picks a free port. */
+    https?: number;
   };
+  /** How long a root hub keeps device-to-cloud messages in its events queue. Default 86400. */
+  eventsRetentionSecs?: number;
   /** Own TLS material; without it a development CA is generated under `<dataDir>/certs`. */
   tls?: { certFile: string; keyFile: string; caFile: string };
   storeAndForwardConfiguration?: {
@@ -33,7 +37,8 @@ export interface HubConfigInput {
 export interface HubConfig {
   hostname: string;
   dataDir: string;
-  listen: { host: string; mqtts: number };
+  listen: { host: string; mqtts: number; https: number };
+  eventsRetentionSecs: number;
   tls: { certFile: string; keyFile: string; caFile: string } | undefined;
   timeToLiveSecs: number;
   maxSizeBytes: number;
@@ -62,7 +67,15 @@ function known(key: string, obj: Record<string, unknown>, keys: string[]): void 
 /** Validates `raw` (parsed JSON or an object) and applies defaults. */
 export function loadConfig(raw: unknown = {}): HubConfig {
   if (!isObject(raw)) throw bad("(root)", "must be an object");
-  known("", raw, ["hostname", "dataDir", "listen", "tls", "storeAndForwardConfiguration", "logLevel"]);
+  known("", raw, [
+    "hostname",
+    "dataDir",
+    "listen",
+    "tls",
+    "storeAndForwardConfiguration",
+    "eventsRetentionSecs",
+    "logLevel",
+  ]);
   const hostname = raw.hostname ?? osHostname();
   if (typeof hostname !== "string" || !/^[A-Za-z0-9.-]{1,253}$/.test(hostname))
     throw bad("hostname", "must be a DNS name");
@@ -93,13 +106,22 @@ export function loadConfig(raw: unknown = {}): HubConfig {
   if (typeof max !== "number" || !Number.isSafeInteger(max) || max < 1) {
     throw bad("storeAndForwardConfiguration.storeLimits.maxSizeBytes", "must be a positive integer");
   }
+  const retention = raw.eventsRetentionSecs ?? 86_400;
+  if (typeof retention !== "number" || !Number.isInteger(retention) || retention < 1) {
+    throw bad("eventsRetentionSecs", "must be a positive integer");
+  }
   const logLevel = raw.logLevel ?? "info";
   if (!["debug", "info", "warn", "error"].includes(logLevel as string))
     throw bad("logLevel", "must be debug, info, warn or error");
   return {
     hostname,
     dataDir: resolve(dataDir),
-    listen: { host, mqtts: port("listen.mqtts", listen.mqtts, 8883) },
+    listen: {
+      host,
+      mqtts: port("listen.mqtts", listen.mqtts, 8883),
+      https: port("listen.https", listen.https, 8443),
+    },
+    eventsRetentionSecs: retention,
     tls,
     timeToLiveSecs: ttl as number,
     maxSizeBytes: max,

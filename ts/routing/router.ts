@@ -25,11 +25,14 @@ interface Pending {
 export class Router {
   readonly #store: MessageStore;
   readonly #queue: string;
+  readonly #ttlSecs: number | undefined;
   #pending: Pending[] = [];
 
-  constructor(store: MessageStore, queue: string) {
+  /** @param ttlSecs time to live of what this router stores; the store's default if absent. */
+  constructor(store: MessageStore, queue: string, ttlSecs?: number) {
     this.#store = store;
     this.#queue = queue;
+    this.#ttlSecs = ttlSecs;
   }
 
   /** Stores `t`, stamped with the identity that sent it; resolves to its offset when durable. */
@@ -38,7 +41,11 @@ export class Router {
     if (t.moduleId !== undefined) properties["$.cmid"] = t.moduleId;
     return new Promise((resolve, reject) => {
       if (this.#pending.length === 0) setImmediate(() => this.#flush());
-      this.#pending.push({ message: { body: t.body, properties }, resolve, reject });
+      const message =
+        this.#ttlSecs === undefined
+          ? { body: t.body, properties }
+          : { body: t.body, properties, ttlSecs: this.#ttlSecs };
+      this.#pending.push({ message, resolve, reject });
     });
   }
 

@@ -143,6 +143,19 @@ export class Twins extends EventEmitter<{ desired: [clientId: string, patch: Twi
     return version;
   }
 
+  /** Merges a tags patch (service side). */
+  async patchTags(clientId: string, patch: unknown): Promise<void> {
+    checkPatch(patch);
+    await this.#serial(clientId, async () => {
+      const t = await this.#load(clientId);
+      merge(t.tags, patch);
+      if (Buffer.byteLength(JSON.stringify(t.tags)) > MAX_SECTION_BYTES) {
+        throw invalid(`tags of ${clientId} would exceed ${MAX_SECTION_BYTES} bytes`);
+      }
+      await this.#store.kv.put(NS, clientId, JSON.stringify(t));
+    });
+  }
+
   /** Forgets a twin (its identity was deleted). */
   delete(clientId: string): Promise<void> {
     return this.#serial(clientId, () => this.#store.kv.delete(NS, clientId));

@@ -1,0 +1,161 @@
+import https from "node:https";
+import { join } from "node:path";
+import type { Message } from "azure-iot-device";
+import { describe, expect, it } from "vitest";
+import { createSasToken } from "../../ts/auth/sas.js";
+import type { EdgeHub } from "../../ts/index.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
+import { connectedDevice, startHub } from "../helpers/hub.js";
+
+interface Reply {
+  status: number;
+  body: unknown;
+}
+
+function serviceToken(hub: EdgeHub, key?: string): string {
+  const k = key ?? /SharedAccessKey=([^;]+)/.exec(hub.serviceConnectionString)?.[1] ?? "";
+  return createSasToken("localhost", k, Math.floor(Date.now() / 1000) + 600, "iothubowner");
+}
+
+function call(
+  hub: EdgeHub,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
+  const payload =
+    body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: "localhost",
+        port: hub.ports.https,
+        path: `${path}${path.includes("?") ? "&" : "?"}api-version=2021-04-12`,
+        method,
+        ca: hub.caCertificate,
+        headers: { authorization: serviceToken(hub), "content-type": "application/json", ...headers },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString();
+          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+describe("service API (IoT Hub's REST paths over HTTPS)", () => {
+  it("requires an iothubowner token signed with the hub's policy key", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    expect((await call(hub, "GET", "/devices", undefined, { authorization: "" })).status).toBe(401);
+    const forged = serviceToken(hub, Buffer.alloc(32, 7).toString("base64"));
+    const r = await call(hub, "GET", "/devices", undefined, { authorization: forged });
+    expect(r.status).toBe(401);
+    expect((r.body as { Message: string }).Message).toMatch(/^ErrorCode:IotHubUnauthorizedAccess;/);
+    expect((await call(hub, "GET", "/devices")).status).toBe(200);
+  });
+
+  it("manages devices, modules and parent/child scopes, and answers queries", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    const created = await call(hub, "PUT", "/devices/sensor-1", { deviceId: "sensor-1" });
+    expect(created.status).toBe(200);
+    expect(created.body).toMatchObject({
+      deviceId: "sensor-1",
+      status: "enabled",
+      authentication: { type: "sas" },
+    });
+    const edge = (
+      await call(hub, "PUT", "/devices/edge1", { deviceId: "edge1", capabilities: { iotEdge: true } })
+    ).body as {
+      deviceScope: string;
+    };
+    expect(edge.deviceScope).toMatch(/^ms-azure-iot-edge:\/\/edge1-\d+$/);
+    await call(hub, "PUT", "/devices/leaf", { deviceId: "leaf", deviceScope: edge.deviceScope });
+    expect((await call(hub, "GET", "/devices/leaf")).body).toMatchObject({
+      parentScopes: [edge.deviceScope],
+    });
+    expect((await call(hub, "PUT", "/devices/edge1/modules/filter", {})).status).toBe(200);
+    expect(((await call(hub, "GET", "/devices/edge1/modules")).body as unknown[]).length).toBe(1);
+    expect((await call(hub, "GET", "/devices/nope")).status).toBe(404);
+    expect((await call(hub, "PUT", "/devices/edge1/modules/filter", {})).status).toBe(409);
+    const leaves = (
+      await call(hub, "POST", "/devices/query", {
+        query: "SELECT * FROM devices WHERE capabilities.iotEdge = false",
+      })
+    ).body as Array<{ deviceId: string }>;
+    expect(leaves.map((d) => d.deviceId).sort()).toEqual(["leaf", "sensor-1"]);
+    expect((await call(hub, "POST", "/devices/query", { query: "DROP TABLE devices" })).status).toBe(400);
+    expect((await call(hub, "DELETE", "/devices/edge1")).status).toBe(204);
+    expect(hub.registry.getModule("edge1", "filter")).toBeUndefined();
+  });
+
+  it("updates twins, invokes methods, sends C2D and reads telemetry, end to end with a real device", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    const client = await connectedDevice(hub, "dev");
+    const twin = await client.getTwin();
+    const desired = new Promise<unknown>((resolve) =>
+      twin.on("properties.desired", (p: { mode?: string }) => p.mode && resolve(p)),
+    );
+    const patched = await call(hub, "PATCH", "/twins/dev", {
+      tags: { site: "plant-7" },
+      properties: { desired: { mode: "eco" } },
+    });
+    expect(patched.body).toMatchObject({
+      tags: { site: "plant-7" },
+      properties: { desired: { mode: "eco", $version: 2 } },
+    });
+    expect(await desired).toMatchObject({ mode: "eco", $version: 2 });
+
+    client.onDeviceMethod("blink", (req, res) => res.send(200, { times: req.payload }, () => undefined));
+    let answer: Reply = { status: 0, body: null };
+    await eventually("device listens for methods", async () => {
+      answer = await call(hub, "POST", "/twins/dev/methods", {
+        methodName: "blink",
+        payload: 3,
+        responseTimeoutInSeconds: 5,
+      });
+      return answer.status !== 404;
+    });
+    expect(answer).toEqual({ status: 200, body: { status: 200, payload: { times: 3 } } });
+    expect((await call(hub, "POST", "/twins/ghost/methods", { methodName: "x" })).status).toBe(404);
+
+    const got: Message[] = [];
+    client.on("message", (m: Message) => {
+      got.push(m);
+      client.complete(m, () => undefined);
+    });
+    const sent = await call(hub, "POST", "/devices/dev/messages/deviceBound", Buffer.from("open valve"), {
+      "iothub-messageid": "c2d-1",
+      "iothub-app-valve": "3",
+    });
+    expect(sent.status).toBe(204);
+    await eventually("C2D delivered", () => got.length === 1);
+    expect(got[0]?.data.toString()).toBe("open valve");
+    expect(got[0]?.messageId).toBe("c2d-1");
+    expect(got[0]?.properties.getValue("valve")).toBe("3");
+
+    const { Message: DeviceMessage } = await import("azure-iot-device");
+    const m = new DeviceMessage("21.5");
+    m.properties.add("unit", "C");
+    m.messageId = "t-1";
+    await client.sendEvent(m);
+    const events = (await call(hub, "GET", "/messages/events?from=0&limit=10")).body as {
+      messages: Array<Record<string, unknown>>;
+      next: number;
+    };
+    expect(events.next).toBe(1);
+    expect(events.messages[0]).toMatchObject({
+      offset: 0,
+      deviceId: "dev",
+      properties: { unit: "C" },
+      systemProperties: { messageId: "t-1", connectionDeviceId: "dev" },
+      body: Buffer.from("21.5").toString("base64"),
+    });
+  });
+});

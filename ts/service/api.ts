@@ -1,0 +1,279 @@
+/**
+ * The service API over HTTPS with IoT Hub's paths and JSON shapes, authenticated by a
+ * service SAS token (`skn=iothubowner`) signed with the hub's policy key:
+ * devices and modules (PUT/GET/DELETE, list, query), twins (GET/PATCH), direct methods,
+ * cloud-to-device send, and reading the built-in events queue.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Device, Registry } from "../auth/registry.js";
+import { parseSasToken, signedByAny } from "../auth/sas.js";
+import type { CloudToDevice } from "../c2d/cloud-to-device.js";
+import { EdgeHubError, ErrorCodes } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { DirectMethods } from "../methods/direct-methods.js";
+import type { MessageStore } from "../store/index.js";
+import type { Twins } from "../twin/twins.js";
+import { ApiError, readBody, readJson, sendError, sendJson } from "./http.js";
+import { matches, parseQuery } from "./query.js";
+import { deviceJson, eventJson, moduleJson, twinJson } from "./shapes.js";
+
+/** What the API works on. */
+export interface ServiceApiContext {
+  hostname: string;
+  serviceKey: string;
+  registry: Registry;
+  twins: Twins;
+  methods: DirectMethods;
+  c2d: CloudToDevice;
+  store: MessageStore;
+  eventsQueue: string;
+  isConnected(clientId: string): boolean;
+  log: Logger;
+}
+
+const C2D_MAX = 64 * 1024;
+
+/** Maps registry errors to HTTP. */
+function apiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof EdgeHubError) {
+    switch (err.code) {
+      case ErrorCodes.IDENTITY_EXISTS:
+        return new ApiError(409, "DeviceAlreadyExists", err.message);
+      case ErrorCodes.IDENTITY_NOT_FOUND:
+        return new ApiError(404, "DeviceNotFound", err.message);
+      case ErrorCodes.INVALID_ARGUMENT:
+      case ErrorCodes.TWIN_INVALID:
+        return new ApiError(400, "ArgumentInvalid", err.message);
+      case ErrorCodes.STORE_FULL:
+        return new ApiError(503, "ServiceUnavailable", err.message);
+      default:
+        break;
+    }
+  }
+  return new ApiError(500, "ServerError", "internal error");
+}
+
+/** Handles one service API request. */
+export class ServiceApi {
+  readonly #ctx: ServiceApiContext;
+
+  constructor(ctx: ServiceApiContext) {
+    this.#ctx = ctx;
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.#route(req, res).catch((err: unknown) => {
+      const e = apiError(err);
+      if (e.status >= 500)
+        this.#ctx.log.log("error", "service-api-failed", { path: req.url, reason: (err as Error).message });
+      if (!res.headersSent) sendError(res, e);
+      else res.destroy();
+    });
+  }
+
+  #authorize(req: IncomingMessage): void {
+    const header = req.headers.authorization;
+    if (!header) throw new ApiError(401, "IotHubUnauthorizedAccess", "no Authorization header");
+    let token: ReturnType<typeof parseSasToken>;
+    try {
+      token = parseSasToken(header);
+    } catch (err) {
+      throw new ApiError(401, "IotHubUnauthorizedAccess", (err as Error).message);
+    }
+    const audience = token.resource.toLowerCase().replace(/\/$/, "");
+    if (token.keyName !== "iothubowner" || audience !== this.#ctx.hostname.toLowerCase()) {
+      throw new ApiError(401, "IotHubUnauthorizedAccess", "token is not an iothubowner token for this hub");
+    }
+    if (token.expiry * 1000 <= Date.now())
+      throw new ApiError(401, "IotHubUnauthorizedAccess", "token has expired");
+    if (!signedByAny(token, [this.#ctx.serviceKey])) {
+      throw new ApiError(401, "IotHubUnauthorizedAccess", "token signature does not match");
+    }
+  }
+
+  #device(id: string): Device {
+    const d = this.#ctx.registry.getDevice(id);
+    if (!d) throw new ApiError(404, "DeviceNotFound", `device ${id} not found`);
+    return d;
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.#authorize(req);
+    const url = new URL(req.url ?? "/", "https://hub");
+    let parts: string[];
+    try {
+      parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+    } catch {
+      throw new ApiError(400, "ArgumentInvalid", "path is not valid url-encoding");
+    }
+    const method = req.method ?? "GET";
+    const ctx = this.#ctx;
+    const [head, id, sub, mid] = parts;
+
+    if (head === "devices" && id === "query" && parts.length === 2 && method === "POST") {
+      const body = (await readJson(req)) as { query?: unknown } | undefined;
+      const conditions = parseQuery(body?.query);
+      const out: unknown[] = [];
+      for (const d of ctx.registry.listDevices()) {
+        const doc = twinJson(d, await ctx.twins.get(d.deviceId), undefined, ctx.isConnected(d.deviceId));
+        if (matches(doc, conditions)) out.push(doc);
+      }
+      return sendJson(res, 200, out);
+    }
+    if (head === "devices" && parts.length === 1 && method === "GET") {
+      return sendJson(
+        res,
+        200,
+        ctx.registry.listDevices().map((d) => deviceJson(d, ctx.isConnected(d.deviceId))),
+      );
+    }
+    if (head === "devices" && id && parts.length === 2) {
+      if (method === "GET") return sendJson(res, 200, deviceJson(this.#device(id), ctx.isConnected(id)));
+      if (method === "DELETE") {
+        await ctx.registry.deleteDevice(id);
+        await ctx.twins.delete(id);
+        res.writeHead(204).end();
+        return;
+      }
+      if (method === "PUT") {
+        const body = ((await readJson(req)) ?? {}) as Partial<Device>;
+        if (body.deviceId !== undefined && body.deviceId !== id) {
+          throw new ApiError(400, "ArgumentInvalid", "deviceId in the body differs from the path");
+        }
+        const exists = ctx.registry.getDevice(id) !== undefined;
+        const d = exists
+          ? await ctx.registry.updateDevice({ ...body, deviceId: id })
+          : await ctx.registry.createDevice({ ...body, deviceId: id });
+        return sendJson(res, 200, deviceJson(d, ctx.isConnected(id)));
+      }
+    }
+    if (head === "devices" && id && sub === "modules") {
+      this.#device(id);
+      if (parts.length === 3 && method === "GET") {
+        return sendJson(
+          res,
+          200,
+          ctx.registry.listModules(id).map((m) => moduleJson(m, ctx.isConnected(`${id}/${m.moduleId}`))),
+        );
+      }
+      if (mid && parts.length === 4) {
+        if (method === "GET") {
+          const m = ctx.registry.getModule(id, mid);
+          if (!m) throw new ApiError(404, "ModuleNotFound", `module ${id}/${mid} not found`);
+          return sendJson(res, 200, moduleJson(m, ctx.isConnected(`${id}/${mid}`)));
+        }
+        if (method === "PUT") {
+          const body = ((await readJson(req)) ?? {}) as Record<string, unknown>;
+          const m = await ctx.registry.createModule({ ...body, deviceId: id, moduleId: mid });
+          return sendJson(res, 200, moduleJson(m, false));
+        }
+        if (method === "DELETE") {
+          await ctx.registry.deleteModule(id, mid);
+          await ctx.twins.delete(`${id}/${mid}`);
+          res.writeHead(204).end();
+          return;
+        }
+      }
+    }
+    if (
+      head === "devices" &&
+      id &&
+      sub === "messages" &&
+      mid === "deviceBound" &&
+      parts.length === 4 &&
+      method === "POST"
+    ) {
+      this.#device(id);
+      const body = await readBody(req, C2D_MAX);
+      const properties: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers)) {
+        if (k.startsWith("iothub-app-") && typeof v === "string")
+          properties[k.slice("iothub-app-".length)] = v;
+      }
+      const h = (name: string) =>
+        typeof req.headers[name] === "string" ? (req.headers[name] as string) : undefined;
+      const message = {
+        body,
+        properties,
+        messageId: h("iothub-messageid"),
+        correlationId: h("iothub-correlationid"),
+        contentType: h("content-type"),
+        contentEncoding: h("content-encoding"),
+      };
+      await ctx.c2d.send(
+        id,
+        Object.fromEntries(Object.entries(message).filter(([, v]) => v !== undefined)) as { body: Buffer },
+      );
+      res.writeHead(204).end();
+      return;
+    }
+    if (head === "twins" && id) {
+      const device = this.#device(id);
+      const moduleId = sub === "modules" ? mid : undefined;
+      if (sub === "modules" && (!mid || !ctx.registry.getModule(id, mid)))
+        throw new ApiError(404, "ModuleNotFound", `module ${id}/${mid ?? ""} not found`);
+      const clientId = moduleId === undefined ? id : `${id}/${moduleId}`;
+      const rest = moduleId === undefined ? parts.slice(2) : parts.slice(4);
+      if (rest.length === 0 && method === "GET") {
+        return sendJson(
+          res,
+          200,
+          twinJson(device, await ctx.twins.get(clientId), moduleId, ctx.isConnected(clientId)),
+        );
+      }
+      if (rest.length === 0 && method === "PATCH") {
+        const body = ((await readJson(req)) ?? {}) as { tags?: unknown; properties?: { desired?: unknown } };
+        if (body.tags !== undefined) await ctx.twins.patchTags(clientId, body.tags);
+        if (body.properties?.desired !== undefined)
+          await ctx.twins.patchDesired(clientId, body.properties.desired);
+        return sendJson(
+          res,
+          200,
+          twinJson(device, await ctx.twins.get(clientId), moduleId, ctx.isConnected(clientId)),
+        );
+      }
+      if (rest.length === 1 && rest[0] === "methods" && method === "POST") {
+        const call = (await readJson(req)) as
+          | { methodName?: unknown; payload?: unknown; responseTimeoutInSeconds?: unknown }
+          | undefined;
+        if (typeof call?.methodName !== "string" || call.methodName === "")
+          throw new ApiError(400, "ArgumentInvalid", "methodName is required");
+        const timeout =
+          typeof call.responseTimeoutInSeconds === "number" ? call.responseTimeoutInSeconds : undefined;
+        const r = await ctx.methods.invoke(clientId, {
+          methodName: call.methodName,
+          payload: call.payload,
+          ...(timeout === undefined ? {} : { responseTimeoutInSeconds: timeout }),
+        });
+        if (r.status === 404)
+          throw new ApiError(
+            404,
+            "DeviceNotOnline",
+            `${clientId} is not connected or not listening for methods`,
+          );
+        if (r.status === 504) throw new ApiError(504, "GatewayTimeout", `${clientId} did not answer in time`);
+        return sendJson(res, 200, r);
+      }
+    }
+    if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
+      const from = Number(url.searchParams.get("from") ?? 0);
+      const limit = Number(url.searchParams.get("limit") ?? 100);
+      if (
+        !Number.isSafeInteger(from) ||
+        from < 0 ||
+        !Number.isSafeInteger(limit) ||
+        limit < 1 ||
+        limit > 10_000
+      ) {
+        throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0 and limit 1-10000");
+      }
+      const batch = await ctx.store.read(ctx.eventsQueue, { from, limit });
+      return sendJson(res, 200, {
+        messages: batch.map(eventJson),
+        next: (batch.at(-1)?.offset ?? from - 1) + 1,
+      });
+    }
+    throw new ApiError(404, "NotFound", `no ${method} ${url.pathname}`);
+  }
+}

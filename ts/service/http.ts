@@ -1,0 +1,58 @@
+/** HTTP plumbing of the service API: bodies with limits, JSON replies, IoT Hub error bodies. */
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+/** An error the API answers with an HTTP status and IoT Hub's `ErrorCode:` text. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errorCode: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Reads the whole body, refusing more than `limit` bytes with 413. */
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new ApiError(413, "MessageTooLarge", `request body over ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Parses a JSON body; 400 when it is not JSON. */
+export async function readJson(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
+  const body = await readBody(req, limit);
+  if (body.length === 0) return undefined;
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new ApiError(400, "ArgumentInvalid", "request body is not valid JSON");
+  }
+}
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}
+
+export function sendError(res: ServerResponse, err: ApiError): void {
+  sendJson(res, err.status, {
+    Message: `ErrorCode:${err.errorCode};${err.message}`,
+    ExceptionMessage: `Tracking ID:${Date.now().toString(16)}-G:0-TimeStamp:${new Date().toISOString()}`,
+  });
+}

@@ -1,0 +1,113 @@
+/** The JSON shapes of IoT Hub's service API: devices, modules, twins, events. */
+import type { Device, Module } from "../auth/registry.js";
+import type { StoredMessage } from "../store/index.js";
+import type { Twin } from "../twin/twins.js";
+
+const EPOCH = "0001-01-01T00:00:00Z";
+
+/** A device as `GET /devices/{id}` returns it. */
+export function deviceJson(d: Device, connected: boolean): Record<string, unknown> {
+  return {
+    deviceId: d.deviceId,
+    generationId: d.generationId,
+    etag: d.etag,
+    connectionState: connected ? "Connected" : "Disconnected",
+    status: d.status,
+    statusReason: d.statusReason ?? null,
+    connectionStateUpdatedTime: EPOCH,
+    statusUpdatedTime: EPOCH,
+    lastActivityTime: EPOCH,
+    cloudToDeviceMessageCount: 0,
+    authentication: {
+      type: d.authentication.type,
+      symmetricKey: d.authentication.symmetricKey ?? { primaryKey: null, secondaryKey: null },
+      x509Thumbprint: d.authentication.x509Thumbprint ?? {
+        primaryThumbprint: null,
+        secondaryThumbprint: null,
+      },
+    },
+    capabilities: d.capabilities,
+    deviceScope: d.deviceScope ?? null,
+    parentScopes: d.parentScopes,
+  };
+}
+
+/** A module as `GET /devices/{id}/modules/{m}` returns it. */
+export function moduleJson(m: Module, connected: boolean): Record<string, unknown> {
+  return {
+    deviceId: m.deviceId,
+    moduleId: m.moduleId,
+    generationId: m.generationId,
+    etag: m.etag,
+    managedBy: m.managedBy ?? null,
+    connectionState: connected ? "Connected" : "Disconnected",
+    connectionStateUpdatedTime: EPOCH,
+    lastActivityTime: EPOCH,
+    cloudToDeviceMessageCount: 0,
+    authentication: {
+      type: m.authentication.type,
+      symmetricKey: m.authentication.symmetricKey ?? { primaryKey: null, secondaryKey: null },
+      x509Thumbprint: m.authentication.x509Thumbprint ?? {
+        primaryThumbprint: null,
+        secondaryThumbprint: null,
+      },
+    },
+  };
+}
+
+/** A twin as `GET /twins/{id}` returns it. */
+export function twinJson(
+  device: Device,
+  twin: Twin,
+  moduleId: string | undefined,
+  connected: boolean,
+): Record<string, unknown> {
+  return {
+    deviceId: device.deviceId,
+    ...(moduleId === undefined ? {} : { moduleId }),
+    etag: `"${Buffer.from(String(twin.desired.version + twin.reported.version * 1e6)).toString("base64")}"`,
+    deviceEtag: device.etag,
+    status: device.status,
+    connectionState: connected ? "Connected" : "Disconnected",
+    version: twin.desired.version + twin.reported.version,
+    tags: twin.tags,
+    properties: {
+      desired: { ...twin.desired.properties, $metadata: {}, $version: twin.desired.version },
+      reported: { ...twin.reported.properties, $metadata: {}, $version: twin.reported.version },
+    },
+    capabilities: device.capabilities,
+    ...(device.deviceScope ? { deviceScope: device.deviceScope } : {}),
+    parentScopes: device.parentScopes,
+  };
+}
+
+const SYSTEM: Record<string, string> = {
+  "$.mid": "messageId",
+  "$.cid": "correlationId",
+  "$.ct": "contentType",
+  "$.ce": "contentEncoding",
+  "$.cdid": "connectionDeviceId",
+  "$.cmid": "connectionModuleId",
+  "$.on": "outputName",
+  "$.uid": "userId",
+};
+
+/** A stored device-to-cloud message as `GET /messages/events` returns it. */
+export function eventJson(m: StoredMessage): Record<string, unknown> {
+  const properties: Record<string, string> = {};
+  const systemProperties: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m.properties)) {
+    const sys = SYSTEM[k];
+    if (sys) systemProperties[sys] = v;
+    else if (!k.startsWith("$.")) properties[k] = v;
+  }
+  return {
+    offset: m.offset,
+    deviceId: m.properties["$.cdid"],
+    ...(m.properties["$.cmid"] ? { moduleId: m.properties["$.cmid"] } : {}),
+    enqueuedTime: new Date(m.enqueuedAt).toISOString(),
+    properties,
+    systemProperties,
+    body: m.body.toString("base64"),
+  };
+}
