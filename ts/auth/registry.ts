@@ -80,9 +80,11 @@ function completeAuthentication(auth: Partial<Authentication> | undefined): Auth
   if (type === "sas") {
     const k = auth?.symmetricKey;
     for (const key of [k?.primaryKey, k?.secondaryKey]) {
+      // Absent, null or "" (what the service SDKs send) means "generate one".
       if (
         key !== undefined &&
         key !== null &&
+        key !== "" &&
         (typeof key !== "string" || Buffer.from(key, "base64").length < 16)
       ) {
         throw invalid("symmetric keys must be base64 of at least 16 bytes");

@@ -141,7 +141,10 @@ export class ServiceApi {
         if (body.deviceId !== undefined && body.deviceId !== id) {
           throw new ApiError(400, "ArgumentInvalid", "deviceId in the body differs from the path");
         }
+        // As IoT Hub: PUT creates; replacing an existing device needs If-Match (etag or *).
         const exists = ctx.registry.getDevice(id) !== undefined;
+        if (exists && !req.headers["if-match"])
+          throw new ApiError(409, "DeviceAlreadyExists", `device ${id} already exists`);
         const d = exists
           ? await ctx.registry.updateDevice({ ...body, deviceId: id })
           : await ctx.registry.createDevice({ ...body, deviceId: id });
