@@ -9,6 +9,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
+import { createWebSocketStream, WebSocketServer } from "ws";
 import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -45,6 +46,7 @@ export class EdgeHub {
   readonly serviceConnectionStringFile: string;
   readonly #server: tls.Server;
   #https: https.Server | undefined;
+  readonly #websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
   readonly #connections = new Map<string, MqttConnection>();
   readonly #sockets = new Set<tls.TLSSocket>();
   #closed = false;
@@ -154,6 +156,16 @@ export class EdgeHub {
         (req, res) => api.handle(req, res),
       );
       hub.#https.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
+      // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
+      hub.#https.on("upgrade", (req, socket, head) => {
+        if (new URL(req.url ?? "/", "https://hub").pathname !== "/$iothub/websocket") {
+          socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
+          return;
+        }
+        hub.#websockets.handleUpgrade(req, socket, head, (ws) => {
+          new MqttConnection(createWebSocketStream(ws), context);
+        });
+      });
       for (const [srv, port] of [
         [server, config.listen.mqtts],
         [hub.#https, config.listen.https],
@@ -202,6 +214,7 @@ export class EdgeHub {
       ),
     );
     this.#https?.closeAllConnections();
+    for (const ws of this.#websockets.clients) ws.terminate();
     this.methods.close();
     for (const c of this.#connections.values()) c.close("hub-closing");
     for (const s of this.#sockets) s.destroy();

@@ -2,17 +2,34 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { Client, Message } from "azure-iot-device";
+import { MqttWs } from "azure-iot-device-mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { EdgeHub, silentLogger } from "../../ts/index.js";
+import { EdgeHub, EVENTS_QUEUE, silentLogger } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
 
 const run = promisify(execFile);
 const child = fileURLToPath(new URL("../fixtures/service-sdk.mjs", import.meta.url));
 
+// The official SDKs reach the service API and MQTT over WebSocket on port 443 only:
+// every test that needs 443 lives in this file, so they never run at the same time.
 let hub: EdgeHub | undefined;
 afterEach(async () => {
   await hub?.close();
+  hub = undefined;
 });
+
+async function startOn443(): Promise<EdgeHub> {
+  hub = await EdgeHub.start(
+    {
+      hostname: "localhost",
+      dataDir: join(await tempDir(), "hub"),
+      listen: { host: "127.0.0.1", mqtts: 0, https: 443 },
+    },
+    silentLogger,
+  );
+  return hub;
+}
 
 describe("the official azure-iothub service SDK", () => {
   it("works against the hub unchanged, trusting its CA through NODE_EXTRA_CA_CERTS", async () => {
@@ -46,5 +63,31 @@ describe("the official azure-iothub service SDK", () => {
     expect(out.method).toBe("Error");
     expect(out.afterDelete).toEqual(["sdk-dev"]);
     expect((await hub.twins.get("sdk-dev")).desired.properties).toEqual({ rate: 5 });
+  });
+});
+
+describe("MQTT over WebSocket", () => {
+  it("serves the official device SDK's MqttWs transport at /$iothub/websocket on the HTTPS listener", async () => {
+    const h = await startOn443();
+    const dev = await h.registry.createDevice({ deviceId: "ws-dev" });
+    const client = Client.fromConnectionString(
+      `HostName=localhost;DeviceId=ws-dev;SharedAccessKey=${dev.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost`,
+      MqttWs,
+    );
+    await client.setOptions({ ca: h.caCertificate });
+    await client.open();
+    try {
+      const m = new Message("over websocket");
+      m.messageId = "ws-1";
+      await client.sendEvent(m);
+      const twin = await client.getTwin();
+      expect(twin.properties.desired.$version).toBe(1);
+      const [stored] = await h.store.read(EVENTS_QUEUE);
+      expect(stored?.body.toString()).toBe("over websocket");
+      expect(stored?.properties).toMatchObject({ "$.mid": "ws-1", "$.cdid": "ws-dev" });
+      expect(h.connectedClients).toEqual(["ws-dev"]);
+    } finally {
+      await client.close();
+    }
   });
 });
