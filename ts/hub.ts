@@ -199,6 +199,11 @@ export class EdgeHub {
     };
   }
 
+  /** Sockets open now (TLS and WebSocket), authenticated or not. */
+  get openConnections(): number {
+    return this.#sockets.size + this.#websockets.clients.size;
+  }
+
   /** Client ids connected now. */
   get connectedClients(): string[] {
     return [...this.#connections.keys()];

@@ -42,6 +42,11 @@ export function encodePropertyBag(props: Record<string, string>): string {
     .join("&");
 }
 
+/** The property bag after `…/messages/events/`; SDKs may end it with a `/`. */
+function bagOf(parts: string[]): Record<string, string> | undefined {
+  return decodePropertyBag(parts.join("/").replace(/\/+$/, ""));
+}
+
 function query(s: string): Record<string, string> | undefined {
   return s.startsWith("?") ? decodePropertyBag(s.slice(1)) : undefined;
 }
@@ -52,11 +57,11 @@ export function parsePublishTopic(topic: string): PublishTopic | undefined {
   if (p[0] === "devices" && p[1]) {
     const deviceId = p[1];
     if (p[2] === "messages" && p[3] === "events") {
-      const properties = decodePropertyBag(p.slice(4).join("/"));
+      const properties = bagOf(p.slice(4));
       return properties && { kind: "telemetry", deviceId, properties };
     }
     if (p[2] === "modules" && p[3] && p[4] === "messages" && p[5] === "events") {
-      const properties = decodePropertyBag(p.slice(6).join("/"));
+      const properties = bagOf(p.slice(6));
       return properties && { kind: "telemetry", deviceId, moduleId: p[3], properties };
     }
     return undefined;

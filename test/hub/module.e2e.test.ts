@@ -1,0 +1,45 @@
+import { join } from "node:path";
+import { Message, ModuleClient } from "azure-iot-device";
+import { Mqtt } from "azure-iot-device-mqtt";
+import { afterEach, describe, expect, it } from "vitest";
+import { EVENTS_QUEUE } from "../../ts/index.js";
+import { tempDir } from "../helpers/fixtures.js";
+import { startHub } from "../helpers/hub.js";
+
+const saved = { cs: process.env.EdgeHubConnectionString, ca: process.env.EdgeModuleCACertificateFile };
+afterEach(() => {
+  for (const [k, v] of [
+    ["EdgeHubConnectionString", saved.cs],
+    ["EdgeModuleCACertificateFile", saved.ca],
+  ] as const) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+});
+
+describe("modules through ModuleClient.fromEnvironment", () => {
+  it("connect with EdgeHubConnectionString and EdgeModuleCACertificateFile; outputs and twins are the module's own", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+    const mod = await hub.registry.createModule({ deviceId: "edge1", moduleId: "filter" });
+    process.env.EdgeHubConnectionString = `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`;
+    process.env.EdgeModuleCACertificateFile = hub.caFile;
+    const client = await ModuleClient.fromEnvironment(Mqtt);
+    await client.open();
+    try {
+      await client.sendOutputEvent("alerts", new Message("hot"));
+      const twin = await client.getTwin();
+      await new Promise<void>((resolve, reject) =>
+        twin.properties.reported.update({ state: "ok" }, (err?: Error) => (err ? reject(err) : resolve())),
+      );
+      const [stored] = await hub.store.read(EVENTS_QUEUE);
+      expect(stored?.body.toString()).toBe("hot");
+      expect(stored?.properties).toMatchObject({ "$.on": "alerts", "$.cdid": "edge1", "$.cmid": "filter" });
+      expect((await hub.twins.get("edge1/filter")).reported.properties).toEqual({ state: "ok" });
+      expect((await hub.twins.get("edge1")).reported.version).toBe(1);
+      expect(hub.connectedClients).toEqual(["edge1/filter"]);
+    } finally {
+      await client.close();
+    }
+  });
+});
