@@ -32,6 +32,8 @@ export const ErrorCodes = {
   AUTH_WRONG_AUDIENCE: "AUTH_WRONG_AUDIENCE",
   /** No such device or module in the registry. */
   AUTH_UNKNOWN_IDENTITY: "AUTH_UNKNOWN_IDENTITY",
+  /** The TLS client certificate does not match the identity's thumbprint or trusted CA. */
+  AUTH_BAD_CERTIFICATE: "AUTH_BAD_CERTIFICATE",
   /** The device or module is disabled. */
   AUTH_IDENTITY_DISABLED: "AUTH_IDENTITY_DISABLED",
   /** The hub's configuration is invalid; the message names the key. */

@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
 import { createWebSocketStream, WebSocketServer } from "ws";
-import { Authenticator } from "./auth/authenticator.js";
+import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { CloudToDevice } from "./c2d/cloud-to-device.js";
@@ -99,7 +99,28 @@ export class EdgeHub {
       const service = await serviceCredential(store, box, config);
       const authenticator = new Authenticator(registry, [config.hostname]);
       const router = new Router(store, EVENTS_QUEUE, config.eventsRetentionSecs);
-      const server = tls.createServer({ cert: material.cert, key: material.key, minVersion: "TLSv1.2" });
+      const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
+      // Client certificates are asked for, never required: SAS clients send none. The chain
+      // is checked against the trusted device CAs only.
+      const tlsOptions = {
+        cert: material.cert,
+        key: material.key,
+        minVersion: "TLSv1.2" as const,
+        requestCert: true,
+        rejectUnauthorized: false,
+        ...(deviceCas.length > 0 ? { ca: deviceCas } : {}),
+      };
+      const peerOf = (socket: tls.TLSSocket): PeerCertificate | undefined => {
+        const cert = socket.getPeerCertificate();
+        if (!cert?.raw) return undefined;
+        const cn = cert.subject?.CN;
+        return {
+          der: cert.raw,
+          commonName: Array.isArray(cn) ? (cn[0] ?? "") : (cn ?? ""),
+          chainTrusted: deviceCas.length > 0 && socket.authorized,
+        };
+      };
+      const server = tls.createServer(tlsOptions);
       const hub = new EdgeHub(
         config,
         store,
@@ -136,7 +157,7 @@ export class EdgeHub {
       server.on("secureConnection", (socket) => {
         hub.#sockets.add(socket);
         socket.on("close", () => hub.#sockets.delete(socket));
-        new MqttConnection(socket, context);
+        new MqttConnection(socket, context, peerOf(socket));
       });
       server.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
       const api = new ServiceApi({
@@ -151,10 +172,7 @@ export class EdgeHub {
         isConnected: (clientId) => hub.#connections.has(clientId),
         log,
       });
-      hub.#https = https.createServer(
-        { cert: material.cert, key: material.key, minVersion: "TLSv1.2" },
-        (req, res) => api.handle(req, res),
-      );
+      hub.#https = https.createServer(tlsOptions, (req, res) => api.handle(req, res));
       hub.#https.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
       // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
       hub.#https.on("upgrade", (req, socket, head) => {
@@ -163,7 +181,7 @@ export class EdgeHub {
           return;
         }
         hub.#websockets.handleUpgrade(req, socket, head, (ws) => {
-          new MqttConnection(createWebSocketStream(ws), context);
+          new MqttConnection(createWebSocketStream(ws), context, peerOf(req.socket as tls.TLSSocket));
         });
       });
       for (const [srv, port] of [

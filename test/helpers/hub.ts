@@ -2,7 +2,7 @@
 import { Client } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach } from "vitest";
-import { EdgeHub, silentLogger } from "../../ts/index.js";
+import { EdgeHub, type HubConfigInput, silentLogger } from "../../ts/index.js";
 
 const hubs: EdgeHub[] = [];
 const clients: Client[] = [];
@@ -13,9 +13,9 @@ afterEach(async () => {
 });
 
 /** A root hub on a free port of 127.0.0.1, hostname `localhost`, data in `dataDir`. */
-export async function startHub(dataDir: string): Promise<EdgeHub> {
+export async function startHub(dataDir: string, extra: HubConfigInput = {}): Promise<EdgeHub> {
   const hub = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 }, ...extra },
     silentLogger,
   );
   hubs.push(hub);

@@ -4,8 +4,9 @@
  * with the identity's primary or secondary key for `{hostname}/devices/{id}[/modules/{m}]`.
  * Unknown identities are refused at once; nothing here waits on a parent.
  */
+import { createHash } from "node:crypto";
 import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
-import type { Registry } from "./registry.js";
+import type { Authentication, Registry } from "./registry.js";
 import { parseSasToken, signedByAny } from "./sas.js";
 
 /** Who a connection is. */
@@ -16,11 +17,22 @@ export interface Principal {
   clientId: string;
 }
 
+/** The TLS client certificate of a connection, as the listener verified it. */
+export interface PeerCertificate {
+  /** DER bytes of the leaf certificate. */
+  der: Buffer;
+  /** Common name of the subject. */
+  commonName: string;
+  /** True when the chain verified against the hub's trusted device CAs. */
+  chainTrusted: boolean;
+}
+
 /** What a client presented at CONNECT. */
 export interface Credentials {
   clientId: string;
   username?: string | undefined;
   password?: Buffer | undefined;
+  peer?: PeerCertificate | undefined;
 }
 
 function deny(code: ErrorCode, message: string): EdgeHubError {
@@ -77,6 +89,10 @@ export class Authenticator {
       throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `module ${c.clientId} is not registered`);
     }
     const auth = (module ?? device).authentication;
+    if ((!c.password || c.password.length === 0) && c.peer) {
+      this.#checkCertificate(c.clientId, ids.deviceId, auth, c.peer);
+      return { ...ids, clientId: c.clientId };
+    }
     if (auth.type !== "sas" || !auth.symmetricKey) {
       throw deny(ErrorCodes.AUTH_BAD_SIGNATURE, `${c.clientId} does not authenticate with SAS keys`);
     }
@@ -100,12 +116,41 @@ export class Authenticator {
     return { ...ids, clientId: c.clientId };
   }
 
+  #checkCertificate(clientId: string, deviceId: string, auth: Authentication, peer: PeerCertificate): void {
+    if (auth.type === "selfSigned") {
+      const prints = [
+        auth.x509Thumbprint?.primaryThumbprint,
+        auth.x509Thumbprint?.secondaryThumbprint,
+      ].filter(Boolean);
+      const sha1 = createHash("sha1").update(peer.der).digest("hex").toUpperCase();
+      const sha256 = createHash("sha256").update(peer.der).digest("hex").toUpperCase();
+      if (prints.includes(sha1) || prints.includes(sha256)) return;
+      throw deny(
+        ErrorCodes.AUTH_BAD_CERTIFICATE,
+        `certificate of ${clientId} does not match its registered thumbprints`,
+      );
+    }
+    if (auth.type === "certificateAuthority") {
+      if (peer.chainTrusted && peer.commonName === deviceId) return;
+      throw deny(
+        ErrorCodes.AUTH_BAD_CERTIFICATE,
+        `certificate of ${clientId} does not chain to a trusted CA with CN=${deviceId}`,
+      );
+    }
+    throw deny(ErrorCodes.AUTH_BAD_CERTIFICATE, `${clientId} does not authenticate with X.509`);
+  }
+
   #hostFromUsername(username: string | undefined, clientId: string): string | undefined {
     if (!username) return undefined;
     const end = `/${clientId}/`;
     const at = username.indexOf(end);
     if (at <= 0) return undefined;
-    const host = username.slice(0, at).toLowerCase();
+    // An SDK given `HostName=host:port` (X.509 clients ignore GatewayHostName) puts the port
+    // in the username too.
+    const host = username
+      .slice(0, at)
+      .toLowerCase()
+      .replace(/:\d{1,5}$/, "");
     const rest = username.slice(at + end.length);
     if (rest !== "" && !rest.startsWith("?")) return undefined;
     return this.#hostnames.includes(host) ? host : undefined;

@@ -21,6 +21,8 @@ export interface HubConfigInput {
     /** HTTPS: the service API. Default 8443 (443 where configured, as IoT Hub); 0 picks a free port. */
     https?: number;
   };
+  /** PEM files of CAs whose certificates authenticate `certificateAuthority` devices (CN = device id). */
+  trustedDeviceCaFiles?: string[];
   /** How long a root hub keeps device-to-cloud messages in its events queue. Default 86400. */
   eventsRetentionSecs?: number;
   /** Own TLS material; without it a development CA is generated under `<dataDir>/certs`. */
@@ -39,6 +41,7 @@ export interface HubConfig {
   dataDir: string;
   listen: { host: string; mqtts: number; https: number };
   eventsRetentionSecs: number;
+  trustedDeviceCaFiles: string[];
   tls: { certFile: string; keyFile: string; caFile: string } | undefined;
   timeToLiveSecs: number;
   maxSizeBytes: number;
@@ -74,6 +77,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     "tls",
     "storeAndForwardConfiguration",
     "eventsRetentionSecs",
+    "trustedDeviceCaFiles",
     "logLevel",
   ]);
   const hostname = raw.hostname ?? osHostname();
@@ -110,6 +114,9 @@ export function loadConfig(raw: unknown = {}): HubConfig {
   if (typeof retention !== "number" || !Number.isInteger(retention) || retention < 1) {
     throw bad("eventsRetentionSecs", "must be a positive integer");
   }
+  const cas = raw.trustedDeviceCaFiles ?? [];
+  if (!Array.isArray(cas) || cas.some((f) => typeof f !== "string"))
+    throw bad("trustedDeviceCaFiles", "must be a list of paths");
   const logLevel = raw.logLevel ?? "info";
   if (!["debug", "info", "warn", "error"].includes(logLevel as string))
     throw bad("logLevel", "must be debug, info, warn or error");
@@ -122,6 +129,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
       https: port("listen.https", listen.https, 8443),
     },
     eventsRetentionSecs: retention,
+    trustedDeviceCaFiles: cas as string[],
     tls,
     timeToLiveSecs: ttl as number,
     maxSizeBytes: max,

@@ -12,7 +12,7 @@ import mqtt, {
   type ISubscribePacket,
   type Packet,
 } from "mqtt-packet";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
+import type { Authenticator, PeerCertificate, Principal } from "../auth/authenticator.js";
 import { type EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
@@ -69,9 +69,13 @@ export class MqttConnection {
   readonly #inflight = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   #nextPacketId = 0;
 
-  constructor(socket: Duplex, ctx: ConnectionContext) {
+  readonly #peer: PeerCertificate | undefined;
+
+  /** @param peer the TLS client certificate, when the client presented one. */
+  constructor(socket: Duplex, ctx: ConnectionContext, peer?: PeerCertificate) {
     this.#socket = socket;
     this.#ctx = ctx;
+    this.#peer = peer;
     this.#timer = setTimeout(() => this.close("connect-timeout"), ctx.connectTimeoutMs);
     this.#parser.on("packet", (p: Packet) => this.#onPacket(p));
     this.#parser.on("error", (err: Error) => this.close("malformed-packet", { reason: err.message }));
@@ -157,6 +161,7 @@ export class MqttConnection {
         clientId: p.clientId,
         username: p.username,
         password: p.password,
+        peer: this.#peer,
       });
     } catch (err) {
       const code = (err as EdgeHubError).code;

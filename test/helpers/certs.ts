@@ -1,0 +1,80 @@
+/** Client certificates for X.509 tests: self-signed, and a CA with leaves under it. */
+import "reflect-metadata";
+import { createHash, KeyObject, webcrypto } from "node:crypto";
+import * as x509 from "@peculiar/x509";
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+const DAY = 86_400_000;
+
+export interface Pem {
+  cert: string;
+  key: string;
+  /** SHA-1 thumbprint of the DER, upper-case hex (IoT Hub's form). */
+  thumbprint: string;
+}
+
+interface Issuer extends Pem {
+  cert: string;
+  signer: webcrypto.CryptoKey;
+  name: string;
+}
+
+async function keys(): Promise<webcrypto.CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+}
+
+function pem(cert: x509.X509Certificate, key: webcrypto.CryptoKey): Pem {
+  return {
+    cert: cert.toString("pem"),
+    key: KeyObject.from(key).export({ type: "pkcs8", format: "pem" }).toString(),
+    thumbprint: createHash("sha1").update(Buffer.from(cert.rawData)).digest("hex").toUpperCase(),
+  };
+}
+
+export async function selfSigned(cn: string): Promise<Pem> {
+  const k = await keys();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: `CN=${cn}`,
+    notBefore: new Date(Date.now() - DAY),
+    notAfter: new Date(Date.now() + DAY),
+    keys: k as never,
+    signingAlgorithm: ALG,
+    extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+  });
+  return pem(cert, k.privateKey);
+}
+
+export async function certificateAuthority(name: string): Promise<Issuer> {
+  const k = await keys();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "02",
+    name: `CN=${name}`,
+    notBefore: new Date(Date.now() - DAY),
+    notAfter: new Date(Date.now() + DAY),
+    keys: k as never,
+    signingAlgorithm: ALG,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+    ],
+  });
+  return { ...pem(cert, k.privateKey), signer: k.privateKey, name: `CN=${name}` };
+}
+
+export async function leaf(ca: Issuer, cn: string): Promise<Pem> {
+  const k = await keys();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: "03",
+    subject: `CN=${cn}`,
+    issuer: ca.name,
+    notBefore: new Date(Date.now() - DAY),
+    notAfter: new Date(Date.now() + DAY),
+    signingKey: ca.signer as never,
+    publicKey: k.publicKey as never,
+    signingAlgorithm: ALG,
+    extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+  });
+  return pem(cert, k.privateKey);
+}

@@ -1,0 +1,69 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Client, Message } from "azure-iot-device";
+import { Mqtt } from "azure-iot-device-mqtt";
+import { describe, expect, it } from "vitest";
+import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
+import { certificateAuthority, leaf, type Pem, selfSigned } from "../helpers/certs.js";
+import { tempDir } from "../helpers/fixtures.js";
+import { startHub } from "../helpers/hub.js";
+
+async function x509Client(hub: EdgeHub, deviceId: string, cert: Pem): Promise<Client> {
+  const client = Client.fromConnectionString(
+    // The SDK's X.509 path ignores GatewayHostName: the port goes on HostName.
+    `HostName=localhost:${hub.ports.mqtts};DeviceId=${deviceId};x509=true`,
+    Mqtt,
+  );
+  await client.setOptions({ cert: cert.cert, key: cert.key, ca: hub.caCertificate });
+  client.on("error", () => undefined);
+  return client;
+}
+
+async function refusal(client: Client): Promise<string | undefined> {
+  return client.open().then(
+    async () => {
+      await client.close();
+      return undefined;
+    },
+    (e: Error) => e.name,
+  );
+}
+
+describe("X.509 devices", () => {
+  it("authenticate by registered thumbprint (self-signed); another certificate is refused", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    const mine = await selfSigned("x1");
+    await hub.registry.createDevice({
+      deviceId: "x1",
+      authentication: {
+        type: "selfSigned",
+        x509Thumbprint: { primaryThumbprint: mine.thumbprint, secondaryThumbprint: null },
+      },
+    });
+    const client = await x509Client(hub, "x1", mine);
+    await client.open();
+    await client.sendEvent(new Message("signed"));
+    await client.close();
+    expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.properties["$.cdid"])).toEqual(["x1"]);
+    expect(await refusal(await x509Client(hub, "x1", await selfSigned("x1")))).toBe("UnauthorizedError");
+  });
+
+  it("authenticate by a chain to a trusted CA with CN = device id", async () => {
+    const dir = await tempDir();
+    const ca = await certificateAuthority("plant CA");
+    const caFile = join(dir, "plant-ca.pem");
+    await writeFile(caFile, ca.cert);
+    const hub = await startHub(join(dir, "hub"), { trustedDeviceCaFiles: [caFile] });
+    await hub.registry.createDevice({ deviceId: "x2", authentication: { type: "certificateAuthority" } });
+    const client = await x509Client(hub, "x2", await leaf(ca, "x2"));
+    await client.open();
+    await client.sendEvent(new Message("ca-signed"));
+    await client.close();
+    expect(await refusal(await x509Client(hub, "x2", await leaf(ca, "someone-else")))).toBe(
+      "UnauthorizedError",
+    );
+    const rogue = await certificateAuthority("rogue CA");
+    expect(await refusal(await x509Client(hub, "x2", await leaf(rogue, "x2")))).toBe("UnauthorizedError");
+    expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.body.toString())).toEqual(["ca-signed"]);
+  });
+});
