@@ -18,6 +18,7 @@ import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config
 import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
+import { Sessions } from "./protocol/sessions.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
 import { MessageStore } from "./store/index.js";
@@ -136,6 +137,7 @@ export class EdgeHub {
         router,
         twins: hub.twins,
         methods: hub.methods,
+        sessions: new Sessions(store),
         subscribed: (conn: MqttConnection, kind: string) => {
           const principal = conn.principal;
           if (kind === "c2d" && principal) hub.c2d.pump(principal.deviceId);

@@ -149,3 +149,50 @@ describe("MQTT head: bad input is refused and the hub keeps serving", () => {
     expect(hub.connectedClients).toEqual([]);
   });
 });
+
+describe("persistent sessions", () => {
+  it("restore a clean=false client's subscriptions on reconnect and across a hub restart; clean=true forgets them", async () => {
+    const c1 = await connected();
+    c1.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [{ topic: "devices/dev1/messages/devicebound/#", qos: 1 }],
+    } as never);
+    expect(await c1.next()).toMatchObject({ cmd: "suback", granted: [1] });
+    c1.send({ cmd: "disconnect" });
+    await c1.closed;
+    await hub.c2d.send("dev1", { body: Buffer.from("while away") });
+
+    const c2 = await client();
+    connect(c2);
+    expect(await c2.next()).toMatchObject({ cmd: "connack", returnCode: 0, sessionPresent: true });
+    const delivered = (await c2.next()) as { cmd: string; topic: string; payload: Buffer; messageId: number };
+    expect(delivered).toMatchObject({ cmd: "publish", qos: 1 });
+    expect(delivered.topic.startsWith("devices/dev1/messages/devicebound/")).toBe(true);
+    expect(delivered.payload.toString()).toBe("while away");
+    c2.send({ cmd: "puback", messageId: delivered.messageId } as never);
+    c2.send({ cmd: "disconnect" });
+    await c2.closed;
+
+    const dataDir = hub.config.dataDir;
+    await hub.close();
+    hub = await EdgeHub.start(
+      { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+      silentLogger,
+    );
+    await hub.c2d.send("dev1", { body: Buffer.from("after restart") });
+    const c3 = await client();
+    connect(c3);
+    expect(await c3.next()).toMatchObject({ cmd: "connack", sessionPresent: true });
+    expect(((await c3.next()) as { payload: Buffer }).payload.toString()).toBe("after restart");
+    c3.end();
+
+    const c4 = await client();
+    connect(c4, { clean: true });
+    expect(await c4.next()).toMatchObject({ cmd: "connack", sessionPresent: false });
+    c4.end();
+    const c5 = await client();
+    connect(c5);
+    expect(await c5.next()).toMatchObject({ cmd: "connack", sessionPresent: false });
+  });
+});

@@ -18,6 +18,7 @@ import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { Router } from "../routing/router.js";
 import type { TwinProperties, Twins } from "../twin/twins.js";
+import type { Sessions } from "./sessions.js";
 import { parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
 
 /** What a connection needs from the hub. */
@@ -26,6 +27,7 @@ export interface ConnectionContext {
   router: Router;
   twins: Twins;
   methods: DirectMethods;
+  sessions: Sessions;
   /** Called after a subscription is granted (the hub starts deliveries). */
   subscribed(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
   log: Logger;
@@ -68,6 +70,9 @@ export class MqttConnection {
   /** QoS 1 publishes to the client awaiting PUBACK, by packet id. */
   readonly #inflight = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   #nextPacketId = 0;
+  /** Packets that arrived while the session was being restored, replayed after CONNACK. */
+  #held: Packet[] | undefined;
+  #cleanSession = true;
 
   readonly #peer: PeerCertificate | undefined;
 
@@ -109,6 +114,10 @@ export class MqttConnection {
   #onPacket(p: Packet): void {
     this.#buffered = 0;
     if (this.#closed) return;
+    if (this.#held) {
+      this.#held.push(p);
+      return;
+    }
     if (!this.#principal) {
       if (p.cmd !== "connect") {
         this.close("packet-before-connect", { cmd: p.cmd });
@@ -175,7 +184,24 @@ export class MqttConnection {
     this.#timer = setTimeout(() => this.close("keepalive-timeout"), this.#keepaliveMs || 2 ** 31 - 1);
     if (this.#keepaliveMs === 0) this.#timer.unref();
     this.#ctx.register(p.clientId, this);
-    this.#send({ cmd: "connack", returnCode: CONNACK.accepted, sessionPresent: false });
+    this.#cleanSession = p.clean !== false;
+    this.#held = [];
+    const clientId = p.clientId;
+    const restore = this.#cleanSession
+      ? this.#ctx.sessions.clear(clientId).then(() => undefined)
+      : this.#ctx.sessions.load(clientId);
+    restore.then(
+      (kinds) => {
+        if (this.#closed) return;
+        for (const k of kinds ?? []) this.#subscribed.add(k);
+        this.#send({ cmd: "connack", returnCode: CONNACK.accepted, sessionPresent: kinds !== undefined });
+        const held = this.#held ?? [];
+        this.#held = undefined;
+        for (const k of this.#subscribed) this.#ctx.subscribed(this, k);
+        for (const packet of held) this.#onPacket(packet);
+      },
+      (err: unknown) => this.close("session-restore-failed", { reason: (err as Error).message }),
+    );
     this.#ctx.log.log("info", "client-connected", { clientId: p.clientId });
   }
 
@@ -321,6 +347,14 @@ export class MqttConnection {
     });
     this.#send({ cmd: "suback", messageId: p.messageId, granted });
     for (const kind of this.#subscribed) this.#ctx.subscribed(this, kind);
+    if (!this.#cleanSession) {
+      this.#ctx.sessions.save(principal.clientId, this.#subscribed).catch((err: unknown) =>
+        this.#ctx.log.log("error", "session-save-failed", {
+          clientId: principal.clientId,
+          reason: (err as Error).message,
+        }),
+      );
+    }
   }
 
   /** Closes the connection (idempotent), logging why. */

@@ -1,0 +1,181 @@
+// MQTT ingest benchmark: N clients (10, 100, 1000) over TLS publish 256 B at QoS 1, one
+// message in flight each, for a fixed time; msgs/s, PUBACK p50/p99 and the broker's
+// CPU-seconds per million messages, for edgehub (acks after fsync), Mosquitto 2.0
+// (persistence true: acks from memory, snapshots every autosave_interval) and aedes
+// (in-memory), all driven by this generator, which first runs against a null sink to
+// show it is not the bottleneck. Results: benches/results/ingest.json.
+//
+//   npm run build && node benches/ingest.bench.mjs      (BENCH_QUICK=1: shorter, fewer clients)
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import tls from "node:tls";
+import mqtt from "mqtt-packet";
+import { createSasToken } from "../dist/auth/sas.js";
+import { EdgeHub, silentLogger } from "../dist/index.js";
+import { startEdgehub, startMosquitto, startNode } from "./lib/brokers.mjs";
+import { fmt, save, table } from "./lib/report.mjs";
+
+const QUICK = process.env.BENCH_QUICK === "1";
+const COUNTS = QUICK ? [10, 100] : [10, 100, 1000];
+const SECONDS = QUICK ? 3 : 8;
+const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-ingest-"));
+const TICK = 100; // clock ticks per second of /proc/<pid>/stat (Linux default)
+
+function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / TICK;
+}
+
+/** One client: connects, then publishes one message at a time until `until`. */
+function client(port, ca, creds, body, latencies, until) {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "localhost", port, ca });
+    const parser = mqtt.parser({ protocolVersion: 4 });
+    let sent = 0;
+    let acked = 0;
+    let t0 = 0n;
+    const publish = () => {
+      if (Date.now() >= until.value) {
+        socket.end();
+        return resolve(acked);
+      }
+      t0 = process.hrtime.bigint();
+      sent = (sent % 65535) + 1;
+      socket.write(
+        mqtt.generate({
+          cmd: "publish",
+          topic: creds.topic,
+          payload: body,
+          qos: 1,
+          messageId: sent,
+          retain: false,
+          dup: false,
+        }),
+      );
+    };
+    parser.on("packet", (p) => {
+      if (p.cmd === "connack") {
+        if (p.returnCode !== 0) return reject(new Error(`CONNACK ${p.returnCode} for ${creds.clientId}`));
+        creds.onConnected(publish);
+      } else if (p.cmd === "puback") {
+        acked++;
+        if (latencies.n < latencies.buf.length)
+          latencies.buf[latencies.n++] = Number(process.hrtime.bigint() - t0) / 1e6;
+        publish();
+      }
+    });
+    socket.on("data", (d) => parser.parse(d));
+    socket.on("error", reject);
+    socket.on("secureConnect", () =>
+      socket.write(
+        mqtt.generate({
+          cmd: "connect",
+          protocolId: "MQTT",
+          protocolVersion: 4,
+          clean: true,
+          clientId: creds.clientId,
+          keepalive: 60,
+          username: creds.username,
+          password: creds.password,
+        }),
+      ),
+    );
+  });
+}
+
+async function load(target, n, ca, credsOf) {
+  const body = Buffer.alloc(256, 0x61);
+  const latencies = { buf: new Float64Array(4_000_000), n: 0 };
+  const until = { value: Number.POSITIVE_INFINITY };
+  let connected = 0;
+  let release;
+  const allConnected = new Promise((r) => {
+    release = r;
+  });
+  const starters = [];
+  const runs = [];
+  for (let i = 0; i < n; i++) {
+    const creds = credsOf(i);
+    creds.onConnected = (publish) => {
+      starters.push(publish);
+      if (++connected === n) release();
+    };
+    runs.push(client(target.port, ca, creds, body, latencies, until));
+    if (i % 50 === 49) await new Promise((r) => setTimeout(r, 20));
+  }
+  await allConnected;
+  const cpu0 = target.pid ? cpuSeconds(target.pid) : 0;
+  const t0 = Date.now();
+  until.value = t0 + SECONDS * 1000;
+  for (const s of starters) s();
+  const acked = (await Promise.all(runs)).reduce((a, b) => a + b, 0);
+  const elapsed = (Date.now() - t0) / 1000;
+  const cpu = target.pid ? cpuSeconds(target.pid) - cpu0 : 0;
+  const lat = latencies.buf.subarray(0, latencies.n).sort();
+  const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? 0;
+  return {
+    msgsPerSec: Math.round(acked / elapsed),
+    p50Ms: +q(0.5).toFixed(2),
+    p99Ms: +q(0.99).toFixed(2),
+    cpuSecPerMillion: +((cpu / acked) * 1e6).toFixed(1),
+  };
+}
+
+try {
+  const max = Math.max(...COUNTS);
+  const dataDir = join(root, "edgehub-data");
+  // Register the devices first (in-process), then run the hub as its own process.
+  const setup = await EdgeHub.start(
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+    silentLogger,
+  );
+  const keys = [];
+  for (let i = 0; i < max; i++)
+    keys.push(
+      (await setup.registry.createDevice({ deviceId: `dev${i}` })).authentication.symmetricKey.primaryKey,
+    );
+  const ca = setup.caCertificate;
+  await setup.close();
+  const certs = {
+    ca: join(dataDir, "certs/ca.pem"),
+    cert: join(dataDir, "certs/server.pem"),
+    key: join(dataDir, "certs/server-key.pem"),
+  };
+  const expiry = Math.floor(Date.now() / 1000) + 3600;
+  const hubCreds = (i) => ({
+    clientId: `dev${i}`,
+    username: `localhost/dev${i}/?api-version=2021-04-12`,
+    password: Buffer.from(createSasToken(`localhost/devices/dev${i}`, keys[i], expiry)),
+    topic: `devices/dev${i}/messages/events/`,
+  });
+  const plainCreds = (i) => ({ clientId: `dev${i}`, topic: `devices/dev${i}/messages/events/` });
+  const rows = [];
+  for (const n of COUNTS) {
+    for (const [make, creds] of [
+      [() => startNode("null-sink", "null-sink.mjs", 18880, certs), plainCreds],
+      [() => startEdgehub(dataDir, 18881), hubCreds],
+      [() => startMosquitto(mkdtempSync(join(root, "mosq-")), 18882, certs), plainCreds],
+      [() => startNode("aedes", "aedes-broker.mjs", 18883, certs), plainCreds],
+    ]) {
+      const target = await make();
+      try {
+        const r = await load(target, n, ca, creds);
+        rows.push({ clients: n, broker: target.name, ...r });
+        console.log(
+          `${n} clients -> ${target.name}: ${fmt(r.msgsPerSec)} msgs/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, ${r.cpuSecPerMillion} CPU-s/M`,
+        );
+      } finally {
+        await target.stop();
+      }
+    }
+  }
+  console.log(`\ningest, QoS 1, 256 B, 1 in flight per client, ${SECONDS} s per run`);
+  table(rows.map((r) => ({ ...r, msgsPerSec: fmt(r.msgsPerSec) })));
+  save("ingest", {
+    workload: `N MQTT/TLS clients, QoS 1, 256 B, one in flight each, ${SECONDS} s; edgehub acks after fsync, Mosquitto 2.0 (persistence true) and aedes ack from memory`,
+    rows,
+  });
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}
