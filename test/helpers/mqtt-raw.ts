@@ -1,5 +1,6 @@
 /** A raw MQTT client over real TLS for sending exactly the packets (or bytes) a test wants. */
 import tls from "node:tls";
+import { SharedAccessSignature } from "azure-iot-common";
 import mqtt, { type Packet } from "mqtt-packet";
 
 export interface RawClient {
@@ -50,4 +51,25 @@ export async function rawClient(port: number, ca: string): Promise<RawClient> {
     closed,
     end: () => socket.destroy(),
   };
+}
+
+/** The CONNECT an IoT Hub device sends: client id, username and an SDK-made SAS token for `localhost`. */
+export function deviceConnect(deviceId: string, key: string, over: Record<string, unknown> = {}): Packet {
+  const token = SharedAccessSignature.create(
+    `localhost/devices/${deviceId}`,
+    "",
+    key,
+    Math.floor(Date.now() / 1000) + 600,
+  );
+  return {
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: 4,
+    clean: false,
+    clientId: deviceId,
+    keepalive: 60,
+    username: `localhost/${deviceId}/?api-version=2021-04-12`,
+    password: Buffer.from(token.toString()),
+    ...over,
+  } as Packet;
 }

@@ -1,12 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { SharedAccessSignature } from "azure-iot-common";
 import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { EVENTS_QUEUE } from "../../ts/index.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
-import { rawClient } from "../helpers/mqtt-raw.js";
+import { deviceConnect, rawClient } from "../helpers/mqtt-raw.js";
 
 /** Deterministic PRNG so a failing run can be replayed from its seed. */
 function rng(seed: number): () => number {
@@ -26,23 +25,7 @@ describe("MQTT head under random and mutated packets", () => {
     const hub = await startHub(join(await tempDir(), "hub"));
     const key =
       (await hub.registry.createDevice({ deviceId: "dev1" })).authentication.symmetricKey?.primaryKey ?? "";
-    const connect = mqtt.generate({
-      cmd: "connect",
-      protocolId: "MQTT",
-      protocolVersion: 4,
-      clean: false,
-      clientId: "dev1",
-      keepalive: 30,
-      username: "localhost/dev1/?api-version=2021-04-12",
-      password: Buffer.from(
-        SharedAccessSignature.create(
-          "localhost/devices/dev1",
-          "",
-          key,
-          Math.floor(Date.now() / 1000) + 600,
-        ).toString(),
-      ),
-    } as never);
+    const connect = mqtt.generate(deviceConnect("dev1", key, { keepalive: 30 }) as never);
     const templates = [
       mqtt.generate({
         cmd: "publish",

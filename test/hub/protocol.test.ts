@@ -3,7 +3,7 @@ import { SharedAccessSignature } from "azure-iot-common";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { EdgeHub, EVENTS_QUEUE, silentLogger } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
-import { type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
 
 let hub: EdgeHub;
 let key: string;
@@ -32,25 +32,7 @@ async function client(): Promise<RawClient> {
 }
 
 function connect(c: RawClient, over: Record<string, unknown> = {}): void {
-  const password = Buffer.from(
-    SharedAccessSignature.create(
-      "localhost/devices/dev1",
-      "",
-      key,
-      Math.floor(Date.now() / 1000) + 600,
-    ).toString(),
-  );
-  c.send({
-    cmd: "connect",
-    protocolId: "MQTT",
-    protocolVersion: 4,
-    clean: false,
-    clientId: "dev1",
-    keepalive: 60,
-    username: "localhost/dev1/?api-version=2021-04-12",
-    password,
-    ...over,
-  } as never);
+  c.send(deviceConnect("dev1", key, over));
 }
 
 async function connected(): Promise<RawClient> {

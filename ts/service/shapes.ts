@@ -1,9 +1,17 @@
 /** The JSON shapes of IoT Hub's service API: devices, modules, twins, events. */
-import type { Device, Module } from "../auth/registry.js";
+import type { Authentication, Device, Module } from "../auth/registry.js";
 import type { StoredMessage } from "../store/index.js";
 import type { Twin } from "../twin/twins.js";
 
 const EPOCH = "0001-01-01T00:00:00Z";
+
+function authenticationJson(a: Authentication): Record<string, unknown> {
+  return {
+    type: a.type,
+    symmetricKey: a.symmetricKey ?? { primaryKey: null, secondaryKey: null },
+    x509Thumbprint: a.x509Thumbprint ?? { primaryThumbprint: null, secondaryThumbprint: null },
+  };
+}
 
 /** A device as `GET /devices/{id}` returns it. */
 export function deviceJson(d: Device, connected: boolean): Record<string, unknown> {
@@ -18,14 +26,7 @@ export function deviceJson(d: Device, connected: boolean): Record<string, unknow
     statusUpdatedTime: EPOCH,
     lastActivityTime: EPOCH,
     cloudToDeviceMessageCount: 0,
-    authentication: {
-      type: d.authentication.type,
-      symmetricKey: d.authentication.symmetricKey ?? { primaryKey: null, secondaryKey: null },
-      x509Thumbprint: d.authentication.x509Thumbprint ?? {
-        primaryThumbprint: null,
-        secondaryThumbprint: null,
-      },
-    },
+    authentication: authenticationJson(d.authentication),
     capabilities: d.capabilities,
     deviceScope: d.deviceScope ?? null,
     parentScopes: d.parentScopes,
@@ -44,14 +45,7 @@ export function moduleJson(m: Module, connected: boolean): Record<string, unknow
     connectionStateUpdatedTime: EPOCH,
     lastActivityTime: EPOCH,
     cloudToDeviceMessageCount: 0,
-    authentication: {
-      type: m.authentication.type,
-      symmetricKey: m.authentication.symmetricKey ?? { primaryKey: null, secondaryKey: null },
-      x509Thumbprint: m.authentication.x509Thumbprint ?? {
-        primaryThumbprint: null,
-        secondaryThumbprint: null,
-      },
-    },
+    authentication: authenticationJson(m.authentication),
   };
 }
 
