@@ -171,6 +171,10 @@ export class EdgeHub {
         c2d: hub.c2d,
         store,
         eventsQueue: EVENTS_QUEUE,
+        onStored: (listener) => {
+          router.on("stored", listener);
+          return () => router.off("stored", listener);
+        },
         isConnected: (clientId) => hub.#connections.has(clientId),
         log,
       });

@@ -159,3 +159,38 @@ describe("service API (IoT Hub's REST paths over HTTPS)", () => {
     });
   });
 });
+
+describe("events stream", () => {
+  it("replays stored telemetry, then streams new messages as newline-delimited JSON while open", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    const client = await connectedDevice(hub, "s1");
+    const { Message: DeviceMessage } = await import("azure-iot-device");
+    await client.sendEvent(new DeviceMessage("before"));
+    const lines: Array<{ offset: number; body: string }> = [];
+    const req = https.get({
+      host: "localhost",
+      port: hub.ports.https,
+      path: "/messages/events/stream?from=0&api-version=2021-04-12",
+      ca: hub.caCertificate,
+      headers: { authorization: serviceToken(hub) },
+    });
+    req.on("response", (res) => {
+      expect(res.statusCode).toBe(200);
+      let buf = "";
+      res.on("data", (d: Buffer) => {
+        buf += d.toString();
+        for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+          lines.push(JSON.parse(buf.slice(0, nl)));
+          buf = buf.slice(nl + 1);
+        }
+      });
+    });
+    req.on("error", () => undefined);
+    await eventually("replayed message", () => lines.length === 1);
+    await client.sendEvent(new DeviceMessage("after"));
+    await eventually("streamed message", () => lines.length === 2);
+    expect(lines.map((l) => Buffer.from(l.body, "base64").toString())).toEqual(["before", "after"]);
+    expect(lines.map((l) => l.offset)).toEqual([0, 1]);
+    req.destroy();
+  });
+});

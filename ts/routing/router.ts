@@ -4,6 +4,7 @@
  * Appends made in one event-loop turn, from every connection, go to the store as one
  * call, so they share one group commit.
  */
+import { EventEmitter } from "node:events";
 import type { AppendMessage, MessageStore } from "../store/index.js";
 
 /** A device-to-cloud message as the protocol head hands it over. */
@@ -21,8 +22,8 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
-/** Routes telemetry into the store; resolves once the message is durable. */
-export class Router {
+/** Routes telemetry into the store; resolves once the message is durable. Emits `stored` (queue) after each batch. */
+export class Router extends EventEmitter<{ stored: [queue: string] }> {
   readonly #store: MessageStore;
   readonly #queue: string;
   readonly #ttlSecs: number | undefined;
@@ -30,6 +31,8 @@ export class Router {
 
   /** @param ttlSecs time to live of what this router stores; the store's default if absent. */
   constructor(store: MessageStore, queue: string, ttlSecs?: number) {
+    super();
+    this.setMaxListeners(0);
     this.#store = store;
     this.#queue = queue;
     this.#ttlSecs = ttlSecs;
@@ -62,6 +65,7 @@ export class Router {
           batch.forEach((p, i) => {
             p.resolve(offsets[i] ?? -1);
           });
+          this.emit("stored", this.#queue);
         },
         (err: unknown) => {
           for (const p of batch) p.reject(err);

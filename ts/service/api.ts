@@ -27,6 +27,8 @@ export interface ServiceApiContext {
   c2d: CloudToDevice;
   store: MessageStore;
   eventsQueue: string;
+  /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
+  onStored(listener: () => void): () => void;
   isConnected(clientId: string): boolean;
   log: Logger;
 }
@@ -259,6 +261,15 @@ export class ServiceApi {
         return sendJson(res, 200, r);
       }
     }
+    if (
+      head === "messages" &&
+      id === "events" &&
+      sub === "stream" &&
+      parts.length === 3 &&
+      method === "GET"
+    ) {
+      return this.#stream(req, res, url);
+    }
     if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
       const from = Number(url.searchParams.get("from") ?? 0);
       const limit = Number(url.searchParams.get("limit") ?? 100);
@@ -278,5 +289,45 @@ export class ServiceApi {
       });
     }
     throw new ApiError(404, "NotFound", `no ${method} ${url.pathname}`);
+  }
+
+  /**
+   * `GET /messages/events/stream?from=`: the events queue as newline-delimited JSON, one
+   * message per line, kept open and fed as messages are stored, until the client leaves.
+   */
+  async #stream(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    let from = Number(url.searchParams.get("from") ?? 0);
+    if (!Number.isSafeInteger(from) || from < 0)
+      throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0");
+    res.writeHead(200, {
+      "content-type": "application/x-ndjson; charset=utf-8",
+      "cache-control": "no-store",
+    });
+    let wake: (() => void) | undefined;
+    const unsubscribe = this.#ctx.onStored(() => wake?.());
+    let open = true;
+    req.on("close", () => {
+      open = false;
+      wake?.();
+    });
+    try {
+      while (open) {
+        const batch = await this.#ctx.store.read(this.#ctx.eventsQueue, { from, limit: 500 });
+        if (batch.length > 0) {
+          const more = res.write(batch.map((m) => `${JSON.stringify(eventJson(m))}\n`).join(""));
+          from = (batch.at(-1)?.offset ?? from) + 1;
+          if (!more) await new Promise((r) => res.once("drain", r));
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, 15_000).unref();
+        });
+        wake = undefined;
+      }
+    } finally {
+      unsubscribe();
+      res.end();
+    }
   }
 }
