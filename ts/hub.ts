@@ -96,7 +96,7 @@ export class EdgeHub {
     const listening: Array<tls.Server | https.Server> = [];
     try {
       const box = await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key"));
-      const registry = await Registry.open(store, box);
+      const registry = await Registry.open(store, box, { allowNesting: config.allowNesting });
       const service = await serviceCredential(store, box, config);
       const authenticator = new Authenticator(registry, [config.hostname]);
       const router = new Router(store, EVENTS_QUEUE, config.eventsRetentionSecs);

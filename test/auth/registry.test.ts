@@ -63,4 +63,34 @@ describe("registry", () => {
     const wrong = await SecretBox.fromKeyFile(join(dir, "other.key"));
     expect(await codeOf(Registry.open(store, wrong))).toBe("SECRET_UNREADABLE");
   });
+
+  it("makes a device a child only of a registered edge device, and edge children only with nesting", async () => {
+    const dir = await tempDir();
+    const store = await openStore(join(dir, "store"));
+    const box = await SecretBox.fromKeyFile(join(dir, "k"));
+    const reg = await Registry.open(store, box);
+    const edge = await reg.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+    expect(
+      await codeOf(reg.createDevice({ deviceId: "orphan", deviceScope: "ms-azure-iot-edge://nope-1" })),
+    ).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(reg.createDevice({ deviceId: "leaf", deviceScope: "sensor-scope" }))).toBe(
+      "INVALID_ARGUMENT",
+    );
+    const nested = {
+      deviceId: "edge2",
+      capabilities: { iotEdge: true },
+      parentScopes: [edge.deviceScope as string],
+    };
+    expect(await codeOf(reg.createDevice(nested))).toBe("INVALID_ARGUMENT");
+    await store.close();
+    const again = await openStore(join(dir, "store"));
+    const nesting = await Registry.open(again, box, { allowNesting: true });
+    expect((await nesting.createDevice(nested)).parentScopes).toEqual([edge.deviceScope]);
+    const leaf = await nesting.createDevice({ deviceId: "leaf" });
+    expect(leaf.parentScopes).toEqual([]);
+    expect(
+      (await nesting.updateDevice({ deviceId: "leaf", deviceScope: edge.deviceScope })).parentScopes,
+    ).toEqual([edge.deviceScope]);
+    expect((await nesting.updateDevice({ deviceId: "leaf", deviceScope: "" })).parentScopes).toEqual([]);
+  });
 });

@@ -94,6 +94,21 @@ describe("MQTT head: bad input is refused and the hub keeps serving", () => {
     early.send({ cmd: "pingreq" });
     expect(await early.next()).toBe("closed");
 
+    // Invalid UTF-8 in a topic, written byte by byte (mqtt-packet would encode a string).
+    const badUtf8 = await connected();
+    const topic = Buffer.concat([Buffer.from("devices/dev1/messages/events/"), Buffer.from([0xff, 0xfe])]);
+    const body = Buffer.from("x");
+    const len = 2 + topic.length + 2 + body.length;
+    badUtf8.sendBytes(
+      Buffer.concat([
+        Buffer.from([0x32, len, topic.length >> 8, topic.length & 0xff]),
+        topic,
+        Buffer.from([0, 9]),
+        body,
+      ]),
+    );
+    expect(await badUtf8.next()).toBe("closed");
+
     const attempts: Array<[string, Buffer, 0 | 1 | 2]> = [
       ["devices/dev1/messages/events/", Buffer.from("qos2"), 2],
       ["devices/dev2/messages/events/", Buffer.from("not mine"), 1],

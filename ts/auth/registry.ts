@@ -117,15 +117,35 @@ export class Registry {
   readonly #box: SecretBox;
   readonly #devices = new Map<string, Device>();
   readonly #modules = new Map<string, Module>();
+  readonly #allowNesting: boolean;
 
-  private constructor(store: MessageStore, box: SecretBox) {
+  private constructor(store: MessageStore, box: SecretBox, allowNesting: boolean) {
     this.#store = store;
     this.#box = box;
+    this.#allowNesting = allowNesting;
   }
 
-  /** Loads every identity from the store. */
-  static async open(store: MessageStore, box: SecretBox): Promise<Registry> {
-    const r = new Registry(store, box);
+  /**
+   * Checks that `scope` is the scope of a registered edge device, which becomes the parent.
+   * A child has one parent; an edge device may have a parent only when nesting is allowed.
+   */
+  #parentScope(scope: unknown, childIsEdge: boolean): string {
+    if (childIsEdge && !this.#allowNesting) {
+      throw invalid("an edge device cannot be a child unless nesting is enabled (allowNesting)");
+    }
+    const parent = [...this.#devices.values()].find((d) => d.capabilities.iotEdge && d.deviceScope === scope);
+    if (typeof scope !== "string" || !parent)
+      throw invalid(`deviceScope ${JSON.stringify(scope)} is not the scope of a registered edge device`);
+    return scope;
+  }
+
+  /** Loads every identity from the store. `allowNesting`: edge devices may have a parent edge device. */
+  static async open(
+    store: MessageStore,
+    box: SecretBox,
+    options: { allowNesting?: boolean } = {},
+  ): Promise<Registry> {
+    const r = new Registry(store, box, options.allowNesting === true);
     for (const { key, value } of await store.kv.scan(NS)) {
       const record = JSON.parse(box.open(value, `${NS}/${key}`).toString("utf8")) as Device | Module;
       if (key.startsWith("d/")) r.#devices.set((record as Device).deviceId, record as Device);
@@ -156,10 +176,13 @@ export class Registry {
       capabilities: { iotEdge },
       parentScopes: [],
     };
-    if (iotEdge) device.deviceScope = `ms-azure-iot-edge://${spec.deviceId}-${generationId}`;
-    else if (spec.deviceScope) {
-      device.deviceScope = spec.deviceScope;
-      device.parentScopes = [spec.deviceScope];
+    if (iotEdge) {
+      device.deviceScope = `ms-azure-iot-edge://${spec.deviceId}-${generationId}`;
+      const parent = spec.parentScopes?.[0];
+      if (parent) device.parentScopes = [this.#parentScope(parent, true)];
+    } else if (spec.deviceScope) {
+      device.deviceScope = this.#parentScope(spec.deviceScope, false);
+      device.parentScopes = [device.deviceScope];
     }
     await this.#save(`d/${device.deviceId}`, device);
     this.#devices.set(device.deviceId, device);
@@ -189,8 +212,13 @@ export class Registry {
     };
     if (spec.statusReason !== undefined) next.statusReason = spec.statusReason;
     if (!current.capabilities.iotEdge && spec.deviceScope !== undefined) {
-      next.deviceScope = spec.deviceScope;
-      next.parentScopes = spec.deviceScope ? [spec.deviceScope] : [];
+      const scope = spec.deviceScope ? this.#parentScope(spec.deviceScope, false) : undefined;
+      if (scope) next.deviceScope = scope;
+      else delete next.deviceScope;
+      next.parentScopes = scope ? [scope] : [];
+    } else if (current.capabilities.iotEdge && spec.parentScopes !== undefined) {
+      const parent = spec.parentScopes[0];
+      next.parentScopes = parent ? [this.#parentScope(parent, true)] : [];
     }
     await this.#save(`d/${next.deviceId}`, next);
     this.#devices.set(next.deviceId, next);

@@ -21,6 +21,8 @@ export interface HubConfigInput {
     /** HTTPS: the service API. Default 8443 (443 where configured, as IoT Hub); 0 picks a free port. */
     https?: number;
   };
+  /** Edge devices may be children of other edge devices (nested gateways). Default false. */
+  allowNesting?: boolean;
   /** PEM files of CAs whose certificates authenticate `certificateAuthority` devices (CN = device id). */
   trustedDeviceCaFiles?: string[];
   /** How long a root hub keeps device-to-cloud messages in its events queue. Default 86400. */
@@ -42,6 +44,7 @@ export interface HubConfig {
   listen: { host: string; mqtts: number; https: number };
   eventsRetentionSecs: number;
   trustedDeviceCaFiles: string[];
+  allowNesting: boolean;
   tls: { certFile: string; keyFile: string; caFile: string } | undefined;
   timeToLiveSecs: number;
   maxSizeBytes: number;
@@ -78,6 +81,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     "storeAndForwardConfiguration",
     "eventsRetentionSecs",
     "trustedDeviceCaFiles",
+    "allowNesting",
     "logLevel",
   ]);
   const hostname = raw.hostname ?? osHostname();
@@ -117,6 +121,8 @@ export function loadConfig(raw: unknown = {}): HubConfig {
   const cas = raw.trustedDeviceCaFiles ?? [];
   if (!Array.isArray(cas) || cas.some((f) => typeof f !== "string"))
     throw bad("trustedDeviceCaFiles", "must be a list of paths");
+  const allowNesting = raw.allowNesting ?? false;
+  if (typeof allowNesting !== "boolean") throw bad("allowNesting", "must be true or false");
   const logLevel = raw.logLevel ?? "info";
   if (!["debug", "info", "warn", "error"].includes(logLevel as string))
     throw bad("logLevel", "must be debug, info, warn or error");
@@ -130,6 +136,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     },
     eventsRetentionSecs: retention,
     trustedDeviceCaFiles: cas as string[],
+    allowNesting,
     tls,
     timeToLiveSecs: ttl as number,
     maxSizeBytes: max,

@@ -160,6 +160,12 @@ export class MqttConnection {
       this.close("bad-protocol", { version: p.protocolVersion });
       return;
     }
+    // mqtt-packet decodes strings leniently: invalid UTF-8 shows up as U+FFFD.
+    if ([p.clientId, p.username ?? ""].some((v) => v.includes("\ufffd"))) {
+      this.#send({ cmd: "connack", returnCode: CONNACK.badIdentifier, sessionPresent: false });
+      this.close("bad-utf8", { field: "client id or username" });
+      return;
+    }
     if (!p.clientId) {
       this.#send({ cmd: "connack", returnCode: CONNACK.badIdentifier, sessionPresent: false });
       this.close("no-client-id");
@@ -211,7 +217,7 @@ export class MqttConnection {
       this.close("qos2-refused", { topic: p.topic });
       return;
     }
-    const t = parsePublishTopic(p.topic);
+    const t = p.topic.includes("\ufffd") ? undefined : parsePublishTopic(p.topic);
     if (t?.kind === "twin-get" || t?.kind === "twin-reported") {
       this.#onTwinRequest(t.kind, t.rid, p);
       return;
