@@ -13,8 +13,8 @@ import { createWebSocketStream, WebSocketServer } from "ws";
 import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
-import { CloudToDevice } from "./c2d/cloud-to-device.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
+import { DeviceDelivery } from "./delivery/device-delivery.js";
 import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
@@ -36,8 +36,8 @@ export class EdgeHub {
   readonly twins: Twins;
   /** Direct method calls to connected devices and modules. */
   readonly methods: DirectMethods;
-  /** Cloud-to-device messages, queued durably per device. */
-  readonly c2d: CloudToDevice;
+  /** Cloud-to-device messages and module inputs, queued durably per device or module. */
+  readonly delivery: DeviceDelivery;
   /** The CA certificate (PEM) clients must trust, and where it is on disk. */
   readonly caCertificate: string;
   readonly caFile: string;
@@ -66,7 +66,7 @@ export class EdgeHub {
     this.registry = registry;
     this.twins = new Twins(store);
     this.methods = new DirectMethods((clientId) => this.#connections.get(clientId));
-    this.c2d = new CloudToDevice(store, (deviceId) => this.#connections.get(deviceId), log);
+    this.delivery = new DeviceDelivery(store, (clientId) => this.#connections.get(clientId), log);
     this.#server = server;
     this.caCertificate = ca.pem;
     this.caFile = ca.file;
@@ -140,7 +140,8 @@ export class EdgeHub {
         sessions: new Sessions(store),
         subscribed: (conn: MqttConnection, kind: string) => {
           const principal = conn.principal;
-          if (kind === "c2d" && principal) hub.c2d.pump(principal.deviceId);
+          if ((kind === "c2d" || kind === "module-inputs") && principal)
+            hub.delivery.pump(principal.clientId);
         },
         log,
         maxMessageBytes: 256 * 1024,
@@ -168,7 +169,7 @@ export class EdgeHub {
         registry,
         twins: hub.twins,
         methods: hub.methods,
-        c2d: hub.c2d,
+        delivery: hub.delivery,
         store,
         eventsQueue: EVENTS_QUEUE,
         onStored: (listener) => {

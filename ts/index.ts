@@ -10,8 +10,8 @@ export {
   type Module,
   Registry,
 } from "./auth/registry.js";
-export { type C2DMessage, CloudToDevice } from "./c2d/cloud-to-device.js";
 export type { HubConfigInput } from "./config/config.js";
+export { DeviceDelivery, type DeviceMessage } from "./delivery/device-delivery.js";
 export { EdgeHubError, type ErrorCode, ErrorCodes } from "./errors.js";
 export { EdgeHub, EVENTS_QUEUE } from "./hub.js";
 export { consoleLogger, type Logger, type LogLevel, silentLogger } from "./log.js";

@@ -36,7 +36,7 @@ describe("cloud-to-device messages", () => {
     const hub = await start(dir);
     await hub.registry.createDevice({ deviceId: "lamp" });
     for (let i = 0; i < 3; i++) {
-      await hub.c2d.send("lamp", {
+      await hub.delivery.sendC2D("lamp", {
         body: Buffer.from(`cmd-${i}`),
         messageId: `mid-${i}`,
         properties: { seq: String(i) },
@@ -58,7 +58,7 @@ describe("cloud-to-device messages", () => {
       "acked",
       async () => ((await again.store.stats()).queues.find((q) => q.name === "$c2d/lamp")?.count ?? 0) === 0,
     );
-    await again.c2d.send("lamp", { body: Buffer.from("live") });
+    await again.delivery.sendC2D("lamp", { body: Buffer.from("live") });
     await eventually("live message", () => got.length === 4);
     expect(got[3]?.data.toString()).toBe("live");
   });

@@ -3,7 +3,7 @@ import { Message, ModuleClient } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { EVENTS_QUEUE } from "../../ts/index.js";
-import { tempDir } from "../helpers/fixtures.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
 
 const saved = { cs: process.env.EdgeHubConnectionString, ca: process.env.EdgeModuleCACertificateFile };
@@ -38,6 +38,44 @@ describe("modules through ModuleClient.fromEnvironment", () => {
       expect((await hub.twins.get("edge1/filter")).reported.properties).toEqual({ state: "ok" });
       expect((await hub.twins.get("edge1")).reported.version).toBe(1);
       expect(hub.connectedClients).toEqual(["edge1/filter"]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("receive their inputs durably and in order, queued while the module is away", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+    const mod = await hub.registry.createModule({ deviceId: "edge1", moduleId: "filter" });
+    await hub.delivery.sendToInput("edge1", "filter", "input1", {
+      body: Buffer.from("queued"),
+      properties: { n: "1" },
+    });
+    process.env.EdgeHubConnectionString = `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`;
+    process.env.EdgeModuleCACertificateFile = hub.caFile;
+    const client = await ModuleClient.fromEnvironment(Mqtt);
+    await client.open();
+    try {
+      const got: Array<[string, string, string | undefined]> = [];
+      client.on("inputMessage", (input: string, m: Message) => {
+        got.push([input, m.data.toString(), m.properties.getValue("n")]);
+        client.complete(m, () => undefined);
+      });
+      await eventually("queued input", () => got.length === 1);
+      await hub.delivery.sendToInput("edge1", "filter", "control", {
+        body: Buffer.from("live"),
+        properties: { n: "2" },
+      });
+      await eventually("live input", () => got.length === 2);
+      expect(got).toEqual([
+        ["input1", "queued", "1"],
+        ["control", "live", "2"],
+      ]);
+      await eventually(
+        "acked",
+        async () =>
+          ((await hub.store.stats()).queues.find((q) => q.name === "$inputs/edge1/filter")?.count ?? 1) === 0,
+      );
     } finally {
       await client.close();
     }

@@ -158,7 +158,7 @@ describe("persistent sessions", () => {
     expect(await c1.next()).toMatchObject({ cmd: "suback", granted: [1] });
     c1.send({ cmd: "disconnect" });
     await c1.closed;
-    await hub.c2d.send("dev1", { body: Buffer.from("while away") });
+    await hub.delivery.sendC2D("dev1", { body: Buffer.from("while away") });
 
     const c2 = await client();
     connect(c2);
@@ -177,7 +177,7 @@ describe("persistent sessions", () => {
       { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
       silentLogger,
     );
-    await hub.c2d.send("dev1", { body: Buffer.from("after restart") });
+    await hub.delivery.sendC2D("dev1", { body: Buffer.from("after restart") });
     const c3 = await client();
     connect(c3);
     expect(await c3.next()).toMatchObject({ cmd: "connack", sessionPresent: true });

@@ -299,9 +299,9 @@ export class MqttConnection {
     return this.#subscribed.has("methods");
   }
 
-  /** True once the client subscribed to its cloud-to-device messages. */
-  listensForC2D(): boolean {
-    return this.#subscribed.has("c2d");
+  /** True once a device subscribed to its C2D messages, or a module to its inputs. */
+  listensForDeliveries(): boolean {
+    return this.#subscribed.has(this.#principal?.moduleId === undefined ? "c2d" : "module-inputs");
   }
 
   /** Publishes at QoS 0 (method requests). */
@@ -350,11 +350,8 @@ export class MqttConnection {
         this.#ctx.log.log("warn", "subscribe-refused", { clientId: principal.clientId, topic: s.topic });
         return 0x80;
       }
-      // Module inputs are not delivered yet: refuse rather than accept a subscription
-      // that would never deliver.
-      if (t.kind === "module-inputs") return 0x80;
       this.#subscribed.add(t.kind);
-      return t.kind === "c2d" ? 1 : 0;
+      return t.kind === "c2d" || t.kind === "module-inputs" ? 1 : 0;
     });
     this.#send({ cmd: "suback", messageId: p.messageId, granted });
     for (const kind of this.#subscribed) this.#ctx.subscribed(this, kind);

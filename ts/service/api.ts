@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Device, Registry } from "../auth/registry.js";
 import { parseSasToken, signedByAny } from "../auth/sas.js";
-import type { CloudToDevice } from "../c2d/cloud-to-device.js";
+import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
@@ -24,7 +24,7 @@ export interface ServiceApiContext {
   registry: Registry;
   twins: Twins;
   methods: DirectMethods;
-  c2d: CloudToDevice;
+  delivery: DeviceDelivery;
   store: MessageStore;
   eventsQueue: string;
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
@@ -206,7 +206,7 @@ export class ServiceApi {
         contentType: h("content-type"),
         contentEncoding: h("content-encoding"),
       };
-      await ctx.c2d.send(
+      await ctx.delivery.sendC2D(
         id,
         Object.fromEntries(Object.entries(message).filter(([, v]) => v !== undefined)) as { body: Buffer },
       );

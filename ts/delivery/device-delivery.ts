@@ -1,0 +1,127 @@
+/**
+ * Durable delivery to devices and modules: cloud-to-device messages (queue `$c2d/{device}`,
+ * topic `devices/{d}/messages/devicebound/{bag}`) and module inputs (queue
+ * `$inputs/{device}/{module}`, topic `devices/{d}/modules/{m}/inputs/{input}/{bag}`).
+ * Messages are stored first (with a TTL), delivered in order at QoS 1 while the client
+ * listens, and removed on its PUBACK; one whose PUBACK never came is delivered again on
+ * the next connection (at least once).
+ */
+import type { Logger } from "../log.js";
+import { encodePropertyBag } from "../protocol/topics.js";
+import type { MessageStore } from "../store/index.js";
+
+/** A message for a device or a module input. */
+export interface DeviceMessage {
+  body: Buffer;
+  /** Application properties. */
+  properties?: Record<string, string>;
+  messageId?: string;
+  correlationId?: string;
+  contentType?: string;
+  contentEncoding?: string;
+  /** Time to live in seconds (IoT Hub's C2D default: 1 hour). */
+  ttlSecs?: number;
+}
+
+/** What the delivery needs from a connection. */
+export interface DeliveryTarget {
+  /** True once the client subscribed to its C2D messages (device) or its inputs (module). */
+  listensForDeliveries(): boolean;
+  /** Publishes at QoS 1; resolves on the client's PUBACK, rejects if the connection closes first. */
+  deliverQos1(topic: string, payload: Buffer): Promise<void>;
+}
+
+const SYSTEM: Record<string, keyof DeviceMessage> = {
+  "$.mid": "messageId",
+  "$.cid": "correlationId",
+  "$.ct": "contentType",
+  "$.ce": "contentEncoding",
+};
+/** Stored with a module-input message: the input's name (not sent in the bag). */
+const INPUT = "$.in";
+
+/** The store queue of a client id (`deviceId` or `deviceId/moduleId`). */
+export function deliveryQueue(clientId: string): string {
+  return clientId.includes("/") ? `$inputs/${clientId}` : `$c2d/${clientId}`;
+}
+
+/** Queues and delivers messages to devices and module inputs. */
+export class DeviceDelivery {
+  readonly #store: MessageStore;
+  readonly #find: (clientId: string) => DeliveryTarget | undefined;
+  readonly #log: Logger;
+  readonly #pumping = new Set<string>();
+
+  constructor(store: MessageStore, find: (clientId: string) => DeliveryTarget | undefined, log: Logger) {
+    this.#store = store;
+    this.#find = find;
+    this.#log = log;
+  }
+
+  #properties(m: DeviceMessage): Record<string, string> {
+    const properties: Record<string, string> = { ...m.properties };
+    for (const [key, field] of Object.entries(SYSTEM)) {
+      const v = m[field];
+      if (typeof v === "string") properties[key] = v;
+    }
+    return properties;
+  }
+
+  async #queue(
+    clientId: string,
+    m: DeviceMessage,
+    properties: Record<string, string>,
+    ttl: number,
+  ): Promise<void> {
+    await this.#store.append(deliveryQueue(clientId), [
+      { body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl },
+    ]);
+    this.pump(clientId);
+  }
+
+  /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
+  sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
+    const properties = this.#properties(m);
+    properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
+    return this.#queue(deviceId, m, properties, 3600);
+  }
+
+  /** Queues a message for input `input` of module `deviceId/moduleId` (routes feed this). */
+  sendToInput(deviceId: string, moduleId: string, input: string, m: DeviceMessage): Promise<void> {
+    const properties = this.#properties(m);
+    properties[INPUT] = input;
+    return this.#queue(`${deviceId}/${moduleId}`, m, properties, 7200);
+  }
+
+  /** Delivers what is queued for `clientId`, in order, while it listens. One pump per client. */
+  pump(clientId: string): void {
+    if (this.#pumping.has(clientId)) return;
+    this.#pumping.add(clientId);
+    this.#drain(clientId)
+      .catch((err: unknown) =>
+        this.#log.log("warn", "delivery-stopped", { clientId, reason: (err as Error).message }),
+      )
+      .finally(() => this.#pumping.delete(clientId));
+  }
+
+  async #drain(clientId: string): Promise<void> {
+    const queue = deliveryQueue(clientId);
+    const [deviceId, moduleId] = clientId.split("/");
+    for (;;) {
+      const target = this.#find(clientId);
+      if (!target?.listensForDeliveries()) return;
+      const batch = await this.#store.read(queue, { limit: 50 });
+      if (batch.length === 0) return;
+      for (const m of batch) {
+        const { [INPUT]: input, ...rest } = m.properties;
+        const bag = encodePropertyBag(rest);
+        const topic =
+          moduleId === undefined
+            ? `devices/${deviceId}/messages/devicebound/${bag}`
+            : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
+        await target.deliverQos1(topic, m.body);
+        await this.#store.ack(queue, m.offset);
+      }
+    }
+  }
+}
