@@ -131,13 +131,23 @@ export class EdgeHub {
         service,
         log,
       );
+      registry.on("revoked", (deviceId, moduleId) => {
+        for (const [clientId, conn] of hub.#connections) {
+          const mine =
+            moduleId === undefined
+              ? clientId === deviceId || clientId.startsWith(`${deviceId}/`)
+              : clientId === `${deviceId}/${moduleId}`;
+          if (mine) conn.close("identity-revoked");
+        }
+      });
       hub.twins.on("desired", (clientId, patch) => hub.#connections.get(clientId)?.desiredChanged(patch));
+      const sessions = new Sessions(store);
       const context = {
         authenticator,
         router,
         twins: hub.twins,
         methods: hub.methods,
-        sessions: new Sessions(store),
+        sessions,
         subscribed: (conn: MqttConnection, kind: string) => {
           const principal = conn.principal;
           if ((kind === "c2d" || kind === "module-inputs") && principal)
@@ -172,6 +182,11 @@ export class EdgeHub {
         delivery: hub.delivery,
         store,
         eventsQueue: EVENTS_QUEUE,
+        forget: async (clientId) => {
+          await hub.twins.delete(clientId);
+          await sessions.clear(clientId);
+          await hub.delivery.purge(clientId);
+        },
         onStored: (listener) => {
           router.on("stored", listener);
           return () => router.off("stored", listener);

@@ -193,3 +193,57 @@ describe("persistent sessions", () => {
     expect(await c5.next()).toMatchObject({ cmd: "connack", sessionPresent: false });
   });
 });
+
+describe("revocation and identity rules", () => {
+  it("closes live connections when the identity is disabled, deleted, or its token expires", async () => {
+    const c1 = await connected();
+    await hub.registry.updateDevice({ deviceId: "dev1", status: "disabled" });
+    expect(await c1.next()).toBe("closed");
+    await hub.registry.updateDevice({ deviceId: "dev1", status: "enabled" });
+    const c2 = await connected();
+    await hub.registry.deleteDevice("dev1");
+    expect(await c2.next()).toBe("closed");
+
+    key =
+      (await hub.registry.createDevice({ deviceId: "dev1" })).authentication.symmetricKey?.primaryKey ?? "";
+    const shortLived = Buffer.from(
+      SharedAccessSignature.create(
+        "localhost/devices/dev1",
+        "",
+        key,
+        Math.floor(Date.now() / 1000) + 2,
+      ).toString(),
+    );
+    const c3 = await client();
+    connect(c3, { password: shortLived });
+    expect(await c3.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    expect(await c3.next(5000)).toBe("closed");
+  });
+
+  it("stamps the sender's identity itself, whatever the client puts in its property bag", async () => {
+    const c = await connected();
+    c.send(publish("devices/dev1/messages/events/%24.cmid=edgeAgent&%24.cdid=dev2&k=v", Buffer.from("x")));
+    expect(await c.next()).toMatchObject({ cmd: "puback" });
+    const [m] = await hub.store.read(EVENTS_QUEUE);
+    expect(m?.properties).toEqual({ k: "v", "$.cdid": "dev1" });
+  });
+
+  it("stops deliveries after UNSUBSCRIBE and keeps the messages queued", async () => {
+    const c = await connected();
+    c.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [{ topic: "devices/dev1/messages/devicebound/#", qos: 1 }],
+    } as never);
+    expect(await c.next()).toMatchObject({ cmd: "suback", granted: [1] });
+    c.send({
+      cmd: "unsubscribe",
+      messageId: 2,
+      unsubscriptions: ["devices/dev1/messages/devicebound/#"],
+    } as never);
+    expect(await c.next()).toMatchObject({ cmd: "unsuback", messageId: 2 });
+    await hub.delivery.sendC2D("dev1", { body: Buffer.from("held") });
+    await expect(c.next(500)).rejects.toThrow(/no packet/);
+    expect((await hub.store.stats()).queues.find((q) => q.name === "$c2d/dev1")?.count).toBe(1);
+  });
+});

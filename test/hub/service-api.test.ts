@@ -194,3 +194,19 @@ describe("events stream", () => {
     req.destroy();
   });
 });
+
+describe("deleting an identity", () => {
+  it("leaves nothing a new identity with the same id would inherit", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    await call(hub, "PUT", "/devices/reused", { deviceId: "reused" });
+    await call(hub, "PATCH", "/twins/reused", { properties: { desired: { secret: 1 } } });
+    await call(hub, "POST", "/devices/reused/messages/deviceBound", Buffer.from("for the old one"));
+    expect((await call(hub, "DELETE", "/devices/reused")).status).toBe(204);
+    await call(hub, "PUT", "/devices/reused", { deviceId: "reused" });
+    const twin = (await call(hub, "GET", "/twins/reused")).body as {
+      properties: { desired: Record<string, unknown> };
+    };
+    expect(twin.properties.desired).toEqual({ $metadata: {}, $version: 1 });
+    expect(await hub.store.read("$c2d/reused")).toEqual([]);
+  });
+});

@@ -15,6 +15,8 @@ export interface Principal {
   moduleId?: string;
   /** The client id as it connected (`deviceId` or `deviceId/moduleId`). */
   clientId: string;
+  /** When its SAS token expires (ms since the epoch); the connection ends then. */
+  expiresAt?: number;
 }
 
 /** The TLS client certificate of a connection, as the listener verified it. */
@@ -113,7 +115,7 @@ export class Authenticator {
     if (!signedByAny(token, [auth.symmetricKey.primaryKey, auth.symmetricKey.secondaryKey])) {
       throw deny(ErrorCodes.AUTH_BAD_SIGNATURE, `token of ${c.clientId} is not signed by its keys`);
     }
-    return { ...ids, clientId: c.clientId };
+    return { ...ids, clientId: c.clientId, expiresAt: token.expiry * 1000 };
   }
 
   #checkCertificate(clientId: string, deviceId: string, auth: Authentication, peer: PeerCertificate): void {

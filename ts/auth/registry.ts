@@ -4,6 +4,7 @@
  * hub's {@link SecretBox} so keys are encrypted at rest; held in memory for lookups.
  */
 import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { MessageStore } from "../store/index.js";
 import type { SecretBox } from "./secret-box.js";
@@ -111,8 +112,11 @@ function completeAuthentication(auth: Partial<Authentication> | undefined): Auth
   return { type };
 }
 
-/** Devices and modules of this hub. */
-export class Registry {
+/**
+ * Devices and modules of this hub. Emits `revoked` (deviceId, moduleId?) when an identity
+ * is deleted, disabled, or its credentials change, so live connections can be closed.
+ */
+export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleId: string | undefined] }> {
   readonly #store: MessageStore;
   readonly #box: SecretBox;
   readonly #devices = new Map<string, Device>();
@@ -120,6 +124,7 @@ export class Registry {
   readonly #allowNesting: boolean;
 
   private constructor(store: MessageStore, box: SecretBox, allowNesting: boolean) {
+    super();
     this.#store = store;
     this.#box = box;
     this.#allowNesting = allowNesting;
@@ -222,6 +227,8 @@ export class Registry {
     }
     await this.#save(`d/${next.deviceId}`, next);
     this.#devices.set(next.deviceId, next);
+    const authChanged = JSON.stringify(next.authentication) !== JSON.stringify(current.authentication);
+    if (next.status !== "enabled" || authChanged) this.emit("revoked", next.deviceId, undefined);
     return structuredClone(next);
   }
 
@@ -233,6 +240,7 @@ export class Registry {
     for (const m of this.listModules(deviceId)) await this.deleteModule(deviceId, m.moduleId);
     await this.#store.kv.delete(NS, `d/${deviceId}`);
     this.#devices.delete(deviceId);
+    this.emit("revoked", deviceId, undefined);
   }
 
   async createModule(spec: Partial<Module> & { deviceId: string; moduleId: string }): Promise<Module> {
@@ -271,5 +279,6 @@ export class Registry {
       throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `module ${key} not found`);
     await this.#store.kv.delete(NS, `m/${key}`);
     this.#modules.delete(key);
+    this.emit("revoked", deviceId, moduleId);
   }
 }

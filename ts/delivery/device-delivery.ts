@@ -51,6 +51,8 @@ export class DeviceDelivery {
   readonly #find: (clientId: string) => DeliveryTarget | undefined;
   readonly #log: Logger;
   readonly #pumping = new Set<string>();
+  /** Clients asked to pump while their drain was running: drain again when it ends. */
+  readonly #again = new Set<string>();
 
   constructor(store: MessageStore, find: (clientId: string) => DeliveryTarget | undefined, log: Logger) {
     this.#store = store;
@@ -79,6 +81,13 @@ export class DeviceDelivery {
     this.pump(clientId);
   }
 
+  /** Forgets everything queued for `clientId` (its identity was deleted). */
+  async purge(clientId: string): Promise<void> {
+    const queue = deliveryQueue(clientId);
+    const q = (await this.#store.stats()).queues.find((x) => x.name === queue);
+    if (q && q.tail > 0 && q.ackedUpTo < q.tail - 1) await this.#store.ack(queue, q.tail - 1);
+  }
+
   /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
   sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
@@ -95,13 +104,21 @@ export class DeviceDelivery {
 
   /** Delivers what is queued for `clientId`, in order, while it listens. One pump per client. */
   pump(clientId: string): void {
-    if (this.#pumping.has(clientId)) return;
+    if (this.#pumping.has(clientId)) {
+      // A message stored, or a new connection, while a drain runs: it may have read
+      // before the message or hold the old connection; run once more after it.
+      this.#again.add(clientId);
+      return;
+    }
     this.#pumping.add(clientId);
     this.#drain(clientId)
       .catch((err: unknown) =>
         this.#log.log("warn", "delivery-stopped", { clientId, reason: (err as Error).message }),
       )
-      .finally(() => this.#pumping.delete(clientId));
+      .finally(() => {
+        this.#pumping.delete(clientId);
+        if (this.#again.delete(clientId)) this.pump(clientId);
+      });
   }
 
   async #drain(clientId: string): Promise<void> {
@@ -110,9 +127,12 @@ export class DeviceDelivery {
     for (;;) {
       const target = this.#find(clientId);
       if (!target?.listensForDeliveries()) return;
+      this.#again.delete(clientId);
       const batch = await this.#store.read(queue, { limit: 50 });
       if (batch.length === 0) return;
       for (const m of batch) {
+        const current = this.#find(clientId);
+        if (current !== target || !current.listensForDeliveries()) break;
         const { [INPUT]: input, ...rest } = m.properties;
         const bag = encodePropertyBag(rest);
         const topic =

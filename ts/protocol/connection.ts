@@ -50,6 +50,14 @@ const CONNACK = {
 } as const;
 /** Fixed header and topic allowance on top of the body limit. */
 const PACKET_OVERHEAD = 64 * 1024;
+/** Largest packet before CONNECT is accepted: a CONNECT with its token. */
+const MAX_CONNECT_BYTES = 16 * 1024;
+/** Messages of one client waiting for the store: past this the socket is paused. */
+const MAX_UNACKED = 128;
+/** Packets held while a session is restored. */
+const MAX_HELD = 256;
+/** Bytes queued to a client that does not read: past this it is disconnected. */
+const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 /** An error body as IoT Hub sends it (the device SDKs look for `errorCode`). */
 function failure(errorCode: number, message: string): string {
@@ -73,6 +81,8 @@ export class MqttConnection {
   /** Packets that arrived while the session was being restored, replayed after CONNACK. */
   #held: Packet[] | undefined;
   #cleanSession = true;
+  #unacked = 0;
+  #expiry: NodeJS.Timeout | undefined;
 
   readonly #peer: PeerCertificate | undefined;
 
@@ -87,7 +97,8 @@ export class MqttConnection {
     socket.on("data", (chunk: Buffer) => {
       // mqtt-packet buffers a packet until it is whole: bound what one packet may take.
       this.#buffered += chunk.length;
-      if (this.#buffered > ctx.maxMessageBytes + PACKET_OVERHEAD) {
+      const limit = this.#principal ? ctx.maxMessageBytes + PACKET_OVERHEAD : MAX_CONNECT_BYTES;
+      if (this.#buffered > limit) {
         this.close("packet-too-large", { bytes: this.#buffered });
         return;
       }
@@ -103,12 +114,18 @@ export class MqttConnection {
   }
 
   #send(packet: Packet): void {
-    if (!this.#closed) this.#socket.write(mqtt.generate(packet as Parameters<typeof mqtt.generate>[0]));
+    this.#write(mqtt.generate(packet as Parameters<typeof mqtt.generate>[0]));
+  }
+
+  #write(bytes: Buffer): void {
+    if (this.#closed) return;
+    this.#socket.write(bytes);
+    if (this.#socket.writableLength > MAX_QUEUED_BYTES) this.close("client-not-reading");
   }
 
   /** PUBACK, the hottest write: four bytes, without going through the packet generator. */
   #puback(messageId: number): void {
-    if (!this.#closed) this.#socket.write(Buffer.from([0x40, 0x02, messageId >> 8, messageId & 0xff]));
+    this.#write(Buffer.from([0x40, 0x02, messageId >> 8, messageId & 0xff]));
   }
 
   #touch(): void {
@@ -120,7 +137,7 @@ export class MqttConnection {
     this.#buffered = 0;
     if (this.#closed) return;
     if (this.#held) {
-      this.#held.push(p);
+      if (this.#held.push(p) > MAX_HELD) this.close("too-many-packets-before-connack");
       return;
     }
     if (!this.#principal) {
@@ -140,6 +157,11 @@ export class MqttConnection {
         this.#onSubscribe(p);
         return;
       case "unsubscribe":
+        for (const topic of p.unsubscriptions) {
+          const t = parseSubscribeTopic(topic);
+          if (t) this.#subscribed.delete(t.kind);
+        }
+        this.#saveSession();
         // MQTT 3.1.1's UNSUBACK has no per-topic codes (mqtt-packet's type is v5's).
         this.#send({ cmd: "unsuback", messageId: p.messageId } as Packet);
         return;
@@ -194,6 +216,15 @@ export class MqttConnection {
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => this.close("keepalive-timeout"), this.#keepaliveMs || 2 ** 31 - 1);
     if (this.#keepaliveMs === 0) this.#timer.unref();
+    const expiresAt = this.#principal.expiresAt;
+    if (expiresAt !== undefined) {
+      // As IoT Hub: a connection lives no longer than its token; SDKs renew and reconnect.
+      this.#expiry = setTimeout(
+        () => this.close("token-expired"),
+        Math.min(expiresAt - Date.now(), 2 ** 31 - 1),
+      );
+      this.#expiry.unref();
+    }
     this.#ctx.register(p.clientId, this);
     this.#cleanSession = p.clean !== false;
     this.#held = [];
@@ -247,10 +278,13 @@ export class MqttConnection {
     }
     const ack = p.qos === 1 ? p.messageId : undefined;
     const telemetry = { deviceId: principal.deviceId, body, properties: t.properties };
+    // Backpressure: a client faster than the disk waits in its socket, not in our memory.
+    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
     this.#ctx.router
       .accept(principal.moduleId === undefined ? telemetry : { ...telemetry, moduleId: principal.moduleId })
       .then(
         () => {
+          if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
           if (ack !== undefined) this.#puback(ack);
         },
         (err: unknown) => {
@@ -265,7 +299,9 @@ export class MqttConnection {
   #onTwinRequest(kind: "twin-get" | "twin-reported", rid: string, p: IPublishPacket): void {
     const clientId = (this.#principal as Principal).clientId;
     const twins = this.#ctx.twins;
+    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
     const respond = (status: number, body: string, version?: number) => {
+      if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
       if (p.qos === 1) this.#puback(p.messageId ?? 0);
       if (!this.#subscribed.has("twin-responses")) return;
       const v = version === undefined ? "" : `&$version=${version}`;
@@ -355,14 +391,18 @@ export class MqttConnection {
     });
     this.#send({ cmd: "suback", messageId: p.messageId, granted });
     for (const kind of this.#subscribed) this.#ctx.subscribed(this, kind);
-    if (!this.#cleanSession) {
-      this.#ctx.sessions.save(principal.clientId, this.#subscribed).catch((err: unknown) =>
-        this.#ctx.log.log("error", "session-save-failed", {
-          clientId: principal.clientId,
-          reason: (err as Error).message,
-        }),
+    this.#saveSession();
+  }
+
+  /** Keeps the subscriptions of a clean=false client for its next connection. */
+  #saveSession(): void {
+    const clientId = this.#principal?.clientId;
+    if (this.#cleanSession || !clientId) return;
+    this.#ctx.sessions
+      .save(clientId, this.#subscribed)
+      .catch((err: unknown) =>
+        this.#ctx.log.log("error", "session-save-failed", { clientId, reason: (err as Error).message }),
       );
-    }
   }
 
   /** Closes the connection (idempotent), logging why. */
@@ -370,6 +410,7 @@ export class MqttConnection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#expiry);
     const clientId = this.#principal?.clientId;
     if (clientId) this.#ctx.unregister(clientId, this);
     for (const f of this.#inflight.values()) f.reject(new Error(`connection closed: ${reason}`));

@@ -40,7 +40,9 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
 
   /** Stores `t`, stamped with the identity that sent it; resolves to its offset when durable. */
   accept(t: Telemetry): Promise<number> {
-    const properties: Record<string, string> = { ...t.properties, "$.cdid": t.deviceId };
+    // The connection's identity is the hub's to state: never taken from the client's bag.
+    const { "$.cdid": _d, "$.cmid": _m, ...own } = t.properties;
+    const properties: Record<string, string> = { ...own, "$.cdid": t.deviceId };
     if (t.moduleId !== undefined) properties["$.cmid"] = t.moduleId;
     return new Promise((resolve, reject) => {
       if (this.#pending.length === 0) setImmediate(() => this.#flush());

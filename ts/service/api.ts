@@ -27,6 +27,8 @@ export interface ServiceApiContext {
   delivery: DeviceDelivery;
   store: MessageStore;
   eventsQueue: string;
+  /** Drops the twin, session and queued deliveries of a deleted identity. */
+  forget(clientId: string): Promise<void>;
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
   onStored(listener: () => void): () => void;
   isConnected(clientId: string): boolean;
@@ -133,8 +135,10 @@ export class ServiceApi {
     if (head === "devices" && id && parts.length === 2) {
       if (method === "GET") return sendJson(res, 200, deviceJson(this.#device(id), ctx.isConnected(id)));
       if (method === "DELETE") {
+        // Nothing of the old identity may reach a device later created with the same id.
+        const modules = ctx.registry.listModules(id).map((m) => `${id}/${m.moduleId}`);
         await ctx.registry.deleteDevice(id);
-        await ctx.twins.delete(id);
+        for (const clientId of [id, ...modules]) await ctx.forget(clientId);
         res.writeHead(204).end();
         return;
       }
@@ -175,7 +179,7 @@ export class ServiceApi {
         }
         if (method === "DELETE") {
           await ctx.registry.deleteModule(id, mid);
-          await ctx.twins.delete(`${id}/${mid}`);
+          await ctx.forget(`${id}/${mid}`);
           res.writeHead(204).end();
           return;
         }
@@ -303,27 +307,44 @@ export class ServiceApi {
       "content-type": "application/x-ndjson; charset=utf-8",
       "cache-control": "no-store",
     });
+    // `dirty` is set by every store notification, so one landing during a read is not lost.
+    let dirty = false;
     let wake: (() => void) | undefined;
-    const unsubscribe = this.#ctx.onStored(() => wake?.());
-    let open = true;
-    req.on("close", () => {
-      open = false;
+    const unsubscribe = this.#ctx.onStored(() => {
+      dirty = true;
       wake?.();
     });
+    let open = true;
+    const closed = () => {
+      open = false;
+      wake?.();
+    };
+    req.on("close", closed);
+    res.on("close", closed);
+    /** Waits for `arm`'s signal, a close, or `ms`; never leaves a timer or listener behind. */
+    const pause = (ms: number, arm?: (done: () => void) => void) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => done(), ms);
+        const done = () => {
+          clearTimeout(timer);
+          wake = undefined;
+          resolve();
+        };
+        wake = done;
+        arm?.(done);
+      });
     try {
       while (open) {
+        dirty = false;
         const batch = await this.#ctx.store.read(this.#ctx.eventsQueue, { from, limit: 500 });
         if (batch.length > 0) {
           const more = res.write(batch.map((m) => `${JSON.stringify(eventJson(m))}\n`).join(""));
           from = (batch.at(-1)?.offset ?? from) + 1;
-          if (!more) await new Promise((r) => res.once("drain", r));
+          // A reader that stops reading is waited for (or closes), not leaked.
+          if (!more && open) await pause(60_000, (done) => res.once("drain", done));
           continue;
         }
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, 15_000).unref();
-        });
-        wake = undefined;
+        if (!dirty && open) await pause(15_000);
       }
     } finally {
       unsubscribe();
