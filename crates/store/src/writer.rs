@@ -266,12 +266,14 @@ impl Writer {
         let incoming: u64 = queues
             .iter()
             .map(|name| {
-                let crowded = self.qid(b, name).is_some_and(|id| {
-                    b.overlay.get(&id).map_or_else(
-                        || self.read_state().queues.get(&id).is_some_and(|q| q.runs.len() >= MAX_RUNS),
-                        |q| q.runs.len() >= MAX_RUNS,
-                    )
+                // Upper bound: any message may start a run, so count the clamp's 8 bytes for
+                // all of them once the queue could reach the cap within this append.
+                let runs = self.qid(b, name).map_or(0, |id| {
+                    b.overlay
+                        .get(&id)
+                        .map_or_else(|| self.read_state().queues.get(&id).map_or(0, |q| q.runs.len()), |q| q.runs.len())
                 });
+                let crowded = runs + messages.len() >= MAX_RUNS;
                 messages
                     .iter()
                     .map(|m| (keys::MSG_KEY_LEN + record::encoded_len(m.properties, m.body, crowded)) as u64)
@@ -295,19 +297,32 @@ impl Writer {
         let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut all = Vec::with_capacity(queues.len());
+        // Every fallible step comes before the first write to the batch, so a refused
+        // append leaves nothing behind in it (the batch is shared with other callers).
+        let mut fresh = b.next_qid;
+        let mut ids = Vec::with_capacity(queues.len());
         for name in queues {
-            let qid = match self.qid(b, name) {
-                Some(id) => id,
+            ids.push(match self.qid(b, name) {
+                Some(id) => (id, false),
                 None => {
-                    let id = b.next_qid;
-                    b.next_qid = id.checked_add(1).ok_or_else(|| Error::InvalidArgument("too many queues".into()))?;
-                    b.globals_dirty = true;
-                    b.wb.put_cf(meta_cf, keys::name(name), id.to_be_bytes());
-                    b.names.push((name.clone(), id));
-                    b.overlay.insert(id, Queue::new(id, name.clone()));
-                    id
+                    let id = fresh;
+                    fresh = id.checked_add(1).ok_or_else(|| Error::InvalidArgument("too many queues".into()))?;
+                    (id, true)
                 }
-            };
+            });
+        }
+        for (name, &(qid, new)) in queues.iter().zip(&ids) {
+            if new {
+                b.next_qid = qid + 1;
+                b.globals_dirty = true;
+                b.wb.put_cf(meta_cf, keys::name(name), qid.to_be_bytes());
+                b.names.push((name.clone(), qid));
+                b.overlay.insert(qid, Queue::new(qid, name.clone()));
+            } else {
+                self.queue(&mut b.overlay, qid)?;
+            }
+        }
+        for &(qid, _) in &ids {
             let q = self.queue(&mut b.overlay, qid)?;
             let old_tail = q.tail;
             let mut added = 0u64;
