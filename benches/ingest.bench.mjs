@@ -5,7 +5,8 @@
 // (in-memory), all driven by this generator, which first runs against a null sink to
 // show it is not the bottleneck. Results: benches/results/ingest.json.
 //
-//   npm run build && node benches/ingest.bench.mjs      (BENCH_QUICK=1: shorter, fewer clients)
+//   npm run build && node benches/ingest.bench.mjs      (BENCH_QUICK=1: shorter, fewer clients;
+//   BENCH_COUNTS=100,1000: only those client counts)
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,7 +18,11 @@ import { startEdgehub, startMosquitto, startNode } from "./lib/brokers.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
-const COUNTS = QUICK ? [10, 100] : [10, 100, 1000];
+const COUNTS = process.env.BENCH_COUNTS
+  ? process.env.BENCH_COUNTS.split(",").map(Number)
+  : QUICK
+    ? [10, 100]
+    : [10, 100, 1000];
 const SECONDS = QUICK ? 3 : 8;
 // One in flight is the worst case for a hub that acks after fsync (each client waits for a
 // disk round); SDK clients that do not await each send keep several in flight.
