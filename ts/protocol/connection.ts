@@ -20,6 +20,7 @@ import type { Router } from "../routing/router.js";
 import type { TwinProperties, Twins } from "../twin/twins.js";
 import type { Sessions } from "./sessions.js";
 import { parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
+import { answerTwinRequest } from "./twin-requests.js";
 
 /** What a connection needs from the hub. */
 export interface ConnectionContext {
@@ -58,11 +59,6 @@ const MAX_UNACKED = 128;
 const MAX_HELD = 256;
 /** Bytes queued to a client that does not read: past this it is disconnected. */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
-
-/** An error body as IoT Hub sends it (the device SDKs look for `errorCode`). */
-function failure(errorCode: number, message: string): string {
-  return JSON.stringify({ errorCode, message, timestampUtc: new Date().toISOString() });
-}
 
 /** One client socket. */
 export class MqttConnection {
@@ -297,37 +293,20 @@ export class MqttConnection {
 
   /** Twin GET and reported PATCH: answered on `$iothub/twin/res/{status}/?$rid=…`. */
   #onTwinRequest(kind: "twin-get" | "twin-reported", rid: string, p: IPublishPacket): void {
-    const clientId = (this.#principal as Principal).clientId;
-    const twins = this.#ctx.twins;
     if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
-    const respond = (status: number, body: string, version?: number) => {
-      if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
-      if (p.qos === 1) this.#puback(p.messageId ?? 0);
-      if (!this.#subscribed.has("twin-responses")) return;
-      const v = version === undefined ? "" : `&$version=${version}`;
-      this.#deliver(`$iothub/twin/res/${status}/?$rid=${encodeURIComponent(rid)}${v}`, Buffer.from(body));
-    };
-    const work =
-      kind === "twin-get"
-        ? twins.document(clientId).then((doc) => respond(200, JSON.stringify(doc)))
-        : (async () => {
-            let patch: unknown;
-            try {
-              patch = JSON.parse(p.payload.toString());
-            } catch {
-              return respond(400, failure(400004, "reported patch is not JSON"));
-            }
-            const version = await twins.patchReported(clientId, patch);
-            respond(204, "", version);
-          })();
-    work.catch((err: unknown) => {
-      const code = (err as EdgeHubError).code;
-      if (code === ErrorCodes.TWIN_INVALID) respond(400, failure(400004, (err as Error).message));
-      else {
-        this.#ctx.log.log("error", "twin-failed", { clientId, code, reason: (err as Error).message });
-        respond(500, failure(500001, "twin store failed"));
-      }
-    });
+    const clientId = (this.#principal as Principal).clientId;
+    void answerTwinRequest(this.#ctx.twins, this.#ctx.log, clientId, kind, Buffer.from(p.payload)).then(
+      (a) => {
+        if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
+        if (p.qos === 1) this.#puback(p.messageId ?? 0);
+        if (!this.#subscribed.has("twin-responses")) return;
+        const v = a.version === undefined ? "" : `&$version=${a.version}`;
+        this.#deliver(
+          `$iothub/twin/res/${a.status}/?$rid=${encodeURIComponent(rid)}${v}`,
+          Buffer.from(a.body),
+        );
+      },
+    );
   }
 
   /** True once the client subscribed to direct methods. */
