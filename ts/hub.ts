@@ -220,7 +220,7 @@ export class EdgeHub {
       }
       log.log("info", "hub-started", {
         hostname: config.hostname,
-        mqtts: hub.ports.mqtts,
+        ...hub.ports,
         dataDir: config.dataDir,
       });
       return hub;
