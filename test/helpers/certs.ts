@@ -32,35 +32,37 @@ function pem(cert: x509.X509Certificate, key: webcrypto.CryptoKey): Pem {
   };
 }
 
-export async function selfSigned(cn: string): Promise<Pem> {
+async function createSelfSigned(
+  cn: string,
+  serialNumber: string,
+  extensions: x509.Extension[],
+): Promise<{ cert: x509.X509Certificate; key: webcrypto.CryptoKey }> {
   const k = await keys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: "01",
+    serialNumber,
     name: `CN=${cn}`,
     notBefore: new Date(Date.now() - DAY),
     notAfter: new Date(Date.now() + DAY),
     keys: k as never,
     signingAlgorithm: ALG,
-    extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+    extensions,
   });
-  return pem(cert, k.privateKey);
+  return { cert, key: k.privateKey };
+}
+
+export async function selfSigned(cn: string): Promise<Pem> {
+  const { cert, key } = await createSelfSigned(cn, "01", [
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+  ]);
+  return pem(cert, key);
 }
 
 export async function certificateAuthority(name: string): Promise<Issuer> {
-  const k = await keys();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: "02",
-    name: `CN=${name}`,
-    notBefore: new Date(Date.now() - DAY),
-    notAfter: new Date(Date.now() + DAY),
-    keys: k as never,
-    signingAlgorithm: ALG,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
-    ],
-  });
-  return { ...pem(cert, k.privateKey), signer: k.privateKey, name: `CN=${name}` };
+  const { cert, key } = await createSelfSigned(name, "02", [
+    new x509.BasicConstraintsExtension(true, 0, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+  ]);
+  return { ...pem(cert, key), signer: key, name: `CN=${name}` };
 }
 
 export async function leaf(ca: Issuer, cn: string): Promise<Pem> {

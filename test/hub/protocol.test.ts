@@ -42,6 +42,16 @@ async function connected(): Promise<RawClient> {
   return c;
 }
 
+/** Subscribes dev1 to its C2D messages and checks the grant (QoS 1). */
+async function subscribeC2D(c: RawClient): Promise<void> {
+  c.send({
+    cmd: "subscribe",
+    messageId: 1,
+    subscriptions: [{ topic: "devices/dev1/messages/devicebound/#", qos: 1 }],
+  } as never);
+  expect(await c.next()).toMatchObject({ cmd: "suback", granted: [1] });
+}
+
 const publish = (topic: string, payload: Buffer, qos: 0 | 1 | 2 = 1) =>
   ({ cmd: "publish", topic, payload, qos, retain: false, dup: false, messageId: 7 }) as never;
 
@@ -150,12 +160,7 @@ describe("MQTT head: bad input is refused and the hub keeps serving", () => {
 describe("persistent sessions", () => {
   it("restore a clean=false client's subscriptions on reconnect and across a hub restart; clean=true forgets them", async () => {
     const c1 = await connected();
-    c1.send({
-      cmd: "subscribe",
-      messageId: 1,
-      subscriptions: [{ topic: "devices/dev1/messages/devicebound/#", qos: 1 }],
-    } as never);
-    expect(await c1.next()).toMatchObject({ cmd: "suback", granted: [1] });
+    await subscribeC2D(c1);
     c1.send({ cmd: "disconnect" });
     await c1.closed;
     await hub.delivery.sendC2D("dev1", { body: Buffer.from("while away") });
@@ -230,12 +235,7 @@ describe("revocation and identity rules", () => {
 
   it("stops deliveries after UNSUBSCRIBE and keeps the messages queued", async () => {
     const c = await connected();
-    c.send({
-      cmd: "subscribe",
-      messageId: 1,
-      subscriptions: [{ topic: "devices/dev1/messages/devicebound/#", qos: 1 }],
-    } as never);
-    expect(await c.next()).toMatchObject({ cmd: "suback", granted: [1] });
+    await subscribeC2D(c);
     c.send({
       cmd: "unsubscribe",
       messageId: 2,

@@ -301,7 +301,7 @@ export class MqttConnection {
         if (p.qos === 1) this.#puback(p.messageId ?? 0);
         if (!this.#subscribed.has("twin-responses")) return;
         const v = a.version === undefined ? "" : `&$version=${a.version}`;
-        this.#deliver(
+        this.deliver(
           `$iothub/twin/res/${a.status}/?$rid=${encodeURIComponent(rid)}${v}`,
           Buffer.from(a.body),
         );
@@ -319,11 +319,6 @@ export class MqttConnection {
     return this.#subscribed.has(this.#principal?.moduleId === undefined ? "c2d" : "module-inputs");
   }
 
-  /** Publishes at QoS 0 (method requests). */
-  deliver(topic: string, payload: Buffer): void {
-    this.#deliver(topic, payload);
-  }
-
   /** Publishes at QoS 1; resolves on the client's PUBACK, rejects if the connection closes first. */
   deliverQos1(topic: string, payload: Buffer): Promise<void> {
     if (this.#closed) return Promise.reject(new Error("connection closed"));
@@ -336,15 +331,15 @@ export class MqttConnection {
     });
   }
 
-  /** Publishes to the client at QoS 0 (how IoT Hub sends twin responses and patches). */
-  #deliver(topic: string, payload: Buffer): void {
+  /** Publishes to the client at QoS 0 (how IoT Hub sends method requests, twin responses and patches). */
+  deliver(topic: string, payload: Buffer): void {
     this.#send({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false } as Packet);
   }
 
   /** Pushes a desired-properties patch if the client subscribed to them. */
   desiredChanged(patch: TwinProperties): void {
     if (!this.#subscribed.has("twin-desired")) return;
-    this.#deliver(
+    this.deliver(
       `$iothub/twin/PATCH/properties/desired/?$version=${patch.$version}`,
       Buffer.from(JSON.stringify(patch)),
     );

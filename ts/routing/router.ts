@@ -12,7 +12,8 @@ export interface Telemetry {
   deviceId: string;
   moduleId?: string;
   body: Buffer;
-  /** Application properties and `$.`-prefixed system properties from the topic. */
+  /** Application properties and `$.`-prefixed system properties from the topic; handed over to
+   * the router, which stamps the sender's identity into it. */
   properties: Record<string, string>;
 }
 
@@ -41,9 +42,11 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   /** Stores `t`, stamped with the identity that sent it; resolves to its offset when durable. */
   accept(t: Telemetry): Promise<number> {
     // The connection's identity is the hub's to state: never taken from the client's bag.
-    const { "$.cdid": _d, "$.cmid": _m, ...own } = t.properties;
-    const properties: Record<string, string> = { ...own, "$.cdid": t.deviceId };
+    // The bag is this message's own object (parsed from its topic), so it is stamped in place.
+    const properties = t.properties;
+    properties["$.cdid"] = t.deviceId;
     if (t.moduleId !== undefined) properties["$.cmid"] = t.moduleId;
+    else delete properties["$.cmid"];
     return new Promise((resolve, reject) => {
       if (this.#pending.length === 0) setImmediate(() => this.#flush());
       const message =

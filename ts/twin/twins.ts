@@ -116,44 +116,38 @@ export class Twins extends EventEmitter<{ desired: [clientId: string, patch: Twi
     };
   }
 
-  async #patch(clientId: string, section: "desired" | "reported", patch: unknown): Promise<number> {
+  /** Merges `patch` into one part of the twin: checked, versioned and saved under the twin's lock. */
+  async #merge(clientId: string, part: "desired" | "reported" | "tags", patch: unknown): Promise<Twin> {
     checkPatch(patch);
     return this.#serial(clientId, async () => {
       const t = await this.#load(clientId);
-      const next = structuredClone(t[section].properties);
+      const next = structuredClone(part === "tags" ? t.tags : t[part].properties);
       merge(next, patch);
       if (Buffer.byteLength(JSON.stringify(next)) > MAX_SECTION_BYTES) {
-        throw invalid(`${section} properties of ${clientId} would exceed ${MAX_SECTION_BYTES} bytes`);
+        throw invalid(`${part} of ${clientId} would exceed ${MAX_SECTION_BYTES} bytes`);
       }
-      t[section] = { properties: next, version: t[section].version + 1 };
+      if (part === "tags") t.tags = next;
+      else t[part] = { properties: next, version: t[part].version + 1 };
       await this.#store.kv.put(NS, clientId, JSON.stringify(t));
-      return t[section].version;
+      return t;
     });
   }
 
   /** Applies a reported patch from the device; resolves to the new reported `$version`. */
   patchReported(clientId: string, patch: unknown): Promise<number> {
-    return this.#patch(clientId, "reported", patch);
+    return this.#merge(clientId, "reported", patch).then((t) => t.reported.version);
   }
 
   /** Applies a desired patch (service side) and notifies; resolves to the new desired `$version`. */
   async patchDesired(clientId: string, patch: unknown): Promise<number> {
-    const version = await this.#patch(clientId, "desired", patch);
+    const version = (await this.#merge(clientId, "desired", patch)).desired.version;
     this.emit("desired", clientId, { ...(patch as TwinProperties), $version: version });
     return version;
   }
 
   /** Merges a tags patch (service side). */
   async patchTags(clientId: string, patch: unknown): Promise<void> {
-    checkPatch(patch);
-    await this.#serial(clientId, async () => {
-      const t = await this.#load(clientId);
-      merge(t.tags, patch);
-      if (Buffer.byteLength(JSON.stringify(t.tags)) > MAX_SECTION_BYTES) {
-        throw invalid(`tags of ${clientId} would exceed ${MAX_SECTION_BYTES} bytes`);
-      }
-      await this.#store.kv.put(NS, clientId, JSON.stringify(t));
-    });
+    await this.#merge(clientId, "tags", patch);
   }
 
   /** Forgets a twin (its identity was deleted). */

@@ -45,6 +45,11 @@ const RECLAIM_EVERY: Duration = Duration::from_millis(500);
 
 type Done = Box<dyn FnOnce(Option<&Error>) + Send>;
 
+/** Answers `reply` with `value` once the batch is written, or with the write's error. */
+fn answer<T: Send + 'static>(reply: Reply<T>, value: T) -> Done {
+    Box::new(move |e| reply(e.map_or(Ok(value), |e| Err(e.clone()))))
+}
+
 /// Changes of one batch, published only after the batch is on disk.
 struct Batch {
     wb: WriteBatch,
@@ -212,24 +217,24 @@ impl Writer {
     fn apply(&mut self, b: &mut Batch, cmd: Command) {
         match cmd {
             Command::Append { queues, messages, reply } => match self.append(b, &queues, &messages) {
-                Ok(offsets) => b.done.push(Box::new(move |e| reply(e.map_or(Ok(offsets), |e| Err(e.clone()))))),
+                Ok(offsets) => b.done.push(answer(reply, offsets)),
                 Err(e) => reply(Err(e)),
             },
             Command::Ack { queue, offset, reply } => match self.ack(b, &queue, offset) {
-                Ok(()) => b.done.push(Box::new(move |e| reply(e.map_or(Ok(()), |e| Err(e.clone()))))),
+                Ok(()) => b.done.push(answer(reply, ())),
                 Err(e) => reply(Err(e)),
             },
             Command::KvPut { key, value, reply } => match self.cf(keys::CF_KV) {
                 Ok(cf) => {
                     b.wb.put_cf(cf, key, value);
-                    b.done.push(Box::new(move |e| reply(e.map_or(Ok(()), |e| Err(e.clone())))));
+                    b.done.push(answer(reply, ()));
                 }
                 Err(e) => reply(Err(e)),
             },
             Command::KvDelete { key, reply } => match self.cf(keys::CF_KV) {
                 Ok(cf) => {
                     b.wb.delete_cf(cf, key);
-                    b.done.push(Box::new(move |e| reply(e.map_or(Ok(()), |e| Err(e.clone())))));
+                    b.done.push(answer(reply, ()));
                 }
                 Err(e) => reply(Err(e)),
             },
