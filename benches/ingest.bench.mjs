@@ -6,7 +6,8 @@
 // show it is not the bottleneck. Results: benches/results/ingest.json.
 //
 //   npm run build && node benches/ingest.bench.mjs      (BENCH_QUICK=1: shorter, fewer clients;
-//   BENCH_COUNTS=100,1000: only those client counts)
+//   BENCH_COUNTS=100,1000: only those client counts; BENCH_WINDOWS=16; BENCH_BROKERS=edgehub,mosquitto;
+//   EDGEHUB_NODE_ARGS=--cpu-prof: flags for the edgehub process)
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,7 +27,9 @@ const COUNTS = process.env.BENCH_COUNTS
 const SECONDS = QUICK ? 3 : 8;
 // One in flight is the worst case for a hub that acks after fsync (each client waits for a
 // disk round); SDK clients that do not await each send keep several in flight.
-const WINDOWS = [1, 16];
+const WINDOWS = process.env.BENCH_WINDOWS ? process.env.BENCH_WINDOWS.split(",").map(Number) : [1, 16];
+// BENCH_BROKERS=edgehub,mosquitto: only those (default: all four).
+const BROKERS = process.env.BENCH_BROKERS?.split(",");
 const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-ingest-"));
 const TICK = 100; // clock ticks per second of /proc/<pid>/stat (Linux default)
 
@@ -171,11 +174,16 @@ try {
   for (const n of COUNTS) {
     for (const window of WINDOWS) {
       for (const [make, creds] of [
-        [() => startNode("null-sink", "null-sink.mjs", 18880, certs), plainCreds],
-        [() => startEdgehub(dataDir, 18881), hubCreds],
-        [() => startMosquitto(mkdtempSync(join(root, "mosq-")), 18882, certs), plainCreds],
-        [() => startNode("aedes", "aedes-broker.mjs", 18883, certs), plainCreds],
-      ]) {
+        [() => startNode("null-sink", "null-sink.mjs", 18880, certs), plainCreds, "null-sink"],
+        [
+          () => startNode("fsync-floor", "null-sink.mjs", 18884, certs, join(root, "fsync-floor.log")),
+          plainCreds,
+          "fsync-floor",
+        ],
+        [() => startEdgehub(dataDir, 18881), hubCreds, "edgehub"],
+        [() => startMosquitto(mkdtempSync(join(root, "mosq-")), 18882, certs), plainCreds, "mosquitto"],
+        [() => startNode("aedes", "aedes-broker.mjs", 18883, certs), plainCreds, "aedes"],
+      ].filter(([, , name]) => !BROKERS || BROKERS.includes(name))) {
         const target = await make();
         try {
           const r = await load(target, n, ca, creds, window);
@@ -192,7 +200,7 @@ try {
   console.log(`\ningest, QoS 1, 256 B, ${SECONDS} s per run`);
   table(rows.map((r) => ({ ...r, msgsPerSec: fmt(r.msgsPerSec) })));
   save("ingest", {
-    workload: `N MQTT/TLS clients, QoS 1, 256 B, 1 or 16 messages in flight each, ${SECONDS} s; edgehub acks after fsync, Mosquitto 2.0 (persistence true) and aedes ack from memory`,
+    workload: `N MQTT/TLS clients, QoS 1, 256 B, 1 or 16 messages in flight each, ${SECONDS} s; edgehub acks after fsync, Mosquitto 2.0 (persistence true) and aedes ack from memory; fsync-floor: a Node sink that appends each payload to a file and acks after a group-committed fdatasync (the bound for any broker that acks after fsync)`,
     rows,
   });
 } finally {

@@ -69,9 +69,19 @@ export async function startEdgehub(dataDir, port) {
       logLevel: "warn",
     }),
   );
-  const child = spawn(process.execPath, [join(root, "dist/cli/edgehub.js"), "start", "--config", config], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      ...(process.env.EDGEHUB_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+      join(root, "dist/cli/edgehub.js"),
+      "start",
+      "--config",
+      config,
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   await waitFor(child, /MQTT over TLS/, "edgehub");
   return handle("edgehub", child, port);
 }
@@ -101,8 +111,9 @@ export async function startMosquitto(dir, port, certs) {
   return handle("mosquitto", child, port);
 }
 
-export async function startNode(name, script, port, certs) {
-  const child = spawn(process.execPath, [join(here, script), String(port), certs.cert, certs.key], {
+/** Runs `script` (a Node peer of this folder) on `port`; `extra` arguments follow the certificate files. */
+export async function startNode(name, script, port, certs, ...extra) {
+  const child = spawn(process.execPath, [join(here, script), String(port), certs.cert, certs.key, ...extra], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   await waitFor(child, /ready/, name);

@@ -18,6 +18,7 @@ import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { Router } from "../routing/router.js";
 import type { TwinProperties, Twins } from "../twin/twins.js";
+import { PacketReader } from "./packet-reader.js";
 import type { Sessions } from "./sessions.js";
 import { parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
 import { answerTwinRequest } from "./twin-requests.js";
@@ -64,12 +65,13 @@ const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 export class MqttConnection {
   readonly #socket: Duplex;
   readonly #ctx: ConnectionContext;
-  readonly #parser = mqtt.parser({ protocolVersion: 4 });
+  readonly #reader: PacketReader;
   #principal: Principal | undefined;
   #closed = false;
   #timer: NodeJS.Timeout;
   #keepaliveMs = 0;
-  #buffered = 0;
+  /** Packet ids to PUBACK, written together once the current batch of completions is done. */
+  #acks: number[] = [];
   readonly #subscribed = new Set<SubscribeTopic["kind"]>();
   /** QoS 1 publishes to the client awaiting PUBACK, by packet id. */
   readonly #inflight = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
@@ -88,18 +90,12 @@ export class MqttConnection {
     this.#ctx = ctx;
     this.#peer = peer;
     this.#timer = setTimeout(() => this.close("connect-timeout"), ctx.connectTimeoutMs);
-    this.#parser.on("packet", (p: Packet) => this.#onPacket(p));
-    this.#parser.on("error", (err: Error) => this.close("malformed-packet", { reason: err.message }));
-    socket.on("data", (chunk: Buffer) => {
-      // mqtt-packet buffers a packet until it is whole: bound what one packet may take.
-      this.#buffered += chunk.length;
-      const limit = this.#principal ? ctx.maxMessageBytes + PACKET_OVERHEAD : MAX_CONNECT_BYTES;
-      if (this.#buffered > limit) {
-        this.close("packet-too-large", { bytes: this.#buffered });
-        return;
-      }
-      this.#parser.parse(chunk);
-    });
+    this.#reader = new PacketReader(
+      MAX_CONNECT_BYTES,
+      (p) => this.#onPacket(p),
+      ({ reason, ...fields }) => this.close(reason, fields),
+    );
+    socket.on("data", (chunk: Buffer) => this.#reader.push(chunk));
     socket.on("error", (err: Error) => this.close("socket-error", { reason: err.message }));
     socket.on("close", () => this.close("socket-closed"));
   }
@@ -119,9 +115,24 @@ export class MqttConnection {
     if (this.#socket.writableLength > MAX_QUEUED_BYTES) this.close("client-not-reading");
   }
 
-  /** PUBACK, the hottest write: four bytes, without going through the packet generator. */
+  /**
+   * PUBACK, the hottest write. A store batch completes many of one client's messages at
+   * once; their PUBACKs go out as one write (one TLS record), not one each.
+   */
   #puback(messageId: number): void {
-    this.#write(Buffer.from([0x40, 0x02, messageId >> 8, messageId & 0xff]));
+    if (this.#acks.push(messageId) === 1) queueMicrotask(() => this.#flushAcks());
+  }
+
+  #flushAcks(): void {
+    const ids = this.#acks;
+    this.#acks = [];
+    const out = Buffer.allocUnsafe(ids.length * 4);
+    ids.forEach((id, i) => {
+      out[i * 4] = 0x40;
+      out[i * 4 + 1] = 0x02;
+      out.writeUInt16BE(id, i * 4 + 2);
+    });
+    this.#write(out);
   }
 
   #touch(): void {
@@ -130,7 +141,6 @@ export class MqttConnection {
   }
 
   #onPacket(p: Packet): void {
-    this.#buffered = 0;
     if (this.#closed) return;
     if (this.#held) {
       if (this.#held.push(p) > MAX_HELD) this.close("too-many-packets-before-connack");
@@ -221,6 +231,7 @@ export class MqttConnection {
       );
       this.#expiry.unref();
     }
+    this.#reader.maxPacketBytes = this.#ctx.maxMessageBytes + PACKET_OVERHEAD;
     this.#ctx.register(p.clientId, this);
     this.#cleanSession = p.clean !== false;
     this.#held = [];
@@ -276,19 +287,19 @@ export class MqttConnection {
     const telemetry = { deviceId: principal.deviceId, body, properties: t.properties };
     // Backpressure: a client faster than the disk waits in its socket, not in our memory.
     if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
-    this.#ctx.router
-      .accept(principal.moduleId === undefined ? telemetry : { ...telemetry, moduleId: principal.moduleId })
-      .then(
-        () => {
-          if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
-          if (ack !== undefined) this.#puback(ack);
-        },
-        (err: unknown) => {
+    this.#ctx.router.accept(
+      principal.moduleId === undefined ? telemetry : { ...telemetry, moduleId: principal.moduleId },
+      (err) => {
+        if (err) {
           // MQTT 3.1.1 has no negative PUBACK: the client learns by the disconnect and
           // retries its unacknowledged message later.
           this.close("store-refused", { code: (err as EdgeHubError).code, reason: (err as Error).message });
-        },
-      );
+          return;
+        }
+        if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
+        if (ack !== undefined) this.#puback(ack);
+      },
+    );
   }
 
   /** Twin GET and reported PATCH: answered on `$iothub/twin/res/{status}/?$rid=…`. */

@@ -18,6 +18,11 @@ export type SubscribeTopic =
   | { kind: "twin-desired" }
   | { kind: "methods" };
 
+/** `decodeURIComponent`, skipped for the common text with nothing escaped. */
+function decode(s: string): string {
+  return s.includes("%") ? decodeURIComponent(s) : s;
+}
+
 /** Decodes a property bag; `undefined` when it is not valid url-encoding. */
 export function decodePropertyBag(bag: string): Record<string, string> | undefined {
   const out: Record<string, string> = {};
@@ -26,8 +31,8 @@ export function decodePropertyBag(bag: string): Record<string, string> | undefin
     for (const pair of bag.split("&")) {
       if (pair === "") continue;
       const eq = pair.indexOf("=");
-      const k = decodeURIComponent(eq < 0 ? pair : pair.slice(0, eq));
-      out[k] = eq < 0 ? "" : decodeURIComponent(pair.slice(eq + 1));
+      const k = decode(eq < 0 ? pair : pair.slice(0, eq));
+      out[k] = eq < 0 ? "" : decode(pair.slice(eq + 1));
     }
   } catch {
     return undefined;
@@ -42,9 +47,37 @@ export function encodePropertyBag(props: Record<string, string>): string {
     .join("&");
 }
 
-/** The property bag after `…/messages/events/`; SDKs may end it with a `/`. */
-function bagOf(parts: string[]): Record<string, string> | undefined {
-  return decodePropertyBag(parts.join("/").replace(/\/+$/, ""));
+const EVENTS = "/messages/events";
+
+/**
+ * The property bag of a telemetry topic's tail (what follows `…/messages/events`);
+ * SDKs may end it with a `/`. `undefined` when the tail is not a bag.
+ */
+function bagOf(topic: string, at: number): Record<string, string> | undefined {
+  if (at === topic.length) return {};
+  if (topic[at] !== "/") return undefined;
+  let end = topic.length;
+  while (end > at && topic[end - 1] === "/") end--;
+  return decodePropertyBag(topic.slice(at + 1, end));
+}
+
+/**
+ * Telemetry topics, the ones parsed per message: `devices/{d}/messages/events…` and
+ * `devices/{d}/modules/{m}/messages/events…`, read without splitting the topic.
+ */
+function parseTelemetryTopic(topic: string): PublishTopic | undefined {
+  const d = topic.indexOf("/", 8);
+  if (d <= 8) return undefined;
+  const deviceId = topic.slice(8, d);
+  if (topic.startsWith(EVENTS, d)) {
+    const properties = bagOf(topic, d + EVENTS.length);
+    return properties && { kind: "telemetry", deviceId, properties };
+  }
+  if (!topic.startsWith("/modules/", d)) return undefined;
+  const m = topic.indexOf("/", d + 9);
+  if (m <= d + 9 || !topic.startsWith(EVENTS, m)) return undefined;
+  const properties = bagOf(topic, m + EVENTS.length);
+  return properties && { kind: "telemetry", deviceId, moduleId: topic.slice(d + 9, m), properties };
 }
 
 function query(s: string): Record<string, string> | undefined {
@@ -53,19 +86,8 @@ function query(s: string): Record<string, string> | undefined {
 
 /** Parses a topic a device published to; `undefined` for anything outside IoT Hub's space. */
 export function parsePublishTopic(topic: string): PublishTopic | undefined {
+  if (topic.startsWith("devices/")) return parseTelemetryTopic(topic);
   const p = topic.split("/");
-  if (p[0] === "devices" && p[1]) {
-    const deviceId = p[1];
-    if (p[2] === "messages" && p[3] === "events") {
-      const properties = bagOf(p.slice(4));
-      return properties && { kind: "telemetry", deviceId, properties };
-    }
-    if (p[2] === "modules" && p[3] && p[4] === "messages" && p[5] === "events") {
-      const properties = bagOf(p.slice(6));
-      return properties && { kind: "telemetry", deviceId, moduleId: p[3], properties };
-    }
-    return undefined;
-  }
   if (p[0] !== "$iothub") return undefined;
   const q = query(p.at(-1) ?? "");
   const rid = q?.$rid;

@@ -17,18 +17,16 @@ export interface Telemetry {
   properties: Record<string, string>;
 }
 
-interface Pending {
-  message: AppendMessage;
-  resolve: (offset: number) => void;
-  reject: (err: unknown) => void;
-}
+/** Called once a message is durable (`err` null) or was refused. */
+export type Accepted = (err: unknown) => void;
 
 /** Routes telemetry into the store; resolves once the message is durable. Emits `stored` (queue) after each batch. */
 export class Router extends EventEmitter<{ stored: [queue: string] }> {
   readonly #store: MessageStore;
   readonly #queue: string;
   readonly #ttlSecs: number | undefined;
-  #pending: Pending[] = [];
+  #messages: AppendMessage[] = [];
+  #callbacks: Accepted[] = [];
 
   /** @param ttlSecs time to live of what this router stores; the store's default if absent. */
   constructor(store: MessageStore, queue: string, ttlSecs?: number) {
@@ -39,42 +37,39 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
     this.#ttlSecs = ttlSecs;
   }
 
-  /** Stores `t`, stamped with the identity that sent it; resolves to its offset when durable. */
-  accept(t: Telemetry): Promise<number> {
+  /**
+   * Stores `t`, stamped with the identity that sent it; `done` is called once it is durable.
+   * A callback, not a promise: this runs once per message on the ingest path.
+   */
+  accept(t: Telemetry, done: Accepted): void {
     // The connection's identity is the hub's to state: never taken from the client's bag.
     // The bag is this message's own object (parsed from its topic), so it is stamped in place.
     const properties = t.properties;
     properties["$.cdid"] = t.deviceId;
     if (t.moduleId !== undefined) properties["$.cmid"] = t.moduleId;
     else delete properties["$.cmid"];
-    return new Promise((resolve, reject) => {
-      if (this.#pending.length === 0) setImmediate(() => this.#flush());
-      const message =
-        this.#ttlSecs === undefined
-          ? { body: t.body, properties }
-          : { body: t.body, properties, ttlSecs: this.#ttlSecs };
-      this.#pending.push({ message, resolve, reject });
-    });
+    if (this.#messages.length === 0) setImmediate(() => this.#flush());
+    this.#messages.push(
+      this.#ttlSecs === undefined
+        ? { body: t.body, properties }
+        : { body: t.body, properties, ttlSecs: this.#ttlSecs },
+    );
+    this.#callbacks.push(done);
   }
 
   #flush(): void {
-    const batch = this.#pending;
-    this.#pending = [];
-    this.#store
-      .append(
-        this.#queue,
-        batch.map((p) => p.message),
-      )
-      .then(
-        (offsets) => {
-          batch.forEach((p, i) => {
-            p.resolve(offsets[i] ?? -1);
-          });
-          this.emit("stored", this.#queue);
-        },
-        (err: unknown) => {
-          for (const p of batch) p.reject(err);
-        },
-      );
+    const messages = this.#messages;
+    const callbacks = this.#callbacks;
+    this.#messages = [];
+    this.#callbacks = [];
+    this.#store.append(this.#queue, messages).then(
+      () => {
+        for (const done of callbacks) done(null);
+        this.emit("stored", this.#queue);
+      },
+      (err: unknown) => {
+        for (const done of callbacks) done(err);
+      },
+    );
   }
 }

@@ -11,8 +11,6 @@ const READ_HEADER = 32;
 /** TTL value meaning "the store's default". */
 export const DEFAULT_TTL = -2;
 
-const EMPTY = Buffer.alloc(0);
-
 function varintLength(n: number): number {
   let len = 1;
   while (n >= 0x80) {
@@ -31,29 +29,40 @@ function writeVarint(buf: Buffer, at: number, n: number): number {
   return at;
 }
 
-/** Encodes application properties as a property block (empty for none). */
-export function encodeProperties(props: Record<string, string> | undefined): Buffer {
-  if (!props) return EMPTY;
-  const entries = Object.entries(props);
-  if (entries.length === 0) return EMPTY;
-  let size = varintLength(entries.length);
-  for (const [k, v] of entries) {
+/**
+ * Bytes of the property block of `props` (0 for none). Throws a `TypeError` naming the
+ * first property whose value is not a string.
+ */
+export function propertiesSize(props: Record<string, string> | undefined): number {
+  if (!props) return 0;
+  const keys = Object.keys(props);
+  if (keys.length === 0) return 0;
+  let size = varintLength(keys.length);
+  for (const k of keys) {
+    const v = props[k];
+    if (typeof v !== "string") throw new TypeError(`property ${JSON.stringify(k)} must be a string`);
     const kl = Buffer.byteLength(k);
     const vl = Buffer.byteLength(v);
     size += varintLength(kl) + kl + varintLength(vl) + vl;
   }
-  const out = Buffer.allocUnsafe(size);
-  let at = writeVarint(out, 0, entries.length);
-  for (const [k, v] of entries) {
+  return size;
+}
+
+/** Writes the property block of `props` (checked by {@link propertiesSize}) at `at`; returns the end. */
+function writeProperties(out: Buffer, at: number, props: Record<string, string>): number {
+  const keys = Object.keys(props);
+  at = writeVarint(out, at, keys.length);
+  for (const k of keys) {
+    const v = props[k] as string;
     at = writeVarint(out, at, Buffer.byteLength(k));
     at += out.write(k, at);
     at = writeVarint(out, at, Buffer.byteLength(v));
     at += out.write(v, at);
   }
-  return out;
+  return at;
 }
 
-/** Decodes a property block written by {@link encodeProperties} (validated by the store). */
+/** Decodes a property block written by {@link encodeBatch} (validated by the store). */
 export function decodeProperties(buf: Buffer, start: number, end: number): Record<string, string> {
   const out: Record<string, string> = {};
   if (start === end) return out;
@@ -82,25 +91,26 @@ export function decodeProperties(buf: Buffer, start: number, end: number): Recor
   return out;
 }
 
-/** One message ready for {@link encodeBatch}. */
+/** One message ready for {@link encodeBatch}: checked, with its property block's size. */
 export interface PreparedMessage {
   body: Uint8Array;
-  props: Buffer;
+  properties: Record<string, string> | undefined;
+  propsSize: number;
   ttl: number;
 }
 
-/** Packs messages into one append batch for a single native call. */
+/** Packs messages into one append batch for a single native call, property blocks written in place. */
 export function encodeBatch(messages: PreparedMessage[]): Buffer {
   let size = 0;
-  for (const m of messages) size += APPEND_HEADER + m.props.length + m.body.length;
+  for (const m of messages) size += APPEND_HEADER + m.propsSize + m.body.length;
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   for (const m of messages) {
     out.writeDoubleLE(m.ttl, at);
-    out.writeUInt32LE(m.props.length, at + 8);
+    out.writeUInt32LE(m.propsSize, at + 8);
     out.writeUInt32LE(m.body.length, at + 12);
     at += APPEND_HEADER;
-    at += m.props.copy(out, at);
+    if (m.propsSize > 0) at = writeProperties(out, at, m.properties as Record<string, string>);
     out.set(m.body, at);
     at += m.body.length;
   }

@@ -8,8 +8,8 @@ import {
   DEFAULT_TTL,
   decodeRead,
   encodeBatch,
-  encodeProperties,
   type PreparedMessage,
+  propertiesSize,
   type StoredMessage,
 } from "./codec.js";
 import { fromNative, type NativeStore, native } from "./native.js";
@@ -117,17 +117,17 @@ function prepare(messages: unknown): PreparedMessage[] {
     if (typeof m !== "object" || m === null) throw invalid(`message ${i} must be an object`);
     const { body, properties, ttlSecs } = m as AppendMessage;
     if (!(body instanceof Uint8Array)) throw invalid(`message ${i}: body must be a Buffer or Uint8Array`);
-    if (properties !== undefined) {
-      if (typeof properties !== "object" || properties === null) {
-        throw invalid(`message ${i}: properties must be an object of strings`);
-      }
-      for (const [k, v] of Object.entries(properties)) {
-        if (typeof v !== "string")
-          throw invalid(`message ${i}: property ${JSON.stringify(k)} must be a string`);
-      }
+    if (properties !== undefined && (typeof properties !== "object" || properties === null)) {
+      throw invalid(`message ${i}: properties must be an object of strings`);
+    }
+    let propsSize: number;
+    try {
+      propsSize = propertiesSize(properties);
+    } catch (err) {
+      throw invalid(`message ${i}: ${(err as Error).message}`);
     }
     if (ttlSecs !== undefined) checkTtl(`message ${i}: ttlSecs`, ttlSecs);
-    return { body, props: encodeProperties(properties), ttl: ttlSecs ?? DEFAULT_TTL };
+    return { body, properties, propsSize, ttl: ttlSecs ?? DEFAULT_TTL };
   });
 }
 
