@@ -2,19 +2,39 @@
 /**
  * The `edgehub` command. `edgehub start [--config edgehub.json]` runs a hub until SIGINT or
  * SIGTERM; with no config it runs on the embedded defaults (data in ./edgehub-data, a
- * development CA, MQTT over TLS on 8883).
+ * development CA, MQTT over TLS on 8883). `edgehub identity …` manages the parent/child
+ * relations of a running hub's devices (./identity.ts).
  */
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { EdgeHubError } from "../errors.js";
 import { EdgeHub } from "../hub.js";
+import { runIdentityCommand, UsageError } from "./identity.js";
 
 const USAGE = `usage: edgehub start [--config <file.json>]
+       edgehub identity add-children --device-id <edge> (--child-list <id,…> | --where <condition>)
+                                     [--force] [<login>]
+       edgehub identity remove-children --device-id <edge> (--child-list <id,…> | --remove-all) [<login>]
+       edgehub identity list-children --device-id <edge> [<login>]
 
-  start     run the hub until interrupted
-  --config  JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https},
-            tls {certFile, keyFile, caFile}, storeAndForwardConfiguration
-            {timeToLiveSecs, storeLimits {maxSizeBytes}}, logLevel)`;
+  start         run the hub until interrupted
+  --config      JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https},
+                tls {certFile, keyFile, caFile}, storeAndForwardConfiguration
+                {timeToLiveSecs, storeLimits {maxSizeBytes}}, logLevel)
+
+  identity      parent/child relations of edge devices, through the running hub's service API
+  --device-id   the parent: an edge device
+  --child-list  comma-separated device ids
+  --where       a condition of SELECT * FROM devices WHERE …, e.g. "capabilities.iotEdge = false"
+                (never selects the parent itself)
+  --force       move children that have another parent
+  --remove-all  remove every child of the parent
+  list-children prints one child id per line
+
+  <login>       --login <service connection string> or --data-dir <dir> (reads
+                <dir>/service-connection-string; default ./edgehub-data);
+                --port <https port> (default 8443);
+                --ca <file> (default <dataDir>/certs/ca.pem when present)`;
 
 async function start(configFile: string | undefined): Promise<void> {
   let config: unknown = {};
@@ -58,6 +78,17 @@ async function start(configFile: string | undefined): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "identity") {
+    if (argv.includes("--help") || argv.includes("-h")) {
+      process.stdout.write(`${USAGE}\n`);
+      return;
+    }
+    await runIdentityCommand(argv.slice(1), {
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+    });
+    return;
+  }
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -72,6 +103,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`edgehub: ${err.message}\n${USAGE}\n`);
+    process.exit(2);
+  }
   const code = err instanceof EdgeHubError ? ` [${err.code}]` : "";
   process.stderr.write(`edgehub: ${(err as Error).message}${code}\n`);
   process.exit(1);
