@@ -36,6 +36,8 @@ export const ErrorCodes = {
   AUTH_BAD_CERTIFICATE: "AUTH_BAD_CERTIFICATE",
   /** The device or module is disabled. */
   AUTH_IDENTITY_DISABLED: "AUTH_IDENTITY_DISABLED",
+  /** An on-behalf-of login names a chain in which some identity is not the child of the next. */
+  AUTH_NOT_IN_SCOPE: "AUTH_NOT_IN_SCOPE",
   /** The hub's configuration is invalid; the message names the key. */
   CONFIG_INVALID: "CONFIG_INVALID",
   /** A device or module of that id already exists. */

@@ -23,6 +23,8 @@ import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
+import { UPSTREAM_QUEUE } from "./upstream/forwarder.js";
+import { Upstream } from "./upstream/upstream.js";
 
 /** The queue a root hub keeps device-to-cloud messages in (IoT Hub's built-in events). */
 export const EVENTS_QUEUE = "$events";
@@ -45,6 +47,8 @@ export class EdgeHub {
   readonly serviceConnectionString: string;
   /** Where that string is written (mode 0600). */
   readonly serviceConnectionStringFile: string;
+  /** The link to the parent and the forwarder; absent on a root hub. */
+  readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
   #https: https.Server | undefined;
   readonly #websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
@@ -59,6 +63,7 @@ export class EdgeHub {
     server: tls.Server,
     ca: { pem: string; file: string },
     service: { connectionString: string; file: string },
+    upstream: Upstream | undefined,
     log: Logger,
   ) {
     this.config = config;
@@ -72,6 +77,7 @@ export class EdgeHub {
     this.caFile = ca.file;
     this.serviceConnectionString = service.connectionString;
     this.serviceConnectionStringFile = service.file;
+    this.upstream = upstream;
   }
 
   /** Starts a hub: opens its store and registry, and listens for MQTT over TLS. */
@@ -98,8 +104,18 @@ export class EdgeHub {
       const box = await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key"));
       const registry = await Registry.open(store, box, { allowNesting: config.allowNesting });
       const service = await serviceCredential(store, box, config);
-      const authenticator = new Authenticator(registry, [config.hostname]);
-      const router = new Router(store, EVENTS_QUEUE, config.eventsRetentionSecs);
+      const parent = config.parent;
+      // Tokens name the hub clients think they talk to: this one, or (through a gateway) its parent.
+      const authenticator = new Authenticator(
+        registry,
+        parent ? [config.hostname, parent.hostname] : [config.hostname],
+      );
+      // A root keeps device-to-cloud messages as IoT Hub's built-in events; an edge hub
+      // stores them for its parent under the store-and-forward TTL.
+      const router = parent
+        ? new Router(store, UPSTREAM_QUEUE)
+        : new Router(store, EVENTS_QUEUE, config.eventsRetentionSecs);
+      const upstream = parent ? new Upstream(parent, store, registry, log) : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       // Client certificates are asked for, never required: SAS clients send none. The chain
       // is checked against the trusted device CAs only.
@@ -129,13 +145,16 @@ export class EdgeHub {
         server,
         { pem: material.ca, file: material.caFile },
         service,
+        upstream,
         log,
       );
       registry.on("revoked", (deviceId, moduleId) => {
         for (const [clientId, conn] of hub.#connections) {
           const mine =
             moduleId === undefined
-              ? clientId === deviceId || clientId.startsWith(`${deviceId}/`)
+              ? clientId === deviceId ||
+                clientId.startsWith(`${deviceId}/`) ||
+                conn.principal?.via?.includes(deviceId) === true
               : clientId === `${deviceId}/${moduleId}`;
           if (mine) conn.close("identity-revoked");
         }
@@ -177,6 +196,7 @@ export class EdgeHub {
         hostname: config.hostname,
         serviceKey: service.key,
         registry,
+        authenticator,
         twins: hub.twins,
         methods: hub.methods,
         delivery: hub.delivery,
@@ -217,6 +237,10 @@ export class EdgeHub {
             resolve();
           });
         });
+      }
+      if (upstream) {
+        router.on("stored", () => upstream.forwarder.wake());
+        await upstream.start();
       }
       log.log("info", "hub-started", {
         hostname: config.hostname,
@@ -261,6 +285,7 @@ export class EdgeHub {
     this.#https?.closeAllConnections();
     for (const ws of this.#websockets.clients) ws.terminate();
     this.methods.close();
+    this.upstream?.close();
     for (const c of this.#connections.values()) c.close("hub-closing");
     for (const s of this.#sockets) s.destroy();
     await stopped;

@@ -10,7 +10,7 @@ export {
   type Module,
   Registry,
 } from "./auth/registry.js";
-export type { HubConfigInput } from "./config/config.js";
+export type { HubConfigInput, ParentConfigInput } from "./config/config.js";
 export { DeviceDelivery, type DeviceMessage } from "./delivery/device-delivery.js";
 export { EdgeHubError, type ErrorCode, ErrorCodes } from "./errors.js";
 export { EdgeHub, EVENTS_QUEUE } from "./hub.js";
@@ -18,3 +18,10 @@ export { consoleLogger, type Logger, type LogLevel, silentLogger } from "./log.j
 export { DirectMethods, type MethodCall, type MethodResult } from "./methods/direct-methods.js";
 export * from "./store/index.js";
 export { type Twin, type TwinProperties, Twins } from "./twin/twins.js";
+export {
+  DEAD_LETTER_QUEUE,
+  Forwarder,
+  type ForwarderStats,
+  UPSTREAM_QUEUE,
+} from "./upstream/forwarder.js";
+export { Upstream } from "./upstream/upstream.js";

@@ -3,6 +3,8 @@ import { Client } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach } from "vitest";
 import { EdgeHub, type HubConfigInput, silentLogger } from "../../ts/index.js";
+// Registered first so its afterEach (removing temp dirs) runs after the hubs below are closed.
+import "./fixtures.js";
 
 const hubs: EdgeHub[] = [];
 const clients: Client[] = [];

@@ -3,11 +3,16 @@
  * username `{hostname}/{clientId}/?api-version=…`, and a SAS token as password signed
  * with the identity's primary or secondary key for `{hostname}/devices/{id}[/modules/{m}]`.
  * Unknown identities are refused at once; nothing here waits on a parent.
+ *
+ * On behalf of: an edge hub opens its children's links to its parent with its own
+ * credential and names the child in `auth-chain` (username parameter): `;`-separated
+ * device ids from the actor's device up to the edge device whose credential signs the
+ * login, each a child of the next (`childDev;edge2;edge1`; an edge's own module: `edge1`).
  */
 import { createHash } from "node:crypto";
 import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
-import type { Authentication, Registry } from "./registry.js";
-import { parseSasToken, signedByAny } from "./sas.js";
+import type { Authentication, Device, Registry } from "./registry.js";
+import { parseSasToken, type SasToken, signedByAny } from "./sas.js";
 
 /** Who a connection is. */
 export interface Principal {
@@ -17,6 +22,8 @@ export interface Principal {
   clientId: string;
   /** When its SAS token expires (ms since the epoch); the connection ends then. */
   expiresAt?: number;
+  /** For a login on behalf of the actor: the devices of its auth chain after the actor's, ending with the one that signed. */
+  via?: string[];
 }
 
 /** The TLS client certificate of a connection, as the listener verified it. */
@@ -74,48 +81,138 @@ export class Authenticator {
         ErrorCodes.AUTH_UNKNOWN_IDENTITY,
         `client id ${JSON.stringify(c.clientId)} is not deviceId[/moduleId]`,
       );
-    const host = this.#hostFromUsername(c.username, c.clientId);
-    if (host === undefined) {
+    const login = this.#parseUsername(c.username, c.clientId);
+    if (login === undefined) {
       throw deny(
         ErrorCodes.AUTH_BAD_TOKEN,
         `username must be {hostname}/${c.clientId}/?api-version=… for this hub`,
       );
     }
-    const device = this.#registry.getDevice(ids.deviceId);
-    if (!device) throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `device ${ids.deviceId} is not registered`);
-    if (device.status !== "enabled")
-      throw deny(ErrorCodes.AUTH_IDENTITY_DISABLED, `device ${ids.deviceId} is disabled`);
+    const device = this.#enabledDevice(ids.deviceId);
     const module =
       ids.moduleId === undefined ? undefined : this.#registry.getModule(ids.deviceId, ids.moduleId);
     if (ids.moduleId !== undefined && !module) {
       throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `module ${c.clientId} is not registered`);
     }
-    const auth = (module ?? device).authentication;
+    if (login.chain !== undefined) return this.#onBehalfOf(c, ids, device, login.chain);
+    const expiresAt = this.#verify(c, (module ?? device).authentication, ids.deviceId, ids.moduleId);
+    return expiresAt === undefined
+      ? { ...ids, clientId: c.clientId }
+      : { ...ids, clientId: c.clientId, expiresAt };
+  }
+
+  /**
+   * A login by the last device of `chain` for the client: each device of the chain must be
+   * a child of the next, and the last an edge device whose credential the client presented.
+   */
+  #onBehalfOf(
+    c: Credentials,
+    ids: { deviceId: string; moduleId?: string },
+    actor: Device,
+    chain: string[],
+  ): Principal {
+    if (chain[0] !== ids.deviceId) {
+      throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `auth-chain must start with ${ids.deviceId}`);
+    }
+    let child = actor;
+    for (const id of chain.slice(1)) {
+      const parent = this.#enabledDevice(id);
+      if (
+        !parent.capabilities.iotEdge ||
+        !parent.deviceScope ||
+        !child.parentScopes.includes(parent.deviceScope)
+      ) {
+        throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `${child.deviceId} is not in the device scope of ${id}`);
+      }
+      child = parent;
+    }
+    if (!child.capabilities.iotEdge) {
+      throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `${child.deviceId} is not an edge device`);
+    }
+    const expiresAt = this.#verify(c, child.authentication, child.deviceId, undefined);
+    const via = chain.slice(1).length > 0 ? chain.slice(1) : [child.deviceId];
+    return { ...ids, clientId: c.clientId, via, ...(expiresAt === undefined ? {} : { expiresAt }) };
+  }
+
+  #enabledDevice(deviceId: string): Device {
+    const device = this.#registry.getDevice(deviceId);
+    if (!device) throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `device ${deviceId} is not registered`);
+    if (device.status !== "enabled")
+      throw deny(ErrorCodes.AUTH_IDENTITY_DISABLED, `device ${deviceId} is disabled`);
+    return device;
+  }
+
+  /**
+   * Checks the client's certificate or SAS token against `auth`, the credential of
+   * `deviceId[/moduleId]`; returns when the token expires (ms), or undefined for a certificate.
+   */
+  #verify(
+    c: Credentials,
+    auth: Authentication,
+    deviceId: string,
+    moduleId: string | undefined,
+  ): number | undefined {
+    const who = moduleId === undefined ? deviceId : `${deviceId}/${moduleId}`;
     if ((!c.password || c.password.length === 0) && c.peer) {
-      this.#checkCertificate(c.clientId, ids.deviceId, auth, c.peer);
-      return { ...ids, clientId: c.clientId };
+      this.#checkCertificate(who, deviceId, auth, c.peer);
+      return undefined;
     }
     if (auth.type !== "sas" || !auth.symmetricKey) {
-      throw deny(ErrorCodes.AUTH_BAD_SIGNATURE, `${c.clientId} does not authenticate with SAS keys`);
+      throw deny(ErrorCodes.AUTH_BAD_SIGNATURE, `${who} does not authenticate with SAS keys`);
     }
     if (!c.password || c.password.length === 0)
       throw deny(ErrorCodes.AUTH_BAD_TOKEN, "no SAS token in the password");
     const token = parseSasToken(c.password.toString("utf8"));
+    this.#checkToken(token, who);
+    if (!signedByAny(token, [auth.symmetricKey.primaryKey, auth.symmetricKey.secondaryKey])) {
+      throw deny(ErrorCodes.AUTH_BAD_SIGNATURE, `token of ${who} is not signed by its keys`);
+    }
+    return token.expiry * 1000;
+  }
+
+  /** Expiry and audience (`{one of our hostnames}/devices/{id}[/modules/{m}]`) of a token for `who`. */
+  #checkToken(token: SasToken, who: string): void {
     if (token.expiry * 1000 <= this.#now())
-      throw deny(ErrorCodes.AUTH_TOKEN_EXPIRED, `token of ${c.clientId} has expired`);
-    const path =
-      ids.moduleId === undefined
-        ? `/devices/${ids.deviceId}`
-        : `/devices/${ids.deviceId}/modules/${ids.moduleId}`;
+      throw deny(ErrorCodes.AUTH_TOKEN_EXPIRED, `token of ${who} has expired`);
+    const [deviceId, moduleId] = who.split("/");
+    const path = moduleId === undefined ? `/devices/${deviceId}` : `/devices/${deviceId}/modules/${moduleId}`;
     const slash = token.resource.indexOf("/");
     const audienceHost = slash < 0 ? "" : token.resource.slice(0, slash).toLowerCase();
     if (!this.#hostnames.includes(audienceHost) || token.resource.slice(slash) !== path) {
-      throw deny(ErrorCodes.AUTH_WRONG_AUDIENCE, `token is for ${token.resource}, not ${host}${path}`);
+      throw deny(ErrorCodes.AUTH_WRONG_AUDIENCE, `token is for ${token.resource}, not ${path} on this hub`);
     }
+  }
+
+  /**
+   * Checks a SAS token presented over HTTPS by a device or module (the scope sync call);
+   * returns the edge device it authenticates.
+   */
+  authenticateToken(tokenText: string): Principal {
+    const token = parseSasToken(tokenText);
+    const slash = token.resource.indexOf("/");
+    const parts = token.resource.slice(slash + 1).split("/");
+    if (
+      parts[0] !== "devices" ||
+      !parts[1] ||
+      (parts.length !== 2 && !(parts.length === 4 && parts[2] === "modules"))
+    ) {
+      throw deny(ErrorCodes.AUTH_WRONG_AUDIENCE, `token is for ${token.resource}, not a device or module`);
+    }
+    const ids =
+      parts.length === 2 ? { deviceId: parts[1] } : { deviceId: parts[1], moduleId: parts[3] as string };
+    const device = this.#enabledDevice(ids.deviceId);
+    const module =
+      ids.moduleId === undefined ? undefined : this.#registry.getModule(ids.deviceId, ids.moduleId);
+    const auth = (module ?? device).authentication;
+    const who = ids.moduleId === undefined ? ids.deviceId : `${ids.deviceId}/${ids.moduleId}`;
+    if ((ids.moduleId !== undefined && !module) || auth.type !== "sas" || !auth.symmetricKey) {
+      throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `${who} has no SAS keys here`);
+    }
+    this.#checkToken(token, who);
     if (!signedByAny(token, [auth.symmetricKey.primaryKey, auth.symmetricKey.secondaryKey])) {
-      throw deny(ErrorCodes.AUTH_BAD_SIGNATURE, `token of ${c.clientId} is not signed by its keys`);
+      throw deny(ErrorCodes.AUTH_BAD_SIGNATURE, `token of ${who} is not signed by its keys`);
     }
-    return { ...ids, clientId: c.clientId, expiresAt: token.expiry * 1000 };
+    return { ...ids, clientId: who, expiresAt: token.expiry * 1000 };
   }
 
   #checkCertificate(clientId: string, deviceId: string, auth: Authentication, peer: PeerCertificate): void {
@@ -142,7 +239,11 @@ export class Authenticator {
     throw deny(ErrorCodes.AUTH_BAD_CERTIFICATE, `${clientId} does not authenticate with X.509`);
   }
 
-  #hostFromUsername(username: string | undefined, clientId: string): string | undefined {
+  /** The host a username names (one of ours) and the auth chain it carries, if any. */
+  #parseUsername(
+    username: string | undefined,
+    clientId: string,
+  ): { host: string; chain: string[] | undefined } | undefined {
     if (!username) return undefined;
     const end = `/${clientId}/`;
     const at = username.indexOf(end);
@@ -155,6 +256,10 @@ export class Authenticator {
       .replace(/:\d{1,5}$/, "");
     const rest = username.slice(at + end.length);
     if (rest !== "" && !rest.startsWith("?")) return undefined;
-    return this.#hostnames.includes(host) ? host : undefined;
+    if (!this.#hostnames.includes(host)) return undefined;
+    const chain = new URLSearchParams(rest.slice(1)).get("auth-chain");
+    if (chain === null) return { host, chain: undefined };
+    const ids = chain.split(";");
+    return ids.every((id) => id.length > 0) ? { host, chain: ids } : undefined;
   }
 }

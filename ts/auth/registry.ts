@@ -45,6 +45,8 @@ export interface Module {
 }
 
 const NS = "registry";
+/** Modules IoT Hub creates with every edge device. */
+export const EDGE_MODULES = ["$edgeAgent", "$edgeHub"] as const;
 /** IoT Hub's id alphabet. */
 const ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}$/;
 
@@ -191,6 +193,9 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
     }
     await this.#save(`d/${device.deviceId}`, device);
     this.#devices.set(device.deviceId, device);
+    // As IoT Hub: an edge device comes with its runtime's two module identities.
+    if (iotEdge)
+      for (const moduleId of EDGE_MODULES) await this.createModule({ deviceId: device.deviceId, moduleId });
     return structuredClone(device);
   }
 
@@ -228,7 +233,10 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
     await this.#save(`d/${next.deviceId}`, next);
     this.#devices.set(next.deviceId, next);
     const authChanged = JSON.stringify(next.authentication) !== JSON.stringify(current.authentication);
-    if (next.status !== "enabled" || authChanged) this.emit("revoked", next.deviceId, undefined);
+    // A changed parent ends the logins its old parent made on its behalf.
+    const parentChanged = next.parentScopes.join() !== current.parentScopes.join();
+    if (next.status !== "enabled" || authChanged || parentChanged)
+      this.emit("revoked", next.deviceId, undefined);
     return structuredClone(next);
   }
 
@@ -271,6 +279,51 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
 
   listModules(deviceId: string): Module[] {
     return [...this.#modules.values()].filter((m) => m.deviceId === deviceId).map((m) => structuredClone(m));
+  }
+
+  /**
+   * Makes the registry hold exactly `devices` and `modules` as the parent sent them (an
+   * edge hub's device scope): records kept as given (ids, keys, scopes, etags), the rest
+   * removed. Emits `revoked` for every identity removed, disabled or whose credentials or
+   * parent changed. Returns how many records changed.
+   */
+  async applyScope(devices: Device[], modules: Module[]): Promise<number> {
+    let changed = 0;
+    const wantDevices = new Map(devices.map((d) => [d.deviceId, d]));
+    const wantModules = new Map(modules.map((m) => [`${m.deviceId}/${m.moduleId}`, m]));
+    for (const [key, m] of this.#modules) {
+      if (wantModules.has(key)) continue;
+      await this.deleteModule(m.deviceId, m.moduleId);
+      changed++;
+    }
+    for (const id of [...this.#devices.keys()]) {
+      if (wantDevices.has(id)) continue;
+      await this.deleteDevice(id);
+      changed++;
+    }
+    for (const d of devices) {
+      const current = this.#devices.get(d.deviceId);
+      if (current && JSON.stringify(current) === JSON.stringify(d)) continue;
+      await this.#save(`d/${d.deviceId}`, d);
+      this.#devices.set(d.deviceId, structuredClone(d));
+      changed++;
+      if (!current) continue;
+      const revoked =
+        d.status !== "enabled" ||
+        JSON.stringify(d.authentication) !== JSON.stringify(current.authentication) ||
+        d.parentScopes.join() !== current.parentScopes.join();
+      if (revoked) this.emit("revoked", d.deviceId, undefined);
+    }
+    for (const [key, m] of wantModules) {
+      const current = this.#modules.get(key);
+      if (current && JSON.stringify(current) === JSON.stringify(m)) continue;
+      await this.#save(`m/${key}`, m);
+      this.#modules.set(key, structuredClone(m));
+      changed++;
+      if (current && JSON.stringify(m.authentication) !== JSON.stringify(current.authentication))
+        this.emit("revoked", m.deviceId, m.moduleId);
+    }
+    return changed;
   }
 
   async deleteModule(deviceId: string, moduleId: string): Promise<void> {

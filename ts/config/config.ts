@@ -34,7 +34,63 @@ export interface HubConfigInput {
     timeToLiveSecs?: number;
     storeLimits?: { maxSizeBytes?: number };
   };
+  /** The hub's parent: without one the hub is a root (it plays the cloud). */
+  parent?: ParentConfigInput;
   logLevel?: LogLevel;
+}
+
+/** How to reach the parent and forward to it. */
+export interface ParentConfigInput {
+  /** `"iothub"` (default): IoT Hub, a root hub or another edge hub. `"mqtt"`: any MQTT broker. */
+  type?: "iothub" | "mqtt";
+  hostname: string;
+  /** MQTT over TLS. Default 8883. */
+  port?: number;
+  /** HTTPS, for the device scope sync. Default 443. */
+  httpsPort?: number;
+  /** This hub's device id on its parent (an edge device there). For `mqtt`, the client id. */
+  deviceId: string;
+  sharedAccessKey?: string;
+  /** X.509 login instead of a key. */
+  certFile?: string;
+  keyFile?: string;
+  /** CA of the parent's server certificate; the system's CAs if absent. */
+  caFile?: string;
+  /** `mqtt` only: login and topic template (`{deviceId}`, `{moduleId}`, `{outputName}`). */
+  username?: string;
+  password?: string;
+  topic?: string;
+  /** Unacknowledged messages per link. Default 100. */
+  window?: number;
+  /** `"stored"` (default): in stored order. `"live-first"`: new messages first, the backlog behind. */
+  order?: "stored" | "live-first";
+  /** Cap on messages per second sent upstream (slow uplinks); unlimited if absent. */
+  maxMessagesPerSec?: number;
+  /** How often the device scope is fetched again. Default 3600. */
+  scopeRefreshSecs?: number;
+  /** Longest wait between reconnect attempts, in ms (jittered). Default 2000. */
+  maxBackoffMs?: number;
+}
+
+/** A validated parent configuration. */
+export interface ParentConfig {
+  type: "iothub" | "mqtt";
+  hostname: string;
+  port: number;
+  httpsPort: number;
+  deviceId: string;
+  sharedAccessKey: string | undefined;
+  certFile: string | undefined;
+  keyFile: string | undefined;
+  caFile: string | undefined;
+  username: string | undefined;
+  password: string | undefined;
+  topic: string;
+  window: number;
+  order: "stored" | "live-first";
+  maxMessagesPerSec: number | undefined;
+  scopeRefreshSecs: number;
+  maxBackoffMs: number;
 }
 
 /** A validated configuration with defaults applied. */
@@ -48,6 +104,7 @@ export interface HubConfig {
   tls: { certFile: string; keyFile: string; caFile: string } | undefined;
   timeToLiveSecs: number;
   maxSizeBytes: number;
+  parent: ParentConfig | undefined;
   logLevel: LogLevel;
 }
 
@@ -82,6 +139,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     "eventsRetentionSecs",
     "trustedDeviceCaFiles",
     "allowNesting",
+    "parent",
     "logLevel",
   ]);
   const hostname = raw.hostname ?? osHostname();
@@ -140,6 +198,81 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     tls,
     timeToLiveSecs: ttl as number,
     maxSizeBytes: max,
+    parent: raw.parent === undefined ? undefined : parentConfig(raw.parent),
     logLevel: logLevel as LogLevel,
+  };
+}
+
+function optionalString(key: string, v: unknown): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || v === "") throw bad(key, "must be a non-empty string");
+  return v;
+}
+
+function positive(key: string, v: unknown, dflt: number | undefined): number | undefined {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw bad(key, "must be a positive integer");
+  return v;
+}
+
+function parentConfig(raw: unknown): ParentConfig {
+  if (!isObject(raw)) throw bad("parent", "must be an object");
+  known("parent.", raw, [
+    "type",
+    "hostname",
+    "port",
+    "httpsPort",
+    "deviceId",
+    "sharedAccessKey",
+    "certFile",
+    "keyFile",
+    "caFile",
+    "username",
+    "password",
+    "topic",
+    "window",
+    "order",
+    "maxMessagesPerSec",
+    "scopeRefreshSecs",
+    "maxBackoffMs",
+  ]);
+  const type = raw.type ?? "iothub";
+  if (type !== "iothub" && type !== "mqtt") throw bad("parent.type", 'must be "iothub" or "mqtt"');
+  const hostname = raw.hostname;
+  if (typeof hostname !== "string" || !/^[A-Za-z0-9.-]{1,253}$/.test(hostname))
+    throw bad("parent.hostname", "must be a DNS name");
+  const deviceId = optionalString("parent.deviceId", raw.deviceId);
+  if (deviceId === undefined) throw bad("parent.deviceId", "is required");
+  const sharedAccessKey = optionalString("parent.sharedAccessKey", raw.sharedAccessKey);
+  const certFile = optionalString("parent.certFile", raw.certFile);
+  const keyFile = optionalString("parent.keyFile", raw.keyFile);
+  if ((certFile === undefined) !== (keyFile === undefined))
+    throw bad("parent.certFile", "and parent.keyFile go together");
+  if (type === "iothub" && sharedAccessKey === undefined && certFile === undefined)
+    throw bad("parent.sharedAccessKey", "or parent.certFile + parent.keyFile is required");
+  if (sharedAccessKey !== undefined && Buffer.from(sharedAccessKey, "base64").length < 16)
+    throw bad("parent.sharedAccessKey", "must be base64 of at least 16 bytes");
+  const order = raw.order ?? "stored";
+  if (order !== "stored" && order !== "live-first")
+    throw bad("parent.order", 'must be "stored" or "live-first"');
+  const topic = optionalString("parent.topic", raw.topic) ?? "edgehub/{deviceId}/messages/events";
+  return {
+    type,
+    hostname,
+    port: port("parent.port", raw.port, 8883),
+    httpsPort: port("parent.httpsPort", raw.httpsPort, 443),
+    deviceId,
+    sharedAccessKey,
+    certFile,
+    keyFile,
+    caFile: optionalString("parent.caFile", raw.caFile),
+    username: optionalString("parent.username", raw.username),
+    password: optionalString("parent.password", raw.password),
+    topic,
+    window: positive("parent.window", raw.window, 100) as number,
+    order,
+    maxMessagesPerSec: positive("parent.maxMessagesPerSec", raw.maxMessagesPerSec, undefined),
+    scopeRefreshSecs: positive("parent.scopeRefreshSecs", raw.scopeRefreshSecs, 3600) as number,
+    maxBackoffMs: positive("parent.maxBackoffMs", raw.maxBackoffMs, 2000) as number,
   };
 }

@@ -5,6 +5,7 @@
  * cloud-to-device send, and reading the built-in events queue.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Authenticator } from "../auth/authenticator.js";
 import type { Device, Registry } from "../auth/registry.js";
 import { parseSasToken, signedByAny } from "../auth/sas.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
@@ -15,6 +16,7 @@ import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { ApiError, readBody, readJson, sendError, sendJson } from "./http.js";
 import { matches, parseQuery } from "./query.js";
+import { answerScope, isScopeCall } from "./scope.js";
 import { deviceJson, eventJson, moduleJson, twinJson } from "./shapes.js";
 
 /** What the API works on. */
@@ -22,6 +24,8 @@ export interface ServiceApiContext {
   hostname: string;
   serviceKey: string;
   registry: Registry;
+  /** Checks the edge tokens of the scope sync call. */
+  authenticator: Authenticator;
   twins: Twins;
   methods: DirectMethods;
   delivery: DeviceDelivery;
@@ -103,7 +107,6 @@ export class ServiceApi {
   }
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    this.#authorize(req);
     const url = new URL(req.url ?? "/", "https://hub");
     let parts: string[];
     try {
@@ -112,6 +115,19 @@ export class ServiceApi {
       throw new ApiError(400, "ArgumentInvalid", "path is not valid url-encoding");
     }
     const method = req.method ?? "GET";
+    // The scope sync call is the edge's own: authenticated by its device token, not the policy.
+    if (isScopeCall(parts) && method === "GET") {
+      const edgeId = parts[1] as string;
+      const scope = answerScope(
+        this.#ctx.registry,
+        this.#ctx.authenticator,
+        edgeId,
+        req.headers.authorization,
+        url.searchParams,
+      );
+      return sendJson(res, 200, scope);
+    }
+    this.#authorize(req);
     const ctx = this.#ctx;
     const [head, id, sub, mid] = parts;
 

@@ -1,0 +1,402 @@
+/**
+ * The forwarder: drains the `$upstream` queue to the parent, at least once, in stored
+ * order per device.
+ *
+ * Invariants:
+ * - Messages are read in offset order and handed to the link of their lane (an identity on
+ *   IoT Hub's protocol, where one connection carries one device; the one bridge link for a
+ *   broker). A lane sends in offset order with up to `window` unacknowledged; after a
+ *   link loss its unacknowledged messages go again first, in order.
+ * - The queue is acknowledged (checkpointed) only up to the longest prefix, in read order,
+ *   whose messages are all done: acknowledged by the parent, expired, or dead-lettered.
+ *   So a crash resends at most what was read past the checkpoint, never loses anything.
+ * - A lane that cannot send does not stop the others: reading runs ahead of the
+ *   checkpoint up to `readAhead` messages.
+ * - An expired message is never sent. A message the parent refuses for good is moved to
+ *   the dead-letter queue with its reason; nothing is dropped silently.
+ */
+import { EventEmitter } from "node:events";
+import type { Logger } from "../log.js";
+import type { MessageStore, StoredMessage } from "../store/index.js";
+import type { Link } from "./link.js";
+
+/** The queue the hub stores upstream-bound messages in. */
+export const UPSTREAM_QUEUE = "$upstream";
+/** Where messages the parent refused for good go, with `$.dlr` = the reason. */
+export const DEAD_LETTER_QUEUE = "$deadletter";
+
+/** How messages meet the parent: lanes, links and the wire form. */
+export interface Uplink {
+  /** The lane of a message: messages of one lane share a link and keep their order. */
+  laneOf(m: StoredMessage): string;
+  /** The link of a lane; the forwarder starts it, and gives it back with {@link Uplink.release}. */
+  linkFor(lane: string): Link;
+  /** The forwarder is done with a lane's link (idle, or closing). */
+  release(lane: string, link: Link): void;
+  /** Topic, payload and publish options of a message; a string instead: why it can never be sent. */
+  wireFormOf(m: StoredMessage): { topic: string; payload: Buffer; options?: object } | string;
+  /** True when `refusals` refusals in a row of a lane's login mean its messages can never be sent. */
+  refusedForGood(lane: string, refusals: number): boolean;
+}
+
+/** Tuning of a forwarder. */
+export interface ForwarderOptions {
+  /** Unacknowledged messages per lane. */
+  window: number;
+  /** Messages read past the checkpoint at most. Default 20 × window, at least 2000. */
+  readAhead?: number;
+  /** Cap on messages sent per second. */
+  maxMessagesPerSec?: number;
+  /** Lanes idle this long have their link closed. Default 60 s. */
+  idleLinkMs?: number;
+}
+
+/** Counters since start. */
+export interface ForwarderStats {
+  sent: number;
+  acked: number;
+  /** Sends that failed because a link went down (resent later). */
+  retried: number;
+  expired: number;
+  deadLettered: number;
+  lanes: number;
+  /** Messages read and not yet done. */
+  outstanding: number;
+}
+
+interface Lane {
+  name: string;
+  link: Link;
+  /** Messages to send, in offset order; `head` is the next. */
+  queue: StoredMessage[];
+  head: number;
+  inflight: number;
+  refusals: number;
+  idleTimer: NodeJS.Timeout | undefined;
+  onUp: () => void;
+  onRefused: (code: number) => void;
+}
+
+const READ_BATCH = 500;
+
+/** Drains one queue to the parent. */
+export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: number] }> {
+  readonly #store: MessageStore;
+  readonly #queue: string;
+  readonly #uplink: Uplink;
+  readonly #log: Logger;
+  readonly #window: number;
+  readonly #readAhead: number;
+  readonly #idleLinkMs: number;
+  readonly #lanes = new Map<string, Lane>();
+  /** Offsets read and not yet checkpointed, in read order, from `#orderHead`. */
+  #order: number[] = [];
+  #orderHead = 0;
+  readonly #done = new Set<number>();
+  #nextRead = 0;
+  /** Highest offset acknowledged to the store. */
+  #acked = -1;
+  #reading = false;
+  #wantRead = false;
+  #ackScheduled = false;
+  #acking = false;
+  #closed = false;
+  readonly #bucket:
+    | { rate: number; tokens: number; at: number; timer: NodeJS.Timeout | undefined }
+    | undefined;
+  readonly stats: ForwarderStats = {
+    sent: 0,
+    acked: 0,
+    retried: 0,
+    expired: 0,
+    deadLettered: 0,
+    lanes: 0,
+    outstanding: 0,
+  };
+
+  constructor(store: MessageStore, queue: string, uplink: Uplink, options: ForwarderOptions, log: Logger) {
+    super();
+    this.#store = store;
+    this.#queue = queue;
+    this.#uplink = uplink;
+    this.#log = log;
+    this.#window = options.window;
+    this.#readAhead = options.readAhead ?? Math.max(2000, options.window * 20);
+    this.#idleLinkMs = options.idleLinkMs ?? 60_000;
+    const rate = options.maxMessagesPerSec;
+    this.#bucket = rate ? { rate, tokens: rate, at: Date.now(), timer: undefined } : undefined;
+  }
+
+  /** Starts draining from the checkpoint. */
+  async start(): Promise<void> {
+    const q = (await this.#store.stats()).queues.find((x) => x.name === this.#queue);
+    this.#acked = q?.ackedUpTo ?? -1;
+    this.#nextRead = this.#acked + 1;
+    this.wake();
+  }
+
+  /** New messages were stored, or a link came back: read on and pump every lane. */
+  wake(): void {
+    this.#read();
+    for (const lane of this.#lanes.values()) {
+      lane.link.wake();
+      this.#pump(lane);
+    }
+  }
+
+  /** True when nothing read is waiting and the last read found the queue empty. */
+  get idle(): boolean {
+    return this.#outstanding() === 0 && !this.#reading;
+  }
+
+  /** Stops: closes every link. Messages not acknowledged stay stored for the next start. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#bucket?.timer);
+    for (const lane of [...this.#lanes.values()]) this.#closeLane(lane);
+  }
+
+  #outstanding(): number {
+    return this.#order.length - this.#orderHead;
+  }
+
+  #read(): void {
+    if (this.#closed) return;
+    if (this.#reading) {
+      this.#wantRead = true;
+      return;
+    }
+    if (this.#outstanding() >= this.#readAhead) return;
+    this.#reading = true;
+    this.#wantRead = false;
+    const limit = Math.min(READ_BATCH, this.#readAhead - this.#outstanding());
+    this.#store.read(this.#queue, { from: this.#nextRead, limit }).then(
+      (messages) => {
+        this.#reading = false;
+        if (this.#closed) return;
+        for (const m of messages) this.#accept(m);
+        const last = messages.at(-1);
+        if (last) this.#nextRead = last.offset + 1;
+        this.stats.outstanding = this.#outstanding();
+        if (messages.length === limit || this.#wantRead) this.#read();
+        else if (this.#outstanding() === 0) this.emit("drained");
+      },
+      (err: unknown) => {
+        this.#reading = false;
+        this.#log.log("error", "forwarder-read-failed", {
+          queue: this.#queue,
+          reason: (err as Error).message,
+        });
+        setTimeout(() => this.#read(), 1000).unref();
+      },
+    );
+  }
+
+  #accept(m: StoredMessage): void {
+    this.#order.push(m.offset);
+    const wire = this.#uplink.wireFormOf(m);
+    if (typeof wire === "string") {
+      this.#deadLetter([m], wire);
+      return;
+    }
+    const name = this.#uplink.laneOf(m);
+    let lane = this.#lanes.get(name);
+    if (!lane) lane = this.#openLane(name);
+    clearTimeout(lane.idleTimer);
+    lane.queue.push(m);
+    this.#pump(lane);
+  }
+
+  #openLane(name: string): Lane {
+    const link = this.#uplink.linkFor(name);
+    const lane: Lane = {
+      name,
+      link,
+      queue: [],
+      head: 0,
+      inflight: 0,
+      refusals: 0,
+      idleTimer: undefined,
+      onUp: () => {
+        lane.refusals = 0;
+        this.#pump(lane);
+      },
+      onRefused: (code) => {
+        if (!this.#uplink.refusedForGood(name, ++lane.refusals)) return;
+        const waiting = lane.queue.slice(lane.head);
+        lane.queue = [];
+        lane.head = 0;
+        lane.refusals = 0;
+        this.#deadLetter(waiting, `the parent refused the login of ${name} (CONNACK ${code})`);
+      },
+    };
+    this.#lanes.set(name, lane);
+    this.stats.lanes = this.#lanes.size;
+    link.on("up", lane.onUp);
+    link.on("refused", lane.onRefused);
+    link.start();
+    return lane;
+  }
+
+  #closeLane(lane: Lane): void {
+    clearTimeout(lane.idleTimer);
+    lane.link.off("up", lane.onUp);
+    lane.link.off("refused", lane.onRefused);
+    this.#uplink.release(lane.name, lane.link);
+    this.#lanes.delete(lane.name);
+    this.stats.lanes = this.#lanes.size;
+  }
+
+  /** Sends what the lane's window allows. */
+  #pump(lane: Lane): void {
+    if (this.#closed) return;
+    while (lane.link.up && lane.inflight < this.#window && lane.head < lane.queue.length) {
+      if (!this.#takeToken()) return;
+      const m = lane.queue[lane.head++] as StoredMessage;
+      if (m.expiresAt !== null && m.expiresAt <= Date.now()) {
+        this.stats.expired++;
+        this.#finish(m.offset);
+        continue;
+      }
+      const wire = this.#uplink.wireFormOf(m) as Exclude<ReturnType<Uplink["wireFormOf"]>, string>;
+      lane.inflight++;
+      this.stats.sent++;
+      lane.link.publish(wire.topic, wire.payload, wire.options).then(
+        () => {
+          lane.inflight--;
+          this.stats.acked++;
+          this.#finish(m.offset);
+          this.#pump(lane);
+        },
+        () => {
+          lane.inflight--;
+          this.stats.retried++;
+          this.#requeue(lane, m);
+        },
+      );
+    }
+    if (lane.head > 1024 && lane.head * 2 > lane.queue.length) {
+      lane.queue = lane.queue.slice(lane.head);
+      lane.head = 0;
+    }
+    if (lane.inflight === 0 && lane.head === lane.queue.length) this.#idleLater(lane);
+  }
+
+  /** Puts an unacknowledged message back before the lane's unsent ones, in offset order. */
+  #requeue(lane: Lane, m: StoredMessage): void {
+    const rest = lane.queue.slice(lane.head);
+    let at = 0;
+    while (at < rest.length && (rest[at] as StoredMessage).offset < m.offset) at++;
+    rest.splice(at, 0, m);
+    lane.queue = rest;
+    lane.head = 0;
+    // The link is down: it pumps again when it comes back up.
+  }
+
+  #idleLater(lane: Lane): void {
+    clearTimeout(lane.idleTimer);
+    lane.idleTimer = setTimeout(() => {
+      if (lane.inflight > 0 || lane.head < lane.queue.length) return;
+      this.#closeLane(lane);
+    }, this.#idleLinkMs);
+    lane.idleTimer.unref();
+  }
+
+  #takeToken(): boolean {
+    const b = this.#bucket;
+    if (!b) return true;
+    const now = Date.now();
+    b.tokens = Math.min(b.rate, b.tokens + ((now - b.at) / 1000) * b.rate);
+    b.at = now;
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    if (!b.timer) {
+      b.timer = setTimeout(
+        () => {
+          b.timer = undefined;
+          for (const lane of this.#lanes.values()) this.#pump(lane);
+        },
+        Math.ceil(((1 - b.tokens) / b.rate) * 1000),
+      );
+      b.timer.unref();
+    }
+    return false;
+  }
+
+  #deadLetter(messages: StoredMessage[], reason: string): void {
+    if (messages.length === 0) return;
+    this.#log.log("warn", "dead-lettered", { queue: this.#queue, count: messages.length, reason });
+    this.#store
+      .append(
+        DEAD_LETTER_QUEUE,
+        messages.map((m) => ({
+          body: m.body,
+          properties: { ...m.properties, "$.dlr": reason, "$.dlq": this.#queue, "$.dlo": String(m.offset) },
+          ttlSecs: -1,
+        })),
+      )
+      .then(
+        () => {
+          this.stats.deadLettered += messages.length;
+          for (const m of messages) this.#finish(m.offset);
+        },
+        (err: unknown) => {
+          // Not moved: it stays outstanding (and stored), holding the checkpoint, and is tried
+          // again from the store after a restart.
+          this.#log.log("error", "dead-letter-failed", { reason: (err as Error).message });
+        },
+      );
+  }
+
+  /** Marks an offset done and moves the checkpoint over the done prefix. */
+  #finish(offset: number): void {
+    this.#done.add(offset);
+    let moved = false;
+    while (this.#orderHead < this.#order.length && this.#done.has(this.#order[this.#orderHead] as number)) {
+      this.#done.delete(this.#order[this.#orderHead] as number);
+      this.#orderHead++;
+      moved = true;
+    }
+    if (!moved) return;
+    if (this.#orderHead > 4096) {
+      this.#order = this.#order.slice(this.#orderHead);
+      this.#orderHead = 0;
+    }
+    this.stats.outstanding = this.#outstanding();
+    this.#scheduleAck();
+    this.#read();
+  }
+
+  /** The last checkpointed offset: the one before the first outstanding, acknowledged in one store call per turn. */
+  #scheduleAck(): void {
+    if (this.#ackScheduled || this.#acking) return;
+    this.#ackScheduled = true;
+    setImmediate(() => {
+      this.#ackScheduled = false;
+      const upTo = this.#checkpointOffset();
+      if (upTo <= this.#acked) return;
+      this.#acking = true;
+      this.#store.ack(this.#queue, upTo).then(
+        () => {
+          this.#acking = false;
+          this.#acked = upTo;
+          this.emit("checkpoint", upTo);
+          if (this.#checkpointOffset() > upTo) this.#scheduleAck();
+          if (this.#outstanding() === 0 && !this.#reading) this.emit("drained");
+        },
+        (err: unknown) => {
+          this.#acking = false;
+          this.#log.log("error", "checkpoint-failed", { queue: this.#queue, reason: (err as Error).message });
+        },
+      );
+    });
+  }
+
+  /** Everything before the first outstanding offset (in read order) is done. */
+  #checkpointOffset(): number {
+    const first = this.#order[this.#orderHead];
+    return first === undefined ? this.#nextRead - 1 : first - 1;
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * Forwarding on IoT Hub's device protocol (to Azure IoT Hub, a root hub or a parent edge
+ * hub): one MQTT connection per identity, as IoT Hub's MQTT carries one device per
+ * connection. This hub logs in for its children and modules with its own credential,
+ * naming the identity in the username's `auth-chain`, so a child's expired token never
+ * strands its stored messages. The hub's own identity has one link, shared with the
+ * upstream's presence check.
+ */
+import type { Registry } from "../auth/registry.js";
+import type { ParentConfig } from "../config/config.js";
+import type { Logger } from "../log.js";
+import { encodePropertyBag } from "../protocol/topics.js";
+import type { StoredMessage } from "../store/index.js";
+import type { ParentCredentials } from "./credentials.js";
+import type { Uplink } from "./forwarder.js";
+import { Link } from "./link.js";
+
+/** IoT Hub's message size limit. */
+const MAX_MESSAGE_BYTES = 256 * 1024;
+const API_VERSION = "2021-04-12";
+/** Logins of a child refused this many times in a row, while the hub's own login works: its messages are dead-lettered. */
+const REFUSALS_FOR_GOOD = 3;
+
+/** The client id a stored message was sent by. */
+export function senderOf(m: StoredMessage): string {
+  const d = m.properties["$.cdid"] ?? "";
+  const mod = m.properties["$.cmid"];
+  return mod === undefined ? d : `${d}/${mod}`;
+}
+
+/** IoT Hub protocol uplink. */
+export class IotHubUplink implements Uplink {
+  readonly #parent: ParentConfig;
+  readonly #credentials: ParentCredentials;
+  readonly #registry: Registry;
+  readonly #log: Logger;
+  /** The hub's own link: presence, and the lane of messages the hub itself sends. */
+  readonly edgeLink: Link;
+
+  constructor(parent: ParentConfig, credentials: ParentCredentials, registry: Registry, log: Logger) {
+    this.#parent = parent;
+    this.#credentials = credentials;
+    this.#registry = registry;
+    this.#log = log;
+    this.edgeLink = this.#link(parent.deviceId, undefined);
+  }
+
+  laneOf(m: StoredMessage): string {
+    return senderOf(m);
+  }
+
+  linkFor(lane: string): Link {
+    if (lane === this.#parent.deviceId) return this.edgeLink;
+    return this.#link(lane, this.#authChain(lane));
+  }
+
+  release(_lane: string, link: Link): void {
+    if (link !== this.edgeLink) link.close();
+  }
+
+  refusedForGood(_lane: string, refusals: number): boolean {
+    // When the parent refuses this hub itself, every login fails: that is for the operator
+    // to fix, and the messages wait.
+    return refusals >= REFUSALS_FOR_GOOD && this.edgeLink.up;
+  }
+
+  wireFormOf(m: StoredMessage): { topic: string; payload: Buffer } | string {
+    if (m.body.length > MAX_MESSAGE_BYTES) {
+      return `${m.body.length} bytes is over the parent's ${MAX_MESSAGE_BYTES}-byte message limit`;
+    }
+    const { "$.cdid": deviceId, "$.cmid": moduleId, ...props } = m.properties;
+    // A stable id lets the parent drop the duplicates a resend after a link loss makes.
+    if (props["$.mid"] === undefined) props["$.mid"] = `${this.#parent.deviceId}-${m.offset}`;
+    const path = moduleId === undefined ? `devices/${deviceId}` : `devices/${deviceId}/modules/${moduleId}`;
+    return { topic: `${path}/messages/events/${encodePropertyBag(props)}`, payload: m.body };
+  }
+
+  /** Device ids from the client's device up to this hub, each a child of the next. */
+  #authChain(clientId: string): string[] {
+    const deviceId = clientId.split("/")[0] as string;
+    const chain = [deviceId];
+    let current = this.#registry.getDevice(deviceId);
+    while (current && current.deviceId !== this.#parent.deviceId && chain.length < 16) {
+      const parent = this.#registry
+        .listDevices()
+        .find(
+          (d) =>
+            d.capabilities.iotEdge &&
+            d.deviceScope !== undefined &&
+            current?.parentScopes.includes(d.deviceScope),
+        );
+      if (!parent) break;
+      if (parent.deviceId !== this.#parent.deviceId) chain.push(parent.deviceId);
+      current = parent;
+    }
+    if (deviceId !== this.#parent.deviceId) chain.push(this.#parent.deviceId);
+    return chain;
+  }
+
+  #link(clientId: string, chain: string[] | undefined): Link {
+    const p = this.#parent;
+    const query = chain === undefined ? "" : `&auth-chain=${encodeURIComponent(chain.join(";"))}`;
+    return new Link(
+      clientId,
+      () => {
+        const token = this.#credentials.token();
+        return {
+          host: p.hostname,
+          port: p.port,
+          clientId,
+          username: `${p.hostname}/${clientId}/?api-version=${API_VERSION}${query}`,
+          ...(token === undefined ? {} : { password: token }),
+          ...this.#credentials.tls(),
+        };
+      },
+      p.maxBackoffMs,
+      this.#log,
+    );
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * One MQTT connection to the parent (MQTT.js), owned by the forwarder. Each connection
+ * attempt is a fresh client with MQTT.js's own reconnect off: this module decides when to
+ * retry (jittered exponential backoff, capped low) and `wake()` retries at once, so the
+ * link returns as soon as the parent does. A publish resolves on its PUBACK and rejects
+ * if the connection ends first; the forwarder resends in order.
+ *
+ * States: idle --start--> connecting --CONNACK 0--> up --close--> waiting --timer|wake--> connecting.
+ */
+import { EventEmitter } from "node:events";
+import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
+import type { Logger } from "../log.js";
+
+/** What a link connects with; called before every attempt (tokens are made fresh). */
+export type ConnectOptions = () => IClientOptions & { host: string; port: number };
+
+/** First retry delay; doubles per failed attempt up to the link's cap. */
+const FIRST_BACKOFF_MS = 100;
+
+/** A connection to the parent that keeps itself up. */
+export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused: [code: number] }> {
+  readonly name: string;
+  readonly #options: ConnectOptions;
+  readonly #maxBackoffMs: number;
+  readonly #log: Logger;
+  #client: MqttClient | undefined;
+  #up = false;
+  #attempts = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #started = false;
+
+  constructor(name: string, options: ConnectOptions, maxBackoffMs: number, log: Logger) {
+    super();
+    this.name = name;
+    this.#options = options;
+    this.#maxBackoffMs = maxBackoffMs;
+    this.#log = log;
+  }
+
+  /** True while connected (CONNACK accepted and not closed since). */
+  get up(): boolean {
+    return this.#up;
+  }
+
+  /** Starts connecting; later failures retry on their own. */
+  start(): void {
+    if (this.#started || this.#closed) return;
+    this.#started = true;
+    this.#connect();
+  }
+
+  /** Retries now if the link is waiting out a backoff (the parent is known to be back). */
+  wake(): void {
+    if (this.#closed || !this.#started || this.#client !== undefined) return;
+    clearTimeout(this.#timer);
+    this.#attempts = 0;
+    this.#connect();
+  }
+
+  /** Publishes at QoS 1; resolves on PUBACK. */
+  publish(topic: string, payload: Buffer, options: IClientPublishOptions = {}): Promise<void> {
+    const client = this.#client;
+    if (!this.#up || !client) return Promise.reject(new Error(`link ${this.name} is down`));
+    return new Promise((resolve, reject) => {
+      client.publish(topic, payload, { ...options, qos: 1 }, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /** Closes for good. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#client?.end(true);
+    this.#client = undefined;
+    this.#setDown("closed");
+  }
+
+  #setDown(reason: string): void {
+    if (!this.#up) return;
+    this.#up = false;
+    this.emit("down", reason);
+  }
+
+  #connect(): void {
+    let options: ReturnType<ConnectOptions>;
+    try {
+      options = this.#options();
+    } catch (err) {
+      this.#log.log("error", "upstream-link-options", { link: this.name, reason: (err as Error).message });
+      this.#retry();
+      return;
+    }
+    const client = mqtt.connect({
+      protocol: "mqtts",
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 60,
+      connectTimeout: 10_000,
+      ...options,
+      reconnectPeriod: 0,
+      rejectUnauthorized: true,
+    });
+    this.#client = client;
+    let reason = "connection closed";
+    client.on("connect", () => {
+      if (this.#client !== client) return;
+      this.#attempts = 0;
+      this.#up = true;
+      this.#log.log("info", "upstream-link-up", { link: this.name });
+      this.emit("up");
+    });
+    client.on("error", (err: Error & { code?: unknown }) => {
+      reason = err.message;
+      if (typeof err.code === "number") this.emit("refused", err.code);
+    });
+    client.on("close", () => {
+      if (this.#client !== client) return;
+      this.#client = undefined;
+      // Fails the publishes still waiting for PUBACK on this connection.
+      client.end(true);
+      if (this.#up) this.#log.log("warn", "upstream-link-down", { link: this.name, reason });
+      this.#setDown(reason);
+      this.#retry();
+    });
+  }
+
+  #retry(): void {
+    if (this.#closed) return;
+    const cap = Math.min(this.#maxBackoffMs, FIRST_BACKOFF_MS * 2 ** this.#attempts);
+    this.#attempts = Math.min(this.#attempts + 1, 30);
+    // Jitter: thousands of links must not all come back in the same millisecond.
+    this.#timer = setTimeout(() => this.#connect(), cap * (0.5 + Math.random() * 0.5));
+    this.#timer.unref();
+  }
+}

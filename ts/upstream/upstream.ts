@@ -1,0 +1,78 @@
+/**
+ * The hub's side of its parent: the presence link, the forwarder draining `$upstream`,
+ * and the device scope sync. Emits `online` / `offline` as the presence link comes and
+ * goes; on every return the forwarder resumes at once and the scope is fetched again.
+ */
+import { EventEmitter } from "node:events";
+import type { Registry } from "../auth/registry.js";
+import type { ParentConfig } from "../config/config.js";
+import type { Logger } from "../log.js";
+import type { MessageStore } from "../store/index.js";
+import { ParentCredentials } from "./credentials.js";
+import { Forwarder, UPSTREAM_QUEUE } from "./forwarder.js";
+import { IotHubUplink } from "./iothub-uplink.js";
+import type { Link } from "./link.js";
+import { MqttUplink } from "./mqtt-uplink.js";
+import { ScopeSync } from "./scope-sync.js";
+
+/** Link to the parent, forwarding and scope sync. */
+export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
+  readonly forwarder: Forwarder;
+  /** Absent towards a plain MQTT broker (it has no registry). */
+  readonly scope: ScopeSync | undefined;
+  readonly #link: Link;
+  readonly #parent: ParentConfig;
+  #refresh: NodeJS.Timeout | undefined;
+  /** When the presence link last came up (ms since the epoch). */
+  lastOnlineAt: number | undefined;
+
+  constructor(parent: ParentConfig, store: MessageStore, registry: Registry, log: Logger) {
+    super();
+    this.#parent = parent;
+    const credentials = new ParentCredentials(parent);
+    const uplink =
+      parent.type === "mqtt"
+        ? new MqttUplink(parent, credentials, log)
+        : new IotHubUplink(parent, credentials, registry, log);
+    this.#link = uplink.edgeLink;
+    this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
+    this.forwarder = new Forwarder(
+      store,
+      UPSTREAM_QUEUE,
+      uplink,
+      {
+        window: parent.window,
+        ...(parent.maxMessagesPerSec === undefined ? {} : { maxMessagesPerSec: parent.maxMessagesPerSec }),
+      },
+      log,
+    );
+    this.#link.on("up", () => {
+      this.lastOnlineAt = Date.now();
+      this.forwarder.wake();
+      void this.scope?.sync();
+      this.emit("online");
+    });
+    this.#link.on("down", () => this.emit("offline"));
+  }
+
+  /** True while the presence link is up. */
+  get online(): boolean {
+    return this.#link.up;
+  }
+
+  /** Starts linking and draining; never waits for the parent (the hub starts offline too). */
+  async start(): Promise<void> {
+    await this.forwarder.start();
+    this.#link.start();
+    if (this.scope) {
+      this.#refresh = setInterval(() => void this.scope?.sync(), this.#parent.scopeRefreshSecs * 1000);
+      this.#refresh.unref();
+    }
+  }
+
+  close(): void {
+    clearInterval(this.#refresh);
+    this.forwarder.close();
+    this.#link.close();
+  }
+}
