@@ -55,11 +55,22 @@ export async function childOf(root: EdgeHub, edgeId: string, deviceId: string): 
   return d.authentication.symmetricKey?.primaryKey ?? "";
 }
 
+/** Where children reach an edge hub: its MQTT port and its CA. */
+export interface Gateway {
+  port: number;
+  ca: string;
+}
+
+/** The gateway of an in-process edge hub. */
+export function gatewayOf(edge: EdgeHub): Gateway {
+  return { port: edge.ports.mqtts, ca: edge.caCertificate };
+}
+
 /** An SDK client of a child through the edge as gateway (token audience: the root). */
-export async function childClient(edge: EdgeHub, deviceId: string, key: string): Promise<Client> {
-  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=127.0.0.1:${edge.ports.mqtts}`;
+export async function childClient(gateway: Gateway, deviceId: string, key: string): Promise<Client> {
+  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=127.0.0.1:${gateway.port}`;
   const client = Client.fromConnectionString(cs, Mqtt);
-  await client.setOptions({ ca: edge.caCertificate });
+  await client.setOptions({ ca: gateway.ca });
   clients.push(client);
   return client;
 }

@@ -1,6 +1,14 @@
 import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
-import { childClient, childOf, edgeIdentity, rootEvents, startEdge, startRoot } from "../helpers/edge.js";
+import {
+  childClient,
+  childOf,
+  edgeIdentity,
+  gatewayOf,
+  rootEvents,
+  startEdge,
+  startRoot,
+} from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 
 describe("edge hub forwarding to a root hub", () => {
@@ -11,7 +19,7 @@ describe("edge hub forwarding to a root hub", () => {
     const edge = await startEdge(await tempDir(), parent);
     await eventually("scope synced", () => edge.registry.getDevice("leaf1") !== undefined);
     expect(edge.registry.getModule("edge1", "$edgeHub")).toBeDefined();
-    const leaf = await childClient(edge, "leaf1", key);
+    const leaf = await childClient(gatewayOf(edge), "leaf1", key);
     await leaf.open();
     for (let i = 0; i < 20; i++) {
       const m = new Message(JSON.stringify({ i }));

@@ -70,6 +70,10 @@ export interface ParentConfigInput {
   scopeRefreshSecs?: number;
   /** Longest wait between reconnect attempts, in ms (jittered). Default 2000. */
   maxBackoffMs?: number;
+  /** MQTT keepalive of the links, in seconds: a link gone silent is noticed in about 1.5× this. Default 30. */
+  keepaliveSecs?: number;
+  /** A link whose oldest publish waits longer than this for its PUBACK is dropped and reopened. Default 15000. */
+  ackTimeoutMs?: number;
 }
 
 /** A validated parent configuration. */
@@ -91,6 +95,8 @@ export interface ParentConfig {
   maxMessagesPerSec: number | undefined;
   scopeRefreshSecs: number;
   maxBackoffMs: number;
+  keepaliveSecs: number;
+  ackTimeoutMs: number;
 }
 
 /** A validated configuration with defaults applied. */
@@ -235,6 +241,8 @@ function parentConfig(raw: unknown): ParentConfig {
     "maxMessagesPerSec",
     "scopeRefreshSecs",
     "maxBackoffMs",
+    "keepaliveSecs",
+    "ackTimeoutMs",
   ]);
   const type = raw.type ?? "iothub";
   if (type !== "iothub" && type !== "mqtt") throw bad("parent.type", 'must be "iothub" or "mqtt"');
@@ -274,5 +282,7 @@ function parentConfig(raw: unknown): ParentConfig {
     maxMessagesPerSec: positive("parent.maxMessagesPerSec", raw.maxMessagesPerSec, undefined),
     scopeRefreshSecs: positive("parent.scopeRefreshSecs", raw.scopeRefreshSecs, 3600) as number,
     maxBackoffMs: positive("parent.maxBackoffMs", raw.maxBackoffMs, 2000) as number,
+    keepaliveSecs: positive("parent.keepaliveSecs", raw.keepaliveSecs, 30) as number,
+    ackTimeoutMs: positive("parent.ackTimeoutMs", raw.ackTimeoutMs, 15_000) as number,
   };
 }

@@ -284,7 +284,12 @@ export class MqttConnection {
       return;
     }
     const ack = p.qos === 1 ? p.messageId : undefined;
-    const telemetry = { deviceId: principal.deviceId, body, properties: t.properties };
+    const telemetry = {
+      deviceId: principal.deviceId,
+      body,
+      properties: t.properties,
+      forwarded: principal.via !== undefined,
+    };
     // Backpressure: a client faster than the disk waits in its socket, not in our memory.
     if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
     this.#ctx.router.accept(

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { AppendMessage, MessageStore } from "../store/index.js";
+import { RecentIds } from "./recent-ids.js";
 
 /** A device-to-cloud message as the protocol head hands it over. */
 export interface Telemetry {
@@ -15,6 +16,8 @@ export interface Telemetry {
   /** Application properties and `$.`-prefixed system properties from the topic; handed over to
    * the router, which stamps the sender's identity into it. */
   properties: Record<string, string>;
+  /** Forwarded by a child hub on the sender's behalf: a resend of a stored `$.mid` is not stored again. */
+  forwarded?: boolean;
 }
 
 /** Called once a message is durable (`err` null) or was refused. */
@@ -27,6 +30,7 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   readonly #ttlSecs: number | undefined;
   #messages: AppendMessage[] = [];
   #callbacks: Accepted[] = [];
+  readonly #recent = new RecentIds();
 
   /** @param ttlSecs time to live of what this router stores; the store's default if absent. */
   constructor(store: MessageStore, queue: string, ttlSecs?: number) {
@@ -42,6 +46,20 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
    * A callback, not a promise: this runs once per message on the ingest path.
    */
   accept(t: Telemetry, done: Accepted): void {
+    const mid = t.forwarded ? t.properties["$.mid"] : undefined;
+    if (mid !== undefined) {
+      const sender = t.moduleId === undefined ? t.deviceId : `${t.deviceId}/${t.moduleId}`;
+      if (this.#recent.has(sender, mid)) {
+        done(null);
+        return;
+      }
+      // Remembered once durable: a resend arriving before then is stored again (at least once).
+      const inner = done;
+      done = (err) => {
+        if (!err) this.#recent.add(sender, mid);
+        inner(err);
+      };
+    }
     // The connection's identity is the hub's to state: never taken from the client's bag.
     // The bag is this message's own object (parsed from its topic), so it is stamped in place.
     const properties = t.properties;

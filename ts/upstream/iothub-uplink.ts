@@ -113,7 +113,7 @@ export class IotHubUplink implements Uplink {
           ...this.#credentials.tls(),
         };
       },
-      p.maxBackoffMs,
+      p,
       this.#log,
     );
   }

@@ -17,12 +17,25 @@ export type ConnectOptions = () => IClientOptions & { host: string; port: number
 /** First retry delay; doubles per failed attempt up to the link's cap. */
 const FIRST_BACKOFF_MS = 100;
 
+/** How a link retries and notices a dead connection. */
+export interface LinkTiming {
+  /** Longest wait between attempts (jittered). */
+  maxBackoffMs: number;
+  /** MQTT keepalive in seconds. */
+  keepaliveSecs: number;
+  /** Longest wait for a PUBACK before the connection is taken as dead (a black-holed route sends no RST). */
+  ackTimeoutMs: number;
+}
+
 /** A connection to the parent that keeps itself up. */
 export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused: [code: number] }> {
   readonly name: string;
   readonly #options: ConnectOptions;
-  readonly #maxBackoffMs: number;
+  readonly #timing: LinkTiming;
   readonly #log: Logger;
+  /** Send times of the publishes awaiting PUBACK on the current connection, oldest first. */
+  #pending: number[] = [];
+  #watchdog: NodeJS.Timeout | undefined;
   #client: MqttClient | undefined;
   #up = false;
   #attempts = 0;
@@ -30,11 +43,11 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
   #closed = false;
   #started = false;
 
-  constructor(name: string, options: ConnectOptions, maxBackoffMs: number, log: Logger) {
+  constructor(name: string, options: ConnectOptions, timing: LinkTiming, log: Logger) {
     super();
     this.name = name;
     this.#options = options;
-    this.#maxBackoffMs = maxBackoffMs;
+    this.#timing = timing;
     this.#log = log;
   }
 
@@ -62,8 +75,15 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
   publish(topic: string, payload: Buffer, options: IClientPublishOptions = {}): Promise<void> {
     const client = this.#client;
     if (!this.#up || !client) return Promise.reject(new Error(`link ${this.name} is down`));
+    const sentAt = Date.now();
+    this.#pending.push(sentAt);
     return new Promise((resolve, reject) => {
-      client.publish(topic, payload, { ...options, qos: 1 }, (err) => (err ? reject(err) : resolve()));
+      client.publish(topic, payload, { ...options, qos: 1 }, (err) => {
+        // PUBACKs come in order on one connection: the oldest pending send is this one.
+        if (this.#client === client) this.#pending.shift();
+        if (err) reject(err);
+        else resolve();
+      });
     });
   }
 
@@ -71,6 +91,7 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearInterval(this.#watchdog);
     this.#client?.end(true);
     this.#client = undefined;
     this.#setDown("closed");
@@ -95,18 +116,20 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
       protocol: "mqtts",
       protocolVersion: 4,
       clean: true,
-      keepalive: 60,
+      keepalive: this.#timing.keepaliveSecs,
       connectTimeout: 10_000,
       ...options,
       reconnectPeriod: 0,
       rejectUnauthorized: true,
     });
     this.#client = client;
+    this.#pending = [];
     let reason = "connection closed";
     client.on("connect", () => {
       if (this.#client !== client) return;
       this.#attempts = 0;
       this.#up = true;
+      this.#watch(client);
       this.#log.log("info", "upstream-link-up", { link: this.name });
       this.emit("up");
     });
@@ -117,6 +140,7 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
     client.on("close", () => {
       if (this.#client !== client) return;
       this.#client = undefined;
+      clearInterval(this.#watchdog);
       // Fails the publishes still waiting for PUBACK on this connection.
       client.end(true);
       if (this.#up) this.#log.log("warn", "upstream-link-down", { link: this.name, reason });
@@ -125,9 +149,22 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
     });
   }
 
+  /** Drops the connection when its oldest publish waited too long for a PUBACK. */
+  #watch(client: MqttClient): void {
+    clearInterval(this.#watchdog);
+    const every = Math.max(100, Math.min(1000, this.#timing.ackTimeoutMs / 4));
+    this.#watchdog = setInterval(() => {
+      const oldest = this.#pending[0];
+      if (oldest === undefined || Date.now() - oldest < this.#timing.ackTimeoutMs) return;
+      this.#log.log("warn", "upstream-link-stalled", { link: this.name, waitedMs: Date.now() - oldest });
+      client.stream.destroy();
+    }, every);
+    this.#watchdog.unref();
+  }
+
   #retry(): void {
     if (this.#closed) return;
-    const cap = Math.min(this.#maxBackoffMs, FIRST_BACKOFF_MS * 2 ** this.#attempts);
+    const cap = Math.min(this.#timing.maxBackoffMs, FIRST_BACKOFF_MS * 2 ** this.#attempts);
     this.#attempts = Math.min(this.#attempts + 1, 30);
     // Jitter: thousands of links must not all come back in the same millisecond.
     this.#timer = setTimeout(() => this.#connect(), cap * (0.5 + Math.random() * 0.5));

@@ -45,7 +45,7 @@ export class MqttUplink implements Uplink {
         ...(parent.password === undefined ? {} : { password: parent.password }),
         ...credentials.tls(),
       }),
-      parent.maxBackoffMs,
+      parent,
       log,
     );
   }

@@ -1,0 +1,94 @@
+/** Hubs run as their own processes (the `edgehub` command), for kills and restarts. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach } from "vitest";
+import "./fixtures.js";
+
+const cli = fileURLToPath(new URL("../../dist/cli/edgehub.js", import.meta.url));
+const running = new Set<ChildProcess>();
+
+afterEach(async () => {
+  await Promise.all(
+    [...running].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          c.once("exit", () => resolve());
+          c.kill("SIGKILL");
+        }),
+    ),
+  );
+  running.clear();
+});
+
+/** A port free on 127.0.0.1 now (for hubs that must come back on the same address). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A hub process. */
+export interface HubProcess {
+  pid: number;
+  /** Everything it wrote (stdout and its JSON log lines on stderr). */
+  output(): string;
+  /** Resolves once `pattern` shows in the output (bounded). */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Resident memory now, from /proc. */
+  rssBytes(): number;
+  /** Sends `signal` and resolves with the exit code once it exited. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `edgehub start` on `config` (written to `<dir>/edgehub.json`); resolves once it listens. */
+export async function hubProcess(dir: string, config: object): Promise<HubProcess> {
+  const file = join(dir, "edgehub.json");
+  writeFileSync(file, JSON.stringify(config));
+  const child = spawn(process.execPath, [cli, "start", "--config", file], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  running.add(child);
+  let out = "";
+  const append = (d: Buffer) => {
+    out += d.toString();
+  };
+  child.stdout?.on("data", append);
+  child.stderr?.on("data", append);
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("exit", (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
+  const handle: HubProcess = {
+    pid: child.pid ?? 0,
+    output: () => out,
+    async waitFor(pattern, timeoutMs = 20_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!pattern.test(out)) {
+        if (child.exitCode !== null) throw new Error(`hub exited (${child.exitCode}): ${out}`);
+        if (Date.now() > deadline)
+          throw new Error(`timed out waiting for ${pattern} in: ${out.slice(-4000)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    rssBytes() {
+      const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
+      return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+    },
+    stop(signal = "SIGTERM") {
+      child.kill(signal);
+      return exited;
+    },
+  };
+  await handle.waitFor(/edgehub running/);
+  return handle;
+}
