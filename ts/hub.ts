@@ -15,6 +15,7 @@ import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
 import { DeviceDelivery } from "./delivery/device-delivery.js";
+import { ErrorCodes } from "./errors.js";
 import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
@@ -98,6 +99,7 @@ export class EdgeHub {
     const store = await MessageStore.open(join(config.dataDir, "store"), {
       defaultTtlSecs: config.timeToLiveSecs,
       maxSizeBytes: config.maxSizeBytes,
+      whenFull: config.whenFull,
     });
     const listening: Array<tls.Server | https.Server> = [];
     try {
@@ -173,6 +175,10 @@ export class EdgeHub {
             hub.delivery.pump(principal.clientId);
         },
         log,
+        refused: (code: string) => {
+          if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
+            upstream?.scope?.requestSync();
+        },
         maxMessageBytes: 256 * 1024,
         connectTimeoutMs: 10_000,
         register: (clientId: string, conn: MqttConnection) => {

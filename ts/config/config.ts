@@ -32,7 +32,8 @@ export interface HubConfigInput {
   storeAndForwardConfiguration?: {
     /** Default 7200; -1 keeps messages forever. */
     timeToLiveSecs?: number;
-    storeLimits?: { maxSizeBytes?: number };
+    /** `whenFull`: `"reject"` (default; the device's message is refused, nothing stored is lost) or `"drop-oldest"`. */
+    storeLimits?: { maxSizeBytes?: number; whenFull?: "reject" | "drop-oldest" };
   };
   /** The hub's parent: without one the hub is a root (it plays the cloud). */
   parent?: ParentConfigInput;
@@ -110,6 +111,7 @@ export interface HubConfig {
   tls: { certFile: string; keyFile: string; caFile: string } | undefined;
   timeToLiveSecs: number;
   maxSizeBytes: number;
+  whenFull: "reject" | "drop-oldest";
   parent: ParentConfig | undefined;
   logLevel: LogLevel;
 }
@@ -178,6 +180,10 @@ export function loadConfig(raw: unknown = {}): HubConfig {
   if (typeof max !== "number" || !Number.isSafeInteger(max) || max < 1) {
     throw bad("storeAndForwardConfiguration.storeLimits.maxSizeBytes", "must be a positive integer");
   }
+  const whenFull = limits.whenFull ?? "reject";
+  if (whenFull !== "reject" && whenFull !== "drop-oldest") {
+    throw bad("storeAndForwardConfiguration.storeLimits.whenFull", 'must be "reject" or "drop-oldest"');
+  }
   const retention = raw.eventsRetentionSecs ?? 86_400;
   if (typeof retention !== "number" || !Number.isInteger(retention) || retention < 1) {
     throw bad("eventsRetentionSecs", "must be a positive integer");
@@ -204,6 +210,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     tls,
     timeToLiveSecs: ttl as number,
     maxSizeBytes: max,
+    whenFull,
     parent: raw.parent === undefined ? undefined : parentConfig(raw.parent),
     logLevel: logLevel as LogLevel,
   };

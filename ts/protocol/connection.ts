@@ -33,6 +33,8 @@ export interface ConnectionContext {
   /** Called after a subscription is granted (the hub starts deliveries). */
   subscribed(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
   log: Logger;
+  /** Called when a login is refused, with the reason's code. */
+  refused?(code: string): void;
   /** Called once authenticated; returns false if the client id was taken over meanwhile. */
   register(clientId: string, conn: MqttConnection): void;
   unregister(clientId: string, conn: MqttConnection): void;
@@ -213,6 +215,7 @@ export class MqttConnection {
       });
     } catch (err) {
       const code = (err as EdgeHubError).code;
+      this.#ctx.refused?.(code);
       const returnCode = code === ErrorCodes.AUTH_BAD_TOKEN ? CONNACK.badCredentials : CONNACK.notAuthorized;
       this.#send({ cmd: "connack", returnCode, sessionPresent: false });
       this.close("auth-refused", { clientId: p.clientId, code, reason: (err as Error).message });

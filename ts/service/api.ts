@@ -12,8 +12,9 @@ import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
-import type { MessageStore } from "../store/index.js";
+import type { MessageStore, StoredMessage } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
+import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
 import { ApiError, readBody, readJson, sendError, sendJson } from "./http.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, isScopeCall } from "./scope.js";
@@ -291,24 +292,38 @@ export class ServiceApi {
       return this.#stream(req, res, url);
     }
     if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
-      const from = Number(url.searchParams.get("from") ?? 0);
-      const limit = Number(url.searchParams.get("limit") ?? 100);
-      if (
-        !Number.isSafeInteger(from) ||
-        from < 0 ||
-        !Number.isSafeInteger(limit) ||
-        limit < 1 ||
-        limit > 10_000
-      ) {
-        throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0 and limit 1-10000");
-      }
-      const batch = await ctx.store.read(ctx.eventsQueue, { from, limit });
-      return sendJson(res, 200, {
-        messages: batch.map(eventJson),
-        next: (batch.at(-1)?.offset ?? from - 1) + 1,
-      });
+      return sendJson(res, 200, await this.#page(ctx.eventsQueue, url, eventJson));
+    }
+    // Messages the parent refused for good, with why (edgehub's own path; IoT Hub has none).
+    if (head === "edge" && id === "deadletter" && parts.length === 2 && method === "GET") {
+      return sendJson(
+        res,
+        200,
+        await this.#page(DEAD_LETTER_QUEUE, url, (m) => ({ ...eventJson(m), reason: m.properties["$.dlr"] })),
+      );
     }
     throw new ApiError(404, "NotFound", `no ${method} ${url.pathname}`);
+  }
+
+  /** One page of a queue (`from`, `limit` in the query) and where the next starts. */
+  async #page(
+    queue: string,
+    url: URL,
+    shape: (m: StoredMessage) => Record<string, unknown>,
+  ): Promise<{ messages: Record<string, unknown>[]; next: number }> {
+    const from = Number(url.searchParams.get("from") ?? 0);
+    const limit = Number(url.searchParams.get("limit") ?? 100);
+    if (
+      !Number.isSafeInteger(from) ||
+      from < 0 ||
+      !Number.isSafeInteger(limit) ||
+      limit < 1 ||
+      limit > 10_000
+    ) {
+      throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0 and limit 1-10000");
+    }
+    const batch = await this.#ctx.store.read(queue, { from, limit });
+    return { messages: batch.map(shape), next: (batch.at(-1)?.offset ?? from - 1) + 1 };
   }
 
   /**

@@ -11,7 +11,9 @@
  *   whose messages are all done: acknowledged by the parent, expired, or dead-lettered.
  *   So a crash resends at most what was read past the checkpoint, never loses anything.
  * - A lane that cannot send does not stop the others: reading runs ahead of the
- *   checkpoint up to `readAhead` messages.
+ *   checkpoint up to `readAhead` messages and `readAheadBytes`.
+ * - While the parent is unreachable ({@link Forwarder.pause}) nothing is read or held in
+ *   memory: the backlog stays on disk, under the store's TTL and quota policy.
  * - An expired message is never sent. A message the parent refuses for good is moved to
  *   the dead-letter queue with its reason; nothing is dropped silently.
  */
@@ -45,6 +47,8 @@ export interface ForwarderOptions {
   window: number;
   /** Messages read past the checkpoint at most. Default 20 × window, at least 2000. */
   readAhead?: number;
+  /** Bytes of messages read past the checkpoint at most. Default 8 MiB. */
+  readAheadBytes?: number;
   /** Cap on messages sent per second. */
   maxMessagesPerSec?: number;
   /** Lanes idle this long have their link closed. Default 60 s. */
@@ -87,11 +91,19 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   readonly #log: Logger;
   readonly #window: number;
   readonly #readAhead: number;
+  readonly #readAheadBytes: number;
   readonly #idleLinkMs: number;
   readonly #lanes = new Map<string, Lane>();
   /** Offsets read and not yet checkpointed, in read order, from `#orderHead`. */
   #order: number[] = [];
   #orderHead = 0;
+  /** Bytes held of what `#order` lists. */
+  #heldBytes = 0;
+  readonly #sizes = new Map<number, number>();
+  /** Until the parent is reachable ({@link Forwarder.resume}), nothing is read. */
+  #paused = true;
+  /** Bumped by {@link Forwarder.pause}: completions of an older generation only record what was acknowledged. */
+  #generation = 0;
   readonly #done = new Set<number>();
   #nextRead = 0;
   /** Highest offset acknowledged to the store. */
@@ -122,26 +134,55 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#log = log;
     this.#window = options.window;
     this.#readAhead = options.readAhead ?? Math.max(2000, options.window * 20);
+    this.#readAheadBytes = options.readAheadBytes ?? 8 * 2 ** 20;
     this.#idleLinkMs = options.idleLinkMs ?? 60_000;
     const rate = options.maxMessagesPerSec;
     this.#bucket = rate ? { rate, tokens: rate, at: Date.now(), timer: undefined } : undefined;
   }
 
-  /** Starts draining from the checkpoint. */
+  /** Loads the checkpoint; draining starts on {@link Forwarder.resume}. */
   async start(): Promise<void> {
     const q = (await this.#store.stats()).queues.find((x) => x.name === this.#queue);
     this.#acked = q?.ackedUpTo ?? -1;
     this.#nextRead = this.#acked + 1;
-    this.wake();
   }
 
-  /** New messages were stored, or a link came back: read on and pump every lane. */
+  /**
+   * The parent is unreachable: stop reading and let go of what was read and not sent (it
+   * stays stored). What the parent acknowledged meanwhile is remembered, so it is not sent again.
+   */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#generation++;
+    this.#nextRead = Math.max(this.#acked, this.#checkpointOffset()) + 1;
+    for (const offset of this.#done) if (offset < this.#nextRead) this.#done.delete(offset);
+    this.#order = [];
+    this.#orderHead = 0;
+    this.#heldBytes = 0;
+    this.#sizes.clear();
+    for (const lane of this.#lanes.values()) {
+      lane.queue = [];
+      lane.head = 0;
+      lane.inflight = 0;
+    }
+    this.stats.outstanding = 0;
+  }
+
+  /** New messages were stored, or a link came back: read on and pump every lane (unless paused). */
   wake(): void {
+    if (this.#paused) return;
     this.#read();
     for (const lane of this.#lanes.values()) {
       lane.link.wake();
       this.#pump(lane);
     }
+  }
+
+  /** The parent is reachable: read again from the checkpoint. */
+  resume(): void {
+    this.#paused = false;
+    this.wake();
   }
 
   /** True when nothing read is waiting and the last read found the queue empty. */
@@ -161,39 +202,54 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   }
 
   #read(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#paused) return;
     if (this.#reading) {
       this.#wantRead = true;
       return;
     }
-    if (this.#outstanding() >= this.#readAhead) return;
+    if (this.#outstanding() >= this.#readAhead || this.#heldBytes >= this.#readAheadBytes) return;
     this.#reading = true;
     this.#wantRead = false;
     const limit = Math.min(READ_BATCH, this.#readAhead - this.#outstanding());
-    this.#store.read(this.#queue, { from: this.#nextRead, limit }).then(
-      (messages) => {
-        this.#reading = false;
-        if (this.#closed) return;
-        for (const m of messages) this.#accept(m);
-        const last = messages.at(-1);
-        if (last) this.#nextRead = last.offset + 1;
-        this.stats.outstanding = this.#outstanding();
-        if (messages.length === limit || this.#wantRead) this.#read();
-        else if (this.#outstanding() === 0) this.emit("drained");
-      },
-      (err: unknown) => {
-        this.#reading = false;
-        this.#log.log("error", "forwarder-read-failed", {
-          queue: this.#queue,
-          reason: (err as Error).message,
-        });
-        setTimeout(() => this.#read(), 1000).unref();
-      },
-    );
+    const generation = this.#generation;
+    this.#store
+      .read(this.#queue, { from: this.#nextRead, limit, maxBytes: this.#readAheadBytes - this.#heldBytes })
+      .then(
+        (messages) => {
+          this.#reading = false;
+          if (this.#closed) return;
+          if (generation !== this.#generation) {
+            this.#read();
+            return;
+          }
+          for (const m of messages) this.#accept(m);
+          const last = messages.at(-1);
+          if (last) this.#nextRead = last.offset + 1;
+          this.stats.outstanding = this.#outstanding();
+          if (messages.length > 0 || this.#wantRead) this.#read();
+          else if (this.#outstanding() === 0) this.emit("drained");
+        },
+        (err: unknown) => {
+          this.#reading = false;
+          this.#log.log("error", "forwarder-read-failed", {
+            queue: this.#queue,
+            reason: (err as Error).message,
+          });
+          setTimeout(() => this.#read(), 1000).unref();
+        },
+      );
   }
 
   #accept(m: StoredMessage): void {
     this.#order.push(m.offset);
+    if (this.#done.has(m.offset)) {
+      // Acknowledged before a pause let go of it.
+      this.#finish(m.offset);
+      return;
+    }
+    const size = m.body.length + 64;
+    this.#sizes.set(m.offset, size);
+    this.#heldBytes += size;
     const wire = this.#uplink.wireFormOf(m);
     if (typeof wire === "string") {
       this.#deadLetter([m], wire);
@@ -261,16 +317,22 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
       const wire = this.#uplink.wireFormOf(m) as Exclude<ReturnType<Uplink["wireFormOf"]>, string>;
       lane.inflight++;
       this.stats.sent++;
+      const generation = this.#generation;
       lane.link.publish(wire.topic, wire.payload, wire.options).then(
         () => {
-          lane.inflight--;
           this.stats.acked++;
+          if (generation !== this.#generation) {
+            this.#done.add(m.offset);
+            return;
+          }
+          lane.inflight--;
           this.#finish(m.offset);
           this.#pump(lane);
         },
         () => {
-          lane.inflight--;
           this.stats.retried++;
+          if (generation !== this.#generation) return;
+          lane.inflight--;
           this.#requeue(lane, m);
         },
       );
@@ -353,6 +415,11 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   /** Marks an offset done and moves the checkpoint over the done prefix. */
   #finish(offset: number): void {
     this.#done.add(offset);
+    const size = this.#sizes.get(offset);
+    if (size !== undefined) {
+      this.#heldBytes -= size;
+      this.#sizes.delete(offset);
+    }
     let moved = false;
     while (this.#orderHead < this.#order.length && this.#done.has(this.#order[this.#orderHead] as number)) {
       this.#done.delete(this.#order[this.#orderHead] as number);

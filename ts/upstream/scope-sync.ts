@@ -13,6 +13,8 @@ import { scopePath } from "../service/scope.js";
 import type { ParentCredentials } from "./credentials.js";
 
 const PAGE = 500;
+/** Least time between syncs asked for by failed logins. */
+const ON_DEMAND_MS = 10_000;
 const TIMEOUT_MS = 15_000;
 
 interface ScopePage {
@@ -77,12 +79,25 @@ export class ScopeSync {
   #running: Promise<boolean> | undefined;
   /** When the last sync completed (ms since the epoch), if ever in this process. */
   lastSyncedAt: number | undefined;
+  #lastAskedAt = 0;
 
   constructor(parent: ParentConfig, credentials: ParentCredentials, registry: Registry, log: Logger) {
     this.#parent = parent;
     this.#credentials = credentials;
     this.#registry = registry;
     this.#log = log;
+  }
+
+  /**
+   * A login failed for an identity this hub does not know, or with keys it does not have:
+   * the parent may know better. Syncs in the background, at most once per 10 s; the
+   * failed login itself is refused at once, and the client's retry finds the new identity.
+   */
+  requestSync(): void {
+    const now = Date.now();
+    if (now - this.#lastAskedAt < ON_DEMAND_MS) return;
+    this.#lastAskedAt = now;
+    void this.sync();
   }
 
   /** Syncs now (joins a sync already running); resolves true on success, false if the parent could not be reached. */

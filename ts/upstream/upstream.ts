@@ -48,11 +48,14 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     );
     this.#link.on("up", () => {
       this.lastOnlineAt = Date.now();
-      this.forwarder.wake();
+      this.forwarder.resume();
       void this.scope?.sync();
       this.emit("online");
     });
-    this.#link.on("down", () => this.emit("offline"));
+    this.#link.on("down", () => {
+      this.forwarder.pause();
+      this.emit("offline");
+    });
   }
 
   /** True while the presence link is up. */

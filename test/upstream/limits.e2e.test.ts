@@ -1,0 +1,150 @@
+import type { Packet } from "mqtt-packet";
+import { describe, expect, it } from "vitest";
+import type { EdgeHub, HubConfigInput } from "../../ts/index.js";
+import { childOf, edgeIdentity, rootEvents, startEdge, startRoot } from "../helpers/edge.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
+import { stopHub } from "../helpers/hub.js";
+import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+import { freePort } from "../helpers/process.js";
+
+/** A root on fixed ports (so it can come back), an edge under it with `extra`, and a child `leaf1`. */
+async function rootAndEdge(extra: HubConfigInput) {
+  const rootDir = await tempDir();
+  const listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+  const root = await startRoot(rootDir, { listen });
+  const parent = await edgeIdentity(root, "edge1");
+  const key = await childOf(root, "edge1", "leaf1");
+  const edge = await startEdge(await tempDir(), parent, extra);
+  await eventually("scope synced", () => edge.registry.getDevice("leaf1") !== undefined);
+  await eventually("online", () => edge.upstream?.online === true);
+  return { root, edge, key, restartRoot: () => startRoot(rootDir, { listen }) };
+}
+
+async function leaf(edge: EdgeHub, key: string): Promise<RawClient> {
+  const c = await rawClient(edge.ports.mqtts, edge.caCertificate);
+  c.send(deviceConnect("leaf1", key, { clean: true }));
+  expect(await c.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+  return c;
+}
+
+/** Publishes `seq` at QoS 1; true on PUBACK, false if the hub closed the connection instead. */
+async function publish(c: RawClient, seq: number, body: Buffer): Promise<boolean> {
+  c.send({
+    cmd: "publish",
+    topic: `devices/leaf1/messages/events/seq=${seq}`,
+    payload: body,
+    qos: 1,
+    messageId: (seq % 65535) + 1,
+    retain: false,
+    dup: false,
+  } as Packet);
+  const p = await c.next();
+  if (p === "closed") return false;
+  expect(p).toMatchObject({ cmd: "puback", messageId: (seq % 65535) + 1 });
+  return true;
+}
+
+const seqsAt = async (root: EdgeHub) => (await rootEvents(root)).map((m) => Number(m.properties.seq));
+
+describe("store and forward limits", () => {
+  it("never sends a message whose TTL passed while offline", async () => {
+    const { root, edge, key, restartRoot } = await rootAndEdge({
+      storeAndForwardConfiguration: { timeToLiveSecs: 2 },
+    });
+    await stopHub(root);
+    const c = await leaf(edge, key);
+    for (let i = 0; i < 5; i++) expect(await publish(c, i, Buffer.from("old"))).toBe(true);
+    await eventually("expired on the edge", async () => (await edge.store.stats()).expired >= 5);
+    for (let i = 5; i < 10; i++) expect(await publish(c, i, Buffer.from("new"))).toBe(true);
+    const back = await restartRoot();
+    await eventually("the fresh ones at the root", async () => (await seqsAt(back)).length >= 5);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await seqsAt(back)).toEqual([5, 6, 7, 8, 9]);
+    c.end();
+  });
+
+  it("with a full store and reject, refuses new messages (the client is disconnected) and loses none it acknowledged", async () => {
+    const { root, edge, key, restartRoot } = await rootAndEdge({
+      storeAndForwardConfiguration: { storeLimits: { maxSizeBytes: 40_000, whenFull: "reject" } },
+    });
+    await stopHub(root);
+    let c = await leaf(edge, key);
+    const acked: number[] = [];
+    let seq = 0;
+    for (; seq < 200; seq++) {
+      if (!(await publish(c, seq, Buffer.alloc(1000, seq & 0xff)))) break;
+      acked.push(seq);
+    }
+    expect(seq).toBeLessThan(200);
+    expect(acked.length).toBeGreaterThan(10);
+    // Still refused while full; the hub keeps serving.
+    c = await leaf(edge, key);
+    expect(await publish(c, seq, Buffer.alloc(1000))).toBe(false);
+    const back = await restartRoot();
+    await eventually(
+      "every acknowledged message at the root",
+      async () => (await seqsAt(back)).length >= acked.length,
+    );
+    expect(await seqsAt(back)).toEqual(acked);
+    // Drained: room again.
+    await eventually("room again", async () => (await edge.store.stats()).bytes < 10_000);
+    c = await leaf(edge, key);
+    expect(await publish(c, 1000, Buffer.alloc(1000))).toBe(true);
+    c.end();
+  });
+
+  it("with a full store and drop-oldest, keeps accepting, drops the oldest (counted) and delivers the newest in order", async () => {
+    const { root, edge, key, restartRoot } = await rootAndEdge({
+      storeAndForwardConfiguration: { storeLimits: { maxSizeBytes: 40_000, whenFull: "drop-oldest" } },
+    });
+    await stopHub(root);
+    const c = await leaf(edge, key);
+    for (let i = 0; i < 200; i++) expect(await publish(c, i, Buffer.alloc(1000, i & 0xff))).toBe(true);
+    const dropped = (await edge.store.stats()).dropped;
+    expect(dropped).toBeGreaterThan(100);
+    const back = await restartRoot();
+    await eventually("the kept ones at the root", async () => (await seqsAt(back)).includes(199));
+    const got = await seqsAt(back);
+    // What survives is a contiguous run of the newest, in order.
+    expect(got).toEqual(Array.from({ length: got.length }, (_, i) => 200 - got.length + i));
+    expect(got.length).toBe(200 - dropped);
+    c.end();
+  });
+
+  it("dead-letters the messages of a child the parent refuses for good, with the reason, and keeps forwarding the others", async () => {
+    const { root, edge, key } = await rootAndEdge({});
+    const other = await childOf(root, "edge1", "leaf2");
+    expect(await edge.upstream?.scope?.sync()).toBe(true);
+    // The parent takes leaf1 out of the edge's scope; the edge has not synced since.
+    await root.registry.updateDevice({ deviceId: "leaf1", deviceScope: "" });
+    const c = await leaf(edge, key);
+    for (let i = 0; i < 3; i++) expect(await publish(c, i, Buffer.from(`m${i}`))).toBe(true);
+    const c2 = await rawClient(edge.ports.mqtts, edge.caCertificate);
+    c2.send(deviceConnect("leaf2", other, { clean: true }));
+    expect(await c2.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    c2.send({
+      cmd: "publish",
+      topic: "devices/leaf2/messages/events/seq=0",
+      payload: Buffer.from("x"),
+      qos: 1,
+      messageId: 1,
+      retain: false,
+      dup: false,
+    } as Packet);
+    expect(await c2.next()).toMatchObject({ cmd: "puback" });
+    await eventually("leaf2's message at the root", async () =>
+      (await rootEvents(root)).some((m) => m.properties["$.cdid"] === "leaf2"),
+    );
+    await eventually("dead-lettered", () => (edge.upstream?.forwarder.stats.deadLettered ?? 0) >= 3);
+    const dl = await edge.store.read("$deadletter");
+    expect(dl.map((m) => m.body.toString())).toEqual(["m0", "m1", "m2"]);
+    expect(dl[0]?.properties["$.dlr"]).toMatch(/refused the login of leaf1 \(CONNACK 5\)/);
+    expect((await rootEvents(root)).some((m) => m.properties["$.cdid"] === "leaf1")).toBe(false);
+    await eventually(
+      "checkpointed past them",
+      async () => (await edge.store.stats()).queues.find((q) => q.name === "$upstream")?.count === 0,
+    );
+    c.end();
+    c2.end();
+  });
+});
