@@ -15,6 +15,7 @@ export class BlackholeProxy {
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
   #blackholed = false;
+  #cut = false;
 
   private constructor(server: net.Server) {
     this.#server = server;
@@ -38,6 +39,10 @@ export class BlackholeProxy {
     this.#sockets.add(client);
     client.on("close", () => this.#sockets.delete(client));
     client.on("error", () => client.destroy());
+    if (this.#cut) {
+      client.destroy();
+      return;
+    }
     if (this.#blackholed) {
       client.on("data", () => undefined); // swallowed
       return;
@@ -63,9 +68,16 @@ export class BlackholeProxy {
     this.#blackholed = true;
   }
 
+  /** From now on the route is cut: open connections are reset, new ones closed at once. */
+  cut(): void {
+    this.#cut = true;
+    for (const s of this.#sockets) s.destroy();
+  }
+
   /** The route works again: connections held silent are dropped, new ones relayed. */
   restore(): void {
     this.#blackholed = false;
+    this.#cut = false;
     for (const s of this.#sockets) s.destroy();
   }
 
