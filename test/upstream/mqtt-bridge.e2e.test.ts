@@ -1,0 +1,95 @@
+import mqtt from "mqtt";
+import type { Packet } from "mqtt-packet";
+import { describe, expect, it } from "vitest";
+import { startEdge } from "../helpers/edge.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
+import { Mosquitto } from "../helpers/mosquitto.js";
+import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+import { freePort } from "../helpers/process.js";
+
+interface Got {
+  topic: string;
+  body: string;
+  props: Record<string, string | string[]>;
+}
+
+/** A persistent MQTT 5 subscriber to `edgehub/#` on the broker, collecting what arrives. */
+async function subscriber(broker: Mosquitto): Promise<{ got: Got[]; end: () => Promise<void> }> {
+  const got: Got[] = [];
+  const client = mqtt.connect({
+    protocol: "mqtts",
+    host: "localhost",
+    port: broker.port,
+    ca: broker.ca,
+    protocolVersion: 5,
+    clientId: "backend",
+    clean: false,
+    properties: { sessionExpiryInterval: 3600 },
+    reconnectPeriod: 200,
+  });
+  client.on("message", (topic, payload, packet) => {
+    const props = (packet.properties?.userProperties ?? {}) as Record<string, string | string[]>;
+    got.push({ topic, body: payload.toString(), props });
+  });
+  client.on("error", () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    client.once("connect", () =>
+      client.subscribe("edgehub/#", { qos: 1 }, (err) => (err ? reject(err) : resolve())),
+    );
+  });
+  return { got, end: () => client.endAsync(true) };
+}
+
+async function publish(c: RawClient, deviceId: string, seq: number): Promise<void> {
+  c.send({
+    cmd: "publish",
+    topic: `devices/${deviceId}/messages/events/seq=${seq}&%24.ct=text%2Fplain`,
+    payload: Buffer.from(`m${seq}`),
+    qos: 1,
+    messageId: seq + 1,
+    retain: false,
+    dup: false,
+  } as Packet);
+  expect(await c.next()).toMatchObject({ cmd: "puback", messageId: seq + 1 });
+}
+
+describe("MQTT broker as the parent", () => {
+  it("forwards to Mosquitto with a topic template and user properties, and stores and forwards through a broker outage", async () => {
+    const broker = await Mosquitto.start(await tempDir(), await freePort());
+    const backend = await subscriber(broker);
+    const edge = await startEdge(await tempDir(), {
+      type: "mqtt",
+      hostname: "localhost",
+      port: broker.port,
+      deviceId: "edge-bridge",
+      caFile: broker.caFile,
+      topic: "edgehub/{deviceId}/{moduleId}/events",
+      keepaliveSecs: 2,
+      ackTimeoutMs: 2000,
+      maxBackoffMs: 300,
+    });
+    // Towards a broker the hub keeps its own registry.
+    const leaf = await edge.registry.createDevice({ deviceId: "leaf1" });
+    const c = await rawClient(edge.ports.mqtts, edge.caCertificate);
+    c.send(deviceConnect("leaf1", leaf.authentication.symmetricKey?.primaryKey ?? "", { clean: true }));
+    expect(await c.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+
+    for (let i = 0; i < 10; i++) await publish(c, "leaf1", i);
+    await eventually("10 at the broker", () => backend.got.length >= 10);
+    expect(backend.got[0]).toMatchObject({
+      topic: "edgehub/leaf1/events",
+      body: "m0",
+      props: { seq: "0", "$.ct": "text/plain", "$.cdid": "leaf1" },
+    });
+
+    await broker.stop("SIGTERM");
+    await eventually("edge offline", () => edge.upstream?.online === false);
+    for (let i = 10; i < 30; i++) await publish(c, "leaf1", i);
+    await broker.restart();
+    await eventually("all 30 at the broker", () => new Set(backend.got.map((g) => g.body)).size >= 30);
+    const firsts = [...new Set(backend.got.map((g) => g.body))];
+    expect(firsts).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`));
+    c.end();
+    await backend.end();
+  });
+});
