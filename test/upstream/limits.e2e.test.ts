@@ -1,6 +1,6 @@
 import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
-import type { EdgeHub, HubConfigInput } from "../../ts/index.js";
+import type { EdgeHub, HubConfigInput, ParentConfigInput } from "../../ts/index.js";
 import { childOf, edgeIdentity, rootEvents, startEdge, startRoot } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
@@ -108,6 +108,34 @@ describe("store and forward limits", () => {
     // What survives is a contiguous run of the newest, in order.
     expect(got).toEqual(Array.from({ length: got.length }, (_, i) => 200 - got.length + i));
     expect(got.length).toBe(200 - dropped);
+    c.end();
+  });
+
+  it("live-first: after the parent returns, new messages go ahead of the backlog, each in its order", async () => {
+    const { root, edge, key, restartRoot } = await rootAndEdge({});
+    await stopHub(root);
+    await stopHub(edge);
+    // The same edge, restarted with live-first and a drain slow enough to overtake.
+    const { config } = edge;
+    const parent: ParentConfigInput = {
+      ...(config.parent as ParentConfigInput),
+      order: "live-first",
+      maxMessagesPerSec: 300,
+    };
+    const slow = await startEdge(config.dataDir, parent);
+    const c = await leaf(slow, key);
+    for (let i = 0; i < 300; i++) expect(await publish(c, i, Buffer.from("backlog"))).toBe(true);
+    const back = await restartRoot();
+    await eventually("online", () => slow.upstream?.online === true);
+    for (let i = 300; i < 310; i++) expect(await publish(c, i, Buffer.from("live"))).toBe(true);
+    await eventually("all at the root", async () => new Set(await seqsAt(back)).size >= 310);
+    const got = await seqsAt(back);
+    const firsts = got.filter((s, i) => got.indexOf(s) === i);
+    const live = firsts.filter((s) => s >= 300);
+    const backlog = firsts.filter((s) => s < 300);
+    expect(live).toEqual(Array.from({ length: 10 }, (_, i) => 300 + i));
+    expect(backlog).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(firsts.indexOf(309)).toBeLessThan(firsts.indexOf(299));
     c.end();
   });
 

@@ -20,7 +20,9 @@
 import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { Lane } from "./lane.js";
 import type { Link } from "./link.js";
+import { Progress } from "./progress.js";
 
 /** The queue the hub stores upstream-bound messages in. */
 export const UPSTREAM_QUEUE = "$upstream";
@@ -51,6 +53,8 @@ export interface ForwarderOptions {
   readAheadBytes?: number;
   /** Cap on messages sent per second. */
   maxMessagesPerSec?: number;
+  /** `"stored"` (default) or `"live-first"`: after a return, new messages go before the backlog. */
+  order?: "stored" | "live-first";
   /** Lanes idle this long have their link closed. Default 60 s. */
   idleLinkMs?: number;
 }
@@ -68,19 +72,6 @@ export interface ForwarderStats {
   outstanding: number;
 }
 
-interface Lane {
-  name: string;
-  link: Link;
-  /** Messages to send, in offset order; `head` is the next. */
-  queue: StoredMessage[];
-  head: number;
-  inflight: number;
-  refusals: number;
-  idleTimer: NodeJS.Timeout | undefined;
-  onUp: () => void;
-  onRefused: (code: number) => void;
-}
-
 const READ_BATCH = 500;
 
 /** Drains one queue to the parent. */
@@ -90,31 +81,32 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   readonly #uplink: Uplink;
   readonly #log: Logger;
   readonly #window: number;
+  readonly #liveFirst: boolean;
   readonly #readAhead: number;
   readonly #readAheadBytes: number;
   readonly #idleLinkMs: number;
   readonly #lanes = new Map<string, Lane>();
-  /** Offsets read and not yet checkpointed, in read order, from `#orderHead`. */
-  #order: number[] = [];
-  #orderHead = 0;
-  /** Bytes held of what `#order` lists. */
+  #progress = new Progress(-1);
+  /** Bytes held of messages read and not done, by offset. */
   #heldBytes = 0;
   readonly #sizes = new Map<number, number>();
   /** Until the parent is reachable ({@link Forwarder.resume}), nothing is read. */
   #paused = true;
   /** Bumped by {@link Forwarder.pause}: completions of an older generation only record what was acknowledged. */
   #generation = 0;
-  readonly #done = new Set<number>();
-  #nextRead = 0;
+  /** Bumped by every pause and resume, so a resume overtaken by a pause does nothing. */
+  #transitions = 0;
   /** Highest offset acknowledged to the store. */
   #acked = -1;
+  /** The live segment's last read came back short: read the backlog until something new is stored. */
+  #liveCaughtUp = false;
   #reading = false;
   #wantRead = false;
   #ackScheduled = false;
   #acking = false;
   #closed = false;
   readonly #bucket:
-    | { rate: number; tokens: number; at: number; timer: NodeJS.Timeout | undefined }
+    | { rate: number; burst: number; tokens: number; at: number; timer: NodeJS.Timeout | undefined }
     | undefined;
   readonly stats: ForwarderStats = {
     sent: 0,
@@ -133,18 +125,21 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#uplink = uplink;
     this.#log = log;
     this.#window = options.window;
+    this.#liveFirst = options.order === "live-first";
     this.#readAhead = options.readAhead ?? Math.max(2000, options.window * 20);
     this.#readAheadBytes = options.readAheadBytes ?? 8 * 2 ** 20;
     this.#idleLinkMs = options.idleLinkMs ?? 60_000;
     const rate = options.maxMessagesPerSec;
-    this.#bucket = rate ? { rate, tokens: rate, at: Date.now(), timer: undefined } : undefined;
+    // Bursts of a tenth of a second: a slow uplink is never handed a second's worth at once.
+    const burst = rate ? Math.max(1, Math.ceil(rate / 10)) : 0;
+    this.#bucket = rate ? { rate, burst, tokens: burst, at: Date.now(), timer: undefined } : undefined;
   }
 
   /** Loads the checkpoint; draining starts on {@link Forwarder.resume}. */
   async start(): Promise<void> {
     const q = (await this.#store.stats()).queues.find((x) => x.name === this.#queue);
     this.#acked = q?.ackedUpTo ?? -1;
-    this.#nextRead = this.#acked + 1;
+    this.#progress = new Progress(this.#acked);
   }
 
   /**
@@ -152,26 +147,38 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
    * stays stored). What the parent acknowledged meanwhile is remembered, so it is not sent again.
    */
   pause(): void {
+    this.#transitions++;
     if (this.#paused) return;
     this.#paused = true;
     this.#generation++;
-    this.#nextRead = Math.max(this.#acked, this.#checkpointOffset()) + 1;
-    for (const offset of this.#done) if (offset < this.#nextRead) this.#done.delete(offset);
-    this.#order = [];
-    this.#orderHead = 0;
+    this.#progress.reset(this.#acked);
     this.#heldBytes = 0;
     this.#sizes.clear();
-    for (const lane of this.#lanes.values()) {
-      lane.queue = [];
-      lane.head = 0;
-      lane.inflight = 0;
-    }
+    for (const lane of this.#lanes.values()) lane.clear();
     this.stats.outstanding = 0;
+  }
+
+  /**
+   * The parent is reachable: read again from the checkpoint. Live-first: what is stored
+   * from now on goes before the backlog.
+   */
+  async resume(): Promise<void> {
+    const transition = ++this.#transitions;
+    if (this.#liveFirst && this.#paused) {
+      const tail = (await this.#store.stats()).queues.find((x) => x.name === this.#queue)?.tail ?? 0;
+      if (transition !== this.#transitions) return;
+      this.#progress.splitAt(tail);
+      const liveFrom = this.#progress.liveFrom ?? Number.POSITIVE_INFINITY;
+      for (const lane of this.#lanes.values()) lane.liveFrom = liveFrom;
+    }
+    this.#paused = false;
+    this.wake();
   }
 
   /** New messages were stored, or a link came back: read on and pump every lane (unless paused). */
   wake(): void {
     if (this.#paused) return;
+    this.#liveCaughtUp = false;
     this.#read();
     for (const lane of this.#lanes.values()) {
       lane.link.wake();
@@ -179,15 +186,9 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     }
   }
 
-  /** The parent is reachable: read again from the checkpoint. */
-  resume(): void {
-    this.#paused = false;
-    this.wake();
-  }
-
   /** True when nothing read is waiting and the last read found the queue empty. */
   get idle(): boolean {
-    return this.#outstanding() === 0 && !this.#reading;
+    return this.#progress.outstanding === 0 && !this.#reading;
   }
 
   /** Stops: closes every link. Messages not acknowledged stay stored for the next start. */
@@ -197,23 +198,22 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     for (const lane of [...this.#lanes.values()]) this.#closeLane(lane);
   }
 
-  #outstanding(): number {
-    return this.#order.length - this.#orderHead;
-  }
-
   #read(): void {
     if (this.#closed || this.#paused) return;
     if (this.#reading) {
       this.#wantRead = true;
       return;
     }
-    if (this.#outstanding() >= this.#readAhead || this.#heldBytes >= this.#readAheadBytes) return;
+    const outstanding = this.#progress.outstanding;
+    if (outstanding >= this.#readAhead || this.#heldBytes >= this.#readAheadBytes) return;
+    const plan = this.#progress.plan(this.#liveFirst, this.#liveCaughtUp);
+    if (!plan) return;
     this.#reading = true;
     this.#wantRead = false;
-    const limit = Math.min(READ_BATCH, this.#readAhead - this.#outstanding());
+    const limit = Math.min(READ_BATCH, this.#readAhead - outstanding);
     const generation = this.#generation;
     this.#store
-      .read(this.#queue, { from: this.#nextRead, limit, maxBytes: this.#readAheadBytes - this.#heldBytes })
+      .read(this.#queue, { from: plan.from, limit, maxBytes: this.#readAheadBytes - this.#heldBytes })
       .then(
         (messages) => {
           this.#reading = false;
@@ -222,12 +222,12 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
             this.#read();
             return;
           }
-          for (const m of messages) this.#accept(m);
-          const last = messages.at(-1);
-          if (last) this.#nextRead = last.offset + 1;
-          this.stats.outstanding = this.#outstanding();
-          if (messages.length > 0 || this.#wantRead) this.#read();
-          else if (this.#outstanding() === 0) this.emit("drained");
+          const live = this.#liveFirst && plan.segment > 0;
+          if (live && messages.length < limit) this.#liveCaughtUp = true;
+          for (const m of this.#progress.recordRead(plan, messages, limit)) this.#accept(m);
+          this.stats.outstanding = this.#progress.outstanding;
+          if (messages.length > 0 || this.#wantRead || live) this.#read();
+          else if (this.#progress.outstanding === 0) this.emit("drained");
         },
         (err: unknown) => {
           this.#reading = false;
@@ -241,8 +241,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   }
 
   #accept(m: StoredMessage): void {
-    this.#order.push(m.offset);
-    if (this.#done.has(m.offset)) {
+    if (this.#progress.isDone(m.offset)) {
       // Acknowledged before a pause let go of it.
       this.#finish(m.offset);
       return;
@@ -256,41 +255,32 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
       return;
     }
     const name = this.#uplink.laneOf(m);
-    let lane = this.#lanes.get(name);
-    if (!lane) lane = this.#openLane(name);
+    const lane = this.#lanes.get(name) ?? this.#openLane(name);
     clearTimeout(lane.idleTimer);
-    lane.queue.push(m);
+    lane.push(m);
     this.#pump(lane);
   }
 
   #openLane(name: string): Lane {
-    const link = this.#uplink.linkFor(name);
-    const lane: Lane = {
+    const lane = new Lane(
       name,
-      link,
-      queue: [],
-      head: 0,
-      inflight: 0,
-      refusals: 0,
-      idleTimer: undefined,
-      onUp: () => {
-        lane.refusals = 0;
-        this.#pump(lane);
+      this.#uplink.linkFor(name),
+      (l) => {
+        l.refusals = 0;
+        this.#pump(l);
       },
-      onRefused: (code) => {
-        if (!this.#uplink.refusedForGood(name, ++lane.refusals)) return;
-        const waiting = lane.queue.slice(lane.head);
-        lane.queue = [];
-        lane.head = 0;
-        lane.refusals = 0;
-        this.#deadLetter(waiting, `the parent refused the login of ${name} (CONNACK ${code})`);
+      (l, code) => {
+        if (!this.#uplink.refusedForGood(name, ++l.refusals)) return;
+        l.refusals = 0;
+        this.#deadLetter(l.takeAll(), `the parent refused the login of ${name} (CONNACK ${code})`);
       },
-    };
+    );
+    lane.liveFrom = this.#progress.liveFrom ?? Number.POSITIVE_INFINITY;
     this.#lanes.set(name, lane);
     this.stats.lanes = this.#lanes.size;
-    link.on("up", lane.onUp);
-    link.on("refused", lane.onRefused);
-    link.start();
+    lane.link.on("up", lane.onUp);
+    lane.link.on("refused", lane.onRefused);
+    lane.link.start();
     return lane;
   }
 
@@ -306,9 +296,9 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   /** Sends what the lane's window allows. */
   #pump(lane: Lane): void {
     if (this.#closed) return;
-    while (lane.link.up && lane.inflight < this.#window && lane.head < lane.queue.length) {
+    while (lane.link.up && lane.inflight < this.#window && lane.waiting > 0) {
       if (!this.#takeToken()) return;
-      const m = lane.queue[lane.head++] as StoredMessage;
+      const m = lane.next() as StoredMessage;
       if (m.expiresAt !== null && m.expiresAt <= Date.now()) {
         this.stats.expired++;
         this.#finish(m.offset);
@@ -322,7 +312,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
         () => {
           this.stats.acked++;
           if (generation !== this.#generation) {
-            this.#done.add(m.offset);
+            this.#progress.finish(m.offset);
             return;
           }
           lane.inflight--;
@@ -333,32 +323,17 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
           this.stats.retried++;
           if (generation !== this.#generation) return;
           lane.inflight--;
-          this.#requeue(lane, m);
+          // The link is down: it pumps again when it comes back up.
+          lane.putBack(m);
         },
       );
     }
-    if (lane.head > 1024 && lane.head * 2 > lane.queue.length) {
-      lane.queue = lane.queue.slice(lane.head);
-      lane.head = 0;
-    }
-    if (lane.inflight === 0 && lane.head === lane.queue.length) this.#idleLater(lane);
+    if (lane.inflight === 0 && lane.waiting === 0) this.#idleLater(lane);
   }
-
-  /** Puts an unacknowledged message back before the lane's unsent ones, in offset order. */
-  #requeue(lane: Lane, m: StoredMessage): void {
-    const rest = lane.queue.slice(lane.head);
-    let at = 0;
-    while (at < rest.length && (rest[at] as StoredMessage).offset < m.offset) at++;
-    rest.splice(at, 0, m);
-    lane.queue = rest;
-    lane.head = 0;
-    // The link is down: it pumps again when it comes back up.
-  }
-
   #idleLater(lane: Lane): void {
     clearTimeout(lane.idleTimer);
     lane.idleTimer = setTimeout(() => {
-      if (lane.inflight > 0 || lane.head < lane.queue.length) return;
+      if (lane.inflight > 0 || lane.waiting > 0) return;
       this.#closeLane(lane);
     }, this.#idleLinkMs);
     lane.idleTimer.unref();
@@ -368,7 +343,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     const b = this.#bucket;
     if (!b) return true;
     const now = Date.now();
-    b.tokens = Math.min(b.rate, b.tokens + ((now - b.at) / 1000) * b.rate);
+    b.tokens = Math.min(b.burst, b.tokens + ((now - b.at) / 1000) * b.rate);
     b.at = now;
     if (b.tokens >= 1) {
       b.tokens -= 1;
@@ -414,24 +389,13 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
 
   /** Marks an offset done and moves the checkpoint over the done prefix. */
   #finish(offset: number): void {
-    this.#done.add(offset);
     const size = this.#sizes.get(offset);
     if (size !== undefined) {
       this.#heldBytes -= size;
       this.#sizes.delete(offset);
     }
-    let moved = false;
-    while (this.#orderHead < this.#order.length && this.#done.has(this.#order[this.#orderHead] as number)) {
-      this.#done.delete(this.#order[this.#orderHead] as number);
-      this.#orderHead++;
-      moved = true;
-    }
-    if (!moved) return;
-    if (this.#orderHead > 4096) {
-      this.#order = this.#order.slice(this.#orderHead);
-      this.#orderHead = 0;
-    }
-    this.stats.outstanding = this.#outstanding();
+    if (!this.#progress.finish(offset)) return;
+    this.stats.outstanding = this.#progress.outstanding;
     this.#scheduleAck();
     this.#read();
   }
@@ -442,7 +406,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#ackScheduled = true;
     setImmediate(() => {
       this.#ackScheduled = false;
-      const upTo = this.#checkpointOffset();
+      const upTo = this.#progress.checkpoint();
       if (upTo <= this.#acked) return;
       this.#acking = true;
       this.#store.ack(this.#queue, upTo).then(
@@ -450,8 +414,8 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
           this.#acking = false;
           this.#acked = upTo;
           this.emit("checkpoint", upTo);
-          if (this.#checkpointOffset() > upTo) this.#scheduleAck();
-          if (this.#outstanding() === 0 && !this.#reading) this.emit("drained");
+          if (this.#progress.checkpoint() > upTo) this.#scheduleAck();
+          if (this.#progress.outstanding === 0 && !this.#reading) this.emit("drained");
         },
         (err: unknown) => {
           this.#acking = false;
@@ -459,11 +423,5 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
         },
       );
     });
-  }
-
-  /** Everything before the first outstanding offset (in read order) is done. */
-  #checkpointOffset(): number {
-    const first = this.#order[this.#orderHead];
-    return first === undefined ? this.#nextRead - 1 : first - 1;
   }
 }

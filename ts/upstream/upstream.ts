@@ -42,13 +42,14 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
       uplink,
       {
         window: parent.window,
+        order: parent.order,
         ...(parent.maxMessagesPerSec === undefined ? {} : { maxMessagesPerSec: parent.maxMessagesPerSec }),
       },
       log,
     );
     this.#link.on("up", () => {
       this.lastOnlineAt = Date.now();
-      this.forwarder.resume();
+      void this.forwarder.resume();
       void this.scope?.sync();
       this.emit("online");
     });
