@@ -110,7 +110,7 @@ export class EdgeHub {
       // Tokens name the hub clients think they talk to: this one, or (through a gateway) its parent.
       const authenticator = new Authenticator(
         registry,
-        parent ? [config.hostname, parent.hostname] : [config.hostname],
+        parent ? [config.hostname, parent.hostname, parent.hubHostname] : [config.hostname],
       );
       // A root keeps device-to-cloud messages as IoT Hub's built-in events; an edge hub
       // stores them for its parent under the store-and-forward TTL.

@@ -1,32 +1,18 @@
-// Brokers the ingest benchmark measures side by side, each in its own process so its CPU
-// time can be read from /proc: edgehub (its CLI), Mosquitto (Debian 2.0, persistence on),
-// aedes, and a null sink.
+// Brokers the benchmarks measure side by side, each in its own process so its CPU time and
+// memory can be read from /proc: edgehub (its CLI), Mosquitto (Debian 2.0, persistence on),
+// aedes, and a null sink. Each start has a run-only twin (runEdgehub, runMosquitto) that
+// starts the process again on the same configuration and data, for outages and kills.
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("../../", import.meta.url).pathname;
+/** Output kept per process; older output is dropped (offsets stay valid, see `mark`). */
+const KEEP_OUTPUT = 4 * 2 ** 20;
 
-function waitFor(child, pattern, what) {
-  return new Promise((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${out}`)), 30_000);
-    const on = (d) => {
-      out += d.toString();
-      if (pattern.test(out)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout?.on("data", on);
-    child.stderr?.on("data", on);
-    child.on("exit", (code) => reject(new Error(`${what} exited (${code}): ${out}`)));
-  });
-}
-
-/** Resolves once something accepts TCP connections on `port`. */
+/** Resolves once something accepts TCP connections on `port` (polled every 10 ms). */
 async function waitForPort(port, what) {
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -39,36 +25,121 @@ async function waitForPort(port, what) {
     });
     if (ok) return;
     if (Date.now() > deadline) throw new Error(`${what} did not listen on ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
+/** A port free on 127.0.0.1 now (for a broker that must come back on the same address). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A handle on a broker process: its output (stdout and stderr, read continuously so the
+ * process never blocks on a full pipe), waits on that output, and stop/kill.
+ */
 function handle(name, child, port) {
+  let out = "";
+  let dropped = 0; // characters dropped from the front of `out`
+  let waiters = [];
+  let exitCode;
+  const exited = new Promise((resolve) =>
+    child.once("exit", (code, signal) => {
+      exitCode = code ?? signal;
+      for (const w of waiters) w.fail(new Error(`${name} exited (${exitCode}): ${out.slice(-4000)}`));
+      waiters = [];
+      resolve(exitCode);
+    }),
+  );
+  const test = (w) => w.pattern.test(out.slice(Math.max(0, w.from - dropped)));
+  const collect = (d) => {
+    out += d.toString();
+    if (out.length > KEEP_OUTPUT) {
+      const cut = out.length - KEEP_OUTPUT / 2;
+      out = out.slice(cut);
+      dropped += cut;
+    }
+    waiters = waiters.filter((w) => {
+      if (!test(w)) return true;
+      w.done();
+      return false;
+    });
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  const stop = (signal = "SIGTERM") => {
+    if (exitCode !== undefined) return exited;
+    child.kill(signal);
+    if (signal !== "SIGKILL") setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
+    return exited;
+  };
   return {
     name,
     port,
     pid: child.pid,
-    stop: () =>
-      new Promise((resolve) => {
-        child.removeAllListeners("exit");
-        child.once("exit", () => resolve());
-        child.kill("SIGTERM");
-        setTimeout(() => child.kill("SIGKILL"), 5000).unref();
-      }),
+    output: () => out,
+    /** A position in the output: `waitFor(…, { from })` looks only at what came after it. */
+    mark: () => dropped + out.length,
+    /** Resolves once `pattern` shows in the output (from `from` on); rejects on exit or timeout. */
+    waitFor(pattern, { from = 0, timeoutMs = 30_000 } = {}) {
+      return new Promise((resolve, reject) => {
+        const w = { pattern, from };
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((x) => x !== w);
+          reject(new Error(`${name}: no ${pattern} within ${timeoutMs} ms: ${out.slice(-4000)}`));
+        }, timeoutMs);
+        w.done = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        w.fail = (err) => {
+          clearTimeout(timer);
+          reject(err);
+        };
+        if (exitCode !== undefined) return w.fail(new Error(`${name} exited (${exitCode})`));
+        if (test(w)) return w.done();
+        waiters.push(w);
+      });
+    },
+    /** Sends `signal` (SIGKILL 10 s later if it is still running); resolves with the exit code or signal. */
+    stop,
+    /** SIGKILL: no shutdown, no flush. */
+    kill: () => stop("SIGKILL"),
   };
 }
 
-export async function startEdgehub(dataDir, port) {
-  const config = join(dataDir, "..", "edgehub-bench.json");
-  writeFileSync(
-    config,
-    JSON.stringify({
-      hostname: "localhost",
-      dataDir,
-      listen: { host: "127.0.0.1", mqtts: port, https: 0 },
-      logLevel: "warn",
-    }),
-  );
+/** Samples a process's resident memory (VmRSS) every `everyMs`; `stop()` returns the peak in bytes. */
+export function rssSampler(pid, everyMs = 200) {
+  let peak = 0;
+  const sample = () => {
+    try {
+      const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+      peak = Math.max(peak, Number(kb ?? 0) * 1024);
+    } catch {
+      // The process is gone (killed on purpose); the peak so far stands.
+    }
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      sample();
+      return peak;
+    },
+  };
+}
+
+/** Runs `edgehub start --config <file>`; resolves once it listens (both listeners are up). */
+export async function runEdgehub(configFile, name = "edgehub") {
+  const config = JSON.parse(readFileSync(configFile, "utf8"));
   const child = spawn(
     process.execPath,
     [
@@ -76,17 +147,37 @@ export async function startEdgehub(dataDir, port) {
       join(root, "dist/cli/edgehub.js"),
       "start",
       "--config",
-      config,
+      configFile,
     ],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+    { stdio: ["ignore", "pipe", "pipe"] },
   );
-  await waitFor(child, /MQTT over TLS/, "edgehub");
-  return handle("edgehub", child, port);
+  const h = handle(name, child, config.listen?.mqtts);
+  await h.waitFor(/MQTT over TLS/);
+  return h;
 }
 
-export async function startMosquitto(dir, port, certs) {
+/**
+ * Writes `<dataDir>/../<name>-bench.json` (hostname localhost, MQTT on `port`, no HTTPS,
+ * log level warn; `extra` keys replace these, `extra.listen` merges) and runs edgehub on it.
+ * The handle's `config` is the file, for {@link runEdgehub} to start it again.
+ */
+export async function startEdgehub(dataDir, port, extra = {}, name = "edgehub") {
+  const config = join(dataDir, "..", `${name}-bench.json`);
+  const base = { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: port, https: 0 } };
+  writeFileSync(
+    config,
+    JSON.stringify({ ...base, logLevel: "warn", ...extra, listen: { ...base.listen, ...extra.listen } }),
+  );
+  return { ...(await runEdgehub(config, name)), config };
+}
+
+/**
+ * Writes `<dir>/mosquitto.conf`: TLS listener on `port`, persistence in `dir` (snapshots
+ * every `autosave_interval`, 1800 s by default), `maxQueuedMessages` per client (Debian's
+ * default is 1000), `maxInflightMessages` (0: no limit; the default is 20), and `extra`
+ * lines (a bridge, say). Returns the file's path.
+ */
+export function mosquittoConf(dir, port, certs, { maxQueuedMessages = 1_000_000, maxInflightMessages = 0, extra = [] } = {}) {
   const conf = join(dir, "mosquitto.conf");
   writeFileSync(
     conf,
@@ -96,19 +187,33 @@ export async function startMosquitto(dir, port, certs) {
       `certfile ${certs.cert}`,
       `keyfile ${certs.key}`,
       "allow_anonymous true",
+      // Benchmarks run as root; Mosquitto would otherwise drop to a user that cannot read the key.
       "user root",
       "persistence true",
       `persistence_location ${dir}/`,
-      "max_queued_messages 1000000",
-      "max_inflight_messages 0",
+      `max_queued_messages ${maxQueuedMessages}`,
+      `max_inflight_messages ${maxInflightMessages}`,
       "log_type error",
+      ...extra,
       "",
     ].join("\n"),
   );
+  return conf;
+}
+
+/** Runs `mosquitto -c <conf>`; resolves once it accepts connections on `port`. */
+export async function runMosquitto(conf, port, name = "mosquitto") {
   // No -v: verbose logging of every publish would slow Mosquitto down unfairly.
   const child = spawn("mosquitto", ["-c", conf], { stdio: ["ignore", "pipe", "pipe"] });
-  await waitForPort(port, "mosquitto");
-  return handle("mosquitto", child, port);
+  const h = handle(name, child, port);
+  await Promise.race([waitForPort(port, name), h.waitFor(/(?!)/, { timeoutMs: 31_000 })]);
+  return h;
+}
+
+/** {@link mosquittoConf} then {@link runMosquitto}; the handle's `config` is the file. */
+export async function startMosquitto(dir, port, certs, options = {}, name = "mosquitto") {
+  const config = mosquittoConf(dir, port, certs, options);
+  return { ...(await runMosquitto(config, port, name)), config };
 }
 
 /** Runs `script` (a Node peer of this folder) on `port`; `extra` arguments follow the certificate files. */
@@ -116,6 +221,7 @@ export async function startNode(name, script, port, certs, ...extra) {
   const child = spawn(process.execPath, [join(here, script), String(port), certs.cert, certs.key, ...extra], {
     stdio: ["ignore", "pipe", "pipe"],
   });
-  await waitFor(child, /ready/, name);
-  return handle(name, child, port);
+  const h = handle(name, child, port);
+  await h.waitFor(/ready/);
+  return h;
 }

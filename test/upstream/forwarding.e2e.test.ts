@@ -10,6 +10,8 @@ import {
   startRoot,
 } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
+import { stopHub } from "../helpers/hub.js";
+import { deviceConnect, rawClient } from "../helpers/mqtt-raw.js";
 
 describe("edge hub forwarding to a root hub", () => {
   it("syncs its scope, authenticates a child on it, and forwards the child's messages in order as the child", async () => {
@@ -35,5 +37,53 @@ describe("edge hub forwarding to a root hub", () => {
       "checkpointed",
       async () => (await edge.store.stats()).queues.find((q) => q.name === "$upstream")?.count === 0,
     );
+  });
+
+  it("disconnects and refuses a child disabled or removed upstream once the scope is synced again", async () => {
+    const root = await startRoot(await tempDir());
+    const parent = await edgeIdentity(root, "edge1");
+    const keyA = await childOf(root, "edge1", "leafA");
+    const keyB = await childOf(root, "edge1", "leafB");
+    const edge = await startEdge(await tempDir(), parent);
+    await eventually("scope synced", () => edge.registry.getDevice("leafB") !== undefined);
+    const a = await rawClient(edge.ports.mqtts, edge.caCertificate);
+    a.send(deviceConnect("leafA", keyA, { clean: true }));
+    expect(await a.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    const b = await rawClient(edge.ports.mqtts, edge.caCertificate);
+    b.send(deviceConnect("leafB", keyB, { clean: true }));
+    expect(await b.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+
+    await root.registry.updateDevice({ deviceId: "leafA", status: "disabled" });
+    await root.registry.deleteDevice("leafB");
+    expect(await edge.upstream?.scope?.sync()).toBe(true);
+    await a.closed;
+    await b.closed;
+    for (const [id, key] of [
+      ["leafA", keyA],
+      ["leafB", keyB],
+    ] as const) {
+      const again = await rawClient(edge.ports.mqtts, edge.caCertificate);
+      again.send(deviceConnect(id, key, { clean: true }));
+      expect(await again.next(), id).toMatchObject({ cmd: "connack", returnCode: 5 });
+    }
+  });
+
+  it("offline, refuses an identity it does not know at once, and lets known ones in", async () => {
+    const root = await startRoot(await tempDir());
+    const parent = await edgeIdentity(root, "edge1");
+    const key = await childOf(root, "edge1", "leaf1");
+    const edge = await startEdge(await tempDir(), parent);
+    await eventually("scope synced", () => edge.registry.getDevice("leaf1") !== undefined);
+    const stranger = await root.registry.createDevice({ deviceId: "stranger" });
+    await stopHub(root);
+    const s = await rawClient(edge.ports.mqtts, edge.caCertificate);
+    s.send(
+      deviceConnect("stranger", stranger.authentication.symmetricKey?.primaryKey ?? "", { clean: true }),
+    );
+    expect(await s.next()).toMatchObject({ cmd: "connack", returnCode: 5 });
+    const k = await rawClient(edge.ports.mqtts, edge.caCertificate);
+    k.send(deviceConnect("leaf1", key, { clean: true }));
+    expect(await k.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    k.end();
   });
 });

@@ -45,6 +45,12 @@ export interface ParentConfigInput {
   /** `"iothub"` (default): IoT Hub, a root hub or another edge hub. `"mqtt"`: any MQTT broker. */
   type?: "iothub" | "mqtt";
   hostname: string;
+  /**
+   * The IoT hub every token of the hierarchy names (Azure IoT Hub, or the root hub); the
+   * parent's hostname by default. Nested edges set it to the root's name, which their
+   * children's tokens carry.
+   */
+  hubHostname?: string;
   /** MQTT over TLS. Default 8883. */
   port?: number;
   /** HTTPS, for the device scope sync. Default 443. */
@@ -81,6 +87,7 @@ export interface ParentConfigInput {
 export interface ParentConfig {
   type: "iothub" | "mqtt";
   hostname: string;
+  hubHostname: string;
   port: number;
   httpsPort: number;
   deviceId: string;
@@ -233,6 +240,7 @@ function parentConfig(raw: unknown): ParentConfig {
   known("parent.", raw, [
     "type",
     "hostname",
+    "hubHostname",
     "port",
     "httpsPort",
     "deviceId",
@@ -256,6 +264,9 @@ function parentConfig(raw: unknown): ParentConfig {
   const hostname = raw.hostname;
   if (typeof hostname !== "string" || !/^[A-Za-z0-9.-]{1,253}$/.test(hostname))
     throw bad("parent.hostname", "must be a DNS name");
+  const hubHostname = raw.hubHostname ?? hostname;
+  if (typeof hubHostname !== "string" || !/^[A-Za-z0-9.-]{1,253}$/.test(hubHostname))
+    throw bad("parent.hubHostname", "must be a DNS name");
   const deviceId = optionalString("parent.deviceId", raw.deviceId);
   if (deviceId === undefined) throw bad("parent.deviceId", "is required");
   const sharedAccessKey = optionalString("parent.sharedAccessKey", raw.sharedAccessKey);
@@ -274,6 +285,7 @@ function parentConfig(raw: unknown): ParentConfig {
   return {
     type,
     hostname,
+    hubHostname,
     port: port("parent.port", raw.port, 8883),
     httpsPort: port("parent.httpsPort", raw.httpsPort, 443),
     deviceId,

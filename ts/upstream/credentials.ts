@@ -28,7 +28,7 @@ export class ParentCredentials {
   token(now = Date.now()): string | undefined {
     const key = this.#parent.sharedAccessKey;
     if (key === undefined) return undefined;
-    const resource = `${this.#parent.hostname}/devices/${this.#parent.deviceId}`;
+    const resource = `${this.#parent.hubHostname}/devices/${this.#parent.deviceId}`;
     return createSasToken(resource, key, Math.floor(now / 1000) + TOKEN_SECS);
   }
 

@@ -108,7 +108,7 @@ export class IotHubUplink implements Uplink {
           host: p.hostname,
           port: p.port,
           clientId,
-          username: `${p.hostname}/${clientId}/?api-version=${API_VERSION}${query}`,
+          username: `${p.hubHostname}/${clientId}/?api-version=${API_VERSION}${query}`,
           ...(token === undefined ? {} : { password: token }),
           ...this.#credentials.tls(),
         };

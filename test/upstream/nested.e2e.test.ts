@@ -1,0 +1,71 @@
+import type { Packet } from "mqtt-packet";
+import { describe, expect, it } from "vitest";
+import type { EdgeHub } from "../../ts/index.js";
+import { edgeIdentity, rootEvents, startEdge, startRoot } from "../helpers/edge.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
+import { stopHub } from "../helpers/hub.js";
+import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+import { freePort } from "../helpers/process.js";
+
+async function publish(c: RawClient, seq: number): Promise<void> {
+  c.send({
+    cmd: "publish",
+    topic: `devices/leaf/messages/events/seq=${seq}`,
+    payload: Buffer.from(`m${seq}`),
+    qos: 1,
+    messageId: seq + 1,
+    retain: false,
+    dup: false,
+  } as Packet);
+  expect(await c.next()).toMatchObject({ cmd: "puback", messageId: seq + 1 });
+}
+
+const leafSeqs = async (root: EdgeHub) =>
+  (await rootEvents(root))
+    .filter((m) => m.properties["$.cdid"] === "leaf")
+    .map((m) => Number(m.properties.seq));
+
+describe("nested edge hubs", () => {
+  it("root <- edge1 <- edge2 <- leaf: edge2 syncs its scope from edge1, and messages climb both hops as the leaf, through an outage of the middle hub", async () => {
+    const root = await startRoot(await tempDir(), { allowNesting: true });
+    const edge1Parent = await edgeIdentity(root, "edge1");
+    const edge1Scope = root.registry.getDevice("edge1")?.deviceScope;
+    const e2 = await root.registry.createDevice({
+      deviceId: "edge2",
+      capabilities: { iotEdge: true },
+      parentScopes: [edge1Scope ?? ""],
+    });
+    const leaf = await root.registry.createDevice({ deviceId: "leaf", deviceScope: e2.deviceScope });
+    const edge1Dir = await tempDir();
+    const edge1Listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+    let edge1 = await startEdge(edge1Dir, edge1Parent, { listen: edge1Listen });
+    await eventually("edge1 synced its subtree", () => edge1.registry.getDevice("leaf") !== undefined);
+    const edge2 = await startEdge(await tempDir(), {
+      hostname: "127.0.0.1",
+      hubHostname: "localhost",
+      port: edge1Listen.mqtts,
+      httpsPort: edge1Listen.https,
+      deviceId: "edge2",
+      sharedAccessKey: e2.authentication.symmetricKey?.primaryKey ?? "",
+      caFile: edge1.caFile,
+      maxBackoffMs: 300,
+    });
+    await eventually("edge2 synced from edge1", () => edge2.registry.getDevice("leaf") !== undefined);
+    // edge2 gets its own subtree only.
+    expect(edge2.registry.getDevice("edge1")).toBeUndefined();
+
+    const c = await rawClient(edge2.ports.mqtts, edge2.caCertificate);
+    c.send(deviceConnect("leaf", leaf.authentication.symmetricKey?.primaryKey ?? "", { clean: true }));
+    expect(await c.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    for (let i = 0; i < 10; i++) await publish(c, i);
+    await eventually("10 at the root", async () => (await leafSeqs(root)).length >= 10);
+
+    await stopHub(edge1);
+    for (let i = 10; i < 20; i++) await publish(c, i);
+    edge1 = await startEdge(edge1Dir, edge1Parent, { listen: edge1Listen });
+    await eventually("20 at the root", async () => new Set(await leafSeqs(root)).size >= 20);
+    const got = await leafSeqs(root);
+    expect(got.filter((s, i) => got.indexOf(s) === i)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    c.end();
+  });
+});
