@@ -25,6 +25,7 @@ import { ServiceApi } from "./service/api.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
 import { UPSTREAM_QUEUE } from "./upstream/forwarder.js";
+import { EdgeHubSettings } from "./upstream/settings.js";
 import { Upstream } from "./upstream/upstream.js";
 
 /** The queue a root hub keeps device-to-cloud messages in (IoT Hub's built-in events). */
@@ -48,6 +49,8 @@ export class EdgeHub {
   readonly serviceConnectionString: string;
   /** Where that string is written (mode 0600). */
   readonly serviceConnectionStringFile: string;
+  /** Routes and store limits in force: config, overridden by the parent's `$edgeHub` desired properties. */
+  readonly settings: EdgeHubSettings;
   /** The link to the parent and the forwarder; absent on a root hub. */
   readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
@@ -65,6 +68,7 @@ export class EdgeHub {
     ca: { pem: string; file: string },
     service: { connectionString: string; file: string },
     upstream: Upstream | undefined,
+    settings: EdgeHubSettings,
     log: Logger,
   ) {
     this.config = config;
@@ -79,6 +83,7 @@ export class EdgeHub {
     this.serviceConnectionString = service.connectionString;
     this.serviceConnectionStringFile = service.file;
     this.upstream = upstream;
+    this.settings = settings;
   }
 
   /** Starts a hub: opens its store and registry, and listens for MQTT over TLS. */
@@ -117,7 +122,10 @@ export class EdgeHub {
       const router = parent
         ? new Router(store, UPSTREAM_QUEUE)
         : new Router(store, EVENTS_QUEUE, config.eventsRetentionSecs);
-      const upstream = parent ? new Upstream(parent, store, registry, log) : undefined;
+      // Settings cached from the parent apply before the first client is let in.
+      const settings = new EdgeHubSettings(store, config, log);
+      await settings.loadCached();
+      const upstream = parent ? new Upstream(parent, store, registry, settings, log) : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       // Client certificates are asked for, never required: SAS clients send none. The chain
       // is checked against the trusted device CAs only.
@@ -148,6 +156,7 @@ export class EdgeHub {
         { pem: material.ca, file: material.caFile },
         service,
         upstream,
+        settings,
         log,
       );
       registry.on("revoked", (deviceId, moduleId) => {

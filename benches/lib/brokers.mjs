@@ -12,10 +12,11 @@ const root = new URL("../../", import.meta.url).pathname;
 /** Output kept per process; older output is dropped (offsets stay valid, see `mark`). */
 const KEEP_OUTPUT = 4 * 2 ** 20;
 
-/** Resolves once something accepts TCP connections on `port` (polled every 10 ms). */
-async function waitForPort(port, what) {
+/** Resolves once something accepts TCP connections on `port` (polled every 10 ms) while `alive()`. */
+async function waitForPort(port, what, alive = () => true) {
   const deadline = Date.now() + 30_000;
   for (;;) {
+    if (!alive()) throw new Error(`${what} exited before it listened on ${port}`);
     const ok = await new Promise((resolve) => {
       const s = net.connect(port, "127.0.0.1", () => {
         s.destroy();
@@ -84,6 +85,10 @@ function handle(name, child, port) {
     name,
     port,
     pid: child.pid,
+    /** Exit code or signal once it exited, else undefined. */
+    get exitCode() {
+      return exitCode;
+    },
     output: () => out,
     /** A position in the output: `waitFor(…, { from })` looks only at what came after it. */
     mark: () => dropped + out.length,
@@ -168,7 +173,9 @@ export async function startEdgehub(dataDir, port, extra = {}, name = "edgehub") 
     config,
     JSON.stringify({ ...base, logLevel: "warn", ...extra, listen: { ...base.listen, ...extra.listen } }),
   );
-  return { ...(await runEdgehub(config, name)), config };
+  const h = await runEdgehub(config, name);
+  h.config = config;
+  return h;
 }
 
 /**
@@ -177,7 +184,12 @@ export async function startEdgehub(dataDir, port, extra = {}, name = "edgehub") 
  * default is 1000), `maxInflightMessages` (0: no limit; the default is 20), and `extra`
  * lines (a bridge, say). Returns the file's path.
  */
-export function mosquittoConf(dir, port, certs, { maxQueuedMessages = 1_000_000, maxInflightMessages = 0, extra = [] } = {}) {
+export function mosquittoConf(
+  dir,
+  port,
+  certs,
+  { maxQueuedMessages = 1_000_000, maxInflightMessages = 0, extra = [] } = {},
+) {
   const conf = join(dir, "mosquitto.conf");
   writeFileSync(
     conf,
@@ -206,14 +218,20 @@ export async function runMosquitto(conf, port, name = "mosquitto") {
   // No -v: verbose logging of every publish would slow Mosquitto down unfairly.
   const child = spawn("mosquitto", ["-c", conf], { stdio: ["ignore", "pipe", "pipe"] });
   const h = handle(name, child, port);
-  await Promise.race([waitForPort(port, name), h.waitFor(/(?!)/, { timeoutMs: 31_000 })]);
+  try {
+    await waitForPort(port, name, () => h.exitCode === undefined);
+  } catch (err) {
+    throw new Error(`${err.message}: ${h.output().slice(-2000)}`);
+  }
   return h;
 }
 
 /** {@link mosquittoConf} then {@link runMosquitto}; the handle's `config` is the file. */
 export async function startMosquitto(dir, port, certs, options = {}, name = "mosquitto") {
   const config = mosquittoConf(dir, port, certs, options);
-  return { ...(await runMosquitto(config, port, name)), config };
+  const h = await runMosquitto(config, port, name);
+  h.config = config;
+  return h;
 }
 
 /** Runs `script` (a Node peer of this folder) on `port`; `extra` arguments follow the certificate files. */

@@ -37,7 +37,33 @@ export interface HubConfigInput {
   };
   /** The hub's parent: without one the hub is a root (it plays the cloud). */
   parent?: ParentConfigInput;
+  /** Routes by name (IoT Edge's `$edgeHub` routes): a route string or `{route, priority, timeToLiveSecs}`. */
+  routes?: Record<string, RouteInput>;
+  /**
+   * An IoT Edge deployment manifest's `$edgeHub` section (`{"properties.desired": {routes,
+   * storeAndForwardConfiguration}}`); also read from a whole manifest's `modulesContent`.
+   * Keys given at the top level win.
+   */
+  $edgeHub?: { "properties.desired"?: EdgeHubDesired };
+  modulesContent?: { $edgeHub?: { "properties.desired"?: EdgeHubDesired } };
   logLevel?: LogLevel;
+}
+
+/** A route as IoT Edge writes it. */
+export type RouteInput = string | { route: string; priority?: number; timeToLiveSecs?: number };
+
+/** A route with its defaults: priority 0 (highest), the store's TTL when absent. */
+export interface RouteSpec {
+  route: string;
+  priority: number;
+  timeToLiveSecs: number | undefined;
+}
+
+/** The `$edgeHub` desired properties this hub reads. */
+export interface EdgeHubDesired {
+  schemaVersion?: string;
+  routes?: Record<string, RouteInput>;
+  storeAndForwardConfiguration?: { timeToLiveSecs?: number; storeLimits?: { maxSizeBytes?: number } };
 }
 
 /** How to reach the parent and forward to it. */
@@ -120,6 +146,7 @@ export interface HubConfig {
   maxSizeBytes: number;
   whenFull: "reject" | "drop-oldest";
   parent: ParentConfig | undefined;
+  routes: Record<string, RouteSpec>;
   logLevel: LogLevel;
 }
 
@@ -155,8 +182,12 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     "trustedDeviceCaFiles",
     "allowNesting",
     "parent",
+    "routes",
+    "$edgeHub",
+    "modulesContent",
     "logLevel",
   ]);
+  const manifest = manifestDesired(raw);
   const hostname = raw.hostname ?? osHostname();
   if (typeof hostname !== "string" || !/^[A-Za-z0-9.-]{1,253}$/.test(hostname))
     throw bad("hostname", "must be a DNS name");
@@ -175,22 +206,23 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     }
     tls = raw.tls as HubConfig["tls"];
   }
-  const sf = raw.storeAndForwardConfiguration ?? {};
-  if (!isObject(sf)) throw bad("storeAndForwardConfiguration", "must be an object");
-  const ttl = sf.timeToLiveSecs ?? 7200;
-  if (ttl !== -1 && (typeof ttl !== "number" || !Number.isInteger(ttl) || ttl < 1)) {
-    throw bad("storeAndForwardConfiguration.timeToLiveSecs", "must be -1 or a positive integer");
-  }
-  const limits = sf.storeLimits ?? {};
-  if (!isObject(limits)) throw bad("storeAndForwardConfiguration.storeLimits", "must be an object");
-  const max = limits.maxSizeBytes ?? 10 * 2 ** 30;
-  if (typeof max !== "number" || !Number.isSafeInteger(max) || max < 1) {
-    throw bad("storeAndForwardConfiguration.storeLimits.maxSizeBytes", "must be a positive integer");
-  }
-  const whenFull = limits.whenFull ?? "reject";
-  if (whenFull !== "reject" && whenFull !== "drop-oldest") {
-    throw bad("storeAndForwardConfiguration.storeLimits.whenFull", 'must be "reject" or "drop-oldest"');
-  }
+  const own = raw.storeAndForwardConfiguration ?? {};
+  if (!isObject(own)) throw bad("storeAndForwardConfiguration", "must be an object");
+  const fromManifest = manifest.storeAndForwardConfiguration ?? {};
+  if (!isObject(fromManifest)) throw bad("$edgeHub.storeAndForwardConfiguration", "must be an object");
+  // Top-level keys win over the manifest's, field by field.
+  const sf: Record<string, unknown> = { ...fromManifest, ...own };
+  if (isObject(fromManifest.storeLimits) && isObject(own.storeLimits))
+    sf.storeLimits = { ...fromManifest.storeLimits, ...own.storeLimits };
+  const {
+    timeToLiveSecs: ttl,
+    maxSizeBytes: max,
+    whenFull,
+  } = storeAndForwardConfig("storeAndForwardConfiguration", sf, {
+    timeToLiveSecs: 7200,
+    maxSizeBytes: 10 * 2 ** 30,
+    whenFull: "reject",
+  });
   const retention = raw.eventsRetentionSecs ?? 86_400;
   if (typeof retention !== "number" || !Number.isInteger(retention) || retention < 1) {
     throw bad("eventsRetentionSecs", "must be a positive integer");
@@ -215,12 +247,73 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     trustedDeviceCaFiles: cas as string[],
     allowNesting,
     tls,
-    timeToLiveSecs: ttl as number,
+    timeToLiveSecs: ttl,
     maxSizeBytes: max,
     whenFull,
     parent: raw.parent === undefined ? undefined : parentConfig(raw.parent),
+    routes: routesConfig("routes", raw.routes ?? manifest.routes ?? {}),
     logLevel: logLevel as LogLevel,
   };
+}
+
+/** Store-and-forward limits. */
+export interface StoreLimits {
+  timeToLiveSecs: number;
+  maxSizeBytes: number;
+  whenFull: "reject" | "drop-oldest";
+}
+
+/** Validates a `storeAndForwardConfiguration` object (named `key` in errors) over `defaults`. */
+export function storeAndForwardConfig(key: string, sf: unknown, defaults: StoreLimits): StoreLimits {
+  if (!isObject(sf)) throw bad(key, "must be an object");
+  const ttl = sf.timeToLiveSecs ?? defaults.timeToLiveSecs;
+  if (ttl !== -1 && (typeof ttl !== "number" || !Number.isInteger(ttl) || ttl < 1)) {
+    throw bad(`${key}.timeToLiveSecs`, "must be -1 or a positive integer");
+  }
+  const limits = sf.storeLimits ?? {};
+  if (!isObject(limits)) throw bad(`${key}.storeLimits`, "must be an object");
+  const max = limits.maxSizeBytes ?? defaults.maxSizeBytes;
+  if (typeof max !== "number" || !Number.isSafeInteger(max) || max < 1) {
+    throw bad(`${key}.storeLimits.maxSizeBytes`, "must be a positive integer");
+  }
+  const whenFull = limits.whenFull ?? defaults.whenFull;
+  if (whenFull !== "reject" && whenFull !== "drop-oldest") {
+    throw bad(`${key}.storeLimits.whenFull`, 'must be "reject" or "drop-oldest"');
+  }
+  return { timeToLiveSecs: ttl as number, maxSizeBytes: max, whenFull };
+}
+
+/** The `properties.desired` of a manifest's `$edgeHub` section given as config, or {}. */
+function manifestDesired(raw: Record<string, unknown>): Record<string, unknown> {
+  const section = raw.$edgeHub ?? (isObject(raw.modulesContent) ? raw.modulesContent.$edgeHub : undefined);
+  if (section === undefined) return {};
+  if (!isObject(section)) throw bad("$edgeHub", "must be an object");
+  const desired = section["properties.desired"] ?? {};
+  if (!isObject(desired)) throw bad('$edgeHub."properties.desired"', "must be an object");
+  return desired;
+}
+
+/** Validates routes (a name → route string or `{route, priority, timeToLiveSecs}`). */
+export function routesConfig(key: string, raw: unknown): Record<string, RouteSpec> {
+  if (!isObject(raw)) throw bad(key, "must be an object of named routes");
+  const out: Record<string, RouteSpec> = {};
+  for (const [name, r] of Object.entries(raw)) {
+    if (typeof r === "string") {
+      out[name] = { route: r, priority: 0, timeToLiveSecs: undefined };
+      continue;
+    }
+    if (!isObject(r) || typeof r.route !== "string")
+      throw bad(`${key}.${name}`, "must be a route string or {route, priority, timeToLiveSecs}");
+    known(`${key}.${name}.`, r, ["route", "priority", "timeToLiveSecs"]);
+    const priority = r.priority ?? 0;
+    if (typeof priority !== "number" || !Number.isInteger(priority) || priority < 0 || priority > 9)
+      throw bad(`${key}.${name}.priority`, "must be an integer 0-9");
+    const ttl = r.timeToLiveSecs;
+    if (ttl !== undefined && (typeof ttl !== "number" || !Number.isInteger(ttl) || (ttl < 1 && ttl !== -1)))
+      throw bad(`${key}.${name}.timeToLiveSecs`, "must be -1 or a positive integer");
+    out[name] = { route: r.route, priority, timeToLiveSecs: ttl };
+  }
+  return out;
 }
 
 function optionalString(key: string, v: unknown): string | undefined {

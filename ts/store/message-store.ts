@@ -131,6 +131,19 @@ function prepare(messages: unknown): PreparedMessage[] {
   });
 }
 
+/** The limits of `o` with defaults, checked. */
+function checkLimits(o: StoreOptions): { defaultTtlSecs: number; maxSizeBytes: number; whenFull: string } {
+  const whenFull = o.whenFull ?? "reject";
+  if (whenFull !== "reject" && whenFull !== "drop-oldest") {
+    throw invalid('whenFull must be "reject" or "drop-oldest"');
+  }
+  const defaultTtlSecs = o.defaultTtlSecs ?? 7200;
+  checkTtl("defaultTtlSecs", defaultTtlSecs);
+  const maxSizeBytes = o.maxSizeBytes ?? 10 * 2 ** 30;
+  checkInteger("maxSizeBytes", maxSizeBytes, 1);
+  return { defaultTtlSecs, maxSizeBytes, whenFull };
+}
+
 /** Runs a native call, converting what it throws or rejects with. */
 async function call<T>(f: () => Promise<T>): Promise<T> {
   try {
@@ -203,18 +216,20 @@ export class MessageStore {
     const durability = options.durability ?? "fsync";
     if (durability !== "fsync" && durability !== "none")
       throw invalid('durability must be "fsync" or "none"');
-    const whenFull = options.whenFull ?? "reject";
-    if (whenFull !== "reject" && whenFull !== "drop-oldest") {
-      throw invalid('whenFull must be "reject" or "drop-oldest"');
-    }
-    const defaultTtlSecs = options.defaultTtlSecs ?? 7200;
-    checkTtl("defaultTtlSecs", defaultTtlSecs);
-    const maxSizeBytes = options.maxSizeBytes ?? 10 * 2 ** 30;
-    checkInteger("maxSizeBytes", maxSizeBytes, 1);
-    const handle = await call(() =>
-      native().openStore(dir, { durability, defaultTtlSecs, maxSizeBytes, whenFull }),
-    );
+    const limits = checkLimits(options);
+    const handle = await call(() => native().openStore(dir, { durability, ...limits }));
     return new MessageStore(handle, dir);
+  }
+
+  /**
+   * Changes the default TTL, the quota and the policy when full, for every append after
+   * this call; absent fields keep their defaults (7200 s, 10 GiB, reject). A quota below
+   * what is stored refuses (or, under drop-oldest, evicts for) later appends until enough
+   * is acknowledged or expired; nothing stored is lost by the change itself.
+   */
+  async configure(limits: Pick<StoreOptions, "defaultTtlSecs" | "maxSizeBytes" | "whenFull">): Promise<void> {
+    const l = checkLimits(limits);
+    await this.#run(() => this.#native.configure(l.defaultTtlSecs, l.maxSizeBytes, l.whenFull));
   }
 
   /** Directory of the store. */

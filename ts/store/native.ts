@@ -38,6 +38,7 @@ export interface NativeStats {
 export interface NativeStore {
   append(queues: string[], batch: Uint8Array, count: number): Promise<number[]>;
   ack(queue: string, offset: number): Promise<void>;
+  configure(defaultTtlSecs: number, maxSizeBytes: number, whenFull: string): Promise<void>;
   read(queue: string, from: number, limit: number, maxBytes: number): Promise<Buffer>;
   stats(): NativeStats;
   kvPut(ns: string, key: string, value: Uint8Array): Promise<void>;

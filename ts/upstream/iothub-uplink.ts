@@ -97,7 +97,12 @@ export class IotHubUplink implements Uplink {
     return chain;
   }
 
-  #link(clientId: string, chain: string[] | undefined): Link {
+  /** A link as this hub's own `$edgeHub` module, subscribed to `topics` (its twin). */
+  moduleLink(moduleId: string, topics: string[]): Link {
+    return this.#link(`${this.#parent.deviceId}/${moduleId}`, [this.#parent.deviceId], topics);
+  }
+
+  #link(clientId: string, chain: string[] | undefined, topics: string[] = []): Link {
     const p = this.#parent;
     const query = chain === undefined ? "" : `&auth-chain=${encodeURIComponent(chain.join(";"))}`;
     return new Link(
@@ -115,6 +120,7 @@ export class IotHubUplink implements Uplink {
       },
       p,
       this.#log,
+      topics,
     );
   }
 }

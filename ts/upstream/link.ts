@@ -28,7 +28,12 @@ export interface LinkTiming {
 }
 
 /** A connection to the parent that keeps itself up. */
-export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused: [code: number] }> {
+export class Link extends EventEmitter<{
+  up: [];
+  down: [reason: string];
+  refused: [code: number];
+  message: [topic: string, payload: Buffer];
+}> {
   readonly name: string;
   readonly #options: ConnectOptions;
   readonly #timing: LinkTiming;
@@ -42,10 +47,19 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #started = false;
+  /** Topic filters subscribed on every connection before `up` (QoS 0). */
+  readonly #subscriptions: string[];
 
-  constructor(name: string, options: ConnectOptions, timing: LinkTiming, log: Logger) {
+  constructor(
+    name: string,
+    options: ConnectOptions,
+    timing: LinkTiming,
+    log: Logger,
+    subscriptions: string[] = [],
+  ) {
     super();
     this.name = name;
+    this.#subscriptions = subscriptions;
     this.#options = options;
     this.#timing = timing;
     this.#log = log;
@@ -128,10 +142,23 @@ export class Link extends EventEmitter<{ up: []; down: [reason: string]; refused
     client.on("connect", () => {
       if (this.#client !== client) return;
       this.#attempts = 0;
-      this.#up = true;
-      this.#watch(client);
-      this.#log.log("info", "upstream-link-up", { link: this.name });
-      this.emit("up");
+      const up = () => {
+        if (this.#client !== client) return;
+        this.#up = true;
+        this.#watch(client);
+        this.#log.log("info", "upstream-link-up", { link: this.name });
+        this.emit("up");
+      };
+      if (this.#subscriptions.length === 0) up();
+      else
+        client.subscribe(this.#subscriptions, { qos: 0 }, (err) => {
+          if (err)
+            this.#log.log("warn", "upstream-subscribe-failed", { link: this.name, reason: err.message });
+          else up();
+        });
+    });
+    client.on("message", (topic, payload) => {
+      if (this.#client === client) this.emit("message", topic, payload);
     });
     client.on("error", (err: Error & { code?: unknown }) => {
       reason = err.message;

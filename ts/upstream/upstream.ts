@@ -14,6 +14,7 @@ import { IotHubUplink } from "./iothub-uplink.js";
 import type { Link } from "./link.js";
 import { MqttUplink } from "./mqtt-uplink.js";
 import { ScopeSync } from "./scope-sync.js";
+import { type EdgeHubSettings, SETTINGS_TOPICS } from "./settings.js";
 
 /** Link to the parent, forwarding and scope sync. */
 export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
@@ -21,12 +22,20 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   /** Absent towards a plain MQTT broker (it has no registry). */
   readonly scope: ScopeSync | undefined;
   readonly #link: Link;
+  /** Follows the `$edgeHub` twin (absent towards a broker). */
+  readonly #settingsLink: Link | undefined;
   readonly #parent: ParentConfig;
   #refresh: NodeJS.Timeout | undefined;
   /** When the presence link last came up (ms since the epoch). */
   lastOnlineAt: number | undefined;
 
-  constructor(parent: ParentConfig, store: MessageStore, registry: Registry, log: Logger) {
+  constructor(
+    parent: ParentConfig,
+    store: MessageStore,
+    registry: Registry,
+    settings: EdgeHubSettings,
+    log: Logger,
+  ) {
     super();
     this.#parent = parent;
     const credentials = new ParentCredentials(parent);
@@ -35,6 +44,10 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
         ? new MqttUplink(parent, credentials, log)
         : new IotHubUplink(parent, credentials, registry, log);
     this.#link = uplink.edgeLink;
+    if (uplink instanceof IotHubUplink) {
+      this.#settingsLink = uplink.moduleLink("$edgeHub", SETTINGS_TOPICS);
+      settings.follow(this.#settingsLink);
+    }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
     this.forwarder = new Forwarder(
       store,
@@ -68,6 +81,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   async start(): Promise<void> {
     await this.forwarder.start();
     this.#link.start();
+    this.#settingsLink?.start();
     if (this.scope) {
       this.#refresh = setInterval(() => void this.scope?.sync(), this.#parent.scopeRefreshSecs * 1000);
       this.#refresh.unref();
@@ -78,5 +92,6 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     clearInterval(this.#refresh);
     this.forwarder.close();
     this.#link.close();
+    this.#settingsLink?.close();
   }
 }

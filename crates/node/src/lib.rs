@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use edgehub_store::{Durability, MessageBatch, Options, ReadLimits, Store, WhenFull};
+use edgehub_store::{Durability, Limits, MessageBatch, Options, ReadLimits, Store, WhenFull};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -80,6 +80,14 @@ impl Task for OpenTask {
     }
 }
 
+fn when_full_arg(s: &str) -> Result<WhenFull> {
+    match s {
+        "reject" => Ok(WhenFull::Reject),
+        "drop-oldest" => Ok(WhenFull::DropOldest),
+        other => Err(invalid(format!("whenFull must be \"reject\" or \"drop-oldest\", got {other:?}"))),
+    }
+}
+
 /// Opens the store at `path` on a worker thread.
 #[napi]
 pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<OpenTask>> {
@@ -88,11 +96,7 @@ pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<Open
         "none" => Durability::None,
         other => return Err(invalid(format!("durability must be \"fsync\" or \"none\", got {other:?}"))),
     };
-    let when_full = match options.when_full.as_str() {
-        "reject" => WhenFull::Reject,
-        "drop-oldest" => WhenFull::DropOldest,
-        other => return Err(invalid(format!("whenFull must be \"reject\" or \"drop-oldest\", got {other:?}"))),
-    };
+    let when_full = when_full_arg(&options.when_full)?;
     let max_size_bytes = u64::try_from(options.max_size_bytes).map_err(|_| invalid("maxSizeBytes must be positive"))?;
     let options = Options { durability, default_ttl_secs: options.default_ttl_secs, max_size_bytes, when_full };
     Ok(AsyncTask::new(OpenTask { path, options }))
@@ -212,6 +216,24 @@ impl NativeStore {
             move |reply| store.append_with(queues, messages, reply),
             |offsets: Vec<std::ops::Range<u64>>| offsets.iter().map(|o| o.start as i64).collect::<Vec<i64>>(),
         )
+    }
+
+    /// Changes the default TTL, the quota and the policy when full for later appends.
+    #[napi]
+    pub fn configure<'env>(
+        &self,
+        env: &'env Env,
+        default_ttl_secs: i64,
+        max_size_bytes: i64,
+        when_full: String,
+    ) -> Result<Object<'env>> {
+        let limits = Limits {
+            default_ttl_secs,
+            max_size_bytes: u64::try_from(max_size_bytes).map_err(|_| invalid("maxSizeBytes must be positive"))?,
+            when_full: when_full_arg(&when_full)?,
+        };
+        let store = self.store.clone();
+        settle(env, move |reply| store.configure_with(limits, reply), |()| ())
     }
 
     #[napi]

@@ -24,7 +24,7 @@ mod writer;
 
 pub use batch::MessageBatch;
 pub use error::{Error, Result};
-pub use options::{Durability, Options, WhenFull};
+pub use options::{Durability, Limits, Options, WhenFull};
 pub use queue::QueueStats;
 pub use record::{decode_properties, encode_properties, visit_properties, NEVER};
 pub use store::{Message, MessageRef, NewMessage, ReadLimits, Stats, Store};

@@ -37,6 +37,26 @@ pub struct Options {
     pub when_full: WhenFull,
 }
 
+/// The limits that may change while the store is open (`Store::configure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to live of a message appended from now on without its own TTL; -1 = never.
+    pub default_ttl_secs: i64,
+    pub max_size_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+impl Limits {
+    /// Checks the values as callers give them.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        check_ttl(self.default_ttl_secs, "defaultTtlSecs")?;
+        if self.max_size_bytes == 0 {
+            return Err("maxSizeBytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {

@@ -15,7 +15,7 @@ use rocksdb::DB;
 use crate::batch::MessageBatch;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::options::{self, Options};
+use crate::options::{self, Limits, Options};
 use crate::queue::QueueStats;
 use crate::record;
 use crate::state::State;
@@ -79,7 +79,8 @@ pub struct Store {
     state: Arc<RwLock<State>>,
     tx: Mutex<Option<Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    options: Options,
+    /// As opened, with the limits of the last `configure`.
+    options: RwLock<Options>,
 }
 
 const MAX_NAME: usize = 1024;
@@ -117,7 +118,7 @@ impl Store {
             state,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
-            options,
+            options: RwLock::new(options),
         })
     }
 
@@ -125,8 +126,31 @@ impl Store {
         &self.path
     }
 
-    pub fn options(&self) -> &Options {
-        &self.options
+    pub fn options(&self) -> Options {
+        self.options.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the TTL given to messages without their own, the quota and the policy when
+    /// full, for every append after this one. A lower quota than what is stored refuses (or
+    /// evicts, under drop-oldest) appends until enough is acknowledged or expired.
+    pub fn configure_with(&self, limits: Limits, done: Reply<()>) {
+        if let Err(e) = limits.check() {
+            return done(Err(Error::InvalidArgument(e)));
+        }
+        {
+            let mut o = self.options.write().unwrap_or_else(|e| e.into_inner());
+            o.default_ttl_secs = limits.default_ttl_secs;
+            o.max_size_bytes = limits.max_size_bytes;
+            o.when_full = limits.when_full;
+        }
+        if let Err(Command::Configure { reply, .. }) = self.send(Command::Configure { limits, reply: done }) {
+            reply(Err(Error::Closed));
+        }
+    }
+
+    /// Blocking `configure_with`.
+    pub fn configure(&self, limits: Limits) -> Result<()> {
+        wait(|reply| self.configure_with(limits, reply))
     }
 
     fn send(&self, cmd: Command) -> std::result::Result<(), Command> {
@@ -282,7 +306,7 @@ impl Store {
             count: queues.iter().map(|q| q.count).sum(),
             bytes: s.live_bytes,
             queues,
-            max_size_bytes: self.options.max_size_bytes,
+            max_size_bytes: self.options().max_size_bytes,
             expired: s.expired,
             dropped: s.dropped,
         })

@@ -20,7 +20,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use crate::batch::MessageBatch;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::options::{self, Durability, Options, WhenFull};
+use crate::options::{self, Durability, Limits, Options, WhenFull};
 use crate::queue::{Queue, MAX_RUNS};
 use crate::record::{self, Header};
 
@@ -31,11 +31,33 @@ use crate::state::State;
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 pub(crate) enum Command {
-    Append { queues: Vec<Arc<str>>, messages: MessageBatch, reply: Reply<Vec<Range<u64>>> },
-    Ack { queue: Arc<str>, offset: u64, reply: Reply<()> },
-    KvPut { key: Vec<u8>, value: Vec<u8>, reply: Reply<()> },
-    KvDelete { key: Vec<u8>, reply: Reply<()> },
-    Close { reply: Reply<()> },
+    Append {
+        queues: Vec<Arc<str>>,
+        messages: MessageBatch,
+        reply: Reply<Vec<Range<u64>>>,
+    },
+    Ack {
+        queue: Arc<str>,
+        offset: u64,
+        reply: Reply<()>,
+    },
+    KvPut {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        reply: Reply<()>,
+    },
+    KvDelete {
+        key: Vec<u8>,
+        reply: Reply<()>,
+    },
+    /// New limits for what follows in the command order (appends after it see them).
+    Configure {
+        limits: Limits,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
 }
 
 const MAX_BATCH_COMMANDS: usize = 4096;
@@ -238,6 +260,12 @@ impl Writer {
                 }
                 Err(e) => reply(Err(e)),
             },
+            Command::Configure { limits, reply } => {
+                self.opts.default_ttl_secs = limits.default_ttl_secs;
+                self.opts.max_size_bytes = limits.max_size_bytes;
+                self.opts.when_full = limits.when_full;
+                b.done.push(answer(reply, ()));
+            }
             Command::Close { reply } => reply(Ok(())),
         }
     }

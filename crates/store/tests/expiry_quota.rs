@@ -1,7 +1,7 @@
 //! TTL expiry (uniform, mixed, clamped runs) and the quota under both policies.
 mod common;
 use common::*;
-use edgehub_store::{Options, WhenFull};
+use edgehub_store::{Limits, Options, WhenFull};
 
 #[test]
 fn expired_messages_are_never_read_and_space_is_reclaimed() {
@@ -120,4 +120,35 @@ fn quota_drop_oldest_evicts_oldest_across_queues_and_counts() {
     drop(s);
     let s = open(dir.path(), Options { max_size_bytes: max, when_full: WhenFull::DropOldest, ..Options::default() });
     assert_eq!(s.stats().unwrap().dropped, st.dropped);
+}
+
+#[test]
+fn limits_change_while_open_for_what_is_appended_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Options::default());
+    let body = "x".repeat(200);
+    s.append(&["q"], (0..10).map(|_| msg(&body)).collect()).unwrap();
+    let used = s.stats().unwrap().bytes;
+    // A quota below what is stored: appends are refused, nothing stored is lost.
+    let tight = Limits { default_ttl_secs: 7200, max_size_bytes: used, when_full: WhenFull::Reject };
+    s.configure(tight).unwrap();
+    assert_eq!(s.stats().unwrap().max_size_bytes, used);
+    assert_eq!(s.append(&["q"], vec![msg(&body)]).unwrap_err().code(), "STORE_FULL");
+    assert_eq!(s.stats().unwrap().count, 10);
+    // Under drop-oldest the same quota evicts instead.
+    s.configure(Limits { when_full: WhenFull::DropOldest, ..tight }).unwrap();
+    s.append(&["q"], vec![msg("newest")]).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.count, st.dropped), (10, 1));
+    // A new default TTL applies to later appends only.
+    s.configure(Limits { default_ttl_secs: 1, max_size_bytes: 1 << 30, when_full: WhenFull::Reject }).unwrap();
+    s.append(&["q"], vec![msg("short-lived")]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let left = bodies(&s, "q", 0);
+    assert_eq!(left.len(), 10);
+    assert!(left.iter().all(|(_, b)| b != "short-lived"));
+    // Bad limits are refused and change nothing.
+    let bad = Limits { default_ttl_secs: 0, max_size_bytes: 1, when_full: WhenFull::Reject };
+    assert_eq!(s.configure(bad).unwrap_err().code(), "INVALID_ARGUMENT");
+    assert_eq!(s.stats().unwrap().max_size_bytes, 1 << 30);
 }
