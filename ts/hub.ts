@@ -212,6 +212,7 @@ export class EdgeHub {
         serviceKey: service.key,
         registry,
         authenticator,
+        peerOf: (req) => peerOf(req.socket as tls.TLSSocket),
         twins: hub.twins,
         methods: hub.methods,
         delivery: hub.delivery,

@@ -1,5 +1,9 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { Message } from "azure-iot-device";
+import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
+import { selfSigned } from "../helpers/certs.js";
 import {
   childClient,
   childOf,
@@ -85,5 +89,51 @@ describe("edge hub forwarding to a root hub", () => {
     k.send(deviceConnect("leaf1", key, { clean: true }));
     expect(await k.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
     k.end();
+  });
+
+  it("logs in to its parent with an X.509 certificate, for the scope sync and for its children's links", async () => {
+    const root = await startRoot(await tempDir());
+    const cert = await selfSigned("edgex");
+    await root.registry.createDevice({
+      deviceId: "edgex",
+      capabilities: { iotEdge: true },
+      authentication: {
+        type: "selfSigned",
+        x509Thumbprint: { primaryThumbprint: cert.thumbprint, secondaryThumbprint: null },
+      },
+    });
+    const key = await childOf(root, "edgex", "leafx");
+    const dir = await tempDir();
+    await writeFile(join(dir, "edge.pem"), cert.cert);
+    await writeFile(join(dir, "edge-key.pem"), cert.key, { mode: 0o600 });
+    const edge = await startEdge(join(dir, "data"), {
+      hostname: "localhost",
+      port: root.ports.mqtts,
+      httpsPort: root.ports.https,
+      deviceId: "edgex",
+      certFile: join(dir, "edge.pem"),
+      keyFile: join(dir, "edge-key.pem"),
+      caFile: root.caFile,
+      maxBackoffMs: 300,
+    });
+    await eventually("scope synced by certificate", () => edge.registry.getDevice("leafx") !== undefined);
+    const leaf = await rawClient(edge.ports.mqtts, edge.caCertificate);
+    leaf.send(deviceConnect("leafx", key, { clean: true }));
+    expect(await leaf.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    leaf.send({
+      cmd: "publish",
+      topic: "devices/leafx/messages/events/",
+      payload: Buffer.from("by cert"),
+      qos: 1,
+      messageId: 1,
+      retain: false,
+      dup: false,
+    } as Packet);
+    expect(await leaf.next()).toMatchObject({ cmd: "puback" });
+    await eventually("at the root", async () =>
+      (await rootEvents(root)).some((m) => m.body.toString() === "by cert"),
+    );
+    expect((await rootEvents(root))[0]?.properties["$.cdid"]).toBe("leafx");
+    leaf.end();
   });
 });

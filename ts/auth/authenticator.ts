@@ -183,6 +183,13 @@ export class Authenticator {
     }
   }
 
+  /** Checks the TLS client certificate of `deviceId` presented over HTTPS (the scope sync call). */
+  authenticateCertificate(deviceId: string, peer: PeerCertificate): Principal {
+    const device = this.#enabledDevice(deviceId);
+    this.#checkCertificate(deviceId, deviceId, device.authentication, peer);
+    return { deviceId, clientId: deviceId };
+  }
+
   /**
    * Checks a SAS token presented over HTTPS by a device or module (the scope sync call);
    * returns the edge device it authenticates.

@@ -5,7 +5,7 @@
  * cloud-to-device send, and reading the built-in events queue.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Authenticator } from "../auth/authenticator.js";
+import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import type { Device, Registry } from "../auth/registry.js";
 import { parseSasToken, signedByAny } from "../auth/sas.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
@@ -27,6 +27,8 @@ export interface ServiceApiContext {
   registry: Registry;
   /** Checks the edge tokens of the scope sync call. */
   authenticator: Authenticator;
+  /** The TLS client certificate of a request, when one was presented. */
+  peerOf(req: IncomingMessage): PeerCertificate | undefined;
   twins: Twins;
   methods: DirectMethods;
   delivery: DeviceDelivery;
@@ -124,6 +126,7 @@ export class ServiceApi {
         this.#ctx.authenticator,
         edgeId,
         req.headers.authorization,
+        this.#ctx.peerOf(req),
         url.searchParams,
       );
       return sendJson(res, 200, scope);

@@ -6,7 +6,7 @@
  * children (nested edges), and every module of those devices, with their credentials, so
  * the edge can authenticate all of them on its own while offline.
  */
-import type { Authenticator } from "../auth/authenticator.js";
+import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import type { Device, Registry } from "../auth/registry.js";
 import { EdgeHubError } from "../errors.js";
 import { ApiError } from "./http.js";
@@ -60,19 +60,25 @@ export function isScopeCall(parts: string[]): boolean {
 
 /**
  * Answers one page of `edgeId`'s scope to a caller presenting `authorization` (a SAS token
- * of that edge device or of its `$edgeHub` module).
+ * of that edge device or of its `$edgeHub` module) or, without one, the edge device's
+ * TLS client certificate.
  */
 export function answerScope(
   registry: Registry,
   authenticator: Authenticator,
   edgeId: string,
   authorization: string | undefined,
+  peer: PeerCertificate | undefined,
   query: URLSearchParams,
 ): ScopeResult {
-  if (!authorization) throw new ApiError(401, "IotHubUnauthorizedAccess", "no Authorization header");
+  if (!authorization && !peer) {
+    throw new ApiError(401, "IotHubUnauthorizedAccess", "no Authorization header or client certificate");
+  }
   let caller: { deviceId: string; moduleId?: string };
   try {
-    caller = authenticator.authenticateToken(authorization);
+    caller = authorization
+      ? authenticator.authenticateToken(authorization)
+      : authenticator.authenticateCertificate(edgeId, peer as PeerCertificate);
   } catch (err) {
     const reason = err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message;
     throw new ApiError(401, "IotHubUnauthorizedAccess", reason);
