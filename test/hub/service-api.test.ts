@@ -76,6 +76,21 @@ describe("service API (IoT Hub's REST paths over HTTPS)", () => {
       deviceScope: string;
     };
     expect(edge.deviceScope).toMatch(/^ms-azure-iot-edge:\/\/edge1-\d+$/);
+    // Replacing needs If-Match; a stale etag loses (412), the current one or * wins.
+    const etag = (created.body as { etag: string }).etag;
+    expect((await call(hub, "PUT", "/devices/sensor-1", { deviceId: "sensor-1" })).status).toBe(409);
+    const disable = { deviceId: "sensor-1", status: "disabled" };
+    expect((await call(hub, "PUT", "/devices/sensor-1", disable, { "if-match": '"stale"' })).status).toBe(
+      412,
+    );
+    const replaced = await call(hub, "PUT", "/devices/sensor-1", disable, { "if-match": `"${etag}"` });
+    expect(replaced.body).toMatchObject({ status: "disabled" });
+    expect((await call(hub, "PUT", "/devices/sensor-1", disable, { "if-match": `"${etag}"` })).status).toBe(
+      412,
+    );
+    expect(
+      (await call(hub, "PUT", "/devices/sensor-1", { deviceId: "sensor-1" }, { "if-match": "*" })).status,
+    ).toBe(200);
     await call(hub, "PUT", "/devices/leaf", { deviceId: "leaf", deviceScope: edge.deviceScope });
     expect((await call(hub, "GET", "/devices/leaf")).body).toMatchObject({
       parentScopes: [edge.deviceScope],

@@ -168,9 +168,19 @@ export class ServiceApi {
           throw new ApiError(400, "ArgumentInvalid", "deviceId in the body differs from the path");
         }
         // As IoT Hub: PUT creates; replacing an existing device needs If-Match (etag or *).
-        const exists = ctx.registry.getDevice(id) !== undefined;
-        if (exists && !req.headers["if-match"])
-          throw new ApiError(409, "DeviceAlreadyExists", `device ${id} already exists`);
+        const current = ctx.registry.getDevice(id);
+        const exists = current !== undefined;
+        const ifMatch = req.headers["if-match"];
+        if (exists && !ifMatch) throw new ApiError(409, "DeviceAlreadyExists", `device ${id} already exists`);
+        // Optimistic concurrency: a stale etag loses, as on IoT Hub.
+        if (
+          current &&
+          ifMatch &&
+          ifMatch !== "*" &&
+          ifMatch.replace(/^W\//, "").replace(/"/g, "") !== current.etag
+        ) {
+          throw new ApiError(412, "PreconditionFailed", `device ${id} changed since etag ${ifMatch}`);
+        }
         const d = exists
           ? await ctx.registry.updateDevice({ ...body, deviceId: id })
           : await ctx.registry.createDevice({ ...body, deviceId: id });
