@@ -40,6 +40,7 @@ import { createSasToken } from "../dist/auth/sas.js";
 import { devTls } from "../dist/certs/dev-ca.js";
 import { EdgeHub, MessageStore, silentLogger } from "../dist/index.js";
 import {
+  cpuSeconds,
   freePort,
   mosquittoConf,
   rssSampler,
@@ -259,16 +260,49 @@ async function edgehubVerify(pair, counts) {
   return { tally, leftAtEdge: upstream?.count ?? 0 };
 }
 
-/** Brings the root up and waits until it holds `target` messages (or stalls); times from its start. */
+/** CPU-seconds of `pids` from now: `stop()` returns what each used since. */
+function cpuMeter(...pids) {
+  const at = pids.map((pid) => cpuSeconds(pid));
+  return {
+    stop: () =>
+      pids.map((pid, i) => {
+        try {
+          return +(cpuSeconds(pid) - at[i]).toFixed(1);
+        } catch {
+          return null; // exited
+        }
+      }),
+  };
+}
+
+/** The last of a process's output, when it died on us. */
+function crashed(h) {
+  if (h.exitCode === undefined) return false;
+  console.log(
+    `  ${h.name} exited (${h.exitCode}) during the drain; its last output:\n${h.output().slice(-3000)}`,
+  );
+  return true;
+}
+
+/**
+ * Brings the root up and waits until it holds `target` messages, the edge stalls, or it
+ * dies; times from the root listening.
+ */
 async function edgehubDrain(pair, edge, target) {
   const rss = rssSampler(edge.pid);
   const root = await runEdgehub(pair.rootConfig, "root");
   const up = performance.now();
+  const cpu = cpuMeter(edge.pid, root.pid);
   const events = rootEvents(pair.ports.rootHttps, pair.rootCa, pair.serviceKey);
   const out = { root, firstMs: null, doneMs: null };
+  const finish = () => {
+    out.peakRss = rss.stop();
+    [out.brokerCpuSec, out.parentCpuSec] = cpu.stop();
+    return out;
+  };
   try {
     while (!(await events.has(0))) {
-      if (since(up) > FIRST_ARRIVAL_MS) return { ...out, peakRss: rss.stop() };
+      if (since(up) > FIRST_ARRIVAL_MS || crashed(edge)) return finish();
       await sleep(10);
     }
     out.firstMs = since(up);
@@ -282,6 +316,7 @@ async function edgehubDrain(pair, edge, target) {
       }
       await sleep(50);
       if (since(progressAt) < 1000) continue;
+      if (crashed(edge)) break;
       const now = await events.count(count);
       if (now > count) progressAt = performance.now();
       else if (since(progressAt) > STALL_MS) break;
@@ -291,7 +326,7 @@ async function edgehubDrain(pair, edge, target) {
         console.log(`  root holds ${fmt(count)} of ${fmt(target)} after ${(since(up) / 1000).toFixed(1)} s`);
       }
     }
-    out.peakRss = rss.stop();
+    finish();
     // Quiet for QUIET_MS: late resends are in before the stores are read.
     for (let last = -1, at = performance.now(); ; await sleep(250)) {
       const now = await events.count(count);
@@ -322,7 +357,7 @@ async function edgehubRun(counts, kill) {
   await edge.stop();
   await drain.root.stop();
   const { tally, leftAtEdge } = await edgehubVerify(pair, counts);
-  return { load, drain, tally, lost: tally.missingOf(load.acked), leftAtEdge };
+  return { load, drain, tally, missing: tally.missingOf(load.acked), leftAtBroker: leftAtEdge };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -394,6 +429,7 @@ async function mosquittoRun(counts, kill, certs) {
   const rss = rssSampler(local.pid);
   remote = await runMosquitto(pair.remoteConf, pair.ports.remote, "remote");
   const up = performance.now();
+  const cpu = cpuMeter(local.pid, remote.pid);
   await sub.connect();
   const drain = { firstMs: null, doneMs: null };
   // First arrival, or the bridge back with nothing to send.
@@ -407,6 +443,7 @@ async function mosquittoRun(counts, kill, certs) {
     let printedAt = performance.now();
     while (tally.unique < load.ackedTotal && performance.now() - sub.lastAt < STALL_MS) {
       await sub.next(1000);
+      if (crashed(local)) break;
       if (since(printedAt) >= 5000) {
         printedAt = performance.now();
         console.log(
@@ -417,17 +454,24 @@ async function mosquittoRun(counts, kill, certs) {
     if (tally.unique >= load.ackedTotal) drain.doneMs = Math.round(sub.lastAt - up);
   }
   drain.peakRss = rss.stop();
+  [drain.brokerCpuSec, drain.parentCpuSec] = cpu.stop();
   drain.bridgeUpMs = sub.bridgeUpAt === undefined ? null : Math.round(sub.bridgeUpAt - up);
   // Quiet for QUIET_MS before counting.
   while (sub.lastAt !== undefined && performance.now() - sub.lastAt < QUIET_MS) await sub.next(QUIET_MS);
   await sub.disconnect();
   await local.stop();
   await remote.stop();
-  return { load, drain, tally, lost: tally.missingOf(load.acked), leftAtEdge: null };
+  // What the local broker still holds is not countable from outside: null.
+  return { load, drain, tally, missing: tally.missingOf(load.acked), leftAtBroker: null };
 }
 
 // ---------------------------------------------------------------------------------------
 
+/**
+ * `missing`: acknowledged messages not at the parent when the drain ended (drained, or no
+ * progress for STALL_MS); `leftAtBroker`: what the edge hub still had queued then (its
+ * `$upstream`), null for Mosquitto (not countable from outside).
+ */
 function drainRow(broker, r) {
   const { load, drain, tally } = r;
   const drainSecs = drain.doneMs === null ? null : (drain.doneMs - drain.firstMs) / 1000;
@@ -441,9 +485,12 @@ function drainRow(broker, r) {
     drainedMs: drain.doneMs,
     drainMsgsPerSec: drainSecs === null ? null : Math.round(load.ackedTotal / Math.max(drainSecs, 0.001)),
     drainPeakRssMB: mb(drain.peakRss),
+    brokerCpuSec: drain.brokerCpuSec,
+    parentCpuSec: drain.parentCpuSec,
     delivered: tally.unique,
     duplicates: tally.duplicates,
-    lost: r.lost,
+    missing: r.missing,
+    leftAtBroker: r.leftAtBroker,
   };
 }
 
@@ -451,12 +498,15 @@ function killRow(broker, r) {
   return {
     broker,
     acked: r.load.ackedTotal,
-    deliveredOfAcked: r.load.ackedTotal - r.lost,
-    lost: r.lost,
+    deliveredOfAcked: r.load.ackedTotal - r.missing,
+    missing: r.missing,
+    leftAtBroker: r.leftAtBroker,
     delivered: r.tally.unique,
     duplicates: r.tally.duplicates,
   };
 }
+
+const left = (r) => (r.leftAtBroker ? ` (${r.leftAtBroker} still queued at the edge)` : "");
 
 try {
   const certsDir = join(dir, "certs");
@@ -477,7 +527,7 @@ try {
     const row = drainRow(broker, r);
     rows.push(row);
     console.log(
-      `${broker}: ingest ${fmt(row.ingestMsgsPerSec)} msgs/s (RSS ${row.restRssMB} MB before, peak ${row.ingestPeakRssMB} MB); resumed in ${row.resumeMs} ms, drained in ${row.drainedMs} ms at ${row.drainMsgsPerSec === null ? "-" : fmt(row.drainMsgsPerSec)} msgs/s (peak RSS ${row.drainPeakRssMB} MB); ${row.delivered} delivered, ${row.duplicates} duplicates, ${row.lost} acknowledged lost${r.leftAtEdge ? `, ${r.leftAtEdge} left at the edge` : ""}`,
+      `${broker}: ingest ${fmt(row.ingestMsgsPerSec)} msgs/s (RSS ${row.restRssMB} MB before, peak ${row.ingestPeakRssMB} MB); resumed in ${row.resumeMs} ms, drained in ${row.drainedMs} ms at ${row.drainMsgsPerSec === null ? "-" : fmt(row.drainMsgsPerSec)} msgs/s (peak RSS ${row.drainPeakRssMB} MB; CPU-s broker ${row.brokerCpuSec}, parent ${row.parentCpuSec}); ${row.delivered} delivered, ${row.duplicates} duplicates, ${row.missing} acknowledged missing at the parent${left(row)}`,
     );
   }
   for (const broker of BROKERS) {
@@ -485,7 +535,7 @@ try {
     const row = killRow(broker, r);
     kills.push(row);
     console.log(
-      `${broker} SIGKILLed mid-outage: ${row.acked} acknowledged, ${row.deliveredOfAcked} of them delivered, ${row.lost} lost`,
+      `${broker} SIGKILLed mid-outage: ${row.acked} acknowledged, ${row.deliveredOfAcked} of them delivered, ${row.missing} missing${left(row)}`,
     );
   }
   console.log(`\ndrain of ${fmt(MESSAGES)} after an outage`);

@@ -24,7 +24,7 @@ import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
-import { UPSTREAM_QUEUE } from "./upstream/forwarder.js";
+import { DEAD_LETTER_QUEUE, UPSTREAM_QUEUE } from "./upstream/forwarder.js";
 import { EdgeHubSettings } from "./upstream/settings.js";
 import { Upstream } from "./upstream/upstream.js";
 
@@ -228,6 +228,7 @@ export class EdgeHub {
           return () => router.off("stored", listener);
         },
         isConnected: (clientId) => hub.#connections.has(clientId),
+        status: () => hub.status(),
         log,
       });
       hub.#https = https.createServer(tlsOptions, (req, res) => api.handle(req, res));
@@ -276,6 +277,36 @@ export class EdgeHub {
     return {
       mqtts: (this.#server.address() as AddressInfo).port,
       https: (this.#https?.address() as AddressInfo | null)?.port ?? 0,
+    };
+  }
+
+  /**
+   * The parent link and the backlog: whether the parent is reachable, when it last was, the
+   * last scope sync, the forwarder's counters, and the `$upstream` and `$deadletter` queues.
+   */
+  async status(): Promise<Record<string, unknown>> {
+    const stats = await this.store.stats();
+    const queue = (name: string) => stats.queues.find((q) => q.name === name) ?? null;
+    const up = this.upstream;
+    return {
+      role: up ? "edge" : "root",
+      parent: this.config.parent
+        ? { hostname: this.config.parent.hostname, type: this.config.parent.type }
+        : null,
+      online: up?.online ?? null,
+      lastOnlineAt: up?.lastOnlineAt ? new Date(up.lastOnlineAt).toISOString() : null,
+      lastScopeSyncAt: up?.scope?.lastSyncedAt ? new Date(up.scope.lastSyncedAt).toISOString() : null,
+      forwarder: up ? { ...up.forwarder.stats } : null,
+      upstreamQueue: queue(UPSTREAM_QUEUE),
+      deadLetterQueue: queue(DEAD_LETTER_QUEUE),
+      settingsVersion: this.settings.current.version ?? null,
+      store: {
+        bytes: stats.bytes,
+        maxSizeBytes: stats.maxSizeBytes,
+        expired: stats.expired,
+        dropped: stats.dropped,
+      },
+      connectedClients: this.#connections.size,
     };
   }
 

@@ -11,6 +11,18 @@ const here = new URL(".", import.meta.url).pathname;
 const root = new URL("../../", import.meta.url).pathname;
 /** Output kept per process; older output is dropped (offsets stay valid, see `mark`). */
 const KEEP_OUTPUT = 4 * 2 ** 20;
+const TICK = 100; // clock ticks per second of /proc/<pid>/stat (Linux default)
+/** Every process started here and still running: a benchmark that throws leaves none behind. */
+const running = new Set();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+/** CPU time (user + system) a process has used so far, in seconds. */
+export function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / TICK;
+}
 
 /** Resolves once something accepts TCP connections on `port` (polled every 10 ms) while `alive()`. */
 async function waitForPort(port, what, alive = () => true) {
@@ -51,8 +63,10 @@ function handle(name, child, port) {
   let dropped = 0; // characters dropped from the front of `out`
   let waiters = [];
   let exitCode;
+  running.add(child);
   const exited = new Promise((resolve) =>
     child.once("exit", (code, signal) => {
+      running.delete(child);
       exitCode = code ?? signal;
       for (const w of waiters) w.fail(new Error(`${name} exited (${exitCode}): ${out.slice(-4000)}`));
       waiters = [];

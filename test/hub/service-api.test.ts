@@ -2,53 +2,9 @@ import https from "node:https";
 import { join } from "node:path";
 import type { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
-import { createSasToken } from "../../ts/auth/sas.js";
-import type { EdgeHub } from "../../ts/index.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, startHub } from "../helpers/hub.js";
-
-interface Reply {
-  status: number;
-  body: unknown;
-}
-
-function serviceToken(hub: EdgeHub, key?: string): string {
-  const k = key ?? /SharedAccessKey=([^;]+)/.exec(hub.serviceConnectionString)?.[1] ?? "";
-  return createSasToken("localhost", k, Math.floor(Date.now() / 1000) + 600, "iothubowner");
-}
-
-function call(
-  hub: EdgeHub,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<Reply> {
-  const payload =
-    body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      {
-        host: "localhost",
-        port: hub.ports.https,
-        path: `${path}${path.includes("?") ? "&" : "?"}api-version=2021-04-12`,
-        method,
-        ca: hub.caCertificate,
-        headers: { authorization: serviceToken(hub), "content-type": "application/json", ...headers },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString();
-          resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined });
-        });
-      },
-    );
-    req.on("error", reject);
-    req.end(payload);
-  });
-}
+import { call, type Reply, serviceToken } from "../helpers/service.js";
 
 describe("service API (IoT Hub's REST paths over HTTPS)", () => {
   it("requires an iothubowner token signed with the hub's policy key", async () => {

@@ -6,6 +6,7 @@ import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
 import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
 import { freePort } from "../helpers/process.js";
+import { call } from "../helpers/service.js";
 
 /** A root on fixed ports (so it can come back), an edge under it with `extra`, and a child `leaf1`. */
 async function rootAndEdge(extra: HubConfigInput) {
@@ -168,6 +169,23 @@ describe("store and forward limits", () => {
     expect(dl.map((m) => m.body.toString())).toEqual(["m0", "m1", "m2"]);
     expect(dl[0]?.properties["$.dlr"]).toMatch(/refused the login of leaf1 \(CONNACK 5\)/);
     expect((await rootEvents(root)).some((m) => m.properties["$.cdid"] === "leaf1")).toBe(false);
+    // Inspectable through the service API, with the reason, and counted in the status.
+    const page = (await call(edge, "GET", "/edge/deadletter?from=0&limit=10")).body as {
+      messages: { deviceId: string; body: string; reason: string }[];
+    };
+    expect(page.messages.map((m) => [m.deviceId, Buffer.from(m.body, "base64").toString()])).toEqual([
+      ["leaf1", "m0"],
+      ["leaf1", "m1"],
+      ["leaf1", "m2"],
+    ]);
+    expect(page.messages[0]?.reason).toMatch(/CONNACK 5/);
+    const status = (await call(edge, "GET", "/edge/status")).body;
+    expect(status).toMatchObject({
+      role: "edge",
+      online: true,
+      forwarder: { deadLettered: 3 },
+      deadLetterQueue: { count: 3 },
+    });
     await eventually(
       "checkpointed past them",
       async () => (await edge.store.stats()).queues.find((q) => q.name === "$upstream")?.count === 0,

@@ -39,6 +39,8 @@ export interface ServiceApiContext {
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
   onStored(listener: () => void): () => void;
   isConnected(clientId: string): boolean;
+  /** The hub's link to its parent and backlog, for `GET /edge/status`. */
+  status(): Promise<Record<string, unknown>>;
   log: Logger;
 }
 
@@ -307,7 +309,11 @@ export class ServiceApi {
     if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
       return sendJson(res, 200, await this.#page(ctx.eventsQueue, url, eventJson));
     }
-    // Messages the parent refused for good, with why (edgehub's own path; IoT Hub has none).
+    // edgehub's own paths (IoT Hub has none): the parent link's state, and dead letters.
+    if (head === "edge" && id === "status" && parts.length === 2 && method === "GET") {
+      return sendJson(res, 200, await ctx.status());
+    }
+    // Messages the parent refused for good, with why.
     if (head === "edge" && id === "deadletter" && parts.length === 2 && method === "GET") {
       return sendJson(
         res,
