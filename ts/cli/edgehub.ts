@@ -9,7 +9,8 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { EdgeHubError } from "../errors.js";
 import { EdgeHub } from "../hub.js";
-import { runIdentityCommand, UsageError } from "./identity.js";
+import { runIdentityCommand } from "./identity.js";
+import { UsageError } from "./service-client.js";
 
 const USAGE = `usage: edgehub start [--config <file.json>]
        edgehub identity add-children --device-id <edge> (--child-list <id,…> | --where <condition>)
