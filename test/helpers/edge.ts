@@ -3,6 +3,7 @@ import { Client } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach } from "vitest";
 import type { EdgeHub, HubConfigInput, ParentConfigInput, StoredMessage } from "../../ts/index.js";
+import { eventually } from "./fixtures.js";
 import { startHub } from "./hub.js";
 
 const clients: Client[] = [];
@@ -45,6 +46,11 @@ export function startEdge(
   extra: HubConfigInput = {},
 ): Promise<EdgeHub> {
   return startHub(dataDir, { hostname: "127.0.0.1", parent, ...extra });
+}
+
+/** Resolves once `edge` has synced its whole device scope from its parent (bounded). */
+export async function synced(edge: EdgeHub): Promise<void> {
+  await eventually("scope synced", () => edge.upstream?.scope?.lastSyncedAt !== undefined);
 }
 
 /** Registers `deviceId` on the root as a child of `edgeId` (if new); returns its primary key. */

@@ -73,3 +73,47 @@ export function deviceConnect(deviceId: string, key: string, over: Record<string
     ...over,
   } as Packet;
 }
+
+/** A raw client of `deviceId` (clean session) connected to the hub at `port`; expects CONNACK 0. */
+export async function connectedRaw(
+  port: number,
+  ca: string,
+  deviceId: string,
+  key: string,
+): Promise<RawClient> {
+  const c = await rawClient(port, ca);
+  c.send(deviceConnect(deviceId, key, { clean: true }));
+  const ack = await c.next();
+  if (ack === "closed" || ack.cmd !== "connack" || ack.returnCode !== 0) {
+    throw new Error(`${deviceId} was not let in: ${JSON.stringify(ack)}`);
+  }
+  return c;
+}
+
+/**
+ * Publishes telemetry of `deviceId` with property `seq` (and `bag`, more url-encoded
+ * properties) at QoS 1; true on its PUBACK, false if the hub closed the connection instead.
+ */
+export async function publishSeq(
+  c: RawClient,
+  deviceId: string,
+  seq: number,
+  body: Buffer = Buffer.from(`m${seq}`),
+  bag = "",
+): Promise<boolean> {
+  const messageId = (seq % 65535) + 1;
+  c.send({
+    cmd: "publish",
+    topic: `devices/${deviceId}/messages/events/seq=${seq}${bag}`,
+    payload: body,
+    qos: 1,
+    messageId,
+    retain: false,
+    dup: false,
+  } as Packet);
+  const p = await c.next();
+  if (p === "closed") return false;
+  if (p.cmd !== "puback" || p.messageId !== messageId)
+    throw new Error(`expected PUBACK ${messageId}, got ${JSON.stringify(p)}`);
+  return true;
+}

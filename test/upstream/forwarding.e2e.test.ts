@@ -1,7 +1,6 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Message } from "azure-iot-device";
-import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { selfSigned } from "../helpers/certs.js";
 import {
@@ -12,10 +11,11 @@ import {
   rootEvents,
   startEdge,
   startRoot,
+  synced,
 } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
-import { deviceConnect, rawClient } from "../helpers/mqtt-raw.js";
+import { connectedRaw, deviceConnect, publishSeq, rawClient } from "../helpers/mqtt-raw.js";
 
 describe("edge hub forwarding to a root hub", () => {
   it("syncs its scope, authenticates a child on it, and forwards the child's messages in order as the child", async () => {
@@ -23,7 +23,7 @@ describe("edge hub forwarding to a root hub", () => {
     const parent = await edgeIdentity(root, "edge1");
     const key = await childOf(root, "edge1", "leaf1");
     const edge = await startEdge(await tempDir(), parent);
-    await eventually("scope synced", () => edge.registry.getDevice("leaf1") !== undefined);
+    await synced(edge);
     expect(edge.registry.getModule("edge1", "$edgeHub")).toBeDefined();
     const leaf = await childClient(gatewayOf(edge), "leaf1", key);
     await leaf.open();
@@ -49,13 +49,9 @@ describe("edge hub forwarding to a root hub", () => {
     const keyA = await childOf(root, "edge1", "leafA");
     const keyB = await childOf(root, "edge1", "leafB");
     const edge = await startEdge(await tempDir(), parent);
-    await eventually("scope synced", () => edge.registry.getDevice("leafB") !== undefined);
-    const a = await rawClient(edge.ports.mqtts, edge.caCertificate);
-    a.send(deviceConnect("leafA", keyA, { clean: true }));
-    expect(await a.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
-    const b = await rawClient(edge.ports.mqtts, edge.caCertificate);
-    b.send(deviceConnect("leafB", keyB, { clean: true }));
-    expect(await b.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    await synced(edge);
+    const a = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "leafA", keyA);
+    const b = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "leafB", keyB);
 
     await root.registry.updateDevice({ deviceId: "leafA", status: "disabled" });
     await root.registry.deleteDevice("leafB");
@@ -77,7 +73,7 @@ describe("edge hub forwarding to a root hub", () => {
     const parent = await edgeIdentity(root, "edge1");
     const key = await childOf(root, "edge1", "leaf1");
     const edge = await startEdge(await tempDir(), parent);
-    await eventually("scope synced", () => edge.registry.getDevice("leaf1") !== undefined);
+    await synced(edge);
     const stranger = await root.registry.createDevice({ deviceId: "stranger" });
     await stopHub(root);
     const s = await rawClient(edge.ports.mqtts, edge.caCertificate);
@@ -85,9 +81,7 @@ describe("edge hub forwarding to a root hub", () => {
       deviceConnect("stranger", stranger.authentication.symmetricKey?.primaryKey ?? "", { clean: true }),
     );
     expect(await s.next()).toMatchObject({ cmd: "connack", returnCode: 5 });
-    const k = await rawClient(edge.ports.mqtts, edge.caCertificate);
-    k.send(deviceConnect("leaf1", key, { clean: true }));
-    expect(await k.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    const k = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "leaf1", key);
     k.end();
   });
 
@@ -116,20 +110,9 @@ describe("edge hub forwarding to a root hub", () => {
       caFile: root.caFile,
       maxBackoffMs: 300,
     });
-    await eventually("scope synced by certificate", () => edge.registry.getDevice("leafx") !== undefined);
-    const leaf = await rawClient(edge.ports.mqtts, edge.caCertificate);
-    leaf.send(deviceConnect("leafx", key, { clean: true }));
-    expect(await leaf.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
-    leaf.send({
-      cmd: "publish",
-      topic: "devices/leafx/messages/events/",
-      payload: Buffer.from("by cert"),
-      qos: 1,
-      messageId: 1,
-      retain: false,
-      dup: false,
-    } as Packet);
-    expect(await leaf.next()).toMatchObject({ cmd: "puback" });
+    await synced(edge);
+    const leaf = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "leafx", key);
+    expect(await publishSeq(leaf, "leafx", 0, Buffer.from("by cert"))).toBe(true);
     await eventually("at the root", async () =>
       (await rootEvents(root)).some((m) => m.body.toString() === "by cert"),
     );

@@ -1,10 +1,9 @@
-import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import type { EdgeHub, HubConfigInput, ParentConfigInput } from "../../ts/index.js";
-import { childOf, edgeIdentity, rootEvents, startEdge, startRoot } from "../helpers/edge.js";
+import { childOf, edgeIdentity, rootEvents, startEdge, startRoot, synced } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
-import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+import { connectedRaw, publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
 import { freePort } from "../helpers/process.js";
 import { call } from "../helpers/service.js";
 
@@ -16,34 +15,15 @@ async function rootAndEdge(extra: HubConfigInput) {
   const parent = await edgeIdentity(root, "edge1");
   const key = await childOf(root, "edge1", "leaf1");
   const edge = await startEdge(await tempDir(), parent, extra);
-  await eventually("scope synced", () => edge.registry.getDevice("leaf1") !== undefined);
+  await synced(edge);
   await eventually("online", () => edge.upstream?.online === true);
   return { root, edge, key, restartRoot: () => startRoot(rootDir, { listen }) };
 }
 
-async function leaf(edge: EdgeHub, key: string): Promise<RawClient> {
-  const c = await rawClient(edge.ports.mqtts, edge.caCertificate);
-  c.send(deviceConnect("leaf1", key, { clean: true }));
-  expect(await c.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
-  return c;
-}
+const leaf = (edge: EdgeHub, key: string): Promise<RawClient> =>
+  connectedRaw(edge.ports.mqtts, edge.caCertificate, "leaf1", key);
 
-/** Publishes `seq` at QoS 1; true on PUBACK, false if the hub closed the connection instead. */
-async function publish(c: RawClient, seq: number, body: Buffer): Promise<boolean> {
-  c.send({
-    cmd: "publish",
-    topic: `devices/leaf1/messages/events/seq=${seq}`,
-    payload: body,
-    qos: 1,
-    messageId: (seq % 65535) + 1,
-    retain: false,
-    dup: false,
-  } as Packet);
-  const p = await c.next();
-  if (p === "closed") return false;
-  expect(p).toMatchObject({ cmd: "puback", messageId: (seq % 65535) + 1 });
-  return true;
-}
+const publish = (c: RawClient, seq: number, body: Buffer) => publishSeq(c, "leaf1", seq, body);
 
 const seqsAt = async (root: EdgeHub) => (await rootEvents(root)).map((m) => Number(m.properties.seq));
 
@@ -148,19 +128,8 @@ describe("store and forward limits", () => {
     await root.registry.updateDevice({ deviceId: "leaf1", deviceScope: "" });
     const c = await leaf(edge, key);
     for (let i = 0; i < 3; i++) expect(await publish(c, i, Buffer.from(`m${i}`))).toBe(true);
-    const c2 = await rawClient(edge.ports.mqtts, edge.caCertificate);
-    c2.send(deviceConnect("leaf2", other, { clean: true }));
-    expect(await c2.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
-    c2.send({
-      cmd: "publish",
-      topic: "devices/leaf2/messages/events/seq=0",
-      payload: Buffer.from("x"),
-      qos: 1,
-      messageId: 1,
-      retain: false,
-      dup: false,
-    } as Packet);
-    expect(await c2.next()).toMatchObject({ cmd: "puback" });
+    const c2 = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "leaf2", other);
+    expect(await publishSeq(c2, "leaf2", 0)).toBe(true);
     await eventually("leaf2's message at the root", async () =>
       (await rootEvents(root)).some((m) => m.properties["$.cdid"] === "leaf2"),
     );

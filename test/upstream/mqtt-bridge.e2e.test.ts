@@ -1,10 +1,9 @@
 import mqtt from "mqtt";
-import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { startEdge } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { Mosquitto } from "../helpers/mosquitto.js";
-import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+import { connectedRaw, publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
 import { freePort } from "../helpers/process.js";
 
 interface Got {
@@ -41,16 +40,7 @@ async function subscriber(broker: Mosquitto): Promise<{ got: Got[]; end: () => P
 }
 
 async function publish(c: RawClient, deviceId: string, seq: number): Promise<void> {
-  c.send({
-    cmd: "publish",
-    topic: `devices/${deviceId}/messages/events/seq=${seq}&%24.ct=text%2Fplain`,
-    payload: Buffer.from(`m${seq}`),
-    qos: 1,
-    messageId: seq + 1,
-    retain: false,
-    dup: false,
-  } as Packet);
-  expect(await c.next()).toMatchObject({ cmd: "puback", messageId: seq + 1 });
+  expect(await publishSeq(c, deviceId, seq, undefined, "&%24.ct=text%2Fplain")).toBe(true);
 }
 
 describe("MQTT broker as the parent", () => {
@@ -70,9 +60,12 @@ describe("MQTT broker as the parent", () => {
     });
     // Towards a broker the hub keeps its own registry.
     const leaf = await edge.registry.createDevice({ deviceId: "leaf1" });
-    const c = await rawClient(edge.ports.mqtts, edge.caCertificate);
-    c.send(deviceConnect("leaf1", leaf.authentication.symmetricKey?.primaryKey ?? "", { clean: true }));
-    expect(await c.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    const c = await connectedRaw(
+      edge.ports.mqtts,
+      edge.caCertificate,
+      "leaf1",
+      leaf.authentication.symmetricKey?.primaryKey ?? "",
+    );
 
     for (let i = 0; i < 10; i++) await publish(c, "leaf1", i);
     await eventually("10 at the broker", () => backend.got.length >= 10);

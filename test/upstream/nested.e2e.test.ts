@@ -1,23 +1,13 @@
-import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import type { EdgeHub } from "../../ts/index.js";
-import { edgeIdentity, rootEvents, startEdge, startRoot } from "../helpers/edge.js";
+import { edgeIdentity, rootEvents, startEdge, startRoot, synced } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
-import { deviceConnect, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
+import { connectedRaw, publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
 import { freePort } from "../helpers/process.js";
 
 async function publish(c: RawClient, seq: number): Promise<void> {
-  c.send({
-    cmd: "publish",
-    topic: `devices/leaf/messages/events/seq=${seq}`,
-    payload: Buffer.from(`m${seq}`),
-    qos: 1,
-    messageId: seq + 1,
-    retain: false,
-    dup: false,
-  } as Packet);
-  expect(await c.next()).toMatchObject({ cmd: "puback", messageId: seq + 1 });
+  expect(await publishSeq(c, "leaf", seq)).toBe(true);
 }
 
 const leafSeqs = async (root: EdgeHub) =>
@@ -39,7 +29,7 @@ describe("nested edge hubs", () => {
     const edge1Dir = await tempDir();
     const edge1Listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
     let edge1 = await startEdge(edge1Dir, edge1Parent, { listen: edge1Listen });
-    await eventually("edge1 synced its subtree", () => edge1.registry.getDevice("leaf") !== undefined);
+    await synced(edge1);
     const edge2 = await startEdge(await tempDir(), {
       hostname: "127.0.0.1",
       hubHostname: "localhost",
@@ -50,13 +40,16 @@ describe("nested edge hubs", () => {
       caFile: edge1.caFile,
       maxBackoffMs: 300,
     });
-    await eventually("edge2 synced from edge1", () => edge2.registry.getDevice("leaf") !== undefined);
+    await synced(edge2);
     // edge2 gets its own subtree only.
     expect(edge2.registry.getDevice("edge1")).toBeUndefined();
 
-    const c = await rawClient(edge2.ports.mqtts, edge2.caCertificate);
-    c.send(deviceConnect("leaf", leaf.authentication.symmetricKey?.primaryKey ?? "", { clean: true }));
-    expect(await c.next()).toMatchObject({ cmd: "connack", returnCode: 0 });
+    const c = await connectedRaw(
+      edge2.ports.mqtts,
+      edge2.caCertificate,
+      "leaf",
+      leaf.authentication.symmetricKey?.primaryKey ?? "",
+    );
     for (let i = 0; i < 10; i++) await publish(c, i);
     await eventually("10 at the root", async () => (await leafSeqs(root)).length >= 10);
 
