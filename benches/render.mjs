@@ -135,8 +135,9 @@ function drainSection(d) {
 - **mosquitto**: ${d.settings.mosquitto}. Arrivals are counted by a subscriber on the
   remote with a persistent session (QoS 1), subscribed before the outage.
 
-Resume: from the parent listening again to the first message arriving there (the
-reconnect backoff of the edge's link, or of the bridge). Drained: from the parent
+Link up: from the parent listening again to the edge's own link (the bridge) being back,
+which is the reconnect backoff (the edge's log; the bridge's notification on the parent).
+Resume: from the parent listening to the first message arriving there. Drained: from the parent
 listening to the last of the ${d.settings.messages} arriving; drain msgs/s counts from
 the first arrival to the last. RSS is the edge's (the local Mosquitto's) resident memory,
 sampled every 200 ms: before the ingest, its peak during the ingest, and its peak while
@@ -152,6 +153,7 @@ ${tableMd(
     "ingest msgs/s",
     "RSS before (MB)",
     "peak RSS ingest (MB)",
+    "link up (ms)",
     "resume (ms)",
     "drained (ms)",
     "drain msgs/s",
@@ -166,6 +168,7 @@ ${tableMd(
     fmt(r.ingestMsgsPerSec),
     r.restRssMB,
     r.ingestPeakRssMB,
+    ms(r.linkUpMs ?? null),
     ms(r.resumeMs),
     ms(r.drainedMs),
     r.drainMsgsPerSec === null ? "—" : fmt(r.drainMsgsPerSec),

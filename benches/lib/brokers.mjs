@@ -106,6 +106,8 @@ function handle(name, child, port) {
     output: () => out,
     /** A position in the output: `waitFor(…, { from })` looks only at what came after it. */
     mark: () => dropped + out.length,
+    /** The output from `mark` on (what of it is still kept). */
+    outputFrom: (mark) => out.slice(Math.max(0, mark - dropped)),
     /** Resolves once `pattern` shows in the output (from `from` on); rejects on exit or timeout. */
     waitFor(pattern, { from = 0, timeoutMs = 30_000 } = {}) {
       return new Promise((resolve, reject) => {
