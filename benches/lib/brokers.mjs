@@ -161,17 +161,15 @@ export function rssSampler(pid, everyMs = 200) {
 /** Runs `edgehub start --config <file>`; resolves once it listens (both listeners are up). */
 export async function runEdgehub(configFile, name = "edgehub") {
   const config = JSON.parse(readFileSync(configFile, "utf8"));
-  const child = spawn(
-    process.execPath,
-    [
-      ...(process.env.EDGEHUB_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
-      join(root, "dist/cli/edgehub.js"),
-      "start",
-      "--config",
-      configFile,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  // The shipped launcher (bin/edgehub: the daemon's memory settings); it execs node, so
+  // the child's pid is the hub's. EDGEHUB_NODE_ARGS adds flags (--cpu-prof, say).
+  const extraArgs = process.env.EDGEHUB_NODE_ARGS;
+  const child = spawn(join(root, "bin/edgehub"), ["start", "--config", configFile], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: extraArgs
+      ? { ...process.env, EDGEHUB_NODE_OPTIONS: `--max-semi-space-size=8 --max-old-space-size=128 ${extraArgs}` }
+      : process.env,
+  });
   const h = handle(name, child, config.listen?.mqtts);
   await h.waitFor(/MQTT over TLS/);
   return h;

@@ -7,7 +7,8 @@ import { fileURLToPath } from "node:url";
 import { afterEach } from "vitest";
 import "./fixtures.js";
 
-const cli = fileURLToPath(new URL("../../dist/cli/edgehub.js", import.meta.url));
+// The shipped launcher (it execs node with the daemon's memory settings).
+const launcher = fileURLToPath(new URL("../../bin/edgehub", import.meta.url));
 const running = new Set<ChildProcess>();
 
 afterEach(async () => {
@@ -52,7 +53,7 @@ export interface HubProcess {
 export async function hubProcess(dir: string, config: object): Promise<HubProcess> {
   const file = join(dir, "edgehub.json");
   writeFileSync(file, JSON.stringify(config));
-  const child = spawn(process.execPath, [cli, "start", "--config", file], {
+  const child = spawn(launcher, ["start", "--config", file], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);

@@ -101,7 +101,7 @@ export interface ParentConfigInput {
   maxMessagesPerSec?: number;
   /** How often the device scope is fetched again. Default 3600. */
   scopeRefreshSecs?: number;
-  /** Longest wait between reconnect attempts, in ms (jittered). Default 2000. */
+  /** Longest wait between reconnect attempts of the hub's own link, in ms (jittered). Default 1000. */
   maxBackoffMs?: number;
   /** MQTT keepalive of the links, in seconds: a link gone silent is noticed in about 1.5× this. Default 30. */
   keepaliveSecs?: number;
@@ -393,7 +393,7 @@ function parentConfig(raw: unknown): ParentConfig {
     order,
     maxMessagesPerSec: positive("parent.maxMessagesPerSec", raw.maxMessagesPerSec, undefined),
     scopeRefreshSecs: positive("parent.scopeRefreshSecs", raw.scopeRefreshSecs, 3600) as number,
-    maxBackoffMs: positive("parent.maxBackoffMs", raw.maxBackoffMs, 2000) as number,
+    maxBackoffMs: positive("parent.maxBackoffMs", raw.maxBackoffMs, 1000) as number,
     keepaliveSecs: positive("parent.keepaliveSecs", raw.keepaliveSecs, 30) as number,
     ackTimeoutMs: positive("parent.ackTimeoutMs", raw.ackTimeoutMs, 15_000) as number,
   };

@@ -24,14 +24,23 @@ export class PacketReader {
   /** Size of that packet once its fixed header is known (0 before): a large packet is joined once, not per read. */
   #need = 0;
   #failed = false;
-  readonly #fallback = mqtt.parser({ protocolVersion: 4 });
+  readonly #fallback: ReturnType<typeof mqtt.parser>;
+  /** MQTT 5 PUBLISH carries properties: decoded by mqtt-packet, not here. */
+  readonly #fastPublish: boolean;
   readonly #onPacket: (p: Packet) => void;
   readonly #onFailure: (f: ReadFailure) => void;
   /** Largest whole packet accepted; may change as the connection moves on (CONNECT is small). */
   maxPacketBytes: number;
 
-  constructor(maxPacketBytes: number, onPacket: (p: Packet) => void, onFailure: (f: ReadFailure) => void) {
+  constructor(
+    maxPacketBytes: number,
+    onPacket: (p: Packet) => void,
+    onFailure: (f: ReadFailure) => void,
+    protocolVersion: 4 | 5 = 4,
+  ) {
     this.maxPacketBytes = maxPacketBytes;
+    this.#fallback = mqtt.parser({ protocolVersion });
+    this.#fastPublish = protocolVersion === 4;
     this.#onPacket = onPacket;
     this.#onFailure = onFailure;
     this.#fallback.on("packet", onPacket);
@@ -86,7 +95,7 @@ export class PacketReader {
         break;
       }
       const first = buf[at] as number;
-      if (first >> 4 === PUBLISH) this.#publish(first, buf, start, end);
+      if (first >> 4 === PUBLISH && this.#fastPublish) this.#publish(first, buf, start, end);
       else this.#fallback.parse(buf.subarray(at, end));
       at = end;
     }

@@ -41,10 +41,18 @@ export function decodePropertyBag(bag: string): Record<string, string> | undefin
 }
 
 /** Encodes properties as a bag. */
-export function encodePropertyBag(props: Record<string, string>): string {
-  return Object.entries(props)
-    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
-    .join("&");
+export function encodePropertyBag(props: Record<string, string>, skip?: (key: string) => boolean): string {
+  let out = "";
+  for (const k in props) {
+    if (skip?.(k)) continue;
+    out += `${out === "" ? "" : "&"}${encode(k)}=${encode(props[k] as string)}`;
+  }
+  return out;
+}
+
+/** `encodeURIComponent`, skipped for the common text that needs no escapes. */
+function encode(s: string): string {
+  return /^[A-Za-z0-9_.!~*'()-]*$/.test(s) ? s : encodeURIComponent(s);
 }
 
 const EVENTS = "/messages/events";

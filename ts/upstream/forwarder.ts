@@ -21,13 +21,21 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
 import { Lane } from "./lane.js";
-import type { Link } from "./link.js";
+import { type Link, MessageRefused } from "./link.js";
 import { Progress } from "./progress.js";
 
 /** The queue the hub stores upstream-bound messages in. */
 export const UPSTREAM_QUEUE = "$upstream";
 /** Where messages the parent refused for good go, with `$.dlr` = the reason. */
 export const DEAD_LETTER_QUEUE = "$deadletter";
+
+/** A message as published to the parent. */
+export interface WireForm {
+  topic: string;
+  payload: Buffer;
+  /** MQTT 5 only. */
+  userProperties?: Record<string, string>;
+}
 
 /** How messages meet the parent: lanes, links and the wire form. */
 export interface Uplink {
@@ -37,8 +45,8 @@ export interface Uplink {
   linkFor(lane: string): Link;
   /** The forwarder is done with a lane's link (idle, or closing). */
   release(lane: string, link: Link): void;
-  /** Topic, payload and publish options of a message; a string instead: why it can never be sent. */
-  wireFormOf(m: StoredMessage): { topic: string; payload: Buffer; options?: object } | string;
+  /** Topic, payload and MQTT 5 user properties of a message; a string instead: why it can never be sent. */
+  wireFormOf(m: StoredMessage): WireForm | string;
   /** True when `refusals` refusals in a row of a lane's login mean its messages can never be sent. */
   refusedForGood(lane: string, refusals: number): boolean;
 }
@@ -47,9 +55,9 @@ export interface Uplink {
 export interface ForwarderOptions {
   /** Unacknowledged messages per lane. */
   window: number;
-  /** Messages read past the checkpoint at most. Default 20 × window, at least 2000. */
+  /** Messages read past the checkpoint at most. Default 20 × window, at least 4000. */
   readAhead?: number;
-  /** Bytes of messages read past the checkpoint at most. Default 8 MiB. */
+  /** Bytes of messages read past the checkpoint at most. Default 16 MiB. */
   readAheadBytes?: number;
   /** Cap on messages sent per second. */
   maxMessagesPerSec?: number;
@@ -126,8 +134,8 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#log = log;
     this.#window = options.window;
     this.#liveFirst = options.order === "live-first";
-    this.#readAhead = options.readAhead ?? Math.max(2000, options.window * 20);
-    this.#readAheadBytes = options.readAheadBytes ?? 8 * 2 ** 20;
+    this.#readAhead = options.readAhead ?? Math.max(4000, options.window * 20);
+    this.#readAheadBytes = options.readAheadBytes ?? 16 * 2 ** 20;
     this.#idleLinkMs = options.idleLinkMs ?? 60_000;
     const rate = options.maxMessagesPerSec;
     // Bursts of a tenth of a second: a slow uplink is never handed a second's worth at once.
@@ -154,7 +162,10 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#progress.reset(this.#acked);
     this.#heldBytes = 0;
     this.#sizes.clear();
-    for (const lane of this.#lanes.values()) lane.clear();
+    for (const lane of this.#lanes.values()) {
+      lane.clear();
+      lane.link.suspend();
+    }
     this.stats.outstanding = 0;
   }
 
@@ -304,11 +315,11 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
         this.#finish(m.offset);
         continue;
       }
-      const wire = this.#uplink.wireFormOf(m) as Exclude<ReturnType<Uplink["wireFormOf"]>, string>;
+      const wire = this.#uplink.wireFormOf(m) as WireForm;
       lane.inflight++;
       this.stats.sent++;
       const generation = this.#generation;
-      lane.link.publish(wire.topic, wire.payload, wire.options).then(
+      lane.link.publish(wire.topic, wire.payload, wire.userProperties).then(
         () => {
           this.stats.acked++;
           if (generation !== this.#generation) {
@@ -319,10 +330,15 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
           this.#finish(m.offset);
           this.#pump(lane);
         },
-        () => {
-          this.stats.retried++;
+        (err: unknown) => {
           if (generation !== this.#generation) return;
           lane.inflight--;
+          if (err instanceof MessageRefused) {
+            this.#deadLetter([m], err.message);
+            this.#pump(lane);
+            return;
+          }
+          this.stats.retried++;
           // The link is down: it pumps again when it comes back up.
           lane.putBack(m);
         },

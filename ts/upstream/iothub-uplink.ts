@@ -21,6 +21,8 @@ const API_VERSION = "2021-04-12";
 /** Logins of a child refused this many times in a row, while the hub's own login works: its messages are dead-lettered. */
 const REFUSALS_FOR_GOOD = 3;
 
+const isSenderKey = (k: string): boolean => k === "$.cdid" || k === "$.cmid";
+
 /** The client id a stored message was sent by. */
 export function senderOf(m: StoredMessage): string {
   const d = m.properties["$.cdid"] ?? "";
@@ -36,6 +38,8 @@ export class IotHubUplink implements Uplink {
   readonly #log: Logger;
   /** The hub's own link: presence, and the lane of messages the hub itself sends. */
   readonly edgeLink: Link;
+  /** `{edge}-`, url-encoded: the stable `$.mid` of a message is this and its offset. */
+  readonly #midPrefix: string;
 
   constructor(parent: ParentConfig, credentials: ParentCredentials, registry: Registry, log: Logger) {
     this.#parent = parent;
@@ -43,6 +47,8 @@ export class IotHubUplink implements Uplink {
     this.#registry = registry;
     this.#log = log;
     this.edgeLink = this.#link(parent.deviceId, undefined);
+    this.edgeLink.keepTrying = true;
+    this.#midPrefix = `${encodeURIComponent(parent.deviceId)}-`;
   }
 
   laneOf(m: StoredMessage): string {
@@ -68,11 +74,15 @@ export class IotHubUplink implements Uplink {
     if (m.body.length > MAX_MESSAGE_BYTES) {
       return `${m.body.length} bytes is over the parent's ${MAX_MESSAGE_BYTES}-byte message limit`;
     }
-    const { "$.cdid": deviceId, "$.cmid": moduleId, ...props } = m.properties;
-    // A stable id lets the parent drop the duplicates a resend after a link loss makes.
-    if (props["$.mid"] === undefined) props["$.mid"] = `${this.#parent.deviceId}-${m.offset}`;
+    const props = m.properties;
+    const deviceId = props["$.cdid"];
+    const moduleId = props["$.cmid"];
+    // The parent stamps the sender itself; a stable id lets it drop the duplicates a resend
+    // after a link loss makes.
+    let bag = encodePropertyBag(props, isSenderKey);
+    if (props["$.mid"] === undefined) bag += `${bag === "" ? "" : "&"}%24.mid=${this.#midPrefix}${m.offset}`;
     const path = moduleId === undefined ? `devices/${deviceId}` : `devices/${deviceId}/modules/${moduleId}`;
-    return { topic: `${path}/messages/events/${encodePropertyBag(props)}`, payload: m.body };
+    return { topic: `${path}/messages/events/${bag}`, payload: m.body };
   }
 
   /** Device ids from the client's device up to this hub, each a child of the next. */

@@ -7,9 +7,9 @@
 import type { StoredMessage } from "../store/index.js";
 import type { Link } from "./link.js";
 
-/** Offset-ordered messages with a moving head. */
+/** Offset-ordered messages with a moving head; taken slots are cleared so sent messages (and the read buffers their bodies point into) can be collected. */
 class Run {
-  items: StoredMessage[] = [];
+  items: (StoredMessage | undefined)[] = [];
   head = 0;
 
   get size(): number {
@@ -19,8 +19,11 @@ class Run {
   shift(): StoredMessage | undefined {
     const m = this.items[this.head];
     if (m === undefined) return undefined;
-    this.head++;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
+    this.items[this.head++] = undefined;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
@@ -38,7 +41,7 @@ class Run {
   }
 
   take(): StoredMessage[] {
-    const all = this.items.slice(this.head);
+    const all = this.items.slice(this.head) as StoredMessage[];
     this.items = [];
     this.head = 0;
     return all;

@@ -1,18 +1,20 @@
 /**
- * One MQTT connection to the parent (MQTT.js), owned by the forwarder. Each connection
- * attempt is a fresh client with MQTT.js's own reconnect off: this module decides when to
- * retry (jittered exponential backoff, capped low) and `wake()` retries at once, so the
- * link returns as soon as the parent does. A publish resolves on its PUBACK and rejects
+ * One MQTT connection to the parent that keeps itself up ({@link MqttClient} per
+ * attempt). This module decides when to retry (jittered exponential backoff, capped low)
+ * and `wake()` retries at once, so the link returns as soon as the parent does. A publish resolves on its PUBACK and rejects
  * if the connection ends first; the forwarder resends in order.
  *
  * States: idle --start--> connecting --CONNACK 0--> up --close--> waiting --timer|wake--> connecting.
  */
 import { EventEmitter } from "node:events";
-import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
 import type { Logger } from "../log.js";
+import { type ClientOptions, MqttClient } from "./mqtt-client.js";
 
 /** What a link connects with; called before every attempt (tokens are made fresh). */
-export type ConnectOptions = () => IClientOptions & { host: string; port: number };
+export type ConnectOptions = () => Omit<ClientOptions, "keepaliveSecs">;
+
+/** The parent answered a publish with a refusal of that message (MQTT 5 reason code): sending it again will not help. */
+export class MessageRefused extends Error {}
 
 /** First retry delay; doubles per failed attempt up to the link's cap. */
 const FIRST_BACKOFF_MS = 100;
@@ -47,6 +49,10 @@ export class Link extends EventEmitter<{
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #started = false;
+  /** Waiting for {@link Link.wake} instead of retrying on its own (the parent is known to be away). */
+  #suspended = false;
+  /** The presence link: always retries on its own, never suspended. */
+  keepTrying = false;
   /** Topic filters subscribed on every connection before `up` (QoS 0). */
   readonly #subscriptions: string[];
 
@@ -77,27 +83,45 @@ export class Link extends EventEmitter<{
     this.#connect();
   }
 
-  /** Retries now if the link is waiting out a backoff (the parent is known to be back). */
+  /**
+   * The parent is unreachable (the presence link is down): stop retrying until
+   * {@link Link.wake}, so a thousand lanes do not keep dialling a parent that is away.
+   */
+  suspend(): void {
+    if (this.keepTrying || this.#closed) return;
+    this.#suspended = true;
+    clearTimeout(this.#timer);
+  }
+
+  /** Retries now if the link is waiting out a backoff or suspended (the parent is known to be back). */
   wake(): void {
+    this.#suspended = false;
     if (this.#closed || !this.#started || this.#client !== undefined) return;
     clearTimeout(this.#timer);
     this.#attempts = 0;
     this.#connect();
   }
 
-  /** Publishes at QoS 1; resolves on PUBACK. */
-  publish(topic: string, payload: Buffer, options: IClientPublishOptions = {}): Promise<void> {
+  /**
+   * Publishes at QoS 1; resolves on PUBACK. Publishes made in one turn of the event loop
+   * leave in one socket write (one TLS record), not one each.
+   */
+  publish(topic: string, payload: Buffer, userProperties?: Record<string, string>): Promise<void> {
     const client = this.#client;
     if (!this.#up || !client) return Promise.reject(new Error(`link ${this.name} is down`));
-    const sentAt = Date.now();
-    this.#pending.push(sentAt);
+    this.#pending.push(Date.now());
     return new Promise((resolve, reject) => {
-      client.publish(topic, payload, { ...options, qos: 1 }, (err) => {
-        // PUBACKs come in order on one connection: the oldest pending send is this one.
-        if (this.#client === client) this.#pending.shift();
-        if (err) reject(err);
-        else resolve();
-      });
+      client.publish(
+        topic,
+        payload,
+        (err) => {
+          // PUBACKs come in order on one connection: the oldest pending send is this one.
+          if (this.#client === client) this.#pending.shift();
+          if (!err) resolve();
+          else reject(err.message.startsWith("the parent refused") ? new MessageRefused(err.message) : err);
+        },
+        userProperties,
+      );
     });
   }
 
@@ -106,7 +130,7 @@ export class Link extends EventEmitter<{
     this.#closed = true;
     clearTimeout(this.#timer);
     clearInterval(this.#watchdog);
-    this.#client?.end(true);
+    this.#client?.destroy("closed");
     this.#client = undefined;
     this.#setDown("closed");
   }
@@ -126,19 +150,9 @@ export class Link extends EventEmitter<{
       this.#retry();
       return;
     }
-    const client = mqtt.connect({
-      protocol: "mqtts",
-      protocolVersion: 4,
-      clean: true,
-      keepalive: this.#timing.keepaliveSecs,
-      connectTimeout: 10_000,
-      ...options,
-      reconnectPeriod: 0,
-      rejectUnauthorized: true,
-    });
+    const client = new MqttClient({ ...options, keepaliveSecs: this.#timing.keepaliveSecs });
     this.#client = client;
     this.#pending = [];
-    let reason = "connection closed";
     client.on("connect", () => {
       if (this.#client !== client) return;
       this.#attempts = 0;
@@ -151,7 +165,7 @@ export class Link extends EventEmitter<{
       };
       if (this.#subscriptions.length === 0) up();
       else
-        client.subscribe(this.#subscriptions, { qos: 0 }, (err) => {
+        client.subscribe(this.#subscriptions, (err) => {
           if (err)
             this.#log.log("warn", "upstream-subscribe-failed", { link: this.name, reason: err.message });
           else up();
@@ -160,16 +174,11 @@ export class Link extends EventEmitter<{
     client.on("message", (topic, payload) => {
       if (this.#client === client) this.emit("message", topic, payload);
     });
-    client.on("error", (err: Error & { code?: unknown }) => {
-      reason = err.message;
-      if (typeof err.code === "number") this.emit("refused", err.code);
-    });
-    client.on("close", () => {
+    client.on("refused", (code) => this.emit("refused", code));
+    client.on("close", (reason) => {
       if (this.#client !== client) return;
       this.#client = undefined;
       clearInterval(this.#watchdog);
-      // Fails the publishes still waiting for PUBACK on this connection.
-      client.end(true);
       if (this.#up) this.#log.log("warn", "upstream-link-down", { link: this.name, reason });
       this.#setDown(reason);
       this.#retry();
@@ -184,13 +193,13 @@ export class Link extends EventEmitter<{
       const oldest = this.#pending[0];
       if (oldest === undefined || Date.now() - oldest < this.#timing.ackTimeoutMs) return;
       this.#log.log("warn", "upstream-link-stalled", { link: this.name, waitedMs: Date.now() - oldest });
-      client.stream.destroy();
+      client.destroy(`no PUBACK in ${this.#timing.ackTimeoutMs} ms`);
     }, every);
     this.#watchdog.unref();
   }
 
   #retry(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#suspended) return;
     const cap = Math.min(this.#timing.maxBackoffMs, FIRST_BACKOFF_MS * 2 ** this.#attempts);
     this.#attempts = Math.min(this.#attempts + 1, 30);
     // Jitter: thousands of links must not all come back in the same millisecond.

@@ -8,7 +8,7 @@ import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
-import type { Uplink } from "./forwarder.js";
+import type { Uplink, WireForm } from "./forwarder.js";
 import { Link } from "./link.js";
 
 const LANE = "bridge";
@@ -48,6 +48,7 @@ export class MqttUplink implements Uplink {
       parent,
       log,
     );
+    this.edgeLink.keepTrying = true;
   }
 
   laneOf(): string {
@@ -67,13 +68,7 @@ export class MqttUplink implements Uplink {
     return false;
   }
 
-  wireFormOf(m: StoredMessage): { topic: string; payload: Buffer; options: object } {
-    const userProperties: Record<string, string> = {};
-    for (const [k, v] of Object.entries(m.properties)) userProperties[k] = v;
-    return {
-      topic: topicFor(this.#parent.topic, m),
-      payload: m.body,
-      options: { properties: { userProperties } },
-    };
+  wireFormOf(m: StoredMessage): WireForm {
+    return { topic: topicFor(this.#parent.topic, m), payload: m.body, userProperties: m.properties };
   }
 }

@@ -63,11 +63,13 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     this.#link.on("up", () => {
       this.lastOnlineAt = Date.now();
       void this.forwarder.resume();
+      this.#settingsLink?.wake();
       void this.scope?.sync();
       this.emit("online");
     });
     this.#link.on("down", () => {
       this.forwarder.pause();
+      this.#settingsLink?.suspend();
       this.emit("offline");
     });
   }

@@ -1,0 +1,241 @@
+/**
+ * A lean MQTT client for the links to the parent: one TLS connection, QoS 1 publishes
+ * answered by callback on their PUBACK, QoS 0 subscriptions, keepalive. Nothing else:
+ * no reconnect (the link decides), no offline queue (the store is the queue), no
+ * outgoing store (the forwarder keeps what is unacknowledged).
+ *
+ * Why not MQTT.js, which the links first used: forwarding a backlog through it cost about
+ * 30 µs of CPU per message on the edge and grew the heap past 100 MB while draining
+ * (`benches/drain.bench.mjs`); this client writes one buffer per publish, batches the
+ * writes of one event-loop turn into one TLS record, and keeps a callback per packet id.
+ * Packets are framed and decoded by the same {@link PacketReader} as the protocol head.
+ *
+ * States: connecting --CONNACK 0--> connected --close/error/keepalive--> closed.
+ */
+import { EventEmitter } from "node:events";
+import tls from "node:tls";
+import mqtt, { type Packet } from "mqtt-packet";
+import { PacketReader } from "../protocol/packet-reader.js";
+
+/** How to reach and log in to the parent. */
+export interface ClientOptions {
+  host: string;
+  port: number;
+  clientId: string;
+  username?: string;
+  password?: string;
+  protocolVersion?: 4 | 5;
+  keepaliveSecs: number;
+  connectTimeoutMs?: number;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  servername?: string;
+}
+
+/** Called with null on PUBACK, or the reason the connection ended first. */
+export type Acked = (err: Error | null) => void;
+
+/** Largest packet accepted from the parent (twin documents, method requests). */
+const MAX_INCOMING = 1024 * 1024;
+
+/** One connection. Emits `connect`, `refused` (CONNACK code), `message` (topic, payload), `close` (reason). */
+export class MqttClient extends EventEmitter<{
+  connect: [];
+  refused: [code: number];
+  message: [topic: string, payload: Buffer];
+  close: [reason: string];
+}> {
+  readonly #socket: tls.TLSSocket;
+  readonly #version: 4 | 5;
+  readonly #inflight = new Map<number, Acked>();
+  readonly #subacks = new Map<number, (err: Error | null) => void>();
+  #nextId = 0;
+  #connected = false;
+  #closed = false;
+  #corked = false;
+  #lastWrite = Date.now();
+  #lastRead = Date.now();
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(o: ClientOptions) {
+    super();
+    this.#version = o.protocolVersion ?? 4;
+    const reader = new PacketReader(
+      MAX_INCOMING,
+      (p) => this.#onPacket(p),
+      (f) => this.destroy(`from the parent: ${f.reason}`),
+      this.#version,
+    );
+    this.#socket = tls.connect({
+      host: o.host,
+      port: o.port,
+      servername: o.servername ?? o.host,
+      ...(o.ca ? { ca: o.ca } : {}),
+      ...(o.cert && o.key ? { cert: o.cert, key: o.key } : {}),
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.2",
+    });
+    this.#socket.setNoDelay(true);
+    this.#socket.on("secureConnect", () => {
+      this.#send(
+        mqtt.generate(
+          {
+            cmd: "connect",
+            protocolId: "MQTT",
+            protocolVersion: this.#version,
+            clean: true,
+            clientId: o.clientId,
+            keepalive: o.keepaliveSecs,
+            ...(o.username === undefined ? {} : { username: o.username }),
+            ...(o.password === undefined ? {} : { password: Buffer.from(o.password) }),
+          },
+          { protocolVersion: this.#version },
+        ),
+      );
+    });
+    this.#socket.on("data", (chunk: Buffer) => {
+      this.#lastRead = Date.now();
+      reader.push(chunk);
+    });
+    this.#socket.on("error", (err: Error) => this.destroy(err.message));
+    this.#socket.on("close", () => this.destroy("connection closed"));
+    const connectBy = Date.now() + (o.connectTimeoutMs ?? 10_000);
+    const keepaliveMs = o.keepaliveSecs * 1000;
+    // One timer for both: the connect deadline, then keepalive (PINGREQ when idle, and
+    // the connection taken as dead after 1.5 keepalives of silence).
+    this.#timer = setInterval(
+      () => {
+        const now = Date.now();
+        if (!this.#connected) {
+          if (now > connectBy) this.destroy("no CONNACK in time");
+          return;
+        }
+        if (now - this.#lastRead > keepaliveMs * 1.5) this.destroy("keepalive timeout");
+        else if (now - this.#lastWrite >= keepaliveMs / 2) this.#send(mqtt.generate({ cmd: "pingreq" }));
+      },
+      Math.max(100, Math.min(1000, keepaliveMs / 4)),
+    );
+    this.#timer.unref();
+  }
+
+  /** Publishes at QoS 1; `done` is called on its PUBACK or when the connection ends first. */
+  publish(topic: string, payload: Buffer, done: Acked, userProperties?: Record<string, string>): void {
+    if (this.#closed || !this.#connected) {
+      done(new Error("not connected"));
+      return;
+    }
+    const messageId = this.#id(this.#inflight);
+    this.#inflight.set(messageId, done);
+    const packet = {
+      cmd: "publish" as const,
+      topic,
+      payload,
+      qos: 1 as const,
+      messageId,
+      retain: false,
+      dup: false,
+      ...(userProperties ? { properties: { userProperties } } : {}),
+    };
+    this.#send(mqtt.generate(packet, { protocolVersion: this.#version }));
+  }
+
+  /** Subscribes at QoS 0; `done` on the SUBACK (an error if any filter was refused). */
+  subscribe(topics: string[], done: (err: Error | null) => void): void {
+    if (this.#closed || !this.#connected) {
+      done(new Error("not connected"));
+      return;
+    }
+    const messageId = this.#id(this.#subacks);
+    this.#subacks.set(messageId, done);
+    this.#send(
+      mqtt.generate(
+        { cmd: "subscribe", messageId, subscriptions: topics.map((topic) => ({ topic, qos: 0 as const })) },
+        { protocolVersion: this.#version },
+      ),
+    );
+  }
+
+  /** Ends the connection (idempotent); everything unacknowledged is failed with `reason`. */
+  destroy(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#socket.destroy();
+    const err = new Error(reason);
+    for (const done of this.#inflight.values()) done(err);
+    this.#inflight.clear();
+    for (const done of this.#subacks.values()) done(err);
+    this.#subacks.clear();
+    this.emit("close", reason);
+  }
+
+  #id(used: Map<number, unknown>): number {
+    do this.#nextId = (this.#nextId % 65535) + 1;
+    while (used.has(this.#nextId));
+    return this.#nextId;
+  }
+
+  /** Writes; everything written in one turn of the event loop leaves in one TLS record. */
+  #send(bytes: Buffer): void {
+    if (this.#socket.destroyed) return;
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        this.#socket.uncork();
+      });
+    }
+    this.#socket.write(bytes);
+    this.#lastWrite = Date.now();
+  }
+
+  #onPacket(p: Packet): void {
+    switch (p.cmd) {
+      case "connack": {
+        const code = (this.#version === 5 ? p.reasonCode : p.returnCode) ?? 0;
+        if (code !== 0) {
+          this.emit("refused", code);
+          this.destroy(`connection refused (CONNACK ${code})`);
+          return;
+        }
+        this.#connected = true;
+        this.emit("connect");
+        return;
+      }
+      case "puback": {
+        const done = this.#inflight.get(p.messageId ?? -1);
+        if (!done) return;
+        this.#inflight.delete(p.messageId ?? -1);
+        const code = p.reasonCode ?? 0;
+        // MQTT 5: a reason code of 0x80 or more is a refusal of this message.
+        done(code >= 0x80 ? new Error(`the parent refused the message (PUBACK ${code})`) : null);
+        return;
+      }
+      case "suback": {
+        const done = this.#subacks.get(p.messageId ?? -1);
+        if (!done) return;
+        this.#subacks.delete(p.messageId ?? -1);
+        const refused = (p.granted as number[]).some((g) => g >= 0x80);
+        done(refused ? new Error("the parent refused a subscription") : null);
+        return;
+      }
+      case "publish": {
+        if (p.qos === 1)
+          this.#send(
+            mqtt.generate({ cmd: "puback", messageId: p.messageId ?? 0 }, { protocolVersion: this.#version }),
+          );
+        this.emit("message", p.topic, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload));
+        return;
+      }
+      case "pingresp":
+        return;
+      case "disconnect":
+        this.destroy("the parent disconnected");
+        return;
+      default:
+        this.destroy(`unexpected ${p.cmd} from the parent`);
+    }
+  }
+}
