@@ -38,6 +38,8 @@ export const ErrorCodes = {
   AUTH_IDENTITY_DISABLED: "AUTH_IDENTITY_DISABLED",
   /** An on-behalf-of login names a chain in which some identity is not the child of the next. */
   AUTH_NOT_IN_SCOPE: "AUTH_NOT_IN_SCOPE",
+  /** A route does not parse; the message gives the column and the reason. */
+  ROUTE_INVALID: "ROUTE_INVALID",
   /** The hub's configuration is invalid; the message names the key. */
   CONFIG_INVALID: "CONFIG_INVALID",
   /** A device or module of that id already exists. */

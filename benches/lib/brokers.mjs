@@ -167,7 +167,10 @@ export async function runEdgehub(configFile, name = "edgehub") {
   const child = spawn(join(root, "bin/edgehub"), ["start", "--config", configFile], {
     stdio: ["ignore", "pipe", "pipe"],
     env: extraArgs
-      ? { ...process.env, EDGEHUB_NODE_OPTIONS: `--max-semi-space-size=8 --max-old-space-size=128 ${extraArgs}` }
+      ? {
+          ...process.env,
+          EDGEHUB_NODE_OPTIONS: `--max-semi-space-size=8 --max-old-space-size=128 ${extraArgs}`,
+        }
       : process.env,
   });
   const h = handle(name, child, config.listen?.mqtts);

@@ -90,11 +90,15 @@ describe("$edgeHub settings from the parent", () => {
     });
     expect(c.timeToLiveSecs).toBe(120);
     expect(c.maxSizeBytes).toBe(1000);
-    expect(c.routes.r2).toEqual({
+    expect(c.routes.r2).toMatchObject({
       route: "FROM /messages/* INTO $upstream",
       priority: 3,
       timeToLiveSecs: undefined,
     });
+    expect(c.routes.r2?.parsed.sink).toEqual({ kind: "upstream" });
+    expect(() => loadConfig({ routes: { r: "FROM /messages/x INTO $upstream" } })).toThrow(
+      /config key routes\.r: at column 6: unknown source/,
+    );
     expect(() =>
       loadConfig({ $edgeHub: { "properties.desired": { routes: { bad: { route: "x", priority: 12 } } } } }),
     ).toThrow(/routes\.bad\.priority: must be an integer 0-9/);

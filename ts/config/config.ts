@@ -6,6 +6,7 @@ import { hostname as osHostname } from "node:os";
 import { resolve } from "node:path";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { LogLevel } from "../log.js";
+import { parseRoute, type Route } from "../routing/route-grammar.js";
 
 /** What `EdgeHub.start` takes; every field has a default. */
 export interface HubConfigInput {
@@ -55,6 +56,8 @@ export type RouteInput = string | { route: string; priority?: number; timeToLive
 /** A route with its defaults: priority 0 (highest), the store's TTL when absent. */
 export interface RouteSpec {
   route: string;
+  /** The route parsed (the text is checked when the config or the settings are loaded). */
+  parsed: Route;
   priority: number;
   timeToLiveSecs: number | undefined;
 }
@@ -297,9 +300,16 @@ function manifestDesired(raw: Record<string, unknown>): Record<string, unknown> 
 export function routesConfig(key: string, raw: unknown): Record<string, RouteSpec> {
   if (!isObject(raw)) throw bad(key, "must be an object of named routes");
   const out: Record<string, RouteSpec> = {};
+  const parse = (name: string, text: string): Route => {
+    try {
+      return parseRoute(text);
+    } catch (err) {
+      throw bad(`${key}.${name}`, (err as Error).message);
+    }
+  };
   for (const [name, r] of Object.entries(raw)) {
     if (typeof r === "string") {
-      out[name] = { route: r, priority: 0, timeToLiveSecs: undefined };
+      out[name] = { route: r, parsed: parse(name, r), priority: 0, timeToLiveSecs: undefined };
       continue;
     }
     if (!isObject(r) || typeof r.route !== "string")
@@ -311,7 +321,7 @@ export function routesConfig(key: string, raw: unknown): Record<string, RouteSpe
     const ttl = r.timeToLiveSecs;
     if (ttl !== undefined && (typeof ttl !== "number" || !Number.isInteger(ttl) || (ttl < 1 && ttl !== -1)))
       throw bad(`${key}.${name}.timeToLiveSecs`, "must be -1 or a positive integer");
-    out[name] = { route: r.route, priority, timeToLiveSecs: ttl };
+    out[name] = { route: r.route, parsed: parse(name, r.route), priority, timeToLiveSecs: ttl };
   }
   return out;
 }

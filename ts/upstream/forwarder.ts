@@ -21,7 +21,8 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
 import { Lane } from "./lane.js";
-import { type Link, MessageRefused } from "./link.js";
+import type { Link } from "./link.js";
+import { MessageRefused } from "./mqtt-client.js";
 import { Progress } from "./progress.js";
 
 /** The queue the hub stores upstream-bound messages in. */
@@ -319,18 +320,21 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
       lane.inflight++;
       this.stats.sent++;
       const generation = this.#generation;
-      lane.link.publish(wire.topic, wire.payload, wire.userProperties).then(
-        () => {
-          this.stats.acked++;
-          if (generation !== this.#generation) {
-            this.#progress.finish(m.offset);
+      lane.link.publish(
+        wire.topic,
+        wire.payload,
+        (err) => {
+          if (!err) {
+            this.stats.acked++;
+            if (generation !== this.#generation) {
+              this.#progress.finish(m.offset);
+              return;
+            }
+            lane.inflight--;
+            this.#finish(m.offset);
+            this.#pump(lane);
             return;
           }
-          lane.inflight--;
-          this.#finish(m.offset);
-          this.#pump(lane);
-        },
-        (err: unknown) => {
           if (generation !== this.#generation) return;
           lane.inflight--;
           if (err instanceof MessageRefused) {
@@ -342,6 +346,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
           // The link is down: it pumps again when it comes back up.
           lane.putBack(m);
         },
+        wire.userProperties,
       );
     }
     if (lane.inflight === 0 && lane.waiting === 0) this.#idleLater(lane);

@@ -13,9 +13,6 @@ import { type ClientOptions, MqttClient } from "./mqtt-client.js";
 /** What a link connects with; called before every attempt (tokens are made fresh). */
 export type ConnectOptions = () => Omit<ClientOptions, "keepaliveSecs">;
 
-/** The parent answered a publish with a refusal of that message (MQTT 5 reason code): sending it again will not help. */
-export class MessageRefused extends Error {}
-
 /** First retry delay; doubles per failed attempt up to the link's cap. */
 const FIRST_BACKOFF_MS = 100;
 
@@ -103,26 +100,33 @@ export class Link extends EventEmitter<{
   }
 
   /**
-   * Publishes at QoS 1; resolves on PUBACK. Publishes made in one turn of the event loop
-   * leave in one socket write (one TLS record), not one each.
+   * Publishes at QoS 1; `done` is called with null on its PUBACK, a `MessageRefused`
+   * when the parent refused this message, or another error when the link went down first.
+   * Publishes made in one turn of the event loop leave in one socket write (one TLS record).
+   * A callback, not a promise: this runs once per forwarded message.
    */
-  publish(topic: string, payload: Buffer, userProperties?: Record<string, string>): Promise<void> {
+  publish(
+    topic: string,
+    payload: Buffer,
+    done: (err: Error | null) => void,
+    userProperties?: Record<string, string>,
+  ): void {
     const client = this.#client;
-    if (!this.#up || !client) return Promise.reject(new Error(`link ${this.name} is down`));
+    if (!this.#up || !client) {
+      done(new Error(`link ${this.name} is down`));
+      return;
+    }
     this.#pending.push(Date.now());
-    return new Promise((resolve, reject) => {
-      client.publish(
-        topic,
-        payload,
-        (err) => {
-          // PUBACKs come in order on one connection: the oldest pending send is this one.
-          if (this.#client === client) this.#pending.shift();
-          if (!err) resolve();
-          else reject(err.message.startsWith("the parent refused") ? new MessageRefused(err.message) : err);
-        },
-        userProperties,
-      );
-    });
+    client.publish(
+      topic,
+      payload,
+      (err) => {
+        // PUBACKs come in order on one connection: the oldest pending send is this one.
+        if (this.#client === client) this.#pending.shift();
+        done(err);
+      },
+      userProperties,
+    );
   }
 
   /** Closes for good. */

@@ -33,11 +33,40 @@ export interface ClientOptions {
   servername?: string;
 }
 
+/** The parent answered a publish with a refusal of that message (MQTT 5 reason code): sending it again will not help. */
+export class MessageRefused extends Error {}
+
 /** Called with null on PUBACK, or the reason the connection ended first. */
 export type Acked = (err: Error | null) => void;
 
 /** Largest packet accepted from the parent (twin documents, method requests). */
 const MAX_INCOMING = 1024 * 1024;
+
+/**
+ * An MQTT 3.1.1 QoS 1 PUBLISH in one buffer: the packet a link writes per forwarded
+ * message, built without the general packet generator.
+ */
+export function publishPacket(topic: string, messageId: number, payload: Buffer): Buffer {
+  const topicBytes = Buffer.byteLength(topic);
+  const remaining = 2 + topicBytes + 2 + payload.length;
+  let lenBytes = 1;
+  for (let n = remaining; n >= 0x80; n = Math.floor(n / 128)) lenBytes++;
+  const out = Buffer.allocUnsafe(1 + lenBytes + remaining);
+  out[0] = 0x32;
+  let at = 1;
+  let n = remaining;
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[at++] = n;
+  out.writeUInt16BE(topicBytes, at);
+  at += 2;
+  at += out.write(topic, at);
+  out.writeUInt16BE(messageId, at);
+  payload.copy(out, at + 2);
+  return out;
+}
 
 /** One connection. Emits `connect`, `refused` (CONNACK code), `message` (topic, payload), `close` (reason). */
 export class MqttClient extends EventEmitter<{
@@ -127,6 +156,10 @@ export class MqttClient extends EventEmitter<{
     }
     const messageId = this.#id(this.#inflight);
     this.#inflight.set(messageId, done);
+    if (this.#version === 4) {
+      this.#send(publishPacket(topic, messageId, payload));
+      return;
+    }
     const packet = {
       cmd: "publish" as const,
       topic,
@@ -210,7 +243,7 @@ export class MqttClient extends EventEmitter<{
         this.#inflight.delete(p.messageId ?? -1);
         const code = p.reasonCode ?? 0;
         // MQTT 5: a reason code of 0x80 or more is a refusal of this message.
-        done(code >= 0x80 ? new Error(`the parent refused the message (PUBACK ${code})`) : null);
+        done(code >= 0x80 ? new MessageRefused(`the parent refused the message (PUBACK ${code})`) : null);
         return;
       }
       case "suback": {

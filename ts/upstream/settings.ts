@@ -88,7 +88,8 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
   follow(link: Link): void {
     link.on("up", () => {
       const rid = `settings-${++this.#rid}`;
-      link.publish(`$iothub/twin/GET/?$rid=${rid}`, Buffer.alloc(0)).catch(() => undefined);
+      // A failed GET is asked again when the link next comes up.
+      link.publish(`$iothub/twin/GET/?$rid=${rid}`, Buffer.alloc(0), () => undefined);
     });
     link.on("message", (topic, payload) => {
       void this.#onMessage(topic, payload);
