@@ -571,7 +571,7 @@ try {
       clients: CLIENTS,
       inFlight: WINDOW,
       bodyBytes: BODY.length,
-      edgehub: `edge hub -> root hub, parent link defaults (window 100 per link${MAX_BACKOFF_MS === undefined ? ", maxBackoffMs 2000" : `, maxBackoffMs ${MAX_BACKOFF_MS}`})`,
+      edgehub: `edge hub -> root hub, parent link defaults (window 100 per link${MAX_BACKOFF_MS === undefined ? ", maxBackoffMs 1000; launched by bin/edgehub: 8 MB semi-spaces, 128 MB old space, MALLOC_ARENA_MAX=2" : `, maxBackoffMs ${MAX_BACKOFF_MS}`})`,
       mosquitto: `local Mosquitto bridging to a remote one: cleansession false, persistence true (autosave_interval 1800), max_queued_messages ${MOSQUITTO_QUEUE}, max_queued_bytes 0, max_inflight_messages ${BRIDGE_INFLIGHT}, restart_timeout default (5-30 s jittered)`,
     },
     rows,

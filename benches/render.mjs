@@ -102,11 +102,12 @@ that acks only once durable can do on this disk).
 
 How to read it. With 16 messages in flight per client (what SDK clients that do not await
 each send do) edgehub, which acks after fsync, is ahead of Mosquitto and aedes, which ack
-from memory, at 100 and 1000 clients. With one in flight each client waits a disk round
-per message: at 10 clients every durable broker is bound by fsync latency (edgehub is at or
-above the fsync floor), while Mosquitto and aedes are bound only by the network; at 100 and
-1000 clients the per-message socket cost of Node (one TLS record per PUBACK) is what
-separates edgehub from Mosquitto — the null sink itself is no faster there.
+from memory, at 100 and 1000 clients, and behind at 10. With one in flight each client
+waits a disk round per message: at 10 clients every durable broker is bound by fsync
+latency (edgehub is above the fsync floor) while Mosquitto and aedes are bound only by the
+network; at 100 clients edgehub reaches about half of Mosquitto, below the fsync floor too,
+bound by its own CPU per message (a TLS record per PUBACK and per read); at 1000 clients
+all are level.
 
 ${tableMd(
   ["clients", "in flight", "broker", "msgs/s", "PUBACK p50 (ms)", "PUBACK p99 (ms)", "CPU-s per 1M msgs"],
