@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { routesConfig } from "../../ts/config/config.js";
+import { type RoutedMessage, RouteTable } from "../../ts/routing/route-table.js";
+
+const table = (
+  routes: Record<string, string | { route: string; priority?: number; timeToLiveSecs?: number }>,
+) => new RouteTable(routesConfig("routes", routes), "$upstream", () => "edge1");
+
+const device: RoutedMessage = {
+  deviceId: "sensor-1",
+  properties: { "$.cdid": "sensor-1", alert: "true", "$.ct": "application/json" },
+  body: Buffer.from('{"temperature": 41}'),
+};
+const moduleOut = (output: string): RoutedMessage => ({
+  deviceId: "edge1",
+  moduleId: "filter",
+  properties: { "$.cdid": "edge1", "$.cmid": "filter", "$.on": output },
+  body: Buffer.from("x"),
+});
+
+describe("route table", () => {
+  it("sends everything upstream when no routes are configured", () => {
+    const t = table({});
+    expect(t.isDefault).toBe(true);
+    expect(t.destinations(device)).toEqual([{ queue: "$upstream", ttlSecs: undefined }]);
+  });
+
+  it("matches sources, conditions and sinks, stores once per endpoint, and counts what no route takes", () => {
+    const t = table({
+      toFilter:
+        'FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint("/modules/filter/inputs/input1")',
+      hot: { route: "FROM /messages/* WHERE $body.temperature > 40 INTO $upstream", timeToLiveSecs: 60 },
+      alerts: "FROM /messages/modules/filter/outputs/alerts INTO $upstream",
+      again: "FROM /messages/modules/filter/outputs/alerts INTO $upstream",
+      display:
+        "FROM /messages/modules/filter/outputs/* WHERE $outputName = 'display' INTO DeviceEndpoint(\"/devices/panel\")",
+    });
+    expect(t.destinations(device)).toEqual([
+      { queue: "$inputs/edge1/filter", ttlSecs: undefined, input: "input1", clientId: "edge1/filter" },
+      { queue: "$upstream", ttlSecs: 60 },
+    ]);
+    expect(t.destinations(moduleOut("alerts"))).toEqual([{ queue: "$upstream", ttlSecs: undefined }]);
+    expect(t.destinations(moduleOut("display"))).toEqual([
+      { queue: "$c2d/panel", ttlSecs: undefined, clientId: "panel" },
+    ]);
+    expect(t.unrouted).toBe(0);
+    expect(t.destinations(moduleOut("other"))).toEqual([]);
+    expect(
+      t.destinations({
+        ...device,
+        body: Buffer.from('{"temperature": 20}'),
+        deviceId: "x",
+        properties: { "$.cdid": "x", "$.cmid": "m" },
+        moduleId: "m",
+      }),
+    ).toEqual([]);
+    expect(t.unrouted).toBe(2);
+  });
+});

@@ -1,0 +1,128 @@
+/**
+ * Which endpoints a device or module message goes to, by the hub's routes (IoT Edge's
+ * `FROM … WHERE … INTO …`). With no routes configured the hub behaves as
+ * `FROM /messages/* INTO $upstream`; with routes, a message no route matches goes nowhere
+ * (as IoT Edge) and is counted.
+ */
+import type { RouteSpec } from "../config/config.js";
+import { type ConditionInput, matches } from "./condition.js";
+import type { RouteSource } from "./route-grammar.js";
+
+/** Where a message goes: a store queue, with the route's TTL and what delivery needs. */
+export interface Destination {
+  queue: string;
+  ttlSecs: number | undefined;
+  /** For a module input: the input's name (stored with the message as `$.in`). */
+  input?: string;
+  /** The client the queue is delivered to (module inputs and devices); absent for upstream. */
+  clientId?: string;
+}
+
+/** The message as routes see it. */
+export interface RoutedMessage {
+  deviceId: string;
+  moduleId?: string;
+  /** Application and `$.` system properties (with `$.cdid`, `$.cmid`, `$.on`). */
+  properties: Record<string, string>;
+  body: Buffer;
+}
+
+/** `$.` keys of the stored bag and their names in conditions. */
+const SYSTEM_NAMES: Record<string, string> = {
+  "$.cdid": "connectionDeviceId",
+  "$.cmid": "connectionModuleId",
+  "$.ct": "contentType",
+  "$.ce": "contentEncoding",
+  "$.mid": "messageId",
+  "$.cid": "correlationId",
+  "$.on": "outputName",
+  "$.to": "to",
+  "$.uid": "userId",
+};
+
+/** The condition's view of a message: application properties and system properties apart. */
+export function conditionInput(m: RoutedMessage): ConditionInput {
+  const properties: Record<string, string> = {};
+  const system: Record<string, string | undefined> = {};
+  for (const k in m.properties) {
+    const v = m.properties[k] as string;
+    if (!k.startsWith("$.")) properties[k] = v;
+    else {
+      const name = SYSTEM_NAMES[k];
+      if (name) system[name] = v;
+    }
+  }
+  return { properties, system, body: m.body };
+}
+
+function sourceMatches(s: RouteSource, m: RoutedMessage): boolean {
+  if (s.kind === "all") return true;
+  if (s.kind === "twinChangeNotifications") return false;
+  if (s.scope === "all") return true;
+  if (m.moduleId === undefined) return false;
+  if (s.moduleId === undefined) return true;
+  if (s.moduleId !== m.moduleId) return false;
+  const output = m.properties["$.on"];
+  if (s.output === undefined) return true;
+  if (output === undefined) return false;
+  return s.output === "*" || s.output === output;
+}
+
+/** The hub's routes, ready to evaluate. */
+export class RouteTable {
+  readonly #routes: RouteSpec[];
+  readonly #upstreamQueue: string;
+  readonly #modulesOf: (m: RoutedMessage) => string;
+  /** Messages no route took, since start. */
+  unrouted = 0;
+
+  /**
+   * @param upstreamQueue where `$upstream` goes (`$upstream` on an edge hub, the built-in
+   *   events queue on a root).
+   * @param modulesOf the device whose modules `BrokeredEndpoint` names: the edge device on
+   *   an edge hub, the sender's device on a root.
+   */
+  constructor(
+    routes: Record<string, RouteSpec>,
+    upstreamQueue: string,
+    modulesOf: (m: RoutedMessage) => string,
+  ) {
+    this.#routes = Object.values(routes);
+    this.#upstreamQueue = upstreamQueue;
+    this.#modulesOf = modulesOf;
+  }
+
+  /** True when no routes are configured (everything goes upstream). */
+  get isDefault(): boolean {
+    return this.#routes.length === 0;
+  }
+
+  /** The destinations of `m`, each once; empty when no route takes it. */
+  destinations(m: RoutedMessage): Destination[] {
+    if (this.#routes.length === 0) return [{ queue: this.#upstreamQueue, ttlSecs: undefined }];
+    const out = new Map<string, Destination>();
+    let input: ConditionInput | undefined;
+    for (const r of this.#routes) {
+      const { source, condition, sink } = r.parsed;
+      if (!sourceMatches(source, m)) continue;
+      if (condition) {
+        input ??= conditionInput(m);
+        if (!matches(condition, input)) continue;
+      }
+      const ttlSecs = r.timeToLiveSecs;
+      let d: Destination;
+      if (sink.kind === "upstream") d = { queue: this.#upstreamQueue, ttlSecs };
+      else if (sink.kind === "device")
+        d = { queue: `$c2d/${sink.deviceId}`, ttlSecs, clientId: sink.deviceId };
+      else {
+        const clientId = `${this.#modulesOf(m)}/${sink.moduleId}`;
+        d = { queue: `$inputs/${clientId}`, ttlSecs, input: sink.input, clientId };
+      }
+      // One copy per endpoint (queue and input): two routes into the same one store it once.
+      const key = `${d.queue}\u0000${d.input ?? ""}`;
+      if (!out.has(key)) out.set(key, d);
+    }
+    if (out.size === 0) this.unrouted++;
+    return [...out.values()];
+  }
+}
