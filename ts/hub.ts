@@ -20,6 +20,7 @@ import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Sessions } from "./protocol/sessions.js";
+import { RouteTable } from "./routing/route-table.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
 import { MessageStore } from "./store/index.js";
@@ -54,6 +55,7 @@ export class EdgeHub {
   /** The link to the parent and the forwarder; absent on a root hub. */
   readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
+  #router: Router | undefined;
   #https: https.Server | undefined;
   readonly #websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
   readonly #connections = new Map<string, MqttConnection>();
@@ -119,12 +121,20 @@ export class EdgeHub {
       );
       // A root keeps device-to-cloud messages as IoT Hub's built-in events; an edge hub
       // stores them for its parent under the store-and-forward TTL.
-      const router = parent
-        ? new Router(store, UPSTREAM_QUEUE)
-        : new Router(store, EVENTS_QUEUE, config.eventsRetentionSecs);
       // Settings cached from the parent apply before the first client is let in.
       const settings = new EdgeHubSettings(store, config, log);
       await settings.loadCached();
+      const upstreamQueue = parent ? UPSTREAM_QUEUE : EVENTS_QUEUE;
+      // BrokeredEndpoint("/modules/m/…") names a module of the edge device itself; a root has
+      // no device of its own, so there it is a module of the sender's device.
+      const routeTable = (routes: HubConfig["routes"]) =>
+        new RouteTable(routes, upstreamQueue, (m) => parent?.deviceId ?? m.deviceId);
+      const router = new Router(
+        store,
+        routeTable(settings.current.routes),
+        parent ? undefined : config.eventsRetentionSecs,
+      );
+      settings.on("changed", (s) => router.setRoutes(routeTable(s.routes)));
       const upstream = parent ? new Upstream(parent, store, registry, settings, log) : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       // Client certificates are asked for, never required: SAS clients send none. The chain
@@ -159,6 +169,7 @@ export class EdgeHub {
         settings,
         log,
       );
+      hub.#router = router;
       registry.on("revoked", (deviceId, moduleId) => {
         for (const [clientId, conn] of hub.#connections) {
           const mine =
@@ -255,8 +266,15 @@ export class EdgeHub {
           });
         });
       }
+      // Routed to a module input or a device: deliver it if they listen.
+      router.on("stored", (queue) => {
+        if (queue.startsWith("$inputs/")) hub.delivery.pump(queue.slice("$inputs/".length));
+        else if (queue.startsWith("$c2d/")) hub.delivery.pump(queue.slice("$c2d/".length));
+      });
       if (upstream) {
-        router.on("stored", () => upstream.forwarder.wake());
+        router.on("stored", (queue) => {
+          if (queue === UPSTREAM_QUEUE) upstream.forwarder.wake();
+        });
         await upstream.start();
       }
       log.log("info", "hub-started", {
@@ -300,6 +318,8 @@ export class EdgeHub {
       upstreamQueue: queue(UPSTREAM_QUEUE),
       deadLetterQueue: queue(DEAD_LETTER_QUEUE),
       settingsVersion: this.settings.current.version ?? null,
+      routes: Object.keys(this.settings.current.routes).length,
+      unroutedMessages: this.#router?.unrouted ?? 0,
       store: {
         bytes: stats.bytes,
         maxSizeBytes: stats.maxSizeBytes,

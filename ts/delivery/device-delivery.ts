@@ -8,6 +8,7 @@
  */
 import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
+import { INPUT_PROPERTY } from "../routing/router.js";
 import type { MessageStore } from "../store/index.js";
 
 /** A message for a device or a module input. */
@@ -38,7 +39,7 @@ const SYSTEM: Record<string, keyof DeviceMessage> = {
   "$.ce": "contentEncoding",
 };
 /** Stored with a module-input message: the input's name (not sent in the bag). */
-const INPUT = "$.in";
+const INPUT = INPUT_PROPERTY;
 
 /** The store queue of a client id (`deviceId` or `deviceId/moduleId`). */
 export function deliveryQueue(clientId: string): string {

@@ -75,6 +75,8 @@ export class RouteTable {
   readonly #modulesOf: (m: RoutedMessage) => string;
   /** Messages no route took, since start. */
   unrouted = 0;
+  /** The answer without routes, shared (read-only): no allocation per message on the ingest path. */
+  readonly #everythingUpstream: readonly Destination[];
 
   /**
    * @param upstreamQueue where `$upstream` goes (`$upstream` on an edge hub, the built-in
@@ -90,6 +92,7 @@ export class RouteTable {
     this.#routes = Object.values(routes);
     this.#upstreamQueue = upstreamQueue;
     this.#modulesOf = modulesOf;
+    this.#everythingUpstream = Object.freeze([Object.freeze({ queue: upstreamQueue, ttlSecs: undefined })]);
   }
 
   /** True when no routes are configured (everything goes upstream). */
@@ -97,9 +100,9 @@ export class RouteTable {
     return this.#routes.length === 0;
   }
 
-  /** The destinations of `m`, each once; empty when no route takes it. */
-  destinations(m: RoutedMessage): Destination[] {
-    if (this.#routes.length === 0) return [{ queue: this.#upstreamQueue, ttlSecs: undefined }];
+  /** The destinations of `m`, each once; empty when no route takes it. Read-only. */
+  destinations(m: RoutedMessage): readonly Destination[] {
+    if (this.#routes.length === 0) return this.#everythingUpstream;
     const out = new Map<string, Destination>();
     let input: ConditionInput | undefined;
     for (const r of this.#routes) {

@@ -1,12 +1,16 @@
 /**
- * The router: where a device's message goes. Until routes exist every telemetry message
- * goes to one queue (`$upstream` on an edge hub, the built-in events queue on a root).
- * Appends made in one event-loop turn, from every connection, go to the store as one
- * call, so they share one group commit.
+ * The router: where a device's or module's message goes, by the hub's routes
+ * ({@link RouteTable}): `$upstream` on an edge hub (the built-in events queue on a root),
+ * module inputs, devices. A message routed to several endpoints is appended to all of
+ * them in one store call where it can be (same TTL, no input name), so they are stored
+ * together. Appends made in one event-loop turn, from every connection, go to the store
+ * together and share one group commit; the message is acknowledged once every copy is
+ * durable.
  */
 import { EventEmitter } from "node:events";
 import type { AppendMessage, MessageStore } from "../store/index.js";
 import { RecentIds } from "./recent-ids.js";
+import type { Destination, RouteTable } from "./route-table.js";
 
 /** A device-to-cloud message as the protocol head hands it over. */
 export interface Telemetry {
@@ -23,26 +27,54 @@ export interface Telemetry {
 /** Called once a message is durable (`err` null) or was refused. */
 export type Accepted = (err: unknown) => void;
 
-/** Routes telemetry into the store; resolves once the message is durable. Emits `stored` (queue) after each batch. */
+/** Stored with a module-input copy: the input's name. */
+export const INPUT_PROPERTY = "$.in";
+
+/** A message waiting for all its copies. */
+interface Waiting {
+  left: number;
+  failed: unknown;
+  done: Accepted;
+}
+
+/** Messages of one turn going to the same queues with the same TTL and input. */
+interface Group {
+  queues: string[];
+  messages: AppendMessage[];
+  waiting: Waiting[];
+}
+
+/** Routes telemetry into the store. Emits `stored` (queue) after each append. */
 export class Router extends EventEmitter<{ stored: [queue: string] }> {
   readonly #store: MessageStore;
-  readonly #queue: string;
-  readonly #ttlSecs: number | undefined;
-  #messages: AppendMessage[] = [];
-  #callbacks: Accepted[] = [];
+  #table: RouteTable;
+  /** TTL of what goes to the upstream queue when its route gives none (the events retention on a root). */
+  readonly #upstreamTtl: number | undefined;
+  /** This turn's appends, in order; consecutive messages with the same key share one. */
+  #groups: Array<Group & { key: string }> = [];
   readonly #recent = new RecentIds();
 
-  /** @param ttlSecs time to live of what this router stores; the store's default if absent. */
-  constructor(store: MessageStore, queue: string, ttlSecs?: number) {
+  constructor(store: MessageStore, table: RouteTable, upstreamTtlSecs?: number) {
     super();
     this.setMaxListeners(0);
     this.#store = store;
-    this.#queue = queue;
-    this.#ttlSecs = ttlSecs;
+    this.#table = table;
+    this.#upstreamTtl = upstreamTtlSecs;
+  }
+
+  /** Replaces the routes (the parent's `$edgeHub` settings changed); later messages follow them. */
+  setRoutes(table: RouteTable): void {
+    this.#table = table;
+  }
+
+  /** Messages no route took, since start (or since the routes last changed). */
+  get unrouted(): number {
+    return this.#table.unrouted;
   }
 
   /**
-   * Stores `t`, stamped with the identity that sent it; `done` is called once it is durable.
+   * Stores `t`, stamped with the identity that sent it, everywhere its routes say; `done` is
+   * called once every copy is durable (right away when no route takes it).
    * A callback, not a promise: this runs once per message on the ingest path.
    */
   accept(t: Telemetry, done: Accepted): void {
@@ -66,28 +98,70 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
     properties["$.cdid"] = t.deviceId;
     if (t.moduleId !== undefined) properties["$.cmid"] = t.moduleId;
     else delete properties["$.cmid"];
-    if (this.#messages.length === 0) setImmediate(() => this.#flush());
-    this.#messages.push(
-      this.#ttlSecs === undefined
-        ? { body: t.body, properties }
-        : { body: t.body, properties, ttlSecs: this.#ttlSecs },
+    const destinations = this.#table.destinations(t);
+    if (destinations.length === 0) {
+      done(null);
+      return;
+    }
+    if (this.#groups.length === 0) setImmediate(() => this.#flush());
+    if (destinations.length === 1) {
+      // The common case: one endpoint, no grouping to work out.
+      const d = destinations[0] as Destination;
+      this.#add([d.queue], this.#ttl(d), d.input, t, { left: 1, failed: null, done });
+      return;
+    }
+    // Endpoints without an input name and with one TTL share one append; a module input's
+    // copy carries its input name, so it is an append of its own.
+    const units = new Map<string, { queues: string[]; ttl: number | undefined; input: string | undefined }>();
+    for (const d of destinations) {
+      const ttl = this.#ttl(d);
+      const key = d.input === undefined ? `ttl:${ttl}` : `in:${d.queue}:${d.input}:${ttl}`;
+      const u = units.get(key);
+      if (u) u.queues.push(d.queue);
+      else units.set(key, { queues: [d.queue], ttl, input: d.input });
+    }
+    const waiting: Waiting = { left: units.size, failed: null, done };
+    for (const u of units.values()) this.#add(u.queues, u.ttl, u.input, t, waiting);
+  }
+
+  #ttl(d: Destination): number | undefined {
+    return d.ttlSecs ?? (d.clientId === undefined ? this.#upstreamTtl : undefined);
+  }
+
+  #add(queues: string[], ttl: number | undefined, input: string | undefined, t: Telemetry, w: Waiting): void {
+    // Only the last append of the turn is joined: appends are issued in order, so every
+    // queue gets its messages in the order they arrived.
+    const key = `${queues.join("\u0000")}\u0001${ttl ?? ""}\u0001${input ?? ""}`;
+    let g = this.#groups.at(-1);
+    if (g?.key !== key) {
+      g = { key, queues, messages: [], waiting: [] };
+      this.#groups.push(g);
+    }
+    const properties = input === undefined ? t.properties : { ...t.properties, [INPUT_PROPERTY]: input };
+    g.messages.push(
+      ttl === undefined ? { body: t.body, properties } : { body: t.body, properties, ttlSecs: ttl },
     );
-    this.#callbacks.push(done);
+    g.waiting.push(w);
   }
 
   #flush(): void {
-    const messages = this.#messages;
-    const callbacks = this.#callbacks;
-    this.#messages = [];
-    this.#callbacks = [];
-    this.#store.append(this.#queue, messages).then(
-      () => {
-        for (const done of callbacks) done(null);
-        this.emit("stored", this.#queue);
-      },
-      (err: unknown) => {
-        for (const done of callbacks) done(err);
-      },
-    );
+    const groups = this.#groups;
+    this.#groups = [];
+    for (const g of groups) {
+      this.#store.append(g.queues, g.messages).then(
+        () => {
+          for (const w of g.waiting) settle(w, null);
+          for (const q of g.queues) this.emit("stored", q);
+        },
+        (err: unknown) => {
+          for (const w of g.waiting) settle(w, err);
+        },
+      );
+    }
   }
+}
+
+function settle(w: Waiting, err: unknown): void {
+  if (err && !w.failed) w.failed = err;
+  if (--w.left === 0) w.done(w.failed ?? null);
 }
