@@ -3,13 +3,14 @@
  * topic `devices/{d}/messages/devicebound/{bag}`) and module inputs (queue
  * `$inputs/{device}/{module}`, topic `devices/{d}/modules/{m}/inputs/{input}/{bag}`).
  * Messages are stored first (with a TTL), delivered in order at QoS 1 while the client
- * listens, and removed on its PUBACK; one whose PUBACK never came is delivered again on
- * the next connection (at least once).
+ * listens, a window of them at a time, and removed on their PUBACKs; one whose PUBACK never
+ * came is delivered again on the next connection (at least once). Each client has its own
+ * pump: one that does not acknowledge holds back only itself.
  */
 import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
 import { INPUT_PROPERTY } from "../routing/router.js";
-import type { MessageStore } from "../store/index.js";
+import type { MessageStore, StoredMessage } from "../store/index.js";
 
 /** A message for a device or a module input. */
 export interface DeviceMessage {
@@ -38,6 +39,9 @@ const SYSTEM: Record<string, keyof DeviceMessage> = {
   "$.ct": "contentType",
   "$.ce": "contentEncoding",
 };
+/** Deliveries sent before waiting for their PUBACKs, and the bytes they may take. */
+const WINDOW = 64;
+const WINDOW_BYTES = 1024 * 1024;
 /** Stored with a module-input message: the input's name (not sent in the bag). */
 const INPUT = INPUT_PROPERTY;
 
@@ -129,20 +133,29 @@ export class DeviceDelivery {
       const target = this.#find(clientId);
       if (!target?.listensForDeliveries()) return;
       this.#again.delete(clientId);
-      const batch = await this.#store.read(queue, { limit: 50 });
+      const batch = await this.#store.read(queue, { limit: WINDOW, maxBytes: WINDOW_BYTES });
       if (batch.length === 0) return;
-      for (const m of batch) {
-        const current = this.#find(clientId);
-        if (current !== target || !current.listensForDeliveries()) break;
-        const { [INPUT]: input, ...rest } = m.properties;
-        const bag = encodePropertyBag(rest);
-        const topic =
-          moduleId === undefined
-            ? `devices/${deviceId}/messages/devicebound/${bag}`
-            : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
-        await target.deliverQos1(topic, m.body);
-        await this.#store.ack(queue, m.offset);
+      // Pipelined: the whole window goes out at once (in order on the connection), and the
+      // queue is acknowledged up to the last message of the contiguous prefix the client acked.
+      const results = await Promise.allSettled(
+        batch.map((m) => {
+          const { [INPUT]: input, ...rest } = m.properties;
+          const bag = encodePropertyBag(rest);
+          const topic =
+            moduleId === undefined
+              ? `devices/${deviceId}/messages/devicebound/${bag}`
+              : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
+          return target.deliverQos1(topic, m.body);
+        }),
+      );
+      let acked = -1;
+      for (const [i, r] of results.entries()) {
+        if (r.status !== "fulfilled") break;
+        acked = (batch[i] as StoredMessage).offset;
       }
+      if (acked >= 0) await this.#store.ack(queue, acked);
+      // The connection went away mid-window: the rest goes again on the next one.
+      if (acked !== batch.at(-1)?.offset) return;
     }
   }
 }
