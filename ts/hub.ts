@@ -213,6 +213,9 @@ export class EdgeHub {
         },
       };
       server.on("secureConnection", (socket) => {
+        // No Nagle: writes are already gathered per event-loop turn, and a delivery waiting
+        // for the client's PUBACK must not wait for a delayed ACK as well (40 ms a round).
+        socket.setNoDelay(true);
         hub.#sockets.add(socket);
         socket.on("close", () => hub.#sockets.delete(socket));
         new MqttConnection(socket, context, peerOf(socket));

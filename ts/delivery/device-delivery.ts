@@ -126,36 +126,118 @@ export class DeviceDelivery {
       });
   }
 
+  /**
+   * Delivers while the client listens: up to {@link WINDOW} messages unacknowledged, the
+   * next one sent as each PUBACK comes back (so data keeps flowing and no round waits on a
+   * delayed TCP ACK), the queue acknowledged up to the contiguous prefix the client acked.
+   */
   async #drain(clientId: string): Promise<void> {
     const queue = deliveryQueue(clientId);
     const [deviceId, moduleId] = clientId.split("/");
+    const target = this.#find(clientId);
+    if (!target?.listensForDeliveries()) return;
+    this.#again.delete(clientId);
+    const topicOf = (m: StoredMessage): string => {
+      const { [INPUT]: input, ...rest } = m.properties;
+      const bag = encodePropertyBag(rest);
+      return moduleId === undefined
+        ? `devices/${deviceId}/messages/devicebound/${bag}`
+        : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
+    };
+    const sent: number[] = [];
+    let head = 0;
+    const done = new Set<number>();
+    let inflight = 0;
+    let failed = false;
+    let from = 0;
+    let buffer: StoredMessage[] = [];
+    let wake: (() => void) | undefined;
+    const acks = new AckCoalescer(
+      (offset) => this.#store.ack(queue, offset),
+      // Not acknowledged: delivered again later (at least once).
+      (err) => this.#log.log("warn", "delivery-ack-failed", { clientId, reason: (err as Error).message }),
+    );
+    const settled = () => {
+      inflight--;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
     for (;;) {
-      const target = this.#find(clientId);
-      if (!target?.listensForDeliveries()) return;
-      this.#again.delete(clientId);
-      const batch = await this.#store.read(queue, { limit: WINDOW, maxBytes: WINDOW_BYTES });
-      if (batch.length === 0) return;
-      // Pipelined: the whole window goes out at once (in order on the connection), and the
-      // queue is acknowledged up to the last message of the contiguous prefix the client acked.
-      const results = await Promise.allSettled(
-        batch.map((m) => {
-          const { [INPUT]: input, ...rest } = m.properties;
-          const bag = encodePropertyBag(rest);
-          const topic =
-            moduleId === undefined
-              ? `devices/${deviceId}/messages/devicebound/${bag}`
-              : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
-          return target.deliverQos1(topic, m.body);
-        }),
-      );
-      let acked = -1;
-      for (const [i, r] of results.entries()) {
-        if (r.status !== "fulfilled") break;
-        acked = (batch[i] as StoredMessage).offset;
+      if (failed || this.#find(clientId) !== target || !target.listensForDeliveries()) break;
+      if (buffer.length === 0) {
+        buffer = await this.#store.read(queue, { from, limit: WINDOW * 2, maxBytes: WINDOW_BYTES });
+        const last = buffer.at(-1);
+        if (last) from = last.offset + 1;
+        else if (inflight === 0) break;
       }
-      if (acked >= 0) await this.#store.ack(queue, acked);
-      // The connection went away mid-window: the rest goes again on the next one.
-      if (acked !== batch.at(-1)?.offset) return;
+      while (inflight < WINDOW && buffer.length > 0) {
+        const m = buffer.shift() as StoredMessage;
+        inflight++;
+        sent.push(m.offset);
+        target.deliverQos1(topicOf(m), m.body).then(
+          () => {
+            done.add(m.offset);
+            let upTo = -1;
+            while (head < sent.length && done.has(sent[head] as number)) {
+              upTo = sent[head] as number;
+              done.delete(upTo);
+              head++;
+            }
+            if (upTo >= 0) acks.ack(upTo);
+            settled();
+          },
+          () => {
+            // The connection went away: what it did not acknowledge goes again on the next one.
+            failed = true;
+            settled();
+          },
+        );
+      }
+      if (inflight >= WINDOW || (buffer.length === 0 && inflight > 0)) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
     }
+    await acks.idle();
+  }
+}
+
+/** Acknowledges a queue up to the highest offset asked, one store call at a time. */
+class AckCoalescer {
+  readonly #ack: (offset: number) => Promise<void>;
+  readonly #failed: (err: unknown) => void;
+  #wanted = -1;
+  #running: Promise<void> | undefined;
+
+  constructor(ack: (offset: number) => Promise<void>, failed: (err: unknown) => void) {
+    this.#ack = ack;
+    this.#failed = failed;
+  }
+
+  ack(offset: number): void {
+    if (offset <= this.#wanted) return;
+    this.#wanted = offset;
+    this.#running ??= this.#run();
+  }
+
+  async #run(): Promise<void> {
+    let acked = -1;
+    try {
+      while (acked < this.#wanted) {
+        acked = this.#wanted;
+        await this.#ack(acked);
+      }
+    } catch (err) {
+      this.#failed(err);
+    } finally {
+      this.#running = undefined;
+    }
+  }
+
+  /** Resolves when no acknowledgement is left to write. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
   }
 }
