@@ -18,6 +18,7 @@ const ack = load("store-ack");
 const backlog = load("store-backlog");
 const ingest = load("ingest");
 const drain = loadIfRun("drain");
+const modules = loadIfRun("modules");
 const m = append.machine;
 
 const out = `# Benchmarks
@@ -31,6 +32,7 @@ node benches/store.bench.mjs        # append matrix, replay, ack  -> benches/res
 node benches/backlog.bench.mjs      # open time and RSS with a 1M backlog -> store-backlog.json
 node benches/ingest.bench.mjs       # MQTT ingest vs Mosquitto and aedes -> ingest.json
 node benches/drain.bench.mjs        # outage, then drain to the parent, vs a Mosquitto bridge -> drain.json
+node benches/modules.bench.mjs      # module to module through routes, twin patches -> modules.json
 node benches/render.mjs             # this page
 \`\`\`
 
@@ -126,6 +128,22 @@ What the figures do not show: Mosquitto and aedes acknowledge from memory (Mosqu
 queue is snapshotted every \`autosave_interval\`; aedes keeps it in memory) and lose what
 they acked when killed; edgehub acknowledges after the group commit's fsync
 (\`test/store/crash.test.ts\` kills it repeatedly and finds every acknowledged message).
+
+## Module to module
+
+${
+  modules
+    ? `${modules.workload}. Run of ${modules.date.slice(0, 10)}. Aim: 20k msgs/s or more module to module.
+
+${tableMd(
+  ["broker", "msgs/s (patches/s for the twin row)", "publish to arrival p50 (ms)", "p99 (ms)"],
+  modules.rows.map((r) => [r.broker, fmt(r.msgsPerSec), r.p50Ms ?? "—", r.p99Ms ?? "—"]),
+)}
+
+The latency is mostly queueing: the sender keeps its window full faster than one receiver
+drains it. Twin reported patches are one durable write each, in order per client.`
+    : "Not run yet: `npm run build:ts && node benches/modules.bench.mjs`."
+}
 
 ## Drain after an outage
 
