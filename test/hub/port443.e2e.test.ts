@@ -1,12 +1,15 @@
 import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { Client, Message } from "azure-iot-device";
-import { MqttWs } from "azure-iot-device-mqtt";
+import { Client, Message, ModuleClient } from "azure-iot-device";
+import { Mqtt, MqttWs } from "azure-iot-device-mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { EdgeHub, EVENTS_QUEUE, silentLogger } from "../../ts/index.js";
+import { childClient, childOf, edgeIdentity, gatewayOf, synced } from "../helpers/edge.js";
 import { tempDir } from "../helpers/fixtures.js";
+import { startHub, stopHub } from "../helpers/hub.js";
 
 const run = promisify(execFile);
 const child = fileURLToPath(new URL("../fixtures/service-sdk.mjs", import.meta.url));
@@ -88,6 +91,68 @@ describe("MQTT over WebSocket", () => {
       expect(h.connectedClients).toEqual(["ws-dev"]);
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe("direct methods between a hub's own clients", () => {
+  it("a module invokes a method on a child of its edge device through the edge, with the parent away; other targets are refused", async () => {
+    const root = await startHub(join(await tempDir(), "root"));
+    const parent = await edgeIdentity(root, "edge1");
+    const caller = await root.registry.createModule({ deviceId: "edge1", moduleId: "caller" });
+    const key = await childOf(root, "edge1", "sensor");
+    await root.registry.createDevice({ deviceId: "stranger" });
+    hub = await EdgeHub.start(
+      {
+        hostname: "127.0.0.1",
+        dataDir: join(await tempDir(), "edge"),
+        listen: { host: "127.0.0.1", mqtts: 0, https: 443 },
+        parent,
+      },
+      silentLogger,
+    );
+    const edge = hub;
+    await synced(edge);
+    const sensor = await childClient(gatewayOf(edge), "sensor", key);
+    sensor.onDeviceMethod("reboot", (req, res) => res.send(200, { rebooted: req.payload }, () => undefined));
+    await sensor.open();
+    await stopHub(root);
+
+    const caFile = join(await tempDir(), "edge-ca.pem");
+    await writeFile(caFile, edge.caCertificate);
+    const env = { cs: process.env.EdgeHubConnectionString, ca: process.env.EdgeModuleCACertificateFile };
+    process.env.EdgeHubConnectionString = `HostName=localhost;DeviceId=edge1;ModuleId=caller;SharedAccessKey=${caller.authentication.symmetricKey?.primaryKey};GatewayHostName=127.0.0.1`;
+    process.env.EdgeModuleCACertificateFile = caFile;
+    try {
+      // invokeMethod goes over HTTPS to GatewayHostName:443; the module needs no MQTT for it.
+      const mod = await ModuleClient.fromEnvironment(Mqtt);
+      const result = await mod.invokeMethod("sensor", {
+        methodName: "reboot",
+        payload: "now",
+        responseTimeoutInSeconds: 5,
+        connectTimeoutInSeconds: 5,
+      });
+      expect(result).toEqual({ status: 200, payload: { rebooted: "now" } });
+      const refused = await mod
+        .invokeMethod("stranger", {
+          methodName: "reboot",
+          payload: null,
+          responseTimeoutInSeconds: 5,
+          connectTimeoutInSeconds: 5,
+        })
+        .then(
+          () => undefined,
+          (err: Error & { response?: { statusCode?: number } }) => err.response?.statusCode ?? err.message,
+        );
+      expect(refused).toBe(403);
+    } finally {
+      for (const [k, v] of [
+        ["EdgeHubConnectionString", env.cs],
+        ["EdgeModuleCACertificateFile", env.ca],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
   });
 });

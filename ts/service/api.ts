@@ -16,6 +16,7 @@ import type { MessageStore, StoredMessage } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
 import { ApiError, readBody, readJson, sendError, sendJson } from "./http.js";
+import { authorizeModuleCall } from "./module-caller.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, isScopeCall } from "./scope.js";
 import { deviceJson, eventJson, moduleJson, twinJson } from "./shapes.js";
@@ -133,7 +134,10 @@ export class ServiceApi {
       );
       return sendJson(res, 200, scope);
     }
-    this.#authorize(req);
+    // A module calling a method through its hub signs as itself and names itself in a header.
+    if (req.headers["x-ms-edge-moduleid"] !== undefined)
+      authorizeModuleCall(req, parts, this.#ctx.authenticator, this.#ctx.registry);
+    else this.#authorize(req);
     const ctx = this.#ctx;
     const [head, id, sub, mid] = parts;
 
