@@ -56,6 +56,8 @@ export class EdgeHub {
   readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
   #router: Router | undefined;
+  /** Clients here following their desired properties live from the parent. */
+  readonly #following = new Set<string>();
   #https: https.Server | undefined;
   readonly #websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
   readonly #connections = new Map<string, MqttConnection>();
@@ -170,6 +172,13 @@ export class EdgeHub {
         log,
       );
       hub.#router = router;
+      upstream?.attachTwins(hub.twins, (clientId) => {
+        const [deviceId = "", moduleId] = clientId.split("/");
+        // The hub's own device and its runtime modules are not clients here.
+        if (moduleId === undefined)
+          return deviceId !== parent?.deviceId && registry.getDevice(deviceId) !== undefined;
+        return !moduleId.startsWith("$") && registry.getModule(deviceId, moduleId) !== undefined;
+      });
       registry.on("revoked", (deviceId, moduleId) => {
         for (const [clientId, conn] of hub.#connections) {
           const mine =
@@ -193,8 +202,16 @@ export class EdgeHub {
           const principal = conn.principal;
           if ((kind === "c2d" || kind === "module-inputs") && principal)
             hub.delivery.pump(principal.clientId);
+          // Desired changes made upstream reach it live while the parent is reachable.
+          if (kind === "twin-desired" && principal && !hub.#following.has(principal.clientId)) {
+            hub.#following.add(principal.clientId);
+            upstream?.twinSync?.follow(principal.clientId);
+          }
         },
         log,
+        refreshTwin: upstream
+          ? (clientId: string) => upstream.twinSync?.refresh(clientId) ?? Promise.resolve()
+          : undefined,
         refused: (code: string) => {
           if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
             upstream?.scope?.requestSync();
@@ -210,6 +227,7 @@ export class EdgeHub {
           if (hub.#connections.get(clientId) !== conn) return;
           hub.#connections.delete(clientId);
           hub.methods.disconnected(clientId);
+          if (hub.#following.delete(clientId)) upstream?.twinSync?.unfollow(clientId);
         },
       };
       server.on("secureConnection", (socket) => {

@@ -28,6 +28,8 @@ export interface ConnectionContext {
   authenticator: Authenticator;
   router: Router;
   twins: Twins;
+  /** On an edge hub while its parent is reachable: refreshes a twin from the parent before a GET is answered. */
+  refreshTwin?(clientId: string): Promise<void>;
   methods: DirectMethods;
   sessions: Sessions;
   /** Called after a subscription is granted (the hub starts deliveries). */
@@ -314,8 +316,11 @@ export class MqttConnection {
   #onTwinRequest(kind: "twin-get" | "twin-reported", rid: string, p: IPublishPacket): void {
     if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
     const clientId = (this.#principal as Principal).clientId;
-    void answerTwinRequest(this.#ctx.twins, this.#ctx.log, clientId, kind, Buffer.from(p.payload)).then(
-      (a) => {
+    const fresh =
+      kind === "twin-get" && this.#ctx.refreshTwin ? this.#ctx.refreshTwin(clientId) : Promise.resolve();
+    void fresh
+      .then(() => answerTwinRequest(this.#ctx.twins, this.#ctx.log, clientId, kind, Buffer.from(p.payload)))
+      .then((a) => {
         if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
         if (p.qos === 1) this.#puback(p.messageId ?? 0);
         if (!this.#subscribed.has("twin-responses")) return;
@@ -324,8 +329,7 @@ export class MqttConnection {
           `$iothub/twin/res/${a.status}/?$rid=${encodeURIComponent(rid)}${v}`,
           Buffer.from(a.body),
         );
-      },
-    );
+      });
   }
 
   /** True once the client subscribed to direct methods. */

@@ -70,6 +70,20 @@ function merge(target: TwinProperties, patch: TwinProperties): void {
   }
 }
 
+/** The merge patch that turns `from` into `to` (null for removed keys). */
+function difference(from: TwinProperties, to: TwinProperties): TwinProperties {
+  const out: TwinProperties = {};
+  for (const k of Object.keys(from)) if (!(k in to)) out[k] = null;
+  for (const [k, v] of Object.entries(to)) {
+    const before = from[k];
+    if (isObject(v) && isObject(before)) {
+      const inner = difference(before, v);
+      if (Object.keys(inner).length > 0) out[k] = inner;
+    } else if (JSON.stringify(before) !== JSON.stringify(v)) out[k] = v;
+  }
+  return out;
+}
+
 function empty(): Twin {
   return { desired: { properties: {}, version: 1 }, reported: { properties: {}, version: 1 }, tags: {} };
 }
@@ -133,9 +147,65 @@ export class Twins extends EventEmitter<{ desired: [clientId: string, patch: Twi
     });
   }
 
+  /**
+   * Where reported patches are also written (an edge hub's pending log for its parent),
+   * durably before {@link Twins.patchReported} resolves.
+   */
+  journal: ((clientId: string, patch: TwinProperties) => Promise<void>) | undefined;
+
   /** Applies a reported patch from the device; resolves to the new reported `$version`. */
-  patchReported(clientId: string, patch: unknown): Promise<number> {
-    return this.#merge(clientId, "reported", patch).then((t) => t.reported.version);
+  async patchReported(clientId: string, patch: unknown): Promise<number> {
+    const version = (await this.#merge(clientId, "reported", patch)).reported.version;
+    await this.journal?.(clientId, patch as TwinProperties);
+    return version;
+  }
+
+  /** The parent stored reported properties as `version`: its version replaces the local one. */
+  async adoptReportedVersion(clientId: string, version: number): Promise<void> {
+    await this.#serial(clientId, async () => {
+      const t = await this.#load(clientId);
+      if (t.reported.version === version) return;
+      t.reported.version = version;
+      await this.#store.kv.put(NS, clientId, JSON.stringify(t));
+    });
+  }
+
+  /**
+   * The parent's desired properties (`$version` included), whole: replaces the local ones
+   * when they differ, and notifies the difference as one patch (null for removed keys)
+   * with the parent's `$version`. Upstream wins for desired.
+   */
+  async adoptDesired(clientId: string, desired: TwinProperties): Promise<boolean> {
+    const { $version, ...properties } = desired;
+    const version = typeof $version === "number" ? $version : undefined;
+    const patch = await this.#serial(clientId, async () => {
+      const t = await this.#load(clientId);
+      const diff = difference(t.desired.properties, properties);
+      if (Object.keys(diff).length === 0 && (version === undefined || version === t.desired.version))
+        return undefined;
+      t.desired = { properties, version: version ?? t.desired.version + 1 };
+      await this.#store.kv.put(NS, clientId, JSON.stringify(t));
+      return { ...diff, $version: t.desired.version };
+    });
+    if (patch) this.emit("desired", clientId, patch);
+    return patch !== undefined;
+  }
+
+  /** A desired patch from the parent with its `$version`: merged, then notified as is. */
+  async adoptDesiredPatch(clientId: string, patch: TwinProperties): Promise<void> {
+    const { $version, ...changes } = patch;
+    await this.#serial(clientId, async () => {
+      const t = await this.#load(clientId);
+      merge(t.desired.properties, changes);
+      t.desired.version = typeof $version === "number" ? $version : t.desired.version + 1;
+      await this.#store.kv.put(NS, clientId, JSON.stringify(t));
+    });
+    this.emit("desired", clientId, patch);
+  }
+
+  /** Client ids that have a twin here. */
+  async clientIds(): Promise<string[]> {
+    return (await this.#store.kv.scan(NS)).map((e) => e.key);
   }
 
   /** Applies a desired patch (service side) and notifies; resolves to the new desired `$version`. */

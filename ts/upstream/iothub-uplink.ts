@@ -14,6 +14,7 @@ import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
 import type { Uplink } from "./forwarder.js";
 import { Link } from "./link.js";
+import { TWIN_TOPICS } from "./twin-sync.js";
 
 /** IoT Hub's message size limit. */
 const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -40,6 +41,11 @@ export class IotHubUplink implements Uplink {
   readonly edgeLink: Link;
   /** `{edge}-`, url-encoded: the stable `$.mid` of a message is this and its offset. */
   readonly #midPrefix: string;
+  /**
+   * One link per identity, shared by its lane and its twin (the parent keeps one connection
+   * per client id: two would take each other over), counted by users.
+   */
+  readonly #links = new Map<string, { link: Link; users: number }>();
 
   constructor(parent: ParentConfig, credentials: ParentCredentials, registry: Registry, log: Logger) {
     this.#parent = parent;
@@ -55,13 +61,24 @@ export class IotHubUplink implements Uplink {
     return senderOf(m);
   }
 
-  linkFor(lane: string): Link {
-    if (lane === this.#parent.deviceId) return this.edgeLink;
-    return this.#link(lane, this.#authChain(lane));
+  /** The link of an identity (its lane's and its twin's). */
+  linkFor(clientId: string): Link {
+    if (clientId === this.#parent.deviceId) return this.edgeLink;
+    let shared = this.#links.get(clientId);
+    if (!shared) {
+      shared = { link: this.#link(clientId, this.#authChain(clientId), TWIN_TOPICS), users: 0 };
+      this.#links.set(clientId, shared);
+    }
+    shared.users++;
+    return shared.link;
   }
 
-  release(_lane: string, link: Link): void {
-    if (link !== this.edgeLink) link.close();
+  release(clientId: string, link: Link): void {
+    if (link === this.edgeLink) return;
+    const shared = this.#links.get(clientId);
+    if (!shared || shared.link !== link || --shared.users > 0) return;
+    this.#links.delete(clientId);
+    link.close();
   }
 
   refusedForGood(_lane: string, refusals: number): boolean {

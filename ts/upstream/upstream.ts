@@ -8,6 +8,7 @@ import type { Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import type { MessageStore } from "../store/index.js";
+import type { Twins } from "../twin/twins.js";
 import { ParentCredentials } from "./credentials.js";
 import { Forwarder, UPSTREAM_QUEUE } from "./forwarder.js";
 import { IotHubUplink } from "./iothub-uplink.js";
@@ -15,6 +16,7 @@ import type { Link } from "./link.js";
 import { MqttUplink } from "./mqtt-uplink.js";
 import { ScopeSync } from "./scope-sync.js";
 import { type EdgeHubSettings, SETTINGS_TOPICS } from "./settings.js";
+import { TwinSync } from "./twin-sync.js";
 
 /** Link to the parent, forwarding and scope sync. */
 export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
@@ -25,6 +27,11 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   /** Follows the `$edgeHub` twin (absent towards a broker). */
   readonly #settingsLink: Link | undefined;
   readonly #parent: ParentConfig;
+  readonly #store: MessageStore;
+  readonly #log: Logger;
+  readonly #uplink: IotHubUplink | MqttUplink;
+  /** Twins kept in step with the parent (towards a hub, not a broker). */
+  twinSync: TwinSync | undefined;
   #refresh: NodeJS.Timeout | undefined;
   /** When the presence link last came up (ms since the epoch). */
   lastOnlineAt: number | undefined;
@@ -38,11 +45,14 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   ) {
     super();
     this.#parent = parent;
+    this.#store = store;
+    this.#log = log;
     const credentials = new ParentCredentials(parent);
     const uplink =
       parent.type === "mqtt"
         ? new MqttUplink(parent, credentials, log)
         : new IotHubUplink(parent, credentials, registry, log);
+    this.#uplink = uplink;
     this.#link = uplink.edgeLink;
     if (uplink instanceof IotHubUplink) {
       this.#settingsLink = uplink.moduleLink("$edgeHub", SETTINGS_TOPICS);
@@ -63,15 +73,24 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     this.#link.on("up", () => {
       this.lastOnlineAt = Date.now();
       void this.forwarder.resume();
+      this.twinSync?.online();
       this.#settingsLink?.wake();
       void this.scope?.sync();
       this.emit("online");
     });
     this.#link.on("down", () => {
       this.forwarder.pause();
+      this.twinSync?.offline();
       this.#settingsLink?.suspend();
       this.emit("offline");
     });
+  }
+
+  /** Keeps `twins` (the hub's twin cache) in step with the parent; `isKnown`: clients of this hub's scope. */
+  attachTwins(twins: Twins, isKnown: (clientId: string) => boolean): void {
+    if (!(this.#uplink instanceof IotHubUplink)) return;
+    this.twinSync = new TwinSync(this.#store, twins, this.#uplink, isKnown, this.#log);
+    if (this.online) this.twinSync.online();
   }
 
   /** True while the presence link is up. */
@@ -93,6 +112,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   close(): void {
     clearInterval(this.#refresh);
     this.forwarder.close();
+    this.twinSync?.close();
     this.#link.close();
     this.#settingsLink?.close();
   }
