@@ -1,10 +1,4 @@
-/**
- * EdgeHub: the composition root. Every choice made from config is visible here; the
- * parts are plain constructors. A telemetry PUBLISH reaches the store in three hops:
- * protocol head → router → store.
- */
-import { randomBytes } from "node:crypto";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -23,6 +17,7 @@ import { Sessions } from "./protocol/sessions.js";
 import { RouteTable } from "./routing/route-table.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
+import { serviceCredential } from "./service/credential.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
 import { DEAD_LETTER_QUEUE, UPSTREAM_QUEUE } from "./upstream/forwarder.js";
@@ -379,28 +374,4 @@ export class EdgeHub {
     await stopped;
     await this.store.close();
   }
-}
-
-/**
- * The `iothubowner` policy key: created on first start, sealed in the store, and written
- * as a service connection string to `<dataDir>/service-connection-string` (0600).
- */
-async function serviceCredential(
-  store: MessageStore,
-  box: SecretBox,
-  config: HubConfig,
-): Promise<{ key: string; connectionString: string; file: string }> {
-  const context = "service/iothubowner";
-  const sealed = await store.kv.get("service", "iothubowner");
-  let key: string;
-  if (sealed) key = box.open(sealed, context).toString("utf8");
-  else {
-    key = randomBytes(32).toString("base64");
-    await store.kv.put("service", "iothubowner", box.seal(Buffer.from(key), context));
-  }
-  const connectionString = `HostName=${config.hostname};SharedAccessKeyName=iothubowner;SharedAccessKey=${key}`;
-  const file = join(config.dataDir, "service-connection-string");
-  await writeFile(file, `${connectionString}\n`, { mode: 0o600 });
-  await chmod(file, 0o600);
-  return { key, connectionString, file };
 }

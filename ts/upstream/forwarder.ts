@@ -24,6 +24,7 @@ import { Lane } from "./lane.js";
 import type { Link } from "./link.js";
 import { MessageRefused } from "./mqtt-client.js";
 import { Progress } from "./progress.js";
+import { RateLimit } from "./rate-limit.js";
 
 /** The queue the hub stores upstream-bound messages in. */
 export const UPSTREAM_QUEUE = "$upstream";
@@ -114,9 +115,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   #ackScheduled = false;
   #acking = false;
   #closed = false;
-  readonly #bucket:
-    | { rate: number; burst: number; tokens: number; at: number; timer: NodeJS.Timeout | undefined }
-    | undefined;
+  readonly #rate: RateLimit | undefined;
   readonly stats: ForwarderStats = {
     sent: 0,
     acked: 0,
@@ -139,9 +138,11 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#readAheadBytes = options.readAheadBytes ?? 16 * 2 ** 20;
     this.#idleLinkMs = options.idleLinkMs ?? 60_000;
     const rate = options.maxMessagesPerSec;
-    // Bursts of a tenth of a second: a slow uplink is never handed a second's worth at once.
-    const burst = rate ? Math.max(1, Math.ceil(rate / 10)) : 0;
-    this.#bucket = rate ? { rate, burst, tokens: burst, at: Date.now(), timer: undefined } : undefined;
+    this.#rate = rate
+      ? new RateLimit(rate, () => {
+          for (const lane of this.#lanes.values()) this.#pump(lane);
+        })
+      : undefined;
   }
 
   /** Loads the checkpoint; draining starts on {@link Forwarder.resume}. */
@@ -206,7 +207,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   /** Stops: closes every link. Messages not acknowledged stay stored for the next start. */
   close(): void {
     this.#closed = true;
-    clearTimeout(this.#bucket?.timer);
+    this.#rate?.stop();
     for (const lane of [...this.#lanes.values()]) this.#closeLane(lane);
   }
 
@@ -309,7 +310,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   #pump(lane: Lane): void {
     if (this.#closed) return;
     while (lane.link.up && lane.inflight < this.#window && lane.waiting > 0) {
-      if (!this.#takeToken()) return;
+      if (this.#rate && !this.#rate.take()) return;
       const m = lane.next() as StoredMessage;
       if (m.expiresAt !== null && m.expiresAt <= Date.now()) {
         this.stats.expired++;
@@ -358,29 +359,6 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
       this.#closeLane(lane);
     }, this.#idleLinkMs);
     lane.idleTimer.unref();
-  }
-
-  #takeToken(): boolean {
-    const b = this.#bucket;
-    if (!b) return true;
-    const now = Date.now();
-    b.tokens = Math.min(b.burst, b.tokens + ((now - b.at) / 1000) * b.rate);
-    b.at = now;
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return true;
-    }
-    if (!b.timer) {
-      b.timer = setTimeout(
-        () => {
-          b.timer = undefined;
-          for (const lane of this.#lanes.values()) this.#pump(lane);
-        },
-        Math.ceil(((1 - b.tokens) / b.rate) * 1000),
-      );
-      b.timer.unref();
-    }
-    return false;
   }
 
   #deadLetter(messages: StoredMessage[], reason: string): void {
