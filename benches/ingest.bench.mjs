@@ -16,6 +16,7 @@ import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
 import { EdgeHub, silentLogger } from "../dist/index.js";
 import { startEdgehub, startMosquitto, startNode } from "./lib/brokers.mjs";
+import { connectPacket } from "./lib/mqtt-load.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -87,20 +88,7 @@ function client(port, ca, creds, body, latencies, until, window) {
     });
     socket.on("data", (d) => parser.parse(d));
     socket.on("error", reject);
-    socket.on("secureConnect", () =>
-      socket.write(
-        mqtt.generate({
-          cmd: "connect",
-          protocolId: "MQTT",
-          protocolVersion: 4,
-          clean: true,
-          clientId: creds.clientId,
-          keepalive: 60,
-          username: creds.username,
-          password: creds.password,
-        }),
-      ),
-    );
+    socket.on("secureConnect", () => socket.write(connectPacket(creds)));
   });
 }
 

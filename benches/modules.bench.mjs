@@ -18,6 +18,7 @@ import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
 import { EdgeHub, silentLogger } from "../dist/index.js";
 import { freePort, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
+import { connectPacket } from "./lib/mqtt-load.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -39,18 +40,7 @@ function client(port, ca, connect, on) {
     });
     socket.on("data", (d) => parser.parse(d));
     socket.on("error", reject);
-    socket.on("secureConnect", () =>
-      socket.write(
-        mqtt.generate({
-          cmd: "connect",
-          protocolId: "MQTT",
-          protocolVersion: 4,
-          clean: true,
-          keepalive: 60,
-          ...connect,
-        }),
-      ),
-    );
+    socket.on("secureConnect", () => socket.write(connectPacket(connect)));
   });
 }
 

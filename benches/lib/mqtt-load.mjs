@@ -6,6 +6,20 @@
 import tls from "node:tls";
 import mqtt from "mqtt-packet";
 
+/** The CONNECT of a benchmark client (MQTT 3.1.1, clean session), as one buffer. */
+export function connectPacket({ clientId, username, password }) {
+  return mqtt.generate({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: 4,
+    clean: true,
+    clientId,
+    keepalive: 60,
+    ...(username === undefined ? {} : { username }),
+    ...(password === undefined ? {} : { password }),
+  });
+}
+
 /** What arrived, per client: a bitmap of sequence numbers, and duplicates. */
 export class Tally {
   /** `counts[i]`: how many messages client i publishes. */
@@ -157,20 +171,7 @@ function connectClient(host, port, ca, c, acked, window, body, ackedOne) {
       if (!connected) reject(new Error(`${c.clientId}: connection closed before CONNACK`));
       finish("aborted");
     });
-    socket.on("secureConnect", () =>
-      socket.write(
-        mqtt.generate({
-          cmd: "connect",
-          protocolId: "MQTT",
-          protocolVersion: 4,
-          clean: true,
-          clientId: c.clientId,
-          keepalive: 60,
-          username: c.username,
-          password: c.password,
-        }),
-      ),
-    );
+    socket.on("secureConnect", () => socket.write(connectPacket(c)));
   });
 }
 
