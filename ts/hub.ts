@@ -167,7 +167,7 @@ export class EdgeHub {
         log,
       );
       hub.#router = router;
-      upstream?.attachTwins(hub.twins, (clientId) => {
+      upstream?.attachClients(hub.twins, hub.methods, (clientId) => {
         const [deviceId = "", moduleId] = clientId.split("/");
         // The hub's own device and its runtime modules are not clients here.
         if (moduleId === undefined)
@@ -202,6 +202,8 @@ export class EdgeHub {
             hub.#following.add(principal.clientId);
             upstream?.twinSync?.follow(principal.clientId);
           }
+          // Method calls from upstream reach it while the parent is reachable.
+          if (kind === "methods" && principal) upstream?.methodRelay?.listen(principal.clientId);
         },
         log,
         refreshTwin: upstream
@@ -223,6 +225,7 @@ export class EdgeHub {
           hub.#connections.delete(clientId);
           hub.methods.disconnected(clientId);
           if (hub.#following.delete(clientId)) upstream?.twinSync?.unfollow(clientId);
+          upstream?.methodRelay?.unlisten(clientId);
         },
       };
       server.on("secureConnection", (socket) => {

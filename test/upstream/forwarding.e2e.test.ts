@@ -119,4 +119,27 @@ describe("edge hub forwarding to a root hub", () => {
     expect((await rootEvents(root))[0]?.properties["$.cdid"]).toBe("leafx");
     leaf.end();
   });
+
+  it("relays direct methods from the parent to a child connected to the edge", async () => {
+    const root = await startRoot(await tempDir());
+    const parent = await edgeIdentity(root, "edge1");
+    const key = await childOf(root, "edge1", "lamp");
+    const edge = await startEdge(await tempDir(), parent);
+    await synced(edge);
+    const lamp = await childClient(gatewayOf(edge), "lamp", key);
+    lamp.onDeviceMethod("blink", (req, res) => res.send(200, { times: req.payload }, () => undefined));
+    await lamp.open();
+    let answer = await root.methods.invoke("lamp", { methodName: "blink", payload: 3 });
+    for (let i = 0; i < 100 && answer.status === 404; i++) {
+      // The edge's link for the lamp subscribes once the lamp listens: a moment after it connects.
+      await new Promise((r) => setTimeout(r, 50));
+      answer = await root.methods.invoke("lamp", { methodName: "blink", payload: 3 });
+    }
+    expect(answer).toEqual({ status: 200, payload: { times: 3 } });
+    expect(
+      await root.methods.invoke("lamp", { methodName: "nope", payload: null, responseTimeoutInSeconds: 5 }),
+    ).toMatchObject({
+      status: 504,
+    });
+  });
 });

@@ -16,6 +16,9 @@ import type { Uplink } from "./forwarder.js";
 import { Link } from "./link.js";
 import { TWIN_TOPICS } from "./twin-sync.js";
 
+/** What an identity's link listens to on the parent: its twin, and method calls for it. */
+const IDENTITY_TOPICS = [...TWIN_TOPICS, "$iothub/methods/POST/#"];
+
 /** IoT Hub's message size limit. */
 const MAX_MESSAGE_BYTES = 256 * 1024;
 const API_VERSION = "2021-04-12";
@@ -66,7 +69,7 @@ export class IotHubUplink implements Uplink {
     if (clientId === this.#parent.deviceId) return this.edgeLink;
     let shared = this.#links.get(clientId);
     if (!shared) {
-      shared = { link: this.#link(clientId, this.#authChain(clientId), TWIN_TOPICS), users: 0 };
+      shared = { link: this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS), users: 0 };
       this.#links.set(clientId, shared);
     }
     shared.users++;

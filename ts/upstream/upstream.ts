@@ -7,12 +7,14 @@ import { EventEmitter } from "node:events";
 import type { Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
+import type { DirectMethods } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { ParentCredentials } from "./credentials.js";
 import { Forwarder, UPSTREAM_QUEUE } from "./forwarder.js";
 import { IotHubUplink } from "./iothub-uplink.js";
 import type { Link } from "./link.js";
+import { MethodRelay } from "./method-relay.js";
 import { MqttUplink } from "./mqtt-uplink.js";
 import { ScopeSync } from "./scope-sync.js";
 import { type EdgeHubSettings, SETTINGS_TOPICS } from "./settings.js";
@@ -32,6 +34,8 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   readonly #uplink: IotHubUplink | MqttUplink;
   /** Twins kept in step with the parent (towards a hub, not a broker). */
   twinSync: TwinSync | undefined;
+  /** Method calls from the parent to clients here (towards a hub). */
+  methodRelay: MethodRelay | undefined;
   #refresh: NodeJS.Timeout | undefined;
   /** When the presence link last came up (ms since the epoch). */
   lastOnlineAt: number | undefined;
@@ -86,10 +90,14 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     });
   }
 
-  /** Keeps `twins` (the hub's twin cache) in step with the parent; `isKnown`: clients of this hub's scope. */
-  attachTwins(twins: Twins, isKnown: (clientId: string) => boolean): void {
+  /**
+   * Keeps `twins` (the hub's twin cache) in step with the parent and relays the parent's
+   * method calls to clients here; `isKnown`: clients of this hub's scope.
+   */
+  attachClients(twins: Twins, methods: DirectMethods, isKnown: (clientId: string) => boolean): void {
     if (!(this.#uplink instanceof IotHubUplink)) return;
     this.twinSync = new TwinSync(this.#store, twins, this.#uplink, isKnown, this.#log);
+    this.methodRelay = new MethodRelay(this.#uplink, methods, this.#log);
     if (this.online) this.twinSync.online();
   }
 
@@ -113,6 +121,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     clearInterval(this.#refresh);
     this.forwarder.close();
     this.twinSync?.close();
+    this.methodRelay?.close();
     this.#link.close();
     this.#settingsLink?.close();
   }
