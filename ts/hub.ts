@@ -125,7 +125,7 @@ export class EdgeHub {
       // BrokeredEndpoint("/modules/m/…") names a module of the edge device itself; a root has
       // no device of its own, so there it is a module of the sender's device.
       const routeTable = (routes: HubConfig["routes"]) =>
-        new RouteTable(routes, upstreamQueue, (m) => parent?.deviceId ?? m.deviceId);
+        new RouteTable(routes, upstreamQueue, (m) => parent?.deviceId ?? m.deviceId, parent !== undefined);
       const router = new Router(
         store,
         routeTable(settings.current.routes),
@@ -292,7 +292,7 @@ export class EdgeHub {
       });
       if (upstream) {
         router.on("stored", (queue) => {
-          if (queue === UPSTREAM_QUEUE) upstream.forwarder.wake();
+          upstream.stored(queue);
         });
         await upstream.start();
       }
@@ -333,7 +333,7 @@ export class EdgeHub {
       online: up?.online ?? null,
       lastOnlineAt: up?.lastOnlineAt ? new Date(up.lastOnlineAt).toISOString() : null,
       lastScopeSyncAt: up?.scope?.lastSyncedAt ? new Date(up.scope.lastSyncedAt).toISOString() : null,
-      forwarder: up ? { ...up.forwarder.stats } : null,
+      forwarder: up ? up.stats() : null,
       upstreamQueue: queue(UPSTREAM_QUEUE),
       deadLetterQueue: queue(DEAD_LETTER_QUEUE),
       settingsVersion: this.settings.current.version ?? null,

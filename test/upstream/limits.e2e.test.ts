@@ -120,6 +120,37 @@ describe("store and forward limits", () => {
     c.end();
   });
 
+  it("drains routes of a higher priority first: urgent messages stored after a backlog reach the parent before it", async () => {
+    const { root, edge, key, restartRoot } = await rootAndEdge({});
+    await stopHub(root);
+    await stopHub(edge);
+    const parent: ParentConfigInput = {
+      ...(edge.config.parent as ParentConfigInput),
+      maxMessagesPerSec: 300,
+    };
+    const prioritized = await startEdge(edge.config.dataDir, parent, {
+      routes: {
+        urgent: { route: "FROM /messages/* WHERE urgent = 'yes' INTO $upstream", priority: 0 },
+        // (A missing property makes `urgent = 'yes'` undefined, and NOT keeps it so: IS_DEFINED says it.)
+        normal: "FROM /messages/* WHERE NOT IS_DEFINED(urgent) INTO $upstream",
+      },
+    });
+    const c = await leaf(prioritized, key);
+    for (let i = 0; i < 200; i++) expect(await publish(c, i, Buffer.from("normal"))).toBe(true);
+    for (let i = 200; i < 210; i++)
+      expect(await publishSeq(c, "leaf1", i, Buffer.from("urgent"), "&urgent=yes")).toBe(true);
+    const back = await restartRoot();
+    await eventually("all at the root", async () => new Set(await seqsAt(back)).size >= 210);
+    const got = await seqsAt(back);
+    const firsts = got.filter((s, i) => got.indexOf(s) === i);
+    // The urgent ones first, in their order; then the backlog, in its order.
+    expect(firsts).toEqual([
+      ...Array.from({ length: 10 }, (_, i) => 200 + i),
+      ...Array.from({ length: 200 }, (_, i) => i),
+    ]);
+    c.end();
+  });
+
   it("dead-letters the messages of a child the parent refuses for good, with the reason, and keeps forwarding the others", async () => {
     const { root, edge, key } = await rootAndEdge({});
     const other = await childOf(root, "edge1", "leaf2");

@@ -35,7 +35,7 @@ describe("$edgeHub settings from the parent", () => {
       timeToLiveSecs: 1800,
       maxSizeBytes: 50_000_000,
       routes: {
-        toCloud: { priority: 0 },
+        toCloud: { priority: undefined },
         filtered: {
           route: "FROM /messages/modules/filter/outputs/* INTO $upstream",
           priority: 1,

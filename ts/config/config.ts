@@ -53,12 +53,15 @@ export interface HubConfigInput {
 /** A route as IoT Edge writes it. */
 export type RouteInput = string | { route: string; priority?: number; timeToLiveSecs?: number };
 
-/** A route with its defaults: priority 0 (highest), the store's TTL when absent. */
+/**
+ * A route with its defaults. Priority 0 is the highest and 9 the lowest; a route without
+ * one comes after all of them, as in IoT Edge. The store's TTL when it gives none.
+ */
 export interface RouteSpec {
   route: string;
   /** The route parsed (the text is checked when the config or the settings are loaded). */
   parsed: Route;
-  priority: number;
+  priority: number | undefined;
   timeToLiveSecs: number | undefined;
 }
 
@@ -309,14 +312,17 @@ export function routesConfig(key: string, raw: unknown): Record<string, RouteSpe
   };
   for (const [name, r] of Object.entries(raw)) {
     if (typeof r === "string") {
-      out[name] = { route: r, parsed: parse(name, r), priority: 0, timeToLiveSecs: undefined };
+      out[name] = { route: r, parsed: parse(name, r), priority: undefined, timeToLiveSecs: undefined };
       continue;
     }
     if (!isObject(r) || typeof r.route !== "string")
       throw bad(`${key}.${name}`, "must be a route string or {route, priority, timeToLiveSecs}");
     known(`${key}.${name}.`, r, ["route", "priority", "timeToLiveSecs"]);
-    const priority = r.priority ?? 0;
-    if (typeof priority !== "number" || !Number.isInteger(priority) || priority < 0 || priority > 9)
+    const priority = r.priority;
+    if (
+      priority !== undefined &&
+      (typeof priority !== "number" || !Number.isInteger(priority) || priority < 0 || priority > 9)
+    )
       throw bad(`${key}.${name}.priority`, "must be an integer 0-9");
     const ttl = r.timeToLiveSecs;
     if (ttl !== undefined && (typeof ttl !== "number" || !Number.isInteger(ttl) || (ttl < 1 && ttl !== -1)))

@@ -8,6 +8,11 @@ import type { RouteSpec } from "../config/config.js";
 import { type ConditionInput, matches } from "./condition.js";
 import type { RouteSource } from "./route-grammar.js";
 
+/** The queue of upstream messages of `priority` (0 highest … 9); routes without one use the base queue. */
+export function priorityQueue(base: string, priority: number): string {
+  return `${base}/p${priority}`;
+}
+
 /** Where a message goes: a store queue, with the route's TTL and what delivery needs. */
 export interface Destination {
   queue: string;
@@ -72,6 +77,8 @@ function sourceMatches(s: RouteSource, m: RoutedMessage): boolean {
 export class RouteTable {
   readonly #routes: RouteSpec[];
   readonly #upstreamQueue: string;
+  /** Upstream routes with a priority go to the queue of that priority (an edge hub's). */
+  readonly #prioritized: boolean;
   readonly #modulesOf: (m: RoutedMessage) => string;
   /** Messages no route took, since start. */
   unrouted = 0;
@@ -88,9 +95,11 @@ export class RouteTable {
     routes: Record<string, RouteSpec>,
     upstreamQueue: string,
     modulesOf: (m: RoutedMessage) => string,
+    prioritized = false,
   ) {
     this.#routes = Object.values(routes);
     this.#upstreamQueue = upstreamQueue;
+    this.#prioritized = prioritized;
     this.#modulesOf = modulesOf;
     this.#everythingUpstream = Object.freeze([Object.freeze({ queue: upstreamQueue, ttlSecs: undefined })]);
   }
@@ -98,6 +107,12 @@ export class RouteTable {
   /** True when no routes are configured (everything goes upstream). */
   get isDefault(): boolean {
     return this.#routes.length === 0;
+  }
+
+  #upstreamQueueOf(priority: number | undefined): string {
+    return this.#prioritized && priority !== undefined
+      ? priorityQueue(this.#upstreamQueue, priority)
+      : this.#upstreamQueue;
   }
 
   /** The destinations of `m`, each once; empty when no route takes it. Read-only. */
@@ -114,7 +129,7 @@ export class RouteTable {
       }
       const ttlSecs = r.timeToLiveSecs;
       let d: Destination;
-      if (sink.kind === "upstream") d = { queue: this.#upstreamQueue, ttlSecs };
+      if (sink.kind === "upstream") d = { queue: this.#upstreamQueueOf(r.priority), ttlSecs };
       else if (sink.kind === "device")
         d = { queue: `$c2d/${sink.deviceId}`, ttlSecs, clientId: sink.deviceId };
       else {

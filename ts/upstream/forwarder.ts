@@ -24,7 +24,7 @@ import { Lane } from "./lane.js";
 import type { Link } from "./link.js";
 import { MessageRefused } from "./mqtt-client.js";
 import { Progress } from "./progress.js";
-import { RateLimit } from "./rate-limit.js";
+import type { RateLimit } from "./rate-limit.js";
 
 /** The queue the hub stores upstream-bound messages in. */
 export const UPSTREAM_QUEUE = "$upstream";
@@ -48,7 +48,7 @@ export interface Uplink {
   /** The forwarder is done with a lane's link (idle, or closing). */
   release(lane: string, link: Link): void;
   /** Topic, payload and MQTT 5 user properties of a message; a string instead: why it can never be sent. */
-  wireFormOf(m: StoredMessage): WireForm | string;
+  wireFormOf(m: StoredMessage, queue: string): WireForm | string;
   /** True when `refusals` refusals in a row of a lane's login mean its messages can never be sent. */
   refusedForGood(lane: string, refusals: number): boolean;
 }
@@ -61,8 +61,10 @@ export interface ForwarderOptions {
   readAhead?: number;
   /** Bytes of messages read past the checkpoint at most. Default 16 MiB. */
   readAheadBytes?: number;
-  /** Cap on messages sent per second. */
-  maxMessagesPerSec?: number;
+  /** Cap on messages sent per second, shared with the other forwarders of the upstream. */
+  rate?: RateLimit;
+  /** Reads only while this says so (a lower-priority queue waits for the higher ones). */
+  mayRead?: () => boolean;
   /** `"stored"` (default) or `"live-first"`: after a return, new messages go before the backlog. */
   order?: "stored" | "live-first";
   /** Lanes idle this long have their link closed. Default 60 s. */
@@ -88,6 +90,10 @@ const READ_BATCH = 500;
 export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: number] }> {
   readonly #store: MessageStore;
   readonly #queue: string;
+  /** The queue this forwarder drains. */
+  get queue(): string {
+    return this.#queue;
+  }
   readonly #uplink: Uplink;
   readonly #log: Logger;
   readonly #window: number;
@@ -116,6 +122,9 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   #acking = false;
   #closed = false;
   readonly #rate: RateLimit | undefined;
+  readonly #mayRead: (() => boolean) | undefined;
+  /** The last read found nothing new (cleared when messages are stored). */
+  #caughtUp = false;
   readonly stats: ForwarderStats = {
     sent: 0,
     acked: 0,
@@ -137,12 +146,11 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#readAhead = options.readAhead ?? Math.max(4000, options.window * 20);
     this.#readAheadBytes = options.readAheadBytes ?? 16 * 2 ** 20;
     this.#idleLinkMs = options.idleLinkMs ?? 60_000;
-    const rate = options.maxMessagesPerSec;
-    this.#rate = rate
-      ? new RateLimit(rate, () => {
-          for (const lane of this.#lanes.values()) this.#pump(lane);
-        })
-      : undefined;
+    this.#rate = options.rate;
+    this.#rate?.onResume(() => {
+      for (const lane of this.#lanes.values()) this.#pump(lane);
+    });
+    this.#mayRead = options.mayRead;
   }
 
   /** Loads the checkpoint; draining starts on {@link Forwarder.resume}. */
@@ -192,6 +200,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   wake(): void {
     if (this.#paused) return;
     this.#liveCaughtUp = false;
+    this.#caughtUp = false;
     this.#read();
     for (const lane of this.#lanes.values()) {
       lane.link.wake();
@@ -199,9 +208,9 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     }
   }
 
-  /** True when nothing read is waiting and the last read found the queue empty. */
+  /** True when everything read is done and the last read found nothing more. */
   get idle(): boolean {
-    return this.#progress.outstanding === 0 && !this.#reading;
+    return this.#progress.outstanding === 0 && !this.#reading && this.#caughtUp;
   }
 
   /** Stops: closes every link. Messages not acknowledged stay stored for the next start. */
@@ -213,6 +222,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
 
   #read(): void {
     if (this.#closed || this.#paused) return;
+    if (this.#mayRead && !this.#mayRead()) return;
     if (this.#reading) {
       this.#wantRead = true;
       return;
@@ -240,7 +250,10 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
           for (const m of this.#progress.recordRead(plan, messages, limit)) this.#accept(m);
           this.stats.outstanding = this.#progress.outstanding;
           if (messages.length > 0 || this.#wantRead || live) this.#read();
-          else if (this.#progress.outstanding === 0) this.emit("drained");
+          else {
+            this.#caughtUp = true;
+            if (this.#progress.outstanding === 0) this.emit("drained");
+          }
         },
         (err: unknown) => {
           this.#reading = false;
@@ -262,7 +275,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     const size = m.body.length + 64;
     this.#sizes.set(m.offset, size);
     this.#heldBytes += size;
-    const wire = this.#uplink.wireFormOf(m);
+    const wire = this.#uplink.wireFormOf(m, this.#queue);
     if (typeof wire === "string") {
       this.#deadLetter([m], wire);
       return;
@@ -317,7 +330,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
         this.#finish(m.offset);
         continue;
       }
-      const wire = this.#uplink.wireFormOf(m) as WireForm;
+      const wire = this.#uplink.wireFormOf(m, this.#queue) as WireForm;
       lane.inflight++;
       this.stats.sent++;
       const generation = this.#generation;

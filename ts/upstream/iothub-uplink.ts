@@ -12,7 +12,7 @@ import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
-import type { Uplink } from "./forwarder.js";
+import { UPSTREAM_QUEUE, type Uplink } from "./forwarder.js";
 import { Link } from "./link.js";
 import { TWIN_TOPICS } from "./twin-sync.js";
 
@@ -42,7 +42,7 @@ export class IotHubUplink implements Uplink {
   readonly #log: Logger;
   /** The hub's own link: presence, and the lane of messages the hub itself sends. */
   readonly edgeLink: Link;
-  /** `{edge}-`, url-encoded: the stable `$.mid` of a message is this and its offset. */
+  /** `{edge}-`, url-encoded: a message's stable `$.mid` is this, its queue's priority (`p3-`) and its offset. */
   readonly #midPrefix: string;
   /**
    * One link per identity, shared by its lane and its twin (the parent keeps one connection
@@ -90,7 +90,7 @@ export class IotHubUplink implements Uplink {
     return refusals >= REFUSALS_FOR_GOOD && this.edgeLink.up;
   }
 
-  wireFormOf(m: StoredMessage): { topic: string; payload: Buffer } | string {
+  wireFormOf(m: StoredMessage, queue: string): { topic: string; payload: Buffer } | string {
     if (m.body.length > MAX_MESSAGE_BYTES) {
       return `${m.body.length} bytes is over the parent's ${MAX_MESSAGE_BYTES}-byte message limit`;
     }
@@ -100,7 +100,8 @@ export class IotHubUplink implements Uplink {
     // The parent stamps the sender itself; a stable id lets it drop the duplicates a resend
     // after a link loss makes.
     let bag = encodePropertyBag(props, isSenderKey);
-    if (props["$.mid"] === undefined) bag += `${bag === "" ? "" : "&"}%24.mid=${this.#midPrefix}${m.offset}`;
+    if (props["$.mid"] === undefined)
+      bag += `${bag === "" ? "" : "&"}%24.mid=${this.#midPrefix}${queue === UPSTREAM_QUEUE ? "" : `${encodeURIComponent(queue.slice(UPSTREAM_QUEUE.length + 1))}-`}${m.offset}`;
     const path = moduleId === undefined ? `devices/${deviceId}` : `devices/${deviceId}/modules/${moduleId}`;
     return { topic: `${path}/messages/events/${bag}`, payload: m.body };
   }

@@ -38,6 +38,8 @@ export class Progress {
   #segments: Segment[];
   /** Offsets done but not yet passed by the checkpoint (some possibly not read again yet). */
   readonly #done = new Set<number>();
+  /** Where the live segment starts (the split point). */
+  #liveStart = 0;
 
   /** @param acked the offset the queue is acknowledged up to (-1: none). */
   constructor(acked: number) {
@@ -51,9 +53,9 @@ export class Progress {
     return n;
   }
 
-  /** The first offset of the live segment, when split. */
+  /** The first offset of the live segment, while the queue is split. */
   get liveFrom(): number | undefined {
-    return this.#segments.length > 1 ? this.#segments.at(-1)?.next : undefined;
+    return this.#segments.length > 1 ? this.#liveStart : undefined;
   }
 
   /** Splits at `tail` (the queue's next offset): from there on messages are live and read first. */
@@ -61,6 +63,7 @@ export class Progress {
     const only = this.#segments[0] as Segment;
     if (this.#segments.length !== 1 || tail <= only.next) return;
     only.end = tail;
+    this.#liveStart = tail;
     this.#segments.push(segment(tail));
   }
 

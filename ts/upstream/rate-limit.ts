@@ -9,14 +9,17 @@ export class RateLimit {
   #tokens: number;
   #at = Date.now();
   #timer: NodeJS.Timeout | undefined;
-  readonly #resume: () => void;
+  readonly #resumes: Array<() => void> = [];
 
-  /** @param resume called when tokens are back after a refusal. */
-  constructor(perSecond: number, resume: () => void) {
+  constructor(perSecond: number) {
     this.#rate = perSecond;
     this.#burst = Math.max(1, Math.ceil(perSecond / 10));
     this.#tokens = this.#burst;
-    this.#resume = resume;
+  }
+
+  /** Calls `resume` when tokens are back after a refusal (one cap can serve several senders). */
+  onResume(resume: () => void): void {
+    this.#resumes.push(resume);
   }
 
   /** Takes a token if there is one; otherwise false, and `resume` is called once there is. */
@@ -32,7 +35,7 @@ export class RateLimit {
       this.#timer = setTimeout(
         () => {
           this.#timer = undefined;
-          this.#resume();
+          for (const resume of this.#resumes) resume();
         },
         Math.ceil(((1 - this.#tokens) / this.#rate) * 1000),
       );

@@ -8,21 +8,26 @@ import type { Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
+import { priorityQueue } from "../routing/route-table.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { ParentCredentials } from "./credentials.js";
-import { Forwarder, UPSTREAM_QUEUE } from "./forwarder.js";
+import { Forwarder, type ForwarderStats, UPSTREAM_QUEUE } from "./forwarder.js";
 import { IotHubUplink } from "./iothub-uplink.js";
 import type { Link } from "./link.js";
 import { MethodRelay } from "./method-relay.js";
 import { MqttUplink } from "./mqtt-uplink.js";
+import { RateLimit } from "./rate-limit.js";
 import { ScopeSync } from "./scope-sync.js";
 import { type EdgeHubSettings, SETTINGS_TOPICS } from "./settings.js";
 import { TwinSync } from "./twin-sync.js";
 
 /** Link to the parent, forwarding and scope sync. */
 export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
+  /** The forwarder of messages whose route gives no priority (all of them without routes). */
   readonly forwarder: Forwarder;
+  /** Every forwarder, highest priority first: `$upstream/p0` … `$upstream/p9`, then `$upstream`. */
+  readonly forwarders: Forwarder[];
   /** Absent towards a plain MQTT broker (it has no registry). */
   readonly scope: ScopeSync | undefined;
   readonly #link: Link;
@@ -63,27 +68,45 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
       settings.follow(this.#settingsLink);
     }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
-    this.forwarder = new Forwarder(
-      store,
+    // One queue per priority; a queue is read only while every higher one is drained. One
+    // rate cap for all of them: it is the uplink's.
+    const rate = parent.maxMessagesPerSec === undefined ? undefined : new RateLimit(parent.maxMessagesPerSec);
+    const queues = [
+      ...Array.from({ length: 10 }, (_, p) => priorityQueue(UPSTREAM_QUEUE, p)),
       UPSTREAM_QUEUE,
-      uplink,
-      {
-        window: parent.window,
-        order: parent.order,
-        ...(parent.maxMessagesPerSec === undefined ? {} : { maxMessagesPerSec: parent.maxMessagesPerSec }),
-      },
-      log,
-    );
+    ];
+    this.forwarders = [];
+    for (const [i, queue] of queues.entries()) {
+      const higher = this.forwarders.slice(0, i);
+      const f = new Forwarder(
+        store,
+        queue,
+        uplink,
+        {
+          window: parent.window,
+          order: parent.order,
+          ...(rate ? { rate } : {}),
+          ...(i === 0 ? {} : { mayRead: () => higher.every((h) => h.idle) }),
+        },
+        log,
+      );
+      // Drained: the lower priorities may go on.
+      f.on("drained", () => {
+        for (const lower of this.forwarders.slice(i + 1)) lower.wake();
+      });
+      this.forwarders.push(f);
+    }
+    this.forwarder = this.forwarders.at(-1) as Forwarder;
     this.#link.on("up", () => {
       this.lastOnlineAt = Date.now();
-      void this.forwarder.resume();
+      for (const f of this.forwarders) void f.resume();
       this.twinSync?.online();
       this.#settingsLink?.wake();
       void this.scope?.sync();
       this.emit("online");
     });
     this.#link.on("down", () => {
-      this.forwarder.pause();
+      for (const f of this.forwarders) f.pause();
       this.twinSync?.offline();
       this.#settingsLink?.suspend();
       this.emit("offline");
@@ -101,6 +124,27 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     if (this.online) this.twinSync.online();
   }
 
+  /** Messages were stored in `queue`: its forwarder reads on. */
+  stored(queue: string): void {
+    for (const f of this.forwarders) if (f.queue === queue) f.wake();
+  }
+
+  /** The forwarders' counters, summed. */
+  stats(): ForwarderStats {
+    const sum: ForwarderStats = {
+      sent: 0,
+      acked: 0,
+      retried: 0,
+      expired: 0,
+      deadLettered: 0,
+      lanes: 0,
+      outstanding: 0,
+    };
+    for (const f of this.forwarders)
+      for (const k of Object.keys(sum) as (keyof ForwarderStats)[]) sum[k] += f.stats[k];
+    return sum;
+  }
+
   /** True while the presence link is up. */
   get online(): boolean {
     return this.#link.up;
@@ -108,7 +152,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
 
   /** Starts linking and draining; never waits for the parent (the hub starts offline too). */
   async start(): Promise<void> {
-    await this.forwarder.start();
+    for (const f of this.forwarders) await f.start();
     this.#link.start();
     this.#settingsLink?.start();
     if (this.scope) {
@@ -119,7 +163,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
 
   close(): void {
     clearInterval(this.#refresh);
-    this.forwarder.close();
+    for (const f of this.forwarders) f.close();
     this.twinSync?.close();
     this.methodRelay?.close();
     this.#link.close();
