@@ -86,6 +86,11 @@ export interface ForwarderStats {
 
 const READ_BATCH = 500;
 
+/** Counters at zero. */
+export function zeroStats(): ForwarderStats {
+  return { sent: 0, acked: 0, retried: 0, expired: 0, deadLettered: 0, lanes: 0, outstanding: 0 };
+}
+
 /** Drains one queue to the parent. */
 export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: number] }> {
   readonly #store: MessageStore;
@@ -125,15 +130,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   readonly #mayRead: (() => boolean) | undefined;
   /** The last read found nothing new (cleared when messages are stored). */
   #caughtUp = false;
-  readonly stats: ForwarderStats = {
-    sent: 0,
-    acked: 0,
-    retried: 0,
-    expired: 0,
-    deadLettered: 0,
-    lanes: 0,
-    outstanding: 0,
-  };
+  readonly stats: ForwarderStats = zeroStats();
 
   constructor(store: MessageStore, queue: string, uplink: Uplink, options: ForwarderOptions, log: Logger) {
     super();

@@ -12,7 +12,7 @@ import { priorityQueue } from "../routing/route-table.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { ParentCredentials } from "./credentials.js";
-import { Forwarder, type ForwarderStats, UPSTREAM_QUEUE } from "./forwarder.js";
+import { Forwarder, type ForwarderStats, UPSTREAM_QUEUE, zeroStats } from "./forwarder.js";
 import { IotHubUplink } from "./iothub-uplink.js";
 import type { Link } from "./link.js";
 import { MethodRelay } from "./method-relay.js";
@@ -131,15 +131,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
 
   /** The forwarders' counters, summed. */
   stats(): ForwarderStats {
-    const sum: ForwarderStats = {
-      sent: 0,
-      acked: 0,
-      retried: 0,
-      expired: 0,
-      deadLettered: 0,
-      lanes: 0,
-      outstanding: 0,
-    };
+    const sum = zeroStats();
     for (const f of this.forwarders)
       for (const k of Object.keys(sum) as (keyof ForwarderStats)[]) sum[k] += f.stats[k];
     return sum;
