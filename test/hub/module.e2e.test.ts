@@ -1,30 +1,20 @@
 import { join } from "node:path";
-import { Message, ModuleClient } from "azure-iot-device";
-import { Mqtt } from "azure-iot-device-mqtt";
-import { afterEach, describe, expect, it } from "vitest";
+import { Message } from "azure-iot-device";
+import { describe, expect, it } from "vitest";
 import { EVENTS_QUEUE } from "../../ts/index.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
-
-const saved = { cs: process.env.EdgeHubConnectionString, ca: process.env.EdgeModuleCACertificateFile };
-afterEach(() => {
-  for (const [k, v] of [
-    ["EdgeHubConnectionString", saved.cs],
-    ["EdgeModuleCACertificateFile", saved.ca],
-  ] as const) {
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-});
+import { moduleFromEnvironment } from "../helpers/module.js";
 
 describe("modules through ModuleClient.fromEnvironment", () => {
   it("connect with EdgeHubConnectionString and EdgeModuleCACertificateFile; outputs and twins are the module's own", async () => {
     const hub = await startHub(join(await tempDir(), "hub"));
     await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
     const mod = await hub.registry.createModule({ deviceId: "edge1", moduleId: "filter" });
-    process.env.EdgeHubConnectionString = `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`;
-    process.env.EdgeModuleCACertificateFile = hub.caFile;
-    const client = await ModuleClient.fromEnvironment(Mqtt);
+    const client = await moduleFromEnvironment(
+      `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`,
+      hub.caFile,
+    );
     await client.open();
     try {
       await client.sendOutputEvent("alerts", new Message("hot"));
@@ -51,9 +41,10 @@ describe("modules through ModuleClient.fromEnvironment", () => {
       body: Buffer.from("queued"),
       properties: { n: "1" },
     });
-    process.env.EdgeHubConnectionString = `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`;
-    process.env.EdgeModuleCACertificateFile = hub.caFile;
-    const client = await ModuleClient.fromEnvironment(Mqtt);
+    const client = await moduleFromEnvironment(
+      `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`,
+      hub.caFile,
+    );
     await client.open();
     try {
       const got: Array<[string, string, string | undefined]> = [];

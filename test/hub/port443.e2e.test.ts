@@ -3,13 +3,14 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { Client, Message, ModuleClient } from "azure-iot-device";
-import { Mqtt, MqttWs } from "azure-iot-device-mqtt";
+import { Client, Message } from "azure-iot-device";
+import { MqttWs } from "azure-iot-device-mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { EdgeHub, EVENTS_QUEUE, silentLogger } from "../../ts/index.js";
 import { childClient, childOf, edgeIdentity, gatewayOf, synced } from "../helpers/edge.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { startHub, stopHub } from "../helpers/hub.js";
+import { moduleFromEnvironment } from "../helpers/module.js";
 
 const run = promisify(execFile);
 const child = fileURLToPath(new URL("../fixtures/service-sdk.mjs", import.meta.url));
@@ -120,39 +121,29 @@ describe("direct methods between a hub's own clients", () => {
 
     const caFile = join(await tempDir(), "edge-ca.pem");
     await writeFile(caFile, edge.caCertificate);
-    const env = { cs: process.env.EdgeHubConnectionString, ca: process.env.EdgeModuleCACertificateFile };
-    process.env.EdgeHubConnectionString = `HostName=localhost;DeviceId=edge1;ModuleId=caller;SharedAccessKey=${caller.authentication.symmetricKey?.primaryKey};GatewayHostName=127.0.0.1`;
-    process.env.EdgeModuleCACertificateFile = caFile;
-    try {
-      // invokeMethod goes over HTTPS to GatewayHostName:443; the module needs no MQTT for it.
-      const mod = await ModuleClient.fromEnvironment(Mqtt);
-      const result = await mod.invokeMethod("sensor", {
+    // invokeMethod goes over HTTPS to GatewayHostName:443; the module needs no MQTT for it.
+    const mod = await moduleFromEnvironment(
+      `HostName=localhost;DeviceId=edge1;ModuleId=caller;SharedAccessKey=${caller.authentication.symmetricKey?.primaryKey};GatewayHostName=127.0.0.1`,
+      caFile,
+    );
+    const result = await mod.invokeMethod("sensor", {
+      methodName: "reboot",
+      payload: "now",
+      responseTimeoutInSeconds: 5,
+      connectTimeoutInSeconds: 5,
+    });
+    expect(result).toEqual({ status: 200, payload: { rebooted: "now" } });
+    const refused = await mod
+      .invokeMethod("stranger", {
         methodName: "reboot",
-        payload: "now",
+        payload: null,
         responseTimeoutInSeconds: 5,
         connectTimeoutInSeconds: 5,
-      });
-      expect(result).toEqual({ status: 200, payload: { rebooted: "now" } });
-      const refused = await mod
-        .invokeMethod("stranger", {
-          methodName: "reboot",
-          payload: null,
-          responseTimeoutInSeconds: 5,
-          connectTimeoutInSeconds: 5,
-        })
-        .then(
-          () => undefined,
-          (err: Error & { response?: { statusCode?: number } }) => err.response?.statusCode ?? err.message,
-        );
-      expect(refused).toBe(403);
-    } finally {
-      for (const [k, v] of [
-        ["EdgeHubConnectionString", env.cs],
-        ["EdgeModuleCACertificateFile", env.ca],
-      ] as const) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
+      })
+      .then(
+        () => undefined,
+        (err: Error & { response?: { statusCode?: number } }) => err.response?.statusCode ?? err.message,
+      );
+    expect(refused).toBe(403);
   });
 });

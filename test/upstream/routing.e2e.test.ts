@@ -1,7 +1,6 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Message, ModuleClient } from "azure-iot-device";
-import { Mqtt } from "azure-iot-device-mqtt";
+import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import {
   childClient,
@@ -14,6 +13,7 @@ import {
   synced,
 } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
+import { moduleFromEnvironment } from "../helpers/module.js";
 
 describe("local routing on an edge hub", () => {
   it("a filter module gets a child's messages on input1 by a route with a WHERE clause, and its output goes upstream", async () => {
@@ -33,14 +33,10 @@ describe("local routing on an edge hub", () => {
     // The filter module, as the SDK runs it on an edge device.
     const caFile = join(await tempDir(), "edge-ca.pem");
     await writeFile(caFile, edge.caCertificate);
-    const saved = { cs: process.env.EdgeHubConnectionString, ca: process.env.EdgeModuleCACertificateFile };
-    process.env.EdgeHubConnectionString = `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${filter.authentication.symmetricKey?.primaryKey};GatewayHostName=127.0.0.1:${edge.ports.mqtts}`;
-    process.env.EdgeModuleCACertificateFile = caFile;
-    const mod = await ModuleClient.fromEnvironment(Mqtt);
-    process.env.EdgeHubConnectionString = saved.cs;
-    process.env.EdgeModuleCACertificateFile = saved.ca;
-    if (saved.cs === undefined) delete process.env.EdgeHubConnectionString;
-    if (saved.ca === undefined) delete process.env.EdgeModuleCACertificateFile;
+    const mod = await moduleFromEnvironment(
+      `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${filter.authentication.symmetricKey?.primaryKey};GatewayHostName=127.0.0.1:${edge.ports.mqtts}`,
+      caFile,
+    );
     const inputs: string[] = [];
     mod.on("inputMessage", (input: string, m: Message) => {
       inputs.push(`${input}:${m.getData().toString()}`);
