@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { routesConfig } from "../../ts/config/config.js";
 import { type RoutedMessage, RouteTable } from "../../ts/routing/route-table.js";
+import { Router } from "../../ts/routing/router.js";
+import { openStore, tempDir } from "../helpers/fixtures.js";
 
 const table = (
   routes: Record<string, string | { route: string; priority?: number; timeToLiveSecs?: number }>,
@@ -55,5 +57,35 @@ describe("route table", () => {
       }),
     ).toEqual([]);
     expect(t.unrouted).toBe(2);
+  });
+});
+
+describe("router", () => {
+  it("stores a message routed upstream and to one module input in one append, the input named on it", async () => {
+    const store = await openStore(await tempDir());
+    const routes = routesConfig("routes", {
+      up: "FROM /messages/* INTO $upstream",
+      filter: 'FROM /messages/* INTO BrokeredEndpoint("/modules/filter/inputs/input1")',
+      audit: "FROM /messages/* WHERE alert = 'true' INTO BrokeredEndpoint(\"/modules/audit/inputs/alerts\")",
+    });
+    const router = new Router(store, new RouteTable(routes, "$upstream", () => "edge1", true));
+    const accept = (properties: Record<string, string>) =>
+      new Promise<unknown>((resolve) =>
+        router.accept({ deviceId: "sensor-1", body: Buffer.from("x"), properties }, (err) => resolve(err)),
+      );
+    expect(await accept({ n: "1" })).toBeNull();
+    expect(await accept({ n: "2", alert: "true" })).toBeNull();
+    const up = await store.read("$upstream");
+    const filter = await store.read("$inputs/edge1/filter");
+    const audit = await store.read("$inputs/edge1/audit");
+    expect(up.map((m) => m.properties.n)).toEqual(["1", "2"]);
+    expect(filter.map((m) => [m.properties.n, m.properties["$.in"]])).toEqual([
+      ["1", "input1"],
+      ["2", "input1"],
+    ]);
+    expect(audit.map((m) => [m.properties.n, m.properties["$.in"]])).toEqual([["2", "alerts"]]);
+    // One input among the endpoints: one append for all, every copy naming it (the upstream
+    // one ignores it); two inputs: each copy apart, the upstream one without a name.
+    expect(up.map((m) => m.properties["$.in"])).toEqual(["input1", undefined]);
   });
 });

@@ -110,15 +110,19 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
       this.#add([d.queue], this.#ttl(d), d.input, t, { left: 1, failed: null, done });
       return;
     }
-    // Endpoints without an input name and with one TTL share one append; a module input's
-    // copy carries its input name, so it is an append of its own.
+    // Endpoints with one TTL share one append, so they are stored together. A module input's
+    // copy carries its input name: with one input among the endpoints every copy carries it
+    // (the other endpoints ignore it); each further input is an append of its own.
+    const inputs = new Set(destinations.filter((d) => d.input !== undefined).map((d) => d.input));
+    const shared = inputs.size === 1 ? [...inputs][0] : undefined;
     const units = new Map<string, { queues: string[]; ttl: number | undefined; input: string | undefined }>();
     for (const d of destinations) {
       const ttl = this.#ttl(d);
-      const key = d.input === undefined ? `ttl:${ttl}` : `in:${d.queue}:${d.input}:${ttl}`;
+      const own = d.input === undefined || d.input === shared;
+      const key = own ? `ttl:${ttl}` : `in:${d.queue}:${d.input}:${ttl}`;
       const u = units.get(key);
       if (u) u.queues.push(d.queue);
-      else units.set(key, { queues: [d.queue], ttl, input: d.input });
+      else units.set(key, { queues: [d.queue], ttl, input: own ? shared : d.input });
     }
     const waiting: Waiting = { left: units.size, failed: null, done };
     for (const u of units.values()) this.#add(u.queues, u.ttl, u.input, t, waiting);

@@ -25,7 +25,8 @@ const API_VERSION = "2021-04-12";
 /** Logins of a child refused this many times in a row, while the hub's own login works: its messages are dead-lettered. */
 const REFUSALS_FOR_GOOD = 3;
 
-const isSenderKey = (k: string): boolean => k === "$.cdid" || k === "$.cmid";
+/** Keys not sent up: the sender (the parent stamps it) and a local input name. */
+const isSenderKey = (k: string): boolean => k === "$.cdid" || k === "$.cmid" || k === "$.in";
 
 /** The client id a stored message was sent by. */
 export function senderOf(m: StoredMessage): string {
