@@ -50,8 +50,8 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   #table: RouteTable;
   /** TTL of what goes to the upstream queue when its route gives none (the events retention on a root). */
   readonly #upstreamTtl: number | undefined;
-  /** This turn's appends, in order; consecutive messages with the same key share one. */
-  #groups: Array<Group & { key: string }> = [];
+  /** This turn's appends, in order; consecutive messages for the same queues, TTL and input share one. */
+  #groups: Array<Group & { ttl: number | undefined; input: string | undefined }> = [];
   readonly #recent = new RecentIds();
 
   constructor(store: MessageStore, table: RouteTable, upstreamTtlSecs?: number) {
@@ -135,10 +135,10 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   #add(queues: string[], ttl: number | undefined, input: string | undefined, t: Telemetry, w: Waiting): void {
     // Only the last append of the turn is joined: appends are issued in order, so every
     // queue gets its messages in the order they arrived.
-    const key = `${queues.join("\u0000")}\u0001${ttl ?? ""}\u0001${input ?? ""}`;
     let g = this.#groups.at(-1);
-    if (g?.key !== key) {
-      g = { key, queues, messages: [], waiting: [] };
+    const same = g !== undefined && g.ttl === ttl && g.input === input && sameQueues(g.queues, queues);
+    if (!g || !same) {
+      g = { queues, ttl, input, messages: [], waiting: [] };
       this.#groups.push(g);
     }
     const properties = input === undefined ? t.properties : { ...t.properties, [INPUT_PROPERTY]: input };
@@ -163,6 +163,13 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
       );
     }
   }
+}
+
+function sameQueues(a: string[], b: string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function settle(w: Waiting, err: unknown): void {

@@ -47,8 +47,10 @@ export interface Uplink {
   linkFor(lane: string): Link;
   /** The forwarder is done with a lane's link (idle, or closing). */
   release(lane: string, link: Link): void;
-  /** Topic, payload and MQTT 5 user properties of a message; a string instead: why it can never be sent. */
-  wireFormOf(m: StoredMessage, queue: string): WireForm | string;
+  /** Why a message can never be sent (it is dead-lettered), or undefined. */
+  unsendable(m: StoredMessage): string | undefined;
+  /** Topic, payload and MQTT 5 user properties of a message, built when it is sent. */
+  wireFormOf(m: StoredMessage, queue: string): WireForm;
   /** True when `refusals` refusals in a row of a lane's login mean its messages can never be sent. */
   refusedForGood(lane: string, refusals: number): boolean;
 }
@@ -272,9 +274,9 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     const size = m.body.length + 64;
     this.#sizes.set(m.offset, size);
     this.#heldBytes += size;
-    const wire = this.#uplink.wireFormOf(m, this.#queue);
-    if (typeof wire === "string") {
-      this.#deadLetter([m], wire);
+    const refusal = this.#uplink.unsendable(m);
+    if (refusal !== undefined) {
+      this.#deadLetter([m], refusal);
       return;
     }
     const name = this.#uplink.laneOf(m);
@@ -327,7 +329,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
         this.#finish(m.offset);
         continue;
       }
-      const wire = this.#uplink.wireFormOf(m, this.#queue) as WireForm;
+      const wire = this.#uplink.wireFormOf(m, this.#queue);
       lane.inflight++;
       this.stats.sent++;
       const generation = this.#generation;

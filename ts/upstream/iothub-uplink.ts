@@ -12,7 +12,7 @@ import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
-import { UPSTREAM_QUEUE, type Uplink } from "./forwarder.js";
+import { UPSTREAM_QUEUE, type Uplink, type WireForm } from "./forwarder.js";
 import { Link } from "./link.js";
 import { TWIN_TOPICS } from "./twin-sync.js";
 
@@ -91,10 +91,13 @@ export class IotHubUplink implements Uplink {
     return refusals >= REFUSALS_FOR_GOOD && this.edgeLink.up;
   }
 
-  wireFormOf(m: StoredMessage, queue: string): { topic: string; payload: Buffer } | string {
-    if (m.body.length > MAX_MESSAGE_BYTES) {
-      return `${m.body.length} bytes is over the parent's ${MAX_MESSAGE_BYTES}-byte message limit`;
-    }
+  unsendable(m: StoredMessage): string | undefined {
+    return m.body.length > MAX_MESSAGE_BYTES
+      ? `${m.body.length} bytes is over the parent's ${MAX_MESSAGE_BYTES}-byte message limit`
+      : undefined;
+  }
+
+  wireFormOf(m: StoredMessage, queue: string): WireForm {
     const props = m.properties;
     const deviceId = props["$.cdid"];
     const moduleId = props["$.cmid"];

@@ -68,6 +68,11 @@ export class MqttUplink implements Uplink {
     return false;
   }
 
+  unsendable(): undefined {
+    // A broker's limit is its own; what it refuses comes back as an MQTT 5 reason code.
+    return undefined;
+  }
+
   wireFormOf(m: StoredMessage): WireForm {
     return { topic: topicFor(this.#parent.topic, m), payload: m.body, userProperties: m.properties };
   }

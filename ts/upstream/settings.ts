@@ -16,18 +16,26 @@ import {
 import type { Logger } from "../log.js";
 import type { MessageStore } from "../store/index.js";
 import type { Link } from "./link.js";
+import { TwinChannel } from "./twin-sync.js";
 
 const KV_NS = "settings";
 const KV_KEY = "$edgeHub/desired";
-
-/** The topics the settings link subscribes to. */
-export const SETTINGS_TOPICS = ["$iothub/twin/res/#", "$iothub/twin/PATCH/properties/desired/#"];
 
 /** The settings in force. */
 export interface EffectiveSettings extends StoreLimits {
   routes: Record<string, RouteSpec>;
   /** `$version` of the desired document they come from; undefined when from config only. */
   version: number | undefined;
+}
+
+/** A JSON object from bytes; undefined for anything else. */
+function parseObject(bytes: Buffer): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(bytes.toString("utf8"));
+    return isObject(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -52,7 +60,6 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
   readonly #log: Logger;
   #desired: Record<string, unknown> = {};
   #current: EffectiveSettings;
-  #rid = 0;
 
   constructor(store: MessageStore, config: HubConfig, log: Logger) {
     super();
@@ -84,32 +91,24 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
     }
   }
 
-  /** Follows the `$edgeHub` twin over `link` (subscribed to {@link SETTINGS_TOPICS}). */
+  /** Follows the `$edgeHub` twin over `link` (subscribed to {@link TWIN_TOPICS}). */
   follow(link: Link): void {
+    const twin = new TwinChannel(link, (payload) => {
+      const patch = parseObject(payload);
+      if (patch) void this.#apply(merge(this.#desired, patch), true);
+      else this.#log.log("warn", "settings-not-json", { part: "desired patch" });
+    });
+    // The whole twin each time the link comes up; a failed GET is asked again the next time.
     link.on("up", () => {
-      const rid = `settings-${++this.#rid}`;
-      // A failed GET is asked again when the link next comes up.
-      link.publish(`$iothub/twin/GET/?$rid=${rid}`, Buffer.alloc(0), () => undefined);
+      twin.request("GET", Buffer.alloc(0)).then(
+        (answer) => {
+          if (answer.status !== 200) return;
+          const doc = parseObject(answer.body);
+          return this.#apply(doc && isObject(doc.desired) ? doc.desired : {}, true);
+        },
+        () => undefined,
+      );
     });
-    link.on("message", (topic, payload) => {
-      void this.#onMessage(topic, payload);
-    });
-  }
-
-  async #onMessage(topic: string, payload: Buffer): Promise<void> {
-    let body: unknown;
-    try {
-      body = payload.length === 0 ? {} : JSON.parse(payload.toString("utf8"));
-    } catch {
-      this.#log.log("warn", "settings-not-json", { topic });
-      return;
-    }
-    if (topic.startsWith("$iothub/twin/res/200/") && topic.includes("$rid=settings-")) {
-      const desired = isObject(body) && isObject(body.desired) ? body.desired : {};
-      await this.#apply(desired, true);
-    } else if (topic.startsWith("$iothub/twin/PATCH/properties/desired/") && isObject(body)) {
-      await this.#apply(merge(this.#desired, body), true);
-    }
   }
 
   async #apply(desired: Record<string, unknown>, cache: boolean): Promise<void> {

@@ -40,8 +40,8 @@ interface Answer {
   body: Buffer;
 }
 
-/** One client's twin link: requests with `$rid`, answers matched back, desired patches passed on. */
-class TwinChannel {
+/** One twin over a link: requests with `$rid`, answers matched back, desired patches passed on. */
+export class TwinChannel {
   readonly link: Link;
   #rid = 0;
   readonly #waiting = new Map<

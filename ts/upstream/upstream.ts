@@ -19,8 +19,8 @@ import { MethodRelay } from "./method-relay.js";
 import { MqttUplink } from "./mqtt-uplink.js";
 import { RateLimit } from "./rate-limit.js";
 import { ScopeSync } from "./scope-sync.js";
-import { type EdgeHubSettings, SETTINGS_TOPICS } from "./settings.js";
-import { TwinSync } from "./twin-sync.js";
+import type { EdgeHubSettings } from "./settings.js";
+import { TWIN_TOPICS, TwinSync } from "./twin-sync.js";
 
 /** Link to the parent, forwarding and scope sync. */
 export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
@@ -64,7 +64,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     this.#uplink = uplink;
     this.#link = uplink.edgeLink;
     if (uplink instanceof IotHubUplink) {
-      this.#settingsLink = uplink.moduleLink("$edgeHub", SETTINGS_TOPICS);
+      this.#settingsLink = uplink.moduleLink("$edgeHub", TWIN_TOPICS);
       settings.follow(this.#settingsLink);
     }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
