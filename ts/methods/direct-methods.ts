@@ -32,6 +32,16 @@ interface Pending {
 
 const MAX_TIMEOUT_SECS = 300;
 
+/** A method payload from the wire: JSON as JSON, other text as a string, nothing as null. */
+export function methodPayload(bytes: Buffer): unknown {
+  if (bytes.length === 0) return null;
+  try {
+    return JSON.parse(bytes.toString("utf8"));
+  } catch {
+    return bytes.toString("utf8");
+  }
+}
+
 /** Tracks calls in flight. */
 export class DirectMethods {
   readonly #find: (clientId: string) => MethodTarget | undefined;
@@ -74,15 +84,7 @@ export class DirectMethods {
     if (!p || p.clientId !== clientId) return;
     this.#pending.delete(rid);
     clearTimeout(p.timer);
-    let payload: unknown = null;
-    if (body.length > 0) {
-      try {
-        payload = JSON.parse(body.toString("utf8"));
-      } catch {
-        payload = body.toString("utf8");
-      }
-    }
-    p.resolve({ status, payload });
+    p.resolve({ status, payload: methodPayload(body) });
   }
 
   /** Fails every call to `clientId` with 404 (it disconnected). */

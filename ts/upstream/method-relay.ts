@@ -6,7 +6,7 @@
  * away, 504 when it did not answer in time).
  */
 import type { Logger } from "../log.js";
-import type { DirectMethods } from "../methods/direct-methods.js";
+import { type DirectMethods, methodPayload } from "../methods/direct-methods.js";
 import type { Link } from "./link.js";
 import type { TwinLinks } from "./twin-sync.js";
 
@@ -64,15 +64,7 @@ export class MethodRelay {
     rid: string,
     payload: Buffer,
   ): Promise<void> {
-    let body: unknown = null;
-    if (payload.length > 0) {
-      try {
-        body = JSON.parse(payload.toString("utf8"));
-      } catch {
-        body = payload.toString("utf8");
-      }
-    }
-    const r = await this.#methods.invoke(clientId, { methodName, payload: body });
+    const r = await this.#methods.invoke(clientId, { methodName, payload: methodPayload(payload) });
     link.publish(
       `$iothub/methods/res/${r.status}/?$rid=${encodeURIComponent(rid)}`,
       Buffer.from(JSON.stringify(r.payload ?? null)),
