@@ -202,8 +202,11 @@ export class EdgeHub {
             hub.#following.add(principal.clientId);
             upstream?.twinSync?.follow(principal.clientId);
           }
-          // Method calls from upstream reach it while the parent is reachable.
-          if (kind === "methods" && principal) upstream?.methodRelay?.listen(principal.clientId);
+          // Calls waiting for it go now; calls from upstream reach it while the parent is reachable.
+          if (kind === "methods" && principal) {
+            hub.methods.listening(principal.clientId);
+            upstream?.methodRelay?.listen(principal.clientId);
+          }
         },
         log,
         refreshTwin: upstream
@@ -286,10 +289,7 @@ export class EdgeHub {
         });
       }
       // Routed to a module input or a device: deliver it if they listen.
-      router.on("stored", (queue) => {
-        if (queue.startsWith("$inputs/")) hub.delivery.pump(queue.slice("$inputs/".length));
-        else if (queue.startsWith("$c2d/")) hub.delivery.pump(queue.slice("$c2d/".length));
-      });
+      router.on("stored", (queue) => hub.delivery.stored(queue));
       if (upstream) {
         router.on("stored", (queue) => {
           upstream.stored(queue);

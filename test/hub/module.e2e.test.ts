@@ -72,3 +72,67 @@ describe("modules through ModuleClient.fromEnvironment", () => {
     }
   });
 });
+
+describe("module inputs with route priorities", () => {
+  it("a restarted module gets its queued inputs, the more urgent route's first, each in stored order", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), {
+      routes: {
+        urgent: {
+          route:
+            "FROM /messages/modules/source/outputs/* WHERE alert = 'true' INTO BrokeredEndpoint(\"/modules/filter/inputs/alerts\")",
+          priority: 0,
+        },
+        rest: 'FROM /messages/modules/source/outputs/* WHERE NOT IS_DEFINED(alert) INTO BrokeredEndpoint("/modules/filter/inputs/input1")',
+      },
+    });
+    await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+    const keyOf = async (moduleId: string) =>
+      (await hub.registry.createModule({ deviceId: "edge1", moduleId })).authentication.symmetricKey
+        ?.primaryKey;
+    const cs = (moduleId: string, key: string | undefined) =>
+      `HostName=localhost;DeviceId=edge1;ModuleId=${moduleId};SharedAccessKey=${key};GatewayHostName=localhost:${hub.ports.mqtts}`;
+    const source = await moduleFromEnvironment(cs("source", await keyOf("source")), hub.caFile);
+    const filterKey = await keyOf("filter");
+    await source.open();
+    const send = async (from: number, to: number) => {
+      for (let n = from; n < to; n++) {
+        const m = new Message(`m${n}`);
+        if (n % 3 === 0) m.properties.add("alert", "true");
+        await source.sendOutputEvent("out", m);
+      }
+    };
+    // The filter module runs once, then is away while the source keeps sending.
+    const first = await moduleFromEnvironment(cs("filter", filterKey), hub.caFile);
+    const got: string[] = [];
+    const listen = (client: typeof first) =>
+      client.on("inputMessage", (input: string, m: Message) => {
+        got.push(`${input}:${m.data.toString()}`);
+        client.complete(m, () => undefined);
+      });
+    listen(first);
+    await first.open();
+    await send(0, 3);
+    await eventually("live inputs", () => got.length === 3);
+    expect(got).toEqual(["alerts:m0", "input1:m1", "input1:m2"]);
+    await first.close();
+    got.length = 0;
+    await send(3, 30);
+    const again = await moduleFromEnvironment(cs("filter", filterKey), hub.caFile);
+    listen(again);
+    await again.open();
+    try {
+      await eventually("queued inputs", () => got.length === 27);
+      const alerts = Array.from({ length: 9 }, (_, i) => `alerts:m${3 + 3 * i}`);
+      const rest = Array.from({ length: 27 }, (_, i) => 3 + i)
+        .filter((n) => n % 3 !== 0)
+        .map((n) => `input1:m${n}`);
+      expect(got).toEqual([...alerts, ...rest]);
+      await eventually("all acknowledged", async () =>
+        (await hub.store.stats()).queues.every((q) => q.count === 0 || q.name === EVENTS_QUEUE),
+      );
+    } finally {
+      await again.close();
+      await source.close();
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { routesConfig } from "../../ts/config/config.js";
+import { MessageStore } from "../../ts/index.js";
 import { type RoutedMessage, RouteTable } from "../../ts/routing/route-table.js";
 import { Router } from "../../ts/routing/router.js";
 import { openStore, tempDir } from "../helpers/fixtures.js";
@@ -58,6 +59,27 @@ describe("route table", () => {
     ).toEqual([]);
     expect(t.unrouted).toBe(2);
   });
+
+  it("puts a route's priority on module-input and device endpoints too; a message goes once to an endpoint", () => {
+    const t = table({
+      urgent: {
+        route:
+          "FROM /messages/* WHERE alert = 'true' INTO BrokeredEndpoint(\"/modules/filter/inputs/input1\")",
+        priority: 0,
+      },
+      all: 'FROM /messages/* INTO BrokeredEndpoint("/modules/filter/inputs/input1")',
+      panel: { route: 'FROM /messages/* INTO DeviceEndpoint("/devices/panel")', priority: 3 },
+    });
+    expect(t.destinations(device)).toEqual([
+      { queue: "$inputs/edge1/filter/p0", ttlSecs: undefined, input: "input1", clientId: "edge1/filter" },
+      { queue: "$c2d/panel/p3", ttlSecs: undefined, clientId: "panel" },
+    ]);
+    // Taken by one route into the endpoint: its queue; by both: once, in the more urgent one.
+    expect(t.destinations({ ...device, properties: { "$.cdid": "sensor-1" } })).toEqual([
+      { queue: "$inputs/edge1/filter", ttlSecs: undefined, input: "input1", clientId: "edge1/filter" },
+      { queue: "$c2d/panel/p3", ttlSecs: undefined, clientId: "panel" },
+    ]);
+  });
 });
 
 describe("router", () => {
@@ -87,5 +109,45 @@ describe("router", () => {
     // One input among the endpoints: one append for all, every copy naming it (the upstream
     // one ignores it); two inputs: each copy apart, the upstream one without a name.
     expect(up.map((m) => m.properties["$.in"])).toEqual(["input1", undefined]);
+  });
+
+  it("stores every copy of a message fanned out to several inputs and TTLs, or none of them", async () => {
+    const store = await MessageStore.open(await tempDir(), { maxSizeBytes: 2048 });
+    const routes = routesConfig("routes", {
+      up: { route: "FROM /messages/* INTO $upstream", timeToLiveSecs: 60 },
+      a: 'FROM /messages/* INTO BrokeredEndpoint("/modules/filter/inputs/a")',
+      b: { route: 'FROM /messages/* INTO BrokeredEndpoint("/modules/filter/inputs/b")', priority: 1 },
+      c: 'FROM /messages/* INTO BrokeredEndpoint("/modules/audit/inputs/c")',
+    });
+    const router = new Router(store, new RouteTable(routes, "$upstream", () => "edge1", true));
+    const accept = (body: Buffer) =>
+      new Promise<unknown>((resolve) =>
+        router.accept({ deviceId: "sensor-1", body, properties: {} }, (err) => resolve(err)),
+      );
+    expect(await accept(Buffer.from("small"))).toBeNull();
+    const copies = async () =>
+      Object.fromEntries(
+        await Promise.all(
+          ["$upstream", "$inputs/edge1/filter", "$inputs/edge1/filter/p1", "$inputs/edge1/audit"].map(
+            async (q) => [
+              q,
+              (await store.read(q)).map((m) => `${m.body.length}:${m.properties["$.in"] ?? ""}`),
+            ],
+          ),
+        ),
+      );
+    const one = await copies();
+    expect(one).toEqual({
+      $upstream: ["5:"],
+      "$inputs/edge1/filter": ["5:a"],
+      "$inputs/edge1/filter/p1": ["5:b"],
+      "$inputs/edge1/audit": ["5:c"],
+    });
+    // Four copies of 400 bytes do not fit in what is left: the store refuses them all,
+    // though the first copies alone would have fitted.
+    expect(await accept(Buffer.alloc(400))).toMatchObject({ code: "STORE_FULL" });
+    expect(await copies()).toEqual(one);
+    expect((await store.stats()).count).toBe(4);
+    await store.close();
   });
 });

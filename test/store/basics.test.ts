@@ -39,6 +39,31 @@ describe("MessageStore through the native binding", () => {
     expect((await s.read("b")).map((m) => m.body.toString())).toEqual(["1", "2"]);
   });
 
+  it("appends parts in one write, all or none: a message in several forms across queues", async () => {
+    const s = await MessageStore.open(await tempDir(), { maxSizeBytes: 4096 });
+    const offs = await s.appendParts([
+      { queues: ["a", "b"], messages: [{ body: Buffer.from("m"), properties: { "$.in": "x" } }] },
+      { queues: ["b"], messages: [{ body: Buffer.from("m"), properties: { "$.in": "y" }, ttlSecs: 60 }] },
+    ]);
+    expect(offs).toEqual([[[0], [0]], [[1]]]);
+    expect((await s.read("b")).map((m) => m.properties["$.in"])).toEqual(["x", "y"]);
+    const before = await s.stats();
+    // The second part is over the quota: the first is not stored either.
+    await expect(
+      s.appendParts([
+        { queues: ["a"], messages: [{ body: Buffer.from("small") }] },
+        { queues: ["c"], messages: [{ body: Buffer.alloc(4000) }] },
+      ]),
+    ).rejects.toMatchObject({ code: "STORE_FULL" });
+    expect((await s.stats()).count).toBe(before.count);
+    expect((await s.read("a")).map((m) => m.body.toString())).toEqual(["m"]);
+    await expect(s.appendParts([])).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(
+      s.appendParts([{ queues: ["a", "a"], messages: [{ body: Buffer.from("x") }] }]),
+    ).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await s.close();
+  });
+
   it("acks prefixes durably; after reopen reading from ackedUpTo + 1 resumes exactly", async () => {
     const dir = await tempDir();
     const s = await MessageStore.open(dir);

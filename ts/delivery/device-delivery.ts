@@ -1,7 +1,8 @@
 /**
- * Durable delivery to devices and modules: cloud-to-device messages (queue `$c2d/{device}`,
- * topic `devices/{d}/messages/devicebound/{bag}`) and module inputs (queue
- * `$inputs/{device}/{module}`, topic `devices/{d}/modules/{m}/inputs/{input}/{bag}`).
+ * Durable delivery to devices and modules: cloud-to-device messages and device endpoints
+ * (queues `$c2d/{device}[/pN]`, topic `devices/{d}/messages/devicebound/{bag}`) and module
+ * inputs (queues `$inputs/{device}/{module}[/pN]`, topic
+ * `devices/{d}/modules/{m}/inputs/{input}/{bag}`); see queues.ts for the names and order.
  * Messages are stored first (with a TTL), delivered in order at QoS 1 while the client
  * listens, a window of them at a time, and removed on their PUBACKs; one whose PUBACK never
  * came is delivered again on the next connection (at least once). Each client has its own
@@ -9,8 +10,10 @@
  */
 import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
+import { PRIORITIES } from "../routing/priority.js";
 import { INPUT_PROPERTY } from "../routing/router.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { deliveryQueue, ownerOf } from "./queues.js";
 
 /** A message for a device or a module input. */
 export interface DeviceMessage {
@@ -45,9 +48,40 @@ const WINDOW_BYTES = 1024 * 1024;
 /** Stored with a module-input message: the input's name (not sent in the bag). */
 const INPUT = INPUT_PROPERTY;
 
-/** The store queue of a client id (`deviceId` or `deviceId/moduleId`). */
-export function deliveryQueue(clientId: string): string {
-  return clientId.includes("/") ? `$inputs/${clientId}` : `$c2d/${clientId}`;
+/** What a client's drain keeps of one of its queues. */
+class Cursor {
+  /** Next offset to read. */
+  from = 0;
+  /** Offsets sent and not yet part of the acknowledged prefix, in send order (from `head`). */
+  #sent: number[] = [];
+  #head = 0;
+  readonly #done = new Set<number>();
+  readonly acks: AckCoalescer;
+
+  constructor(ack: (offset: number) => Promise<void>, failed: (err: unknown) => void) {
+    this.acks = new AckCoalescer(ack, failed);
+  }
+
+  sent(offset: number): void {
+    this.#sent.push(offset);
+  }
+
+  /** The client acknowledged `offset`: the queue is acknowledged up to the contiguous prefix. */
+  acked(offset: number): void {
+    this.#done.add(offset);
+    let upTo = -1;
+    while (this.#head < this.#sent.length && this.#done.has(this.#sent[this.#head] as number)) {
+      upTo = this.#sent[this.#head] as number;
+      this.#done.delete(upTo);
+      this.#head++;
+    }
+    // A long drain does not keep every offset it sent.
+    if (this.#head > 1024) {
+      this.#sent = this.#sent.slice(this.#head);
+      this.#head = 0;
+    }
+    if (upTo >= 0) this.acks.ack(upTo);
+  }
 }
 
 /** Queues and delivers messages to devices and module inputs. */
@@ -58,6 +92,18 @@ export class DeviceDelivery {
   readonly #pumping = new Set<string>();
   /** Clients asked to pump while their drain was running: drain again when it ends. */
   readonly #again = new Set<string>();
+  /**
+   * Per client, its queues that may hold messages not read yet, each with a count bumped at
+   * every append: a drain reads only these, and forgets one it found empty unless
+   * something was appended meanwhile.
+   */
+  readonly #pending = new Map<string, Map<string, number>>();
+  /** Per draining client: the rank of the most urgent queue appended to since it last looked. */
+  readonly #urgent = new Map<string, number>();
+  /** Per draining client waiting for PUBACKs: wakes it to read what was just stored. */
+  readonly #wakers = new Map<string, () => void>();
+  /** The queues left from before a restart, listed from the store once. */
+  #loaded: Promise<void> | undefined;
 
   constructor(store: MessageStore, find: (clientId: string) => DeliveryTarget | undefined, log: Logger) {
     this.#store = store;
@@ -80,17 +126,18 @@ export class DeviceDelivery {
     properties: Record<string, string>,
     ttl: number,
   ): Promise<void> {
-    await this.#store.append(deliveryQueue(clientId), [
-      { body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl },
-    ]);
-    this.pump(clientId);
+    const queue = deliveryQueue(clientId);
+    await this.#store.append(queue, [{ body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl }]);
+    this.stored(queue);
   }
 
   /** Forgets everything queued for `clientId` (its identity was deleted). */
   async purge(clientId: string): Promise<void> {
-    const queue = deliveryQueue(clientId);
-    const q = (await this.#store.stats()).queues.find((x) => x.name === queue);
-    if (q && q.tail > 0 && q.ackedUpTo < q.tail - 1) await this.#store.ack(queue, q.tail - 1);
+    for (const q of (await this.#store.stats()).queues) {
+      if (ownerOf(q.name)?.clientId !== clientId) continue;
+      if (q.tail > 0 && q.ackedUpTo < q.tail - 1) await this.#store.ack(q.name, q.tail - 1);
+    }
+    this.#pending.delete(clientId);
   }
 
   /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
@@ -100,11 +147,42 @@ export class DeviceDelivery {
     return this.#queue(deviceId, m, properties, 3600);
   }
 
-  /** Queues a message for input `input` of module `deviceId/moduleId` (routes feed this). */
+  /** Queues a message for input `input` of module `deviceId/moduleId`. */
   sendToInput(deviceId: string, moduleId: string, input: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
     properties[INPUT] = input;
     return this.#queue(`${deviceId}/${moduleId}`, m, properties, 7200);
+  }
+
+  /** Messages were appended to `queue` (routes feed this): delivers them if it is a client's. */
+  stored(queue: string): void {
+    const owner = ownerOf(queue);
+    if (!owner) return;
+    this.#mark(owner.clientId, queue, owner.rank);
+    this.pump(owner.clientId);
+  }
+
+  #mark(clientId: string, queue: string, rank: number): void {
+    let pending = this.#pending.get(clientId);
+    if (!pending) {
+      pending = new Map();
+      this.#pending.set(clientId, pending);
+    }
+    pending.set(queue, (pending.get(queue) ?? 0) + 1);
+    if (this.#pumping.has(clientId) && rank < (this.#urgent.get(clientId) ?? PRIORITIES + 1)) {
+      this.#urgent.set(clientId, rank);
+    }
+  }
+
+  /** Lists the delivery queues holding messages from before this process, once. */
+  #load(): Promise<void> {
+    this.#loaded ??= this.#store.stats().then((s) => {
+      for (const q of s.queues) {
+        const owner = q.count > 0 ? ownerOf(q.name) : undefined;
+        if (owner) this.#mark(owner.clientId, q.name, owner.rank);
+      }
+    });
+    return this.#loaded;
   }
 
   /** Delivers what is queued for `clientId`, in order, while it listens. One pump per client. */
@@ -113,6 +191,7 @@ export class DeviceDelivery {
       // A message stored, or a new connection, while a drain runs: it may have read
       // before the message or hold the old connection; run once more after it.
       this.#again.add(clientId);
+      this.#wakers.get(clientId)?.();
       return;
     }
     this.#pumping.add(clientId);
@@ -122,17 +201,53 @@ export class DeviceDelivery {
       )
       .finally(() => {
         this.#pumping.delete(clientId);
+        this.#urgent.delete(clientId);
+        this.#wakers.delete(clientId);
         if (this.#again.delete(clientId)) this.pump(clientId);
       });
   }
 
   /**
+   * Reads the next messages of the most urgent queue of `clientId` that may have some:
+   * priorities 0 to 9, then the base queue. A queue read empty is forgotten unless
+   * something was appended to it meanwhile.
+   */
+  async #next(
+    clientId: string,
+    cursorOf: (queue: string) => Cursor,
+  ): Promise<{ cursor: Cursor; rank: number; messages: StoredMessage[] } | undefined> {
+    const pending = this.#pending.get(clientId);
+    if (!pending) return undefined;
+    const ranked = [...pending.keys()]
+      .map((queue) => ({ queue, rank: ownerOf(queue)?.rank ?? PRIORITIES }))
+      .sort((a, b) => a.rank - b.rank);
+    for (const { queue, rank } of ranked) {
+      const seen = pending.get(queue);
+      const cursor = cursorOf(queue);
+      const messages = await this.#store.read(queue, {
+        from: cursor.from,
+        limit: WINDOW * 2,
+        maxBytes: WINDOW_BYTES,
+      });
+      const last = messages.at(-1);
+      if (last) {
+        cursor.from = last.offset + 1;
+        return { cursor, rank, messages };
+      }
+      if (pending.get(queue) === seen) pending.delete(queue);
+    }
+    if (pending.size === 0) this.#pending.delete(clientId);
+    return undefined;
+  }
+
+  /**
    * Delivers while the client listens: up to {@link WINDOW} messages unacknowledged, the
    * next one sent as each PUBACK comes back (so data keeps flowing and no round waits on a
-   * delayed TCP ACK), the queue acknowledged up to the contiguous prefix the client acked.
+   * delayed TCP ACK), each queue acknowledged up to the contiguous prefix the client acked.
+   * A message appended to a more urgent queue is sent before the rest of a less urgent one.
    */
   async #drain(clientId: string): Promise<void> {
-    const queue = deliveryQueue(clientId);
+    await this.#load();
     const [deviceId, moduleId] = clientId.split("/");
     const target = this.#find(clientId);
     if (!target?.listensForDeliveries()) return;
@@ -144,47 +259,51 @@ export class DeviceDelivery {
         ? `devices/${deviceId}/messages/devicebound/${bag}`
         : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
     };
-    const sent: number[] = [];
-    let head = 0;
-    const done = new Set<number>();
+    const cursors = new Map<string, Cursor>();
+    const cursorOf = (queue: string): Cursor => {
+      let c = cursors.get(queue);
+      if (!c) {
+        c = new Cursor(
+          (offset) => this.#store.ack(queue, offset),
+          // Not acknowledged: delivered again later (at least once).
+          (err) => this.#log.log("warn", "delivery-ack-failed", { clientId, reason: (err as Error).message }),
+        );
+        cursors.set(queue, c);
+      }
+      return c;
+    };
     let inflight = 0;
     let failed = false;
-    let from = 0;
     let buffer: StoredMessage[] = [];
-    let wake: (() => void) | undefined;
-    const acks = new AckCoalescer(
-      (offset) => this.#store.ack(queue, offset),
-      // Not acknowledged: delivered again later (at least once).
-      (err) => this.#log.log("warn", "delivery-ack-failed", { clientId, reason: (err as Error).message }),
-    );
+    let current: { cursor: Cursor; rank: number } | undefined;
     const settled = () => {
       inflight--;
-      const w = wake;
-      wake = undefined;
-      w?.();
+      this.#wakers.get(clientId)?.();
     };
     for (;;) {
       if (failed || this.#find(clientId) !== target || !target.listensForDeliveries()) break;
-      if (buffer.length === 0) {
-        buffer = await this.#store.read(queue, { from, limit: WINDOW * 2, maxBytes: WINDOW_BYTES });
-        const last = buffer.at(-1);
-        if (last) from = last.offset + 1;
-        else if (inflight === 0) break;
+      const urgent = this.#urgent.get(clientId);
+      this.#urgent.delete(clientId);
+      if (current && buffer[0] && urgent !== undefined && urgent < current.rank) {
+        // Unsent messages of a less urgent queue wait: they are read again after.
+        current.cursor.from = buffer[0].offset;
+        buffer = [];
       }
-      while (inflight < WINDOW && buffer.length > 0) {
+      if (buffer.length === 0) {
+        const next = await this.#next(clientId, cursorOf);
+        if (next) {
+          buffer = next.messages;
+          current = next;
+        } else if (inflight === 0) break;
+      }
+      while (inflight < WINDOW && buffer.length > 0 && current) {
         const m = buffer.shift() as StoredMessage;
+        const cursor = current.cursor;
         inflight++;
-        sent.push(m.offset);
+        cursor.sent(m.offset);
         target.deliverQos1(topicOf(m), m.body).then(
           () => {
-            done.add(m.offset);
-            let upTo = -1;
-            while (head < sent.length && done.has(sent[head] as number)) {
-              upTo = sent[head] as number;
-              done.delete(upTo);
-              head++;
-            }
-            if (upTo >= 0) acks.ack(upTo);
+            cursor.acked(m.offset);
             settled();
           },
           () => {
@@ -196,11 +315,15 @@ export class DeviceDelivery {
       }
       if (inflight >= WINDOW || (buffer.length === 0 && inflight > 0)) {
         await new Promise<void>((resolve) => {
-          wake = resolve;
+          this.#wakers.set(clientId, () => {
+            this.#wakers.delete(clientId);
+            resolve();
+          });
         });
       }
     }
-    await acks.idle();
+    this.#wakers.delete(clientId);
+    for (const c of cursors.values()) await c.acks.idle();
   }
 }
 

@@ -1,8 +1,9 @@
 /**
  * Direct methods: a call is published to the device on `$iothub/methods/POST/{name}/?$rid=…`
  * and completes when the device answers on `$iothub/methods/res/{status}/?$rid=…`.
- * As IoT Hub: 404 when the device is not connected (or not listening for methods),
- * 504 when it does not answer within the response timeout.
+ * As IoT Hub: a call to a client that is not connected (or not listening for methods)
+ * waits up to its connect timeout (default 0) for it to subscribe, then fails with 404; a
+ * call delivered fails with 504 when no answer comes within the response timeout.
  */
 
 /** What a method call returns. */
@@ -15,7 +16,10 @@ export interface MethodResult {
 export interface MethodCall {
   methodName: string;
   payload?: unknown;
+  /** How long to wait for the answer once the call is delivered: 5 to 300, default 30. */
   responseTimeoutInSeconds?: number;
+  /** How long to wait for the client to connect and listen: 0 (default) to 300. */
+  connectTimeoutInSeconds?: number;
 }
 
 /** The part of a connection methods need. */
@@ -46,6 +50,8 @@ export function methodPayload(bytes: Buffer): unknown {
 export class DirectMethods {
   readonly #find: (clientId: string) => MethodTarget | undefined;
   readonly #pending = new Map<string, Pending>();
+  /** Calls waiting for their client to listen, by client id. */
+  readonly #connecting = new Map<string, Set<() => void>>();
   #next = 0;
 
   /** @param find the connected target of a client id, if any. */
@@ -54,16 +60,27 @@ export class DirectMethods {
   }
 
   /** Invokes a method on `clientId` (`deviceId` or `deviceId/moduleId`). */
-  invoke(clientId: string, call: MethodCall): Promise<MethodResult> {
-    const target = this.#find(clientId);
+  async invoke(clientId: string, call: MethodCall): Promise<MethodResult> {
+    let target = this.#find(clientId);
     if (!target?.listensForMethods()) {
-      return Promise.resolve({
-        status: 404,
-        payload: { errorCode: 404103, message: `${clientId} is not connected or not listening for methods` },
-      });
+      const connect = Math.min(Math.max(call.connectTimeoutInSeconds ?? 0, 0), MAX_TIMEOUT_SECS);
+      if (connect > 0) {
+        await this.#listened(clientId, connect * 1000);
+        target = this.#find(clientId);
+      }
+      if (!target?.listensForMethods()) {
+        return {
+          status: 404,
+          payload: {
+            errorCode: 404103,
+            message: `${clientId} is not connected or not listening for methods`,
+          },
+        };
+      }
     }
     const timeout = Math.min(Math.max(call.responseTimeoutInSeconds ?? 30, 5), MAX_TIMEOUT_SECS);
     const rid = (++this.#next).toString(16);
+    const listening = target;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#pending.delete(rid);
@@ -74,8 +91,33 @@ export class DirectMethods {
       }, timeout * 1000);
       this.#pending.set(rid, { clientId, resolve, timer });
       const body = Buffer.from(JSON.stringify(call.payload ?? null));
-      target.deliver(`$iothub/methods/POST/${encodeURIComponent(call.methodName)}/?$rid=${rid}`, body);
+      listening.deliver(`$iothub/methods/POST/${encodeURIComponent(call.methodName)}/?$rid=${rid}`, body);
     });
+  }
+
+  /** Resolves when `clientId` subscribes to its methods, or after `ms`. */
+  #listened(clientId: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let waiters = this.#connecting.get(clientId);
+      if (!waiters) {
+        waiters = new Set();
+        this.#connecting.set(clientId, waiters);
+      }
+      const set = waiters;
+      const done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0 && this.#connecting.get(clientId) === set) this.#connecting.delete(clientId);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+    });
+  }
+
+  /** `clientId` subscribed to its methods: calls waiting for it to connect go now. */
+  listening(clientId: string): void {
+    for (const done of [...(this.#connecting.get(clientId) ?? [])]) done();
   }
 
   /** A device's answer; ignored unless it matches a call to that same client. */
@@ -97,8 +139,9 @@ export class DirectMethods {
     }
   }
 
-  /** Fails every call (the hub is closing). */
+  /** Fails every call (the hub is closing), those waiting for their client with 404. */
   close(): void {
     for (const p of this.#pending.values()) this.disconnected(p.clientId);
+    for (const waiters of [...this.#connecting.values()]) for (const done of [...waiters]) done();
   }
 }

@@ -5,13 +5,10 @@
  * (as IoT Edge) and is counted.
  */
 import type { RouteSpec } from "../config/config.js";
+import { deliveryQueue } from "../delivery/queues.js";
 import { type ConditionInput, matches } from "./condition.js";
+import { PRIORITIES, priorityQueue } from "./priority.js";
 import type { RouteSource } from "./route-grammar.js";
-
-/** The queue of upstream messages of `priority` (0 highest … 9); routes without one use the base queue. */
-export function priorityQueue(base: string, priority: number): string {
-  return `${base}/p${priority}`;
-}
 
 /** Where a message goes: a store queue, with the route's TTL and what delivery needs. */
 export interface Destination {
@@ -118,7 +115,7 @@ export class RouteTable {
   /** The destinations of `m`, each once; empty when no route takes it. Read-only. */
   destinations(m: RoutedMessage): readonly Destination[] {
     if (this.#routes.length === 0) return this.#everythingUpstream;
-    const out = new Map<string, Destination>();
+    const out = new Map<string, { d: Destination; rank: number }>();
     let input: ConditionInput | undefined;
     for (const r of this.#routes) {
       const { source, condition, sink } = r.parsed;
@@ -130,17 +127,23 @@ export class RouteTable {
       const ttlSecs = r.timeToLiveSecs;
       let d: Destination;
       if (sink.kind === "upstream") d = { queue: this.#upstreamQueueOf(r.priority), ttlSecs };
-      else if (sink.kind === "device")
-        d = { queue: `$c2d/${sink.deviceId}`, ttlSecs, clientId: sink.deviceId };
       else {
-        const clientId = `${this.#modulesOf(m)}/${sink.moduleId}`;
-        d = { queue: `$inputs/${clientId}`, ttlSecs, input: sink.input, clientId };
+        const clientId = sink.kind === "device" ? sink.deviceId : `${this.#modulesOf(m)}/${sink.moduleId}`;
+        const base = deliveryQueue(clientId);
+        const queue = r.priority === undefined ? base : priorityQueue(base, r.priority);
+        d =
+          sink.kind === "device"
+            ? { queue, ttlSecs, clientId }
+            : { queue, ttlSecs, input: sink.input, clientId };
       }
-      // One copy per endpoint (queue and input): two routes into the same one store it once.
-      const key = `${d.queue}\u0000${d.input ?? ""}`;
-      if (!out.has(key)) out.set(key, d);
+      // One copy per endpoint (upstream, a client and input): two routes into the same one
+      // store it once, in the queue of the most urgent of them.
+      const key = `${d.clientId ?? ""}\u0000${d.input ?? ""}`;
+      const rank = r.priority ?? PRIORITIES;
+      const seen = out.get(key);
+      if (!seen || rank < seen.rank) out.set(key, { d, rank });
     }
     if (out.size === 0) this.unrouted++;
-    return [...out.values()];
+    return Array.from(out.values(), (e) => e.d);
   }
 }

@@ -2,10 +2,10 @@
  * The router: where a device's or module's message goes, by the hub's routes
  * ({@link RouteTable}): `$upstream` on an edge hub (the built-in events queue on a root),
  * module inputs, devices. A message routed to several endpoints is appended to all of
- * them in one store call where it can be (same TTL, no input name), so they are stored
- * together. Appends made in one event-loop turn, from every connection, go to the store
- * together and share one group commit; the message is acknowledged once every copy is
- * durable.
+ * them in one store call (one part per form it is stored in: TTL, input name), so the
+ * store keeps every copy or none. Appends made in one event-loop turn, from every
+ * connection, go to the store together and share one group commit; the message is
+ * acknowledged once its copies are durable.
  */
 import { EventEmitter } from "node:events";
 import type { AppendMessage, MessageStore } from "../store/index.js";
@@ -30,19 +30,26 @@ export type Accepted = (err: unknown) => void;
 /** Stored with a module-input copy: the input's name. */
 export const INPUT_PROPERTY = "$.in";
 
-/** A message waiting for all its copies. */
-interface Waiting {
-  left: number;
-  failed: unknown;
-  done: Accepted;
+/** Messages of one turn stored in the same form in the same queues. */
+interface Part {
+  queues: string[];
+  ttl: number | undefined;
+  input: string | undefined;
+  messages: AppendMessage[];
 }
 
-/** Messages of one turn going to the same queues with the same TTL and input. */
+/**
+ * One store call of a turn: consecutive messages with the same layout of parts (most often
+ * one part: one queue, or upstream and one module input). Every copy of a message is in the
+ * same call, so the store keeps them all or none.
+ */
 interface Group {
-  queues: string[];
-  messages: AppendMessage[];
-  waiting: Waiting[];
+  parts: Part[];
+  done: Accepted[];
 }
+
+/** Where one message goes, in as few parts as its forms allow. */
+type Layout = Array<{ queues: string[]; ttl: number | undefined; input: string | undefined }>;
 
 /** Routes telemetry into the store. Emits `stored` (queue) after each append. */
 export class Router extends EventEmitter<{ stored: [queue: string] }> {
@@ -50,8 +57,8 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   #table: RouteTable;
   /** TTL of what goes to the upstream queue when its route gives none (the events retention on a root). */
   readonly #upstreamTtl: number | undefined;
-  /** This turn's appends, in order; consecutive messages for the same queues, TTL and input share one. */
-  #groups: Array<Group & { ttl: number | undefined; input: string | undefined }> = [];
+  /** This turn's store calls, in order; consecutive messages with the same layout share one. */
+  #groups: Group[] = [];
   readonly #recent = new RecentIds();
 
   constructor(store: MessageStore, table: RouteTable, upstreamTtlSecs?: number) {
@@ -105,64 +112,90 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
     }
     if (this.#groups.length === 0) setImmediate(() => this.#flush());
     if (destinations.length === 1) {
-      // The common case: one endpoint, no grouping to work out.
+      // The common case: one endpoint, no layout to work out.
       const d = destinations[0] as Destination;
-      this.#add([d.queue], this.#ttl(d), d.input, t, { left: 1, failed: null, done });
+      const ttl = this.#ttl(d);
+      const g = this.#groups.at(-1);
+      const p = g?.parts.length === 1 ? g.parts[0] : undefined;
+      // Joining the last call allocates no layout (the ingest path with one route).
+      if (g && p && p.ttl === ttl && p.input === d.input && p.queues.length === 1 && p.queues[0] === d.queue)
+        this.#push(g, t, done);
+      else this.#add([{ queues: [d.queue], ttl, input: d.input }], t, done);
       return;
     }
-    // Endpoints with one TTL share one append, so they are stored together. A module input's
-    // copy carries its input name: with one input among the endpoints every copy carries it
-    // (the other endpoints ignore it); each further input is an append of its own.
+    // Endpoints with one TTL share one part, stored in one form. A module input's copy
+    // carries its input name: with one input among the endpoints every copy carries it
+    // (the other endpoints ignore it); each further input is a part of its own.
     const inputs = new Set(destinations.filter((d) => d.input !== undefined).map((d) => d.input));
     const shared = inputs.size === 1 ? [...inputs][0] : undefined;
-    const units = new Map<string, { queues: string[]; ttl: number | undefined; input: string | undefined }>();
+    const parts = new Map<string, Layout[number]>();
     for (const d of destinations) {
       const ttl = this.#ttl(d);
       const own = d.input === undefined || d.input === shared;
       const key = own ? `ttl:${ttl}` : `in:${d.queue}:${d.input}:${ttl}`;
-      const u = units.get(key);
-      if (u) u.queues.push(d.queue);
-      else units.set(key, { queues: [d.queue], ttl, input: own ? shared : d.input });
+      const p = parts.get(key);
+      if (p) p.queues.push(d.queue);
+      else parts.set(key, { queues: [d.queue], ttl, input: own ? shared : d.input });
     }
-    const waiting: Waiting = { left: units.size, failed: null, done };
-    for (const u of units.values()) this.#add(u.queues, u.ttl, u.input, t, waiting);
+    this.#add([...parts.values()], t, done);
   }
 
   #ttl(d: Destination): number | undefined {
     return d.ttlSecs ?? (d.clientId === undefined ? this.#upstreamTtl : undefined);
   }
 
-  #add(queues: string[], ttl: number | undefined, input: string | undefined, t: Telemetry, w: Waiting): void {
-    // Only the last append of the turn is joined: appends are issued in order, so every
+  #add(layout: Layout, t: Telemetry, done: Accepted): void {
+    // Only the last call of the turn is joined: calls are issued in order, so every
     // queue gets its messages in the order they arrived.
     let g = this.#groups.at(-1);
-    const same = g !== undefined && g.ttl === ttl && g.input === input && sameQueues(g.queues, queues);
-    if (!g || !same) {
-      g = { queues, ttl, input, messages: [], waiting: [] };
+    if (!g || !sameLayout(g.parts, layout)) {
+      g = { parts: layout.map((l) => ({ ...l, messages: [] })), done: [] };
       this.#groups.push(g);
     }
-    const properties = input === undefined ? t.properties : { ...t.properties, [INPUT_PROPERTY]: input };
-    g.messages.push(
-      ttl === undefined ? { body: t.body, properties } : { body: t.body, properties, ttlSecs: ttl },
-    );
-    g.waiting.push(w);
+    this.#push(g, t, done);
+  }
+
+  #push(g: Group, t: Telemetry, done: Accepted): void {
+    for (const p of g.parts) {
+      const properties =
+        p.input === undefined ? t.properties : { ...t.properties, [INPUT_PROPERTY]: p.input };
+      p.messages.push(
+        p.ttl === undefined ? { body: t.body, properties } : { body: t.body, properties, ttlSecs: p.ttl },
+      );
+    }
+    g.done.push(done);
   }
 
   #flush(): void {
     const groups = this.#groups;
     this.#groups = [];
     for (const g of groups) {
-      this.#store.append(g.queues, g.messages).then(
+      const [first] = g.parts as [Part];
+      const stored =
+        g.parts.length === 1
+          ? this.#store.append(first.queues, first.messages)
+          : this.#store.appendParts(g.parts);
+      stored.then(
         () => {
-          for (const w of g.waiting) settle(w, null);
-          for (const q of g.queues) this.emit("stored", q);
+          for (const done of g.done) done(null);
+          for (const p of g.parts) for (const q of p.queues) this.emit("stored", q);
         },
         (err: unknown) => {
-          for (const w of g.waiting) settle(w, err);
+          for (const done of g.done) done(err);
         },
       );
     }
   }
+}
+
+function sameLayout(a: Part[], b: Layout): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as Part;
+    const y = b[i] as Layout[number];
+    if (x.ttl !== y.ttl || x.input !== y.input || !sameQueues(x.queues, y.queues)) return false;
+  }
+  return true;
 }
 
 function sameQueues(a: string[], b: string[]): boolean {
@@ -170,9 +203,4 @@ function sameQueues(a: string[], b: string[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-function settle(w: Waiting, err: unknown): void {
-  if (err && !w.failed) w.failed = err;
-  if (--w.left === 0) w.done(w.failed ?? null);
 }

@@ -19,7 +19,7 @@ import { ApiError, readBody, readJson, sendError, sendJson } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, isScopeCall } from "./scope.js";
-import { deviceJson, eventJson, moduleJson, twinJson } from "./shapes.js";
+import { deviceJson, eventJson, methodCallOf, moduleJson, twinJson } from "./shapes.js";
 
 /** What the API works on. */
 export interface ServiceApiContext {
@@ -279,18 +279,7 @@ export class ServiceApi {
         );
       }
       if (rest.length === 1 && rest[0] === "methods" && method === "POST") {
-        const call = (await readJson(req)) as
-          | { methodName?: unknown; payload?: unknown; responseTimeoutInSeconds?: unknown }
-          | undefined;
-        if (typeof call?.methodName !== "string" || call.methodName === "")
-          throw new ApiError(400, "ArgumentInvalid", "methodName is required");
-        const timeout =
-          typeof call.responseTimeoutInSeconds === "number" ? call.responseTimeoutInSeconds : undefined;
-        const r = await ctx.methods.invoke(clientId, {
-          methodName: call.methodName,
-          payload: call.payload,
-          ...(timeout === undefined ? {} : { responseTimeoutInSeconds: timeout }),
-        });
+        const r = await ctx.methods.invoke(clientId, methodCallOf(await readJson(req)));
         if (r.status === 404)
           throw new ApiError(
             404,

@@ -1,7 +1,9 @@
-/** The JSON shapes of IoT Hub's service API: devices, modules, twins, events. */
+/** The JSON shapes of IoT Hub's service API: devices, modules, twins, events, method calls. */
 import type { Authentication, Device, Module } from "../auth/registry.js";
+import type { MethodCall } from "../methods/direct-methods.js";
 import type { StoredMessage } from "../store/index.js";
 import type { Twin } from "../twin/twins.js";
+import { ApiError } from "./http.js";
 
 const EPOCH = "0001-01-01T00:00:00Z";
 
@@ -104,4 +106,20 @@ export function eventJson(m: StoredMessage): Record<string, unknown> {
     systemProperties,
     body: m.body.toString("base64"),
   };
+}
+
+/** A method call as `POST …/methods` takes it (the service SDKs' and `ModuleClient.invokeMethod`'s body). */
+export function methodCallOf(body: unknown): MethodCall {
+  const call = (body ?? {}) as Record<string, unknown>;
+  if (typeof call.methodName !== "string" || call.methodName === "")
+    throw new ApiError(400, "ArgumentInvalid", "methodName is required");
+  const out: MethodCall = { methodName: call.methodName, payload: call.payload };
+  for (const key of ["responseTimeoutInSeconds", "connectTimeoutInSeconds"] as const) {
+    const v = call[key];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0)
+      throw new ApiError(400, "ArgumentInvalid", `${key} must be a number of seconds`);
+    out[key] = v;
+  }
+  return out;
 }

@@ -2,6 +2,7 @@
 export type { StoredMessage } from "./codec.js";
 export {
   type AppendMessage,
+  type AppendPart,
   type KvEntry,
   type KvSpace,
   MessageStore,

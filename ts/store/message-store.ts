@@ -35,6 +35,12 @@ export interface AppendMessage {
   ttlSecs?: number;
 }
 
+/** One part of {@link MessageStore.appendParts}: messages for each of some queues. */
+export interface AppendPart {
+  queues: string[];
+  messages: AppendMessage[];
+}
+
 /** Options of {@link MessageStore.read}. */
 export interface ReadOptions {
   /** First offset to read (default 0); acked offsets are skipped. */
@@ -263,6 +269,34 @@ export class MessageStore {
       const firsts = await this.#native.append(queues, encodeBatch(prepared), prepared.length);
       const offsets = firsts.map((first) => Array.from({ length: prepared.length }, (_, i) => first + i));
       return Array.isArray(queue) ? offsets : (offsets[0] ?? []);
+    });
+  }
+
+  /**
+   * Appends each part's messages to each of its queues, the parts in order and in one
+   * write: every part is stored or none is. For a message that goes to several queues in
+   * different forms (other properties or TTL): one part per form. A queue may appear in
+   * several parts, not twice in one. Resolves, per part, to the offsets in each of its queues.
+   */
+  async appendParts(parts: AppendPart[]): Promise<number[][][]> {
+    return this.#run(async () => {
+      if (!Array.isArray(parts) || parts.length === 0) throw invalid("at least one part is required");
+      const queues: string[][] = [];
+      const batches: Uint8Array[] = [];
+      const counts: number[] = [];
+      for (const p of parts) {
+        if (!Array.isArray(p?.queues) || p.queues.length === 0)
+          throw invalid("at least one queue is required");
+        for (const q of p.queues) checkName("queue", q);
+        const prepared = prepare(p.messages);
+        queues.push(p.queues);
+        batches.push(encodeBatch(prepared));
+        counts.push(prepared.length);
+      }
+      const firsts = await this.#native.appendParts(queues, batches, counts);
+      return firsts.map((part, i) =>
+        part.map((first) => Array.from({ length: counts[i] as number }, (_, j) => first + j)),
+      );
     });
   }
 

@@ -8,7 +8,7 @@ import type { Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
-import { priorityQueue } from "../routing/route-table.js";
+import { PRIORITIES, priorityQueue } from "../routing/priority.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { ParentCredentials } from "./credentials.js";
@@ -72,7 +72,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     // rate cap for all of them: it is the uplink's.
     const rate = parent.maxMessagesPerSec === undefined ? undefined : new RateLimit(parent.maxMessagesPerSec);
     const queues = [
-      ...Array.from({ length: 10 }, (_, p) => priorityQueue(UPSTREAM_QUEUE, p)),
+      ...Array.from({ length: PRIORITIES }, (_, p) => priorityQueue(UPSTREAM_QUEUE, p)),
       UPSTREAM_QUEUE,
     ];
     this.forwarders = [];

@@ -218,6 +218,34 @@ impl NativeStore {
         )
     }
 
+    /// Appends several parts in one write, all or none: part `i` is the `counts[i]`
+    /// messages of `batches[i]`, for every queue of `queues[i]`. Resolves, per part, to the
+    /// first offset assigned in each of its queues.
+    #[napi]
+    pub fn append_parts<'env>(
+        &self,
+        env: &'env Env,
+        queues: Vec<Vec<String>>,
+        batches: Vec<Buffer>,
+        counts: Vec<u32>,
+    ) -> Result<Object<'env>> {
+        if queues.len() != batches.len() || queues.len() != counts.len() {
+            return Err(invalid("queues, batches and counts must have one entry per part"));
+        }
+        let mut parts = Vec::with_capacity(queues.len());
+        for ((q, batch), count) in queues.into_iter().zip(batches).zip(counts) {
+            parts.push((q, MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(to_napi)?));
+        }
+        let store = self.store.clone();
+        settle(
+            env,
+            move |reply| store.append_parts_with(parts, reply),
+            |parts: Vec<Vec<std::ops::Range<u64>>>| {
+                parts.iter().map(|p| p.iter().map(|o| o.start as i64).collect::<Vec<i64>>()).collect::<Vec<_>>()
+            },
+        )
+    }
+
     /// Changes the default TTL, the quota and the policy when full for later appends.
     #[napi]
     pub fn configure<'env>(

@@ -19,7 +19,7 @@ use crate::options::{self, Limits, Options};
 use crate::queue::QueueStats;
 use crate::record;
 use crate::state::State;
-use crate::writer::{Command, Reply, Writer};
+use crate::writer::{Command, Part, Reply, Writer};
 
 /// A message to append.
 #[derive(Debug, Clone, Default)]
@@ -168,24 +168,42 @@ impl Store {
     /// Appends the batch to every queue in `queues` atomically; `done` gets the offsets
     /// assigned in each queue (consecutive) once the write holding them is durable.
     pub fn append_with(&self, queues: Vec<String>, messages: MessageBatch, done: Reply<Vec<Range<u64>>>) {
+        self.append_parts_with(
+            vec![(queues, messages)],
+            Box::new(move |r| done(r.map(|mut parts| parts.pop().unwrap_or_default()))),
+        );
+    }
+
+    /// Appends each part's batch to each of its queues, the parts in order and all in one
+    /// write: either every part is stored or none is (a message that goes to several
+    /// queues with different properties or TTLs is one part per variant). A queue may be
+    /// named by several parts, not twice in one. `done` gets, per part, the offsets
+    /// assigned in each of its queues.
+    pub fn append_parts_with(&self, parts: Vec<(Vec<String>, MessageBatch)>, done: Reply<Vec<Vec<Range<u64>>>>) {
         let checked = (|| {
-            if queues.is_empty() {
-                return Err(Error::InvalidArgument("at least one queue is required".into()));
+            if parts.is_empty() {
+                return Err(Error::InvalidArgument("at least one part is required".into()));
             }
-            let mut names: Vec<Arc<str>> = Vec::with_capacity(queues.len());
-            for q in queues {
-                check_name("queue name", &q)?;
-                if names.iter().any(|n| **n == *q) {
-                    return Err(Error::InvalidArgument(format!("queue {q:?} is named twice")));
+            let mut checked = Vec::with_capacity(parts.len());
+            for (queues, messages) in parts {
+                if queues.is_empty() {
+                    return Err(Error::InvalidArgument("at least one queue is required".into()));
                 }
-                names.push(q.into());
+                let mut names: Vec<Arc<str>> = Vec::with_capacity(queues.len());
+                for q in queues {
+                    check_name("queue name", &q)?;
+                    if names.iter().any(|n| **n == *q) {
+                        return Err(Error::InvalidArgument(format!("queue {q:?} is named twice")));
+                    }
+                    names.push(q.into());
+                }
+                checked.push(Part { queues: names, messages });
             }
-            Ok(names)
+            Ok(checked)
         })();
         match checked {
-            Ok(queues) => {
-                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { queues, messages, reply: done })
-                {
+            Ok(parts) => {
+                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { parts, reply: done }) {
                     reply(Err(Error::Closed));
                 }
             }
@@ -193,12 +211,18 @@ impl Store {
         }
     }
 
+    /// Blocking `append_parts_with`, from owned messages.
+    pub fn append_parts(&self, parts: &[(&[&str], Vec<NewMessage>)]) -> Result<Vec<Vec<Range<u64>>>> {
+        let mut packed = Vec::with_capacity(parts.len());
+        for (queues, messages) in parts {
+            packed.push((queues.iter().map(|q| q.to_string()).collect(), pack(messages)?));
+        }
+        wait(|reply| self.append_parts_with(packed, reply))
+    }
+
     /// Blocking `append_with`, from owned messages.
     pub fn append(&self, queues: &[&str], messages: Vec<NewMessage>) -> Result<Vec<Range<u64>>> {
-        let mut batch = MessageBatch::new();
-        for m in &messages {
-            batch.push(&m.properties, &m.body, m.ttl_secs)?;
-        }
+        let batch = pack(&messages)?;
         wait(|reply| self.append_with(queues.iter().map(|q| q.to_string()).collect(), batch, reply))
     }
 
@@ -444,4 +468,12 @@ fn wait<T: Send + 'static>(start: impl FnOnce(Reply<T>)) -> Result<T> {
     let (tx, rx) = mpsc::channel();
     start(Box::new(move |r| drop(tx.send(r))));
     rx.recv().unwrap_or(Err(Error::Closed))
+}
+
+fn pack(messages: &[NewMessage]) -> Result<MessageBatch> {
+    let mut batch = MessageBatch::new();
+    for m in messages {
+        batch.push(&m.properties, &m.body, m.ttl_secs)?;
+    }
+    Ok(batch)
 }

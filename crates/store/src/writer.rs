@@ -30,11 +30,17 @@ use crate::state::State;
 /// Completion callback of an asynchronous operation, called once from the writer thread.
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
+/// Messages for some queues (each gets them all), one part of an append.
+pub(crate) struct Part {
+    pub queues: Vec<Arc<str>>,
+    pub messages: MessageBatch,
+}
+
 pub(crate) enum Command {
+    /// Parts applied in order, all in one write: none is stored unless all are.
     Append {
-        queues: Vec<Arc<str>>,
-        messages: MessageBatch,
-        reply: Reply<Vec<Range<u64>>>,
+        parts: Vec<Part>,
+        reply: Reply<Vec<Vec<Range<u64>>>>,
     },
     Ack {
         queue: Arc<str>,
@@ -238,7 +244,7 @@ impl Writer {
 
     fn apply(&mut self, b: &mut Batch, cmd: Command) {
         match cmd {
-            Command::Append { queues, messages, reply } => match self.append(b, &queues, &messages) {
+            Command::Append { parts, reply } => match self.append(b, &parts) {
                 Ok(offsets) => b.done.push(answer(reply, offsets)),
                 Err(e) => reply(Err(e)),
             },
@@ -294,11 +300,15 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, b: &mut Batch, queues: &[Arc<str>], messages: &MessageBatch) -> Result<Vec<Range<u64>>> {
+    /// Applies `parts` in order. Every fallible step (quota, queue ids, queue state) comes
+    /// before the first write to the batch, so a refused append leaves nothing behind in it
+    /// (the batch is shared with other callers) and the parts are stored all or none.
+    fn append(&mut self, b: &mut Batch, parts: &[Part]) -> Result<Vec<Vec<Range<u64>>>> {
         let now = options::now_ms();
-        let incoming: u64 = queues
-            .iter()
-            .map(|name| {
+        let total: usize = parts.iter().map(|p| p.messages.len()).sum();
+        let mut incoming = 0u64;
+        for p in parts {
+            for name in &p.queues {
                 // Upper bound: any message may start a run, so count the clamp's 8 bytes for
                 // all of them once the queue could reach the cap within this append.
                 let runs = self.qid(b, name).map_or(0, |id| {
@@ -306,13 +316,14 @@ impl Writer {
                         .get(&id)
                         .map_or_else(|| self.read_state().queues.get(&id).map_or(0, |q| q.runs.len()), |q| q.runs.len())
                 });
-                let crowded = runs + messages.len() >= MAX_RUNS;
-                messages
+                let crowded = runs + total >= MAX_RUNS;
+                incoming += p
+                    .messages
                     .iter()
                     .map(|m| (keys::MSG_KEY_LEN + record::encoded_len(m.properties, m.body, crowded)) as u64)
-                    .sum::<u64>()
-            })
-            .sum();
+                    .sum::<u64>();
+            }
+        }
         let max = self.opts.max_size_bytes;
         if b.live_bytes.saturating_add(incoming) > max {
             if self.opts.when_full == WhenFull::Reject || incoming > max {
@@ -328,54 +339,71 @@ impl Writer {
         }
         let db = self.db.clone();
         let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
+        // Queue ids, new ones numbered once even when several parts name them.
+        let mut fresh: Vec<(Arc<str>, u32)> = Vec::new();
+        let mut next_qid = b.next_qid;
+        let mut ids: Vec<Vec<u32>> = Vec::with_capacity(parts.len());
+        for p in parts {
+            let mut part_ids = Vec::with_capacity(p.queues.len());
+            for name in &p.queues {
+                let known = self.qid(b, name).or_else(|| fresh.iter().find(|(n, _)| n == name).map(|(_, id)| *id));
+                part_ids.push(match known {
+                    Some(id) => id,
+                    None => {
+                        let id = next_qid;
+                        next_qid = id.checked_add(1).ok_or_else(|| Error::InvalidArgument("too many queues".into()))?;
+                        fresh.push((name.clone(), id));
+                        id
+                    }
+                });
+            }
+            ids.push(part_ids);
+        }
+        for &id in ids.iter().flatten() {
+            if !fresh.iter().any(|(_, f)| *f == id) {
+                self.queue(&mut b.overlay, id)?;
+            }
+        }
+        if !fresh.is_empty() {
+            b.next_qid = next_qid;
+            b.globals_dirty = true;
+        }
+        for (name, qid) in fresh {
+            b.wb.put_cf(meta_cf, keys::name(&name), qid.to_be_bytes());
+            b.overlay.insert(qid, Queue::new(qid, name.clone()));
+            b.names.push((name, qid));
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
-        let mut all = Vec::with_capacity(queues.len());
-        // Every fallible step comes before the first write to the batch, so a refused
-        // append leaves nothing behind in it (the batch is shared with other callers).
-        let mut fresh = b.next_qid;
-        let mut ids = Vec::with_capacity(queues.len());
-        for name in queues {
-            ids.push(match self.qid(b, name) {
-                Some(id) => (id, false),
-                None => {
-                    let id = fresh;
-                    fresh = id.checked_add(1).ok_or_else(|| Error::InvalidArgument("too many queues".into()))?;
-                    (id, true)
+        let mut all = Vec::with_capacity(parts.len());
+        for (p, part_ids) in parts.iter().zip(&ids) {
+            let mut ranges = Vec::with_capacity(part_ids.len());
+            for &qid in part_ids {
+                // Every queue of the append was put in the overlay above.
+                let q = b.overlay.get_mut(&qid).ok_or_else(|| Error::Corrupt {
+                    path: self.path.clone(),
+                    reason: format!("queue id {qid} has no state"),
+                })?;
+                let old_tail = q.tail;
+                let mut added = 0u64;
+                for m in p.messages.iter() {
+                    let expires_at = options::expiry(now, m.ttl_secs.unwrap_or(self.opts.default_ttl_secs));
+                    let (evict_at, new_run) = q.place(expires_at);
+                    let h = Header { enqueued_at: now, expires_at, cum_bytes: q.tail_cum, evict_at };
+                    scratch.clear();
+                    record::encode(&mut scratch, &h, m.properties, m.body);
+                    b.wb.put_cf(msgs_cf, keys::msg(qid, q.tail), &scratch);
+                    let size = (keys::MSG_KEY_LEN + scratch.len()) as u64;
+                    q.push(size, now, evict_at, new_run);
+                    added += size;
                 }
-            });
-        }
-        for (name, &(qid, new)) in queues.iter().zip(&ids) {
-            if new {
-                b.next_qid = qid + 1;
-                b.globals_dirty = true;
-                b.wb.put_cf(meta_cf, keys::name(name), qid.to_be_bytes());
-                b.names.push((name.clone(), qid));
-                b.overlay.insert(qid, Queue::new(qid, name.clone()));
-            } else {
-                self.queue(&mut b.overlay, qid)?;
+                b.wb.put_cf(meta_cf, keys::queue(qid), q.encode_counters());
+                for run in q.runs.iter().rev().take_while(|r| r.end > old_tail) {
+                    b.wb.put_cf(meta_cf, keys::run(qid, run.start), run.encode());
+                }
+                b.live_bytes += added;
+                ranges.push(old_tail..q.tail);
             }
-        }
-        for &(qid, _) in &ids {
-            let q = self.queue(&mut b.overlay, qid)?;
-            let old_tail = q.tail;
-            let mut added = 0u64;
-            for m in messages.iter() {
-                let expires_at = options::expiry(now, m.ttl_secs.unwrap_or(self.opts.default_ttl_secs));
-                let (evict_at, new_run) = q.place(expires_at);
-                let h = Header { enqueued_at: now, expires_at, cum_bytes: q.tail_cum, evict_at };
-                scratch.clear();
-                record::encode(&mut scratch, &h, m.properties, m.body);
-                b.wb.put_cf(msgs_cf, keys::msg(qid, q.tail), &scratch);
-                let size = (keys::MSG_KEY_LEN + scratch.len()) as u64;
-                q.push(size, now, evict_at, new_run);
-                added += size;
-            }
-            b.wb.put_cf(meta_cf, keys::queue(qid), q.encode_counters());
-            for run in q.runs.iter().rev().take_while(|r| r.end > old_tail) {
-                b.wb.put_cf(meta_cf, keys::run(qid, run.start), run.encode());
-            }
-            b.live_bytes += added;
-            all.push(old_tail..q.tail);
+            all.push(ranges);
         }
         self.scratch = scratch;
         Ok(all)
