@@ -4,6 +4,7 @@ export {
   type AppendMessage,
   type AppendPart,
   type KvEntry,
+  type KvPut,
   type KvSpace,
   MessageStore,
   type QueueStats,

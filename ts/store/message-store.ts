@@ -41,6 +41,13 @@ export interface AppendPart {
   messages: AppendMessage[];
 }
 
+/** A KV entry written with {@link MessageStore.appendParts}. */
+export interface KvPut {
+  ns: string;
+  key: string;
+  value: Buffer | Uint8Array | string;
+}
+
 /** Options of {@link MessageStore.read}. */
 export interface ReadOptions {
   /** First offset to read (default 0); acked offsets are skipped. */
@@ -117,6 +124,15 @@ function checkTtl(what: string, ttl: unknown): asserts ttl is number {
   if (ttl !== -1) checkInteger(what, ttl, 1);
 }
 
+/** A KV entry's arguments, checked, its value as bytes. */
+function checkPut({ ns, key, value }: KvPut): { ns: string; key: string; value: Uint8Array } {
+  checkName("namespace", ns);
+  if (typeof key !== "string") throw invalid("key must be a string");
+  const bytes = typeof value === "string" ? Buffer.from(value) : value;
+  if (!(bytes instanceof Uint8Array)) throw invalid("value must be a Buffer, Uint8Array or string");
+  return { ns, key, value: bytes };
+}
+
 function prepare(messages: unknown): PreparedMessage[] {
   if (!Array.isArray(messages)) throw invalid("messages must be an array");
   return messages.map((m: unknown, i): PreparedMessage => {
@@ -182,15 +198,11 @@ export class MessageStore {
     this.#native = nativeStore;
     this.#path = path;
     this.kv = {
-      put: (ns, key, value) => {
-        const bytes = typeof value === "string" ? Buffer.from(value) : value;
-        return this.#run(() => {
-          checkName("namespace", ns);
-          if (typeof key !== "string") throw invalid("key must be a string");
-          if (!(bytes instanceof Uint8Array)) throw invalid("value must be a Buffer, Uint8Array or string");
-          return this.#native.kvPut(ns, key, bytes);
-        });
-      },
+      put: (ns, key, value) =>
+        this.#run(() => {
+          const put = checkPut({ ns, key, value });
+          return this.#native.kvPut(put.ns, put.key, put.value);
+        }),
       get: (ns, key) =>
         this.#run(() => {
           checkName("namespace", ns);
@@ -276,9 +288,10 @@ export class MessageStore {
    * Appends each part's messages to each of its queues, the parts in order and in one
    * write: every part is stored or none is. For a message that goes to several queues in
    * different forms (other properties or TTL): one part per form. A queue may appear in
-   * several parts, not twice in one. Resolves, per part, to the offsets in each of its queues.
+   * several parts, not twice in one. `kv` entries are put in the same write (state kept
+   * beside the messages). Resolves, per part, to the offsets in each of its queues.
    */
-  async appendParts(parts: AppendPart[]): Promise<number[][][]> {
+  async appendParts(parts: AppendPart[], kv: KvPut[] = []): Promise<number[][][]> {
     return this.#run(async () => {
       if (!Array.isArray(parts) || parts.length === 0) throw invalid("at least one part is required");
       const queues: string[][] = [];
@@ -293,7 +306,7 @@ export class MessageStore {
         batches.push(encodeBatch(prepared));
         counts.push(prepared.length);
       }
-      const firsts = await this.#native.appendParts(queues, batches, counts);
+      const firsts = await this.#native.appendParts(queues, batches, counts, kv.map(checkPut));
       return firsts.map((part, i) =>
         part.map((first) => Array.from({ length: counts[i] as number }, (_, j) => first + j)),
       );

@@ -37,7 +37,12 @@ export interface NativeStats {
 
 export interface NativeStore {
   append(queues: string[], batch: Uint8Array, count: number): Promise<number[]>;
-  appendParts(queues: string[][], batches: Uint8Array[], counts: number[]): Promise<number[][]>;
+  appendParts(
+    queues: string[][],
+    batches: Uint8Array[],
+    counts: number[],
+    puts: Array<{ ns: string; key: string; value: Uint8Array }>,
+  ): Promise<number[][]>;
   ack(queue: string, offset: number): Promise<void>;
   configure(defaultTtlSecs: number, maxSizeBytes: number, whenFull: string): Promise<void>;
   read(queue: string, from: number, limit: number, maxBytes: number): Promise<Buffer>;

@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-import type { MessageStore } from "../store/index.js";
+import type { AppendPart, MessageStore } from "../store/index.js";
 
 /** A JSON object as twins hold it. */
 export type TwinProperties = { [key: string]: unknown };
@@ -84,6 +84,21 @@ function difference(from: TwinProperties, to: TwinProperties): TwinProperties {
   return out;
 }
 
+/** The pending log of reported patches an edge hub sends to its parent. */
+export interface ReportedJournal {
+  /** The append that keeps `patches` of `clientId`, in order. */
+  entries(clientId: string, patches: TwinProperties[]): AppendPart;
+  /** Entries were stored: the log may be sent. */
+  written(): void;
+}
+
+/** A reported patch waiting for its twin. */
+interface ReportedPatch {
+  patch: TwinProperties;
+  resolve: (version: number) => void;
+  reject: (err: unknown) => void;
+}
+
 function empty(): Twin {
   return { desired: { properties: {}, version: 1 }, reported: { properties: {}, version: 1 }, tags: {} };
 }
@@ -93,6 +108,8 @@ export class Twins extends EventEmitter<{ desired: [clientId: string, patch: Twi
   readonly #store: MessageStore;
   /** Serializes read-modify-write per twin. */
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** Reported patches waiting for their twin, per client. */
+  readonly #reported = new Map<string, ReportedPatch[]>();
 
   constructor(store: MessageStore) {
     super();
@@ -148,16 +165,66 @@ export class Twins extends EventEmitter<{ desired: [clientId: string, patch: Twi
   }
 
   /**
-   * Where reported patches are also written (an edge hub's pending log for its parent),
-   * durably before {@link Twins.patchReported} resolves.
+   * Where reported patches are also kept (an edge hub's pending log for its parent): they
+   * are stored with the twin, in one write, before {@link Twins.patchReported} resolves.
    */
-  journal: ((clientId: string, patch: TwinProperties) => Promise<void>) | undefined;
+  journal: ReportedJournal | undefined;
 
-  /** Applies a reported patch from the device; resolves to the new reported `$version`. */
+  /**
+   * Applies a reported patch from the device; resolves to the new reported `$version`.
+   * Patches of one client that arrive while its twin is being written are applied together
+   * once it is free: one read, one write and one journal append for all of them, each
+   * patch still its own version (in arrival order) and refused alone if it breaks a limit.
+   */
   async patchReported(clientId: string, patch: unknown): Promise<number> {
-    const version = (await this.#merge(clientId, "reported", patch)).reported.version;
-    await this.journal?.(clientId, patch as TwinProperties);
-    return version;
+    checkPatch(patch);
+    return new Promise<number>((resolve, reject) => {
+      const waiting = this.#reported.get(clientId);
+      if (waiting) {
+        waiting.push({ patch, resolve, reject });
+        return;
+      }
+      this.#reported.set(clientId, [{ patch, resolve, reject }]);
+      this.#serial(clientId, () => this.#applyReported(clientId)).catch(() => undefined);
+    });
+  }
+
+  async #applyReported(clientId: string): Promise<void> {
+    const batch = this.#reported.get(clientId) ?? [];
+    // Patches from here on wait for the next turn of the lock.
+    this.#reported.delete(clientId);
+    const accepted: Array<{ p: ReportedPatch; version: number }> = [];
+    try {
+      const t = await this.#load(clientId);
+      let { properties, version } = t.reported;
+      for (const p of batch) {
+        const next = structuredClone(properties);
+        merge(next, p.patch);
+        if (Buffer.byteLength(JSON.stringify(next)) > MAX_SECTION_BYTES) {
+          p.reject(invalid(`reported of ${clientId} would exceed ${MAX_SECTION_BYTES} bytes`));
+          continue;
+        }
+        properties = next;
+        version++;
+        accepted.push({ p, version });
+      }
+      if (accepted.length === 0) return;
+      t.reported = { properties, version };
+      const value = JSON.stringify(t);
+      const journal = this.journal;
+      if (journal) {
+        // The twin and its pending patches in one write: both or neither.
+        const part = journal.entries(
+          clientId,
+          accepted.map((a) => a.p.patch),
+        );
+        await this.#store.appendParts([part], [{ ns: NS, key: clientId, value }]);
+        journal.written();
+      } else await this.#store.kv.put(NS, clientId, value);
+      for (const a of accepted) a.p.resolve(a.version);
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+    }
   }
 
   /** The parent stored reported properties as `version`: its version replaces the local one. */

@@ -137,11 +137,18 @@ export class TwinSync {
     this.#links = links;
     this.#isKnown = isKnown;
     this.#log = log;
-    twins.journal = async (clientId, patch) => {
-      await store.append(TWIN_REPORTED_QUEUE, [
-        { body: Buffer.from(JSON.stringify(patch)), properties: { [CLIENT]: clientId }, ttlSecs: -1 },
-      ]);
-      if (this.#online) this.#drain();
+    twins.journal = {
+      entries: (clientId, patches) => ({
+        queues: [TWIN_REPORTED_QUEUE],
+        messages: patches.map((patch) => ({
+          body: Buffer.from(JSON.stringify(patch)),
+          properties: { [CLIENT]: clientId },
+          ttlSecs: -1,
+        })),
+      }),
+      written: () => {
+        if (this.#online) this.#drain();
+      },
     };
   }
 

@@ -53,6 +53,13 @@ pub struct NativeStats {
 }
 
 #[napi(object)]
+pub struct NativeKvPut {
+    pub ns: String,
+    pub key: String,
+    pub value: Buffer,
+}
+
+#[napi(object)]
 pub struct NativeKvEntry {
     pub key: String,
     pub value: Buffer,
@@ -218,9 +225,9 @@ impl NativeStore {
         )
     }
 
-    /// Appends several parts in one write, all or none: part `i` is the `counts[i]`
-    /// messages of `batches[i]`, for every queue of `queues[i]`. Resolves, per part, to the
-    /// first offset assigned in each of its queues.
+    /// Appends several parts and puts KV entries in one write, all or none: part `i` is the
+    /// `counts[i]` messages of `batches[i]`, for every queue of `queues[i]`. Resolves, per
+    /// part, to the first offset assigned in each of its queues.
     #[napi]
     pub fn append_parts<'env>(
         &self,
@@ -228,6 +235,7 @@ impl NativeStore {
         queues: Vec<Vec<String>>,
         batches: Vec<Buffer>,
         counts: Vec<u32>,
+        puts: Vec<NativeKvPut>,
     ) -> Result<Object<'env>> {
         if queues.len() != batches.len() || queues.len() != counts.len() {
             return Err(invalid("queues, batches and counts must have one entry per part"));
@@ -236,10 +244,11 @@ impl NativeStore {
         for ((q, batch), count) in queues.into_iter().zip(batches).zip(counts) {
             parts.push((q, MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(to_napi)?));
         }
+        let puts = puts.into_iter().map(|p| (p.ns, p.key, p.value.to_vec())).collect();
         let store = self.store.clone();
         settle(
             env,
-            move |reply| store.append_parts_with(parts, reply),
+            move |reply| store.append_parts_with(parts, puts, reply),
             |parts: Vec<Vec<std::ops::Range<u64>>>| {
                 parts.iter().map(|p| p.iter().map(|o| o.start as i64).collect::<Vec<i64>>()).collect::<Vec<_>>()
             },

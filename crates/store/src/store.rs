@@ -170,19 +170,30 @@ impl Store {
     pub fn append_with(&self, queues: Vec<String>, messages: MessageBatch, done: Reply<Vec<Range<u64>>>) {
         self.append_parts_with(
             vec![(queues, messages)],
+            Vec::new(),
             Box::new(move |r| done(r.map(|mut parts| parts.pop().unwrap_or_default()))),
         );
     }
 
-    /// Appends each part's batch to each of its queues, the parts in order and all in one
-    /// write: either every part is stored or none is (a message that goes to several
-    /// queues with different properties or TTLs is one part per variant). A queue may be
-    /// named by several parts, not twice in one. `done` gets, per part, the offsets
-    /// assigned in each of its queues.
-    pub fn append_parts_with(&self, parts: Vec<(Vec<String>, MessageBatch)>, done: Reply<Vec<Vec<Range<u64>>>>) {
+    /// Appends each part's batch to each of its queues, the parts in order, and puts the
+    /// KV entries `puts` (namespace, key, value), all in one write: either everything is
+    /// stored or nothing is (a message that goes to several queues with different
+    /// properties or TTLs is one part per variant; state kept beside messages, such as a
+    /// twin beside its pending patches, is a put). A queue may be named by several parts,
+    /// not twice in one. `done` gets, per part, the offsets assigned in each of its queues.
+    pub fn append_parts_with(
+        &self,
+        parts: Vec<(Vec<String>, MessageBatch)>,
+        puts: Vec<(String, String, Vec<u8>)>,
+        done: Reply<Vec<Vec<Range<u64>>>>,
+    ) {
         let checked = (|| {
             if parts.is_empty() {
                 return Err(Error::InvalidArgument("at least one part is required".into()));
+            }
+            let mut kv = Vec::with_capacity(puts.len());
+            for (ns, key, value) in puts {
+                kv.push((Self::kv_key(&ns, &key)?, value));
             }
             let mut checked = Vec::with_capacity(parts.len());
             for (queues, messages) in parts {
@@ -199,11 +210,11 @@ impl Store {
                 }
                 checked.push(Part { queues: names, messages });
             }
-            Ok(checked)
+            Ok((checked, kv))
         })();
         match checked {
-            Ok(parts) => {
-                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { parts, reply: done }) {
+            Ok((parts, puts)) => {
+                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { parts, puts, reply: done }) {
                     reply(Err(Error::Closed));
                 }
             }
@@ -212,12 +223,17 @@ impl Store {
     }
 
     /// Blocking `append_parts_with`, from owned messages.
-    pub fn append_parts(&self, parts: &[(&[&str], Vec<NewMessage>)]) -> Result<Vec<Vec<Range<u64>>>> {
+    pub fn append_parts(
+        &self,
+        parts: &[(&[&str], Vec<NewMessage>)],
+        puts: &[(&str, &str, &[u8])],
+    ) -> Result<Vec<Vec<Range<u64>>>> {
         let mut packed = Vec::with_capacity(parts.len());
         for (queues, messages) in parts {
             packed.push((queues.iter().map(|q| q.to_string()).collect(), pack(messages)?));
         }
-        wait(|reply| self.append_parts_with(packed, reply))
+        let puts = puts.iter().map(|(ns, k, v)| (ns.to_string(), k.to_string(), v.to_vec())).collect();
+        wait(|reply| self.append_parts_with(packed, puts, reply))
     }
 
     /// Blocking `append_with`, from owned messages.

@@ -37,9 +37,11 @@ pub(crate) struct Part {
 }
 
 pub(crate) enum Command {
-    /// Parts applied in order, all in one write: none is stored unless all are.
+    /// Parts applied in order, then the KV puts, all in one write: none is stored unless
+    /// all are.
     Append {
         parts: Vec<Part>,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
         reply: Reply<Vec<Vec<Range<u64>>>>,
     },
     Ack {
@@ -244,7 +246,7 @@ impl Writer {
 
     fn apply(&mut self, b: &mut Batch, cmd: Command) {
         match cmd {
-            Command::Append { parts, reply } => match self.append(b, &parts) {
+            Command::Append { parts, puts, reply } => match self.append(b, &parts, puts) {
                 Ok(offsets) => b.done.push(answer(reply, offsets)),
                 Err(e) => reply(Err(e)),
             },
@@ -300,10 +302,10 @@ impl Writer {
         }
     }
 
-    /// Applies `parts` in order. Every fallible step (quota, queue ids, queue state) comes
+    /// Applies `parts` in order, then `puts` (KV keys and values). Every fallible step (quota, queue ids, queue state) comes
     /// before the first write to the batch, so a refused append leaves nothing behind in it
     /// (the batch is shared with other callers) and the parts are stored all or none.
-    fn append(&mut self, b: &mut Batch, parts: &[Part]) -> Result<Vec<Vec<Range<u64>>>> {
+    fn append(&mut self, b: &mut Batch, parts: &[Part], puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<Vec<Range<u64>>>> {
         let now = options::now_ms();
         let total: usize = parts.iter().map(|p| p.messages.len()).sum();
         let mut incoming = 0u64;
@@ -339,6 +341,7 @@ impl Writer {
         }
         let db = self.db.clone();
         let (msgs_cf, meta_cf) = (cf(&db, &self.path, keys::CF_MSGS)?, cf(&db, &self.path, keys::CF_META)?);
+        let kv_cf = cf(&db, &self.path, keys::CF_KV)?;
         // Queue ids, new ones numbered once even when several parts name them.
         let mut fresh: Vec<(Arc<str>, u32)> = Vec::new();
         let mut next_qid = b.next_qid;
@@ -406,6 +409,9 @@ impl Writer {
             all.push(ranges);
         }
         self.scratch = scratch;
+        for (key, value) in puts {
+            b.wb.put_cf(kv_cf, key, value);
+        }
         Ok(all)
     }
 

@@ -60,24 +60,31 @@ fn parts_of_one_append_are_stored_all_or_none_in_order() {
     s.append(&["a"], vec![msg("pre")]).unwrap();
     // Two variants of one message (other properties, other TTL), and a queue named by two parts.
     let offs = s
-        .append_parts(&[
-            (&["a", "new"], vec![msg_props("m", &[("$.in", "x")])]),
-            (&["new", "b"], vec![msg_ttl("m", 60), msg_ttl("n", 60)]),
-        ])
+        .append_parts(
+            &[
+                (&["a", "new"], vec![msg_props("m", &[("$.in", "x")])]),
+                (&["new", "b"], vec![msg_ttl("m", 60), msg_ttl("n", 60)]),
+            ],
+            &[("twins", "dev", b"v1")],
+        )
         .unwrap();
+    assert_eq!(s.kv_get("twins", "dev").unwrap(), Some(b"v1".to_vec()));
     assert_eq!(offs, vec![vec![1..2, 0..1], vec![1..3, 0..2]]);
     assert_eq!(bodies(&s, "new", 0), vec![(0, "m".into()), (1, "m".into()), (2, "n".into())]);
     assert_eq!(s.read("new", 0, 1).unwrap()[0].properties, vec![("$.in".to_string(), "x".to_string())]);
     let before = s.stats().unwrap();
     // The second part does not fit: neither is stored, and no queue is created.
     let big = "x".repeat(3900);
-    let err = s.append_parts(&[(&["a", "c"], vec![msg("small")]), (&["d"], vec![msg(&big)])]).unwrap_err();
+    let err = s
+        .append_parts(&[(&["a", "c"], vec![msg("small")]), (&["d"], vec![msg(&big)])], &[("twins", "dev", b"v2")])
+        .unwrap_err();
     assert_eq!(err.code(), "STORE_FULL");
+    assert_eq!(s.kv_get("twins", "dev").unwrap(), Some(b"v1".to_vec()));
     let after = s.stats().unwrap();
     assert_eq!(after, before);
     assert!(bodies(&s, "c", 0).is_empty());
     // A queue named twice in one part is refused before anything is written.
-    let err = s.append_parts(&[(&["a"], vec![msg("1")]), (&["b", "b"], vec![msg("2")])]).unwrap_err();
+    let err = s.append_parts(&[(&["a"], vec![msg("1")]), (&["b", "b"], vec![msg("2")])], &[]).unwrap_err();
     assert_eq!(err.code(), "INVALID_ARGUMENT");
     assert_eq!(s.stats().unwrap(), before);
     // New queues keep their ids across a reopen.
