@@ -186,6 +186,12 @@ export class EdgeHub {
         }
       });
       hub.twins.on("desired", (clientId, patch) => hub.#connections.get(clientId)?.desiredChanged(patch));
+      // Reported patches feed `/twinChangeNotifications` routes.
+      hub.twins.on("reported", (clientId, patch, version) =>
+        router.twinChanged(clientId, patch, version, (err) => {
+          if (err) log.log("warn", "twin-change-not-routed", { clientId, reason: (err as Error).message });
+        }),
+      );
       const sessions = new Sessions(store);
       const context = {
         authenticator,

@@ -3,7 +3,7 @@ import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import { EVENTS_QUEUE } from "../../ts/index.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
-import { startHub } from "../helpers/hub.js";
+import { connectedDevice, startHub } from "../helpers/hub.js";
 import { moduleFromEnvironment } from "../helpers/module.js";
 
 describe("modules through ModuleClient.fromEnvironment", () => {
@@ -133,6 +133,53 @@ describe("module inputs with route priorities", () => {
     } finally {
       await again.close();
       await source.close();
+    }
+  });
+});
+
+describe("twin change notifications", () => {
+  it("reach a module by a /twinChangeNotifications route: the reported patch as JSON, not the device's messages", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), {
+      routes: {
+        twins:
+          "FROM /twinChangeNotifications WHERE $connectionDeviceId = 'sensor' INTO BrokeredEndpoint(\"/modules/monitor/inputs/twin\")",
+        telemetry: 'FROM /messages/* INTO BrokeredEndpoint("/modules/monitor/inputs/telemetry")',
+      },
+    });
+    await hub.registry.createDevice({ deviceId: "sensor", capabilities: { iotEdge: true } });
+    const mod = await hub.registry.createModule({ deviceId: "sensor", moduleId: "monitor" });
+    const monitor = await moduleFromEnvironment(
+      `HostName=localhost;DeviceId=sensor;ModuleId=monitor;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`,
+      hub.caFile,
+    );
+    const got: Array<{ input: string; body: string; schema?: string; version?: string }> = [];
+    monitor.on("inputMessage", (input: string, m: Message) => {
+      got.push({
+        input,
+        body: m.data.toString(),
+        schema: m.properties.getValue("iothub-message-schema"),
+        version: m.properties.getValue("version"),
+      });
+      monitor.complete(m, () => undefined);
+    });
+    await monitor.open();
+    const device = await connectedDevice(hub, "sensor");
+    try {
+      const twin = await device.getTwin();
+      await new Promise<void>((resolve, reject) =>
+        twin.properties.reported.update({ firmware: "1.2", fan: null }, (err?: Error) =>
+          err ? reject(err) : resolve(),
+        ),
+      );
+      await device.sendEvent(new Message("reading"));
+      await eventually("notification and message", () => got.length === 2);
+      const byInput = Object.fromEntries(got.map((g) => [g.input, g]));
+      expect(JSON.parse(byInput.twin?.body ?? "")).toEqual({ firmware: "1.2", fan: null });
+      expect(byInput.twin).toMatchObject({ schema: "twinChangeNotification", version: "2" });
+      expect(byInput.telemetry).toMatchObject({ body: "reading", schema: undefined });
+      expect(Object.keys(byInput).sort()).toEqual(["telemetry", "twin"]);
+    } finally {
+      await monitor.close();
     }
   });
 });

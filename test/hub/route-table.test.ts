@@ -82,6 +82,35 @@ describe("route table", () => {
   });
 });
 
+describe("twin change notifications in the route table", () => {
+  it("are taken by /twinChangeNotifications and /*, never by /messages routes, nor upstream on an edge", () => {
+    const routes = routesConfig("routes", {
+      all: "FROM /* INTO $upstream",
+      twins: 'FROM /twinChangeNotifications WHERE $body.fan = 1 INTO BrokeredEndpoint("/modules/m/inputs/t")',
+      messages: 'FROM /messages/* INTO BrokeredEndpoint("/modules/m/inputs/msg")',
+    });
+    const change = (body: string): RoutedMessage => ({
+      deviceId: "sensor-1",
+      properties: { "$.cdid": "sensor-1", "$.ct": "application/json", "$.ce": "utf-8" },
+      body: Buffer.from(body),
+      twinChange: true,
+    });
+    const root = new RouteTable(routes, "$events", () => "edge1");
+    expect(root.takesTwinChanges).toBe(true);
+    expect(root.destinations(change('{"fan":1}')).map((d) => d.queue)).toEqual([
+      "$events",
+      "$inputs/edge1/m",
+    ]);
+    const edge = new RouteTable(routes, "$upstream", () => "edge1", true);
+    expect(edge.destinations(change('{"fan":1}')).map((d) => d.queue)).toEqual(["$inputs/edge1/m"]);
+    expect(edge.destinations(change('{"fan":2}'))).toEqual([]);
+    expect(edge.unrouted).toBe(0);
+    expect(edge.destinations(device).map((d) => d.input ?? d.queue)).toEqual(["$upstream", "msg"]);
+    expect(table({ m: "FROM /messages/* INTO $upstream" }).takesTwinChanges).toBe(false);
+    expect(table({}).destinations(change("{}"))).toEqual([]);
+  });
+});
+
 describe("router", () => {
   it("stores a message routed upstream and to one module input in one append, the input named on it", async () => {
     const store = await openStore(await tempDir());

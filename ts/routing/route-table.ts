@@ -27,6 +27,8 @@ export interface RoutedMessage {
   /** Application and `$.` system properties (with `$.cdid`, `$.cmid`, `$.on`). */
   properties: Record<string, string>;
   body: Buffer;
+  /** A twin change notification (a reported patch), not a device-to-cloud message. */
+  twinChange?: boolean;
 }
 
 /** `$.` keys of the stored bag and their names in conditions. */
@@ -59,7 +61,8 @@ export function conditionInput(m: RoutedMessage): ConditionInput {
 
 function sourceMatches(s: RouteSource, m: RoutedMessage): boolean {
   if (s.kind === "all") return true;
-  if (s.kind === "twinChangeNotifications") return false;
+  if (s.kind === "twinChangeNotifications") return m.twinChange === true;
+  if (m.twinChange) return false;
   if (s.scope === "all") return true;
   if (m.moduleId === undefined) return false;
   if (s.moduleId === undefined) return true;
@@ -74,8 +77,12 @@ function sourceMatches(s: RouteSource, m: RoutedMessage): boolean {
 export class RouteTable {
   readonly #routes: RouteSpec[];
   readonly #upstreamQueue: string;
-  /** Upstream routes with a priority go to the queue of that priority (an edge hub's). */
-  readonly #prioritized: boolean;
+  /**
+   * An edge hub's table: upstream routes with a priority go to the queue of that priority,
+   * and twin changes routed upstream are not stored (reported properties reach the parent
+   * through the twin sync, whatever the routes).
+   */
+  readonly #edge: boolean;
   readonly #modulesOf: (m: RoutedMessage) => string;
   /** Messages no route took, since start. */
   unrouted = 0;
@@ -87,16 +94,17 @@ export class RouteTable {
    *   events queue on a root).
    * @param modulesOf the device whose modules `BrokeredEndpoint` names: the edge device on
    *   an edge hub, the sender's device on a root.
+   * @param edge true on an edge hub (one with a parent).
    */
   constructor(
     routes: Record<string, RouteSpec>,
     upstreamQueue: string,
     modulesOf: (m: RoutedMessage) => string,
-    prioritized = false,
+    edge = false,
   ) {
     this.#routes = Object.values(routes);
     this.#upstreamQueue = upstreamQueue;
-    this.#prioritized = prioritized;
+    this.#edge = edge;
     this.#modulesOf = modulesOf;
     this.#everythingUpstream = Object.freeze([Object.freeze({ queue: upstreamQueue, ttlSecs: undefined })]);
   }
@@ -106,15 +114,20 @@ export class RouteTable {
     return this.#routes.length === 0;
   }
 
+  /** True when some route may take twin change notifications (`/twinChangeNotifications` or `/*`). */
+  get takesTwinChanges(): boolean {
+    return this.#routes.some((r) => r.parsed.source.kind !== "messages");
+  }
+
   #upstreamQueueOf(priority: number | undefined): string {
-    return this.#prioritized && priority !== undefined
+    return this.#edge && priority !== undefined
       ? priorityQueue(this.#upstreamQueue, priority)
       : this.#upstreamQueue;
   }
 
   /** The destinations of `m`, each once; empty when no route takes it. Read-only. */
   destinations(m: RoutedMessage): readonly Destination[] {
-    if (this.#routes.length === 0) return this.#everythingUpstream;
+    if (this.#routes.length === 0) return m.twinChange ? [] : this.#everythingUpstream;
     const out = new Map<string, { d: Destination; rank: number }>();
     let input: ConditionInput | undefined;
     for (const r of this.#routes) {
@@ -126,8 +139,10 @@ export class RouteTable {
       }
       const ttlSecs = r.timeToLiveSecs;
       let d: Destination;
-      if (sink.kind === "upstream") d = { queue: this.#upstreamQueueOf(r.priority), ttlSecs };
-      else {
+      if (sink.kind === "upstream") {
+        if (m.twinChange && this.#edge) continue;
+        d = { queue: this.#upstreamQueueOf(r.priority), ttlSecs };
+      } else {
         const clientId = sink.kind === "device" ? sink.deviceId : `${this.#modulesOf(m)}/${sink.moduleId}`;
         const base = deliveryQueue(clientId);
         const queue = r.priority === undefined ? base : priorityQueue(base, r.priority);
@@ -143,7 +158,7 @@ export class RouteTable {
       const seen = out.get(key);
       if (!seen || rank < seen.rank) out.set(key, { d, rank });
     }
-    if (out.size === 0) this.unrouted++;
+    if (out.size === 0 && !m.twinChange) this.unrouted++;
     return Array.from(out.values(), (e) => e.d);
   }
 }

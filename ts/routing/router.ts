@@ -22,6 +22,8 @@ export interface Telemetry {
   properties: Record<string, string>;
   /** Forwarded by a child hub on the sender's behalf: a resend of a stored `$.mid` is not stored again. */
   forwarded?: boolean;
+  /** A twin change notification (routes with `/twinChangeNotifications` or `/*` take it). */
+  twinChange?: boolean;
 }
 
 /** Called once a message is durable (`err` null) or was refused. */
@@ -72,6 +74,33 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   /** Replaces the routes (the parent's `$edgeHub` settings changed); later messages follow them. */
   setRoutes(table: RouteTable): void {
     this.#table = table;
+  }
+
+  /**
+   * Routes a twin change notification of `clientId`: reported patch `patch`, now reported
+   * `version`, as IoT Edge does for `/twinChangeNotifications` routes (body: the patch as
+   * JSON). Nothing is built unless a route may take it.
+   */
+  twinChanged(clientId: string, patch: object, version: number, done: Accepted): void {
+    if (!this.#table.takesTwinChanges) {
+      done(null);
+      return;
+    }
+    const [deviceId, moduleId] = clientId.split("/") as [string, string | undefined];
+    const properties: Record<string, string> = {
+      "$.ct": "application/json",
+      "$.ce": "utf-8",
+      "iothub-message-schema": "twinChangeNotification",
+      opType: "updateTwin",
+      version: String(version),
+    };
+    const body = Buffer.from(JSON.stringify(patch));
+    this.accept(
+      moduleId === undefined
+        ? { deviceId, body, properties, twinChange: true }
+        : { deviceId, moduleId, body, properties, twinChange: true },
+      done,
+    );
   }
 
   /** Messages no route took, since start (or since the routes last changed). */

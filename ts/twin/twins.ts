@@ -103,8 +103,14 @@ function empty(): Twin {
   return { desired: { properties: {}, version: 1 }, reported: { properties: {}, version: 1 }, tags: {} };
 }
 
-/** Events: `desired` (clientId, patch with `$version`). */
-export class Twins extends EventEmitter<{ desired: [clientId: string, patch: TwinProperties] }> {
+/**
+ * Events: `desired` (clientId, patch with `$version`), and `reported` (clientId, patch,
+ * version) once a device's reported patch is durable.
+ */
+export class Twins extends EventEmitter<{
+  desired: [clientId: string, patch: TwinProperties];
+  reported: [clientId: string, patch: TwinProperties, version: number];
+}> {
   readonly #store: MessageStore;
   /** Serializes read-modify-write per twin. */
   readonly #locks = new Map<string, Promise<unknown>>();
@@ -221,7 +227,10 @@ export class Twins extends EventEmitter<{ desired: [clientId: string, patch: Twi
         await this.#store.appendParts([part], [{ ns: NS, key: clientId, value }]);
         journal.written();
       } else await this.#store.kv.put(NS, clientId, value);
-      for (const a of accepted) a.p.resolve(a.version);
+      for (const a of accepted) {
+        a.p.resolve(a.version);
+        this.emit("reported", clientId, a.p.patch, a.version);
+      }
     } catch (err) {
       for (const p of batch) p.reject(err);
     }
