@@ -21,39 +21,15 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
 import { Lane } from "./lane.js";
-import type { Link } from "./link.js";
 import { MessageRefused } from "./mqtt-client.js";
 import { Progress } from "./progress.js";
 import type { RateLimit } from "./rate-limit.js";
+import type { Uplink } from "./uplink.js";
 
 /** The queue the hub stores upstream-bound messages in. */
 export const UPSTREAM_QUEUE = "$upstream";
 /** Where messages the parent refused for good go, with `$.dlr` = the reason. */
 export const DEAD_LETTER_QUEUE = "$deadletter";
-
-/** A message as published to the parent. */
-export interface WireForm {
-  topic: string;
-  payload: Buffer;
-  /** MQTT 5 only. */
-  userProperties?: Record<string, string>;
-}
-
-/** How messages meet the parent: lanes, links and the wire form. */
-export interface Uplink {
-  /** The lane of a message: messages of one lane share a link and keep their order. */
-  laneOf(m: StoredMessage): string;
-  /** The link of a lane; the forwarder starts it, and gives it back with {@link Uplink.release}. */
-  linkFor(lane: string): Link;
-  /** The forwarder is done with a lane's link (idle, or closing). */
-  release(lane: string, link: Link): void;
-  /** Why a message can never be sent (it is dead-lettered), or undefined. */
-  unsendable(m: StoredMessage): string | undefined;
-  /** Topic, payload and MQTT 5 user properties of a message, built when it is sent. */
-  wireFormOf(m: StoredMessage, queue: string): WireForm;
-  /** True when `refusals` refusals in a row of a lane's login mean its messages can never be sent. */
-  refusedForGood(lane: string, refusals: number): boolean;
-}
 
 /** Tuning of a forwarder. */
 export interface ForwarderOptions {

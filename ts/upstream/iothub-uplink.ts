@@ -12,9 +12,10 @@ import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
-import { UPSTREAM_QUEUE, type Uplink, type WireForm } from "./forwarder.js";
+import { UPSTREAM_QUEUE } from "./forwarder.js";
 import { Link } from "./link.js";
 import { TWIN_TOPICS } from "./twin-sync.js";
+import type { Uplink, WireForm } from "./uplink.js";
 
 /** What an identity's link listens to on the parent: its twin, and method calls for it. */
 const IDENTITY_TOPICS = [...TWIN_TOPICS, "$iothub/methods/POST/#"];

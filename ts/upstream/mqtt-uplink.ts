@@ -8,8 +8,8 @@ import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
-import type { Uplink, WireForm } from "./forwarder.js";
 import { Link } from "./link.js";
+import type { Uplink, WireForm } from "./uplink.js";
 
 const LANE = "bridge";
 

@@ -14,12 +14,13 @@ use rocksdb::DB;
 
 use crate::batch::MessageBatch;
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::options::{self, Limits, Options};
 use crate::queue::QueueStats;
-use crate::record;
 use crate::state::State;
 use crate::writer::{Command, Part, Reply, Writer};
+
+mod kv;
+mod read;
 
 /// A message to append.
 #[derive(Debug, Clone, Default)]
@@ -255,171 +256,6 @@ impl Store {
     /// Blocking `ack_with`.
     pub fn ack(&self, queue: &str, offset: u64) -> Result<()> {
         wait(|reply| self.ack_with(queue, offset, reply))
-    }
-
-    /// Visits the live messages of `queue` from offset `from` in order, skipping acked and
-    /// expired ones. Returns how many were visited.
-    pub fn read_with(
-        &self,
-        queue: &str,
-        from: u64,
-        limits: ReadLimits,
-        mut visit: impl FnMut(MessageRef<'_>),
-    ) -> Result<usize> {
-        check_name("queue name", queue)?;
-        let db = self.db()?;
-        let (qid, acked_next, tail) = {
-            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-            match s.by_name.get(queue).and_then(|id| s.queues.get(id)) {
-                Some(q) => (q.id, q.acked_next, q.tail),
-                None => return Ok(0),
-            }
-        };
-        let start = from.max(acked_next);
-        if start >= tail || limits.limit == 0 {
-            return Ok(0);
-        }
-        let cf = db.cf_handle(keys::CF_MSGS).ok_or(Error::Closed)?;
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::msg(qid, tail).to_vec());
-        let mut it = db.raw_iterator_cf_opt(cf, ro);
-        it.seek(keys::msg(qid, start));
-        let now = options::now_ms();
-        let (mut n, mut bytes) = (0usize, 0usize);
-        let corrupt = |reason: String| Error::Corrupt { path: self.path.clone(), reason };
-        while it.valid() && n < limits.limit {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            let offset = keys::msg_offset(qid, k).ok_or_else(|| corrupt(format!("bad key in queue {queue:?}")))?;
-            let r = record::decode(v)
-                .ok_or_else(|| corrupt(format!("bad record at offset {offset} of queue {queue:?}")))?;
-            if r.header.expires_at > now {
-                let size = r.properties.len() + r.body.len();
-                if n > 0 && bytes + size > limits.max_bytes {
-                    break;
-                }
-                bytes += size;
-                n += 1;
-                let expires_at = (r.header.expires_at != record::NEVER).then_some(r.header.expires_at);
-                visit(MessageRef {
-                    offset,
-                    enqueued_at: r.header.enqueued_at,
-                    expires_at,
-                    properties: r.properties,
-                    body: r.body,
-                });
-            }
-            it.next();
-        }
-        it.status().map_err(|e| Error::from_db(&self.path, e))?;
-        Ok(n)
-    }
-
-    /// Reads up to `limit` live messages of `queue` from offset `from`.
-    pub fn read(&self, queue: &str, from: u64, limit: usize) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        let mut bad = None;
-        self.read_with(queue, from, ReadLimits { limit, max_bytes: usize::MAX }, |m| match record::decode_properties(
-            m.properties,
-        ) {
-            Ok(properties) => out.push(Message {
-                offset: m.offset,
-                enqueued_at: m.enqueued_at,
-                expires_at: m.expires_at,
-                properties,
-                body: m.body.to_vec(),
-            }),
-            Err(e) => bad = Some(e),
-        })?;
-        match bad {
-            Some(reason) => Err(Error::Corrupt { path: self.path.clone(), reason }),
-            None => Ok(out),
-        }
-    }
-
-    /// Counters of every queue and the totals; no disk access.
-    pub fn stats(&self) -> Result<Stats> {
-        self.db()?;
-        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let mut queues: Vec<QueueStats> = s.queues.values().map(|q| q.stats()).collect();
-        queues.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Stats {
-            count: queues.iter().map(|q| q.count).sum(),
-            bytes: s.live_bytes,
-            queues,
-            max_size_bytes: self.options().max_size_bytes,
-            expired: s.expired,
-            dropped: s.dropped,
-        })
-    }
-
-    fn kv_key(ns: &str, key: &str) -> Result<Vec<u8>> {
-        check_name("kv namespace", ns)?;
-        if ns.as_bytes().contains(&0) {
-            return Err(Error::InvalidArgument("kv namespace must not contain NUL".into()));
-        }
-        Ok(keys::kv(ns, key))
-    }
-
-    /// Stores `value` under `ns`/`key` durably.
-    pub fn kv_put_with(&self, ns: &str, key: &str, value: Vec<u8>, done: Reply<()>) {
-        match Self::kv_key(ns, key) {
-            Ok(key) => {
-                if let Err(Command::KvPut { reply, .. }) = self.send(Command::KvPut { key, value, reply: done }) {
-                    reply(Err(Error::Closed));
-                }
-            }
-            Err(e) => done(Err(e)),
-        }
-    }
-
-    pub fn kv_put(&self, ns: &str, key: &str, value: Vec<u8>) -> Result<()> {
-        wait(|reply| self.kv_put_with(ns, key, value, reply))
-    }
-
-    /// Deletes `ns`/`key` durably (no error when absent).
-    pub fn kv_delete_with(&self, ns: &str, key: &str, done: Reply<()>) {
-        match Self::kv_key(ns, key) {
-            Ok(key) => {
-                if let Err(Command::KvDelete { reply, .. }) = self.send(Command::KvDelete { key, reply: done }) {
-                    reply(Err(Error::Closed));
-                }
-            }
-            Err(e) => done(Err(e)),
-        }
-    }
-
-    pub fn kv_delete(&self, ns: &str, key: &str) -> Result<()> {
-        wait(|reply| self.kv_delete_with(ns, key, reply))
-    }
-
-    pub fn kv_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        let k = Self::kv_key(ns, key)?;
-        let db = self.db()?;
-        let cf = db.cf_handle(keys::CF_KV).ok_or(Error::Closed)?;
-        db.get_cf(cf, k).map_err(|e| Error::from_db(&self.path, e))
-    }
-
-    /// Entries of `ns` whose key starts with `prefix`, in key order.
-    pub fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let start = Self::kv_key(ns, prefix)?;
-        let db = self.db()?;
-        let cf = db.cf_handle(keys::CF_KV).ok_or(Error::Closed)?;
-        let mut it = db.raw_iterator_cf(cf);
-        it.seek(&start);
-        let skip = ns.len() + 1;
-        let mut out = Vec::new();
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            if !k.starts_with(&start) {
-                break;
-            }
-            let key = String::from_utf8(k[skip..].to_vec())
-                .map_err(|_| Error::Corrupt { path: self.path.clone(), reason: "kv key is not UTF-8".into() })?;
-            out.push((key, v.to_vec()));
-            it.next();
-        }
-        it.status().map_err(|e| Error::from_db(&self.path, e))?;
-        Ok(out)
     }
 
     /// Finishes queued writes, syncs the WAL and releases the database. Safe to call
