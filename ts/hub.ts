@@ -14,6 +14,7 @@ import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Sessions } from "./protocol/sessions.js";
+import { PRIORITIES, priorityQueue } from "./routing/priority.js";
 import { RouteTable } from "./routing/route-table.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
@@ -132,6 +133,12 @@ export class EdgeHub {
         parent ? undefined : config.eventsRetentionSecs,
       );
       settings.on("changed", (s) => router.setRoutes(routeTable(s.routes)));
+      // Child hubs resend what they had in flight when this hub went away: what is stored
+      // already is recognised after a restart too.
+      await router.recall([
+        upstreamQueue,
+        ...Array.from({ length: PRIORITIES }, (_, p) => priorityQueue(upstreamQueue, p)),
+      ]);
       const upstream = parent ? new Upstream(parent, store, registry, settings, log) : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       // Client certificates are asked for, never required: SAS clients send none. The chain

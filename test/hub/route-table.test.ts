@@ -179,4 +179,36 @@ describe("router", () => {
     expect((await store.stats()).count).toBe(4);
     await store.close();
   });
+
+  it("recognises a child hub's resend after a restart: ids still stored at the end of the upstream queues", async () => {
+    const dir = await tempDir();
+    const table = () => new RouteTable({}, "$events", () => "x");
+    const forwarded = (mid: string) => ({
+      deviceId: "sensor-1",
+      body: Buffer.from(mid),
+      properties: { "$.mid": mid },
+      forwarded: true,
+    });
+    const accept = (router: Router, mid: string) =>
+      new Promise<unknown>((resolve) => router.accept(forwarded(mid), (err) => resolve(err)));
+    const first = await MessageStore.open(dir);
+    const before = new Router(first, table());
+    for (const mid of ["edge-0", "edge-1", "edge-2"]) expect(await accept(before, mid)).toBeNull();
+    await first.close();
+    // The hub restarts; the child resends its window, then goes on.
+    const store = await openStore(dir);
+    const after = new Router(store, table());
+    await after.recall(["$events"]);
+    for (const mid of ["edge-1", "edge-2", "edge-3"]) expect(await accept(after, mid)).toBeNull();
+    expect((await store.read("$events")).map((m) => m.body.toString())).toEqual([
+      "edge-0",
+      "edge-1",
+      "edge-2",
+      "edge-3",
+    ]);
+    // Without recall the resend would have been stored again.
+    const forgetful = new Router(store, table());
+    expect(await accept(forgetful, "edge-3")).toBeNull();
+    expect(await store.read("$events")).toHaveLength(5);
+  });
 });

@@ -29,6 +29,9 @@ export interface Telemetry {
 /** Called once a message is durable (`err` null) or was refused. */
 export type Accepted = (err: unknown) => void;
 
+/** Messages at the end of each upstream queue whose ids {@link Router.recall} remembers. */
+const RECALL = 4096;
+
 /** Stored with a module-input copy: the input's name. */
 export const INPUT_PROPERTY = "$.in";
 
@@ -69,6 +72,32 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
     this.#store = store;
     this.#table = table;
     this.#upstreamTtl = upstreamTtlSecs;
+  }
+
+  /**
+   * Remembers the ids of the forwarded messages still stored at the end of `queues` (the
+   * upstream queues), so a child hub's resend after this hub restarted is not stored twice.
+   * Call before clients connect.
+   */
+  async recall(queues: string[]): Promise<void> {
+    const stats = await this.#store.stats();
+    for (const q of stats.queues) {
+      if (!queues.includes(q.name) || q.count === 0) continue;
+      const from = Math.max(q.head, q.tail - RECALL);
+      for (let next = from; next < q.tail; ) {
+        const batch = await this.#store.read(q.name, { from: next, limit: 1000 });
+        const last = batch.at(-1);
+        if (!last) break;
+        for (const m of batch) {
+          const mid = m.properties["$.mid"];
+          const device = m.properties["$.cdid"];
+          if (mid === undefined || device === undefined) continue;
+          const module = m.properties["$.cmid"];
+          this.#recent.add(module === undefined ? device : `${device}/${module}`, mid);
+        }
+        next = last.offset + 1;
+      }
+    }
   }
 
   /** Replaces the routes (the parent's `$edgeHub` settings changed); later messages follow them. */
