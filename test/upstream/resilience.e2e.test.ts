@@ -39,6 +39,21 @@ describe("store and forward resilience", () => {
     );
   });
 
+  it("stores nothing twice when the parent restarts in the middle of a drain", async () => {
+    const s = await site();
+    await stopHub(s.root);
+    const clients = await openLeaves(s);
+    await send(clients, 0, 1500);
+    await Promise.all(clients.map((c) => c.close()));
+    let root = await startRoot(s.rootDir, { listen: s.rootListen });
+    await eventually("the drain under way", async () => (await rootEvents(root)).length > 300);
+    // Stopped with publishes in flight: some are stored and never acknowledged, and the
+    // edge resends them to the restarted parent, which recognises them.
+    await stopHub(root);
+    root = await startRoot(s.rootDir, { listen: s.rootListen });
+    expect(await expectAll(root, 1500)).toBe(0);
+  });
+
   it("rides a link flapping every second for a minute: no loss, bounded duplicates, flat memory", async () => {
     const s = await site({ maxBackoffMs: 200 }, true);
     const proxy = s.proxy as BlackholeProxy;
