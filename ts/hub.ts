@@ -14,7 +14,6 @@ import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Sessions } from "./protocol/sessions.js";
-import { PRIORITIES, priorityQueue } from "./routing/priority.js";
 import { RouteTable } from "./routing/route-table.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
@@ -134,11 +133,10 @@ export class EdgeHub {
       );
       settings.on("changed", (s) => router.setRoutes(routeTable(s.routes)));
       // Child hubs resend what they had in flight when this hub went away: what is stored
-      // already is recognised after a restart too.
-      await router.recall([
-        upstreamQueue,
-        ...Array.from({ length: PRIORITIES }, (_, p) => priorityQueue(upstreamQueue, p)),
-      ]);
+      // already (upstream, or routed to a module input) is recognised after a restart too.
+      await router.recall(
+        (q) => q === upstreamQueue || q.startsWith(`${upstreamQueue}/p`) || q.startsWith("$inputs/"),
+      );
       const upstream = parent ? new Upstream(parent, store, registry, settings, log) : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       // Client certificates are asked for, never required: SAS clients send none. The chain

@@ -1,8 +1,10 @@
 import { join } from "node:path";
 import type { Message } from "azure-iot-device";
+import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, startHub as start, stopHub } from "../helpers/hub.js";
+import { connectedRaw } from "../helpers/mqtt-raw.js";
 import { call } from "../helpers/service.js";
 
 describe("direct methods with the official device SDK", () => {
@@ -72,5 +74,46 @@ describe("cloud-to-device messages", () => {
     await again.delivery.sendC2D("lamp", { body: Buffer.from("live") });
     await eventually("live message", () => got.length === 4);
     expect(got[3]?.data.toString()).toBe("live");
+  });
+
+  it("left unacknowledged when a connection drops go to the next connection", async () => {
+    const hub = await start(join(await tempDir(), "hub"));
+    const device = await hub.registry.createDevice({ deviceId: "valve" });
+    for (let i = 0; i < 5; i++) await hub.delivery.sendC2D("valve", { body: Buffer.from(`cmd-${i}`) });
+    const raw = await connectedRaw(
+      hub.ports.mqtts,
+      hub.caCertificate,
+      "valve",
+      device.authentication.symmetricKey?.primaryKey ?? "",
+    );
+    raw.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [{ topic: "devices/valve/messages/devicebound/#", qos: 1 }],
+    } as Packet);
+    const bodies: string[] = [];
+    while (bodies.length < 5) {
+      const p = await raw.next();
+      if (p === "closed") throw new Error("closed");
+      if (p.cmd !== "publish") continue;
+      bodies.push(p.payload.toString());
+      // Only the first is acknowledged; the rest are in flight when the connection drops.
+      if (bodies.length === 1) raw.send({ cmd: "puback", messageId: p.messageId } as Packet);
+    }
+    expect(bodies).toEqual(["cmd-0", "cmd-1", "cmd-2", "cmd-3", "cmd-4"]);
+    await eventually(
+      "first acknowledged",
+      async () => ((await hub.store.stats()).queues.find((q) => q.name === "$c2d/valve")?.count ?? 0) === 4,
+    );
+    raw.end();
+    await raw.closed;
+    const client = await connectedDevice(hub, "valve");
+    const got: string[] = [];
+    client.on("message", (m: Message) => {
+      got.push(m.data.toString());
+      client.complete(m, () => undefined);
+    });
+    await eventually("the four unacknowledged again", () => got.length === 4);
+    expect(got).toEqual(["cmd-1", "cmd-2", "cmd-3", "cmd-4"]);
   });
 });

@@ -66,6 +66,11 @@ class Cursor {
     this.#sent.push(offset);
   }
 
+  /** True while some message sent is not acknowledged by the client. */
+  get outstanding(): boolean {
+    return this.#head < this.#sent.length;
+  }
+
   /** The client acknowledged `offset`: the queue is acknowledged up to the contiguous prefix. */
   acked(offset: number): void {
     this.#done.add(offset);
@@ -236,7 +241,8 @@ export class DeviceDelivery {
       }
       if (pending.get(queue) === seen) pending.delete(queue);
     }
-    if (pending.size === 0) this.#pending.delete(clientId);
+    // The map may have been replaced meanwhile (a purge, then a new message): keep that one.
+    if (pending.size === 0 && this.#pending.get(clientId) === pending) this.#pending.delete(clientId);
     return undefined;
   }
 
@@ -280,49 +286,57 @@ export class DeviceDelivery {
       inflight--;
       this.#wakers.get(clientId)?.();
     };
-    for (;;) {
-      if (failed || this.#find(clientId) !== target || !target.listensForDeliveries()) break;
-      const urgent = this.#urgent.get(clientId);
-      this.#urgent.delete(clientId);
-      if (current && buffer[0] && urgent !== undefined && urgent < current.rank) {
-        // Unsent messages of a less urgent queue wait: they are read again after.
-        current.cursor.from = buffer[0].offset;
-        buffer = [];
-      }
-      if (buffer.length === 0) {
-        const next = await this.#next(clientId, cursorOf);
-        if (next) {
-          buffer = next.messages;
-          current = next;
-        } else if (inflight === 0) break;
-      }
-      while (inflight < WINDOW && buffer.length > 0 && current) {
-        const m = buffer.shift() as StoredMessage;
-        const cursor = current.cursor;
-        inflight++;
-        cursor.sent(m.offset);
-        target.deliverQos1(topicOf(m), m.body).then(
-          () => {
-            cursor.acked(m.offset);
-            settled();
-          },
-          () => {
-            // The connection went away: what it did not acknowledge goes again on the next one.
-            failed = true;
-            settled();
-          },
-        );
-      }
-      if (inflight >= WINDOW || (buffer.length === 0 && inflight > 0)) {
-        await new Promise<void>((resolve) => {
-          this.#wakers.set(clientId, () => {
-            this.#wakers.delete(clientId);
-            resolve();
+    try {
+      for (;;) {
+        if (failed || this.#find(clientId) !== target || !target.listensForDeliveries()) break;
+        const urgent = this.#urgent.get(clientId);
+        this.#urgent.delete(clientId);
+        if (current && buffer[0] && urgent !== undefined && urgent < current.rank) {
+          // Unsent messages of a less urgent queue wait: they are read again after.
+          current.cursor.from = buffer[0].offset;
+          buffer = [];
+        }
+        if (buffer.length === 0) {
+          const next = await this.#next(clientId, cursorOf);
+          if (next) {
+            buffer = next.messages;
+            current = next;
+          } else if (inflight === 0) break;
+        }
+        while (inflight < WINDOW && buffer.length > 0 && current) {
+          const m = buffer.shift() as StoredMessage;
+          const cursor = current.cursor;
+          inflight++;
+          cursor.sent(m.offset);
+          target.deliverQos1(topicOf(m), m.body).then(
+            () => {
+              cursor.acked(m.offset);
+              settled();
+            },
+            () => {
+              // The connection went away: what it did not acknowledge goes again on the next one.
+              failed = true;
+              settled();
+            },
+          );
+        }
+        if (inflight >= WINDOW || (buffer.length === 0 && inflight > 0)) {
+          await new Promise<void>((resolve) => {
+            this.#wakers.set(clientId, () => {
+              this.#wakers.delete(clientId);
+              resolve();
+            });
           });
-        });
+        }
       }
+    } finally {
+      this.#wakers.delete(clientId);
+      // A queue read to its end may still have messages the client did not acknowledge (the
+      // connection went away, a read failed): it is read again, from its acknowledged
+      // prefix, next time.
+      for (const [queue, c] of cursors)
+        if (c.outstanding) this.#mark(clientId, queue, ownerOf(queue)?.rank ?? PRIORITIES);
     }
-    this.#wakers.delete(clientId);
     for (const c of cursors.values()) await c.acks.idle();
   }
 }

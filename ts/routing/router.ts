@@ -29,7 +29,7 @@ export interface Telemetry {
 /** Called once a message is durable (`err` null) or was refused. */
 export type Accepted = (err: unknown) => void;
 
-/** Messages at the end of each upstream queue whose ids {@link Router.recall} remembers. */
+/** Messages at the end of each queue whose ids {@link Router.recall} remembers. */
 const RECALL = 4096;
 
 /** Stored with a module-input copy: the input's name. */
@@ -75,29 +75,29 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   }
 
   /**
-   * Remembers the ids of the forwarded messages still stored at the end of `queues` (the
-   * upstream queues), so a child hub's resend after this hub restarted is not stored twice.
-   * Call before clients connect.
+   * Remembers the ids of the messages still stored at the end of the queues `recalled`
+   * names (upstream queues, module inputs), newest last, so a child hub's resend after
+   * this hub restarted is not stored twice. Call before clients connect.
    */
-  async recall(queues: string[]): Promise<void> {
-    const stats = await this.#store.stats();
-    for (const q of stats.queues) {
-      if (!queues.includes(q.name) || q.count === 0) continue;
-      const from = Math.max(q.head, q.tail - RECALL);
-      for (let next = from; next < q.tail; ) {
+  async recall(recalled: (queue: string) => boolean): Promise<void> {
+    const seen: Array<{ at: number; sender: string; mid: string }> = [];
+    for (const q of (await this.#store.stats()).queues) {
+      if (q.count === 0 || !recalled(q.name)) continue;
+      for (let next = Math.max(q.head, q.tail - RECALL); next < q.tail; ) {
         const batch = await this.#store.read(q.name, { from: next, limit: 1000 });
         const last = batch.at(-1);
         if (!last) break;
         for (const m of batch) {
-          const mid = m.properties["$.mid"];
-          const device = m.properties["$.cdid"];
+          const { "$.mid": mid, "$.cdid": device, "$.cmid": module } = m.properties;
           if (mid === undefined || device === undefined) continue;
-          const module = m.properties["$.cmid"];
-          this.#recent.add(module === undefined ? device : `${device}/${module}`, mid);
+          seen.push({ at: m.enqueuedAt, sender: module === undefined ? device : `${device}/${module}`, mid });
         }
         next = last.offset + 1;
       }
     }
+    // In the order they were stored: what each sender sent last is what it may resend.
+    seen.sort((a, b) => a.at - b.at);
+    for (const { sender, mid } of seen) this.#recent.add(sender, mid);
   }
 
   /** Replaces the routes (the parent's `$edgeHub` settings changed); later messages follow them. */
