@@ -116,4 +116,42 @@ describe("cloud-to-device messages", () => {
     await eventually("the four unacknowledged again", () => got.length === 4);
     expect(got).toEqual(["cmd-1", "cmd-2", "cmd-3", "cmd-4"]);
   });
+
+  it("in flight when the device unsubscribes and subscribes again are not sent twice on that connection", async () => {
+    const hub = await start(join(await tempDir(), "hub"));
+    const device = await hub.registry.createDevice({ deviceId: "pump" });
+    for (let i = 0; i < 3; i++) await hub.delivery.sendC2D("pump", { body: Buffer.from(`cmd-${i}`) });
+    const raw = await connectedRaw(
+      hub.ports.mqtts,
+      hub.caCertificate,
+      "pump",
+      device.authentication.symmetricKey?.primaryKey ?? "",
+    );
+    const topic = "devices/pump/messages/devicebound/#";
+    const publishes = async (n: number) => {
+      const got: Array<{ body: string; messageId: number }> = [];
+      while (got.length < n) {
+        const p = await raw.next();
+        if (p === "closed") throw new Error("closed");
+        if (p.cmd === "publish") got.push({ body: p.payload.toString(), messageId: p.messageId ?? 0 });
+      }
+      return got;
+    };
+    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic, qos: 1 }] } as Packet);
+    const first = await publishes(3);
+    raw.send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: [topic] } as Packet);
+    // The first PUBACK wakes the drain, which finds the device no longer listening and ends.
+    raw.send({ cmd: "puback", messageId: first[0]?.messageId } as Packet);
+    await eventually(
+      "first acknowledged",
+      async () => ((await hub.store.stats()).queues.find((q) => q.name === "$c2d/pump")?.count ?? 0) === 2,
+    );
+    raw.send({ cmd: "subscribe", messageId: 3, subscriptions: [{ topic, qos: 1 }] } as Packet);
+    for (const p of first.slice(1)) raw.send({ cmd: "puback", messageId: p.messageId } as Packet);
+    await hub.delivery.sendC2D("pump", { body: Buffer.from("cmd-3") });
+    const [next] = await publishes(1);
+    expect(first.map((p) => p.body)).toEqual(["cmd-0", "cmd-1", "cmd-2"]);
+    expect(next?.body).toBe("cmd-3");
+    raw.end();
+  });
 });

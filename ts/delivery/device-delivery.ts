@@ -107,6 +107,8 @@ export class DeviceDelivery {
   readonly #urgent = new Map<string, number>();
   /** Per draining client waiting for PUBACKs: wakes it to read what was just stored. */
   readonly #wakers = new Map<string, () => void>();
+  /** Per connection, where its drains are in each queue. */
+  readonly #cursors = new WeakMap<DeliveryTarget, Map<string, Cursor>>();
   /** The queues left from before a restart, listed from the store once. */
   #loaded: Promise<void> | undefined;
 
@@ -265,16 +267,24 @@ export class DeviceDelivery {
         ? `devices/${deviceId}/messages/devicebound/${bag}`
         : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
     };
-    const cursors = new Map<string, Cursor>();
+    // Kept per connection: a drain that ends with deliveries in flight (the client
+    // unsubscribed, a read failed) leaves the next drain on that connection its place, so
+    // it sends nothing twice there.
+    let cursors = this.#cursors.get(target);
+    if (!cursors) {
+      cursors = new Map<string, Cursor>();
+      this.#cursors.set(target, cursors);
+    }
+    const held = cursors;
     const cursorOf = (queue: string): Cursor => {
-      let c = cursors.get(queue);
+      let c = held.get(queue);
       if (!c) {
         c = new Cursor(
           (offset) => this.#store.ack(queue, offset),
           // Not acknowledged: delivered again later (at least once).
           (err) => this.#log.log("warn", "delivery-ack-failed", { clientId, reason: (err as Error).message }),
         );
-        cursors.set(queue, c);
+        held.set(queue, c);
       }
       return c;
     };
@@ -331,6 +341,8 @@ export class DeviceDelivery {
       }
     } finally {
       this.#wakers.delete(clientId);
+      // Read and not sent: read again.
+      if (current && buffer[0]) current.cursor.from = buffer[0].offset;
       // A queue read to its end may still have messages the client did not acknowledge (the
       // connection went away, a read failed): it is read again, from its acknowledged
       // prefix, next time.
