@@ -135,7 +135,14 @@ impl Writer {
         let Some(qid) = self.qid(b, name) else {
             return Err(Error::InvalidOffset { queue: name.to_owned(), offset, tail: 0 });
         };
-        if b.overlay.get(&qid).is_some_and(|q| self.read_state().queues.get(&qid).is_none_or(|p| p.tail != q.tail)) {
+        // The ack reads the record it stops at from disk. Only when that record may be one
+        // this batch appended is the batch committed first: flushing whenever the queue was
+        // appended to would cost a second fsync per batch on every queue that is written and
+        // drained at once (module inputs, `$upstream` while online).
+        let published = self.read_state().queues.get(&qid).map(|p| p.tail);
+        if b.overlay.get(&qid).is_some_and(|q| published != Some(q.tail))
+            && self.needs_unwritten(qid, offset, published)?
+        {
             self.flush(b);
         }
         let q = self.queue(&mut b.overlay, qid)?;
@@ -171,5 +178,20 @@ impl Writer {
             b.globals_dirty |= gone > 0;
         }
         Ok(())
+    }
+
+    /// Whether an ack up to `offset` may need a record only the current batch holds: the
+    /// first record after it, or (when that one is gone, reclaimed after its TTL) the next
+    /// stored one, is not below the published tail.
+    fn needs_unwritten(&self, qid: u32, offset: u64, published: Option<u64>) -> Result<bool> {
+        let Some(tail) = published else { return Ok(true) };
+        let end = offset + 1;
+        if end >= tail {
+            return Ok(true);
+        }
+        if self.record_at(qid, end)?.is_some() {
+            return Ok(false);
+        }
+        Ok(self.seek_first(qid, end, tail)?.is_none())
     }
 }
