@@ -1,5 +1,5 @@
 // Store benchmarks: durable append (body size x messages per call x concurrent callers),
-// replay, and ack, for edgehub beside classic-level (sync) and a raw fdatasync'd file,
+// replay, ack, and a queue written and drained at once, for edgehub beside classic-level (sync) and a raw fdatasync'd file,
 // all in this run. Results: benches/results/store-*.json; table: docs/benchmarks.md.
 //
 //   npm run bench            (builds first; or: node benches/store.bench.mjs after a build)
@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import b from "benny";
-import { edgehubPeer, levelPeer, PEERS } from "./lib/peers.mjs";
+import { edgehubPeer, levelPeer, PEERS, rawPeer } from "./lib/peers.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -175,11 +175,89 @@ async function acks() {
   save("store-ack", { workload: `durable ack of 1 message per call, ${queues} queues concurrently`, rows });
 }
 
+/**
+ * A queue written and drained at once, as a module input or `$upstream` while online: each
+ * call appends 16 messages and acknowledges the 16 of the call before, on 8 queues at once.
+ * classic-level puts and deletes in one synced batch; the raw file appends the messages and
+ * an ack record under one group-committed fdatasync.
+ */
+async function through() {
+  const queues = 8;
+  const per = 16;
+  const body = randomBytes(256);
+  const eh = await edgehubPeer(fresh("through-eh"));
+  const lv = await levelPeer(fresh("through-lv"));
+  const raw = await rawPeer(fresh("through-raw"));
+  const tails = { edgehub: new Array(queues).fill(0), level: new Array(queues).fill(0) };
+  const ackRecord = Buffer.alloc(12);
+  const res = await suite(`append ${per} and ack the ${per} before, on ${queues} queues concurrently`, [
+    {
+      name: "edgehub",
+      fn: async () => {
+        await Promise.all(
+          Array.from({ length: queues }, async (_, q) => {
+            const before = tails.edgehub[q];
+            const appended = eh.store.append(
+              `q${q}`,
+              Array.from({ length: per }, () => ({ body })),
+            );
+            await Promise.all([appended, before > 0 ? eh.store.ack(`q${q}`, before - 1) : undefined]);
+            tails.edgehub[q] = before + per;
+          }),
+        );
+      },
+    },
+    {
+      name: "classic-level",
+      fn: async () => {
+        await Promise.all(
+          Array.from({ length: queues }, (_, q) => {
+            const first = tails.level[q];
+            tails.level[q] = first + per;
+            const ops = Array.from({ length: per }, (_, i) => ({
+              type: "put",
+              key: lv.key(`q${q}`, first + i),
+              value: body,
+            }));
+            for (let i = first - per; i >= 0 && i < first; i++)
+              ops.push({ type: "del", key: lv.key(`q${q}`, i) });
+            return lv.db.batch(ops, { sync: true });
+          }),
+        );
+      },
+    },
+    {
+      name: "raw-file",
+      fn: async () => {
+        await Promise.all(
+          Array.from({ length: queues }, (_, q) =>
+            raw.append(`q${q}`, [...Array(per).fill(body), ackRecord]),
+          ),
+        );
+      },
+    },
+  ]);
+  await eh.close();
+  await lv.close();
+  await raw.close();
+  const rows = Object.entries(res).map(([peer, r]) => ({
+    peer,
+    msgsPerSec: Math.round(r.ops * queues * per),
+  }));
+  console.log(`\nwritten and drained at once: msgs/s appended (and as many acked)`);
+  table(rows.map((r) => ({ peer: r.peer, "msgs/s": fmt(r.msgsPerSec) })));
+  save("store-through", {
+    workload: `a queue written and drained at once: each call appends ${per} x 256 B and acknowledges the ${per} of the call before, on ${queues} queues concurrently, durable`,
+    rows,
+  });
+}
+
 try {
   const only = process.argv[2];
   if (!only || only === "append") await appendMatrix();
   if (!only || only === "replay") await replay();
   if (!only || only === "ack") await acks();
+  if (!only || only === "through") await through();
 } finally {
   rmSync(root, { recursive: true, force: true });
 }
