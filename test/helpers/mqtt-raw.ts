@@ -2,6 +2,7 @@
 import tls from "node:tls";
 import { SharedAccessSignature } from "azure-iot-common";
 import mqtt, { type Packet } from "mqtt-packet";
+import type { EdgeHub } from "../../ts/index.js";
 
 export interface RawClient {
   send(packet: Packet): void;
@@ -116,4 +117,37 @@ export async function publishSeq(
   if (p.cmd !== "puback" || p.messageId !== messageId)
     throw new Error(`expected PUBACK ${messageId}, got ${JSON.stringify(p)}`);
   return true;
+}
+
+/** A device with C2D messages queued for it, connected raw and subscribed to them (not acknowledging). */
+export async function c2dListener(
+  hub: {
+    ports: { mqtts: number };
+    caCertificate: string;
+    delivery: { sendC2D(d: string, m: { body: Buffer }): Promise<void> };
+  },
+  deviceId: string,
+  key: string,
+  queued: number,
+): Promise<
+  RawClient & { topic: string; publishes(n: number): Promise<Array<{ body: string; messageId: number }>> }
+> {
+  for (let i = 0; i < queued; i++) await hub.delivery.sendC2D(deviceId, { body: Buffer.from(`cmd-${i}`) });
+  const c = await connectedRaw(hub.ports.mqtts, hub.caCertificate, deviceId, key);
+  const topic = `devices/${deviceId}/messages/devicebound/#`;
+  c.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic, qos: 1 }] } as Packet);
+  return {
+    ...c,
+    topic,
+    /** The next `n` PUBLISHes from the hub (other packets skipped). */
+    publishes: async (n) => {
+      const got: Array<{ body: string; messageId: number }> = [];
+      while (got.length < n) {
+        const p = await c.next();
+        if (p === "closed") throw new Error(`${deviceId}: connection closed`);
+        if (p.cmd === "publish") got.push({ body: p.payload.toString(), messageId: p.messageId ?? 0 });
+      }
+      return got;
+    },
+  };
 }

@@ -4,7 +4,7 @@ import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, startHub as start, stopHub } from "../helpers/hub.js";
-import { connectedRaw } from "../helpers/mqtt-raw.js";
+import { c2dListener } from "../helpers/mqtt-raw.js";
 import { call } from "../helpers/service.js";
 
 describe("direct methods with the official device SDK", () => {
@@ -79,28 +79,11 @@ describe("cloud-to-device messages", () => {
   it("left unacknowledged when a connection drops go to the next connection", async () => {
     const hub = await start(join(await tempDir(), "hub"));
     const device = await hub.registry.createDevice({ deviceId: "valve" });
-    for (let i = 0; i < 5; i++) await hub.delivery.sendC2D("valve", { body: Buffer.from(`cmd-${i}`) });
-    const raw = await connectedRaw(
-      hub.ports.mqtts,
-      hub.caCertificate,
-      "valve",
-      device.authentication.symmetricKey?.primaryKey ?? "",
-    );
-    raw.send({
-      cmd: "subscribe",
-      messageId: 1,
-      subscriptions: [{ topic: "devices/valve/messages/devicebound/#", qos: 1 }],
-    } as Packet);
-    const bodies: string[] = [];
-    while (bodies.length < 5) {
-      const p = await raw.next();
-      if (p === "closed") throw new Error("closed");
-      if (p.cmd !== "publish") continue;
-      bodies.push(p.payload.toString());
-      // Only the first is acknowledged; the rest are in flight when the connection drops.
-      if (bodies.length === 1) raw.send({ cmd: "puback", messageId: p.messageId } as Packet);
-    }
-    expect(bodies).toEqual(["cmd-0", "cmd-1", "cmd-2", "cmd-3", "cmd-4"]);
+    const raw = await c2dListener(hub, "valve", device.authentication.symmetricKey?.primaryKey ?? "", 5);
+    const first = await raw.publishes(5);
+    expect(first.map((p) => p.body)).toEqual(["cmd-0", "cmd-1", "cmd-2", "cmd-3", "cmd-4"]);
+    // Only the first is acknowledged; the rest are in flight when the connection drops.
+    raw.send({ cmd: "puback", messageId: first[0]?.messageId } as Packet);
     await eventually(
       "first acknowledged",
       async () => ((await hub.store.stats()).queues.find((q) => q.name === "$c2d/valve")?.count ?? 0) === 4,
@@ -120,36 +103,19 @@ describe("cloud-to-device messages", () => {
   it("in flight when the device unsubscribes and subscribes again are not sent twice on that connection", async () => {
     const hub = await start(join(await tempDir(), "hub"));
     const device = await hub.registry.createDevice({ deviceId: "pump" });
-    for (let i = 0; i < 3; i++) await hub.delivery.sendC2D("pump", { body: Buffer.from(`cmd-${i}`) });
-    const raw = await connectedRaw(
-      hub.ports.mqtts,
-      hub.caCertificate,
-      "pump",
-      device.authentication.symmetricKey?.primaryKey ?? "",
-    );
-    const topic = "devices/pump/messages/devicebound/#";
-    const publishes = async (n: number) => {
-      const got: Array<{ body: string; messageId: number }> = [];
-      while (got.length < n) {
-        const p = await raw.next();
-        if (p === "closed") throw new Error("closed");
-        if (p.cmd === "publish") got.push({ body: p.payload.toString(), messageId: p.messageId ?? 0 });
-      }
-      return got;
-    };
-    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic, qos: 1 }] } as Packet);
-    const first = await publishes(3);
-    raw.send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: [topic] } as Packet);
+    const raw = await c2dListener(hub, "pump", device.authentication.symmetricKey?.primaryKey ?? "", 3);
+    const first = await raw.publishes(3);
+    raw.send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: [raw.topic] } as Packet);
     // The first PUBACK wakes the drain, which finds the device no longer listening and ends.
     raw.send({ cmd: "puback", messageId: first[0]?.messageId } as Packet);
     await eventually(
       "first acknowledged",
       async () => ((await hub.store.stats()).queues.find((q) => q.name === "$c2d/pump")?.count ?? 0) === 2,
     );
-    raw.send({ cmd: "subscribe", messageId: 3, subscriptions: [{ topic, qos: 1 }] } as Packet);
+    raw.send({ cmd: "subscribe", messageId: 3, subscriptions: [{ topic: raw.topic, qos: 1 }] } as Packet);
     for (const p of first.slice(1)) raw.send({ cmd: "puback", messageId: p.messageId } as Packet);
     await hub.delivery.sendC2D("pump", { body: Buffer.from("cmd-3") });
-    const [next] = await publishes(1);
+    const [next] = await raw.publishes(1);
     expect(first.map((p) => p.body)).toEqual(["cmd-0", "cmd-1", "cmd-2"]);
     expect(next?.body).toBe("cmd-3");
     raw.end();
