@@ -121,11 +121,7 @@ export async function publishSeq(
 
 /** A device with C2D messages queued for it, connected raw and subscribed to them (not acknowledging). */
 export async function c2dListener(
-  hub: {
-    ports: { mqtts: number };
-    caCertificate: string;
-    delivery: { sendC2D(d: string, m: { body: Buffer }): Promise<void> };
-  },
+  hub: EdgeHub,
   deviceId: string,
   key: string,
   queued: number,
