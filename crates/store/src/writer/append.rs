@@ -135,30 +135,39 @@ impl Writer {
         let Some(qid) = self.qid(b, name) else {
             return Err(Error::InvalidOffset { queue: name.to_owned(), offset, tail: 0 });
         };
-        // The ack reads the record it stops at from disk. Only when that record may be one
-        // this batch appended is the batch committed first: flushing whenever the queue was
-        // appended to would cost a second fsync per batch on every queue that is written and
-        // drained at once (module inputs, `$upstream` while online).
         let published = self.read_state().queues.get(&qid).map(|p| p.tail);
-        if b.overlay.get(&qid).is_some_and(|q| published != Some(q.tail))
-            && self.needs_unwritten(qid, offset, published)?
-        {
-            self.flush(b);
-        }
-        let q = self.queue(&mut b.overlay, qid)?;
-        if offset >= q.tail {
-            return Err(Error::InvalidOffset { queue: name.to_owned(), offset, tail: q.tail });
+        let (tail, acked_next) = {
+            let q = self.queue(&mut b.overlay, qid)?;
+            (q.tail, q.acked_next)
+        };
+        if offset >= tail {
+            return Err(Error::InvalidOffset { queue: name.to_owned(), offset, tail });
         }
         let end = offset + 1;
-        if end <= q.acked_next {
+        if end <= acked_next {
             return Ok(());
         }
+        // The ack reads the first record it keeps from disk. Only when that record may be
+        // one this batch appended is the batch committed first: flushing whenever the queue
+        // was appended to would cost a second fsync per batch on every queue written and
+        // drained at once (module inputs, `$upstream` while online).
+        let mut kept = None;
+        if published != Some(tail) {
+            if let Some(on_disk) = published.filter(|&t| end < t) {
+                kept = self.first_from(qid, end, on_disk)?;
+            }
+            if kept.is_none() {
+                self.flush(b);
+            }
+        }
+        let q = self.queue(&mut b.overlay, qid)?;
         q.acked_next = end;
         let counters = q.encode_counters();
 
         b.wb.put_cf(self.cf(keys::CF_META)?, keys::queue(qid), counters);
         // The acked records themselves are deleted later, in bulk (`reclaim`): a range
-        // tombstone per ack would pile up in the memtable and slow every iterator.
+        // tombstone per ack would pile up in the memtable and slow every iterator. At most
+        // one run straddles the ack point, so the record kept is looked up at most once.
         while let Some(&front) = self.queue(&mut b.overlay, qid)?.runs.front() {
             if front.start >= end {
                 break;
@@ -166,9 +175,9 @@ impl Writer {
             let split = if front.end <= end {
                 None
             } else {
-                match self.record_at(qid, end)? {
-                    Some(h) => Some((end, h)),
-                    None => self.seek_first(qid, end, front.end)?,
+                match kept.take() {
+                    Some(k) => Some(k).filter(|(o, _)| *o < front.end),
+                    None => self.first_from(qid, end, front.end)?,
                 }
             };
             let (_, _, gone) = self.cut_front(b, qid, 0, split, false)?;
@@ -180,18 +189,12 @@ impl Writer {
         Ok(())
     }
 
-    /// Whether an ack up to `offset` may need a record only the current batch holds: the
-    /// first record after it, or (when that one is gone, reclaimed after its TTL) the next
-    /// stored one, is not below the published tail.
-    fn needs_unwritten(&self, qid: u32, offset: u64, published: Option<u64>) -> Result<bool> {
-        let Some(tail) = published else { return Ok(true) };
-        let end = offset + 1;
-        if end >= tail {
-            return Ok(true);
+    /// The first stored record of `qid` in `[lo, hi)`: the one at `lo`, or when that one is
+    /// gone (reclaimed after its TTL) the next.
+    fn first_from(&self, qid: u32, lo: u64, hi: u64) -> Result<Option<(u64, Header)>> {
+        match self.record_at(qid, lo)? {
+            Some(h) => Ok(Some((lo, h))),
+            None => self.seek_first(qid, lo, hi),
         }
-        if self.record_at(qid, end)?.is_some() {
-            return Ok(false);
-        }
-        Ok(self.seek_first(qid, end, tail)?.is_none())
     }
 }
