@@ -270,21 +270,17 @@ export class DeviceDelivery {
     // Kept per connection: a drain that ends with deliveries in flight (the client
     // unsubscribed, a read failed) leaves the next drain on that connection its place, so
     // it sends nothing twice there.
-    let cursors = this.#cursors.get(target);
-    if (!cursors) {
-      cursors = new Map<string, Cursor>();
-      this.#cursors.set(target, cursors);
-    }
-    const held = cursors;
+    const cursors = this.#cursors.get(target) ?? new Map<string, Cursor>();
+    this.#cursors.set(target, cursors);
     const cursorOf = (queue: string): Cursor => {
-      let c = held.get(queue);
+      let c = cursors.get(queue);
       if (!c) {
         c = new Cursor(
           (offset) => this.#store.ack(queue, offset),
           // Not acknowledged: delivered again later (at least once).
           (err) => this.#log.log("warn", "delivery-ack-failed", { clientId, reason: (err as Error).message }),
         );
-        held.set(queue, c);
+        cursors.set(queue, c);
       }
       return c;
     };

@@ -124,6 +124,11 @@ function checkTtl(what: string, ttl: unknown): asserts ttl is number {
   if (ttl !== -1) checkInteger(what, ttl, 1);
 }
 
+/** The offsets `first`, `first + 1`, … of `n` messages appended to one queue. */
+function consecutive(first: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => first + i);
+}
+
 /** A KV entry's arguments, checked, its value as bytes. */
 function checkPut({ ns, key, value }: KvPut): { ns: string; key: string; value: Uint8Array } {
   checkName("namespace", ns);
@@ -279,7 +284,7 @@ export class MessageStore {
       for (const q of queues) checkName("queue", q);
       const prepared = prepare(messages);
       const firsts = await this.#native.append(queues, encodeBatch(prepared), prepared.length);
-      const offsets = firsts.map((first) => Array.from({ length: prepared.length }, (_, i) => first + i));
+      const offsets = firsts.map((first) => consecutive(first, prepared.length));
       return Array.isArray(queue) ? offsets : (offsets[0] ?? []);
     });
   }
@@ -307,9 +312,7 @@ export class MessageStore {
         counts.push(prepared.length);
       }
       const firsts = await this.#native.appendParts(queues, batches, counts, kv.map(checkPut));
-      return firsts.map((part, i) =>
-        part.map((first) => Array.from({ length: counts[i] as number }, (_, j) => first + j)),
-      );
+      return firsts.map((part, i) => part.map((first) => consecutive(first, counts[i] as number)));
     });
   }
 
