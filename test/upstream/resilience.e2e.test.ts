@@ -1,10 +1,25 @@
 import { describe, expect, it } from "vitest";
+import type { EdgeHub } from "../../ts/index.js";
 import { rootEvents, startRoot } from "../helpers/edge.js";
 import { eventually } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
 import { hubProcess } from "../helpers/process.js";
 import type { BlackholeProxy } from "../helpers/proxy.js";
-import { expectAll, LEAVES, openLeaves, send, site } from "../helpers/site.js";
+import { expectAll, LEAVES, openLeaves, type Site, send, site } from "../helpers/site.js";
+
+/**
+ * Builds a backlog of `n` messages per leaf while the root is down, then restarts the root
+ * and returns it once more than `forwarded` messages reached it.
+ */
+async function drainUnderWay(s: Site, n: number, forwarded: number): Promise<EdgeHub> {
+  await stopHub(s.root);
+  const clients = await openLeaves(s);
+  await send(clients, 0, n);
+  await Promise.all(clients.map((c) => c.close()));
+  const root = await startRoot(s.rootDir, { listen: s.rootListen });
+  await eventually("the drain under way", async () => (await rootEvents(root)).length > forwarded);
+  return root;
+}
 
 describe("store and forward resilience", () => {
   it("goes through five offline/online cycles in a row without losing or reordering anything", async () => {
@@ -23,12 +38,7 @@ describe("store and forward resilience", () => {
   it("loses nothing to a SIGKILL of the edge hub in the middle of a drain", async () => {
     // A capped drain rate keeps the drain going long enough to be interrupted.
     const s = await site({ maxMessagesPerSec: 1500 });
-    await stopHub(s.root);
-    const clients = await openLeaves(s);
-    await send(clients, 0, 1500);
-    await Promise.all(clients.map((c) => c.close()));
-    const root = await startRoot(s.rootDir, { listen: s.rootListen });
-    await eventually("the drain under way", async () => (await rootEvents(root)).length > 500);
+    const root = await drainUnderWay(s, 1500, 500);
     await s.edge.stop("SIGKILL");
     const partial = (await rootEvents(root)).length;
     expect(partial).toBeLessThan(4500);
@@ -41,12 +51,7 @@ describe("store and forward resilience", () => {
 
   it("stores nothing twice when the parent restarts in the middle of a drain", async () => {
     const s = await site();
-    await stopHub(s.root);
-    const clients = await openLeaves(s);
-    await send(clients, 0, 1500);
-    await Promise.all(clients.map((c) => c.close()));
-    let root = await startRoot(s.rootDir, { listen: s.rootListen });
-    await eventually("the drain under way", async () => (await rootEvents(root)).length > 300);
+    let root = await drainUnderWay(s, 1500, 300);
     // Stopped with publishes in flight: some are stored and never acknowledged, and the
     // edge resends them to the restarted parent, which recognises them.
     await stopHub(root);
