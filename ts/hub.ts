@@ -1,4 +1,4 @@
-import { mkdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import https from "node:https";
 import type net from "node:net";
 import type { AddressInfo } from "node:net";
@@ -9,6 +9,7 @@ import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
+import { ensurePrivateDataDir } from "./config/data-dir.js";
 import { DeviceDelivery } from "./delivery/device-delivery.js";
 import { ErrorCodes } from "./errors.js";
 import { consoleLogger, type Logger, type LogLevel } from "./log.js";
@@ -99,7 +100,7 @@ export class EdgeHub {
     log: Logger = consoleLogger(input.logLevel),
   ): Promise<EdgeHub> {
     const config = loadConfig(input);
-    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDataDir(config.dataDir, log);
     const material = config.tls
       ? {
           cert: await readFile(config.tls.certFile, "utf8"),
