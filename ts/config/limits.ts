@@ -3,9 +3,9 @@
  * proved who it is. Defaults are sized for a 512 MB–1 GB board (measured in
  * docs/benchmarks.md, `benches/sockets.bench.mjs`):
  *
- * - an idle authenticated MQTT connection costs ~37 KB of RSS, so 1000 of them ~37 MB;
- * - an unauthenticated socket costs ~11 KB before its ClientHello and up to ~95 KB with a
- *   half-sent HTTPS request, so even 1000 of the worst kind stay under ~100 MB;
+ * - an idle authenticated MQTT connection costs ~55 KB of RSS, so 1000 of them ~55 MB;
+ * - an unauthenticated socket costs ~10 KB before its ClientHello and ~35 KB after the
+ *   handshake (no CONNECT, or a half-sent HTTPS request), so 1000 of them stay under ~40 MB;
  * - a few seconds of handshake and header deadline keep such sockets from piling up
  *   (Node's own defaults are 120 s for the TLS handshake and 60 s for the headers), and
  *   the per-address cap keeps one host from taking every slot from the devices.
