@@ -7,7 +7,8 @@ import net from "node:net";
 import tls from "node:tls";
 import { Message } from "azure-iot-device";
 import { afterEach, describe, expect, it } from "vitest";
-import type { EdgeHub } from "../../ts/index.js";
+import { EdgeHub, type Logger } from "../../ts/index.js";
+import { addressKey } from "../../ts/protocol/admission.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, startHub } from "../helpers/hub.js";
 import { connectedRaw, publishSeq } from "../helpers/mqtt-raw.js";
@@ -164,6 +165,48 @@ describe("limits", () => {
     expect((await limitsStatus(hub)).refused.perAddress).toBe(2);
     // The address's slots are free again: an SDK device from it connects.
     await sendsTelemetry(hub, "dev-4");
+  });
+
+  it("logs a flood of refusals and of handshake timeouts once each, and counts every one", async () => {
+    const events: string[] = [];
+    const log: Logger = { log: (_level, event) => events.push(event) };
+    const hub = await EdgeHub.start(
+      {
+        hostname: "localhost",
+        dataDir: await tempDir(),
+        listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+        limits: { maxUnauthenticatedPerAddress: 5, tlsHandshakeTimeoutMs: 200 },
+      },
+      log,
+    );
+    try {
+      // Five sockets past their handshake, waiting for CONNECT (10 s), fill 127.0.0.1's cap.
+      for (let i = 0; i < 5; i++) expect(await tlsAttempt(hub, hub.ports.mqtts)).toBe("secure");
+      for (let i = 0; i < 20; i++) expect(await tlsAttempt(hub, hub.ports.mqtts)).toBe("refused");
+      // Another host's sockets that never send a ClientHello.
+      const silent = await Promise.all(
+        Array.from({ length: 5 }, () => silentSocket(hub.ports.mqtts, "127.0.0.2")),
+      );
+      expect(await Promise.all(silent.map((s) => closedWithin(s, 5000)))).toEqual(silent.map(() => true));
+      const status = (await hub.status()).limits as LimitsStatus;
+      expect(status.refused.perAddress).toBe(20);
+      expect(status.timeouts.tlsHandshake).toBe(5);
+      expect(events.filter((e) => e === "connection-refused")).toHaveLength(1);
+      expect(events.filter((e) => e === "connection-timed-out")).toHaveLength(1);
+    } finally {
+      await hub.close();
+    }
+  });
+
+  it("keys the per-address cap by IPv4 address (also mapped into IPv6) and by IPv6 /64", () => {
+    expect(addressKey("192.0.2.7")).toBe("192.0.2.7");
+    expect(addressKey("::ffff:192.0.2.7")).toBe("192.0.2.7");
+    const net64 = addressKey("2001:db8:0:12::1");
+    expect(net64).toBe("2001:db8:0:12::/64");
+    expect(addressKey("2001:0db8:0000:0012:ffff:1:2:3")).toBe(net64);
+    expect(addressKey("2001:db8:0:13::1")).not.toBe(net64);
+    expect(addressKey("::1")).toBe("0:0:0:0::/64");
+    expect(addressKey("fe80::1%eth0")).toBe("fe80:0:0:0::/64");
   });
 
   it("refuses a limits key it does not know, or a header deadline past the request deadline, naming the key", async () => {
