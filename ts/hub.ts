@@ -388,7 +388,8 @@ export class EdgeHub {
 
   /**
    * The parent link and the backlog: whether the parent is reachable, when it last was, the
-   * last scope sync, the forwarder's counters, and the `$upstream` and `$deadletter` queues.
+   * last scope sync, the forwarder's counters, and the `$upstream` and `$deadletter` queues;
+   * and `limits`: sockets open and unauthenticated, refused past a cap, closed at a deadline.
    */
   async status(): Promise<Record<string, unknown>> {
     const stats = await this.store.stats();
