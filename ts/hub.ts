@@ -179,7 +179,7 @@ export class EdgeHub {
           admission.timedOut("tlsHandshake", { address: socket.remoteAddress });
         else quietLog.log("warn", "tls-refused", { reason: err.message });
         // With a listener here Node leaves the socket open: a handshake past its deadline
-        // would hold its slot (and ~11 KB) for good.
+        // would hold its slot (and ~10 KB) for good.
         socket.destroy();
       };
       const hub = new EdgeHub(
