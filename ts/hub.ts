@@ -1,5 +1,6 @@
-import { mkdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import https from "node:https";
+import type net from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -8,10 +9,12 @@ import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
+import { ensurePrivateDataDir } from "./config/data-dir.js";
 import { DeviceDelivery } from "./delivery/device-delivery.js";
 import { ErrorCodes } from "./errors.js";
-import { consoleLogger, type Logger } from "./log.js";
+import { consoleLogger, type Logger, type LogLevel } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
+import { Admission, RateLimitedLog } from "./protocol/admission.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Sessions } from "./protocol/sessions.js";
 import { RouteTable } from "./routing/route-table.js";
@@ -57,6 +60,10 @@ export class EdgeHub {
   readonly #websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
   readonly #connections = new Map<string, MqttConnection>();
   readonly #sockets = new Set<tls.TLSSocket>();
+  /** Connection caps and deadline counters of every listener. */
+  readonly #admission: Admission;
+  /** The socket each MQTT connection came in on (its TLS socket, or the WebSocket's). */
+  readonly #socketOf = new WeakMap<MqttConnection, net.Socket>();
   #closed = false;
 
   private constructor(
@@ -68,6 +75,7 @@ export class EdgeHub {
     service: { connectionString: string; file: string },
     upstream: Upstream | undefined,
     settings: EdgeHubSettings,
+    admission: Admission,
     log: Logger,
   ) {
     this.config = config;
@@ -83,6 +91,7 @@ export class EdgeHub {
     this.serviceConnectionStringFile = service.file;
     this.upstream = upstream;
     this.settings = settings;
+    this.#admission = admission;
   }
 
   /** Starts a hub: opens its store and registry, and listens for MQTT over TLS. */
@@ -91,7 +100,7 @@ export class EdgeHub {
     log: Logger = consoleLogger(input.logLevel),
   ): Promise<EdgeHub> {
     const config = loadConfig(input);
-    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDataDir(config.dataDir, log);
     const material = config.tls
       ? {
           cert: await readFile(config.tls.certFile, "utf8"),
@@ -141,7 +150,9 @@ export class EdgeHub {
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       // Client certificates are asked for, never required: SAS clients send none. The chain
       // is checked against the trusted device CAs only.
+      const limits = config.limits;
       const tlsOptions = {
+        handshakeTimeout: limits.tlsHandshakeTimeoutMs,
         cert: material.cert,
         key: material.key,
         minVersion: "TLSv1.2" as const,
@@ -160,6 +171,17 @@ export class EdgeHub {
         };
       };
       const server = tls.createServer(tlsOptions);
+      // Refusals and timeouts can be caused by anyone: their log lines are rate-limited.
+      const quietLog = new RateLimitedLog(log);
+      const admission = new Admission(limits, quietLog);
+      const tlsRefused = (err: Error & { code?: string }, socket: tls.TLSSocket) => {
+        if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT")
+          admission.timedOut("tlsHandshake", { address: socket.remoteAddress });
+        else quietLog.log("warn", "tls-refused", { reason: err.message });
+        // With a listener here Node leaves the socket open: a handshake past its deadline
+        // would hold its slot (and ~10 KB) for good.
+        socket.destroy();
+      };
       const hub = new EdgeHub(
         config,
         store,
@@ -169,6 +191,7 @@ export class EdgeHub {
         service,
         upstream,
         settings,
+        admission,
         log,
       );
       hub.#router = router;
@@ -228,8 +251,14 @@ export class EdgeHub {
             upstream?.scope?.requestSync();
         },
         maxMessageBytes: 256 * 1024,
-        connectTimeoutMs: 10_000,
+        connectTimeoutMs: limits.mqttConnectTimeoutMs,
+        closedUnauthenticated: (level: LogLevel, reason: string, fields: Record<string, unknown>) => {
+          if (reason === "connect-timeout") admission.timedOut("mqttConnect", fields);
+          else quietLog.log(level, "client-closed", { reason, ...fields }, `client-closed:${reason}`);
+        },
         register: (clientId: string, conn: MqttConnection) => {
+          const socket = hub.#socketOf.get(conn);
+          if (socket) admission.authenticated(socket);
           const previous = hub.#connections.get(clientId);
           hub.#connections.set(clientId, conn);
           previous?.close("taken-over");
@@ -248,9 +277,9 @@ export class EdgeHub {
         socket.setNoDelay(true);
         hub.#sockets.add(socket);
         socket.on("close", () => hub.#sockets.delete(socket));
-        new MqttConnection(socket, context, peerOf(socket));
+        hub.#socketOf.set(new MqttConnection(socket, context, peerOf(socket)), socket);
       });
-      server.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
+      server.on("tlsClientError", tlsRefused);
       const api = new ServiceApi({
         hostname: config.hostname,
         serviceKey: service.key,
@@ -275,8 +304,30 @@ export class EdgeHub {
         status: () => hub.status(),
         log,
       });
-      hub.#https = https.createServer(tlsOptions, (req, res) => api.handle(req, res));
-      hub.#https.on("tlsClientError", (err) => log.log("warn", "tls-refused", { reason: err.message }));
+      hub.#https = https.createServer(
+        {
+          ...tlsOptions,
+          headersTimeout: limits.httpHeadersTimeoutMs,
+          requestTimeout: limits.httpRequestTimeoutMs,
+          keepAliveTimeout: limits.httpKeepAliveTimeoutMs,
+          // Node checks the two deadlines above every 30 s by default: a half-sent request
+          // would outlive its deadline by that much.
+          connectionsCheckingInterval: Math.min(1000, Math.ceil(limits.httpHeadersTimeoutMs / 4)),
+        },
+        (req, res) => api.handle(req, res),
+      );
+      hub.#https.on("tlsClientError", tlsRefused);
+      hub.#https.on("clientError", (err: Error & { code?: string }, socket: net.Socket) => {
+        // Node's own answer (a 4xx and close), counted and rate-limited.
+        const timeout = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
+        if (timeout) admission.timedOut("http", { address: socket.remoteAddress });
+        else quietLog.log("warn", "http-refused", { reason: err.message });
+        if (socket.writable && err.code !== "ECONNRESET")
+          socket.end(
+            `HTTP/1.1 ${timeout ? "408 Request Timeout" : "400 Bad Request"}\r\nConnection: close\r\n\r\n`,
+          );
+        setTimeout(() => socket.destroy(), 1000).unref();
+      });
       // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
       hub.#https.on("upgrade", (req, socket, head) => {
         if (new URL(req.url ?? "/", "https://hub").pathname !== "/$iothub/websocket") {
@@ -284,9 +335,16 @@ export class EdgeHub {
           return;
         }
         hub.#websockets.handleUpgrade(req, socket, head, (ws) => {
-          new MqttConnection(createWebSocketStream(ws), context, peerOf(req.socket as tls.TLSSocket));
+          const conn = new MqttConnection(
+            createWebSocketStream(ws),
+            context,
+            peerOf(req.socket as tls.TLSSocket),
+          );
+          hub.#socketOf.set(conn, req.socket);
         });
       });
+      admission.guard(server);
+      admission.guard(hub.#https);
       for (const [srv, port] of [
         [server, config.listen.mqtts],
         [hub.#https, config.listen.https],
@@ -330,7 +388,8 @@ export class EdgeHub {
 
   /**
    * The parent link and the backlog: whether the parent is reachable, when it last was, the
-   * last scope sync, the forwarder's counters, and the `$upstream` and `$deadletter` queues.
+   * last scope sync, the forwarder's counters, and the `$upstream` and `$deadletter` queues;
+   * and `limits`: sockets open and unauthenticated, refused past a cap, closed at a deadline.
    */
   async status(): Promise<Record<string, unknown>> {
     const stats = await this.store.stats();
@@ -357,6 +416,7 @@ export class EdgeHub {
         dropped: stats.dropped,
       },
       connectedClients: this.#connections.size,
+      limits: this.#admission.stats(),
     };
   }
 

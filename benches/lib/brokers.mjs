@@ -180,12 +180,20 @@ export async function runEdgehub(configFile, name = "edgehub") {
 
 /**
  * Writes `<dataDir>/../<name>-bench.json` (hostname localhost, MQTT on `port`, no HTTPS,
- * log level warn; `extra` keys replace these, `extra.listen` merges) and runs edgehub on it.
+ * log level warn, connection caps lifted; `extra` keys replace these, `extra.listen` merges) and runs edgehub on it.
  * The handle's `config` is the file, for {@link runEdgehub} to start it again.
  */
 export async function startEdgehub(dataDir, port, extra = {}, name = "edgehub") {
   const config = join(dataDir, "..", `${name}-bench.json`);
-  const base = { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: port, https: 0 } };
+  // Every benchmark client comes from 127.0.0.1, up to 1000 at once: the per-address and
+  // total caps of a small board's defaults would refuse some.
+  const limits = { maxConnections: 10_000, maxUnauthenticatedPerAddress: 10_000 };
+  const base = {
+    hostname: "localhost",
+    dataDir,
+    listen: { host: "127.0.0.1", mqtts: port, https: 0 },
+    limits,
+  };
   writeFileSync(
     config,
     JSON.stringify({ ...base, logLevel: "warn", ...extra, listen: { ...base.listen, ...extra.listen } }),

@@ -1,4 +1,5 @@
 /** A raw MQTT client over real TLS for sending exactly the packets (or bytes) a test wants. */
+import net from "node:net";
 import tls from "node:tls";
 import { SharedAccessSignature } from "azure-iot-common";
 import mqtt, { type Packet } from "mqtt-packet";
@@ -13,8 +14,15 @@ export interface RawClient {
   end(): void;
 }
 
-export async function rawClient(port: number, ca: string): Promise<RawClient> {
-  const socket = tls.connect({ host: "localhost", port, ca });
+/** @param localAddress the client's own address (e.g. `127.0.0.2`, another host on loopback). */
+export async function rawClient(port: number, ca: string, localAddress?: string): Promise<RawClient> {
+  const socket = localAddress
+    ? tls.connect({
+        socket: net.connect({ host: "127.0.0.1", port, localAddress }),
+        servername: "localhost",
+        ca,
+      })
+    : tls.connect({ host: "localhost", port, ca });
   await new Promise<void>((resolve, reject) => {
     socket.once("secureConnect", () => resolve());
     socket.once("error", reject);
@@ -81,8 +89,9 @@ export async function connectedRaw(
   ca: string,
   deviceId: string,
   key: string,
+  localAddress?: string,
 ): Promise<RawClient> {
-  const c = await rawClient(port, ca);
+  const c = await rawClient(port, ca, localAddress);
   c.send(deviceConnect(deviceId, key, { clean: true }));
   const ack = await c.next();
   if (ack === "closed" || ack.cmd !== "connack" || ack.returnCode !== 0) {

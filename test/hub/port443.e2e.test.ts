@@ -1,12 +1,13 @@
 import { execFile } from "node:child_process";
 import { writeFile } from "node:fs/promises";
+import net from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { Client, Message } from "azure-iot-device";
 import { MqttWs } from "azure-iot-device-mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { EdgeHub, EVENTS_QUEUE, silentLogger } from "../../ts/index.js";
+import { EdgeHub, EVENTS_QUEUE, type HubConfigInput, silentLogger } from "../../ts/index.js";
 import { childClient, childOf, edgeIdentity, gatewayOf, synced } from "../helpers/edge.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { startHub, stopHub } from "../helpers/hub.js";
@@ -23,12 +24,13 @@ afterEach(async () => {
   hub = undefined;
 });
 
-async function startOn443(): Promise<EdgeHub> {
+async function startOn443(extra: HubConfigInput = {}): Promise<EdgeHub> {
   hub = await EdgeHub.start(
     {
       hostname: "localhost",
       dataDir: join(await tempDir(), "hub"),
       listen: { host: "127.0.0.1", mqtts: 0, https: 443 },
+      ...extra,
     },
     silentLogger,
   );
@@ -91,6 +93,48 @@ describe("MQTT over WebSocket", () => {
       expect(stored?.properties).toMatchObject({ "$.mid": "ws-1", "$.cdid": "ws-dev" });
       expect(h.connectedClients).toEqual(["ws-dev"]);
     } finally {
+      await client.close();
+    }
+  });
+});
+
+describe("limits over WebSocket", () => {
+  it("counts a WebSocket connection toward maxConnections, and frees its address's unauthenticated slot once it is authenticated", async () => {
+    const h = await startOn443({ limits: { maxConnections: 2, maxUnauthenticatedPerAddress: 1 } });
+    const dev = await h.registry.createDevice({ deviceId: "ws-dev" });
+    const client = Client.fromConnectionString(
+      `HostName=localhost;DeviceId=ws-dev;SharedAccessKey=${dev.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost`,
+      MqttWs,
+    );
+    await client.setOptions({ ca: h.caCertificate });
+    await client.open();
+    const sockets: net.Socket[] = [];
+    const tcp = (port: number) =>
+      new Promise<"open" | "closed">((resolve) => {
+        const s = net.connect({ host: "127.0.0.1", port });
+        sockets.push(s);
+        s.on("error", () => undefined);
+        s.once("close", () => resolve("closed"));
+        // Still open a while after connecting: admitted (a refused one is closed at once).
+        s.once("connect", () => setTimeout(() => resolve(s.destroyed ? "closed" : "open"), 300));
+      });
+    try {
+      const limits = async () => (await h.status()).limits as { open: number; unauthenticated: number };
+      expect(await limits()).toMatchObject({ open: 1, unauthenticated: 0 });
+      // The one unauthenticated slot of 127.0.0.1 is free: a silent socket takes it.
+      expect(await tcp(h.ports.https)).toBe("open");
+      // Two sockets open (the WebSocket's and the silent one): the cap refuses a third.
+      expect(await tcp(h.ports.mqtts)).toBe("closed");
+      expect((await h.status()).limits).toMatchObject({
+        open: 2,
+        unauthenticated: 1,
+        refused: { maxConnections: 1, perAddress: 0 },
+      });
+      await client.sendEvent(new Message("still served"));
+      const [stored] = await h.store.read(EVENTS_QUEUE);
+      expect(stored?.body.toString()).toBe("still served");
+    } finally {
+      for (const s of sockets) s.destroy();
       await client.close();
     }
   });

@@ -21,7 +21,10 @@ const USAGE = `usage: edgehub start [--config <file.json>]
   start         run the hub until interrupted
   --config      JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https},
                 tls {certFile, keyFile, caFile}, storeAndForwardConfiguration
-                {timeToLiveSecs, storeLimits {maxSizeBytes}}, logLevel)
+                {timeToLiveSecs, storeLimits {maxSizeBytes}}, logLevel, limits
+                {maxConnections, maxUnauthenticatedPerAddress, tlsHandshakeTimeoutMs,
+                mqttConnectTimeoutMs, httpHeadersTimeoutMs, httpRequestTimeoutMs,
+                httpKeepAliveTimeoutMs})
 
   identity      parent/child relations of edge devices, through the running hub's service API
   --device-id   the parent: an edge device

@@ -7,6 +7,7 @@ import { resolve } from "node:path";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { LogLevel } from "../log.js";
 import { parseRoute, type Route } from "../routing/route-grammar.js";
+import { type Limits, type LimitsInput, limitsConfig } from "./limits.js";
 
 /** What `EdgeHub.start` takes; every field has a default. */
 export interface HubConfigInput {
@@ -48,6 +49,8 @@ export interface HubConfigInput {
   $edgeHub?: { "properties.desired"?: EdgeHubDesired };
   modulesContent?: { $edgeHub?: { "properties.desired"?: EdgeHubDesired } };
   logLevel?: LogLevel;
+  /** Connections and per-socket deadlines, sized for a small board by default (./limits.ts). */
+  limits?: LimitsInput;
 }
 
 /** A route as IoT Edge writes it. */
@@ -154,6 +157,7 @@ export interface HubConfig {
   parent: ParentConfig | undefined;
   routes: Record<string, RouteSpec>;
   logLevel: LogLevel;
+  limits: Limits;
 }
 
 function bad(key: string, why: string): EdgeHubError {
@@ -192,6 +196,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     "$edgeHub",
     "modulesContent",
     "logLevel",
+    "limits",
   ]);
   const manifest = manifestDesired(raw);
   const hostname = raw.hostname ?? osHostname();
@@ -259,6 +264,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     parent: raw.parent === undefined ? undefined : parentConfig(raw.parent),
     routes: routesConfig("routes", raw.routes ?? manifest.routes ?? {}),
     logLevel: logLevel as LogLevel,
+    limits: limitsConfig("limits", raw.limits),
   };
 }
 

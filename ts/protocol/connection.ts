@@ -14,12 +14,12 @@ import mqtt, {
 } from "mqtt-packet";
 import type { Authenticator, PeerCertificate, Principal } from "../auth/authenticator.js";
 import { type EdgeHubError, ErrorCodes } from "../errors.js";
-import type { Logger } from "../log.js";
+import type { Logger, LogLevel } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { Router } from "../routing/router.js";
 import type { TwinProperties, Twins } from "../twin/twins.js";
 import { PacketReader } from "./packet-reader.js";
-import type { Sessions } from "./sessions.js";
+import { type Sessions, SessionWriter } from "./sessions.js";
 import { parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
 import { answerTwinRequest } from "./twin-requests.js";
 
@@ -44,6 +44,11 @@ export interface ConnectionContext {
   maxMessageBytes: number;
   /** How long a socket may stay open without CONNECT. */
   connectTimeoutMs: number;
+  /**
+   * Told instead of the log when a connection that never authenticated closes: anyone can
+   * cause that, so the hub counts and rate-limits it.
+   */
+  closedUnauthenticated?(level: LogLevel, reason: string, fields: Record<string, unknown>): void;
 }
 
 /** CONNACK return codes of MQTT 3.1.1. */
@@ -83,6 +88,8 @@ export class MqttConnection {
   /** Packets that arrived while the session was being restored, replayed after CONNACK. */
   #held: Packet[] | undefined;
   #cleanSession = true;
+  /** The stored subscriptions of a clean=false client, set once its session is restored. */
+  #session: SessionWriter | undefined;
   #unacked = 0;
   #expiry: NodeJS.Timeout | undefined;
 
@@ -171,9 +178,8 @@ export class MqttConnection {
           const t = parseSubscribeTopic(topic);
           if (t) this.#subscribed.delete(t.kind);
         }
-        this.#saveSession();
         // MQTT 3.1.1's UNSUBACK has no per-topic codes (mqtt-packet's type is v5's).
-        this.#send({ cmd: "unsuback", messageId: p.messageId } as Packet);
+        this.#afterSessionSaved(() => this.#send({ cmd: "unsuback", messageId: p.messageId } as Packet));
         return;
       case "pingreq":
         this.#send({ cmd: "pingresp" });
@@ -248,6 +254,7 @@ export class MqttConnection {
       (kinds) => {
         if (this.#closed) return;
         for (const k of kinds ?? []) this.#subscribed.add(k);
+        if (!this.#cleanSession) this.#session = new SessionWriter(this.#ctx.sessions, clientId, kinds);
         this.#send({ cmd: "connack", returnCode: CONNACK.accepted, sessionPresent: kinds !== undefined });
         const held = this.#held ?? [];
         this.#held = undefined;
@@ -386,20 +393,33 @@ export class MqttConnection {
       this.#subscribed.add(t.kind);
       return t.kind === "c2d" || t.kind === "module-inputs" ? 1 : 0;
     });
-    this.#send({ cmd: "suback", messageId: p.messageId, granted });
-    for (const kind of this.#subscribed) this.#ctx.subscribed(this, kind);
-    this.#saveSession();
+    this.#afterSessionSaved(() => {
+      this.#send({ cmd: "suback", messageId: p.messageId, granted });
+      for (const kind of this.#subscribed) this.#ctx.subscribed(this, kind);
+    });
   }
 
-  /** Keeps the subscriptions of a clean=false client for its next connection. */
-  #saveSession(): void {
-    const clientId = this.#principal?.clientId;
-    if (this.#cleanSession || !clientId) return;
-    this.#ctx.sessions
-      .save(clientId, this.#subscribed)
-      .catch((err: unknown) =>
-        this.#ctx.log.log("error", "session-save-failed", { clientId, reason: (err as Error).message }),
-      );
+  /**
+   * Runs `ack` (SUBACK, UNSUBACK) once the subscriptions of a clean=false client are
+   * stored, so an acknowledged subscription survives a crash. At most one write per client
+   * in flight and one queued (however many SUBSCRIBEs arrive meanwhile), none when the
+   * set is unchanged (SDKs subscribe again after every reconnect); waiting acks count
+   * toward the client's backpressure like unacknowledged messages.
+   */
+  #afterSessionSaved(ack: () => void): void {
+    const saved = this.#session?.save(this.#subscribed);
+    if (!saved) {
+      ack();
+      return;
+    }
+    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
+    saved.then(
+      () => {
+        if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
+        if (!this.#closed) ack();
+      },
+      (err: unknown) => this.close("session-save-failed", { reason: (err as Error).message }),
+    );
   }
 
   /** Closes the connection (idempotent), logging why. */
@@ -413,7 +433,9 @@ export class MqttConnection {
     for (const f of this.#inflight.values()) f.reject(new Error(`connection closed: ${reason}`));
     this.#inflight.clear();
     const level = reason === "client-disconnect" || reason === "socket-closed" ? "info" : "warn";
-    this.#ctx.log.log(level, "client-closed", { clientId, reason, ...fields });
+    if (this.#principal === undefined && this.#ctx.closedUnauthenticated)
+      this.#ctx.closedUnauthenticated(level, reason, fields);
+    else this.#ctx.log.log(level, "client-closed", { clientId, reason, ...fields });
     this.#socket.end();
     setTimeout(() => this.#socket.destroy(), 1000).unref();
   }

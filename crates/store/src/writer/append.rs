@@ -1,6 +1,6 @@
 //! Appends and acks: the two operations that move a queue's tail and head. Part of the
-//! writer thread (see `writer.rs`); every fallible step of an append comes before its
-//! first write to the shared batch.
+//! writer thread (see `writer.rs`); every fallible step of an append or an ack comes
+//! before its first write to the shared batch.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -160,26 +160,32 @@ impl Writer {
                 self.flush(b);
             }
         }
+        // Every fallible step (the disk read of the record kept, the column family) comes
+        // before the first write to the batch, as in `append`: the batch is shared with other
+        // callers, so a failed ack must leave neither its counters nor a run cut behind.
+        // At most one run straddles the ack point, so the record kept is looked up at most once.
+        let straddling = self.queue(&mut b.overlay, qid)?.runs.iter().find(|r| r.start < end && end < r.end).copied();
+        let split = match straddling {
+            None => None,
+            Some(run) => match kept {
+                Some(k) => Some(k).filter(|(o, _)| *o < run.end),
+                None => self.first_from(qid, end, run.end)?,
+            },
+        };
+        let meta_cf = self.cf(keys::CF_META)?;
+        // `cut_front` below can then fail only on a missing column family: checked here too.
+        self.cf(keys::CF_MSGS)?;
         let q = self.queue(&mut b.overlay, qid)?;
         q.acked_next = end;
         let counters = q.encode_counters();
-
-        b.wb.put_cf(self.cf(keys::CF_META)?, keys::queue(qid), counters);
+        b.wb.put_cf(meta_cf, keys::queue(qid), counters);
         // The acked records themselves are deleted later, in bulk (`reclaim`): a range
-        // tombstone per ack would pile up in the memtable and slow every iterator. At most
-        // one run straddles the ack point, so the record kept is looked up at most once.
+        // tombstone per ack would pile up in the memtable and slow every iterator.
         while let Some(&front) = self.queue(&mut b.overlay, qid)?.runs.front() {
             if front.start >= end {
                 break;
             }
-            let split = if front.end <= end {
-                None
-            } else {
-                match kept.take() {
-                    Some(k) => Some(k).filter(|(o, _)| *o < front.end),
-                    None => self.first_from(qid, end, front.end)?,
-                }
-            };
+            let split = if front.end <= end { None } else { split };
             let (_, _, gone) = self.cut_front(b, qid, 0, split, false)?;
             // Records between the ack and the split point were reclaimed by the
             // compaction filter after their own TTL: count them as expired.
