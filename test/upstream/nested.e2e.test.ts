@@ -15,32 +15,40 @@ const leafSeqs = async (root: EdgeHub) =>
     .filter((m) => m.properties["$.cdid"] === "leaf")
     .map((m) => Number(m.properties.seq));
 
+/** root <- edge1 <- edge2, and `leaf` a child of edge2; both edges have synced their scope. */
+async function nested() {
+  const root = await startRoot(await tempDir(), { allowNesting: true });
+  const edge1Parent = await edgeIdentity(root, "edge1");
+  const edge1Scope = root.registry.getDevice("edge1")?.deviceScope;
+  const e2 = await root.registry.createDevice({
+    deviceId: "edge2",
+    capabilities: { iotEdge: true },
+    parentScopes: [edge1Scope ?? ""],
+  });
+  const leaf = await root.registry.createDevice({ deviceId: "leaf", deviceScope: e2.deviceScope });
+  const edge1Dir = await tempDir();
+  const edge1Listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+  const edge1 = await startEdge(edge1Dir, edge1Parent, { listen: edge1Listen });
+  await synced(edge1);
+  const edge2 = await startEdge(await tempDir(), {
+    hostname: "127.0.0.1",
+    hubHostname: "localhost",
+    port: edge1Listen.mqtts,
+    httpsPort: edge1Listen.https,
+    deviceId: "edge2",
+    sharedAccessKey: e2.authentication.symmetricKey?.primaryKey ?? "",
+    caFile: edge1.caFile,
+    maxBackoffMs: 300,
+  });
+  await synced(edge2);
+  return { root, edge1, edge1Dir, edge1Parent, edge1Listen, edge2, leaf };
+}
+
 describe("nested edge hubs", () => {
   it("root <- edge1 <- edge2 <- leaf: edge2 syncs its scope from edge1, and messages climb both hops as the leaf, through an outage of the middle hub", async () => {
-    const root = await startRoot(await tempDir(), { allowNesting: true });
-    const edge1Parent = await edgeIdentity(root, "edge1");
-    const edge1Scope = root.registry.getDevice("edge1")?.deviceScope;
-    const e2 = await root.registry.createDevice({
-      deviceId: "edge2",
-      capabilities: { iotEdge: true },
-      parentScopes: [edge1Scope ?? ""],
-    });
-    const leaf = await root.registry.createDevice({ deviceId: "leaf", deviceScope: e2.deviceScope });
-    const edge1Dir = await tempDir();
-    const edge1Listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
-    let edge1 = await startEdge(edge1Dir, edge1Parent, { listen: edge1Listen });
-    await synced(edge1);
-    const edge2 = await startEdge(await tempDir(), {
-      hostname: "127.0.0.1",
-      hubHostname: "localhost",
-      port: edge1Listen.mqtts,
-      httpsPort: edge1Listen.https,
-      deviceId: "edge2",
-      sharedAccessKey: e2.authentication.symmetricKey?.primaryKey ?? "",
-      caFile: edge1.caFile,
-      maxBackoffMs: 300,
-    });
-    await synced(edge2);
+    const n = await nested();
+    const { root, edge1Dir, edge1Parent, edge1Listen, edge2, leaf } = n;
+    let edge1 = n.edge1;
     // edge2 gets its own subtree only.
     expect(edge2.registry.getDevice("edge1")).toBeUndefined();
 
@@ -59,6 +67,24 @@ describe("nested edge hubs", () => {
     await eventually("20 at the root", async () => new Set(await leafSeqs(root)).size >= 20);
     const got = await leafSeqs(root);
     expect(got.filter((s, i) => got.indexOf(s) === i)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    c.end();
+  });
+
+  it("a leaf reusing one message id through edge2 and edge1: every message reaches the root in order, each hop sending its own forwarder id", async () => {
+    const { root, edge2, leaf } = await nested();
+    const c = await connectedRaw(
+      edge2.ports.mqtts,
+      edge2.caCertificate,
+      "leaf",
+      leaf.authentication.symmetricKey?.primaryKey ?? "",
+    );
+    for (let i = 0; i < 20; i++) expect(await publishSeq(c, "leaf", i, undefined, "&%24.mid=42")).toBe(true);
+    await eventually("20 at the root", async () => (await leafSeqs(root)).length >= 20);
+    expect(await leafSeqs(root)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    const atRoot = (await rootEvents(root)).filter((m) => m.properties["$.cdid"] === "leaf");
+    expect(atRoot.every((m) => m.properties["$.mid"] === "42")).toBe(true);
+    // edge1 sends its own forwarder id upward, not edge2's (which starts `edge2/`).
+    expect(atRoot.every((m) => m.properties["$.fid"]?.startsWith("edge1/"))).toBe(true);
     c.end();
   });
 });

@@ -39,6 +39,9 @@ export class MessageRefused extends Error {}
 /** Called with null on PUBACK, or the reason the connection ended first. */
 export type Acked = (err: Error | null) => void;
 
+/** MQTT's packet ids: 1 to 65,535, shared by every packet awaiting an answer. */
+const PACKET_IDS = 65_535;
+
 /** Largest packet accepted from the parent (twin documents, method requests). */
 const MAX_INCOMING = 1024 * 1024;
 
@@ -154,7 +157,11 @@ export class MqttClient extends EventEmitter<{
       done(new Error("not connected"));
       return;
     }
-    const messageId = this.#id(this.#inflight);
+    const messageId = this.#id();
+    if (messageId === undefined) {
+      done(new Error(`all ${PACKET_IDS} packet ids are awaiting an answer`));
+      return;
+    }
     this.#inflight.set(messageId, done);
     if (this.#version === 4) {
       this.#send(publishPacket(topic, messageId, payload));
@@ -179,7 +186,11 @@ export class MqttClient extends EventEmitter<{
       done(new Error("not connected"));
       return;
     }
-    const messageId = this.#id(this.#subacks);
+    const messageId = this.#id();
+    if (messageId === undefined) {
+      done(new Error(`all ${PACKET_IDS} packet ids are awaiting an answer`));
+      return;
+    }
     this.#subacks.set(messageId, done);
     this.#send(
       mqtt.generate(
@@ -203,9 +214,11 @@ export class MqttClient extends EventEmitter<{
     this.emit("close", reason);
   }
 
-  #id(used: Map<number, unknown>): number {
-    do this.#nextId = (this.#nextId % 65535) + 1;
-    while (used.has(this.#nextId));
+  /** A packet id no publish or subscribe awaiting an answer holds (they share one space); undefined when all are held. */
+  #id(): number | undefined {
+    if (this.#inflight.size + this.#subacks.size >= PACKET_IDS) return undefined;
+    do this.#nextId = (this.#nextId % PACKET_IDS) + 1;
+    while (this.#inflight.has(this.#nextId) || this.#subacks.has(this.#nextId));
     return this.#nextId;
   }
 
