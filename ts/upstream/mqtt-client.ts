@@ -83,6 +83,8 @@ export class MqttClient extends EventEmitter<{
   readonly #inflight = new Map<number, Acked>();
   readonly #subacks = new Map<number, (err: Error | null) => void>();
   #nextId = 0;
+  /** MQTT 5: the largest packet the parent takes (its CONNACK's Maximum Packet Size). */
+  #maxPacket = Number.POSITIVE_INFINITY;
   #connected = false;
   #closed = false;
   #corked = false;
@@ -177,7 +179,18 @@ export class MqttClient extends EventEmitter<{
       dup: false,
       ...(userProperties ? { properties: { userProperties } } : {}),
     };
-    this.#send(mqtt.generate(packet, { protocolVersion: this.#version }));
+    const bytes = mqtt.generate(packet, { protocolVersion: this.#version });
+    if (bytes.length > this.#maxPacket) {
+      // The parent said it takes no packet this large: it would drop the connection, every time.
+      this.#inflight.delete(messageId);
+      done(
+        new MessageRefused(
+          `the message is ${bytes.length} bytes on the wire, over the parent's maximum packet size of ${this.#maxPacket}`,
+        ),
+      );
+      return;
+    }
+    this.#send(bytes);
   }
 
   /** Subscribes at QoS 0; `done` on the SUBACK (an error if any filter was refused). */
@@ -246,6 +259,8 @@ export class MqttClient extends EventEmitter<{
           this.destroy(`connection refused (CONNACK ${code})`);
           return;
         }
+        const max = this.#version === 5 ? p.properties?.maximumPacketSize : undefined;
+        if (max !== undefined && max > 0) this.#maxPacket = max;
         this.#connected = true;
         this.emit("connect");
         return;
