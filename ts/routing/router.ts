@@ -47,8 +47,12 @@ export const INPUT_PROPERTY = "$.in";
  */
 export const FORWARD_ID = "$.fid";
 
-/** Longer forwarder ids are stored but not remembered (they are not ours: ours are ~60 characters). */
-const MAX_FORWARD_ID = 512;
+/**
+ * Longer forwarder ids are stored but not remembered: ours are at most ~170 characters (a
+ * 128-character device id, 12 of incarnation, queue, offset), and what the resend filter
+ * holds per sender stays small.
+ */
+const MAX_FORWARD_ID = 192;
 
 /** Messages of one turn stored in the same form in the same queues. */
 interface Part {
