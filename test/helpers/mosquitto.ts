@@ -51,7 +51,8 @@ export class Mosquitto {
     this.ca = ca;
   }
 
-  static async start(dir: string, port: number): Promise<Mosquitto> {
+  /** `extra`: more lines for its configuration (e.g. `max_packet_size 4096`). */
+  static async start(dir: string, port: number, extra: string[] = []): Promise<Mosquitto> {
     const certs = await devTls(join(dir, "certs"), "localhost");
     const conf = join(dir, "mosquitto.conf");
     writeFileSync(
@@ -68,6 +69,7 @@ export class Mosquitto {
         `persistence_location ${dir}/`,
         "max_queued_messages 100000",
         "log_type error",
+        ...extra,
         "",
       ].join("\n"),
     );

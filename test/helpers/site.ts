@@ -11,6 +11,7 @@ import { expect } from "vitest";
 import type { EdgeHub } from "../../ts/index.js";
 import { childClient, childOf, edgeIdentity, type Gateway, rootEvents, startRoot } from "./edge.js";
 import { eventually, tempDir } from "./fixtures.js";
+import { stopHub } from "./hub.js";
 import { freePort, type HubProcess, hubProcess } from "./process.js";
 import { BlackholeProxy } from "./proxy.js";
 
@@ -69,14 +70,24 @@ export async function openLeaves(s: Site): Promise<Client[]> {
   return out;
 }
 
-/** Sends seq from..to-1 from each client with up to 16 in flight (kept in order on the connection). */
-export async function send(clients: Client[], from: number, to: number): Promise<void> {
+/**
+ * Sends seq from..to-1 from each client with up to 16 in flight (kept in order on the
+ * connection); `messageId` gives a message's `$.mid` (none if absent, or if it gives undefined).
+ */
+export async function send(
+  clients: Client[],
+  from: number,
+  to: number,
+  messageId?: (seq: number) => string | undefined,
+): Promise<void> {
   await Promise.all(
     clients.map(async (c) => {
       const inflight = new Set<Promise<unknown>>();
       for (let i = from; i < to; i++) {
         const m = new Message(`payload ${i}`);
         m.properties.add("seq", String(i));
+        const mid = messageId?.(i);
+        if (mid !== undefined) m.messageId = mid;
         const p = c.sendEvent(m).finally(() => inflight.delete(p));
         inflight.add(p);
         if (inflight.size >= 16) await Promise.race(inflight);
@@ -112,4 +123,24 @@ export async function expectAll(root: EdgeHub, n: number): Promise<number> {
   const { firsts, duplicates } = await delivered(root);
   for (const [leaf, f] of firsts) expect(f, leaf).toEqual(Array.from({ length: n }, (_, i) => i));
   return duplicates;
+}
+
+/**
+ * Builds a backlog of `n` messages per leaf while the root is down (with `messageId`, as
+ * {@link send}), then restarts the root and returns it once more than `forwarded` messages
+ * reached it.
+ */
+export async function drainUnderWay(
+  s: Site,
+  n: number,
+  forwarded: number,
+  messageId?: (seq: number) => string | undefined,
+): Promise<EdgeHub> {
+  await stopHub(s.root);
+  const clients = await openLeaves(s);
+  await send(clients, 0, n, messageId);
+  await Promise.all(clients.map((c) => c.close()));
+  const root = await startRoot(s.rootDir, { listen: s.rootListen });
+  await eventually("the drain under way", async () => (await rootEvents(root)).length > forwarded);
+  return root;
 }

@@ -186,7 +186,7 @@ describe("router", () => {
     const forwarded = (mid: string) => ({
       deviceId: "sensor-1",
       body: Buffer.from(mid),
-      properties: { "$.mid": mid },
+      properties: { "$.fid": mid },
       forwarded: true,
     });
     const accept = (router: Router, mid: string) =>
@@ -198,7 +198,7 @@ describe("router", () => {
       "$inputs/edge1/old",
       Array.from({ length: 600 }, (_, i) => ({
         body: Buffer.from("old"),
-        properties: { "$.mid": `old-${i}`, "$.cdid": "sensor-1" },
+        properties: { "$.fid": `old-${i}`, "$.cdid": "sensor-1" },
       })),
     );
     await new Promise((resolve) => setTimeout(resolve, 5));
@@ -220,5 +220,28 @@ describe("router", () => {
     const forgetful = new Router(store, table());
     expect(await accept(forgetful, "edge-3")).toBeNull();
     expect(await store.read("$events")).toHaveLength(5);
+  });
+
+  it("stores every distinct message a child hub forwards whatever its $.mid, drops a resend by its forwarder id, and takes no forwarder id from a device", async () => {
+    const store = await openStore(await tempDir());
+    const router = new Router(store, new RouteTable({}, "$events", () => "x"));
+    const accept = (props: Record<string, string>, forwarded: boolean, body: string) =>
+      new Promise<unknown>((resolve) =>
+        router.accept(
+          { deviceId: "sensor-1", body: Buffer.from(body), properties: props, forwarded },
+          resolve,
+        ),
+      );
+    // Three distinct messages with the device's constant id, each with its own forwarder id.
+    for (const [i, fid] of ["e/i/u/0", "e/i/u/1", "e/i/u/2"].entries())
+      expect(await accept({ "$.mid": "42", "$.fid": fid }, true, `m${i}`)).toBeNull();
+    // A resend of the second: acknowledged, not stored.
+    expect(await accept({ "$.mid": "42", "$.fid": "e/i/u/1" }, true, "m1")).toBeNull();
+    // A device of this hub cannot state a forwarder id (nor have its message dropped by one).
+    expect(await accept({ "$.mid": "42", "$.fid": "e/i/u/2" }, false, "direct")).toBeNull();
+    const stored = await store.read("$events");
+    expect(stored.map((m) => m.body.toString())).toEqual(["m0", "m1", "m2", "direct"]);
+    expect(stored.map((m) => m.properties["$.mid"])).toEqual(["42", "42", "42", "42"]);
+    expect(stored[3]?.properties["$.fid"]).toBeUndefined();
   });
 });

@@ -85,4 +85,60 @@ describe("MQTT broker as the parent", () => {
     c.end();
     await backend.end();
   });
+
+  it("escapes ids that MQTT would take for wildcards or levels, dead-letters a message whose topic can never be valid or that the broker can never take, and keeps every device's messages flowing", async () => {
+    const broker = await Mosquitto.start(await tempDir(), await freePort(), ["max_packet_size 8192"]);
+    const backend = await subscriber(broker);
+    const edge = await startEdge(await tempDir(), {
+      type: "mqtt",
+      hostname: "localhost",
+      port: broker.port,
+      deviceId: "edge-bridge",
+      caFile: broker.caFile,
+      topic: "edgehub/{deviceId}/{outputName}",
+      keepaliveSecs: 2,
+      ackTimeoutMs: 2000,
+      maxBackoffMs: 300,
+    });
+    const connect = async (deviceId: string) => {
+      const d = await edge.registry.createDevice({ deviceId });
+      const key = d.authentication.symmetricKey?.primaryKey ?? "";
+      return connectedRaw(edge.ports.mqtts, edge.caCertificate, deviceId, key);
+    };
+    const odd = await connect("a+b#c");
+    const plain = await connect("leaf1");
+
+    for (let i = 0; i < 5; i++) {
+      await publish(odd, "a+b#c", i);
+      await publish(plain, "leaf1", 100 + i);
+    }
+    // An output name that escapes to more than MQTT's 65,535 topic bytes.
+    expect(await publishSeq(plain, "leaf1", 105, undefined, `&%24.on=${"+".repeat(30_000)}`)).toBe(true);
+    for (let i = 106; i < 108; i++) await publish(plain, "leaf1", i);
+    // Larger than the broker's Maximum Packet Size (it would drop the connection for it).
+    expect(await publishSeq(plain, "leaf1", 108, Buffer.alloc(10_000, 1))).toBe(true);
+    await publish(plain, "leaf1", 109);
+
+    await eventually(
+      "all 13 sendable at the broker",
+      () => new Set(backend.got.map((g) => g.body)).size >= 13,
+    );
+    const topics = new Map(backend.got.map((g) => [g.body, g.topic]));
+    expect(topics.get("m0")).toBe("edgehub/a%2Bb%23c");
+    expect(topics.get("m100")).toBe("edgehub/leaf1");
+    const plainBodies = backend.got.filter((g) => g.topic === "edgehub/leaf1").map((g) => g.body);
+    expect([...new Set(plainBodies)]).toEqual([100, 101, 102, 103, 104, 106, 107, 109].map((i) => `m${i}`));
+    await eventually(
+      "two dead letters",
+      async () => (await edge.store.read("$deadletter", { from: 0 })).length >= 2,
+    );
+    const dead = await edge.store.read("$deadletter", { from: 0 });
+    expect(dead.map((m) => m.properties.seq)).toEqual(["105", "108"]);
+    expect(dead[0]?.properties["$.dlr"]).toMatch(/over MQTT's 65535/);
+    expect(dead[1]?.properties["$.dlr"]).toMatch(/maximum packet size of 8192/);
+    expect(edge.upstream?.stats().deadLettered).toBe(2);
+    odd.end();
+    plain.end();
+    await backend.end();
+  });
 });

@@ -1,6 +1,10 @@
 import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
-import { publishPacket } from "../../ts/upstream/mqtt-client.js";
+import { loadConfig } from "../../ts/config/config.js";
+import { ErrorCodes } from "../../ts/errors.js";
+import { MqttClient, publishPacket } from "../../ts/upstream/mqtt-client.js";
+import { eventually } from "../helpers/fixtures.js";
+import { RawParent } from "../helpers/raw-parent.js";
 
 describe("upstream MQTT client", () => {
   it("builds the same QoS 1 PUBLISH bytes as mqtt-packet, across remaining-length sizes", () => {
@@ -26,6 +30,73 @@ describe("upstream MQTT client", () => {
         dup: false,
       });
       expect(publishPacket(topic, id, payload).equals(want), `${topicLen}/${payloadLen}`).toBe(true);
+    }
+  });
+
+  it("with all 65,535 packet ids awaiting a PUBACK, fails the next publish and subscribe at once, and reuses an id once it is answered", async () => {
+    const parent = await RawParent.start(false);
+    const client = new MqttClient({
+      host: "localhost",
+      port: parent.port,
+      clientId: "edge",
+      keepaliveSecs: 30,
+      ca: Buffer.from(parent.ca),
+    });
+    await new Promise<void>((resolve) => client.once("connect", resolve));
+    const results: Array<Error | null | undefined> = [];
+    for (let i = 0; i < 65_535; i++) {
+      results.push(undefined);
+      client.publish("t", Buffer.from("x"), (err) => {
+        results[i] = err;
+      });
+    }
+    await eventually("65,535 publishes at the parent", () => parent.publishes.length === 65_535);
+    expect(new Set(parent.publishes.map((p) => p.messageId)).size).toBe(65_535);
+    expect(results.every((r) => r === undefined)).toBe(true);
+
+    // Every id is taken: the next publish and subscribe are refused, not looped on.
+    let full: Error | null | undefined;
+    client.publish("t", Buffer.from("y"), (err) => {
+      full = err;
+    });
+    expect(full?.message).toMatch(/packet ids/);
+    let subscribed: Error | null | undefined;
+    client.subscribe(["s"], (err) => {
+      subscribed = err;
+    });
+    expect(subscribed?.message).toMatch(/packet ids/);
+
+    // One PUBACK frees one id, and the next publish takes exactly that one.
+    const freed = parent.publishes[1000]?.messageId as number;
+    parent.send({ cmd: "puback", messageId: freed });
+    await eventually("the PUBACK seen", () => results[1000] === null);
+    client.publish("t", Buffer.from("z"), () => undefined);
+    await eventually("the next publish at the parent", () => parent.publishes.length === 65_536);
+    expect(parent.publishes.at(-1)?.messageId).toBe(freed);
+    client.destroy("done");
+  });
+
+  it("refuses a parent.window the packet ids cannot carry, with CONFIG_INVALID naming the key", () => {
+    const parent = (window: number) => ({
+      parent: {
+        hostname: "localhost",
+        deviceId: "edge",
+        sharedAccessKey: Buffer.alloc(32).toString("base64"),
+        window,
+      },
+    });
+    expect(loadConfig(parent(32_768)).parent?.window).toBe(32_768);
+    for (const window of [32_769, 65_535, 1_000_000]) {
+      let err: unknown;
+      try {
+        loadConfig(parent(window));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({
+        code: ErrorCodes.CONFIG_INVALID,
+        message: expect.stringMatching(/parent\.window/),
+      });
     }
   });
 });

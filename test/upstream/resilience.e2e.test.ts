@@ -1,25 +1,9 @@
 import { describe, expect, it } from "vitest";
-import type { EdgeHub } from "../../ts/index.js";
 import { rootEvents, startRoot } from "../helpers/edge.js";
-import { eventually } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
 import { hubProcess } from "../helpers/process.js";
 import type { BlackholeProxy } from "../helpers/proxy.js";
-import { expectAll, LEAVES, openLeaves, type Site, send, site } from "../helpers/site.js";
-
-/**
- * Builds a backlog of `n` messages per leaf while the root is down, then restarts the root
- * and returns it once more than `forwarded` messages reached it.
- */
-async function drainUnderWay(s: Site, n: number, forwarded: number): Promise<EdgeHub> {
-  await stopHub(s.root);
-  const clients = await openLeaves(s);
-  await send(clients, 0, n);
-  await Promise.all(clients.map((c) => c.close()));
-  const root = await startRoot(s.rootDir, { listen: s.rootListen });
-  await eventually("the drain under way", async () => (await rootEvents(root)).length > forwarded);
-  return root;
-}
+import { drainUnderWay, expectAll, LEAVES, openLeaves, send, site } from "../helpers/site.js";
 
 describe("store and forward resilience", () => {
   it("goes through five offline/online cycles in a row without losing or reordering anything", async () => {

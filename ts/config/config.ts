@@ -102,7 +102,7 @@ export interface ParentConfigInput {
   username?: string;
   password?: string;
   topic?: string;
-  /** Unacknowledged messages per link. Default 100. */
+  /** Unacknowledged messages per link. Default 100, at most 32768 (half of MQTT's packet ids). */
   window?: number;
   /** `"stored"` (default): in stored order. `"live-first"`: new messages first, the backlog behind. */
   order?: "stored" | "live-first";
@@ -350,6 +350,18 @@ function positive(key: string, v: unknown, dflt: number | undefined): number | u
   return v;
 }
 
+/**
+ * Most unacknowledged messages per link: half of MQTT's 65,535 packet ids, so the link's
+ * twin and method traffic always finds a free one.
+ */
+const MAX_WINDOW = 32_768;
+
+function parentWindow(v: unknown): number {
+  const window = positive("parent.window", v, 100) as number;
+  if (window > MAX_WINDOW) throw bad("parent.window", `must be at most ${MAX_WINDOW}`);
+  return window;
+}
+
 function parentConfig(raw: unknown): ParentConfig {
   if (!isObject(raw)) throw bad("parent", "must be an object");
   known("parent.", raw, [
@@ -411,7 +423,7 @@ function parentConfig(raw: unknown): ParentConfig {
     username: optionalString("parent.username", raw.username),
     password: optionalString("parent.password", raw.password),
     topic,
-    window: positive("parent.window", raw.window, 100) as number,
+    window: parentWindow(raw.window),
     order,
     maxMessagesPerSec: positive("parent.maxMessagesPerSec", raw.maxMessagesPerSec, undefined),
     scopeRefreshSecs: positive("parent.scopeRefreshSecs", raw.scopeRefreshSecs, 3600) as number,

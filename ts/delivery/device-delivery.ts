@@ -11,7 +11,7 @@
 import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
 import { PRIORITIES } from "../routing/priority.js";
-import { INPUT_PROPERTY } from "../routing/router.js";
+import { FORWARD_ID, INPUT_PROPERTY } from "../routing/router.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
 import { deliveryQueue, ownerOf } from "./queues.js";
 
@@ -261,7 +261,8 @@ export class DeviceDelivery {
     if (!target?.listensForDeliveries()) return;
     this.#again.delete(clientId);
     const topicOf = (m: StoredMessage): string => {
-      const { [INPUT]: input, ...rest } = m.properties;
+      // The input's name goes in the topic; a child hub's forwarder id is internal to the hubs.
+      const { [INPUT]: input, [FORWARD_ID]: _fid, ...rest } = m.properties;
       const bag = encodePropertyBag(rest);
       return moduleId === undefined
         ? `devices/${deviceId}/messages/devicebound/${bag}`

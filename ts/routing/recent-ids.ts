@@ -1,10 +1,11 @@
 /**
- * Message ids recently stored per sender, for messages a child hub forwards: after a link
- * loss it resends what it had in flight, and what was already stored is acknowledged again
- * instead of stored twice. Bounded: the last {@link PER_SENDER} ids of the last
- * {@link SENDERS} senders (a resend covers at most the forwarder's window).
+ * Forwarder ids (`$.fid`, the router's `FORWARD_ID`) recently stored per sender, for
+ * messages a child hub forwards: after a link loss it resends what it had in flight, and
+ * what was already stored is acknowledged again instead of stored twice. The ids are the
+ * child hub's, one per stored message, never the device's `$.mid`. Bounded: the last
+ * {@link PER_SENDER} ids of the last {@link SENDERS} senders (a resend covers at most the
+ * child's window of one lane).
  */
-
 const PER_SENDER = 512;
 const SENDERS = 4096;
 

@@ -20,7 +20,10 @@ export interface Telemetry {
   /** Application properties and `$.`-prefixed system properties from the topic; handed over to
    * the router, which stamps the sender's identity into it. */
   properties: Record<string, string>;
-  /** Forwarded by a child hub on the sender's behalf: a resend of a stored `$.mid` is not stored again. */
+  /**
+   * Forwarded by a child hub on the sender's behalf: a resend of a message it already
+   * forwarded (same {@link FORWARD_ID}) is not stored again.
+   */
   forwarded?: boolean;
   /** A twin change notification (routes with `/twinChangeNotifications` or `/*` take it). */
   twinChange?: boolean;
@@ -34,6 +37,22 @@ const RECALL = 4096;
 
 /** Stored with a module-input copy: the input's name. */
 export const INPUT_PROPERTY = "$.in";
+
+/**
+ * The id a child hub's forwarder gives a message it stored (its identity, store
+ * incarnation, queue and offset): the same on every resend of that message, never shared
+ * by two messages, whatever id the device chose. Kept with the stored message so
+ * {@link Router.recall} knows it after a restart; internal (not delivered, not forwarded
+ * further) and taken only from a child hub, never from a device.
+ */
+export const FORWARD_ID = "$.fid";
+
+/**
+ * Longer forwarder ids are stored but not remembered: ours are at most ~170 characters (a
+ * 128-character device id, 12 of incarnation, queue, offset), and what the resend filter
+ * holds per sender stays small.
+ */
+const MAX_FORWARD_ID = 192;
 
 /** Messages of one turn stored in the same form in the same queues. */
 interface Part {
@@ -75,12 +94,12 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   }
 
   /**
-   * Remembers the ids of the messages still stored at the end of the queues `recalled`
-   * names (upstream queues, module inputs), newest last, so a child hub's resend after
-   * this hub restarted is not stored twice. Call before clients connect.
+   * Remembers the forwarder ids of the messages still stored at the end of the queues
+   * `recalled` names (upstream queues, module inputs), newest last, so a child hub's resend
+   * after this hub restarted is not stored twice. Call before clients connect.
    */
   async recall(recalled: (queue: string) => boolean): Promise<void> {
-    const seen: Array<{ at: number; sender: string; mid: string }> = [];
+    const seen: Array<{ at: number; sender: string; fid: string }> = [];
     for (const q of (await this.#store.stats()).queues) {
       if (q.count === 0 || !recalled(q.name)) continue;
       for (let next = Math.max(q.head, q.tail - RECALL); next < q.tail; ) {
@@ -88,16 +107,16 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
         const last = batch.at(-1);
         if (!last) break;
         for (const m of batch) {
-          const { "$.mid": mid, "$.cdid": device, "$.cmid": module } = m.properties;
-          if (mid === undefined || device === undefined) continue;
-          seen.push({ at: m.enqueuedAt, sender: module === undefined ? device : `${device}/${module}`, mid });
+          const { [FORWARD_ID]: fid, "$.cdid": device, "$.cmid": module } = m.properties;
+          if (fid === undefined || device === undefined) continue;
+          seen.push({ at: m.enqueuedAt, sender: module === undefined ? device : `${device}/${module}`, fid });
         }
         next = last.offset + 1;
       }
     }
     // In the order they were stored: what each sender sent last is what it may resend.
     seen.sort((a, b) => a.at - b.at);
-    for (const { sender, mid } of seen) this.#recent.add(sender, mid);
+    for (const { sender, fid } of seen) this.#recent.add(sender, fid);
   }
 
   /** Replaces the routes (the parent's `$edgeHub` settings changed); later messages follow them. */
@@ -143,19 +162,24 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
    * A callback, not a promise: this runs once per message on the ingest path.
    */
   accept(t: Telemetry, done: Accepted): void {
-    const mid = t.forwarded ? t.properties["$.mid"] : undefined;
-    if (mid !== undefined) {
-      const sender = t.moduleId === undefined ? t.deviceId : `${t.deviceId}/${t.moduleId}`;
-      if (this.#recent.has(sender, mid)) {
-        done(null);
-        return;
+    // Only a resend of the same stored message is dropped: the key is the child hub's
+    // forwarder id, never the device's own `$.mid` (devices reuse those).
+    const fid = t.properties[FORWARD_ID];
+    if (fid !== undefined) {
+      if (!t.forwarded) delete t.properties[FORWARD_ID];
+      else if (fid.length <= MAX_FORWARD_ID) {
+        const sender = t.moduleId === undefined ? t.deviceId : `${t.deviceId}/${t.moduleId}`;
+        if (this.#recent.has(sender, fid)) {
+          done(null);
+          return;
+        }
+        // Remembered once durable: a resend arriving before then is stored again (at least once).
+        const inner = done;
+        done = (err) => {
+          if (!err) this.#recent.add(sender, fid);
+          inner(err);
+        };
       }
-      // Remembered once durable: a resend arriving before then is stored again (at least once).
-      const inner = done;
-      done = (err) => {
-        if (!err) this.#recent.add(sender, mid);
-        inner(err);
-      };
     }
     // The connection's identity is the hub's to state: never taken from the client's bag.
     // The bag is this message's own object (parsed from its topic), so it is stamped in place.

@@ -10,9 +10,9 @@ import type { Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
+import { FORWARD_ID } from "../routing/router.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
-import { UPSTREAM_QUEUE } from "./forwarder.js";
 import { Link } from "./link.js";
 import { TWIN_TOPICS } from "./twin-sync.js";
 import type { Uplink, WireForm } from "./uplink.js";
@@ -26,8 +26,15 @@ const API_VERSION = "2021-04-12";
 /** Logins of a child refused this many times in a row, while the hub's own login works: its messages are dead-lettered. */
 const REFUSALS_FOR_GOOD = 3;
 
-/** Keys not sent up: the sender (the parent stamps it) and a local input name. */
-const isSenderKey = (k: string): boolean => k === "$.cdid" || k === "$.cmid" || k === "$.in";
+/** The forwarder id's key in a property bag. */
+const FORWARD_ID_KEY = encodeURIComponent(FORWARD_ID);
+
+/**
+ * Keys not sent up: the sender (the parent stamps it), a local input name, and the id a
+ * child hub's forwarder gave the message (this hub sends its own).
+ */
+const isLocalKey = (k: string): boolean =>
+  k === "$.cdid" || k === "$.cmid" || k === "$.in" || k === FORWARD_ID;
 
 /** The client id a stored message was sent by. */
 export function senderOf(m: StoredMessage): string {
@@ -44,8 +51,12 @@ export class IotHubUplink implements Uplink {
   readonly #log: Logger;
   /** The hub's own link: presence, and the lane of messages the hub itself sends. */
   readonly edgeLink: Link;
-  /** `{edge}-`, url-encoded: a message's stable `$.mid` is this, its queue's priority (`p3-`) and its offset. */
-  readonly #midPrefix: string;
+  /**
+   * The forwarder id of a stored message ({@link FORWARD_ID}), sent with it so the parent
+   * drops a resend and nothing else; unset, messages go without one (a parent that does
+   * not know the property). The upstream sets it per kind of parent.
+   */
+  forwardId: ((queue: string, offset: number) => string) | undefined;
   /**
    * One link per identity, shared by its lane and its twin (the parent keeps one connection
    * per client id: two would take each other over), counted by users.
@@ -59,7 +70,6 @@ export class IotHubUplink implements Uplink {
     this.#log = log;
     this.edgeLink = this.#link(parent.deviceId, undefined);
     this.edgeLink.keepTrying = true;
-    this.#midPrefix = `${encodeURIComponent(parent.deviceId)}-`;
   }
 
   laneOf(m: StoredMessage): string {
@@ -102,11 +112,11 @@ export class IotHubUplink implements Uplink {
     const props = m.properties;
     const deviceId = props["$.cdid"];
     const moduleId = props["$.cmid"];
-    // The parent stamps the sender itself; a stable id lets it drop the duplicates a resend
-    // after a link loss makes.
-    let bag = encodePropertyBag(props, isSenderKey);
-    if (props["$.mid"] === undefined)
-      bag += `${bag === "" ? "" : "&"}%24.mid=${this.#midPrefix}${queue === UPSTREAM_QUEUE ? "" : `${encodeURIComponent(queue.slice(UPSTREAM_QUEUE.length + 1))}-`}${m.offset}`;
+    // The parent stamps the sender itself. The device's own `$.mid` goes as it is (or not at
+    // all); the forwarder id lets the parent drop the duplicates a resend after a link loss makes.
+    let bag = encodePropertyBag(props, isLocalKey);
+    if (this.forwardId !== undefined)
+      bag += `${bag === "" ? "" : "&"}${FORWARD_ID_KEY}=${encodeURIComponent(this.forwardId(queue, m.offset))}`;
     const path = moduleId === undefined ? `devices/${deviceId}` : `devices/${deviceId}/modules/${moduleId}`;
     return { topic: `${path}/messages/events/${bag}`, payload: m.body };
   }

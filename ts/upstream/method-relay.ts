@@ -12,6 +12,15 @@ import type { TwinLinks } from "./twin-sync.js";
 
 const REQUEST = /^\$iothub\/methods\/POST\/([^/]+)\/\?(.*)$/;
 
+/** `decodeURIComponent`, or undefined for text that is not valid url-encoding. */
+function decodeName(raw: string): string | undefined {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Relays the parent's method calls to clients connected here. */
 export class MethodRelay {
   readonly #links: TwinLinks;
@@ -37,7 +46,21 @@ export class MethodRelay {
       if (!m) return;
       const rid = new URLSearchParams(m[2]).get("$rid");
       if (rid === null) return;
-      void this.#relay(clientId, link, decodeURIComponent(m[1] as string), rid, payload);
+      const methodName = decodeName(m[1] as string);
+      // A name that is not valid url-encoding (a bare `%`) is the parent's mistake: it is told,
+      // and nothing throws here (this runs inside the link's socket handler).
+      if (methodName === undefined)
+        this.#answer(clientId, link, m[1] as string, rid, 400, {
+          errorCode: 400004,
+          message: "the method name is not valid url-encoding",
+        });
+      else
+        this.#relay(clientId, link, methodName, rid, payload).catch((err: unknown) =>
+          this.#answer(clientId, link, methodName, rid, 500, {
+            errorCode: 500001,
+            message: (err as Error).message,
+          }),
+        );
     };
     link.on("message", onMessage);
     link.start();
@@ -65,9 +88,20 @@ export class MethodRelay {
     payload: Buffer,
   ): Promise<void> {
     const r = await this.#methods.invoke(clientId, { methodName, payload: methodPayload(payload) });
+    this.#answer(clientId, link, methodName, rid, r.status, r.payload ?? null);
+  }
+
+  #answer(
+    clientId: string,
+    link: Link,
+    methodName: string,
+    rid: string,
+    status: number,
+    body: unknown,
+  ): void {
     link.publish(
-      `$iothub/methods/res/${r.status}/?$rid=${encodeURIComponent(rid)}`,
-      Buffer.from(JSON.stringify(r.payload ?? null)),
+      `$iothub/methods/res/${status}/?$rid=${encodeURIComponent(rid)}`,
+      Buffer.from(JSON.stringify(body)),
       (err) => {
         if (err) this.#log.log("warn", "method-relay-failed", { clientId, methodName, reason: err.message });
       },

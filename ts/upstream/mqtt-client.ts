@@ -39,6 +39,9 @@ export class MessageRefused extends Error {}
 /** Called with null on PUBACK, or the reason the connection ended first. */
 export type Acked = (err: Error | null) => void;
 
+/** MQTT's packet ids: 1 to 65,535, shared by every packet awaiting an answer. */
+const PACKET_IDS = 65_535;
+
 /** Largest packet accepted from the parent (twin documents, method requests). */
 const MAX_INCOMING = 1024 * 1024;
 
@@ -80,6 +83,8 @@ export class MqttClient extends EventEmitter<{
   readonly #inflight = new Map<number, Acked>();
   readonly #subacks = new Map<number, (err: Error | null) => void>();
   #nextId = 0;
+  /** MQTT 5: the largest packet the parent takes (its CONNACK's Maximum Packet Size). */
+  #maxPacket = Number.POSITIVE_INFINITY;
   #connected = false;
   #closed = false;
   #corked = false;
@@ -154,7 +159,11 @@ export class MqttClient extends EventEmitter<{
       done(new Error("not connected"));
       return;
     }
-    const messageId = this.#id(this.#inflight);
+    const messageId = this.#id();
+    if (messageId === undefined) {
+      done(new Error(`all ${PACKET_IDS} packet ids are awaiting an answer`));
+      return;
+    }
     this.#inflight.set(messageId, done);
     if (this.#version === 4) {
       this.#send(publishPacket(topic, messageId, payload));
@@ -170,7 +179,18 @@ export class MqttClient extends EventEmitter<{
       dup: false,
       ...(userProperties ? { properties: { userProperties } } : {}),
     };
-    this.#send(mqtt.generate(packet, { protocolVersion: this.#version }));
+    const bytes = mqtt.generate(packet, { protocolVersion: this.#version });
+    if (bytes.length > this.#maxPacket) {
+      // The parent said it takes no packet this large: it would drop the connection, every time.
+      this.#inflight.delete(messageId);
+      done(
+        new MessageRefused(
+          `the message is ${bytes.length} bytes on the wire, over the parent's maximum packet size of ${this.#maxPacket}`,
+        ),
+      );
+      return;
+    }
+    this.#send(bytes);
   }
 
   /** Subscribes at QoS 0; `done` on the SUBACK (an error if any filter was refused). */
@@ -179,7 +199,11 @@ export class MqttClient extends EventEmitter<{
       done(new Error("not connected"));
       return;
     }
-    const messageId = this.#id(this.#subacks);
+    const messageId = this.#id();
+    if (messageId === undefined) {
+      done(new Error(`all ${PACKET_IDS} packet ids are awaiting an answer`));
+      return;
+    }
     this.#subacks.set(messageId, done);
     this.#send(
       mqtt.generate(
@@ -203,9 +227,11 @@ export class MqttClient extends EventEmitter<{
     this.emit("close", reason);
   }
 
-  #id(used: Map<number, unknown>): number {
-    do this.#nextId = (this.#nextId % 65535) + 1;
-    while (used.has(this.#nextId));
+  /** A packet id no publish or subscribe awaiting an answer holds (they share one space); undefined when all are held. */
+  #id(): number | undefined {
+    if (this.#inflight.size + this.#subacks.size >= PACKET_IDS) return undefined;
+    do this.#nextId = (this.#nextId % PACKET_IDS) + 1;
+    while (this.#inflight.has(this.#nextId) || this.#subacks.has(this.#nextId));
     return this.#nextId;
   }
 
@@ -233,6 +259,8 @@ export class MqttClient extends EventEmitter<{
           this.destroy(`connection refused (CONNACK ${code})`);
           return;
         }
+        const max = this.#version === 5 ? p.properties?.maximumPacketSize : undefined;
+        if (max !== undefined && max > 0) this.#maxPacket = max;
         this.#connected = true;
         this.emit("connect");
         return;

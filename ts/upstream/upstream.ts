@@ -12,6 +12,7 @@ import { PRIORITIES, priorityQueue } from "../routing/priority.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { ParentCredentials } from "./credentials.js";
+import { forwardIds, storeIncarnation } from "./forward-id.js";
 import { Forwarder, type ForwarderStats, UPSTREAM_QUEUE, zeroStats } from "./forwarder.js";
 import { IotHubUplink } from "./iothub-uplink.js";
 import type { Link } from "./link.js";
@@ -144,6 +145,14 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
 
   /** Starts linking and draining; never waits for the parent (the hub starts offline too). */
   async start(): Promise<void> {
+    // Towards a hub of ours, every message carries its forwarder id (the one place it is
+    // decided per kind of parent); a broker has no use for it.
+    if (this.#uplink instanceof IotHubUplink)
+      this.#uplink.forwardId = forwardIds(
+        this.#parent.deviceId,
+        await storeIncarnation(this.#store),
+        UPSTREAM_QUEUE,
+      );
     for (const f of this.forwarders) await f.start();
     this.#link.start();
     this.#settingsLink?.start();
