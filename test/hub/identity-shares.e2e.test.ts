@@ -46,7 +46,7 @@ async function fill(c: RawClient, deviceId: string, max = 200): Promise<number> 
 
 /** The codes the hub gave when it refused messages (the device only sees the disconnect). */
 const refusals = (log: ReturnType<typeof recordingLogger>) =>
-  log.events.filter((e) => e.event === "store-refused").map((e) => e.fields.code);
+  log.events.filter((e) => e.event === "client-closed" && e.fields.code).map((e) => e.fields.code);
 
 /** A root on fixed ports (so it can come back), stopped; an edge under it with `extra`; children leaf1, leaf2. */
 async function offlineEdge(extra: HubConfigInput) {

@@ -136,7 +136,8 @@ export class IdentityShares {
     checkLimit(limit);
     const s = new IdentityShares(store, counted, limit);
     await s.#load();
-    s.#timer = setInterval(() => void s.save(), SAVE_EVERY_MS);
+    // A save that fails (the disk, a store closing under it) is simply made again next time.
+    s.#timer = setInterval(() => void s.save().catch(() => undefined), SAVE_EVERY_MS);
     s.#timer.unref();
     return s;
   }
