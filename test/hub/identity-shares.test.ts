@@ -119,7 +119,7 @@ describe("identity shares", () => {
     await shares.close();
   });
 
-  it("after a crash, counts what was stored since the last save once, from the records", async () => {
+  it("after a crash, counts what was stored since the last save once, from the records, even between a save's two writes", async () => {
     const dir = await tempDir();
     const store = await openStore(dir);
     const { shares, router } = await setup(store);
@@ -128,11 +128,21 @@ describe("identity shares", () => {
         await accept(router, { deviceId: "d1", body: Buffer.alloc(200), properties: { fan: String(i % 2) } }),
       ).toBeNull();
     await shares.save();
+    const covered = await store.kv.get("shares", "covered");
     await store.ack("$upstream", 4);
-    for (let i = 0; i < 7; i++) {
-      const from = i % 2 ? { deviceId: "d2" } : { deviceId: "d1", moduleId: "m" };
-      expect(await accept(router, { ...from, body: Buffer.alloc(300), properties: { fan: "1" } })).toBeNull();
-    }
+    const more = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const from = i % 2 ? { deviceId: "d2" } : { deviceId: "d1", moduleId: "m" };
+        expect(
+          await accept(router, { ...from, body: Buffer.alloc(300), properties: { fan: "1" } }),
+        ).toBeNull();
+      }
+    };
+    await more(5);
+    // A save that wrote its identities but crashed before the offsets they cover.
+    await shares.save();
+    await store.kv.put("shares", "covered", covered ?? "");
+    await more(7);
     const before = counts(shares);
     // The crash: the store goes away with no save after the last appends.
     await store.close();
