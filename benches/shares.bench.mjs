@@ -22,6 +22,8 @@ const store = await MessageStore.open(dir, { durability: "none", maxSizeBytes: 2
 const router = new Router(store, new RouteTable({}, "$upstream", () => "edge1", true));
 const shares = await IdentityShares.open(store, (q) => q.startsWith("$upstream"), 2 ** 40);
 const body = Buffer.alloc(256, 1);
+// One id string per sender, as each connection's principal holds it.
+const ids = Array.from({ length: SENDERS }, (_, i) => `device-${i}`);
 
 /** CPU microseconds per message for MESSAGES messages, all durable. */
 async function run() {
@@ -40,7 +42,7 @@ async function run() {
       pending++;
       router.accept(
         {
-          deviceId: `device-${sent % SENDERS}`,
+          deviceId: ids[sent % SENDERS],
           body,
           properties: { seq: String(sent), "$.ct": "application/json" },
         },

@@ -80,13 +80,13 @@ export interface IdentityShare {
   dirty: boolean;
 }
 
-/** What one admitted message costs: its identity and bytes per part of its store call. */
+/** What one admitted message costs: its identity and the bytes of its copies. */
 export interface Charge {
   /** The table that admitted it (the share may be turned off and on while it is stored). */
   of: IdentityShares;
   share: IdentityShare;
-  /** Bytes of one copy, per part (every queue of a part holds one copy). */
-  sizes: number[];
+  /** Bytes of a copy without an input name ({@link inputBytes} more for a copy with one). */
+  base: number;
   total: number;
 }
 
@@ -161,7 +161,7 @@ export class IdentityShares {
    * Reserves `total` bytes of `id`'s share for a message about to be stored, or returns
    * undefined (refused) when its live and pending bytes would pass the share.
    */
-  admit(id: string, sizes: number[], total: number): Charge | undefined {
+  admit(id: string, base: number, total: number): Charge | undefined {
     const share = this.#share(id);
     if (share.live + share.pending + total > this.#limit && !this.#refreshedThisTurn) {
       // Counts only go down as heads move: read them before refusing.
@@ -173,7 +173,7 @@ export class IdentityShares {
     }
     share.pending += total;
     this.#pendingMessages++;
-    return { of: this, share, sizes, total };
+    return { of: this, share, base, total };
   }
 
   /** The error a refused sender gets. */
@@ -190,18 +190,19 @@ export class IdentityShares {
    */
   stored(
     charges: Array<Charge | undefined>,
-    parts: ReadonlyArray<{ queues: string[] }>,
+    parts: ReadonlyArray<{ queues: string[]; input: string | undefined }>,
     offsets: number[][][],
   ): void {
     const settlement = ++this.#settlement;
     for (let p = 0; p < parts.length; p++) {
-      const qs = (parts[p] as { queues: string[] }).queues;
+      const { queues: qs, input } = parts[p] as { queues: string[]; input: string | undefined };
+      const extra = inputBytes(input);
       for (let k = 0; k < qs.length; k++) {
         const queue = qs[k] as string;
         const first = offsets[p]?.[k]?.[0] ?? 0;
         for (let i = 0; i < charges.length; i++) {
           const c = charges[i];
-          if (c?.of === this) this.#add(c.share, queue, first + i + 1, c.sizes[p] ?? 0, settlement);
+          if (c?.of === this) this.#add(c.share, queue, first + i + 1, c.base + extra, settlement);
         }
         const end = first + charges.length;
         if ((this.#covered.get(queue) ?? 0) < end) this.#covered.set(queue, end);
@@ -233,8 +234,14 @@ export class IdentityShares {
     share.live += bytes;
     share.dirty = true;
     const n = q.marks.length;
-    if (q.settlement === settlement && n > 0) {
-      // Same store call, offsets in order: the last mark moves on.
+    // The last mark moves on for the same store call (offsets in order), and while it
+    // spans less than 1/MAX_MARKS of the live bytes here: a new mark for each message of a
+    // steady sender would cost a thinning each.
+    if (
+      n > 0 &&
+      (q.settlement === settlement ||
+        (q.total - (n > 2 ? (q.marks[n - 3] as number) : q.released)) * MAX_MARKS < q.total - q.released)
+    ) {
       q.marks[n - 2] = end;
       q.marks[n - 1] = q.total;
       return;

@@ -225,14 +225,9 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   /** Reserves what `t`'s copies will take of its sender's share; false when refused. */
   #charge(shares: IdentityShares, layout: Layout, t: Telemetry): Charge | false {
     const base = recordSize(t.properties, t.body.length);
-    const sizes: number[] = [];
     let total = 0;
-    for (const l of layout) {
-      const size = base + inputBytes(l.input);
-      sizes.push(size);
-      total += size * l.queues.length;
-    }
-    return shares.admit(senderOf(t), sizes, total) ?? false;
+    for (const l of layout) total += (base + inputBytes(l.input)) * l.queues.length;
+    return shares.admit(senderOf(t), base, total) ?? false;
   }
 
   #ttl(d: Destination): number | undefined {
