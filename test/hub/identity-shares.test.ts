@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { routesConfig } from "../../ts/config/config.js";
 import type { MessageStore } from "../../ts/index.js";
-import { IdentityShares, recordSize } from "../../ts/routing/identity-shares.js";
+import { IdentityShares } from "../../ts/routing/identity-shares.js";
 import { RouteTable } from "../../ts/routing/route-table.js";
 import { Router, type Telemetry } from "../../ts/routing/router.js";
+import { recordSize } from "../../ts/routing/share-records.js";
 import { openStore, tempDir } from "../helpers/fixtures.js";
 
 const counted = (q: string) => q === "$upstream" || q.startsWith("$inputs/");
@@ -162,5 +163,18 @@ describe("identity shares", () => {
     const live = (await truth(store)).get("old") ?? 0;
     expect(counts(shares)).toEqual({ old: live - recordSize({ "$.cdid": "old" }, 500) });
     await shares.close();
+  });
+
+  it("opens over damaged saved entries: they count nothing, the records after them count", async () => {
+    const store = await openStore(await tempDir());
+    const { shares, router } = await setup(store);
+    expect(await accept(router, { deviceId: "d1", body: Buffer.alloc(100) })).toBeNull();
+    await shares.close();
+    await store.kv.put("shares", "i:d1", "{not json");
+    await store.kv.put("shares", "i:d9", JSON.stringify({ queues: { $upstream: [5, "x", [1]] } }));
+    await store.kv.put("shares", "covered", JSON.stringify({ $upstream: 0 }));
+    const again = await IdentityShares.open(store, counted, 1_000_000);
+    expect(counts(again)).toEqual(Object.fromEntries(await truth(store)));
+    await again.close();
   });
 });

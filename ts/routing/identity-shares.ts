@@ -17,7 +17,7 @@
  */
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { MessageStore, QueueStats } from "../store/index.js";
-import { propertiesSize } from "../store/index.js";
+import { inputBytes, parseCovered, parseIdentity, recordSize, type SavedIdentity } from "./share-records.js";
 
 /** KV namespace of the saved table. */
 const NS = "shares";
@@ -27,35 +27,9 @@ const COVERED = "covered";
 const IDENTITY = "i:";
 /** Marks kept per identity and queue. */
 const MAX_MARKS = 32;
-/** Key (12) and fixed record header (26) of a stored message: docs/storage-format.md. */
-const RECORD_OVERHEAD = 38;
 /** Identities listed in status. */
 const TOP = 10;
 const SAVE_EVERY_MS = 1000;
-
-/** Bytes the store counts for a message with this property block and body. */
-export function recordSize(properties: Record<string, string>, bodyLength: number): number {
-  const p = propertiesSize(properties);
-  return RECORD_OVERHEAD + varintLength(p) + p + bodyLength;
-}
-
-/** Extra bytes of a copy carrying `$.in = input` (beside properties that have no `$.in`). */
-export function inputBytes(input: string | undefined): number {
-  if (input === undefined) return 0;
-  const n = Buffer.byteLength(input);
-  // "$.in" with its length, the value with its length; a block-length varint growing by a
-  // byte is not counted (documented bound: at most 2 bytes a copy).
-  return 5 + varintLength(n) + n;
-}
-
-function varintLength(n: number): number {
-  let len = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
-}
 
 /** One identity's bytes in one queue. */
 interface QueueShare {
@@ -352,10 +326,10 @@ export class IdentityShares {
   async #load(): Promise<void> {
     const stats = await this.#store.stats();
     const saved = await this.#store.kv.get(NS, COVERED);
-    const covered = saved ? offsets(JSON.parse(saved.toString("utf8"))) : undefined;
+    const covered = saved ? parseCovered(saved) : undefined;
     const entries = new Map<string, SavedIdentity>();
     for (const { key, value } of await this.#store.kv.scan(NS, IDENTITY)) {
-      const entry = savedIdentity(JSON.parse(value.toString("utf8")));
+      const entry = parseIdentity(value);
       const share = this.#share(key.slice(IDENTITY.length));
       entries.set(share.id, entry);
       for (const [name, [total, released, marks]] of Object.entries(entry.queues)) {
@@ -410,36 +384,6 @@ export class IdentityShares {
     clearInterval(this.#timer);
     await this.save();
   }
-}
-
-/** An identity as saved: the offsets it covers, and per queue `[total, released, marks]`. */
-interface SavedIdentity {
-  covered: Map<string, number>;
-  queues: Record<string, [number, number, number[]]>;
-}
-
-/** Queue → offset, from saved JSON; anything else in it is ignored. */
-function offsets(v: unknown): Map<string, number> {
-  const out = new Map<string, number>();
-  if (typeof v === "object" && v !== null)
-    for (const [k, n] of Object.entries(v)) if (Number.isSafeInteger(n) && n >= 0) out.set(k, n);
-  return out;
-}
-
-/** A saved identity, checked: a damaged entry counts nothing rather than garbage. */
-function savedIdentity(v: unknown): SavedIdentity {
-  const o = (typeof v === "object" && v !== null ? v : {}) as { covered?: unknown; queues?: unknown };
-  const queues: SavedIdentity["queues"] = Object.create(null);
-  if (typeof o.queues === "object" && o.queues !== null) {
-    for (const [name, q] of Object.entries(o.queues)) {
-      if (!Array.isArray(q) || q.length !== 3) continue;
-      const [total, released, marks] = q as unknown[];
-      if (!Number.isSafeInteger(total) || !Number.isSafeInteger(released) || !Array.isArray(marks)) continue;
-      if (!marks.every((n) => Number.isSafeInteger(n)) || marks.length % 2 !== 0) continue;
-      queues[name] = [total as number, released as number, marks as number[]];
-    }
-  }
-  return { covered: offsets(o.covered), queues };
 }
 
 function checkLimit(bytes: number): void {

@@ -9,9 +9,10 @@
  */
 import { EventEmitter } from "node:events";
 import type { AppendMessage, MessageStore } from "../store/index.js";
-import { type Charge, type IdentityShares, inputBytes, recordSize } from "./identity-shares.js";
+import type { Charge, IdentityShares } from "./identity-shares.js";
 import { RecentIds } from "./recent-ids.js";
 import type { Destination, RouteTable } from "./route-table.js";
+import { inputBytes, recordSize } from "./share-records.js";
 
 /** A device-to-cloud message as the protocol head hands it over. */
 export interface Telemetry {
