@@ -1,3 +1,5 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../ts/config/config.js";
@@ -14,7 +16,7 @@ import {
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, recordingLogger, startHub, stopHub } from "../helpers/hub.js";
 import { connectedRaw, publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
-import { freePort } from "../helpers/process.js";
+import { freePort, hubProcess } from "../helpers/process.js";
 import { call } from "../helpers/service.js";
 
 interface SharesStatus {
@@ -174,5 +176,33 @@ describe("per-identity share of the store quota", () => {
     );
     await root.twins.patchDesired("edge1/$edgeHub", quota({ maxSizeBytesPerIdentity: 0 }));
     await eventually("turned off", async () => (await shares(edge)) === null);
+  });
+
+  it("keeps the count across a SIGKILL of the hub process", async () => {
+    const dir = await tempDir();
+    const config = quota({ maxSizeBytesPerIdentity: 5000 });
+    // The devices are registered first, by the hub in this process.
+    let hub = await startHub(dir, config);
+    const key =
+      (await hub.registry.createDevice({ deviceId: "dev1" })).authentication.symmetricKey?.primaryKey ?? "";
+    await stopHub(hub);
+    const mqtts = await freePort();
+    const proc = await hubProcess(dir, {
+      hostname: "localhost",
+      dataDir: dir,
+      listen: { host: "127.0.0.1", mqtts, https: await freePort() },
+      ...config,
+    });
+    const ca = await readFile(join(dir, "certs", "ca.pem"), "utf8");
+    expect(await fill(await connectedRaw(mqtts, ca, "dev1", key), "dev1")).toBe(4);
+    await proc.stop("SIGKILL");
+
+    const log = recordingLogger();
+    hub = await startHub(dir, config, log);
+    expect(bytesOf(await shares(hub), "dev1")).toBe(await queueBytes(hub, "$events"));
+    expect(bytesOf(await shares(hub), "dev1")).toBeGreaterThan(4000);
+    const c = await connectedRaw(hub.ports.mqtts, hub.caCertificate, "dev1", key);
+    expect(await publishSeq(c, "dev1", 50, Buffer.alloc(1000))).toBe(false);
+    expect(refusals(log)).toEqual(["STORE_SHARE_EXCEEDED"]);
   });
 });
