@@ -50,6 +50,8 @@ export const ErrorCodes = {
   TWIN_INVALID: "TWIN_INVALID",
   /** A secret could not be decrypted: wrong key file or tampered data. */
   SECRET_UNREADABLE: "SECRET_UNREADABLE",
+  /** A device or module has `maxSizeBytesPerIdentity` stored already; others are still accepted. */
+  STORE_SHARE_EXCEEDED: "STORE_SHARE_EXCEEDED",
 } as const;
 
 /** One of the codes in {@link ErrorCodes}. */

@@ -17,6 +17,7 @@ import { DirectMethods } from "./methods/direct-methods.js";
 import { Admission, RateLimitedLog } from "./protocol/admission.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { Sessions } from "./protocol/sessions.js";
+import { followShare, type IdentityShares } from "./routing/identity-shares.js";
 import { RouteTable } from "./routing/route-table.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
@@ -54,6 +55,10 @@ export class EdgeHub {
   readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
   #router: Router | undefined;
+  /** Per-identity shares of the quota; undefined: off. */
+  #shares: IdentityShares | undefined;
+  /** The last change of the share being applied (they apply in order). */
+  #sharing: Promise<void> = Promise.resolve();
   /** Clients here following their desired properties live from the parent. */
   readonly #following = new Set<string>();
   #https: https.Server | undefined;
@@ -115,6 +120,7 @@ export class EdgeHub {
       whenFull: config.whenFull,
     });
     const listening: Array<tls.Server | https.Server> = [];
+    let shares: IdentityShares | undefined;
     try {
       const box = await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key"));
       const registry = await Registry.open(store, box, { allowNesting: config.allowNesting });
@@ -143,9 +149,12 @@ export class EdgeHub {
       settings.on("changed", (s) => router.setRoutes(routeTable(s.routes)));
       // Child hubs resend what they had in flight when this hub went away: what is stored
       // already (upstream, or routed to a module input) is recognised after a restart too.
-      await router.recall(
-        (q) => q === upstreamQueue || q.startsWith(`${upstreamQueue}/p`) || q.startsWith("$inputs/"),
-      );
+      const routed = (q: string) =>
+        q === upstreamQueue || q.startsWith(`${upstreamQueue}/p`) || q.startsWith("$inputs/");
+      await router.recall(routed);
+      // Each identity's share of the quota, counted in the queues the router fills.
+      shares = await followShare(undefined, settings.current.maxSizeBytesPerIdentity, store, routed);
+      router.setShares(shares);
       const upstream = parent ? new Upstream(parent, store, registry, settings, log) : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       // Client certificates are asked for, never required: SAS clients send none. The chain
@@ -195,6 +204,15 @@ export class EdgeHub {
         log,
       );
       hub.#router = router;
+      hub.#shares = shares;
+      settings.on("changed", (s) => {
+        hub.#sharing = hub.#sharing
+          .then(async () => {
+            hub.#shares = await followShare(hub.#shares, s.maxSizeBytesPerIdentity, store, routed);
+            router.setShares(hub.#shares);
+          })
+          .catch((err: unknown) => log.log("error", "shares-failed", { reason: (err as Error).message }));
+      });
       upstream?.attachClients(hub.twins, hub.methods, (clientId) => {
         const [deviceId = "", moduleId] = clientId.split("/");
         // The hub's own device and its runtime modules are not clients here.
@@ -373,6 +391,7 @@ export class EdgeHub {
       return hub;
     } catch (err) {
       for (const srv of listening) srv.close();
+      await shares?.close();
       await store.close();
       throw err;
     }
@@ -388,8 +407,10 @@ export class EdgeHub {
 
   /**
    * The parent link and the backlog: whether the parent is reachable, when it last was, the
-   * last scope sync, the forwarder's counters, and the `$upstream` and `$deadletter` queues;
-   * and `limits`: sockets open and unauthenticated, refused past a cap, closed at a deadline.
+   * last scope sync, the forwarder's counters, the `$upstream` and `$deadletter` queues,
+   * `limits` (sockets open and unauthenticated, refused past a cap, closed at a deadline), and
+   * the identities' shares of the quota (`identityShares`: the share, the largest
+   * identities by live bytes, messages refused; null when off).
    */
   async status(): Promise<Record<string, unknown>> {
     const stats = await this.store.stats();
@@ -409,6 +430,7 @@ export class EdgeHub {
       settingsVersion: this.settings.current.version ?? null,
       routes: Object.keys(this.settings.current.routes).length,
       unroutedMessages: this.#router?.unrouted ?? 0,
+      identityShares: this.#shares?.status() ?? null,
       store: {
         bytes: stats.bytes,
         maxSizeBytes: stats.maxSizeBytes,
@@ -446,6 +468,8 @@ export class EdgeHub {
     for (const c of this.#connections.values()) c.close("hub-closing");
     for (const s of this.#sockets) s.destroy();
     await stopped;
+    await this.#sharing;
+    await this.#shares?.close();
     await this.store.close();
   }
 }

@@ -2,7 +2,7 @@
 import { Client } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach } from "vitest";
-import type { EdgeHub, HubConfigInput, ParentConfigInput, StoredMessage } from "../../ts/index.js";
+import type { EdgeHub, HubConfigInput, Logger, ParentConfigInput, StoredMessage } from "../../ts/index.js";
 import { eventually } from "./fixtures.js";
 import { startHub } from "./hub.js";
 
@@ -44,8 +44,9 @@ export function startEdge(
   dataDir: string,
   parent: ParentConfigInput,
   extra: HubConfigInput = {},
+  log?: Logger,
 ): Promise<EdgeHub> {
-  return startHub(dataDir, { hostname: "127.0.0.1", parent, ...extra });
+  return startHub(dataDir, { hostname: "127.0.0.1", parent, ...extra }, log);
 }
 
 /** Resolves once `edge` has synced its whole device scope from its parent (bounded). */

@@ -34,8 +34,16 @@ export interface HubConfigInput {
   storeAndForwardConfiguration?: {
     /** Default 7200; -1 keeps messages forever. */
     timeToLiveSecs?: number;
-    /** `whenFull`: `"reject"` (default; the device's message is refused, nothing stored is lost) or `"drop-oldest"`. */
-    storeLimits?: { maxSizeBytes?: number; whenFull?: "reject" | "drop-oldest" };
+    /**
+     * `whenFull`: `"reject"` (default; the device's message is refused, nothing stored is lost) or `"drop-oldest"`.
+     * `maxSizeBytesPerIdentity`: live bytes one device or module may have stored; past it its
+     * messages are refused (`STORE_SHARE_EXCEEDED`) while others are accepted. 0 or absent: off.
+     */
+    storeLimits?: {
+      maxSizeBytes?: number;
+      whenFull?: "reject" | "drop-oldest";
+      maxSizeBytesPerIdentity?: number;
+    };
   };
   /** The hub's parent: without one the hub is a root (it plays the cloud). */
   parent?: ParentConfigInput;
@@ -72,7 +80,10 @@ export interface RouteSpec {
 export interface EdgeHubDesired {
   schemaVersion?: string;
   routes?: Record<string, RouteInput>;
-  storeAndForwardConfiguration?: { timeToLiveSecs?: number; storeLimits?: { maxSizeBytes?: number } };
+  storeAndForwardConfiguration?: {
+    timeToLiveSecs?: number;
+    storeLimits?: { maxSizeBytes?: number; maxSizeBytesPerIdentity?: number };
+  };
 }
 
 /** How to reach the parent and forward to it. */
@@ -154,6 +165,8 @@ export interface HubConfig {
   timeToLiveSecs: number;
   maxSizeBytes: number;
   whenFull: "reject" | "drop-oldest";
+  /** Live bytes one identity may have stored; 0: no per-identity share. */
+  maxSizeBytesPerIdentity: number;
   parent: ParentConfig | undefined;
   routes: Record<string, RouteSpec>;
   logLevel: LogLevel;
@@ -229,10 +242,12 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     timeToLiveSecs: ttl,
     maxSizeBytes: max,
     whenFull,
+    maxSizeBytesPerIdentity,
   } = storeAndForwardConfig("storeAndForwardConfiguration", sf, {
     timeToLiveSecs: 7200,
     maxSizeBytes: 10 * 2 ** 30,
     whenFull: "reject",
+    maxSizeBytesPerIdentity: 0,
   });
   const retention = raw.eventsRetentionSecs ?? 86_400;
   if (typeof retention !== "number" || !Number.isInteger(retention) || retention < 1) {
@@ -261,6 +276,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     timeToLiveSecs: ttl,
     maxSizeBytes: max,
     whenFull,
+    maxSizeBytesPerIdentity,
     parent: raw.parent === undefined ? undefined : parentConfig(raw.parent),
     routes: routesConfig("routes", raw.routes ?? manifest.routes ?? {}),
     logLevel: logLevel as LogLevel,
@@ -273,6 +289,8 @@ export interface StoreLimits {
   timeToLiveSecs: number;
   maxSizeBytes: number;
   whenFull: "reject" | "drop-oldest";
+  /** 0: off. */
+  maxSizeBytesPerIdentity: number;
 }
 
 /** Validates a `storeAndForwardConfiguration` object (named `key` in errors) over `defaults`. */
@@ -292,7 +310,11 @@ export function storeAndForwardConfig(key: string, sf: unknown, defaults: StoreL
   if (whenFull !== "reject" && whenFull !== "drop-oldest") {
     throw bad(`${key}.storeLimits.whenFull`, 'must be "reject" or "drop-oldest"');
   }
-  return { timeToLiveSecs: ttl as number, maxSizeBytes: max, whenFull };
+  const share = limits.maxSizeBytesPerIdentity ?? defaults.maxSizeBytesPerIdentity;
+  if (typeof share !== "number" || !Number.isSafeInteger(share) || share < 0) {
+    throw bad(`${key}.storeLimits.maxSizeBytesPerIdentity`, "must be 0 (off) or a positive integer");
+  }
+  return { timeToLiveSecs: ttl as number, maxSizeBytes: max, whenFull, maxSizeBytesPerIdentity: share };
 }
 
 /** The `properties.desired` of a manifest's `$edgeHub` section given as config, or {}. */

@@ -9,8 +9,10 @@
  */
 import { EventEmitter } from "node:events";
 import type { AppendMessage, MessageStore } from "../store/index.js";
+import type { Charge, IdentityShares } from "./identity-shares.js";
 import { RecentIds } from "./recent-ids.js";
 import type { Destination, RouteTable } from "./route-table.js";
+import { inputBytes, recordSize } from "./share-records.js";
 
 /** A device-to-cloud message as the protocol head hands it over. */
 export interface Telemetry {
@@ -70,6 +72,8 @@ interface Part {
 interface Group {
   parts: Part[];
   done: Accepted[];
+  /** What each message costs its sender's share (identity shares on), by `done`'s index. */
+  charges: Array<Charge | undefined> | undefined;
 }
 
 /** Where one message goes, in as few parts as its forms allow. */
@@ -84,6 +88,8 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   /** This turn's store calls, in order; consecutive messages with the same layout share one. */
   #groups: Group[] = [];
   readonly #recent = new RecentIds();
+  /** Per-identity shares of the store quota; undefined when off. */
+  #shares: IdentityShares | undefined;
 
   constructor(store: MessageStore, table: RouteTable, upstreamTtlSecs?: number) {
     super();
@@ -151,6 +157,11 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
     );
   }
 
+  /** Charges what is stored to its sender and refuses senders past their share; undefined: off. */
+  setShares(shares: IdentityShares | undefined): void {
+    this.#shares = shares;
+  }
+
   /** Messages no route took, since start (or since the routes last changed). */
   get unrouted(): number {
     return this.#table.unrouted;
@@ -200,9 +211,17 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
       const g = this.#groups.at(-1);
       const p = g?.parts.length === 1 ? g.parts[0] : undefined;
       // Joining the last call allocates no layout (the ingest path with one route).
-      if (g && p && p.ttl === ttl && p.input === d.input && p.queues.length === 1 && p.queues[0] === d.queue)
-        this.#push(g, t, done);
-      else this.#add([{ queues: [d.queue], ttl, input: d.input }], t, done);
+      const joins =
+        g && p && p.ttl === ttl && p.input === d.input && p.queues.length === 1 && p.queues[0] === d.queue;
+      const layout = joins ? g.parts : [{ queues: [d.queue], ttl, input: d.input }];
+      // Identity shares: a sender past its share is refused before anything is queued.
+      const charge = this.#shares ? this.#charge(this.#shares, layout, t) : undefined;
+      if (charge === false) {
+        done(this.#shares?.refusal(senderOf(t)));
+        return;
+      }
+      if (joins) this.#push(g, t, done, charge);
+      else this.#add(layout, t, done, charge);
       return;
     }
     // Endpoints with one TTL share one part, stored in one form. A module input's copy
@@ -219,25 +238,39 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
       if (p) p.queues.push(d.queue);
       else parts.set(key, { queues: [d.queue], ttl, input: own ? shared : d.input });
     }
-    this.#add([...parts.values()], t, done);
+    const layout = [...parts.values()];
+    const charge = this.#shares ? this.#charge(this.#shares, layout, t) : undefined;
+    if (charge === false) {
+      done(this.#shares?.refusal(senderOf(t)));
+      return;
+    }
+    this.#add(layout, t, done, charge);
+  }
+
+  /** Reserves what `t`'s copies will take of its sender's share; false when refused. */
+  #charge(shares: IdentityShares, layout: Layout, t: Telemetry): Charge | false {
+    const base = recordSize(t.properties, t.body.length);
+    let total = 0;
+    for (const l of layout) total += (base + inputBytes(l.input)) * l.queues.length;
+    return shares.admit(senderOf(t), base, total) ?? false;
   }
 
   #ttl(d: Destination): number | undefined {
     return d.ttlSecs ?? (d.clientId === undefined ? this.#upstreamTtl : undefined);
   }
 
-  #add(layout: Layout, t: Telemetry, done: Accepted): void {
+  #add(layout: Layout, t: Telemetry, done: Accepted, charge: Charge | undefined): void {
     // Only the last call of the turn is joined: calls are issued in order, so every
     // queue gets its messages in the order they arrived.
     let g = this.#groups.at(-1);
     if (!g || !sameLayout(g.parts, layout)) {
-      g = { parts: layout.map((l) => ({ ...l, messages: [] })), done: [] };
+      g = { parts: layout.map((l) => ({ ...l, messages: [] })), done: [], charges: undefined };
       this.#groups.push(g);
     }
-    this.#push(g, t, done);
+    this.#push(g, t, done, charge);
   }
 
-  #push(g: Group, t: Telemetry, done: Accepted): void {
+  #push(g: Group, t: Telemetry, done: Accepted, charge: Charge | undefined): void {
     for (const p of g.parts) {
       const properties =
         p.input === undefined ? t.properties : { ...t.properties, [INPUT_PROPERTY]: p.input };
@@ -245,6 +278,10 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
         p.ttl === undefined ? { body: t.body, properties } : { body: t.body, properties, ttlSecs: p.ttl },
       );
     }
+    if (charge) {
+      g.charges ??= new Array<Charge | undefined>(g.done.length);
+      g.charges.push(charge);
+    } else g.charges?.push(undefined);
     g.done.push(done);
   }
 
@@ -253,21 +290,30 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
     this.#groups = [];
     for (const g of groups) {
       const [first] = g.parts as [Part];
-      const stored =
+      const stored: Promise<number[][][]> =
         g.parts.length === 1
-          ? this.#store.append(first.queues, first.messages)
+          ? this.#store.append(first.queues, first.messages).then((offsets) => [offsets])
           : this.#store.appendParts(g.parts);
+      const { charges } = g;
+      const shares = charges?.find((c) => c !== undefined)?.of;
       stored.then(
-        () => {
+        (offsets) => {
+          if (charges) shares?.stored(charges, g.parts, offsets);
           for (const done of g.done) done(null);
           for (const p of g.parts) for (const q of p.queues) this.emit("stored", q);
         },
         (err: unknown) => {
+          if (charges) shares?.failed(charges);
           for (const done of g.done) done(err);
         },
       );
     }
   }
+}
+
+/** `device` or `device/module`: whose share a message is charged to. */
+function senderOf(t: Telemetry): string {
+  return t.moduleId === undefined ? t.deviceId : `${t.deviceId}/${t.moduleId}`;
 }
 
 function sameLayout(a: Part[], b: Layout): boolean {

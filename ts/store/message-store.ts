@@ -347,7 +347,16 @@ export class MessageStore {
 
   /** Per-queue figures, totals, and the expired and dropped counters. No disk access. */
   async stats(): Promise<StoreStats> {
-    return this.#run(async () => {
+    return this.#run(async () => this.statsNow());
+  }
+
+  /**
+   * {@link stats}, synchronously: the figures are in memory, so a caller deciding on the
+   * ingest path (a sender's share) reads them without waiting a turn. Throws `STORE_CLOSED`.
+   */
+  statsNow(): StoreStats {
+    if (this.#closed) throw new EdgeHubError(ErrorCodes.STORE_CLOSED, `store at ${this.#path} is closed`);
+    try {
       const s = this.#native.stats();
       const now = Date.now();
       return {
@@ -366,7 +375,9 @@ export class MessageStore {
         expired: s.expired,
         dropped: s.dropped,
       };
-    });
+    } catch (err) {
+      throw fromNative(err);
+    }
   }
 
   /** Finishes pending writes and releases the files. Safe to call twice. */

@@ -71,6 +71,7 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
       timeToLiveSecs: config.timeToLiveSecs,
       maxSizeBytes: config.maxSizeBytes,
       whenFull: config.whenFull,
+      maxSizeBytesPerIdentity: config.maxSizeBytesPerIdentity,
       version: undefined,
     };
   }
@@ -121,6 +122,7 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
           timeToLiveSecs: this.#config.timeToLiveSecs,
           maxSizeBytes: this.#config.maxSizeBytes,
           whenFull: this.#config.whenFull,
+          maxSizeBytesPerIdentity: this.#config.maxSizeBytesPerIdentity,
         },
       );
       const routes =
@@ -150,6 +152,7 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
       version: next.version,
       timeToLiveSecs: next.timeToLiveSecs,
       maxSizeBytes: next.maxSizeBytes,
+      maxSizeBytesPerIdentity: next.maxSizeBytesPerIdentity,
       routes: Object.keys(next.routes).length,
     });
     this.emit("changed", next);
