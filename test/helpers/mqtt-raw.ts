@@ -13,8 +13,13 @@ export interface RawClient {
   end(): void;
 }
 
-export async function rawClient(port: number, ca: string): Promise<RawClient> {
-  const socket = tls.connect({ host: "localhost", port, ca });
+/** A raw client over TLS to the hub at `port`; `tlsOptions` adds e.g. a client certificate. */
+export async function rawClient(
+  port: number,
+  ca: string,
+  tlsOptions: tls.ConnectionOptions = {},
+): Promise<RawClient> {
+  const socket = tls.connect({ host: "localhost", port, ca, ...tlsOptions });
   await new Promise<void>((resolve, reject) => {
     socket.once("secureConnect", () => resolve());
     socket.once("error", reject);
@@ -54,10 +59,14 @@ export async function rawClient(port: number, ca: string): Promise<RawClient> {
   };
 }
 
-/** The CONNECT an IoT Hub device sends: client id, username and an SDK-made SAS token for `localhost`. */
+/**
+ * The CONNECT an IoT Hub device (or module: `deviceId/moduleId`) sends: client id, username
+ * and an SDK-made SAS token for `localhost`.
+ */
 export function deviceConnect(deviceId: string, key: string, over: Record<string, unknown> = {}): Packet {
+  const [device, module] = deviceId.split("/");
   const token = SharedAccessSignature.create(
-    `localhost/devices/${deviceId}`,
+    `localhost/devices/${device}${module === undefined ? "" : `/modules/${module}`}`,
     "",
     key,
     Math.floor(Date.now() / 1000) + 600,
