@@ -7,6 +7,7 @@ import { createWebSocketStream, WebSocketServer } from "ws";
 import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
+import { servedChain } from "./certs/chain.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
 import { DeviceDelivery } from "./delivery/device-delivery.js";
 import { ErrorCodes } from "./errors.js";
@@ -94,7 +95,7 @@ export class EdgeHub {
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     const material = config.tls
       ? {
-          cert: await readFile(config.tls.certFile, "utf8"),
+          cert: servedChain(await readFile(config.tls.certFile, "utf8")),
           key: await readFile(config.tls.keyFile, "utf8"),
           ca: await readFile(config.tls.caFile, "utf8"),
           caFile: config.tls.caFile,
