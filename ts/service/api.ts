@@ -12,11 +12,12 @@ import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
-import type { MessageStore, StoredMessage } from "../store/index.js";
+import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
 import { applyBulk } from "./bulk.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
+import { page, streamEvents } from "./events.js";
 import { ApiError, readBody, readJson, sendError, sendJson, unauthorized } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
 import { matches, parseQuery } from "./query.js";
@@ -316,10 +317,10 @@ export class ServiceApi {
       parts.length === 3 &&
       method === "GET"
     ) {
-      return this.#stream(req, res, url);
+      return streamEvents(ctx, req, res, url);
     }
     if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
-      return sendJson(res, 200, await this.#page(ctx.eventsQueue, url, eventJson));
+      return sendJson(res, 200, await page(ctx.store, ctx.eventsQueue, url, eventJson));
     }
     // edgehub's own paths (IoT Hub has none): the parent link's state, and dead letters.
     if (head === "edge" && id === "status" && parts.length === 2 && method === "GET") {
@@ -330,7 +331,10 @@ export class ServiceApi {
       return sendJson(
         res,
         200,
-        await this.#page(DEAD_LETTER_QUEUE, url, (m) => ({ ...eventJson(m), reason: m.properties["$.dlr"] })),
+        await page(ctx.store, DEAD_LETTER_QUEUE, url, (m) => ({
+          ...eventJson(m),
+          reason: m.properties["$.dlr"],
+        })),
       );
     }
     throw new ApiError(404, "NotFound", `no ${method} ${url.pathname}`);
@@ -341,83 +345,5 @@ export class ServiceApi {
     const modules = this.#ctx.registry.listModules(id).map((m) => `${id}/${m.moduleId}`);
     await this.#ctx.registry.deleteDevice(id);
     for (const clientId of [id, ...modules]) await this.#ctx.forget(clientId);
-  }
-
-  /** One page of a queue (`from`, `limit` in the query) and where the next starts. */
-  async #page(
-    queue: string,
-    url: URL,
-    shape: (m: StoredMessage) => Record<string, unknown>,
-  ): Promise<{ messages: Record<string, unknown>[]; next: number }> {
-    const from = Number(url.searchParams.get("from") ?? 0);
-    const limit = Number(url.searchParams.get("limit") ?? 100);
-    if (
-      !Number.isSafeInteger(from) ||
-      from < 0 ||
-      !Number.isSafeInteger(limit) ||
-      limit < 1 ||
-      limit > 10_000
-    ) {
-      throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0 and limit 1-10000");
-    }
-    const batch = await this.#ctx.store.read(queue, { from, limit });
-    return { messages: batch.map(shape), next: (batch.at(-1)?.offset ?? from - 1) + 1 };
-  }
-
-  /**
-   * `GET /messages/events/stream?from=`: the events queue as newline-delimited JSON, one
-   * message per line, kept open and fed as messages are stored, until the client leaves.
-   */
-  async #stream(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    let from = Number(url.searchParams.get("from") ?? 0);
-    if (!Number.isSafeInteger(from) || from < 0)
-      throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0");
-    res.writeHead(200, {
-      "content-type": "application/x-ndjson; charset=utf-8",
-      "cache-control": "no-store",
-    });
-    // `dirty` is set by every store notification, so one landing during a read is not lost.
-    let dirty = false;
-    let wake: (() => void) | undefined;
-    const unsubscribe = this.#ctx.onStored(() => {
-      dirty = true;
-      wake?.();
-    });
-    let open = true;
-    const closed = () => {
-      open = false;
-      wake?.();
-    };
-    req.on("close", closed);
-    res.on("close", closed);
-    /** Waits for `arm`'s signal, a close, or `ms`; never leaves a timer or listener behind. */
-    const pause = (ms: number, arm?: (done: () => void) => void) =>
-      new Promise<void>((resolve) => {
-        const timer = setTimeout(() => done(), ms);
-        const done = () => {
-          clearTimeout(timer);
-          wake = undefined;
-          resolve();
-        };
-        wake = done;
-        arm?.(done);
-      });
-    try {
-      while (open) {
-        dirty = false;
-        const batch = await this.#ctx.store.read(this.#ctx.eventsQueue, { from, limit: 500 });
-        if (batch.length > 0) {
-          const more = res.write(batch.map((m) => `${JSON.stringify(eventJson(m))}\n`).join(""));
-          from = (batch.at(-1)?.offset ?? from) + 1;
-          // A reader that stops reading is waited for (or closes), not leaked.
-          if (!more && open) await pause(60_000, (done) => res.once("drain", done));
-          continue;
-        }
-        if (!dirty && open) await pause(15_000);
-      }
-    } finally {
-      unsubscribe();
-      res.end();
-    }
   }
 }
