@@ -8,6 +8,7 @@ import { createWebSocketStream, WebSocketServer } from "ws";
 import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
+import { servedChain } from "./certs/chain.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
 import { ensurePrivateDataDir } from "./config/data-dir.js";
 import { DeviceDelivery } from "./delivery/device-delivery.js";
@@ -108,7 +109,7 @@ export class EdgeHub {
     await ensurePrivateDataDir(config.dataDir, log);
     const material = config.tls
       ? {
-          cert: await readFile(config.tls.certFile, "utf8"),
+          cert: servedChain(await readFile(config.tls.certFile, "utf8")),
           key: await readFile(config.tls.keyFile, "utf8"),
           ca: await readFile(config.tls.caFile, "utf8"),
           caFile: config.tls.caFile,

@@ -124,6 +124,13 @@ describe("authenticator", () => {
       ],
     ];
     for (const [code, f] of cases) expect(codeOf(f)).toBe(code);
+    // IoT Hub's cap: a token may expire at most ten years ahead.
+    const year = 365 * 86_400;
+    const lasting = (years: number) =>
+      sdkToken(`${HOST}/devices/dev1`, key(), Math.floor(Date.now() / 1000) + years * year);
+    expect(codeOf(() => auth.authenticate({ ...ok, password: lasting(9.9) }))).toBe("accepted");
+    expect(codeOf(() => auth.authenticate({ ...ok, password: lasting(10.1) }))).toBe("AUTH_BAD_TOKEN");
+    expect(codeOf(() => auth.authenticateToken(lasting(10.1).toString()))).toBe("AUTH_BAD_TOKEN");
     await reg.updateDevice({ deviceId: "dev1", status: "disabled" });
     expect(
       codeOf(() => auth.authenticate({ ...ok, password: sdkToken(`${HOST}/devices/dev1`, key()) })),

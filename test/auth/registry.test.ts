@@ -74,7 +74,7 @@ describe("registry", () => {
     const dir = await tempDir();
     const store = await openStore(join(dir, "store"));
     const box = await SecretBox.fromKeyFile(join(dir, "k"));
-    const reg = await Registry.open(store, box);
+    const reg = await Registry.open(store, box, { allowNesting: false });
     const edge = await reg.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
     expect(
       await codeOf(reg.createDevice({ deviceId: "orphan", deviceScope: "ms-azure-iot-edge://nope-1" })),
@@ -90,7 +90,8 @@ describe("registry", () => {
     expect(await codeOf(reg.createDevice(nested))).toBe("INVALID_ARGUMENT");
     await store.close();
     const again = await openStore(join(dir, "store"));
-    const nesting = await Registry.open(again, box, { allowNesting: true });
+    // Nesting is allowed by default, as on IoT Hub.
+    const nesting = await Registry.open(again, box);
     expect((await nesting.createDevice(nested)).parentScopes).toEqual([edge.deviceScope]);
     const leaf = await nesting.createDevice({ deviceId: "leaf" });
     expect(leaf.parentScopes).toEqual([]);

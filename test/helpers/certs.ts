@@ -32,17 +32,24 @@ function pem(cert: x509.X509Certificate, key: webcrypto.CryptoKey): Pem {
   };
 }
 
+/** When a certificate is valid: by default from a day ago to a day ahead. */
+export interface Validity {
+  notBefore?: Date;
+  notAfter?: Date;
+}
+
 async function createSelfSigned(
   cn: string,
   serialNumber: string,
   extensions: x509.Extension[],
+  validity: Validity = {},
 ): Promise<{ cert: x509.X509Certificate; key: webcrypto.CryptoKey }> {
   const k = await keys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber,
     name: `CN=${cn}`,
-    notBefore: new Date(Date.now() - DAY),
-    notAfter: new Date(Date.now() + DAY),
+    notBefore: validity.notBefore ?? new Date(Date.now() - DAY),
+    notAfter: validity.notAfter ?? new Date(Date.now() + DAY),
     keys: k as never,
     signingAlgorithm: ALG,
     extensions,
@@ -50,10 +57,13 @@ async function createSelfSigned(
   return { cert, key: k.privateKey };
 }
 
-export async function selfSigned(cn: string): Promise<Pem> {
-  const { cert, key } = await createSelfSigned(cn, "01", [
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-  ]);
+export async function selfSigned(cn: string, validity: Validity = {}): Promise<Pem> {
+  const { cert, key } = await createSelfSigned(
+    cn,
+    "01",
+    [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+    validity,
+  );
   return pem(cert, key);
 }
 

@@ -14,15 +14,23 @@ export interface RawClient {
   end(): void;
 }
 
-/** @param localAddress the client's own address (e.g. `127.0.0.2`, another host on loopback). */
-export async function rawClient(port: number, ca: string, localAddress?: string): Promise<RawClient> {
+/**
+ * A raw client over TLS to the hub at `port`; `tlsOptions` adds e.g. a client certificate,
+ * and `localAddress` the client's own address (e.g. `127.0.0.2`, another host on loopback).
+ */
+export async function rawClient(
+  port: number,
+  ca: string,
+  { localAddress, ...tlsOptions }: tls.ConnectionOptions & { localAddress?: string } = {},
+): Promise<RawClient> {
   const socket = localAddress
     ? tls.connect({
         socket: net.connect({ host: "127.0.0.1", port, localAddress }),
         servername: "localhost",
         ca,
+        ...tlsOptions,
       })
-    : tls.connect({ host: "localhost", port, ca });
+    : tls.connect({ host: "localhost", port, ca, ...tlsOptions });
   await new Promise<void>((resolve, reject) => {
     socket.once("secureConnect", () => resolve());
     socket.once("error", reject);
@@ -62,10 +70,14 @@ export async function rawClient(port: number, ca: string, localAddress?: string)
   };
 }
 
-/** The CONNECT an IoT Hub device sends: client id, username and an SDK-made SAS token for `localhost`. */
+/**
+ * The CONNECT an IoT Hub device (or module: `deviceId/moduleId`) sends: client id, username
+ * and an SDK-made SAS token for `localhost`.
+ */
 export function deviceConnect(deviceId: string, key: string, over: Record<string, unknown> = {}): Packet {
+  const [device, module] = deviceId.split("/");
   const token = SharedAccessSignature.create(
-    `localhost/devices/${deviceId}`,
+    `localhost/devices/${device}${module === undefined ? "" : `/modules/${module}`}`,
     "",
     key,
     Math.floor(Date.now() / 1000) + 600,
@@ -91,7 +103,7 @@ export async function connectedRaw(
   key: string,
   localAddress?: string,
 ): Promise<RawClient> {
-  const c = await rawClient(port, ca, localAddress);
+  const c = await rawClient(port, ca, localAddress ? { localAddress } : {});
   c.send(deviceConnect(deviceId, key, { clean: true }));
   const ack = await c.next();
   if (ack === "closed" || ack.cmd !== "connack" || ack.returnCode !== 0) {

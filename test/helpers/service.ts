@@ -1,5 +1,6 @@
 /** Calls to a hub's service API over HTTPS with an `iothubowner` token, as the service SDKs make them. */
-import https from "node:https";
+import https, { Agent } from "node:https";
+import { Registry } from "azure-iothub";
 import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub } from "../../ts/index.js";
 
@@ -44,4 +45,25 @@ export function call(
     req.on("error", reject);
     req.end(payload);
   });
+}
+
+/**
+ * The official `azure-iothub` Registry on `hub`: the SDK's own requests, headers and
+ * parsing. Only the TCP port is the hub's (the SDK always dials 443, which one test at a
+ * time may bind) and the hub's CA is trusted.
+ */
+export function sdkRegistry(hub: EdgeHub): Registry {
+  const registry = Registry.fromConnectionString(hub.serviceConnectionString);
+  const port = hub.ports.https;
+  class HubPort extends Agent {
+    override createConnection(options: object, done: unknown): never {
+      return (
+        Agent.prototype as unknown as { createConnection: (o: object, d: unknown) => never }
+      ).createConnection.call(this, { ...options, port }, done);
+    }
+  }
+  // The SDK keeps its REST client private; its setOptions is the documented way to pass an agent and CA.
+  const rest = (registry as unknown as { _restApiClient: { setOptions(o: object): void } })._restApiClient;
+  rest.setOptions({ ca: hub.caCertificate, http: { agent: new HubPort({ keepAlive: false }) } });
+  return registry;
 }

@@ -143,8 +143,8 @@ describe("edgehub identity (parent/child through the service API)", { timeout: 6
     expect(f.parentScopes("b")).toEqual([]);
   });
 
-  it("without allowNesting an edge device cannot become a child: the hub's refusal is reported", async () => {
-    const f = await fixture();
+  it("with allowNesting false an edge device cannot become a child: the hub's refusal is reported", async () => {
+    const f = await fixture({ allowNesting: false });
     const r = await f.identity("add-children", "--device-id", "edge1", "--child-list", "edge2");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("failed on edge2");

@@ -59,7 +59,31 @@ describe("MQTT head: bad input is refused and the hub keeps serving", () => {
   it("answers CONNECT with the right CONNACK code", async () => {
     const cases: Array<[Record<string, unknown>, number]> = [
       [{ protocolVersion: 5 }, 1],
-      [{ password: Buffer.from("not a token") }, 4],
+      // Every refusal is CONNACK 5, as IoT Hub: a known id with a malformed token looks like
+      // an unknown one, and a token living longer than ten years is refused.
+      [{ password: Buffer.from("not a token") }, 5],
+      [
+        {
+          clientId: "ghost",
+          username: "localhost/ghost/?api-version=1",
+          password: Buffer.from("not a token"),
+        },
+        5,
+      ],
+      [{ password: Buffer.alloc(0) }, 5],
+      [
+        {
+          password: Buffer.from(
+            SharedAccessSignature.create(
+              "localhost/devices/dev1",
+              "",
+              key,
+              Math.floor(Date.now() / 1000) + 11 * 365 * 86_400,
+            ).toString(),
+          ),
+        },
+        5,
+      ],
       [
         {
           password: Buffer.from(

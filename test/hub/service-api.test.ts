@@ -1,9 +1,13 @@
+import { readFile, writeFile } from "node:fs/promises";
 import https from "node:https";
 import { join } from "node:path";
+import tls from "node:tls";
 import type { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
+import { createSasToken } from "../../ts/auth/sas.js";
+import type { EdgeHub } from "../../ts/index.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
-import { connectedDevice, startHub } from "../helpers/hub.js";
+import { connectedDevice, startHub, stopHub } from "../helpers/hub.js";
 import { call, type Reply, serviceToken } from "../helpers/service.js";
 
 describe("service API (IoT Hub's REST paths over HTTPS)", () => {
@@ -15,6 +19,55 @@ describe("service API (IoT Hub's REST paths over HTTPS)", () => {
     expect(r.status).toBe(401);
     expect((r.body as { Message: string }).Message).toMatch(/^ErrorCode:IotHubUnauthorizedAccess;/);
     expect((await call(hub, "GET", "/devices")).status).toBe(200);
+  });
+
+  it("answers every refused caller with one generic 401 and logs why, with the code", async () => {
+    const logged: Array<Record<string, unknown>> = [];
+    const log = {
+      log: (_l: string, event: string, f: Record<string, unknown> = {}) => logged.push({ event, ...f }),
+    };
+    const hub = await startHub(join(await tempDir(), "hub"), {}, log);
+    const edge = await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+    await hub.registry.createModule({ deviceId: "edge1", moduleId: "caller" });
+    const wrongKey = Buffer.alloc(32, 9).toString("base64");
+    const soon = Math.floor(Date.now() / 1000) + 600;
+    const as = (resource: string, moduleId?: string) => ({
+      authorization: createSasToken(`localhost/${resource}`, wrongKey, soon),
+      ...(moduleId ? { "x-ms-edge-moduleid": moduleId } : {}),
+    });
+    const scope = (id: string) => `/devices/${id}/modules/$edgeHub/devicesAndModulesInDeviceScope`;
+    const refusals = [
+      // A module call: an unknown module, then a known one with a bad signature.
+      await call(
+        hub,
+        "POST",
+        "/twins/edge1/methods",
+        { methodName: "x" },
+        as("devices/ghost/modules/m", "ghost/m"),
+      ),
+      await call(
+        hub,
+        "POST",
+        "/twins/edge1/methods",
+        { methodName: "x" },
+        as("devices/edge1/modules/caller", "edge1/caller"),
+      ),
+      // The scope call: an unknown edge, then a known one with a bad signature.
+      await call(hub, "GET", scope("ghost"), undefined, as("devices/ghost")),
+      await call(hub, "GET", scope("edge1"), undefined, as("devices/edge1")),
+      // The service policy: a forged token, and none at all.
+      await call(hub, "GET", "/devices", undefined, { authorization: serviceToken(hub, wrongKey) }),
+      await call(hub, "GET", "/devices", undefined, { authorization: "" }),
+    ];
+    for (const r of refusals) {
+      expect(r.status).toBe(401);
+      expect((r.body as { Message: string }).Message).toBe("ErrorCode:IotHubUnauthorizedAccess;Unauthorized");
+    }
+    const reasons = logged.filter((e) => e.event === "service-api-refused").map((e) => String(e.reason));
+    expect(reasons).toHaveLength(refusals.length);
+    expect(reasons.filter((r) => r.startsWith("AUTH_UNKNOWN_IDENTITY")).length).toBe(2);
+    expect(reasons.filter((r) => r.startsWith("AUTH_BAD_SIGNATURE")).length).toBe(2);
+    expect(edge.deviceScope).toBeDefined();
   });
 
   it("manages devices, modules and parent/child scopes, and answers queries", async () => {
@@ -130,6 +183,49 @@ describe("service API (IoT Hub's REST paths over HTTPS)", () => {
       systemProperties: { messageId: "t-1", connectionDeviceId: "dev" },
       body: Buffer.from("21.5").toString("base64"),
     });
+  });
+});
+
+describe("the TLS chain the hub serves", () => {
+  /** Subjects of the certificates the hub sent, as a client trusting nothing sees them. */
+  async function servedSubjects(hub: EdgeHub): Promise<string[]> {
+    const socket = tls.connect({
+      host: "127.0.0.1",
+      port: hub.ports.mqtts,
+      servername: "localhost",
+      rejectUnauthorized: false,
+    });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", () => resolve());
+      socket.once("error", reject);
+    });
+    const subjects: string[] = [];
+    const seen = new Set<string>();
+    for (
+      let c: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+      c?.raw;
+      c = c.issuerCertificate
+    ) {
+      if (seen.has(c.fingerprint256)) break;
+      seen.add(c.fingerprint256);
+      subjects.push(String(c.subject.CN));
+    }
+    socket.destroy();
+    return subjects;
+  }
+
+  it("is the server certificate without the self-signed root, as IoT Hub serves it, also from older data", async () => {
+    const dataDir = join(await tempDir(), "hub");
+    const hub = await startHub(dataDir);
+    expect(await servedSubjects(hub)).toEqual(["localhost"]);
+    await stopHub(hub);
+    // A server.pem written by an older version carries the root: it is left out when served.
+    const server = join(dataDir, "certs", "server.pem");
+    await writeFile(server, `${await readFile(server, "utf8")}${hub.caCertificate}`);
+    const again = await startHub(dataDir);
+    expect(await servedSubjects(again)).toEqual(["localhost"]);
+    // Clients trusting the CA still verify the hub.
+    await connectedDevice(again, "still-trusted");
   });
 });
 

@@ -2,11 +2,15 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Client, Message } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
+import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
 import { certificateAuthority, leaf, type Pem, selfSigned } from "../helpers/certs.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
+import { rawClient } from "../helpers/mqtt-raw.js";
+
+const DAY = 86_400_000;
 
 async function x509Client(hub: EdgeHub, deviceId: string, cert: Pem): Promise<Client> {
   const client = Client.fromConnectionString(
@@ -65,5 +69,67 @@ describe("X.509 devices", () => {
     const rogue = await certificateAuthority("rogue CA");
     expect(await refusal(await x509Client(hub, "x2", await leaf(rogue, "x2")))).toBe("UnauthorizedError");
     expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.body.toString())).toEqual(["ca-signed"]);
+  });
+
+  it("refuse a registered thumbprint certificate outside its validity", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    const expired = await selfSigned("old", {
+      notBefore: new Date(Date.now() - 10 * DAY),
+      notAfter: new Date(Date.now() - DAY),
+    });
+    const early = await selfSigned("early", {
+      notBefore: new Date(Date.now() + DAY),
+      notAfter: new Date(Date.now() + 2 * DAY),
+    });
+    for (const [deviceId, cert] of [
+      ["old", expired],
+      ["early", early],
+    ] as const) {
+      await hub.registry.createDevice({
+        deviceId,
+        authentication: {
+          type: "selfSigned",
+          x509Thumbprint: { primaryThumbprint: cert.thumbprint, secondaryThumbprint: null },
+        },
+      });
+      expect(await refusal(await x509Client(hub, deviceId, cert))).toBe("UnauthorizedError");
+    }
+    expect(await hub.store.read(EVENTS_QUEUE)).toEqual([]);
+  });
+});
+
+describe("X.509 modules signed by a trusted CA", () => {
+  /** The CONNACK code for module `clientId` logging in over real TLS with `cert` and no password. */
+  async function moduleLogin(hub: EdgeHub, clientId: string, cert: Pem): Promise<number | "closed"> {
+    const c = await rawClient(hub.ports.mqtts, hub.caCertificate, { cert: cert.cert, key: cert.key });
+    c.send({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 4,
+      clean: true,
+      clientId,
+      keepalive: 60,
+      username: `localhost/${clientId}/?api-version=2021-04-12`,
+    } as Packet);
+    const ack = await c.next();
+    c.end();
+    return ack === "closed" ? ack : ack.cmd === "connack" ? (ack.returnCode ?? -1) : -1;
+  }
+
+  it("authenticate with CN = {device}/{module}, as IoT Hub; the device's own certificate is not the module's", async () => {
+    const dir = await tempDir();
+    const ca = await certificateAuthority("plant CA");
+    const caFile = join(dir, "plant-ca.pem");
+    await writeFile(caFile, ca.cert);
+    const hub = await startHub(join(dir, "hub"), { trustedDeviceCaFiles: [caFile] });
+    await hub.registry.createDevice({ deviceId: "x3", authentication: { type: "certificateAuthority" } });
+    await hub.registry.createModule({
+      deviceId: "x3",
+      moduleId: "mod",
+      authentication: { type: "certificateAuthority" },
+    });
+    expect(await moduleLogin(hub, "x3/mod", await leaf(ca, "x3/mod"))).toBe(0);
+    expect(await moduleLogin(hub, "x3/mod", await leaf(ca, "x3"))).toBe(5);
+    expect(await moduleLogin(hub, "x3/other", await leaf(ca, "x3/other"))).toBe(5);
   });
 });

@@ -9,8 +9,9 @@
  * device ids from the actor's device up to the edge device whose credential signs the
  * login, each a child of the next (`childDev;edge2;edge1`; an edge's own module: `edge1`).
  */
-import { createHash } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
+import { type Action, allowed, type CallerKind, callerKind, type Identity } from "./authorization.js";
 import type { Authentication, Device, Registry } from "./registry.js";
 import { parseSasToken, type SasToken, signedByAny } from "./sas.js";
 
@@ -44,6 +45,12 @@ export interface Credentials {
   peer?: PeerCertificate | undefined;
 }
 
+/**
+ * The longest a SAS token may stay valid from now: IoT Hub's limit of ten years. A token
+ * expiring later is refused, so a leaked one cannot live for centuries.
+ */
+export const MAX_SAS_LIFETIME_SECS = 10 * 365 * 24 * 3600;
+
 function deny(code: ErrorCode, message: string): EdgeHubError {
   return new EdgeHubError(code, message);
 }
@@ -61,16 +68,55 @@ export class Authenticator {
   readonly #registry: Registry;
   readonly #hostnames: string[];
   readonly #now: () => number;
+  readonly #maxLifetimeSecs: number;
+  readonly #kinds = new WeakMap<Identity, CallerKind>();
 
   /**
    * @param hostnames the hub names tokens and usernames may carry: this hub's hostname and,
    *   on an edge hub, its parent's hub name.
    * @param now clock in ms (injected for tests).
+   * @param maxTokenLifetimeSecs how far in the future a SAS token may expire (default {@link MAX_SAS_LIFETIME_SECS}).
    */
-  constructor(registry: Registry, hostnames: string[], now: () => number = Date.now) {
+  constructor(
+    registry: Registry,
+    hostnames: string[],
+    now: () => number = Date.now,
+    maxTokenLifetimeSecs = MAX_SAS_LIFETIME_SECS,
+  ) {
     this.#registry = registry;
     this.#hostnames = hostnames.map((h) => h.toLowerCase());
     this.#now = now;
+    this.#maxLifetimeSecs = maxTokenLifetimeSecs;
+  }
+
+  /**
+   * True when `caller` may do `action` on `target`, by the hub's one table ({@link allowed}).
+   * A caller's kind is looked up once per principal (a connection's lives as long as it):
+   * whether a device is an edge device never changes, and a deleted one is disconnected.
+   */
+  allows(caller: Identity, action: Action, target: Identity): boolean {
+    let kind = this.#kinds.get(caller);
+    if (kind === undefined) {
+      kind = callerKind(this.#registry, caller);
+      if (kind === undefined) return false;
+      this.#kinds.set(caller, kind);
+    }
+    return allowed(this.#registry, caller, action, target, kind);
+  }
+
+  /**
+   * Refuses a token that has expired or expires further ahead than the lifetime cap.
+   * Used for device, module and service tokens alike.
+   */
+  checkExpiry(expiry: number, who: string): void {
+    const now = this.#now();
+    if (expiry * 1000 <= now) throw deny(ErrorCodes.AUTH_TOKEN_EXPIRED, `token of ${who} has expired`);
+    if (expiry * 1000 > now + this.#maxLifetimeSecs * 1000) {
+      throw deny(
+        ErrorCodes.AUTH_BAD_TOKEN,
+        `token of ${who} expires more than ${this.#maxLifetimeSecs} s from now`,
+      );
+    }
   }
 
   /** The principal for these credentials, or an `AUTH_*` error saying why not. */
@@ -154,7 +200,7 @@ export class Authenticator {
   ): number | undefined {
     const who = moduleId === undefined ? deviceId : `${deviceId}/${moduleId}`;
     if ((!c.password || c.password.length === 0) && c.peer) {
-      this.#checkCertificate(who, deviceId, auth, c.peer);
+      this.#checkCertificate(who, auth, c.peer);
       return undefined;
     }
     if (auth.type !== "sas" || !auth.symmetricKey) {
@@ -172,8 +218,7 @@ export class Authenticator {
 
   /** Expiry and audience (`{one of our hostnames}/devices/{id}[/modules/{m}]`) of a token for `who`. */
   #checkToken(token: SasToken, who: string): void {
-    if (token.expiry * 1000 <= this.#now())
-      throw deny(ErrorCodes.AUTH_TOKEN_EXPIRED, `token of ${who} has expired`);
+    this.checkExpiry(token.expiry, who);
     const [deviceId, moduleId] = who.split("/");
     const path = moduleId === undefined ? `/devices/${deviceId}` : `/devices/${deviceId}/modules/${moduleId}`;
     const slash = token.resource.indexOf("/");
@@ -186,7 +231,7 @@ export class Authenticator {
   /** Checks the TLS client certificate of `deviceId` presented over HTTPS (the scope sync call). */
   authenticateCertificate(deviceId: string, peer: PeerCertificate): Principal {
     const device = this.#enabledDevice(deviceId);
-    this.#checkCertificate(deviceId, deviceId, device.authentication, peer);
+    this.#checkCertificate(deviceId, device.authentication, peer);
     return { deviceId, clientId: deviceId };
   }
 
@@ -222,7 +267,7 @@ export class Authenticator {
     return { ...ids, clientId: who, expiresAt: token.expiry * 1000 };
   }
 
-  #checkCertificate(clientId: string, deviceId: string, auth: Authentication, peer: PeerCertificate): void {
+  #checkCertificate(clientId: string, auth: Authentication, peer: PeerCertificate): void {
     if (auth.type === "selfSigned") {
       const prints = [
         auth.x509Thumbprint?.primaryThumbprint,
@@ -230,20 +275,43 @@ export class Authenticator {
       ].filter(Boolean);
       const sha1 = createHash("sha1").update(peer.der).digest("hex").toUpperCase();
       const sha256 = createHash("sha256").update(peer.der).digest("hex").toUpperCase();
-      if (prints.includes(sha1) || prints.includes(sha256)) return;
+      if (prints.includes(sha1) || prints.includes(sha256)) {
+        // Nothing verified the chain of a thumbprint certificate: its validity is checked here.
+        this.#checkValidity(clientId, peer);
+        return;
+      }
       throw deny(
         ErrorCodes.AUTH_BAD_CERTIFICATE,
         `certificate of ${clientId} does not match its registered thumbprints`,
       );
     }
     if (auth.type === "certificateAuthority") {
-      if (peer.chainTrusted && peer.commonName === deviceId) return;
+      // As IoT Hub: the CN is the identity's name, `{device}` or `{device}/{module}`; a
+      // device's certificate is not a module's.
+      if (peer.chainTrusted && peer.commonName === clientId) return;
       throw deny(
         ErrorCodes.AUTH_BAD_CERTIFICATE,
-        `certificate of ${clientId} does not chain to a trusted CA with CN=${deviceId}`,
+        `certificate of ${clientId} does not chain to a trusted CA with CN=${clientId}`,
       );
     }
     throw deny(ErrorCodes.AUTH_BAD_CERTIFICATE, `${clientId} does not authenticate with X.509`);
+  }
+
+  /** Refuses a certificate outside its notBefore/notAfter. */
+  #checkValidity(clientId: string, peer: PeerCertificate): void {
+    let from: number;
+    let to: number;
+    try {
+      const cert = new X509Certificate(peer.der);
+      from = Date.parse(cert.validFrom);
+      to = Date.parse(cert.validTo);
+    } catch {
+      throw deny(ErrorCodes.AUTH_BAD_CERTIFICATE, `certificate of ${clientId} cannot be read`);
+    }
+    const now = this.#now();
+    if (!(from <= now && now <= to)) {
+      throw deny(ErrorCodes.AUTH_BAD_CERTIFICATE, `certificate of ${clientId} is not valid now`);
+    }
   }
 
   /** The host a username names (one of ours) and the auth chain it carries, if any. */

@@ -146,13 +146,13 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
     return scope;
   }
 
-  /** Loads every identity from the store. `allowNesting`: edge devices may have a parent edge device. */
+  /** Loads every identity from the store. `allowNesting` (default true, as IoT Hub): edge devices may have a parent edge device. */
   static async open(
     store: MessageStore,
     box: SecretBox,
     options: { allowNesting?: boolean } = {},
   ): Promise<Registry> {
-    const r = new Registry(store, box, options.allowNesting === true);
+    const r = new Registry(store, box, options.allowNesting !== false);
     for (const { key, value } of await store.kv.scan(NS)) {
       const record = JSON.parse(box.open(value, `${NS}/${key}`).toString("utf8")) as Device | Module;
       if (key.startsWith("d/")) r.#devices.set((record as Device).deviceId, record as Device);
@@ -270,6 +270,26 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
     await this.#save(`m/${key}`, module);
     this.#modules.set(key, module);
     return structuredClone(module);
+  }
+
+  /** Replaces a module's mutable fields (authentication, managedBy); keeps ids. */
+  async updateModule(spec: Partial<Module> & { deviceId: string; moduleId: string }): Promise<Module> {
+    const key = `${spec.deviceId}/${spec.moduleId}`;
+    const current = this.#modules.get(key);
+    if (!current) throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `module ${key} not found`);
+    const next: Module = {
+      ...current,
+      etag: newEtag(),
+      authentication: spec.authentication
+        ? completeAuthentication(spec.authentication)
+        : current.authentication,
+    };
+    if (typeof spec.managedBy === "string") next.managedBy = spec.managedBy;
+    await this.#save(`m/${key}`, next);
+    this.#modules.set(key, next);
+    if (JSON.stringify(next.authentication) !== JSON.stringify(current.authentication))
+      this.emit("revoked", next.deviceId, next.moduleId);
+    return structuredClone(next);
   }
 
   getModule(deviceId: string, moduleId: string): Module | undefined {

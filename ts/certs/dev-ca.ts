@@ -1,7 +1,8 @@
 /**
  * The development CA of a hub started without certificates of its own: an ECDSA P-256 CA
  * and a server certificate for the hub's hostname (plus localhost), generated on first
- * start under `<dataDir>/certs/` and reused after. Children trust `ca.pem`.
+ * start under `<dataDir>/certs/` and reused after. Children trust `ca.pem`; the hub serves
+ * the server certificate alone.
  */
 import { KeyObject, webcrypto } from "node:crypto";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -11,6 +12,7 @@ import { join } from "node:path";
 // this module is loaded only when a hub runs on the development CA.
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
+import { servedChain } from "./chain.js";
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -62,8 +64,9 @@ export async function devTls(dir: string, hostname: string): Promise<TlsMaterial
       readFile(files.cert, "utf8"),
       readFile(files.key, "utf8"),
     ]);
+    // Files written before the served chain left the root out still carry it.
     if (new x509.X509Certificate(cert).subject === `CN=${hostname}`)
-      return { ca, cert, key, caFile: files.ca };
+      return { ca, cert: servedChain(cert), key, caFile: files.ca };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
@@ -124,7 +127,8 @@ export async function devTls(dir: string, hostname: string): Promise<TlsMaterial
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
     ],
   });
-  const cert = `${leaf.toString("pem")}\n${ca}`;
+  // The leaf alone: the root is what clients trust, never what the hub sends (as IoT Hub).
+  const cert = `${leaf.toString("pem")}\n`;
   const key = pemKey(leafKeys.privateKey);
   await writeFile(files.cert, cert);
   await writeSecret(files.key, key);

@@ -23,7 +23,7 @@ export interface HubConfigInput {
     /** HTTPS: the service API. Default 8443 (443 where configured, as IoT Hub); 0 picks a free port. */
     https?: number;
   };
-  /** Edge devices may be children of other edge devices (nested gateways). Default false. */
+  /** Edge devices may be children of other edge devices (nested gateways), as on IoT Hub. Default true; false forbids it. */
   allowNesting?: boolean;
   /** PEM files of CAs whose certificates authenticate `certificateAuthority` devices (CN = device id). */
   trustedDeviceCaFiles?: string[];
@@ -256,7 +256,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
   const cas = raw.trustedDeviceCaFiles ?? [];
   if (!Array.isArray(cas) || cas.some((f) => typeof f !== "string"))
     throw bad("trustedDeviceCaFiles", "must be a list of paths");
-  const allowNesting = raw.allowNesting ?? false;
+  const allowNesting = raw.allowNesting ?? true;
   if (typeof allowNesting !== "boolean") throw bad("allowNesting", "must be true or false");
   const logLevel = raw.logLevel ?? "info";
   if (!["debug", "info", "warn", "error"].includes(logLevel as string))

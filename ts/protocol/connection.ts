@@ -13,7 +13,7 @@ import mqtt, {
   type Packet,
 } from "mqtt-packet";
 import type { Authenticator, PeerCertificate, Principal } from "../auth/authenticator.js";
-import { type EdgeHubError, ErrorCodes } from "../errors.js";
+import type { EdgeHubError } from "../errors.js";
 import type { Logger, LogLevel } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { Router } from "../routing/router.js";
@@ -224,8 +224,9 @@ export class MqttConnection {
     } catch (err) {
       const code = (err as EdgeHubError).code;
       this.#ctx.refused?.(code);
-      const returnCode = code === ErrorCodes.AUTH_BAD_TOKEN ? CONNACK.badCredentials : CONNACK.notAuthorized;
-      this.#send({ cmd: "connack", returnCode, sessionPresent: false });
+      // One answer for every refusal (as IoT Hub: 5), so a caller cannot tell an unknown id
+      // from a bad token; the reason goes to the log with its code.
+      this.#send({ cmd: "connack", returnCode: CONNACK.notAuthorized, sessionPresent: false });
       this.close("auth-refused", { clientId: p.clientId, code, reason: (err as Error).message });
       return;
     }
@@ -286,7 +287,7 @@ export class MqttConnection {
       this.close("topic-refused", { topic: p.topic });
       return;
     }
-    if (t.deviceId !== principal.deviceId || t.moduleId !== principal.moduleId) {
+    if (!this.#ctx.authenticator.allows(principal, "telemetry", t)) {
       this.close("topic-not-own", { topic: p.topic });
       return;
     }
@@ -379,13 +380,12 @@ export class MqttConnection {
     const principal = this.#principal as Principal;
     const granted = p.subscriptions.map((s) => {
       const t = parseSubscribeTopic(s.topic);
+      // Twin and method topics name no identity: they are always the client's own.
       const own =
         t &&
-        (t.kind === "c2d"
-          ? t.deviceId === principal.deviceId && principal.moduleId === undefined
-          : t.kind === "module-inputs"
-            ? t.deviceId === principal.deviceId && t.moduleId === principal.moduleId
-            : true);
+        (t.kind === "c2d" || t.kind === "module-inputs"
+          ? this.#ctx.authenticator.allows(principal, t.kind, t)
+          : true);
       if (!t || !own) {
         this.#ctx.log.log("warn", "subscribe-refused", { clientId: principal.clientId, topic: s.topic });
         return 0x80;

@@ -12,14 +12,17 @@ import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
-import type { MessageStore, StoredMessage } from "../store/index.js";
+import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
-import { ApiError, readBody, readJson, sendError, sendJson } from "./http.js";
+import { applyBulk } from "./bulk.js";
+import { checkIfMatch, ifMatchOf } from "./etag.js";
+import { page, streamEvents } from "./events.js";
+import { ApiError, readBody, readJson, sendError, sendJson, unauthorized } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, isScopeCall } from "./scope.js";
-import { deviceJson, eventJson, methodCallOf, moduleJson, twinJson } from "./shapes.js";
+import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
 
 /** What the API works on. */
 export interface ServiceApiContext {
@@ -79,6 +82,9 @@ export class ServiceApi {
   handle(req: IncomingMessage, res: ServerResponse): void {
     this.#route(req, res).catch((err: unknown) => {
       const e = apiError(err);
+      // The caller gets one generic 401; why it was refused is for the operator.
+      if (e.status === 401)
+        this.#ctx.log.log("warn", "service-api-refused", { path: req.url, reason: e.detail ?? e.message });
       if (e.status >= 500)
         this.#ctx.log.log("error", "service-api-failed", { path: req.url, reason: (err as Error).message });
       if (!res.headersSent) sendError(res, e);
@@ -88,22 +94,21 @@ export class ServiceApi {
 
   #authorize(req: IncomingMessage): void {
     const header = req.headers.authorization;
-    if (!header) throw new ApiError(401, "IotHubUnauthorizedAccess", "no Authorization header");
+    if (!header) throw unauthorized("no Authorization header");
     let token: ReturnType<typeof parseSasToken>;
     try {
       token = parseSasToken(header);
+      this.#ctx.authenticator.checkExpiry(token.expiry, "iothubowner");
     } catch (err) {
-      throw new ApiError(401, "IotHubUnauthorizedAccess", (err as Error).message);
+      throw unauthorized(
+        err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message,
+      );
     }
     const audience = token.resource.toLowerCase().replace(/\/$/, "");
     if (token.keyName !== "iothubowner" || audience !== this.#ctx.hostname.toLowerCase()) {
-      throw new ApiError(401, "IotHubUnauthorizedAccess", "token is not an iothubowner token for this hub");
+      throw unauthorized("token is not an iothubowner token for this hub");
     }
-    if (token.expiry * 1000 <= Date.now())
-      throw new ApiError(401, "IotHubUnauthorizedAccess", "token has expired");
-    if (!signedByAny(token, [this.#ctx.serviceKey])) {
-      throw new ApiError(401, "IotHubUnauthorizedAccess", "token signature does not match");
-    }
+    if (!signedByAny(token, [this.#ctx.serviceKey])) throw unauthorized("token signature does not match");
   }
 
   #device(id: string): Device {
@@ -136,7 +141,7 @@ export class ServiceApi {
     }
     // A module calling a method through its hub signs as itself and names itself in a header.
     if (req.headers["x-ms-edge-moduleid"] !== undefined)
-      authorizeModuleCall(req, parts, this.#ctx.authenticator, this.#ctx.registry);
+      authorizeModuleCall(req, parts, this.#ctx.authenticator);
     else this.#authorize(req);
     const ctx = this.#ctx;
     const [head, id, sub, mid] = parts;
@@ -151,6 +156,12 @@ export class ServiceApi {
       }
       return sendJson(res, 200, out);
     }
+    if (head === "devices" && parts.length === 1 && method === "POST") {
+      const result = await applyBulk(ctx.registry, await readJson(req), (deviceId) =>
+        this.#removeDevice(deviceId),
+      );
+      return sendJson(res, result.isSuccessful ? 200 : 400, result);
+    }
     if (head === "devices" && parts.length === 1 && method === "GET") {
       return sendJson(
         res,
@@ -161,10 +172,8 @@ export class ServiceApi {
     if (head === "devices" && id && parts.length === 2) {
       if (method === "GET") return sendJson(res, 200, deviceJson(this.#device(id), ctx.isConnected(id)));
       if (method === "DELETE") {
-        // Nothing of the old identity may reach a device later created with the same id.
-        const modules = ctx.registry.listModules(id).map((m) => `${id}/${m.moduleId}`);
-        await ctx.registry.deleteDevice(id);
-        for (const clientId of [id, ...modules]) await ctx.forget(clientId);
+        checkIfMatch(ifMatchOf(req.headers["if-match"]), this.#device(id).etag, `device ${id}`);
+        await this.#removeDevice(id);
         res.writeHead(204).end();
         return;
       }
@@ -176,17 +185,10 @@ export class ServiceApi {
         // As IoT Hub: PUT creates; replacing an existing device needs If-Match (etag or *).
         const current = ctx.registry.getDevice(id);
         const exists = current !== undefined;
-        const ifMatch = req.headers["if-match"];
+        const ifMatch = ifMatchOf(req.headers["if-match"]);
         if (exists && !ifMatch) throw new ApiError(409, "DeviceAlreadyExists", `device ${id} already exists`);
         // Optimistic concurrency: a stale etag loses, as on IoT Hub.
-        if (
-          current &&
-          ifMatch &&
-          ifMatch !== "*" &&
-          ifMatch.replace(/^W\//, "").replace(/"/g, "") !== current.etag
-        ) {
-          throw new ApiError(412, "PreconditionFailed", `device ${id} changed since etag ${ifMatch}`);
-        }
+        if (current) checkIfMatch(ifMatch, current.etag, `device ${id}`);
         const d = exists
           ? await ctx.registry.updateDevice({ ...body, deviceId: id })
           : await ctx.registry.createDevice({ ...body, deviceId: id });
@@ -210,8 +212,15 @@ export class ServiceApi {
         }
         if (method === "PUT") {
           const body = ((await readJson(req)) ?? {}) as Record<string, unknown>;
-          const m = await ctx.registry.createModule({ ...body, deviceId: id, moduleId: mid });
-          return sendJson(res, 200, moduleJson(m, false));
+          // As for devices: PUT creates; replacing an existing module needs If-Match (etag or *).
+          const current = ctx.registry.getModule(id, mid);
+          const ifMatch = ifMatchOf(req.headers["if-match"]);
+          if (current && !ifMatch)
+            throw new ApiError(409, "ModuleAlreadyExistsOnDevice", `module ${id}/${mid} already exists`);
+          if (current) checkIfMatch(ifMatch, current.etag, `module ${id}/${mid}`);
+          const spec = { ...body, deviceId: id, moduleId: mid };
+          const m = current ? await ctx.registry.updateModule(spec) : await ctx.registry.createModule(spec);
+          return sendJson(res, 200, moduleJson(m, ctx.isConnected(`${id}/${mid}`)));
         }
         if (method === "DELETE") {
           await ctx.registry.deleteModule(id, mid);
@@ -269,9 +278,20 @@ export class ServiceApi {
       }
       if (rest.length === 0 && method === "PATCH") {
         const body = ((await readJson(req)) ?? {}) as { tags?: unknown; properties?: { desired?: unknown } };
+        // A stale etag loses (412), as on IoT Hub; the SDK's updateTwin always sends one, or "*".
+        checkIfMatch(
+          ifMatchOf(req.headers["if-match"]),
+          twinEtag(await ctx.twins.get(clientId)),
+          `twin ${clientId}`,
+        );
         if (body.tags !== undefined) await ctx.twins.patchTags(clientId, body.tags);
-        if (body.properties?.desired !== undefined)
-          await ctx.twins.patchDesired(clientId, body.properties.desired);
+        const desired = body.properties?.desired;
+        if (desired === null) {
+          // `desired: null` clears them all: every current key patched to null.
+          const current = (await ctx.twins.get(clientId)).desired.properties;
+          const clear = Object.fromEntries(Object.keys(current).map((k) => [k, null]));
+          if (Object.keys(clear).length > 0) await ctx.twins.patchDesired(clientId, clear);
+        } else if (desired !== undefined) await ctx.twins.patchDesired(clientId, desired);
         return sendJson(
           res,
           200,
@@ -297,10 +317,10 @@ export class ServiceApi {
       parts.length === 3 &&
       method === "GET"
     ) {
-      return this.#stream(req, res, url);
+      return streamEvents(ctx, req, res, url);
     }
     if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
-      return sendJson(res, 200, await this.#page(ctx.eventsQueue, url, eventJson));
+      return sendJson(res, 200, await page(ctx.store, ctx.eventsQueue, url, eventJson));
     }
     // edgehub's own paths (IoT Hub has none): the parent link's state, and dead letters.
     if (head === "edge" && id === "status" && parts.length === 2 && method === "GET") {
@@ -311,87 +331,19 @@ export class ServiceApi {
       return sendJson(
         res,
         200,
-        await this.#page(DEAD_LETTER_QUEUE, url, (m) => ({ ...eventJson(m), reason: m.properties["$.dlr"] })),
+        await page(ctx.store, DEAD_LETTER_QUEUE, url, (m) => ({
+          ...eventJson(m),
+          reason: m.properties["$.dlr"],
+        })),
       );
     }
     throw new ApiError(404, "NotFound", `no ${method} ${url.pathname}`);
   }
 
-  /** One page of a queue (`from`, `limit` in the query) and where the next starts. */
-  async #page(
-    queue: string,
-    url: URL,
-    shape: (m: StoredMessage) => Record<string, unknown>,
-  ): Promise<{ messages: Record<string, unknown>[]; next: number }> {
-    const from = Number(url.searchParams.get("from") ?? 0);
-    const limit = Number(url.searchParams.get("limit") ?? 100);
-    if (
-      !Number.isSafeInteger(from) ||
-      from < 0 ||
-      !Number.isSafeInteger(limit) ||
-      limit < 1 ||
-      limit > 10_000
-    ) {
-      throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0 and limit 1-10000");
-    }
-    const batch = await this.#ctx.store.read(queue, { from, limit });
-    return { messages: batch.map(shape), next: (batch.at(-1)?.offset ?? from - 1) + 1 };
-  }
-
-  /**
-   * `GET /messages/events/stream?from=`: the events queue as newline-delimited JSON, one
-   * message per line, kept open and fed as messages are stored, until the client leaves.
-   */
-  async #stream(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    let from = Number(url.searchParams.get("from") ?? 0);
-    if (!Number.isSafeInteger(from) || from < 0)
-      throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0");
-    res.writeHead(200, {
-      "content-type": "application/x-ndjson; charset=utf-8",
-      "cache-control": "no-store",
-    });
-    // `dirty` is set by every store notification, so one landing during a read is not lost.
-    let dirty = false;
-    let wake: (() => void) | undefined;
-    const unsubscribe = this.#ctx.onStored(() => {
-      dirty = true;
-      wake?.();
-    });
-    let open = true;
-    const closed = () => {
-      open = false;
-      wake?.();
-    };
-    req.on("close", closed);
-    res.on("close", closed);
-    /** Waits for `arm`'s signal, a close, or `ms`; never leaves a timer or listener behind. */
-    const pause = (ms: number, arm?: (done: () => void) => void) =>
-      new Promise<void>((resolve) => {
-        const timer = setTimeout(() => done(), ms);
-        const done = () => {
-          clearTimeout(timer);
-          wake = undefined;
-          resolve();
-        };
-        wake = done;
-        arm?.(done);
-      });
-    try {
-      while (open) {
-        dirty = false;
-        const batch = await this.#ctx.store.read(this.#ctx.eventsQueue, { from, limit: 500 });
-        if (batch.length > 0) {
-          const more = res.write(batch.map((m) => `${JSON.stringify(eventJson(m))}\n`).join(""));
-          from = (batch.at(-1)?.offset ?? from) + 1;
-          // A reader that stops reading is waited for (or closes), not leaked.
-          if (!more && open) await pause(60_000, (done) => res.once("drain", done));
-          continue;
-        }
-        if (!dirty && open) await pause(15_000);
-      }
-    } finally {
-      unsubscribe();
-      res.end();
-    }
+  /** Deletes a device with its modules; nothing of it may reach a device later created with the same id. */
+  async #removeDevice(id: string): Promise<void> {
+    const modules = this.#ctx.registry.listModules(id).map((m) => `${id}/${m.moduleId}`);
+    await this.#ctx.registry.deleteDevice(id);
+    for (const clientId of [id, ...modules]) await this.#ctx.forget(clientId);
   }
 }

@@ -3,13 +3,27 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 
 /** An error the API answers with an HTTP status and IoT Hub's `ErrorCode:` text. */
 export class ApiError extends Error {
+  /**
+   * @param detail what the hub logs and never answers (why a caller was refused).
+   */
   constructor(
     readonly status: number,
     readonly errorCode: string,
     message: string,
+    readonly detail?: string,
   ) {
     super(message);
   }
+}
+
+/**
+ * The service API's one 401, whatever failed (no token, a bad signature, an unknown
+ * identity, an expired token), so callers cannot learn which ids exist; `detail` (with
+ * the `AUTH_*` code where there is one) goes to the hub's log only. IoT Hub's answer:
+ * `ErrorCode:IotHubUnauthorizedAccess;Unauthorized`.
+ */
+export function unauthorized(detail: string): ApiError {
+  return new ApiError(401, "IotHubUnauthorizedAccess", "Unauthorized", detail);
 }
 
 /** Reads the whole body, refusing more than `limit` bytes with 413. */

@@ -1,15 +1,15 @@
 /**
  * Direct methods invoked by a module through its hub (what the SDK's
  * `ModuleClient.invokeMethod` sends: `POST /twins/{d}[/modules/{m}]/methods` with the
- * module's own SAS token and `x-ms-edge-moduleId: {device}/{module}`). A module may call
- * the modules of its own device and that device's children; this works with the parent
- * away, since the hub answers from its own registry and connections.
+ * module's own SAS token and `x-ms-edge-moduleId: {device}/{module}`). Only a module of an
+ * edge device may call, and only that edge device, its modules, its children and their
+ * modules (ts/auth/authorization.ts); this works with the parent away, since the hub
+ * answers from its own registry and connections.
  */
 import type { IncomingMessage } from "node:http";
 import type { Authenticator } from "../auth/authenticator.js";
-import type { Registry } from "../auth/registry.js";
 import { EdgeHubError } from "../errors.js";
-import { ApiError } from "./http.js";
+import { ApiError, unauthorized } from "./http.js";
 
 /** True for the path parts of a method call. */
 function isMethodCall(parts: string[], method: string): boolean {
@@ -26,31 +26,22 @@ export function authorizeModuleCall(
   req: IncomingMessage,
   parts: string[],
   authenticator: Authenticator,
-  registry: Registry,
 ): void {
   const header = req.headers["x-ms-edge-moduleid"];
   const caller = Array.isArray(header) ? header[0] : header;
-  if (!isMethodCall(parts, req.method ?? "GET")) {
-    throw new ApiError(401, "IotHubUnauthorizedAccess", "a module may only invoke direct methods here");
-  }
+  if (!isMethodCall(parts, req.method ?? "GET"))
+    throw unauthorized("a module may only invoke direct methods here");
   let principal: { deviceId: string; moduleId?: string };
   try {
     principal = authenticator.authenticateToken(req.headers.authorization ?? "");
   } catch (err) {
-    const reason = err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message;
-    throw new ApiError(401, "IotHubUnauthorizedAccess", reason);
+    throw unauthorized(err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message);
   }
   if (principal.moduleId === undefined || `${principal.deviceId}/${principal.moduleId}` !== caller) {
-    throw new ApiError(
-      401,
-      "IotHubUnauthorizedAccess",
-      "the token is not the module's named in x-ms-edge-moduleId",
-    );
+    throw unauthorized("the token is not the module's named in x-ms-edge-moduleId");
   }
-  const [, targetDevice] = parts;
-  if (targetDevice === principal.deviceId) return;
-  const own = registry.getDevice(principal.deviceId);
-  const target = registry.getDevice(targetDevice ?? "");
-  if (own?.deviceScope && target?.parentScopes.includes(own.deviceScope)) return;
-  throw new ApiError(403, "Forbidden", `${caller} may call only its own device's modules and children`);
+  // Who may call whom is the one table's: an edge's modules reach that edge and its children.
+  const target = { deviceId: parts[1] ?? "", moduleId: parts.length === 5 ? parts[3] : undefined };
+  if (authenticator.allows(principal, "method", target)) return;
+  throw new ApiError(403, "Forbidden", `${caller} may not invoke methods on ${target.deviceId}`);
 }

@@ -9,7 +9,7 @@
 import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import type { Device, Registry } from "../auth/registry.js";
 import { EdgeHubError } from "../errors.js";
-import { ApiError } from "./http.js";
+import { ApiError, unauthorized } from "./http.js";
 import { deviceJson, moduleJson } from "./shapes.js";
 
 /** Devices per page when the caller gives no `deviceCount`. */
@@ -71,24 +71,19 @@ export function answerScope(
   peer: PeerCertificate | undefined,
   query: URLSearchParams,
 ): ScopeResult {
-  if (!authorization && !peer) {
-    throw new ApiError(401, "IotHubUnauthorizedAccess", "no Authorization header or client certificate");
-  }
+  if (!authorization && !peer) throw unauthorized("no Authorization header or client certificate");
   let caller: { deviceId: string; moduleId?: string };
   try {
     caller = authorization
       ? authenticator.authenticateToken(authorization)
       : authenticator.authenticateCertificate(edgeId, peer as PeerCertificate);
   } catch (err) {
-    const reason = err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message;
-    throw new ApiError(401, "IotHubUnauthorizedAccess", reason);
+    throw unauthorized(err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message);
   }
-  if (caller.deviceId !== edgeId || (caller.moduleId !== undefined && caller.moduleId !== "$edgeHub")) {
-    throw new ApiError(401, "IotHubUnauthorizedAccess", `the token is not ${edgeId}'s`);
-  }
+  // The edge device itself or its $edgeHub, by the one table.
   const edge = registry.getDevice(edgeId);
-  if (!edge?.capabilities.iotEdge) {
-    throw new ApiError(400, "ArgumentInvalid", `${edgeId} is not an edge device`);
+  if (!edge || !authenticator.allows(caller, "device-scope", { deviceId: edgeId })) {
+    throw unauthorized(`${caller.deviceId}/${caller.moduleId ?? ""} may not read the scope of ${edgeId}`);
   }
   const count = Number(query.get("deviceCount") ?? DEFAULT_PAGE);
   if (!Number.isInteger(count) || count < 1) {

@@ -1,4 +1,5 @@
 /** The JSON shapes of IoT Hub's service API: devices, modules, twins, events, method calls. */
+import { createHash } from "node:crypto";
 import type { Authentication, Device, Module } from "../auth/registry.js";
 import type { MethodCall } from "../methods/direct-methods.js";
 import type { StoredMessage } from "../store/index.js";
@@ -51,6 +52,12 @@ export function moduleJson(m: Module, connected: boolean): Record<string, unknow
   };
 }
 
+/** A twin's etag, quoted as IoT Hub sends it: it changes with every desired, reported or tags change. */
+export function twinEtag(twin: Twin): string {
+  const tags = createHash("sha256").update(JSON.stringify(twin.tags)).digest("base64url").slice(0, 8);
+  return `"${Buffer.from(`${twin.desired.version}.${twin.reported.version}.${tags}`).toString("base64")}"`;
+}
+
 /** A twin as `GET /twins/{id}` returns it. */
 export function twinJson(
   device: Device,
@@ -61,7 +68,7 @@ export function twinJson(
   return {
     deviceId: device.deviceId,
     ...(moduleId === undefined ? {} : { moduleId }),
-    etag: `"${Buffer.from(String(twin.desired.version + twin.reported.version * 1e6)).toString("base64")}"`,
+    etag: twinEtag(twin),
     deviceEtag: device.etag,
     status: device.status,
     connectionState: connected ? "Connected" : "Disconnected",
