@@ -10,6 +10,7 @@ import { SecretBox } from "./auth/secret-box.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
 import { DeviceDelivery } from "./delivery/device-delivery.js";
 import { ErrorCodes } from "./errors.js";
+import { EventLoopLag } from "./event-loop-lag.js";
 import { consoleLogger, type Logger } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { MqttConnection } from "./protocol/connection.js";
@@ -57,6 +58,7 @@ export class EdgeHub {
   readonly #websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
   readonly #connections = new Map<string, MqttConnection>();
   readonly #sockets = new Set<tls.TLSSocket>();
+  readonly #lag = new EventLoopLag();
   #closed = false;
 
   private constructor(
@@ -330,7 +332,8 @@ export class EdgeHub {
 
   /**
    * The parent link and the backlog: whether the parent is reachable, when it last was, the
-   * last scope sync, the forwarder's counters, and the `$upstream` and `$deadletter` queues.
+   * last scope sync, the forwarder's counters, the `$upstream` and `$deadletter` queues, and
+   * the event loop's delay over the last 5 s.
    */
   async status(): Promise<Record<string, unknown>> {
     const stats = await this.store.stats();
@@ -357,6 +360,7 @@ export class EdgeHub {
         dropped: stats.dropped,
       },
       connectedClients: this.#connections.size,
+      eventLoopDelayMs: this.#lag.current,
     };
   }
 
@@ -374,6 +378,7 @@ export class EdgeHub {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#lag.close();
     const stopped = Promise.all(
       [this.#server, this.#https].map(
         (s) => new Promise<void>((resolve) => (s?.listening ? s.close(() => resolve()) : resolve())),
