@@ -3,6 +3,7 @@
  * A test that runs many checks in one body (the SIGKILL rounds share one site) reports them
  * in `task.meta.checks`; they count one by one instead of the test.
  */
+import type { SerializedError } from "vitest";
 import type { Reporter, TestCase, TestModule } from "vitest/node";
 
 declare module "vitest" {
@@ -13,10 +14,15 @@ declare module "vitest" {
 }
 
 export default class CampaignReporter implements Reporter {
-  onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
+  onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandled: ReadonlyArray<SerializedError>): void {
     let passed = 0;
-    let failed = 0;
+    // An error outside the tests (a file that does not load, say) is a failure too.
+    let failed = unhandled.length;
     for (const m of modules) {
+      if (m.errors().length > 0) {
+        failed++;
+        console.log(`FAIL ${m.moduleId}: ${m.errors()[0]?.message}`);
+      }
       for (const t of m.children.allTests()) {
         const state = t.result().state;
         if (state === "skipped" || state === "pending") continue;
