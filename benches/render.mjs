@@ -21,6 +21,7 @@ const ingest = load("ingest");
 const drain = loadIfRun("drain");
 const modules = loadIfRun("modules");
 const sockets = loadIfRun("sockets");
+const soak = loadIfRun("soak");
 const m = append.machine;
 
 const out = `# Benchmarks
@@ -36,6 +37,7 @@ node benches/ingest.bench.mjs       # MQTT ingest vs Mosquitto and aedes -> inge
 node benches/drain.bench.mjs        # outage, then drain to the parent, vs a Mosquitto bridge -> drain.json
 node benches/modules.bench.mjs      # module to module through routes, twin patches -> modules.json
 node benches/sockets.bench.mjs      # hub RSS per idle connection and unauthenticated socket -> sockets.json
+node benches/soak.mjs               # 10 minutes of load, the uplink cut every minute -> soak.json
 node benches/render.mjs             # this page
 \`\`\`
 
@@ -194,7 +196,45 @@ steps: two runs agree within ~3 KB per socket.`
 ## Drain after an outage
 
 ${drain ? drainSection(drain) : "Not run yet: `npm run build:ts && node benches/drain.bench.mjs` (a few minutes; the machine should be otherwise idle)."}
+
+## Soak
+
+${soak ? soakSection(soak) : "Not run yet (figures to come from the 10-minute run): `npm run build:ts && node benches/soak.mjs --minutes 10` (1000 devices, 5k msgs/s, the uplink cut every minute; the machine should be otherwise idle)."}
 `;
+
+function soakSection(d) {
+  const mm = d.machine;
+  // One row a minute: the last sample of each minute (and the first sample).
+  const rows = d.samples.filter(
+    (s, i, all) => i === 0 || Math.floor(s.t / 60) !== Math.floor((all[i + 1]?.t ?? Infinity) / 60),
+  );
+  return `${d.workload}. Run of ${d.date.slice(0, 10)} (${mm.cpus} × ${mm.cpu}, Node ${mm.node}), with
+\`npm run build:ts && node benches/soak.mjs --minutes ${d.settings.minutes}\`. The edge hub's figures, sampled every
+${d.settings.sampleSecs} s: RSS, open descriptors (/proc/<pid>/fd), the event loop's delay (its status, over the
+hub's last 5 s), messages acknowledged per second, and its backlog (\`$upstream\`). Aim: flat — RSS,
+delay and descriptors at the end as after the first minute. ${d.totals.acked} acknowledged in all,
+${d.totals.behind} turns skipped (a device with ${d.settings.window} unacknowledged), ${d.totals.cuts} uplink cuts, ${d.totals.disconnects} device
+disconnects, backlog ${d.totals.backlogAtEnd} after the drain.
+
+${tableMd(
+  ["figure", "first", "last", "min", "max"],
+  d.summary.map((r) => [r.figure, r.first, r.last, r.min, r.max]),
+)}
+
+${tableMd(
+  ["t (s)", "RSS (MB)", "fds", "delay p99 (ms)", "delay max (ms)", "acked/s", "backlog", "online"],
+  rows.map((s) => [
+    s.t,
+    s.rssMB,
+    s.fds,
+    s.lagP99Ms ?? "—",
+    s.lagMaxMs ?? "—",
+    s.ackedPerSec,
+    s.backlog,
+    s.online ? "yes" : "no",
+  ]),
+)}`;
+}
 
 function drainSection(d) {
   const mm = d.machine;

@@ -13,6 +13,7 @@ import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config
 import { ensurePrivateDataDir } from "./config/data-dir.js";
 import { DeviceDelivery } from "./delivery/device-delivery.js";
 import { ErrorCodes } from "./errors.js";
+import { EventLoopLag } from "./event-loop-lag.js";
 import { consoleLogger, type Logger, type LogLevel } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { Admission, RateLimitedLog } from "./protocol/admission.js";
@@ -70,6 +71,7 @@ export class EdgeHub {
   readonly #admission: Admission;
   /** The socket each MQTT connection came in on (its TLS socket, or the WebSocket's). */
   readonly #socketOf = new WeakMap<MqttConnection, net.Socket>();
+  readonly #lag = new EventLoopLag();
   #closed = false;
 
   private constructor(
@@ -411,7 +413,8 @@ export class EdgeHub {
    * last scope sync, the forwarder's counters, the `$upstream` and `$deadletter` queues,
    * `limits` (sockets open and unauthenticated, refused past a cap, closed at a deadline), and
    * the identities' shares of the quota (`identityShares`: the share, the largest
-   * identities by live bytes, messages refused; null when off).
+   * identities by live bytes, messages refused; null when off), and the event loop's delay
+   * over the last 5 s (`eventLoopDelayMs`).
    */
   async status(): Promise<Record<string, unknown>> {
     const stats = await this.store.stats();
@@ -440,6 +443,7 @@ export class EdgeHub {
       },
       connectedClients: this.#connections.size,
       limits: this.#admission.stats(),
+      eventLoopDelayMs: this.#lag.current,
     };
   }
 
@@ -457,6 +461,7 @@ export class EdgeHub {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#lag.close();
     const stopped = Promise.all(
       [this.#server, this.#https].map(
         (s) => new Promise<void>((resolve) => (s?.listening ? s.close(() => resolve()) : resolve())),

@@ -49,12 +49,20 @@ export interface HubProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `edgehub start` on `config` (written to `<dir>/edgehub.json`); resolves once it listens. */
-export async function hubProcess(dir: string, config: object): Promise<HubProcess> {
+/**
+ * Starts `edgehub start` on `config` (written to `<dir>/edgehub.json`), with `env` added to
+ * the environment; resolves once it listens.
+ */
+export async function hubProcess(
+  dir: string,
+  config: object,
+  env: Record<string, string> = {},
+): Promise<HubProcess> {
   const file = join(dir, "edgehub.json");
   writeFileSync(file, JSON.stringify(config));
   const child = spawn(launcher, ["start", "--config", file], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
   });
   running.add(child);
   let out = "";

@@ -28,10 +28,21 @@ export interface Site {
   keys: Map<string, string>;
 }
 
-/** A root, an edge process under it (parent reached at `parentPort` if given) and three children. */
+/** Variations of a {@link site}. */
+export interface SiteOptions {
+  /** The edge's children, registered before it syncs its scope (default: the three {@link LEAVES}). */
+  devices?: string[];
+  /** The edge's data directory (default: `data` in its temp dir). */
+  dataDir?: string;
+  /** Added to the edge process's environment. */
+  env?: Record<string, string>;
+}
+
+/** A root, an edge process under it (through a relay if `viaProxy`) and its children. */
 export async function site(
   parentExtra: Record<string, unknown> = {},
   viaProxy = false,
+  { devices = LEAVES, dataDir, env = {} }: SiteOptions = {},
 ): Promise<Site & { proxy?: BlackholeProxy }> {
   const rootDir = await tempDir();
   const rootListen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
@@ -45,18 +56,18 @@ export async function site(
   };
   if (proxy) parent.port = proxy.port;
   const keys = new Map<string, string>();
-  for (const leaf of LEAVES) keys.set(leaf, await childOf(root, "edge1", leaf));
+  for (const leaf of devices) keys.set(leaf, await childOf(root, "edge1", leaf));
   const edgeDir = await tempDir();
   const edgePort = await freePort();
   const config = {
     hostname: "127.0.0.1",
-    dataDir: join(edgeDir, "data"),
+    dataDir: dataDir ?? join(edgeDir, "data"),
     listen: { host: "127.0.0.1", mqtts: edgePort, https: await freePort() },
     parent,
   };
-  const edge = await hubProcess(edgeDir, config);
+  const edge = await hubProcess(edgeDir, config, env);
   await edge.waitFor(/"scope-synced"/);
-  const gateway = { port: edgePort, ca: readFileSync(join(edgeDir, "data/certs/ca.pem"), "utf8") };
+  const gateway = { port: edgePort, ca: readFileSync(join(config.dataDir, "certs/ca.pem"), "utf8") };
   return { rootDir, rootListen, root, edgeDir, config, edge, gateway, keys, ...(proxy ? { proxy } : {}) };
 }
 

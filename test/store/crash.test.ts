@@ -1,50 +1,7 @@
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { MessageStore } from "../../ts/index.js";
+import { type Reported, runAndKill } from "../helpers/crash-writer.js";
 import { tempDir } from "../helpers/fixtures.js";
-
-const child = fileURLToPath(new URL("../fixtures/crash-writer.mjs", import.meta.url));
-const dist = new URL("../../dist/index.js", import.meta.url).href;
-
-interface Reported {
-  offset: number;
-  mirror: number;
-  body: Buffer;
-}
-
-/** Runs the writer until a random moment, SIGKILLs it, returns what it reported as durable. */
-function runAndKill(dir: string, round: number): Promise<Reported[]> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [child, dir, dist, String(round)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let err = "";
-    let timer: NodeJS.Timeout | undefined;
-    p.stdout.setEncoding("utf8").on("data", (d: string) => {
-      if (!timer && (out + d).startsWith("ready\n")) {
-        timer = setTimeout(() => p.kill("SIGKILL"), 30 + Math.random() * 400);
-      }
-      out += d;
-    });
-    p.stderr.setEncoding("utf8").on("data", (d: string) => {
-      err += d;
-    });
-    p.on("error", reject);
-    p.on("exit", (_code, signal) => {
-      if (signal !== "SIGKILL") return reject(new Error(`writer exited on its own: ${err}`));
-      // Only complete lines were reported; a torn last line was never fully written.
-      const lines = out.split("\n").slice(1, -1);
-      resolve(
-        lines.map((l) => {
-          const [offset, mirror, b64] = l.split(" ");
-          return { offset: Number(offset), mirror: Number(mirror), body: Buffer.from(b64 ?? "", "base64") };
-        }),
-      );
-    });
-  });
-}
 
 describe("crash consistency", () => {
   it("keeps every acknowledged append across repeated SIGKILLs, in order, offsets monotonic", async () => {
