@@ -3,7 +3,8 @@
  * key file created 0600 on first use. Sealed layout: version(1) | iv(12) | tag(16) | data.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { chmod, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
+import { writeDurable } from "../durable-file.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 
 const VERSION = 1;
@@ -30,9 +31,10 @@ export class SecretBox {
       return new SecretBox(key);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      // Durable before anything is sealed with it: the store's sealed secrets outlive a power
+      // cut, so the key must too.
       const key = randomBytes(32);
-      await writeFile(path, key, { mode: 0o600, flag: "wx" });
-      await chmod(path, 0o600);
+      await writeDurable(path, key, 0o600);
       return new SecretBox(key);
     }
   }

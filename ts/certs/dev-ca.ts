@@ -5,13 +5,14 @@
  * the server certificate alone.
  */
 import { KeyObject, webcrypto } from "node:crypto";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 // @peculiar/x509 resolves its algorithms through tsyringe, which needs this polyfill;
 // this module is loaded only when a hub runs on the development CA.
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
+import { mkdirDurable, writeDurable } from "../durable-file.js";
 import { servedChain } from "./chain.js";
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -46,8 +47,7 @@ function serial(): string {
 }
 
 async function writeSecret(path: string, data: string): Promise<void> {
-  await writeFile(path, data, { mode: 0o600 });
-  await chmod(path, 0o600);
+  await writeDurable(path, data, 0o600);
 }
 
 /** Loads the dev CA and server certificate from `dir`, generating them on first use. */
@@ -70,7 +70,7 @@ export async function devTls(dir: string, hostname: string): Promise<TlsMaterial
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
-  await mkdir(dir, { recursive: true });
+  await mkdirDurable(dir, 0o755);
   const notBefore = new Date(Date.now() - DAY);
   let ca: string;
   let caKeys: CryptoKeyPair;
@@ -101,7 +101,7 @@ export async function devTls(dir: string, hostname: string): Promise<TlsMaterial
       ],
     });
     ca = caCert.toString("pem");
-    await writeFile(files.ca, ca);
+    await writeDurable(files.ca, ca, 0o644);
     await writeSecret(files.caKey, pemKey(caKeys.privateKey));
   }
   const leafKeys = await keyPair();
@@ -130,7 +130,7 @@ export async function devTls(dir: string, hostname: string): Promise<TlsMaterial
   // The leaf alone: the root is what clients trust, never what the hub sends (as IoT Hub).
   const cert = `${leaf.toString("pem")}\n`;
   const key = pemKey(leafKeys.privateKey);
-  await writeFile(files.cert, cert);
+  await writeDurable(files.cert, cert, 0o644);
   await writeSecret(files.key, key);
   return { ca, cert, key, caFile: files.ca };
 }

@@ -5,13 +5,14 @@
  * start and logged, as a daemon should rather fix its own directory than refuse to start.
  * If it cannot be (another user's directory), the hub refuses with CONFIG_INVALID.
  */
-import { chmod, mkdir, stat } from "node:fs/promises";
+import { chmod, stat } from "node:fs/promises";
+import { mkdirDurable } from "../durable-file.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 
 /** Creates `dir` 0700, or makes an existing one 0700; throws CONFIG_INVALID when it cannot. */
 export async function ensurePrivateDataDir(dir: string, log: Logger): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await mkdirDurable(dir, 0o700);
   const mode = (await stat(dir)).mode & 0o777;
   if ((mode & 0o077) === 0) return;
   const was = mode.toString(8).padStart(4, "0");

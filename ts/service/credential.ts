@@ -2,11 +2,12 @@
  * The service API's credential: the `iothubowner` policy key, sealed in the store, and the
  * service connection string written for operators (0600, never logged).
  */
+
 import { randomBytes } from "node:crypto";
-import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { HubConfig } from "../config/config.js";
+import { writeDurable } from "../durable-file.js";
 import type { MessageStore } from "../store/index.js";
 
 /**
@@ -28,7 +29,6 @@ export async function serviceCredential(
   }
   const connectionString = `HostName=${config.hostname};SharedAccessKeyName=iothubowner;SharedAccessKey=${key}`;
   const file = join(config.dataDir, "service-connection-string");
-  await writeFile(file, `${connectionString}\n`, { mode: 0o600 });
-  await chmod(file, 0o600);
+  await writeDurable(file, `${connectionString}\n`, 0o600);
   return { key, connectionString, file };
 }
