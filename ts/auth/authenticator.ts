@@ -9,7 +9,7 @@
  * device ids from the actor's device up to the edge device whose credential signs the
  * login, each a child of the next (`childDev;edge2;edge1`; an edge's own module: `edge1`).
  */
-import { createHash, X509Certificate } from "node:crypto";
+import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
 import { type Action, allowed, type CallerKind, callerKind, type Identity } from "./authorization.js";
 import type { Authentication, Device, Registry } from "./registry.js";
@@ -50,6 +50,18 @@ export interface Credentials {
  * expiring later is refused, so a leaked one cannot live for centuries.
  */
 export const MAX_SAS_LIFETIME_SECS = 10 * 365 * 24 * 3600;
+
+/** Keys no identity has: what an unknown id's token is checked against. */
+const NOBODY_KEYS = [randomBytes(32).toString("base64"), randomBytes(32).toString("base64")];
+
+/** Checks `password`'s signature against keys nobody has, for the time it takes; never throws. */
+function burnSignatureCheck(password: Buffer | undefined): void {
+  try {
+    if (password && password.length > 0) signedByAny(parseSasToken(password.toString("utf8")), NOBODY_KEYS);
+  } catch {
+    // A malformed token costs a known identity nothing more either.
+  }
+}
 
 function deny(code: ErrorCode, message: string): EdgeHubError {
   return new EdgeHubError(code, message);
@@ -134,12 +146,19 @@ export class Authenticator {
         `username must be {hostname}/${c.clientId}/?api-version=… for this hub`,
       );
     }
-    const device = this.#enabledDevice(ids.deviceId);
+    const known = this.#registry.getDevice(ids.deviceId);
     const module =
       ids.moduleId === undefined ? undefined : this.#registry.getModule(ids.deviceId, ids.moduleId);
-    if (ids.moduleId !== undefined && !module) {
-      throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `module ${c.clientId} is not registered`);
+    if (!known || (ids.moduleId !== undefined && !module)) {
+      // As much work as checking a real token, so that how long a refusal takes does not
+      // tell an unknown id from a known one with a bad signature.
+      burnSignatureCheck(c.password);
+      throw deny(
+        ErrorCodes.AUTH_UNKNOWN_IDENTITY,
+        known ? `module ${c.clientId} is not registered` : `device ${ids.deviceId} is not registered`,
+      );
     }
+    const device = this.#enabledDevice(ids.deviceId);
     if (login.chain !== undefined) return this.#onBehalfOf(c, ids, device, login.chain);
     const expiresAt = this.#verify(c, (module ?? device).authentication, ids.deviceId, ids.moduleId);
     return expiresAt === undefined
