@@ -2,7 +2,7 @@
 import { Client } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach } from "vitest";
-import { EdgeHub, type HubConfigInput, silentLogger } from "../../ts/index.js";
+import { EdgeHub, type HubConfigInput, type Logger, silentLogger } from "../../ts/index.js";
 // Registered first so its afterEach (removing temp dirs) runs after the hubs below are closed.
 import "./fixtures.js";
 
@@ -14,11 +14,15 @@ afterEach(async () => {
   await Promise.all(hubs.splice(0).map((h) => h.close()));
 });
 
-/** A root hub on a free port of 127.0.0.1, hostname `localhost`, data in `dataDir`. */
-export async function startHub(dataDir: string, extra: HubConfigInput = {}): Promise<EdgeHub> {
+/** A root hub on a free port of 127.0.0.1, hostname `localhost`, data in `dataDir`, logging to `log`. */
+export async function startHub(
+  dataDir: string,
+  extra: HubConfigInput = {},
+  log: Logger = silentLogger,
+): Promise<EdgeHub> {
   const hub = await EdgeHub.start(
     { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 }, ...extra },
-    silentLogger,
+    log,
   );
   hubs.push(hub);
   return hub;
