@@ -10,7 +10,10 @@ import { EdgeHubError, ErrorCodes } from "../errors.js";
 import { fromJson, isJsonObject, mergePatch, own, parseJson, record, setOwn } from "../json.js";
 import type { AppendPart, MessageStore } from "../store/index.js";
 
-/** A JSON object as twins hold it. */
+/**
+ * A JSON object as twins hold it: a null-prototype object (nested ones too), so any key,
+ * `__proto__` included, is data. Compare with `Object.keys`/`JSON.stringify`, not `instanceof`.
+ */
 export type TwinProperties = { [key: string]: unknown };
 
 /** One section of a twin with its version. */
