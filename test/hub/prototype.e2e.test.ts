@@ -8,7 +8,8 @@ import type { Packet } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import type { EdgeHub } from "../../ts/index.js";
 import { pollution } from "../helpers/adversarial.js";
-import { tempDir } from "../helpers/fixtures.js";
+import { childOf, edgeIdentity, startEdge, startRoot, synced } from "../helpers/edge.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
 import { answers, c2dListener, connectedRaw, type RawClient } from "../helpers/mqtt-raw.js";
 import { call } from "../helpers/service.js";
@@ -102,5 +103,46 @@ describe("prototype pollution through the hub", () => {
     const twin = (await call(hub, "GET", "/twins/target")).body as Record<string, Record<string, unknown>>;
     expect(JSON.stringify(twin.tags)).toBe('{"__proto__":{"moduleId":"x"}}');
     plain.end();
+  });
+
+  it("carries `__proto__` as data both ways through an edge hub: reported up to the root, desired down to the child", async () => {
+    const root = await startRoot(await tempDir());
+    const parent = await edgeIdentity(root, "edge1");
+    const key = await childOf(root, "edge1", "thermo");
+    const plainKey = await childOf(root, "edge1", "plain");
+    const edge = await startEdge(await tempDir(), parent);
+    await synced(edge);
+    await eventually("online", () => edge.upstream?.online === true);
+    const child = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "thermo", key);
+    child.send({
+      cmd: "subscribe",
+      messageId: 2,
+      subscriptions: [{ topic: "$iothub/twin/PATCH/properties/desired/#", qos: 0 }],
+    } as Packet);
+    expect(
+      await patchReported(child, '{"__proto__":{"moduleId":"x"},"constructor":{"prototype":{"p":1}}}', 5),
+    ).toMatch(/\/204\//);
+    await eventually("reported at the root", async () =>
+      JSON.stringify((await root.twins.get("thermo")).reported.properties).includes(
+        '"__proto__":{"moduleId":"x"}',
+      ),
+    );
+    const reply = await call(
+      root,
+      "PATCH",
+      "/twins/thermo",
+      Buffer.from('{"properties":{"desired":{"__proto__":{"polluted":"yes"}}}}'),
+    );
+    expect(reply.status).toBe(200);
+    let desired: Packet | "closed";
+    do desired = await child.next();
+    while (desired !== "closed" && !(desired.cmd === "publish" && desired.topic.includes("/desired/")));
+    expect(desired !== "closed" && desired.cmd === "publish" && desired.payload.toString()).toContain(
+      '"__proto__":{"polluted":"yes"}',
+    );
+    const plain = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "plain", plainKey);
+    expect(pollution()).toEqual([]);
+    plain.end();
+    child.end();
   });
 });
