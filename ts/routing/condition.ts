@@ -16,7 +16,7 @@
  * Every lookup is by own key: `constructor`, `__proto__` or `toString` are properties a
  * message may or may not have, never members of a prototype.
  */
-import { own, parseJson } from "../json.js";
+import { own } from "../json.js";
 
 export { parseCondition } from "./condition-parser.js";
 
@@ -177,7 +177,10 @@ class Body {
       let value: Value;
       if (type.includes("json") && encoding === "utf8") {
         try {
-          value = parseJson(this.#input.body) as Value;
+          // Plain JSON.parse on this per-message path (rebuilding without prototypes costs
+          // ~1 µs more on a 150-byte body): the value is only ever read, through own(),
+          // never merged or kept, so its prototype is never reached.
+          value = JSON.parse(this.#input.body.toString("utf8")) as Value;
         } catch {
           value = undefined;
         }
