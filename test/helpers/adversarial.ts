@@ -35,6 +35,7 @@ export const adversarialKey: fc.Arbitrary<string> = fc.oneof(
     "$.cdid",
     "$version",
     "a.b",
+    "a\u0085",
   ),
   fc.string({ maxLength: 6 }),
   fc.string({ unit: "grapheme", maxLength: 4 }),

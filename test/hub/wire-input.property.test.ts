@@ -60,7 +60,9 @@ function modelOf(t: JsonTree): Model | string {
 
 /** A key IoT Hub refuses: '.', '$', space or a control character. */
 function badKey(k: string): boolean {
-  return [...k].some((ch) => ch === "." || ch === "$" || ch === " " || ch < "\u0020" || ch === "\u007f");
+  return [...k].some(
+    (ch) => ch === "." || ch === "$" || ch === " " || ch < "\u0020" || (ch >= "\u007f" && ch <= "\u009f"),
+  );
 }
 
 /** IoT Hub's patch rules as the twins apply them: object, depth at most 10, keys 1-128 characters. */
@@ -266,5 +268,16 @@ describe("regressions: shrunk counterexamples from the properties and the hub fu
     };
     expect(matches(parseCondition("IS_DEFINED($body.__proto__)"), input)).toBe(false);
     expect(matches(parseCondition("IS_DEFINED(toString) OR IS_DEFINED($constructor)"), input)).toBe(false);
+  });
+});
+
+describe("twin key rules", () => {
+  it("refuse C1 control characters as IoT Hub does (its rules exclude C0 and C1)", async () => {
+    const twins = new Twins(await openStore(await tempDir()));
+    for (const k of ["a\u0085", "\u0080", "x\u009fy", "a\u007f"]) {
+      const err = await twins.patchReported("dev", { [k]: 1 }).catch((e: EdgeHubError) => e);
+      expect((err as EdgeHubError).code, JSON.stringify(k)).toBe("TWIN_INVALID");
+    }
+    expect(await twins.patchReported("dev", { "a\u00a0": 1, ü: 2 })).toBe(2);
   });
 });

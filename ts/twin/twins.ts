@@ -32,11 +32,11 @@ export interface Twin {
 const NS = "twins";
 const MAX_DEPTH = 10;
 const MAX_SECTION_BYTES = 32 * 1024;
-/** True for keys IoT Hub refuses: '.', '$', space, control characters. */
+/** True for keys IoT Hub refuses: '.', '$', space, control characters (C0, DEL and C1). */
 function badKey(k: string): boolean {
   for (const ch of k) {
     const c = ch.charCodeAt(0);
-    if (ch === "." || ch === "$" || ch === " " || c < 0x20 || c === 0x7f) return true;
+    if (ch === "." || ch === "$" || ch === " " || c < 0x20 || (c >= 0x7f && c <= 0x9f)) return true;
   }
   return false;
 }
