@@ -37,44 +37,48 @@ export function setOwn(obj: JsonObject, key: string, value: unknown): void {
   Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
-function tooDeep(): EdgeHubError {
-  return new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, `JSON nests deeper than ${MAX_JSON_DEPTH} levels`);
+function tooDeep(max: number): EdgeHubError {
+  return new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, `JSON nests deeper than ${max} levels`);
 }
 
 /**
  * A deep copy of a JSON value with every object rebuilt without a prototype (arrays stay
- * arrays). Own enumerable keys only; throws `INVALID_ARGUMENT` past {@link MAX_JSON_DEPTH}.
+ * arrays). Own enumerable keys only; throws `INVALID_ARGUMENT` past `maxDepth` levels.
  */
-export function fromJson(value: unknown, depth = 0): unknown {
+export function fromJson(value: unknown, maxDepth = MAX_JSON_DEPTH): unknown {
+  return copy(value, 0, maxDepth);
+}
+
+function copy(value: unknown, depth: number, max: number): unknown {
   if (typeof value !== "object" || value === null) return value;
-  if (depth >= MAX_JSON_DEPTH) throw tooDeep();
-  if (Array.isArray(value)) return value.map((v: unknown) => fromJson(v, depth + 1));
+  if (depth >= max) throw tooDeep(max);
+  if (Array.isArray(value)) return value.map((v: unknown) => copy(v, depth + 1, max));
   const out = record();
-  for (const k of Object.keys(value)) setOwn(out, k, fromJson((value as JsonObject)[k], depth + 1));
+  for (const k of Object.keys(value)) setOwn(out, k, copy((value as JsonObject)[k], depth + 1, max));
   return out;
 }
 
 /**
  * `JSON.parse` of text or UTF-8 bytes into null-prototype objects. Throws a `SyntaxError`
- * for text that is not JSON and `INVALID_ARGUMENT` for JSON nested deeper than
- * {@link MAX_JSON_DEPTH}.
+ * for text that is not JSON and `INVALID_ARGUMENT` for JSON nested deeper than `maxDepth`
+ * (objects and arrays; default {@link MAX_JSON_DEPTH}).
  */
-export function parseJson(text: string | Buffer): unknown {
+export function parseJson(text: string | Buffer, maxDepth = MAX_JSON_DEPTH): unknown {
   const parsed: unknown = JSON.parse(typeof text === "string" ? text : text.toString("utf8"));
   // In place: JSON.parse's own objects are replaced, its arrays reused.
-  return rebuild(parsed, 0);
+  return rebuild(parsed, 0, maxDepth);
 }
 
-function rebuild(value: unknown, depth: number): unknown {
+function rebuild(value: unknown, depth: number, max: number): unknown {
   if (typeof value !== "object" || value === null) return value;
-  if (depth >= MAX_JSON_DEPTH) throw tooDeep();
+  if (depth >= max) throw tooDeep(max);
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = rebuild(value[i], depth + 1);
+    for (let i = 0; i < value.length; i++) value[i] = rebuild(value[i], depth + 1, max);
     return value;
   }
   const out = record();
   // A null-prototype object has no `__proto__` setter: assignment makes an own property.
-  for (const k of Object.keys(value)) out[k] = rebuild((value as JsonObject)[k], depth + 1);
+  for (const k of Object.keys(value)) out[k] = rebuild((value as JsonObject)[k], depth + 1, max);
   return out;
 }
 

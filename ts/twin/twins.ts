@@ -48,16 +48,30 @@ function invalid(message: string): EdgeHubError {
 const isObject = isJsonObject;
 
 /** Checks a patch's shape: object, depth, key names. */
-function checkPatch(patch: unknown, depth = 1, path = ""): asserts patch is TwinProperties {
-  if (!isObject(patch)) throw invalid(`${path || "patch"} must be a JSON object`);
+function checkPatch(patch: unknown): asserts patch is TwinProperties {
+  if (!isObject(patch)) throw invalid("patch must be a JSON object");
+  checkValue(patch, 1, "", true);
+}
+
+/**
+ * Checks nesting (and key names if `keys`) below `v` at `depth`. Arrays count as a level
+ * and the objects in them are checked too, so what a twin stores stays within
+ * {@link MAX_DEPTH}, and within what `parseJson` reads back from the store.
+ */
+function checkValue(v: unknown, depth: number, path: string, keys: boolean): void {
+  if (typeof v !== "object" || v === null) return;
   if (depth > MAX_DEPTH) throw invalid(`${path} nests deeper than ${MAX_DEPTH} levels`);
-  for (const [k, v] of Object.entries(patch)) {
-    if (k.length === 0 || k.length > 128 || badKey(k)) {
+  if (Array.isArray(v)) {
+    v.forEach((item: unknown, i) => checkValue(item, depth + 1, `${path}[${i}]`, keys));
+    return;
+  }
+  for (const k of Object.keys(v)) {
+    if (keys && (k.length === 0 || k.length > 128 || badKey(k))) {
       throw invalid(
         `key ${JSON.stringify(k)} must be 1-128 characters without '.', '$', spaces or control characters`,
       );
     }
-    if (isObject(v)) checkPatch(v, depth + 1, path ? `${path}.${k}` : k);
+    checkValue((v as TwinProperties)[k], depth + 1, path ? `${path}.${k}` : k, keys);
   }
 }
 
@@ -135,6 +149,7 @@ export class Twins extends EventEmitter<{
 
   async #load(clientId: string): Promise<Twin> {
     const raw = await this.#store.kv.get(NS, clientId);
+    // Every section is at most MAX_DEPTH deep (checked before it is stored), well within this.
     return raw ? (parseJson(raw) as Twin) : empty();
   }
 
@@ -266,6 +281,8 @@ export class Twins extends EventEmitter<{
    */
   async adoptDesired(clientId: string, desired: TwinProperties): Promise<boolean> {
     const { properties, version } = unversioned(desired);
+    // IoT Hub never sends deeper; a parent that does is refused rather than stored.
+    checkValue(properties, 1, `desired of ${clientId}`, false);
     const patch = await this.#serial(clientId, async () => {
       const t = await this.#load(clientId);
       const diff = difference(t.desired.properties, properties);
@@ -285,6 +302,7 @@ export class Twins extends EventEmitter<{
     const notified = await this.#serial(clientId, async () => {
       const t = await this.#load(clientId);
       mergePatch(t.desired.properties, changes);
+      checkValue(t.desired.properties, 1, `desired of ${clientId}`, false);
       t.desired.version = version ?? t.desired.version + 1;
       await this.#store.kv.put(NS, clientId, JSON.stringify(t));
       return versioned(changes, t.desired.version);
