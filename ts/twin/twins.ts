@@ -62,7 +62,7 @@ function checkValue(v: unknown, depth: number, path: string, keys: boolean): voi
   if (typeof v !== "object" || v === null) return;
   if (depth > MAX_DEPTH) throw invalid(`${path} nests deeper than ${MAX_DEPTH} levels`);
   if (Array.isArray(v)) {
-    v.forEach((item: unknown, i) => checkValue(item, depth + 1, `${path}[${i}]`, keys));
+    for (let i = 0; i < v.length; i++) checkValue(v[i], depth + 1, `${path}[${i}]`, keys);
     return;
   }
   for (const k of Object.keys(v)) {
