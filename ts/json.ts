@@ -5,7 +5,8 @@
  * ordinary key, kept as data, as IoT Hub keeps it (its key rules forbid only `.`, `$`,
  * space and control characters). Reads of input go through own keys only, and merges
  * write own data properties only, so no input can reach `Object.prototype` or choose
- * the prototype of anything the hub builds.
+ * the prototype of anything the hub builds. (Route conditions, per message, read a body
+ * from plain `JSON.parse` through {@link own} only: nothing there is merged or kept.)
  */
 import { EdgeHubError, ErrorCodes } from "./errors.js";
 
