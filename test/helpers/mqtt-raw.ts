@@ -168,3 +168,8 @@ export async function c2dListener(
     },
   };
 }
+
+/** True when `topic` is the hub's twin answer to request `rid` (`$iothub/twin/res/{status}/?$rid=…[&$version=…]`). */
+export function answers(topic: string, rid: number): boolean {
+  return topic.startsWith("$iothub/twin/res/") && new RegExp(`[?&]\\$rid=${rid}(&|$)`).test(topic);
+}

@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { parseJson } from "../json.js";
 import type { MessageStore } from "../store/index.js";
 import type { SecretBox } from "./secret-box.js";
 
@@ -154,7 +155,7 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
   ): Promise<Registry> {
     const r = new Registry(store, box, options.allowNesting !== false);
     for (const { key, value } of await store.kv.scan(NS)) {
-      const record = JSON.parse(box.open(value, `${NS}/${key}`).toString("utf8")) as Device | Module;
+      const record = parseJson(box.open(value, `${NS}/${key}`)) as Device | Module;
       if (key.startsWith("d/")) r.#devices.set((record as Device).deviceId, record as Device);
       else r.#modules.set(`${record.deviceId}/${(record as Module).moduleId}`, record as Module);
     }

@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { EdgeHubError } from "../errors.js";
 import { EdgeHub } from "../hub.js";
+import { parseJson } from "../json.js";
 import { runIdentityCommand } from "./identity.js";
 import { UsageError } from "./service-client.js";
 
@@ -45,7 +46,7 @@ async function start(configFile: string | undefined): Promise<void> {
   if (configFile) {
     const text = await readFile(configFile, "utf8");
     try {
-      config = JSON.parse(text);
+      config = parseJson(text);
     } catch (err) {
       throw new Error(`${configFile} is not valid JSON: ${(err as Error).message}`);
     }

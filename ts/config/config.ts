@@ -5,6 +5,7 @@
 import { hostname as osHostname } from "node:os";
 import { resolve } from "node:path";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { record } from "../json.js";
 import type { LogLevel } from "../log.js";
 import { parseRoute, type Route } from "../routing/route-grammar.js";
 import { type Limits, type LimitsInput, limitsConfig } from "./limits.js";
@@ -330,7 +331,8 @@ function manifestDesired(raw: Record<string, unknown>): Record<string, unknown> 
 /** Validates routes (a name → route string or `{route, priority, timeToLiveSecs}`). */
 export function routesConfig(key: string, raw: unknown): Record<string, RouteSpec> {
   if (!isObject(raw)) throw bad(key, "must be an object of named routes");
-  const out: Record<string, RouteSpec> = {};
+  // Route names are input: `__proto__` is a name like any other.
+  const out = record<RouteSpec>();
   const parse = (name: string, text: string): Route => {
     try {
       return parseRoute(text);

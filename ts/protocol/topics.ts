@@ -2,6 +2,7 @@
  * IoT Hub's device topic space as a table of templates, and property bags
  * (`k=v&k2=v2`, url-encoded, with `$.`-prefixed system properties).
  */
+import { record } from "../json.js";
 
 /** What a device may publish to. */
 export type PublishTopic =
@@ -23,9 +24,12 @@ function decode(s: string): string {
   return s.includes("%") ? decodeURIComponent(s) : s;
 }
 
-/** Decodes a property bag; `undefined` when it is not valid url-encoding. */
+/**
+ * Decodes a property bag into a null-prototype record (so `__proto__=x` is a property like
+ * any other); `undefined` when it is not valid url-encoding.
+ */
 export function decodePropertyBag(bag: string): Record<string, string> | undefined {
-  const out: Record<string, string> = {};
+  const out = record<string>();
   if (bag === "") return out;
   try {
     for (const pair of bag.split("&")) {
@@ -40,10 +44,10 @@ export function decodePropertyBag(bag: string): Record<string, string> | undefin
   return out;
 }
 
-/** Encodes properties as a bag. */
+/** Encodes the own properties of `props` as a bag. */
 export function encodePropertyBag(props: Record<string, string>, skip?: (key: string) => boolean): string {
   let out = "";
-  for (const k in props) {
+  for (const k of Object.keys(props)) {
     if (skip?.(k)) continue;
     out += `${out === "" ? "" : "&"}${encode(k)}=${encode(props[k] as string)}`;
   }

@@ -4,6 +4,7 @@
  * body with `errorCode`, which the device SDKs look for.
  */
 import { type EdgeHubError, ErrorCodes } from "../errors.js";
+import { parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import type { Twins } from "../twin/twins.js";
 
@@ -31,9 +32,13 @@ export async function answerTwinRequest(
     if (kind === "twin-get") return { status: 200, body: JSON.stringify(await twins.document(clientId)) };
     let patch: unknown;
     try {
-      patch = JSON.parse(payload.toString());
-    } catch {
-      return failure(400, 400004, "reported patch is not JSON");
+      patch = parseJson(payload);
+    } catch (err) {
+      return failure(
+        400,
+        400004,
+        err instanceof SyntaxError ? "reported patch is not JSON" : (err as Error).message,
+      );
     }
     return { status: 204, body: "", version: await twins.patchReported(clientId, patch) };
   } catch (err) {

@@ -226,7 +226,7 @@ class Parser {
 
   #call(name: Token): Condition {
     const fn = name.text.toUpperCase();
-    const arity = FUNCTIONS[fn];
+    const arity = Object.hasOwn(FUNCTIONS, fn) ? FUNCTIONS[fn] : undefined;
     if (!arity) throw new RouteSyntaxError(name.at, `unknown function ${name.text}`);
     this.#take(); // (
     const args: Condition[] = [];

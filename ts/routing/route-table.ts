@@ -6,6 +6,7 @@
  */
 import type { RouteSpec } from "../config/config.js";
 import { deliveryQueue } from "../delivery/queues.js";
+import { record } from "../json.js";
 import { type ConditionInput, matches } from "./condition.js";
 import { PRIORITIES, priorityQueue } from "./priority.js";
 import type { RouteSource } from "./route-grammar.js";
@@ -46,13 +47,13 @@ const SYSTEM_NAMES: Record<string, string> = {
 
 /** The condition's view of a message: application properties and system properties apart. */
 export function conditionInput(m: RoutedMessage): ConditionInput {
-  const properties: Record<string, string> = {};
-  const system: Record<string, string | undefined> = {};
-  for (const k in m.properties) {
+  const properties = record<string>();
+  const system = record<string | undefined>();
+  for (const k of Object.keys(m.properties)) {
     const v = m.properties[k] as string;
     if (!k.startsWith("$.")) properties[k] = v;
     else {
-      const name = SYSTEM_NAMES[k];
+      const name = Object.hasOwn(SYSTEM_NAMES, k) ? SYSTEM_NAMES[k] : undefined;
       if (name) system[name] = v;
     }
   }

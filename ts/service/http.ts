@@ -1,5 +1,6 @@
 /** HTTP plumbing of the service API: bodies with limits, JSON replies, IoT Hub error bodies. */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { parseJson } from "../json.js";
 
 /** An error the API answers with an HTTP status and IoT Hub's `ErrorCode:` text. */
 export class ApiError extends Error {
@@ -38,12 +39,12 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   return Buffer.concat(chunks);
 }
 
-/** Parses a JSON body; 400 when it is not JSON. */
+/** Parses a JSON body into null-prototype objects; 400 when it is not JSON (or nests too deep). */
 export async function readJson(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
   const body = await readBody(req, limit);
   if (body.length === 0) return undefined;
   try {
-    return JSON.parse(body.toString("utf8"));
+    return parseJson(body);
   } catch {
     throw new ApiError(400, "ArgumentInvalid", "request body is not valid JSON");
   }

@@ -3,6 +3,7 @@
  * `docs/storage-format.md`), append batches and read results (transfer formats of
  * `crates/node/src/lib.rs`, little-endian).
  */
+import { record } from "../json.js";
 
 /** Header bytes per message in an append batch: ttl f64, props_len u32, body_len u32. */
 const APPEND_HEADER = 16;
@@ -62,9 +63,12 @@ function writeProperties(out: Buffer, at: number, props: Record<string, string>)
   return at;
 }
 
-/** Decodes a property block written by {@link encodeBatch} (validated by the store). */
+/**
+ * Decodes a property block written by {@link encodeBatch} (validated by the store) into a
+ * null-prototype record: any key a client sent, `__proto__` included, comes back as data.
+ */
 export function decodeProperties(buf: Buffer, start: number, end: number): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = record<string>();
   if (start === end) return out;
   let at = start;
   const varint = (): number => {

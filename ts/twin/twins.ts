@@ -2,13 +2,18 @@
  * Twins of devices and modules: desired and reported properties with `$version`, kept in
  * the store's KV (namespace `twins`, key = client id). Patches follow IoT Hub: JSON merge
  * (null deletes), nesting at most 10 deep, each section at most 32 KB, keys without
- * `.`, `$`, spaces or control characters.
+ * `.`, `$`, spaces or control characters. Twins hold null-prototype objects only (see
+ * `ts/json.ts`): `__proto__` or `constructor` in a patch is an ordinary key, as in IoT Hub.
  */
 import { EventEmitter } from "node:events";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { fromJson, isJsonObject, mergePatch, own, parseJson, record, setOwn } from "../json.js";
 import type { AppendPart, MessageStore } from "../store/index.js";
 
-/** A JSON object as twins hold it. */
+/**
+ * A JSON object as twins hold it: a null-prototype object (nested ones too), so any key,
+ * `__proto__` included, is data. Compare with `Object.keys`/`JSON.stringify`, not `instanceof`.
+ */
 export type TwinProperties = { [key: string]: unknown };
 
 /** One section of a twin with its version. */
@@ -27,11 +32,11 @@ export interface Twin {
 const NS = "twins";
 const MAX_DEPTH = 10;
 const MAX_SECTION_BYTES = 32 * 1024;
-/** True for keys IoT Hub refuses: '.', '$', space, control characters. */
+/** True for keys IoT Hub refuses: '.', '$', space, control characters (C0, DEL and C1). */
 function badKey(k: string): boolean {
   for (const ch of k) {
     const c = ch.charCodeAt(0);
-    if (ch === "." || ch === "$" || ch === " " || c < 0x20 || c === 0x7f) return true;
+    if (ch === "." || ch === "$" || ch === " " || c < 0x20 || (c >= 0x7f && c <= 0x9f)) return true;
   }
   return false;
 }
@@ -40,48 +45,64 @@ function invalid(message: string): EdgeHubError {
   return new EdgeHubError(ErrorCodes.TWIN_INVALID, message);
 }
 
-function isObject(v: unknown): v is TwinProperties {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
+const isObject = isJsonObject;
 
 /** Checks a patch's shape: object, depth, key names. */
-function checkPatch(patch: unknown, depth = 1, path = ""): asserts patch is TwinProperties {
-  if (!isObject(patch)) throw invalid(`${path || "patch"} must be a JSON object`);
+function checkPatch(patch: unknown): asserts patch is TwinProperties {
+  if (!isObject(patch)) throw invalid("patch must be a JSON object");
+  checkValue(patch, 1, "", true);
+}
+
+/**
+ * Checks nesting (and key names if `keys`) below `v` at `depth`. Arrays count as a level
+ * and the objects in them are checked too, so what a twin stores stays within
+ * {@link MAX_DEPTH}, and within what `parseJson` reads back from the store.
+ */
+function checkValue(v: unknown, depth: number, path: string, keys: boolean): void {
+  if (typeof v !== "object" || v === null) return;
   if (depth > MAX_DEPTH) throw invalid(`${path} nests deeper than ${MAX_DEPTH} levels`);
-  for (const [k, v] of Object.entries(patch)) {
-    if (k.length === 0 || k.length > 128 || badKey(k)) {
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) checkValue(v[i], depth + 1, `${path}[${i}]`, keys);
+    return;
+  }
+  for (const k of Object.keys(v)) {
+    if (keys && (k.length === 0 || k.length > 128 || badKey(k))) {
       throw invalid(
         `key ${JSON.stringify(k)} must be 1-128 characters without '.', '$', spaces or control characters`,
       );
     }
-    if (isObject(v)) checkPatch(v, depth + 1, path ? `${path}.${k}` : k);
+    checkValue((v as TwinProperties)[k], depth + 1, path ? `${path}.${k}` : k, keys);
   }
 }
 
-/** Applies a JSON merge patch in place: objects merge, null deletes, the rest replaces. */
-function merge(target: TwinProperties, patch: TwinProperties): void {
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete target[k];
-    else if (isObject(v)) {
-      const t = target[k];
-      if (!isObject(t)) target[k] = {};
-      merge(target[k] as TwinProperties, v);
-    } else target[k] = v;
-  }
-}
-
-/** The merge patch that turns `from` into `to` (null for removed keys). */
+/** The merge patch that turns `from` into `to` (null for removed keys); own keys only. */
 function difference(from: TwinProperties, to: TwinProperties): TwinProperties {
-  const out: TwinProperties = {};
-  for (const k of Object.keys(from)) if (!(k in to)) out[k] = null;
-  for (const [k, v] of Object.entries(to)) {
-    const before = from[k];
+  const out = record();
+  for (const k of Object.keys(from)) if (!Object.hasOwn(to, k)) setOwn(out, k, null);
+  for (const k of Object.keys(to)) {
+    const v = to[k];
+    const before = own(from, k);
     if (isObject(v) && isObject(before)) {
       const inner = difference(before, v);
-      if (Object.keys(inner).length > 0) out[k] = inner;
-    } else if (JSON.stringify(before) !== JSON.stringify(v)) out[k] = v;
+      if (Object.keys(inner).length > 0) setOwn(out, k, inner);
+    } else if (JSON.stringify(before) !== JSON.stringify(v)) setOwn(out, k, fromJson(v));
   }
   return out;
+}
+
+/** A copy of `props` without prototypes, with `$version` set (how twins are sent). */
+function versioned(props: TwinProperties, version: number): TwinProperties {
+  const out = fromJson(props) as TwinProperties;
+  setOwn(out, "$version", version);
+  return out;
+}
+
+/** `doc` without prototypes and without its `$version`, and that version if it is a number. */
+function unversioned(doc: TwinProperties): { properties: TwinProperties; version: number | undefined } {
+  const properties = fromJson(doc) as TwinProperties;
+  const version = own(properties, "$version");
+  delete properties.$version;
+  return { properties, version: typeof version === "number" ? version : undefined };
 }
 
 /** The pending log of reported patches an edge hub sends to its parent. */
@@ -100,7 +121,11 @@ interface ReportedPatch {
 }
 
 function empty(): Twin {
-  return { desired: { properties: {}, version: 1 }, reported: { properties: {}, version: 1 }, tags: {} };
+  return {
+    desired: { properties: record(), version: 1 },
+    reported: { properties: record(), version: 1 },
+    tags: record(),
+  };
 }
 
 /**
@@ -124,7 +149,8 @@ export class Twins extends EventEmitter<{
 
   async #load(clientId: string): Promise<Twin> {
     const raw = await this.#store.kv.get(NS, clientId);
-    return raw ? (JSON.parse(raw.toString("utf8")) as Twin) : empty();
+    // Every section is at most MAX_DEPTH deep (checked before it is stored), well within this.
+    return raw ? (parseJson(raw) as Twin) : empty();
   }
 
   #serial<T>(clientId: string, f: () => Promise<T>): Promise<T> {
@@ -148,8 +174,8 @@ export class Twins extends EventEmitter<{
   async document(clientId: string): Promise<{ desired: TwinProperties; reported: TwinProperties }> {
     const t = await this.#load(clientId);
     return {
-      desired: { ...t.desired.properties, $version: t.desired.version },
-      reported: { ...t.reported.properties, $version: t.reported.version },
+      desired: versioned(t.desired.properties, t.desired.version),
+      reported: versioned(t.reported.properties, t.reported.version),
     };
   }
 
@@ -158,8 +184,8 @@ export class Twins extends EventEmitter<{
     checkPatch(patch);
     return this.#serial(clientId, async () => {
       const t = await this.#load(clientId);
-      const next = structuredClone(part === "tags" ? t.tags : t[part].properties);
-      merge(next, patch);
+      const next = fromJson(part === "tags" ? t.tags : t[part].properties) as TwinProperties;
+      mergePatch(next, patch);
       if (Buffer.byteLength(JSON.stringify(next)) > MAX_SECTION_BYTES) {
         throw invalid(`${part} of ${clientId} would exceed ${MAX_SECTION_BYTES} bytes`);
       }
@@ -182,8 +208,10 @@ export class Twins extends EventEmitter<{
    * once it is free: one read, one write and one journal append for all of them, each
    * patch still its own version (in arrival order) and refused alone if it breaks a limit.
    */
-  async patchReported(clientId: string, patch: unknown): Promise<number> {
-    checkPatch(patch);
+  async patchReported(clientId: string, input: unknown): Promise<number> {
+    checkPatch(input);
+    // The caller's object is not kept: the journal and the `reported` event get this copy.
+    const patch = fromJson(input) as TwinProperties;
     return new Promise<number>((resolve, reject) => {
       const waiting = this.#reported.get(clientId);
       if (waiting) {
@@ -204,8 +232,8 @@ export class Twins extends EventEmitter<{
       const t = await this.#load(clientId);
       let { properties, version } = t.reported;
       for (const p of batch) {
-        const next = structuredClone(properties);
-        merge(next, p.patch);
+        const next = fromJson(properties) as TwinProperties;
+        mergePatch(next, p.patch);
         if (Buffer.byteLength(JSON.stringify(next)) > MAX_SECTION_BYTES) {
           p.reject(invalid(`reported of ${clientId} would exceed ${MAX_SECTION_BYTES} bytes`));
           continue;
@@ -252,8 +280,9 @@ export class Twins extends EventEmitter<{
    * with the parent's `$version`. Upstream wins for desired.
    */
   async adoptDesired(clientId: string, desired: TwinProperties): Promise<boolean> {
-    const { $version, ...properties } = desired;
-    const version = typeof $version === "number" ? $version : undefined;
+    const { properties, version } = unversioned(desired);
+    // IoT Hub never sends deeper; a parent that does is refused rather than stored.
+    checkValue(properties, 1, `desired of ${clientId}`, false);
     const patch = await this.#serial(clientId, async () => {
       const t = await this.#load(clientId);
       const diff = difference(t.desired.properties, properties);
@@ -261,7 +290,7 @@ export class Twins extends EventEmitter<{
         return undefined;
       t.desired = { properties, version: version ?? t.desired.version + 1 };
       await this.#store.kv.put(NS, clientId, JSON.stringify(t));
-      return { ...diff, $version: t.desired.version };
+      return versioned(diff, t.desired.version);
     });
     if (patch) this.emit("desired", clientId, patch);
     return patch !== undefined;
@@ -269,14 +298,16 @@ export class Twins extends EventEmitter<{
 
   /** A desired patch from the parent with its `$version`: merged, then notified as is. */
   async adoptDesiredPatch(clientId: string, patch: TwinProperties): Promise<void> {
-    const { $version, ...changes } = patch;
-    await this.#serial(clientId, async () => {
+    const { properties: changes, version } = unversioned(patch);
+    const notified = await this.#serial(clientId, async () => {
       const t = await this.#load(clientId);
-      merge(t.desired.properties, changes);
-      t.desired.version = typeof $version === "number" ? $version : t.desired.version + 1;
+      mergePatch(t.desired.properties, changes);
+      checkValue(t.desired.properties, 1, `desired of ${clientId}`, false);
+      t.desired.version = version ?? t.desired.version + 1;
       await this.#store.kv.put(NS, clientId, JSON.stringify(t));
+      return versioned(changes, t.desired.version);
     });
-    this.emit("desired", clientId, patch);
+    this.emit("desired", clientId, notified);
   }
 
   /** Client ids that have a twin here. */
@@ -287,7 +318,7 @@ export class Twins extends EventEmitter<{
   /** Applies a desired patch (service side) and notifies; resolves to the new desired `$version`. */
   async patchDesired(clientId: string, patch: unknown): Promise<number> {
     const version = (await this.#merge(clientId, "desired", patch)).desired.version;
-    this.emit("desired", clientId, { ...(patch as TwinProperties), $version: version });
+    this.emit("desired", clientId, versioned(patch as TwinProperties, version));
     return version;
   }
 

@@ -8,6 +8,7 @@
 import https from "node:https";
 import type { Authentication, Device, Module, Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
+import { parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import { scopePath } from "../service/scope.js";
 import type { ParentCredentials } from "./credentials.js";
@@ -155,7 +156,7 @@ export class ScopeSync {
             if (res.statusCode !== 200)
               return reject(new Error(`scope call answered ${res.statusCode}: ${text}`));
             try {
-              resolve(JSON.parse(text) as ScopePage);
+              resolve(parseJson(text) as ScopePage);
             } catch {
               reject(new Error("scope call answered with something other than JSON"));
             }

@@ -13,6 +13,7 @@ import {
   type StoreLimits,
   storeAndForwardConfig,
 } from "../config/config.js";
+import { parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import type { MessageStore } from "../store/index.js";
 import type { Link } from "./link.js";
@@ -31,7 +32,7 @@ export interface EffectiveSettings extends StoreLimits {
 /** A JSON object from bytes; undefined for anything else. */
 function parseObject(bytes: Buffer): Record<string, unknown> | undefined {
   try {
-    const v: unknown = JSON.parse(bytes.toString("utf8"));
+    const v: unknown = parseJson(bytes);
     return isObject(v) ? v : undefined;
   } catch {
     return undefined;
@@ -86,7 +87,7 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
     const cached = await this.#store.kv.get(KV_NS, KV_KEY);
     if (!cached) return;
     try {
-      await this.#apply(JSON.parse(cached.toString("utf8")) as Record<string, unknown>, false);
+      await this.#apply(parseJson(cached) as Record<string, unknown>, false);
     } catch (err) {
       this.#log.log("error", "settings-cache-unreadable", { reason: (err as Error).message });
     }

@@ -13,6 +13,7 @@
  *   reads the updated cache. While online, clients connected here get the parent's desired
  *   patches live over their twin link.
  */
+import { parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
@@ -172,7 +173,7 @@ export class TwinSync {
     try {
       const answer = await ch.request("GET", Buffer.alloc(0));
       if (answer.status !== 200) return;
-      const doc = JSON.parse(answer.body.toString("utf8")) as { desired?: Record<string, unknown> };
+      const doc = parseJson(answer.body) as { desired?: Record<string, unknown> };
       if (doc.desired) await this.#twins.adoptDesired(clientId, doc.desired);
     } catch (err) {
       this.#log.log("warn", "twin-refresh-failed", { clientId, reason: (err as Error).message });
@@ -232,7 +233,7 @@ export class TwinSync {
 
   async #onDesiredPatch(clientId: string, payload: Buffer): Promise<void> {
     try {
-      await this.#twins.adoptDesiredPatch(clientId, JSON.parse(payload.toString("utf8")));
+      await this.#twins.adoptDesiredPatch(clientId, parseJson(payload) as Record<string, unknown>);
     } catch (err) {
       this.#log.log("warn", "twin-desired-patch-failed", { clientId, reason: (err as Error).message });
     }
@@ -298,7 +299,7 @@ export class TwinSync {
       try {
         const answer = await ch.request("GET", Buffer.alloc(0));
         if (answer.status !== 200) continue;
-        const doc = JSON.parse(answer.body.toString("utf8")) as { desired?: Record<string, unknown> };
+        const doc = parseJson(answer.body) as { desired?: Record<string, unknown> };
         if (doc.desired && (await this.#twins.adoptDesired(clientId, doc.desired))) {
           this.#log.log("info", "twin-desired-resynced", { clientId, version: doc.desired.$version });
         }
