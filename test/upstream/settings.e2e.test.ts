@@ -69,6 +69,25 @@ describe("$edgeHub settings from the parent", () => {
     expect(await maxSize(again)).toBe(50_000_000);
   });
 
+  it("keeps a __proto__ key from the parent as data: nothing is inherited by the settings", async () => {
+    const root = await startRoot(await tempDir());
+    const parent = await edgeIdentity(root, "edge1");
+    const edge = await startEdge(await tempDir(), parent, {
+      routes: { fromConfig: "FROM /messages/* INTO $upstream" },
+    });
+    await eventually("online", () => edge.upstream?.online === true);
+    // JSON.parse makes `__proto__` an own key, as it arrives on the wire.
+    await root.twins.patchDesired(
+      "edge1/$edgeHub",
+      JSON.parse(
+        '{"__proto__":{"routes":{"sneaky":"FROM /messages/* INTO $upstream"}},"storeAndForwardConfiguration":{"timeToLiveSecs":901}}',
+      ),
+    );
+    await eventually("patch applied", () => edge.settings.current.timeToLiveSecs === 901);
+    expect(Object.keys(edge.settings.current.routes)).toEqual(["fromConfig"]);
+    expect(Object.prototype).not.toHaveProperty("routes");
+  });
+
   it("takes an IoT Edge deployment manifest's $edgeHub section as config", () => {
     const manifest = {
       modulesContent: {

@@ -13,7 +13,7 @@ import {
   type StoreLimits,
   storeAndForwardConfig,
 } from "../config/config.js";
-import { parseJson } from "../json.js";
+import { fromJson, type JsonObject, mergePatch, parseJson, parseJsonObject } from "../json.js";
 import type { Logger } from "../log.js";
 import type { MessageStore } from "../store/index.js";
 import type { Link } from "./link.js";
@@ -29,28 +29,17 @@ export interface EffectiveSettings extends StoreLimits {
   version: number | undefined;
 }
 
-/** A JSON object from bytes; undefined for anything else. */
-function parseObject(bytes: Buffer): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = parseJson(bytes);
-    return isObject(v) ? v : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** JSON merge patch, as desired-property patches are: null deletes. */
+/**
+ * JSON merge patch, as desired-property patches are: null deletes. A copy without
+ * prototypes, patched by own keys only: a `__proto__` key from the parent stays data.
+ */
 function merge(doc: Record<string, unknown>, patch: Record<string, unknown>): Record<string, unknown> {
-  const out = { ...doc };
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else if (isObject(v) && isObject(out[k])) out[k] = merge(out[k] as Record<string, unknown>, v);
-    else out[k] = v;
-  }
+  const out = fromJson(doc) as JsonObject;
+  mergePatch(out, fromJson(patch) as JsonObject);
   return out;
 }
 
@@ -96,7 +85,7 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
   /** Follows the `$edgeHub` twin over `link` (subscribed to {@link TWIN_TOPICS}). */
   follow(link: Link): void {
     const twin = new TwinChannel(link, (payload) => {
-      const patch = parseObject(payload);
+      const patch = parseJsonObject(payload);
       if (patch) void this.#apply(merge(this.#desired, patch), true);
       else this.#log.log("warn", "settings-not-json", { part: "desired patch" });
     });
@@ -105,7 +94,7 @@ export class EdgeHubSettings extends EventEmitter<{ changed: [settings: Effectiv
       twin.request("GET", Buffer.alloc(0)).then(
         (answer) => {
           if (answer.status !== 200) return;
-          const doc = parseObject(answer.body);
+          const doc = parseJsonObject(answer.body);
           return this.#apply(doc && isObject(doc.desired) ? doc.desired : {}, true);
         },
         () => undefined,
