@@ -80,6 +80,41 @@ describe("prototype pollution through the hub", () => {
     attacker.end();
   });
 
+  it("keeps a `__proto__` message property as data through the service API: telemetry read back, C2D sent", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"));
+    const sender = await device(hub, "sender");
+    sender.send({
+      cmd: "publish",
+      topic: "devices/sender/messages/events/__proto__=p&a=1",
+      payload: Buffer.from("x"),
+      qos: 1,
+      messageId: 1,
+      retain: false,
+      dup: false,
+    } as Packet);
+    for (let p = await sender.next(); p === "closed" || p.cmd !== "puback"; p = await sender.next())
+      if (p === "closed") throw new Error("hub closed the connection");
+    const events = (await call(hub, "GET", "/messages/events")).body as {
+      messages: Array<{ properties: Record<string, string> }>;
+    };
+    expect(events.messages.map((m) => Object.entries(m.properties))).toEqual([
+      [
+        ["__proto__", "p"],
+        ["a", "1"],
+      ],
+    ]);
+    const receiver = await hub.registry.createDevice({ deviceId: "receiver" });
+    const c2d = await c2dListener(hub, "receiver", receiver.authentication.symmetricKey?.primaryKey ?? "", 0);
+    const sent = await call(hub, "POST", "/devices/receiver/messages/deviceBound", Buffer.from("cmd"), {
+      "iothub-app-__proto__": "q",
+    });
+    expect(sent.status).toBeLessThan(300);
+    expect(await nextPublishTopic(c2d)).toContain("__proto__=q");
+    expect(pollution()).toEqual([]);
+    c2d.end();
+    sender.end();
+  });
+
   it("lets plain devices log in after a device reported `{__proto__: {moduleId}}`", async () => {
     const hub = await startHub(join(await tempDir(), "hub"));
     const attacker = await device(hub, "attacker");

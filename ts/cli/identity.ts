@@ -251,7 +251,7 @@ function childList(value: string): string[] {
  */
 export async function runIdentityCommand(argv: readonly string[], output: CommandOutput): Promise<void> {
   const [command, ...rest] = argv;
-  const allowed = command === undefined ? undefined : COMMANDS[command];
+  const allowed = command === undefined || !Object.hasOwn(COMMANDS, command) ? undefined : COMMANDS[command];
   if (command === undefined || allowed === undefined)
     throw new UsageError(
       `identity needs a command: ${Object.keys(COMMANDS).join(", ")}${command ? ` (not ${command})` : ""}`,

@@ -66,7 +66,7 @@ const EVENTS = "/messages/events";
  * SDKs may end it with a `/`. `undefined` when the tail is not a bag.
  */
 function bagOf(topic: string, at: number): Record<string, string> | undefined {
-  if (at === topic.length) return {};
+  if (at === topic.length) return record();
   if (topic[at] !== "/") return undefined;
   let end = topic.length;
   while (end > at && topic[end - 1] === "/") end--;

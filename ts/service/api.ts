@@ -10,6 +10,7 @@ import type { Device, Registry } from "../auth/registry.js";
 import { parseSasToken, signedByAny } from "../auth/sas.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { record } from "../json.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
@@ -240,7 +241,7 @@ export class ServiceApi {
     ) {
       this.#device(id);
       const body = await readBody(req, C2D_MAX);
-      const properties: Record<string, string> = {};
+      const properties = record<string>();
       for (const [k, v] of Object.entries(req.headers)) {
         if (k.startsWith("iothub-app-") && typeof v === "string")
           properties[k.slice("iothub-app-".length)] = v;

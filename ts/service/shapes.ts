@@ -1,6 +1,7 @@
 /** The JSON shapes of IoT Hub's service API: devices, modules, twins, events, method calls. */
 import { createHash } from "node:crypto";
 import type { Authentication, Device, Module } from "../auth/registry.js";
+import { record } from "../json.js";
 import type { MethodCall } from "../methods/direct-methods.js";
 import type { StoredMessage } from "../store/index.js";
 import type { Twin } from "../twin/twins.js";
@@ -84,23 +85,25 @@ export function twinJson(
   };
 }
 
-const SYSTEM: Record<string, string> = {
-  "$.mid": "messageId",
-  "$.cid": "correlationId",
-  "$.ct": "contentType",
-  "$.ce": "contentEncoding",
-  "$.cdid": "connectionDeviceId",
-  "$.cmid": "connectionModuleId",
-  "$.on": "outputName",
-  "$.uid": "userId",
-};
+/** IoT Hub's names of the system properties; a Map, so a property named `__proto__` finds nothing. */
+const SYSTEM = new Map<string, string>([
+  ["$.mid", "messageId"],
+  ["$.cid", "correlationId"],
+  ["$.ct", "contentType"],
+  ["$.ce", "contentEncoding"],
+  ["$.cdid", "connectionDeviceId"],
+  ["$.cmid", "connectionModuleId"],
+  ["$.on", "outputName"],
+  ["$.uid", "userId"],
+]);
 
 /** A stored device-to-cloud message as `GET /messages/events` returns it. */
 export function eventJson(m: StoredMessage): Record<string, unknown> {
-  const properties: Record<string, string> = {};
-  const systemProperties: Record<string, string> = {};
+  // Without prototypes: a property named `__proto__` is one more property.
+  const properties = record<string>();
+  const systemProperties = record<string>();
   for (const [k, v] of Object.entries(m.properties)) {
-    const sys = SYSTEM[k];
+    const sys = SYSTEM.get(k);
     if (sys) systemProperties[sys] = v;
     else if (!k.startsWith("$.")) properties[k] = v;
   }
