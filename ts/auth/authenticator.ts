@@ -63,6 +63,16 @@ function burnSignatureCheck(password: Buffer | undefined): void {
   }
 }
 
+/**
+ * A login refused before its token's signature was checked (unknown id, disabled device,
+ * expired token, wrong audience, broken auth-chain) costs as much as one refused for a bad
+ * signature, so how long a refusal takes does not tell which ids exist.
+ */
+function equalizeRefusal(err: unknown, password: Buffer | undefined): void {
+  if (!(err instanceof EdgeHubError) || err.code !== ErrorCodes.AUTH_BAD_SIGNATURE)
+    burnSignatureCheck(password);
+}
+
 function deny(code: ErrorCode, message: string): EdgeHubError {
   return new EdgeHubError(code, message);
 }
@@ -133,6 +143,15 @@ export class Authenticator {
 
   /** The principal for these credentials, or an `AUTH_*` error saying why not. */
   authenticate(c: Credentials): Principal {
+    try {
+      return this.#authenticate(c);
+    } catch (err) {
+      equalizeRefusal(err, c.password);
+      throw err;
+    }
+  }
+
+  #authenticate(c: Credentials): Principal {
     const ids = parseClientId(c.clientId);
     if (!ids)
       throw deny(
@@ -150,9 +169,6 @@ export class Authenticator {
     const module =
       ids.moduleId === undefined ? undefined : this.#registry.getModule(ids.deviceId, ids.moduleId);
     if (!known || (ids.moduleId !== undefined && !module)) {
-      // As much work as checking a real token, so that how long a refusal takes does not
-      // tell an unknown id from a known one with a bad signature.
-      burnSignatureCheck(c.password);
       throw deny(
         ErrorCodes.AUTH_UNKNOWN_IDENTITY,
         known ? `module ${c.clientId} is not registered` : `device ${ids.deviceId} is not registered`,
@@ -259,6 +275,15 @@ export class Authenticator {
    * returns the edge device it authenticates.
    */
   authenticateToken(tokenText: string): Principal {
+    try {
+      return this.#authenticateToken(tokenText);
+    } catch (err) {
+      equalizeRefusal(err, Buffer.from(tokenText));
+      throw err;
+    }
+  }
+
+  #authenticateToken(tokenText: string): Principal {
     const token = parseSasToken(tokenText);
     const slash = token.resource.indexOf("/");
     const parts = token.resource.slice(slash + 1).split("/");
