@@ -3,7 +3,7 @@
  * key file created 0600 on first use. Sealed layout: version(1) | iv(12) | tag(16) | data.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { chmod, readFile, stat } from "node:fs/promises";
 import { writeDurable } from "../durable-file.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 
@@ -25,6 +25,9 @@ export class SecretBox {
   static async fromKeyFile(path: string): Promise<SecretBox> {
     try {
       const key = await readFile(path);
+      // A key file open to other users (copied in by hand, restored from a backup) is the
+      // hub's own to fix, as its data directory is.
+      if (((await stat(path)).mode & 0o077) !== 0) await chmod(path, 0o600);
       if (key.length !== 32) {
         throw new EdgeHubError(ErrorCodes.SECRET_UNREADABLE, `key file ${path} is not 32 bytes`);
       }
