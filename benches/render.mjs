@@ -22,6 +22,7 @@ const drain = loadIfRun("drain");
 const modules = loadIfRun("modules");
 const sockets = loadIfRun("sockets");
 const soak = loadIfRun("soak");
+const shares = loadIfRun("shares");
 const m = append.machine;
 
 const out = `# Benchmarks
@@ -37,6 +38,7 @@ node benches/ingest.bench.mjs       # MQTT ingest vs Mosquitto and aedes -> inge
 node benches/drain.bench.mjs        # outage, then drain to the parent, vs a Mosquitto bridge -> drain.json
 node benches/modules.bench.mjs      # module to module through routes, twin patches -> modules.json
 node benches/sockets.bench.mjs      # hub RSS per idle connection and unauthenticated socket -> sockets.json
+node benches/shares.bench.mjs       # CPU per message of the per-identity share, off vs on -> shares.json
 node benches/soak.mjs               # 10 minutes of load, the uplink cut every minute -> soak.json
 node benches/render.mjs             # this page
 \`\`\`
@@ -197,10 +199,35 @@ steps: two runs agree within ~3 KB per socket.`
 
 ${drain ? drainSection(drain) : "Not run yet: `npm run build:ts && node benches/drain.bench.mjs` (a few minutes; the machine should be otherwise idle)."}
 
+## Identity shares on the ingest path
+
+${shares ? sharesSection(shares) : "Not run yet: `npm run build:ts && node benches/shares.bench.mjs`."}
+
 ## Soak
 
 ${soak ? soakSection(soak) : "Not run yet (figures to come from the 10-minute run): `npm run build:ts && node benches/soak.mjs --minutes 10` (1000 devices, 5k msgs/s, the uplink cut every minute; the machine should be otherwise idle)."}
 `;
+
+function sharesSection(d) {
+  const us = (v) => v.toFixed(2);
+  const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return `CPU per message of the router and the store call (no fsync, so the disk does not hide it)
+for ${d.bodyBytes} B messages from ${d.senders} senders, ${d.perTurn} a turn, ${d.messages} a round, with
+\`maxSizeBytesPerIdentity\` off and on, alternating on one store (${d.rounds.off.length} rounds each). Run of
+${d.date.slice(0, 10)}: \`npm run build:ts && node benches/shares.bench.mjs\` (\`BENCH_MESSAGES\`).
+
+${tableMd(
+  ["shares", "CPU µs/msg (median)", "rounds"],
+  [
+    ["off", us(med(d.rounds.off)), d.rounds.off.map(us).join(", ")],
+    ["on", us(med(d.rounds.on)), d.rounds.on.map(us).join(", ")],
+  ],
+)}
+
+Where it goes: the record size of each message (its property block is measured once more
+than the store does), one map lookup of the sender, and one update per stored copy; the
+save every second writes one KV entry per sender whose bytes changed.`;
+}
 
 function soakSection(d) {
   const mm = d.machine;
