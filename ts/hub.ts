@@ -90,7 +90,7 @@ export class EdgeHub {
     this.store = store;
     this.registry = registry;
     this.twins = new Twins(store);
-    this.methods = new DirectMethods((clientId) => this.#connections.get(clientId));
+    this.methods = new DirectMethods((clientId) => this.#connections.get(clientId), config.limits);
     this.delivery = new DeviceDelivery(store, (clientId) => this.#connections.get(clientId), log);
     this.#server = server;
     this.caCertificate = ca.pem;
@@ -323,6 +323,8 @@ export class EdgeHub {
         },
         isConnected: (clientId) => hub.#connections.has(clientId),
         status: () => hub.status(),
+        // A request that passed authentication: its socket leaves its address's unauthenticated count.
+        authenticated: (req) => admission.authenticated(req.socket),
         log,
       });
       hub.#https = https.createServer(
@@ -411,7 +413,8 @@ export class EdgeHub {
   /**
    * The parent link and the backlog: whether the parent is reachable, when it last was, the
    * last scope sync, the forwarder's counters, the `$upstream` and `$deadletter` queues,
-   * `limits` (sockets open and unauthenticated, refused past a cap, closed at a deadline), and
+   * `limits` (sockets open and unauthenticated, refused past a cap, closed at a deadline),
+   * `methods` (direct method calls pending, and refused past a cap), and
    * the identities' shares of the quota (`identityShares`: the share, the largest
    * identities by live bytes, messages refused; null when off), and the event loop's delay
    * over the last 5 s (`eventLoopDelayMs`).
@@ -443,6 +446,7 @@ export class EdgeHub {
       },
       connectedClients: this.#connections.size,
       limits: this.#admission.stats(),
+      methods: this.methods.stats(),
       eventLoopDelayMs: this.#lag.current,
     };
   }

@@ -1,6 +1,7 @@
 /** Calls to a hub's service API over HTTPS with an `iothubowner` token, as the service SDKs make them. */
 import https, { Agent } from "node:https";
-import { Registry } from "azure-iothub";
+import { NoRetry } from "azure-iot-common";
+import { Client, Registry } from "azure-iothub";
 import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub } from "../../ts/index.js";
 
@@ -47,13 +48,8 @@ export function call(
   });
 }
 
-/**
- * The official `azure-iothub` Registry on `hub`: the SDK's own requests, headers and
- * parsing. Only the TCP port is the hub's (the SDK always dials 443, which one test at a
- * time may bind) and the hub's CA is trusted.
- */
-export function sdkRegistry(hub: EdgeHub): Registry {
-  const registry = Registry.fromConnectionString(hub.serviceConnectionString);
+/** An https agent that dials the hub's port whatever port the SDK asks for (it always asks for 443). */
+function hubPortAgent(hub: EdgeHub): Agent {
   const port = hub.ports.https;
   class HubPort extends Agent {
     override createConnection(options: object, done: unknown): never {
@@ -62,8 +58,33 @@ export function sdkRegistry(hub: EdgeHub): Registry {
       ).createConnection.call(this, { ...options, port }, done);
     }
   }
-  // The SDK keeps its REST client private; its setOptions is the documented way to pass an agent and CA.
-  const rest = (registry as unknown as { _restApiClient: { setOptions(o: object): void } })._restApiClient;
-  rest.setOptions({ ca: hub.caCertificate, http: { agent: new HubPort({ keepAlive: false }) } });
+  return new HubPort({ keepAlive: false });
+}
+
+/** Points an SDK object's private REST client at `hub` (its `setOptions` is the documented way to pass an agent and CA). */
+function onHub(sdk: Registry | Client, hub: EdgeHub): void {
+  const rest = (sdk as unknown as { _restApiClient: { setOptions(o: object): void } })._restApiClient;
+  rest.setOptions({ ca: hub.caCertificate, http: { agent: hubPortAgent(hub) } });
+}
+
+/**
+ * The official `azure-iothub` Registry on `hub`: the SDK's own requests, headers and
+ * parsing. Only the TCP port is the hub's (the SDK always dials 443, which one test at a
+ * time may bind) and the hub's CA is trusted.
+ */
+export function sdkRegistry(hub: EdgeHub): Registry {
+  const registry = Registry.fromConnectionString(hub.serviceConnectionString);
+  onHub(registry, hub);
   return registry;
+}
+
+/**
+ * The official `azure-iothub` service Client on `hub` (as {@link sdkRegistry}), for direct
+ * methods; it does not retry, so a refusal reaches the test as the SDK's error.
+ */
+export function sdkClient(hub: EdgeHub): Client {
+  const client = Client.fromConnectionString(hub.serviceConnectionString);
+  onHub(client, hub);
+  client.setRetryPolicy(new NoRetry());
+  return client;
 }

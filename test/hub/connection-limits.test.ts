@@ -3,6 +3,7 @@
  * handshake and HTTP header deadlines, the per-address cap on unauthenticated sockets,
  * their counters in `GET /edge/status`, and devices (the official SDK) getting in throughout.
  */
+import https from "node:https";
 import net from "node:net";
 import tls from "node:tls";
 import { Message } from "azure-iot-device";
@@ -12,7 +13,7 @@ import { addressKey } from "../../ts/protocol/admission.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, startHub } from "../helpers/hub.js";
 import { connectedRaw, publishSeq } from "../helpers/mqtt-raw.js";
-import { call } from "../helpers/service.js";
+import { call, serviceToken } from "../helpers/service.js";
 
 interface LimitsStatus {
   maxConnections: number;
@@ -67,6 +68,32 @@ function tlsAttempt(hub: EdgeHub, port: number): Promise<"secure" | "refused"> {
     s.once("secureConnect", () => resolve("secure"));
     s.once("error", () => resolve("refused"));
     s.once("close", () => resolve("refused"));
+  });
+}
+
+/** `GET /devices` on a keep-alive agent's one socket: the status, and whether an open socket was reused. */
+function keepAliveCall(
+  hub: EdgeHub,
+  agent: https.Agent,
+  authorization: string,
+): Promise<{ status: number; reused: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: "localhost",
+        port: hub.ports.https,
+        path: "/devices?api-version=2021-04-12",
+        ca: hub.caCertificate,
+        agent,
+        headers: { authorization },
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+      },
+    );
+    req.on("error", reject);
+    req.end();
   });
 }
 
@@ -165,6 +192,46 @@ describe("limits", () => {
     expect((await limitsStatus(hub)).refused.perAddress).toBe(2);
     // The address's slots are free again: an SDK device from it connects.
     await sendsTelemetry(hub, "dev-4");
+  });
+
+  it("counts an HTTPS socket as authenticated once a request on it passes authentication: keep-alive service clients past the per-address cap stay connected", async () => {
+    const hub = await startHub(await tempDir(), {
+      limits: { maxUnauthenticatedPerAddress: 2, httpKeepAliveTimeoutMs: 60_000 },
+    });
+    const agents = Array.from({ length: 5 }, () => new https.Agent({ keepAlive: true, maxSockets: 1 }));
+    try {
+      // Five service clients of 127.0.0.1, one keep-alive socket each, one call each.
+      for (const agent of agents)
+        expect(await keepAliveCall(hub, agent, serviceToken(hub))).toEqual({ status: 200, reused: false });
+      // All five are still connected: a second call on each reuses its socket.
+      for (const agent of agents)
+        expect(await keepAliveCall(hub, agent, serviceToken(hub))).toEqual({ status: 200, reused: true });
+      expect((await hub.status()).limits).toMatchObject({ open: 5, unauthenticated: 0 });
+      // A socket whose request failed authentication stays unauthenticated, and counts.
+      const refusedAgent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+      agents.push(refusedAgent);
+      expect(
+        await keepAliveCall(
+          hub,
+          refusedAgent,
+          "SharedAccessSignature sr=localhost&sig=x&se=1&skn=iothubowner",
+        ),
+      ).toEqual({
+        status: 401,
+        reused: false,
+      });
+      await silentSocket(hub.ports.https);
+      await eventually("2 unauthenticated", () =>
+        hub.status().then((s) => (s.limits as LimitsStatus).unauthenticated === 2),
+      );
+      expect(await tlsAttempt(hub, hub.ports.https)).toBe("refused");
+      expect(((await hub.status()).limits as LimitsStatus).refused.perAddress).toBe(1);
+      // The authenticated clients are served throughout.
+      for (const agent of agents.slice(0, 5))
+        expect(await keepAliveCall(hub, agent, serviceToken(hub))).toEqual({ status: 200, reused: true });
+    } finally {
+      for (const agent of agents) agent.destroy();
+    }
   });
 
   it("logs a flood of refusals and of handshake timeouts once each, and counts every one", async () => {

@@ -25,7 +25,8 @@ const USAGE = `usage: edgehub start [--config <file.json>]
                 {timeToLiveSecs, storeLimits {maxSizeBytes}}, logLevel, limits
                 {maxConnections, maxUnauthenticatedPerAddress, tlsHandshakeTimeoutMs,
                 mqttConnectTimeoutMs, httpHeadersTimeoutMs, httpRequestTimeoutMs,
-                httpKeepAliveTimeoutMs})
+                httpKeepAliveTimeoutMs, maxPendingMethodCallsPerTarget,
+                maxPendingMethodCallsPerCaller, maxPendingMethodBytes})
 
   identity      parent/child relations of edge devices, through the running hub's service API
   --device-id   the parent: an edge device

@@ -8,7 +8,10 @@
  *   handshake (no CONNECT, or a half-sent HTTPS request), so 1000 of them stay under ~40 MB;
  * - a few seconds of handshake and header deadline keep such sockets from piling up
  *   (Node's own defaults are 120 s for the TLS handshake and 60 s for the headers), and
- *   the per-address cap keeps one host from taking every slot from the devices.
+ *   the per-address cap keeps one host from taking every slot from the devices;
+ * - a pending direct method call is held up to 300 s: one costs ~1.3 KB of heap in
+ *   `DirectMethods` besides its payload and its HTTPS request (measured with 10,000 held),
+ *   so the caps (16 per target, 128 per caller) bound the calls, and 8 MiB the payloads.
  *
  * RSS per socket × `maxConnections` must stay well under the board's budget for the hub
  * (the store's block cache and memtables take ~100 MB of it): lower it on a 512 MB board
@@ -32,6 +35,12 @@ export interface LimitsInput {
   httpRequestTimeoutMs?: number;
   /** HTTPS: an idle keep-alive connection is closed after this, in ms. Default 5000. */
   httpKeepAliveTimeoutMs?: number;
+  /** Direct method calls pending to one device or module; past it 429. Default 16. */
+  maxPendingMethodCallsPerTarget?: number;
+  /** Direct method calls pending from one caller (the service, a module, the parent); past it 429. Default 128. */
+  maxPendingMethodCallsPerCaller?: number;
+  /** Request payload bytes held by all pending direct method calls; past it 429. Default 8 MiB. */
+  maxPendingMethodBytes?: number;
 }
 
 /** Validated limits. */
@@ -43,6 +52,9 @@ export interface Limits {
   httpHeadersTimeoutMs: number;
   httpRequestTimeoutMs: number;
   httpKeepAliveTimeoutMs: number;
+  maxPendingMethodCallsPerTarget: number;
+  maxPendingMethodCallsPerCaller: number;
+  maxPendingMethodBytes: number;
 }
 
 /** The defaults (see the module comment for the sizing). */
@@ -54,6 +66,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   httpHeadersTimeoutMs: 10_000,
   httpRequestTimeoutMs: 30_000,
   httpKeepAliveTimeoutMs: 5_000,
+  maxPendingMethodCallsPerTarget: 16,
+  maxPendingMethodCallsPerCaller: 128,
+  maxPendingMethodBytes: 8 * 1024 * 1024,
 });
 
 /** Largest timeout accepted: Node's timers take 2^31-1 ms at most. */

@@ -4,7 +4,14 @@
  * As IoT Hub: a call to a client that is not connected (or not listening for methods)
  * waits up to its connect timeout (default 0) for it to subscribe, then fails with 404; a
  * call delivered fails with 504 when no answer comes within the response timeout.
+ *
+ * A pending call (waiting for its client to listen, or for its answer) is held up to 300 s,
+ * so pending calls are capped per target, per caller and in payload bytes: past a cap a call
+ * is answered at once with IoT Hub's 429 `ThrottleBacklogLimitExceeded` (429002), and the
+ * counts of the maps below never exceed the calls pending.
  */
+
+import { DEFAULT_LIMITS } from "../config/limits.js";
 
 /** What a method call returns. */
 export interface MethodResult {
@@ -27,6 +34,28 @@ export interface MethodTarget {
   listensForMethods(): boolean;
   deliver(topic: string, payload: Buffer): void;
 }
+
+/** Caps on pending calls (the `limits` config keys of the same names). */
+export interface MethodLimits {
+  /** Calls pending to one client id (device or module). */
+  maxPendingMethodCallsPerTarget: number;
+  /** Calls pending from one caller (the service, a module, the parent). */
+  maxPendingMethodCallsPerCaller: number;
+  /** Request payload bytes (and method names) held by all pending calls together. */
+  maxPendingMethodBytes: number;
+}
+
+/** Pending calls and those refused past a cap since the hub started (`status().methods`). */
+export interface MethodStats {
+  pending: number;
+  pendingBytes: number;
+  refused: { perTarget: number; perCaller: number; bytes: number };
+}
+
+/** Who calls, for the per-caller cap: the service API's callers share one name. */
+export const SERVICE_CALLER = "$service";
+/** The parent hub's calls relayed here (ts/upstream/method-relay.ts). */
+export const PARENT_CALLER = "$parent";
 
 interface Pending {
   clientId: string;
@@ -52,18 +81,87 @@ export class DirectMethods {
   readonly #pending = new Map<string, Pending>();
   /** Calls waiting for their client to listen, by client id. */
   readonly #connecting = new Map<string, Set<() => void>>();
+  readonly #limits: MethodLimits;
+  /** Pending calls per target and per caller; an entry goes when its count reaches 0. */
+  readonly #perTarget = new Map<string, number>();
+  readonly #perCaller = new Map<string, number>();
+  #pendingCalls = 0;
+  #pendingBytes = 0;
+  readonly #refused = { perTarget: 0, perCaller: 0, bytes: 0 };
   #next = 0;
 
-  /** @param find the connected target of a client id, if any. */
-  constructor(find: (clientId: string) => MethodTarget | undefined) {
+  /**
+   * @param find the connected target of a client id, if any.
+   * @param limits the caps on pending calls (default: the `limits` config's defaults).
+   */
+  constructor(find: (clientId: string) => MethodTarget | undefined, limits: MethodLimits = DEFAULT_LIMITS) {
     this.#find = find;
+    this.#limits = limits;
   }
 
-  /** Invokes a method on `clientId` (`deviceId` or `deviceId/moduleId`). */
-  async invoke(clientId: string, call: MethodCall): Promise<MethodResult> {
+  /**
+   * Invokes a method on `clientId` (`deviceId` or `deviceId/moduleId`) for `caller`; 429 at
+   * once when a cap on pending calls is reached.
+   */
+  invoke(clientId: string, call: MethodCall, caller: string = SERVICE_CALLER): Promise<MethodResult> {
+    // Only the serialized payload is kept while the call waits, and counted.
+    const body = Buffer.from(JSON.stringify(call.payload ?? null));
+    const bytes = body.length + Buffer.byteLength(call.methodName);
+    const refused = this.#reserve(clientId, caller, bytes);
+    if (refused) return Promise.resolve(refused);
+    const { methodName, responseTimeoutInSeconds, connectTimeoutInSeconds } = call;
+    return this.#call(clientId, methodName, body, responseTimeoutInSeconds, connectTimeoutInSeconds).finally(
+      () => this.#release(clientId, caller, bytes),
+    );
+  }
+
+  /** Counts a call in, or answers why not. */
+  #reserve(clientId: string, caller: string, bytes: number): MethodResult | undefined {
+    const l = this.#limits;
+    let why: keyof MethodStats["refused"] | undefined;
+    if ((this.#perTarget.get(clientId) ?? 0) >= l.maxPendingMethodCallsPerTarget) why = "perTarget";
+    else if ((this.#perCaller.get(caller) ?? 0) >= l.maxPendingMethodCallsPerCaller) why = "perCaller";
+    else if (this.#pendingBytes + bytes > l.maxPendingMethodBytes) why = "bytes";
+    if (why) {
+      this.#refused[why]++;
+      const message =
+        why === "perTarget"
+          ? `too many method calls pending to ${clientId} (${l.maxPendingMethodCallsPerTarget})`
+          : why === "perCaller"
+            ? `too many method calls pending from this caller (${l.maxPendingMethodCallsPerCaller})`
+            : `pending method calls hold too many payload bytes (${l.maxPendingMethodBytes})`;
+      return { status: 429, payload: { errorCode: 429002, message } };
+    }
+    this.#perTarget.set(clientId, (this.#perTarget.get(clientId) ?? 0) + 1);
+    this.#perCaller.set(caller, (this.#perCaller.get(caller) ?? 0) + 1);
+    this.#pendingCalls++;
+    this.#pendingBytes += bytes;
+    return undefined;
+  }
+
+  #release(clientId: string, caller: string, bytes: number): void {
+    for (const [map, key] of [
+      [this.#perTarget, clientId],
+      [this.#perCaller, caller],
+    ] as const) {
+      const n = (map.get(key) ?? 1) - 1;
+      if (n > 0) map.set(key, n);
+      else map.delete(key);
+    }
+    this.#pendingCalls--;
+    this.#pendingBytes -= bytes;
+  }
+
+  async #call(
+    clientId: string,
+    methodName: string,
+    body: Buffer,
+    responseTimeoutInSeconds: number | undefined,
+    connectTimeoutInSeconds: number | undefined,
+  ): Promise<MethodResult> {
     let target = this.#find(clientId);
     if (!target?.listensForMethods()) {
-      const connect = Math.min(Math.max(call.connectTimeoutInSeconds ?? 0, 0), MAX_TIMEOUT_SECS);
+      const connect = Math.min(Math.max(connectTimeoutInSeconds ?? 0, 0), MAX_TIMEOUT_SECS);
       if (connect > 0) {
         await this.#listened(clientId, connect * 1000);
         target = this.#find(clientId);
@@ -78,7 +176,7 @@ export class DirectMethods {
         };
       }
     }
-    const timeout = Math.min(Math.max(call.responseTimeoutInSeconds ?? 30, 5), MAX_TIMEOUT_SECS);
+    const timeout = Math.min(Math.max(responseTimeoutInSeconds ?? 30, 5), MAX_TIMEOUT_SECS);
     const rid = (++this.#next).toString(16);
     const listening = target;
     return new Promise((resolve) => {
@@ -90,8 +188,7 @@ export class DirectMethods {
         });
       }, timeout * 1000);
       this.#pending.set(rid, { clientId, resolve, timer });
-      const body = Buffer.from(JSON.stringify(call.payload ?? null));
-      listening.deliver(`$iothub/methods/POST/${encodeURIComponent(call.methodName)}/?$rid=${rid}`, body);
+      listening.deliver(`$iothub/methods/POST/${encodeURIComponent(methodName)}/?$rid=${rid}`, body);
     });
   }
 
@@ -137,6 +234,11 @@ export class DirectMethods {
       clearTimeout(p.timer);
       p.resolve({ status: 404, payload: { errorCode: 404103, message: `${clientId} disconnected` } });
     }
+  }
+
+  /** Calls pending now and calls refused past a cap. */
+  stats(): MethodStats {
+    return { pending: this.#pendingCalls, pendingBytes: this.#pendingBytes, refused: { ...this.#refused } };
   }
 
   /** Fails every call (the hub is closing), those waiting for their client with 404. */

@@ -12,7 +12,7 @@ import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import { record } from "../json.js";
 import type { Logger } from "../log.js";
-import type { DirectMethods } from "../methods/direct-methods.js";
+import { type DirectMethods, SERVICE_CALLER } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
@@ -46,6 +46,8 @@ export interface ServiceApiContext {
   isConnected(clientId: string): boolean;
   /** The hub's link to its parent and backlog, for `GET /edge/status`. */
   status(): Promise<Record<string, unknown>>;
+  /** A request on `req`'s socket passed authentication (the socket counts as authenticated). */
+  authenticated?(req: IncomingMessage): void;
   log: Logger;
 }
 
@@ -138,12 +140,15 @@ export class ServiceApi {
         this.#ctx.peerOf(req),
         url.searchParams,
       );
+      this.#ctx.authenticated?.(req);
       return sendJson(res, 200, scope);
     }
     // A module calling a method through its hub signs as itself and names itself in a header.
+    let caller = SERVICE_CALLER;
     if (req.headers["x-ms-edge-moduleid"] !== undefined)
-      authorizeModuleCall(req, parts, this.#ctx.authenticator);
+      caller = authorizeModuleCall(req, parts, this.#ctx.authenticator);
     else this.#authorize(req);
+    this.#ctx.authenticated?.(req);
     const ctx = this.#ctx;
     const [head, id, sub, mid] = parts;
 
@@ -300,7 +305,7 @@ export class ServiceApi {
         );
       }
       if (rest.length === 1 && rest[0] === "methods" && method === "POST") {
-        const r = await ctx.methods.invoke(clientId, methodCallOf(await readJson(req)));
+        const r = await ctx.methods.invoke(clientId, methodCallOf(await readJson(req)), caller);
         if (r.status === 404)
           throw new ApiError(
             404,
@@ -308,6 +313,8 @@ export class ServiceApi {
             `${clientId} is not connected or not listening for methods`,
           );
         if (r.status === 504) throw new ApiError(504, "GatewayTimeout", `${clientId} did not answer in time`);
+        if (r.status === 429)
+          throw new ApiError(429, "ThrottleBacklogLimitExceeded", (r.payload as { message: string }).message);
         return sendJson(res, 200, r);
       }
     }

@@ -21,12 +21,15 @@ function isMethodCall(parts: string[], method: string): boolean {
   );
 }
 
-/** Checks a request made by a module; throws 401/403 unless it is a method call the module may make. */
+/**
+ * Checks a request made by a module; throws 401/403 unless it is a method call the module
+ * may make. Returns the caller, `{device}/{module}`.
+ */
 export function authorizeModuleCall(
   req: IncomingMessage,
   parts: string[],
   authenticator: Authenticator,
-): void {
+): string {
   const header = req.headers["x-ms-edge-moduleid"];
   const caller = Array.isArray(header) ? header[0] : header;
   if (!isMethodCall(parts, req.method ?? "GET"))
@@ -42,6 +45,6 @@ export function authorizeModuleCall(
   }
   // Who may call whom is the one table's: an edge's modules reach that edge and its children.
   const target = { deviceId: parts[1] ?? "", moduleId: parts.length === 5 ? parts[3] : undefined };
-  if (authenticator.allows(principal, "method", target)) return;
+  if (authenticator.allows(principal, "method", target)) return caller;
   throw new ApiError(403, "Forbidden", `${caller} may not invoke methods on ${target.deviceId}`);
 }

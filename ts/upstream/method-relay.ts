@@ -6,7 +6,7 @@
  * away, 504 when it did not answer in time).
  */
 import type { Logger } from "../log.js";
-import { type DirectMethods, methodPayload } from "../methods/direct-methods.js";
+import { type DirectMethods, methodPayload, PARENT_CALLER } from "../methods/direct-methods.js";
 import type { Link } from "./link.js";
 import type { TwinLinks } from "./twin-sync.js";
 
@@ -87,7 +87,11 @@ export class MethodRelay {
     rid: string,
     payload: Buffer,
   ): Promise<void> {
-    const r = await this.#methods.invoke(clientId, { methodName, payload: methodPayload(payload) });
+    const r = await this.#methods.invoke(
+      clientId,
+      { methodName, payload: methodPayload(payload) },
+      PARENT_CALLER,
+    );
     this.#answer(clientId, link, methodName, rid, r.status, r.payload ?? null);
   }
 
