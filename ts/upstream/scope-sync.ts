@@ -175,7 +175,7 @@ export class ScopeSync {
       !/^[\x21-\x7e]+$/.test(link)
     )
       throw new Error(
-        `continuationLink is not a path of this scope call on the parent: ${JSON.stringify(String(link).slice(0, 200))}`,
+        `continuationLink is not a path of this scope call on the parent: ${typeof link === "string" ? JSON.stringify(link.slice(0, 200)) : typeof link}`,
       );
     if (followed.has(link)) throw new Error("continuationLink loops to a page already read");
     return link;
