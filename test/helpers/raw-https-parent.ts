@@ -68,22 +68,28 @@ export class RawHttpsParent {
 
   #serve(req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? "";
-    const refuse = (reason: string) => {
-      this.refused.push(`${reason}: ${url}`);
+    const refusal = this.#refusal(req, url);
+    if (refusal !== undefined) {
+      this.refused.push(`${refusal}: ${url}`);
       res.writeHead(401).end();
-    };
-    if (req.method !== "GET" || !url.startsWith(`${scopePath(this.edgeId)}?`))
-      return refuse("not the scope call");
-    try {
-      const token = parseSasToken(req.headers.authorization ?? "");
-      if (token.resource !== `localhost/devices/${this.edgeId}`) return refuse("token of another identity");
-      if (token.expiry * 1000 < Date.now()) return refuse("expired token");
-      if (!signedByAny(token, [this.key])) return refuse("bad signature");
-    } catch (err) {
-      return refuse((err as Error).message);
+      return;
     }
     const n = this.calls.length;
     this.calls.push(url);
     this.answer(n, url, res);
+  }
+
+  /** Why a parent would refuse this call; undefined when it is the edge's own scope call. */
+  #refusal(req: IncomingMessage, url: string): string | undefined {
+    if (req.method !== "GET" || !url.startsWith(`${scopePath(this.edgeId)}?`)) return "not the scope call";
+    try {
+      const token = parseSasToken(req.headers.authorization ?? "");
+      if (token.resource !== `localhost/devices/${this.edgeId}`) return "token of another identity";
+      if (token.expiry * 1000 < Date.now()) return "expired token";
+      if (!signedByAny(token, [this.key])) return "bad signature";
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return undefined;
   }
 }
