@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { type Device, Registry } from "../../ts/auth/registry.js";
 import { SecretBox } from "../../ts/auth/secret-box.js";
-import { loadConfig, type ParentConfig } from "../../ts/config/config.js";
+import { loadConfig, type ParentConfig, type ParentConfigInput } from "../../ts/config/config.js";
 import { scopePath } from "../../ts/service/scope.js";
 import { deviceJson, moduleJson } from "../../ts/service/shapes.js";
 import { ParentCredentials } from "../../ts/upstream/credentials.js";
@@ -19,6 +19,8 @@ import {
   ScopeSync,
 } from "../../ts/upstream/scope-sync.js";
 import { pollution } from "../helpers/adversarial.js";
+import { selfSigned } from "../helpers/certs.js";
+import { edgeIdentity, startRoot } from "../helpers/edge.js";
 import { openStore, tempDir } from "../helpers/fixtures.js";
 import { recordingLogger } from "../helpers/hub.js";
 import { RawHttpsParent } from "../helpers/raw-https-parent.js";
@@ -67,21 +69,21 @@ function json(res: import("node:http").ServerResponse, body: unknown): void {
   res.writeHead(200, { "content-type": "application/json" }).end(text);
 }
 
-/** An edge's scope sync (real store, sealed registry) whose parent is `parent`. */
-async function edgeOf(parent: RawHttpsParent) {
+/** An edge's scope sync (real store, sealed registry) whose parent is `parent` (or a real root's parent config). */
+async function edgeOf(parent: RawHttpsParent | ParentConfigInput) {
   const dir = await tempDir();
-  await writeFile(join(dir, "parent-ca.pem"), parent.ca);
-  const config = loadConfig({
-    hostname: "127.0.0.1",
-    dataDir: dir,
-    parent: {
+  let input: ParentConfigInput;
+  if (parent instanceof RawHttpsParent) {
+    await writeFile(join(dir, "parent-ca.pem"), parent.ca);
+    input = {
       hostname: "localhost",
       httpsPort: parent.port,
       deviceId: parent.edgeId,
       sharedAccessKey: parent.key,
       caFile: join(dir, "parent-ca.pem"),
-    },
-  }).parent as ParentConfig;
+    };
+  } else input = parent;
+  const config = loadConfig({ hostname: "127.0.0.1", dataDir: dir, parent: input }).parent as ParentConfig;
   const store = await openStore(join(dir, "store"));
   const registry = await Registry.open(store, await SecretBox.fromKeyFile(join(dir, "secrets.key")));
   const log = recordingLogger();
@@ -105,6 +107,51 @@ async function syncedEdge(parent: RawHttpsParent) {
   parent.calls.length = 0;
   return edge;
 }
+
+describe("scope sync from a real root hub", () => {
+  it("takes every record a real root sends, over several pages, skipping none", async () => {
+    const root = await startRoot(await tempDir());
+    const parent = await edgeIdentity(root, "edge1");
+    const edge1 = root.registry.getDevice("edge1") as Device;
+    const cert = await selfSigned("by-thumbprint");
+    await root.registry.createDevice({
+      deviceId: "by-thumbprint",
+      deviceScope: edge1.deviceScope,
+      authentication: {
+        type: "selfSigned",
+        x509Thumbprint: { primaryThumbprint: cert.thumbprint, secondaryThumbprint: null },
+      },
+    });
+    await root.registry.createDevice({
+      deviceId: "by-ca",
+      deviceScope: edge1.deviceScope,
+      authentication: { type: "certificateAuthority" },
+    });
+    await root.registry.createDevice({
+      deviceId: "off",
+      deviceScope: edge1.deviceScope,
+      status: "disabled",
+      statusReason: "stolen",
+    });
+    const edge2 = await root.registry.createDevice({
+      deviceId: "edge2",
+      capabilities: { iotEdge: true },
+      parentScopes: [edge1.deviceScope as string],
+    });
+    await root.registry.createModule({ deviceId: "edge2", moduleId: "filter", managedBy: "IotEdge" });
+    // Past one page of 500: the root's own continuationLink is followed.
+    for (let i = 0; i < 500; i++)
+      await root.registry.createDevice({ deviceId: `leaf-${i}`, deviceScope: edge2.deviceScope });
+    const edge = await edgeOf(parent);
+    expect(await edge.sync.sync()).toBe(true);
+    const synced = edge.log.events.find((e) => e.event === "scope-synced")?.fields;
+    expect(synced).toMatchObject({ devices: 505, modules: 5, skipped: 0 });
+    expect(edge.registry.listDevices().sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1))).toEqual(
+      root.registry.listDevices().sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1)),
+    );
+    expect(edge.registry.getModule("edge2", "filter")).toEqual(root.registry.getModule("edge2", "filter"));
+  });
+});
 
 describe("scope sync from a hostile parent", () => {
   it("skips each record that does not validate, logs why, and applies the rest of the page", async () => {
