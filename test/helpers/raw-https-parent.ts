@@ -81,8 +81,12 @@ export class RawHttpsParent {
 
   /** Why a parent would refuse this call; undefined when it is the edge's own scope call. */
   #refusal(req: IncomingMessage, url: string): string | undefined {
-    if (req.method !== "GET" || !url.startsWith(`${scopePath(this.edgeId)}?`)) return "not the scope call";
+    const [path = "", query] = url.split("?");
+    // Paths compared decoded, as an HTTP server routes them.
+    if (req.method !== "GET" || query === undefined) return "not the scope call";
     try {
+      if (decodeURIComponent(path) !== decodeURIComponent(scopePath(this.edgeId)))
+        return "not the scope call";
       const token = parseSasToken(req.headers.authorization ?? "");
       if (token.resource !== `localhost/devices/${this.edgeId}`) return "token of another identity";
       if (token.expiry * 1000 < Date.now()) return "expired token";

@@ -279,6 +279,22 @@ describe("scope sync from a hostile parent", () => {
     }
   });
 
+  it("follows a link to the same call however the parent escapes it, as the path it checked", async () => {
+    const parent = await RawHttpsParent.start();
+    const edge = await edgeOf(parent);
+    const escaped = `${scopePath("edge1").replace("$", "%24")}?continuationToken=MQ`;
+    const dotted = `/devices/edge1/modules/$edgeHub/x/../devicesAndModulesInDeviceScope?continuationToken=Mg#frag`;
+    parent.answer = (n, _url, res) =>
+      json(res, {
+        devices: [n === 0 ? edgeDevice("edge1") : device(`d-${n}`)],
+        modules: [],
+        continuationLink: [escaped, dotted, null][n],
+      });
+    expect(await edge.sync.sync(), JSON.stringify([edge.reasons(), parent.refused])).toBe(true);
+    expect(parent.calls.slice(1)).toEqual([escaped, `${scopePath("edge1")}?continuationToken=Mg`]);
+    expect(edge.ids()).toEqual(["d-1", "d-2", "edge1"]);
+  });
+
   it("never follows a continuationLink off the parent or to another call", async () => {
     const parent = await RawHttpsParent.start();
     const other = await RawHttpsParent.start();
@@ -288,6 +304,8 @@ describe("scope sync from a hostile parent", () => {
       `https://localhost:${other.port}${path}`,
       `//localhost:${other.port}${path}`,
       `/devices/edge1/modules/$edgeHub/twin?x=1`,
+      `${scopePath("edge1")}/../../../../other?x=1`,
+      scopePath("edge1"),
       `${path}\r\nX-Injected: 1`,
       { href: path },
     ]) {

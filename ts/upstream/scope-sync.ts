@@ -57,6 +57,36 @@ function pageOf(body: unknown): ScopePage {
   return { devices, modules, continuationLink: own(body, "continuationLink") ?? null };
 }
 
+/** Resolves relative links only: a link that names a host leaves this origin. */
+const NO_HOST = "https://parent.invalid";
+
+function decoded(path: string): string | undefined {
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `link` as the path and query to request, when it is the scope call at `base` with a query,
+ * as a path on the parent (printable ASCII, bounded); undefined otherwise.
+ */
+function sameCall(link: string, base: string): string | undefined {
+  if (link.length > MAX_LINK_CHARS || !/^\/[\x21-\x7e]*$/.test(link)) return undefined;
+  let url: URL;
+  try {
+    url = new URL(link, NO_HOST);
+  } catch {
+    return undefined;
+  }
+  const path = decoded(url.pathname);
+  const same =
+    url.origin === NO_HOST && path !== undefined && path === decoded(base) && url.search.length > 1;
+  // What was checked is what is sent: dot segments resolved, no fragment.
+  return same ? `${url.pathname}${url.search}` : undefined;
+}
+
 /** A record's id for the log: bounded, whatever the parent sent. */
 function idOf(raw: unknown, key: string): string {
   const v = own(raw, key);
@@ -164,21 +194,18 @@ export class ScopeSync {
 
   /**
    * The next page's path: null after the last. A link must be this scope call again on the
-   * parent (a path, never another host or another call), and never one already followed.
+   * parent (a path, never another host or another call; escapes compared decoded, as
+   * parents differ in what they escape), and never one already followed.
    */
   #next(link: unknown, base: string, followed: Set<string>): string | null {
     if (link === null || link === "") return null;
-    if (
-      typeof link !== "string" ||
-      link.length > MAX_LINK_CHARS ||
-      !link.startsWith(`${base}?`) ||
-      !/^[\x21-\x7e]+$/.test(link)
-    )
+    const path = typeof link === "string" ? sameCall(link, base) : undefined;
+    if (path === undefined)
       throw new Error(
         `continuationLink is not a path of this scope call on the parent: ${typeof link === "string" ? JSON.stringify(link.slice(0, 200)) : typeof link}`,
       );
-    if (followed.has(link)) throw new Error("continuationLink loops to a page already read");
-    return link;
+    if (followed.has(path)) throw new Error("continuationLink loops to a page already read");
+    return path;
   }
 
   /** One page's body, parsed: at most {@link MAX_SCOPE_PAGE_BYTES}, within {@link PAGE_DEADLINE_MS}. */
