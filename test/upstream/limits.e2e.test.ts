@@ -1,3 +1,4 @@
+import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import type { EdgeHub, HubConfigInput, ParentConfigInput } from "../../ts/index.js";
 import { childOf, edgeIdentity, rootEvents, startEdge, startRoot, synced } from "../helpers/edge.js";
@@ -158,7 +159,24 @@ describe("store and forward limits", () => {
     // The parent takes leaf1 out of the edge's scope; the edge has not synced since.
     await root.registry.updateDevice({ deviceId: "leaf1", deviceScope: "" });
     const c = await leaf(edge, key);
-    for (let i = 0; i < 3; i++) expect(await publish(c, i, Buffer.from(`m${i}`))).toBe(true);
+    // In one write, so all three are stored before the parent's first refusal makes the edge
+    // sync its scope and close leaf1.
+    c.sendBytes(
+      Buffer.concat(
+        [0, 1, 2].map((i) =>
+          mqtt.generate({
+            cmd: "publish",
+            topic: `devices/leaf1/messages/events/seq=${i}`,
+            payload: Buffer.from(`m${i}`),
+            qos: 1,
+            messageId: i + 1,
+            retain: false,
+            dup: false,
+          }),
+        ),
+      ),
+    );
+    for (let i = 0; i < 3; i++) expect(await c.next()).toMatchObject({ cmd: "puback", messageId: i + 1 });
     const c2 = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "leaf2", other);
     expect(await publishSeq(c2, "leaf2", 0)).toBe(true);
     await eventually("leaf2's message at the root", async () =>

@@ -55,10 +55,16 @@ function invalid(message: string): EdgeHubError {
   return new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, message);
 }
 
+/** What {@link isIdentityId} accepts, for messages. */
+export const ID_RULE = "1-128 characters of letters, digits and -:.+%_#*?!(),=@$'";
+
+/** True for a device or module id IoT Hub's registry accepts: the one rule for ids from any source. */
+export function isIdentityId(id: unknown): id is string {
+  return typeof id === "string" && ID.test(id);
+}
+
 function checkId(what: string, id: unknown): asserts id is string {
-  if (typeof id !== "string" || !ID.test(id)) {
-    throw invalid(`${what} must be 1-128 characters of letters, digits and -:.+%_#*?!(),=@$'`);
-  }
+  if (!isIdentityId(id)) throw invalid(`${what} must be ${ID_RULE}`);
 }
 
 function newKey(): string {

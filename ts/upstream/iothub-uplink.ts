@@ -62,6 +62,12 @@ export class IotHubUplink implements Uplink {
    * per client id: two would take each other over), counted by users.
    */
   readonly #links = new Map<string, { link: Link; users: number }>();
+  /**
+   * Called when the parent refuses a client's link while it accepts this hub's own: the
+   * parent no longer lets that identity in (unknown, disabled, moved), so the cached scope
+   * is stale. The upstream asks for a scope sync.
+   */
+  identityRefused: ((clientId: string) => void) | undefined;
 
   constructor(parent: ParentConfig, credentials: ParentCredentials, registry: Registry, log: Logger) {
     this.#parent = parent;
@@ -81,7 +87,12 @@ export class IotHubUplink implements Uplink {
     if (clientId === this.#parent.deviceId) return this.edgeLink;
     let shared = this.#links.get(clientId);
     if (!shared) {
-      shared = { link: this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS), users: 0 };
+      const link = this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS);
+      // Our own credential works, so a refusal is about the client: its identity changed upstream.
+      link.on("refused", () => {
+        if (this.edgeLink.up) this.identityRefused?.(clientId);
+      });
+      shared = { link, users: 0 };
       this.#links.set(clientId, shared);
     }
     shared.users++;

@@ -6,69 +6,91 @@
  * while the parent is unreachable, including across restarts.
  */
 import https from "node:https";
-import type { Authentication, Device, Module, Registry } from "../auth/registry.js";
+import type { Device, Module, Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
-import { parseJson } from "../json.js";
+import { isJsonObject, own, parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import { scopePath } from "../service/scope.js";
 import type { ParentCredentials } from "./credentials.js";
+import { deviceFromJson, isSkipped, moduleFromJson } from "./scope-records.js";
 
+/** Devices asked for per page. */
 const PAGE = 500;
+/**
+ * Pages one sync follows at most: a parent that keeps giving links is cut off here and
+ * the sync fails (nothing applied). At {@link PAGE} devices a page this is far past
+ * {@link MAX_SCOPE_RECORDS}; a parent paging by IoT Hub's default of 100 still fits.
+ */
+export const MAX_SCOPE_PAGES = 100;
+/**
+ * Records (devices and modules, valid or not) one sync reads at most. Every page is held
+ * until the last one has come, so the registry is replaced from a whole scope or not at
+ * all; this cap (with the bounded fields of `scope-records.ts`) bounds what is held. A
+ * larger scope fails the sync, logged, and the cached one stays.
+ */
+export const MAX_SCOPE_RECORDS = 10_000;
+/** Bytes of one page's body, at most; the download is cut off past it and the sync fails. */
+export const MAX_SCOPE_PAGE_BYTES = 8 * 1024 * 1024;
+/** Longest `continuationLink` followed. */
+const MAX_LINK_CHARS = 2048;
+/** Skipped records logged one by one per sync; the rest are counted in `scope-synced`. */
+const MAX_SKIPS_LOGGED = 50;
 /** Least time between syncs asked for by failed logins. */
 const ON_DEMAND_MS = 10_000;
+/** Silence on the socket that ends a call. */
 const TIMEOUT_MS = 15_000;
+/** Whole time a page may take: a trickle of bytes never trips the silence timeout. */
+const PAGE_DEADLINE_MS = 60_000;
 
+/** One page as the parent answered it, its shape checked (records not yet). */
 interface ScopePage {
-  devices?: Record<string, unknown>[];
-  modules?: Record<string, unknown>[];
-  continuationLink?: string | null;
+  devices: unknown[];
+  modules: unknown[];
+  continuationLink: unknown;
 }
 
-function authentication(raw: unknown): Authentication {
-  const a = (raw ?? {}) as Record<string, unknown>;
-  const type = (a.type as Authentication["type"]) ?? "sas";
-  const out: Authentication = { type };
-  const k = a.symmetricKey as { primaryKey?: string | null; secondaryKey?: string | null } | undefined;
-  if (k?.primaryKey)
-    out.symmetricKey = { primaryKey: k.primaryKey, secondaryKey: k.secondaryKey ?? k.primaryKey };
-  const t = a.x509Thumbprint as
-    | { primaryThumbprint?: string | null; secondaryThumbprint?: string | null }
-    | undefined;
-  if (t?.primaryThumbprint)
-    out.x509Thumbprint = {
-      primaryThumbprint: t.primaryThumbprint,
-      secondaryThumbprint: t.secondaryThumbprint ?? null,
-    };
-  return out;
+function pageOf(body: unknown): ScopePage {
+  const devices = own(body, "devices") ?? [];
+  const modules = own(body, "modules") ?? [];
+  if (!isJsonObject(body) || !Array.isArray(devices) || !Array.isArray(modules))
+    throw new Error("a scope page is not {devices: [...], modules: [...], continuationLink}");
+  return { devices, modules, continuationLink: own(body, "continuationLink") ?? null };
 }
 
-/** A device as the parent's JSON has it. */
-export function deviceFromJson(j: Record<string, unknown>): Device {
-  const d: Device = {
-    deviceId: String(j.deviceId),
-    generationId: String(j.generationId ?? ""),
-    etag: String(j.etag ?? ""),
-    status: j.status === "disabled" ? "disabled" : "enabled",
-    authentication: authentication(j.authentication),
-    capabilities: { iotEdge: (j.capabilities as { iotEdge?: boolean } | undefined)?.iotEdge === true },
-    parentScopes: Array.isArray(j.parentScopes) ? j.parentScopes.map(String) : [],
-  };
-  if (typeof j.statusReason === "string") d.statusReason = j.statusReason;
-  if (typeof j.deviceScope === "string" && j.deviceScope !== "") d.deviceScope = j.deviceScope;
-  return d;
+/** Resolves relative links only: a link that names a host leaves this origin. */
+const NO_HOST = "https://parent.invalid";
+
+function decoded(path: string): string | undefined {
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return undefined;
+  }
 }
 
-/** A module as the parent's JSON has it. */
-export function moduleFromJson(j: Record<string, unknown>): Module {
-  const m: Module = {
-    deviceId: String(j.deviceId),
-    moduleId: String(j.moduleId),
-    generationId: String(j.generationId ?? ""),
-    etag: String(j.etag ?? ""),
-    authentication: authentication(j.authentication),
-  };
-  if (typeof j.managedBy === "string") m.managedBy = j.managedBy;
-  return m;
+/**
+ * `link` as the path and query to request, when it is the scope call at `base` with a query,
+ * as a path on the parent (printable ASCII, bounded); undefined otherwise.
+ */
+function sameCall(link: string, base: string): string | undefined {
+  if (link.length > MAX_LINK_CHARS || !/^\/[\x21-\x7e]*$/.test(link)) return undefined;
+  let url: URL;
+  try {
+    url = new URL(link, NO_HOST);
+  } catch {
+    return undefined;
+  }
+  const path = decoded(url.pathname);
+  const same =
+    url.origin === NO_HOST && path !== undefined && path === decoded(base) && url.search.length > 1;
+  // What was checked is what is sent: dot segments resolved, no fragment.
+  return same ? `${url.pathname}${url.search}` : undefined;
+}
+
+/** A record's id for the log: bounded, whatever the parent sent. */
+function idOf(raw: unknown, key: string): string {
+  const v = own(raw, key);
+  return typeof v === "string" ? v.slice(0, 140) : typeof v;
 }
 
 /** Fetches and applies the device scope. */
@@ -110,32 +132,84 @@ export class ScopeSync {
   }
 
   async #sync(): Promise<boolean> {
-    const devices: Device[] = [];
-    const modules: Module[] = [];
-    let path: string | null =
-      `${scopePath(this.#parent.deviceId)}?deviceCount=${PAGE}&api-version=2021-04-12`;
+    const devices = new Map<string, Device>();
+    const modules = new Map<string, Module>();
+    let skipped = 0;
+    const skip = (kind: string, raw: unknown, reason: string) => {
+      if (++skipped <= MAX_SKIPS_LOGGED)
+        this.#log.log("warn", "scope-record-skipped", {
+          kind,
+          deviceId: idOf(raw, "deviceId"),
+          ...(kind === "module" ? { moduleId: idOf(raw, "moduleId") } : {}),
+          reason,
+        });
+    };
+    const base = scopePath(this.#parent.deviceId);
+    const followed = new Set<string>();
+    let path: string | null = `${base}?deviceCount=${PAGE}&api-version=2021-04-12`;
+    let records = 0;
     try {
-      while (path) {
-        const page = await this.#get(path);
-        for (const d of page.devices ?? []) devices.push(deviceFromJson(d));
-        for (const m of page.modules ?? []) modules.push(moduleFromJson(m));
-        path = page.continuationLink ?? null;
+      while (path !== null) {
+        if (followed.size >= MAX_SCOPE_PAGES)
+          throw new Error(`the scope has more than ${MAX_SCOPE_PAGES} pages (MAX_SCOPE_PAGES)`);
+        followed.add(path);
+        const page = pageOf(await this.#get(path));
+        records += page.devices.length + page.modules.length;
+        if (records > MAX_SCOPE_RECORDS)
+          throw new Error(`the scope has more than ${MAX_SCOPE_RECORDS} records (MAX_SCOPE_RECORDS)`);
+        for (const raw of page.devices) {
+          const d = deviceFromJson(raw);
+          if (isSkipped(d)) skip("device", raw, d.skipped);
+          else if (devices.has(d.deviceId)) skip("device", raw, "the scope has this deviceId twice");
+          else devices.set(d.deviceId, d);
+        }
+        for (const raw of page.modules) {
+          const m = moduleFromJson(raw);
+          const key = isSkipped(m) ? "" : `${m.deviceId}/${m.moduleId}`;
+          if (isSkipped(m)) skip("module", raw, m.skipped);
+          else if (modules.has(key)) skip("module", raw, "the scope has this module twice");
+          else modules.set(key, m);
+        }
+        path = this.#next(page.continuationLink, base, followed);
       }
     } catch (err) {
       this.#log.log("warn", "scope-sync-failed", { reason: (err as Error).message });
       return false;
     }
-    if (!devices.some((d) => d.deviceId === this.#parent.deviceId)) {
+    // A module comes with its device; one without it would have no device to log in under.
+    for (const [key, m] of modules)
+      if (!devices.has(m.deviceId)) {
+        modules.delete(key);
+        skip("module", m, "its device is not in the scope");
+      }
+    if (!devices.has(this.#parent.deviceId)) {
       this.#log.log("error", "scope-sync-failed", { reason: "the parent's scope does not contain this hub" });
       return false;
     }
-    const changed = await this.#registry.applyScope(devices, modules);
+    const changed = await this.#registry.applyScope([...devices.values()], [...modules.values()]);
     this.lastSyncedAt = Date.now();
-    this.#log.log("info", "scope-synced", { devices: devices.length, modules: modules.length, changed });
+    this.#log.log("info", "scope-synced", { devices: devices.size, modules: modules.size, changed, skipped });
     return true;
   }
 
-  #get(path: string): Promise<ScopePage> {
+  /**
+   * The next page's path: null after the last. A link must be this scope call again on the
+   * parent (a path, never another host or another call; escapes compared decoded, as
+   * parents differ in what they escape), and never one already followed.
+   */
+  #next(link: unknown, base: string, followed: Set<string>): string | null {
+    if (link === null || link === "") return null;
+    const path = typeof link === "string" ? sameCall(link, base) : undefined;
+    if (path === undefined)
+      throw new Error(
+        `continuationLink is not a path of this scope call on the parent: ${typeof link === "string" ? JSON.stringify(link.slice(0, 200)) : typeof link}`,
+      );
+    if (followed.has(path)) throw new Error("continuationLink loops to a page already read");
+    return path;
+  }
+
+  /** One page's body, parsed: at most {@link MAX_SCOPE_PAGE_BYTES}, within {@link PAGE_DEADLINE_MS}. */
+  #get(path: string): Promise<unknown> {
     const token = this.#credentials.token();
     return new Promise((resolve, reject) => {
       const req = https.request(
@@ -150,13 +224,21 @@ export class ScopeSync {
         },
         (res) => {
           const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
+          let bytes = 0;
+          res.on("data", (c: Buffer) => {
+            bytes += c.length;
+            if (bytes > MAX_SCOPE_PAGE_BYTES)
+              req.destroy(
+                new Error(`a scope page is over ${MAX_SCOPE_PAGE_BYTES} bytes (MAX_SCOPE_PAGE_BYTES)`),
+              );
+            else chunks.push(c);
+          });
           res.on("end", () => {
             const text = Buffer.concat(chunks).toString("utf8");
             if (res.statusCode !== 200)
-              return reject(new Error(`scope call answered ${res.statusCode}: ${text}`));
+              return reject(new Error(`scope call answered ${res.statusCode}: ${text.slice(0, 200)}`));
             try {
-              resolve(parseJson(text) as ScopePage);
+              resolve(parseJson(text));
             } catch {
               reject(new Error("scope call answered with something other than JSON"));
             }
@@ -164,6 +246,11 @@ export class ScopeSync {
           res.on("error", reject);
         },
       );
+      const deadline = setTimeout(
+        () => req.destroy(new Error(`a scope page took over ${PAGE_DEADLINE_MS} ms`)),
+        PAGE_DEADLINE_MS,
+      );
+      req.on("close", () => clearTimeout(deadline));
       req.on("timeout", () => req.destroy(new Error(`no answer from the parent in ${TIMEOUT_MS} ms`)));
       req.on("error", reject);
       req.end();

@@ -69,6 +69,9 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
       settings.follow(this.#settingsLink);
     }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
+    // Revocation upstream reaches this hub when the parent first refuses the client's link
+    // (its telemetry, twin or methods), not only at the next scheduled sync.
+    if (uplink instanceof IotHubUplink) uplink.identityRefused = () => this.scope?.requestSync();
     // One queue per priority; a queue is read only while every higher one is drained. One
     // rate cap for all of them: it is the uplink's.
     const rate = parent.maxMessagesPerSec === undefined ? undefined : new RateLimit(parent.maxMessagesPerSec);
