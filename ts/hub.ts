@@ -1,11 +1,11 @@
 import { readFile } from "node:fs/promises";
-import https from "node:https";
+import type https from "node:https";
 import type net from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import tls from "node:tls";
-import { createWebSocketStream, WebSocketServer } from "ws";
-import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
+import type tls from "node:tls";
+import type { WebSocketServer } from "ws";
+import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { servedChain } from "./certs/chain.js";
@@ -18,6 +18,7 @@ import { consoleLogger, type Logger, type LogLevel } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { Admission, RateLimitedLog } from "./protocol/admission.js";
 import { MqttConnection } from "./protocol/connection.js";
+import { createListeners, type Listeners } from "./protocol/listeners.js";
 import { Sessions } from "./protocol/sessions.js";
 import { followShare, type IdentityShares } from "./routing/identity-shares.js";
 import { RouteTable } from "./routing/route-table.js";
@@ -56,6 +57,8 @@ export class EdgeHub {
   /** The link to the parent and the forwarder; absent on a root hub. */
   readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
+  readonly #https: https.Server;
+  readonly #websockets: WebSocketServer;
   #router: Router | undefined;
   /** Per-identity shares of the quota; undefined: off. */
   #shares: IdentityShares | undefined;
@@ -63,8 +66,6 @@ export class EdgeHub {
   #sharing: Promise<void> = Promise.resolve();
   /** Clients here following their desired properties live from the parent. */
   readonly #following = new Set<string>();
-  #https: https.Server | undefined;
-  readonly #websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
   readonly #connections = new Map<string, MqttConnection>();
   readonly #sockets = new Set<tls.TLSSocket>();
   /** Connection caps and deadline counters of every listener. */
@@ -78,7 +79,7 @@ export class EdgeHub {
     config: HubConfig,
     store: MessageStore,
     registry: Registry,
-    server: tls.Server,
+    listeners: Listeners,
     ca: { pem: string; file: string },
     service: { connectionString: string; file: string },
     upstream: Upstream | undefined,
@@ -92,7 +93,9 @@ export class EdgeHub {
     this.twins = new Twins(store);
     this.methods = new DirectMethods((clientId) => this.#connections.get(clientId), config.limits);
     this.delivery = new DeviceDelivery(store, (clientId) => this.#connections.get(clientId), log);
-    this.#server = server;
+    this.#server = listeners.mqtt;
+    this.#https = listeners.https;
+    this.#websockets = listeners.websockets;
     this.caCertificate = ca.pem;
     this.caFile = ca.file;
     this.serviceConnectionString = service.connectionString;
@@ -160,45 +163,32 @@ export class EdgeHub {
       router.setShares(shares);
       const upstream = parent ? new Upstream(parent, store, registry, settings, log) : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
-      // Client certificates are asked for, never required: SAS clients send none. The chain
-      // is checked against the trusted device CAs only.
       const limits = config.limits;
-      const tlsOptions = {
-        handshakeTimeout: limits.tlsHandshakeTimeoutMs,
-        cert: material.cert,
-        key: material.key,
-        minVersion: "TLSv1.2" as const,
-        requestCert: true,
-        rejectUnauthorized: false,
-        ...(deviceCas.length > 0 ? { ca: deviceCas } : {}),
-      };
-      const peerOf = (socket: tls.TLSSocket): PeerCertificate | undefined => {
-        const cert = socket.getPeerCertificate();
-        if (!cert?.raw) return undefined;
-        const cn = cert.subject?.CN;
-        return {
-          der: cert.raw,
-          commonName: Array.isArray(cn) ? (cn[0] ?? "") : (cn ?? ""),
-          chainTrusted: deviceCas.length > 0 && socket.authorized,
-        };
-      };
-      const server = tls.createServer(tlsOptions);
       // Refusals and timeouts can be caused by anyone: their log lines are rate-limited.
       const quietLog = new RateLimitedLog(log);
       const admission = new Admission(limits, quietLog);
-      const tlsRefused = (err: Error & { code?: string }, socket: tls.TLSSocket) => {
-        if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT")
-          admission.timedOut("tlsHandshake", { address: socket.remoteAddress });
-        else quietLog.log("warn", "tls-refused", { reason: err.message });
-        // With a listener here Node leaves the socket open: a handshake past its deadline
-        // would hold its slot (and ~10 KB) for good.
-        socket.destroy();
-      };
+      const listeners = createListeners(
+        { cert: material.cert, key: material.key, deviceCas },
+        limits,
+        admission,
+        quietLog,
+        {
+          mqtt: (socket, peer) => {
+            hub.#sockets.add(socket);
+            socket.on("close", () => hub.#sockets.delete(socket));
+            hub.#socketOf.set(new MqttConnection(socket, context, peer), socket);
+          },
+          webSocket: (stream, socket, peer) => {
+            hub.#socketOf.set(new MqttConnection(stream, context, peer), socket);
+          },
+          request: (req, res) => api.handle(req, res),
+        },
+      );
       const hub = new EdgeHub(
         config,
         store,
         registry,
-        server,
+        listeners,
         { pem: material.ca, file: material.caFile },
         service,
         upstream,
@@ -292,21 +282,12 @@ export class EdgeHub {
           upstream?.methodRelay?.unlisten(clientId);
         },
       };
-      server.on("secureConnection", (socket) => {
-        // No Nagle: writes are already gathered per event-loop turn, and a delivery waiting
-        // for the client's PUBACK must not wait for a delayed ACK as well (40 ms a round).
-        socket.setNoDelay(true);
-        hub.#sockets.add(socket);
-        socket.on("close", () => hub.#sockets.delete(socket));
-        hub.#socketOf.set(new MqttConnection(socket, context, peerOf(socket)), socket);
-      });
-      server.on("tlsClientError", tlsRefused);
       const api = new ServiceApi({
         hostname: config.hostname,
         serviceKey: service.key,
         registry,
         authenticator,
-        peerOf: (req) => peerOf(req.socket as tls.TLSSocket),
+        peerOf: (req) => listeners.peerOf(req.socket as tls.TLSSocket),
         twins: hub.twins,
         methods: hub.methods,
         delivery: hub.delivery,
@@ -327,50 +308,9 @@ export class EdgeHub {
         authenticated: (req) => admission.authenticated(req.socket),
         log,
       });
-      hub.#https = https.createServer(
-        {
-          ...tlsOptions,
-          headersTimeout: limits.httpHeadersTimeoutMs,
-          requestTimeout: limits.httpRequestTimeoutMs,
-          keepAliveTimeout: limits.httpKeepAliveTimeoutMs,
-          // Node checks the two deadlines above every 30 s by default: a half-sent request
-          // would outlive its deadline by that much.
-          connectionsCheckingInterval: Math.min(1000, Math.ceil(limits.httpHeadersTimeoutMs / 4)),
-        },
-        (req, res) => api.handle(req, res),
-      );
-      hub.#https.on("tlsClientError", tlsRefused);
-      hub.#https.on("clientError", (err: Error & { code?: string }, socket: net.Socket) => {
-        // Node's own answer (a 4xx and close), counted and rate-limited.
-        const timeout = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
-        if (timeout) admission.timedOut("http", { address: socket.remoteAddress });
-        else quietLog.log("warn", "http-refused", { reason: err.message });
-        if (socket.writable && err.code !== "ECONNRESET")
-          socket.end(
-            `HTTP/1.1 ${timeout ? "408 Request Timeout" : "400 Bad Request"}\r\nConnection: close\r\n\r\n`,
-          );
-        setTimeout(() => socket.destroy(), 1000).unref();
-      });
-      // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
-      hub.#https.on("upgrade", (req, socket, head) => {
-        if (new URL(req.url ?? "/", "https://hub").pathname !== "/$iothub/websocket") {
-          socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
-          return;
-        }
-        hub.#websockets.handleUpgrade(req, socket, head, (ws) => {
-          const conn = new MqttConnection(
-            createWebSocketStream(ws),
-            context,
-            peerOf(req.socket as tls.TLSSocket),
-          );
-          hub.#socketOf.set(conn, req.socket);
-        });
-      });
-      admission.guard(server);
-      admission.guard(hub.#https);
       for (const [srv, port] of [
-        [server, config.listen.mqtts],
-        [hub.#https, config.listen.https],
+        [listeners.mqtt, config.listen.mqtts],
+        [listeners.https, config.listen.https],
       ] as const) {
         await new Promise<void>((resolve, reject) => {
           srv.once("error", reject);

@@ -1,0 +1,130 @@
+/**
+ * The hub's device-facing listeners: MQTT over TLS, and HTTPS carrying the service API and
+ * MQTT over WebSocket at IoT Hub's path. Their TLS settings (client certificates asked for,
+ * never required), their deadlines from `limits`, and what happens to a socket that fails
+ * its handshake or request: counted by {@link Admission}, logged without flooding, closed.
+ * What a connection or a request then does is the caller's (the hub's composition).
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import https from "node:https";
+import type net from "node:net";
+import type { Duplex } from "node:stream";
+import tls from "node:tls";
+import { createWebSocketStream, WebSocketServer } from "ws";
+import type { PeerCertificate } from "../auth/authenticator.js";
+import type { Limits } from "../config/limits.js";
+import type { Admission, RateLimitedLog } from "./admission.js";
+
+/** The server certificate and key, and the CAs device certificates must chain to. */
+export interface ListenerTls {
+  cert: string;
+  key: string;
+  deviceCas: string[];
+}
+
+/** What the listeners hand over. */
+export interface ListenerHandlers {
+  /** An MQTT connection over TLS, handshake done. */
+  mqtt(socket: tls.TLSSocket, peer: PeerCertificate | undefined): void;
+  /** An MQTT connection over WebSocket; `socket` is the TLS socket under it. */
+  webSocket(stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined): void;
+  /** A service API request. */
+  request(req: IncomingMessage, res: ServerResponse): void;
+}
+
+/** The listeners, not yet listening. */
+export interface Listeners {
+  mqtt: tls.Server;
+  https: https.Server;
+  websockets: WebSocketServer;
+  /** The client certificate a socket presented, as the authenticator takes it. */
+  peerOf(socket: tls.TLSSocket): PeerCertificate | undefined;
+}
+
+/** Builds both listeners with their deadlines, guarded by `admission`. */
+export function createListeners(
+  material: ListenerTls,
+  limits: Limits,
+  admission: Admission,
+  quietLog: RateLimitedLog,
+  on: ListenerHandlers,
+): Listeners {
+  const trusted = material.deviceCas.length > 0;
+  // Client certificates are asked for, never required: SAS clients send none. The chain
+  // is checked against the trusted device CAs only.
+  const tlsOptions = {
+    handshakeTimeout: limits.tlsHandshakeTimeoutMs,
+    cert: material.cert,
+    key: material.key,
+    minVersion: "TLSv1.2" as const,
+    requestCert: true,
+    rejectUnauthorized: false,
+    ...(trusted ? { ca: material.deviceCas } : {}),
+  };
+  const peerOf = (socket: tls.TLSSocket): PeerCertificate | undefined => {
+    const cert = socket.getPeerCertificate();
+    if (!cert?.raw) return undefined;
+    const cn = cert.subject?.CN;
+    return {
+      der: cert.raw,
+      commonName: Array.isArray(cn) ? (cn[0] ?? "") : (cn ?? ""),
+      chainTrusted: trusted && socket.authorized,
+    };
+  };
+  const tlsRefused = (err: Error & { code?: string }, socket: tls.TLSSocket) => {
+    if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT")
+      admission.timedOut("tlsHandshake", { address: socket.remoteAddress });
+    else quietLog.log("warn", "tls-refused", { reason: err.message });
+    // With a listener here Node leaves the socket open: a handshake past its deadline
+    // would hold its slot (and ~10 KB) for good.
+    socket.destroy();
+  };
+
+  const mqtt = tls.createServer(tlsOptions);
+  mqtt.on("secureConnection", (socket) => {
+    // No Nagle: writes are already gathered per event-loop turn, and a delivery waiting
+    // for the client's PUBACK must not wait for a delayed ACK as well (40 ms a round).
+    socket.setNoDelay(true);
+    on.mqtt(socket, peerOf(socket));
+  });
+  mqtt.on("tlsClientError", tlsRefused);
+
+  const server = https.createServer(
+    {
+      ...tlsOptions,
+      headersTimeout: limits.httpHeadersTimeoutMs,
+      requestTimeout: limits.httpRequestTimeoutMs,
+      keepAliveTimeout: limits.httpKeepAliveTimeoutMs,
+      // Node checks the two deadlines above every 30 s by default: a half-sent request
+      // would outlive its deadline by that much.
+      connectionsCheckingInterval: Math.min(1000, Math.ceil(limits.httpHeadersTimeoutMs / 4)),
+    },
+    on.request,
+  );
+  server.on("tlsClientError", tlsRefused);
+  server.on("clientError", (err: Error & { code?: string }, socket: net.Socket) => {
+    // Node's own answer (a 4xx and close), counted and rate-limited.
+    const timeout = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    if (timeout) admission.timedOut("http", { address: socket.remoteAddress });
+    else quietLog.log("warn", "http-refused", { reason: err.message });
+    if (socket.writable && err.code !== "ECONNRESET")
+      socket.end(
+        `HTTP/1.1 ${timeout ? "408 Request Timeout" : "400 Bad Request"}\r\nConnection: close\r\n\r\n`,
+      );
+    setTimeout(() => socket.destroy(), 1000).unref();
+  });
+  // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
+  const websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
+  server.on("upgrade", (req, socket, head) => {
+    if (new URL(req.url ?? "/", "https://hub").pathname !== "/$iothub/websocket") {
+      socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
+      return;
+    }
+    websockets.handleUpgrade(req, socket, head, (ws) => {
+      on.webSocket(createWebSocketStream(ws), req.socket, peerOf(req.socket as tls.TLSSocket));
+    });
+  });
+  admission.guard(mqtt);
+  admission.guard(server);
+  return { mqtt, https: server, websockets, peerOf };
+}
