@@ -112,32 +112,33 @@ export async function connectedRaw(
   return c;
 }
 
+/** Publishes `payload` on `topic` at QoS 1; true on its PUBACK, false if the hub closed the connection instead. */
+export async function publishQos1(
+  c: RawClient,
+  topic: string,
+  payload: Buffer,
+  messageId = 1,
+): Promise<boolean> {
+  c.send({ cmd: "publish", topic, payload, qos: 1, messageId, retain: false, dup: false } as Packet);
+  const p = await c.next();
+  if (p === "closed") return false;
+  if (p.cmd !== "puback" || p.messageId !== messageId)
+    throw new Error(`expected PUBACK ${messageId}, got ${JSON.stringify(p)}`);
+  return true;
+}
+
 /**
  * Publishes telemetry of `deviceId` with property `seq` (and `bag`, more url-encoded
  * properties) at QoS 1; true on its PUBACK, false if the hub closed the connection instead.
  */
-export async function publishSeq(
+export function publishSeq(
   c: RawClient,
   deviceId: string,
   seq: number,
   body: Buffer = Buffer.from(`m${seq}`),
   bag = "",
 ): Promise<boolean> {
-  const messageId = (seq % 65535) + 1;
-  c.send({
-    cmd: "publish",
-    topic: `devices/${deviceId}/messages/events/seq=${seq}${bag}`,
-    payload: body,
-    qos: 1,
-    messageId,
-    retain: false,
-    dup: false,
-  } as Packet);
-  const p = await c.next();
-  if (p === "closed") return false;
-  if (p.cmd !== "puback" || p.messageId !== messageId)
-    throw new Error(`expected PUBACK ${messageId}, got ${JSON.stringify(p)}`);
-  return true;
+  return publishQos1(c, `devices/${deviceId}/messages/events/seq=${seq}${bag}`, body, (seq % 65535) + 1);
 }
 
 /** A device with C2D messages queued for it, connected raw and subscribed to them (not acknowledging). */

@@ -13,7 +13,7 @@ import type { EdgeHub } from "../../ts/index.js";
 import { childOf, edgeIdentity, startEdge, startRoot, synced } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
-import { deviceConnect, rawClient } from "../helpers/mqtt-raw.js";
+import { deviceConnect, publishQos1, rawClient } from "../helpers/mqtt-raw.js";
 import { call, serviceToken } from "../helpers/service.js";
 
 /** Every identity of the site; `child` and `sib` are leaves under `edge`, `nested` an edge under it. */
@@ -101,20 +101,9 @@ async function login(hub: EdgeHub, id: string) {
 /** `+` when the hub acknowledged the publish, `-` when it closed the connection instead. */
 async function publishes(hub: EdgeHub, id: string, target: string): Promise<string> {
   const c = await login(hub, id);
-  c.send({
-    cmd: "publish",
-    topic: `${topicOf(target)}/messages/events/`,
-    payload: Buffer.from("x"),
-    qos: 1,
-    messageId: 1,
-    retain: false,
-    dup: false,
-  } as Packet);
-  const p = await c.next();
+  const acked = await publishQos1(c, `${topicOf(target)}/messages/events/`, Buffer.from("x"));
   c.end();
-  if (p === "closed") return "-";
-  if (p.cmd === "puback") return "+";
-  throw new Error(`unexpected ${p.cmd}`);
+  return acked ? "+" : "-";
 }
 
 /** One SUBSCRIBE with every filter: `+` for each granted, `-` for each 0x80. */

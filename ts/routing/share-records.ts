@@ -3,7 +3,8 @@
  * store counts for a message (docs/storage-format.md), and the saved JSON read back,
  * checked, a damaged entry counting nothing.
  */
-import { propertiesSize } from "../store/index.js";
+// The record format is the store's (codec.ts); these sizes are internal, not the package's API.
+import { propertiesSize, varintLength } from "../store/codec.js";
 
 /** Key (12) and fixed record header (26) of a stored message. */
 const RECORD_OVERHEAD = 38;
@@ -21,15 +22,6 @@ export function inputBytes(input: string | undefined): number {
   // "$.in" with its length, the value with its length; a block-length varint growing by a
   // byte is not counted (documented bound: at most 2 bytes a copy).
   return 5 + varintLength(n) + n;
-}
-
-function varintLength(n: number): number {
-  let len = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
 }
 
 /** An identity as saved: the offsets it covers, and per queue `[total, released, marks]`. */

@@ -12,7 +12,8 @@ const READ_HEADER = 32;
 /** TTL value meaning "the store's default". */
 export const DEFAULT_TTL = -2;
 
-function varintLength(n: number): number {
+/** Bytes of `n` as a LEB128 varint (the record format's length prefixes). */
+export function varintLength(n: number): number {
   let len = 1;
   while (n >= 0x80) {
     n = Math.floor(n / 128);

@@ -1,6 +1,5 @@
 /** The durable message log: queues with offsets, TTL, quota, and a small KV space. */
 export type { StoredMessage } from "./codec.js";
-export { propertiesSize } from "./codec.js";
 export {
   type AppendMessage,
   type AppendPart,
