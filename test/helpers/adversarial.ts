@@ -4,6 +4,7 @@
  * that `Object.prototype` is as it was.
  */
 import fc from "fast-check";
+import { inheritsNothing } from "../../ts/json.js";
 
 /** Names of prototype members and of the keys prototype pollution goes through. */
 export const PROTO_KEYS = [
@@ -89,7 +90,7 @@ export function canonical(v: unknown): string {
 export function prototypeFree(v: unknown): boolean {
   if (v === null || typeof v !== "object") return true;
   if (Array.isArray(v)) return Object.getPrototypeOf(v) === Array.prototype && v.every(prototypeFree);
-  if (Object.getPrototypeOf(v) !== null) return false;
+  if (!inheritsNothing(v)) return false;
   return Object.keys(v).every((k) => prototypeFree((v as Record<string, unknown>)[k]));
 }
 
