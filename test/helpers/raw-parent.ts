@@ -1,8 +1,11 @@
 /**
- * A raw MQTT parent over real TLS: accepts every CONNECT and SUBSCRIBE, answers PUBLISHes
- * with PUBACK only when told to, and sends exactly the packets a test wants. For what a
- * real parent never does (a malformed method name, 65,535 publishes left unanswered).
+ * A raw MQTT parent over real TLS: answers CONNECT and SUBSCRIBE, answers PUBLISHes with
+ * PUBACK only when told to, and sends exactly the packets a test wants. For what a real
+ * parent does rarely or never (a malformed method name, 65,535 publishes left unanswered,
+ * CONNACK 3 while busy, a connection dropped at one particular publish). Scripted per test
+ * through {@link RawParent.connack} and {@link RawParent.onPublish}.
  */
+import { join } from "node:path";
 import tls from "node:tls";
 import mqtt, { type Packet } from "mqtt-packet";
 import { afterEach } from "vitest";
@@ -14,13 +17,41 @@ afterEach(async () => {
   await Promise.all([...parents].map((p) => p.close()));
 });
 
+/** What a scripted parent does with a PUBLISH it received. */
+export type PublishVerdict = "puback" | "ignore" | "drop";
+
+/** Where to listen and which certificate to serve. */
+export interface RawParentOptions {
+  /** Answer PUBLISHes with PUBACK (default true). */
+  puback?: boolean;
+  /** A hub's data dir: serve that hub's certificate (`{dir}/certs`), so its edge trusts this parent too. */
+  hubDir?: string;
+  /** Port on 127.0.0.1 (default a free one). */
+  port?: number;
+}
+
 export class RawParent {
   readonly #server: tls.Server;
   readonly #sockets = new Set<tls.TLSSocket>();
   /** PUBLISHes received, in order. */
-  readonly publishes: Array<{ topic: string; payload: Buffer; messageId: number }> = [];
+  readonly publishes: Array<{ topic: string; payload: Buffer; messageId: number; clientId: string }> = [];
+  /** CONNECTs received, in order of arrival. */
+  readonly connects: Array<{ clientId: string; at: number }> = [];
   /** Answer PUBLISHes with PUBACK. */
   puback: boolean;
+  /** The CONNACK return code for a client id (default 0, accepted). */
+  connack: (clientId: string) => number = () => 0;
+  /**
+   * Decides what to do with a PUBLISH (default: PUBACK when {@link RawParent.puback});
+   * `reply` writes a packet back on that client's connection. "drop" ends the connection
+   * without an answer, recording the publish.
+   */
+  onPublish:
+    | ((
+        p: { topic: string; payload: Buffer; clientId: string },
+        reply: (p: Packet) => void,
+      ) => PublishVerdict)
+    | undefined;
   readonly ca: string;
 
   private constructor(server: tls.Server, ca: string, puback: boolean) {
@@ -29,13 +60,14 @@ export class RawParent {
     this.puback = puback;
   }
 
-  /** A parent on a free port of 127.0.0.1, certificate for `localhost`. */
-  static async start(puback = true): Promise<RawParent> {
-    const material = await devTls(await tempDir(), "localhost");
+  /** A parent on 127.0.0.1, certificate for `localhost`. `puback` alone: as before. */
+  static async start(options: boolean | RawParentOptions = {}): Promise<RawParent> {
+    const o = typeof options === "boolean" ? { puback: options } : options;
+    const material = await devTls(o.hubDir ? join(o.hubDir, "certs") : await tempDir(), "localhost");
     const server = tls.createServer({ cert: material.cert, key: material.key });
-    const parent = new RawParent(server, material.ca, puback);
+    const parent = new RawParent(server, material.ca, o.puback ?? true);
     server.on("secureConnection", (s) => parent.#serve(s));
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    await new Promise<void>((resolve) => server.listen(o.port ?? 0, "127.0.0.1", resolve));
     parents.add(parent);
     return parent;
   }
@@ -61,16 +93,38 @@ export class RawParent {
     socket.on("close", () => this.#sockets.delete(socket));
     socket.on("error", () => undefined);
     const parser = mqtt.parser({ protocolVersion: 4 });
-    const reply = (p: Packet) => socket.write(mqtt.generate(p as Parameters<typeof mqtt.generate>[0]));
+    const reply = (p: Packet) => {
+      if (!socket.destroyed) socket.write(mqtt.generate(p as Parameters<typeof mqtt.generate>[0]));
+    };
+    let clientId = "";
+    let ended = false;
     parser.on("packet", (p: Packet) => {
-      if (p.cmd === "connect") reply({ cmd: "connack", returnCode: 0, sessionPresent: false } as Packet);
-      else if (p.cmd === "subscribe")
+      // After a drop, what the client had already sent is not read (as a parent that hung up).
+      if (ended || socket.destroyed) return;
+      if (p.cmd === "connect") {
+        clientId = p.clientId;
+        this.connects.push({ clientId, at: Date.now() });
+        const returnCode = this.connack(clientId);
+        reply({ cmd: "connack", returnCode, sessionPresent: false } as Packet);
+        if (returnCode !== 0) {
+          ended = true;
+          socket.end();
+        }
+      } else if (p.cmd === "subscribe")
         reply({ cmd: "suback", messageId: p.messageId, granted: p.subscriptions.map(() => 0) } as Packet);
       else if (p.cmd === "pingreq") reply({ cmd: "pingresp" } as Packet);
       else if (p.cmd === "publish") {
         const payload = Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload);
-        this.publishes.push({ topic: p.topic, payload, messageId: p.messageId ?? 0 });
-        if (this.puback && p.qos === 1) reply({ cmd: "puback", messageId: p.messageId } as Packet);
+        this.publishes.push({ topic: p.topic, payload, messageId: p.messageId ?? 0, clientId });
+        const verdict =
+          this.onPublish?.({ topic: p.topic, payload, clientId }, reply) ??
+          (this.puback ? "puback" : "ignore");
+        if (verdict === "drop") {
+          // What was answered before (earlier PUBACKs) still reaches the client, then the FIN.
+          ended = true;
+          socket.end();
+        } else if (verdict === "puback" && p.qos === 1)
+          reply({ cmd: "puback", messageId: p.messageId } as Packet);
       }
     });
     socket.on("data", (d: Buffer) => parser.parse(d));

@@ -15,13 +15,18 @@
  * - While the parent is unreachable ({@link Forwarder.pause}) nothing is read or held in
  *   memory: the backlog stays on disk, under the store's TTL and quota policy.
  * - An expired message is never sent. A message the parent refuses for good is moved to
- *   the dead-letter queue with its reason; nothing is dropped silently.
+ *   the dead-letter queue with its reason; nothing is dropped silently. "Later" is not
+ *   "never": a busy parent (CONNACK 3) delays a lane, it never dead-letters it.
+ * - A poison message (the parent ends the connection each time it is the oldest one
+ *   unacknowledged) is dead-lettered after `POISON_TRIES` such drops in a row
+ *   (./poison.ts), so its lane moves on instead of resending it forever.
  */
 import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
 import { Lane } from "./lane.js";
-import { MessageRefused } from "./mqtt-client.js";
+import { ConnectionLost, MessageRefused } from "./mqtt-client.js";
+import { POISON_TRIES, PoisonStrikes } from "./poison.js";
 import { Progress } from "./progress.js";
 import type { RateLimit } from "./rate-limit.js";
 import type { Uplink } from "./uplink.js";
@@ -108,6 +113,8 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   readonly #mayRead: (() => boolean) | undefined;
   /** The last read found nothing new (cleared when messages are stored). */
   #caughtUp = false;
+  /** Connections the parent ended while a message was its lane's oldest unacknowledged. */
+  readonly #strikes = new PoisonStrikes();
   readonly stats: ForwarderStats = zeroStats();
 
   constructor(store: MessageStore, queue: string, uplink: Uplink, options: ForwarderOptions, log: Logger) {
@@ -168,19 +175,22 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
       for (const lane of this.#lanes.values()) lane.liveFrom = liveFrom;
     }
     this.#paused = false;
+    // The parent is back: links waiting out a backoff or suspended try again (identity
+    // links in their pacer's slots, spread after the hub's own).
+    for (const lane of this.#lanes.values()) lane.link.wake();
     this.wake();
   }
 
-  /** New messages were stored, or a link came back: read on and pump every lane (unless paused). */
+  /**
+   * New messages were stored: read on and pump every lane (unless paused). Links are not
+   * woken: one backing off from a busy parent keeps its backoff.
+   */
   wake(): void {
     if (this.#paused) return;
     this.#liveCaughtUp = false;
     this.#caughtUp = false;
     this.#read();
-    for (const lane of this.#lanes.values()) {
-      lane.link.wake();
-      this.#pump(lane);
-    }
+    for (const lane of this.#lanes.values()) this.#pump(lane);
   }
 
   /** True when everything read is done and the last read found nothing more. */
@@ -250,7 +260,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     const size = m.body.length + 64;
     this.#sizes.set(m.offset, size);
     this.#heldBytes += size;
-    const refusal = this.#uplink.unsendable(m);
+    const refusal = this.#uplink.unsendable(m, this.#queue);
     if (refusal !== undefined) {
       this.#deadLetter([m], refusal);
       return;
@@ -268,9 +278,12 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
       this.#uplink.linkFor(name),
       (l) => {
         l.refusals = 0;
+        l.failing = false;
         this.#pump(l);
       },
       (l, code) => {
+        // "Later", not "never": the link backs off (longer) and the messages wait.
+        if (this.#uplink.transientRefusal(code)) return;
         if (!this.#uplink.refusedForGood(name, ++l.refusals)) return;
         l.refusals = 0;
         this.#deadLetter(l.takeAll(), `the parent refused the login of ${name} (CONNACK ${code})`);
@@ -332,6 +345,17 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
             return;
           }
           this.stats.retried++;
+          // The first failure of a drop is the oldest unacknowledged (they fail in send order).
+          if (!lane.failing) {
+            lane.failing = true;
+            if (err instanceof ConnectionLost && err.byParent && this.#strikes.strike(m.offset)) {
+              this.#deadLetter(
+                [m],
+                `the parent ended the connection ${POISON_TRIES} times in a row when this message was sent (last: ${err.message})`,
+              );
+              return;
+            }
+          }
           // The link is down: it pumps again when it comes back up.
           lane.putBack(m);
         },
@@ -376,6 +400,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
 
   /** Marks an offset done and moves the checkpoint over the done prefix. */
   #finish(offset: number): void {
+    this.#strikes.forget(offset);
     const size = this.#sizes.get(offset);
     if (size !== undefined) {
       this.#heldBytes -= size;

@@ -13,7 +13,8 @@ import { encodePropertyBag } from "../protocol/topics.js";
 import { FORWARD_ID } from "../routing/router.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
-import { Link } from "./link.js";
+import { ConnectPacer, Link } from "./link.js";
+import { busyRefusal } from "./mqtt-client.js";
 import { TWIN_TOPICS } from "./twin-sync.js";
 import type { Uplink, WireForm } from "./uplink.js";
 
@@ -23,8 +24,17 @@ const IDENTITY_TOPICS = [...TWIN_TOPICS, "$iothub/methods/POST/#"];
 /** IoT Hub's message size limit. */
 const MAX_MESSAGE_BYTES = 256 * 1024;
 const API_VERSION = "2021-04-12";
-/** Logins of a child refused this many times in a row, while the hub's own login works: its messages are dead-lettered. */
+/**
+ * Logins of a child refused this many times in a row, while the hub's own login works: its
+ * messages are dead-lettered. CONNACK 3 (server unavailable) is not counted: it is transient
+ * (`MqttIotHubAdapter.cs#ProcessConnectAckAsync`), the lane waits and retries.
+ */
 const REFUSALS_FOR_GOOD = 3;
+/**
+ * Identity links connect at most one per this many ms (100 a second), so the burst after the
+ * parent returns is spread and IoT Hub does not throttle it; the hub's own links go first.
+ */
+export const LINK_CONNECT_INTERVAL_MS = 10;
 
 /** The forwarder id's key in a property bag. */
 const FORWARD_ID_KEY = encodeURIComponent(FORWARD_ID);
@@ -68,6 +78,8 @@ export class IotHubUplink implements Uplink {
    * is stale. The upstream asks for a scope sync.
    */
   identityRefused: ((clientId: string) => void) | undefined;
+  /** Paces the connects of identity links (not the hub's own). */
+  readonly #pacer = new ConnectPacer(LINK_CONNECT_INTERVAL_MS);
 
   constructor(parent: ParentConfig, credentials: ParentCredentials, registry: Registry, log: Logger) {
     this.#parent = parent;
@@ -87,10 +99,11 @@ export class IotHubUplink implements Uplink {
     if (clientId === this.#parent.deviceId) return this.edgeLink;
     let shared = this.#links.get(clientId);
     if (!shared) {
-      const link = this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS);
+      const link = this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS, this.#pacer);
       // Our own credential works, so a refusal is about the client: its identity changed upstream.
-      link.on("refused", () => {
-        if (this.edgeLink.up) this.identityRefused?.(clientId);
+      link.on("refused", (code) => {
+        // A busy parent says nothing about the identity.
+        if (!busyRefusal(code) && this.edgeLink.up) this.identityRefused?.(clientId);
       });
       shared = { link, users: 0 };
       this.#links.set(clientId, shared);
@@ -113,9 +126,21 @@ export class IotHubUplink implements Uplink {
     return refusals >= REFUSALS_FOR_GOOD && this.edgeLink.up;
   }
 
-  unsendable(m: StoredMessage): string | undefined {
-    return m.body.length > MAX_MESSAGE_BYTES
-      ? `${m.body.length} bytes is over the parent's ${MAX_MESSAGE_BYTES}-byte message limit`
+  transientRefusal(code: number): boolean {
+    return busyRefusal(code);
+  }
+
+  unsendable(m: StoredMessage, queue: string): string | undefined {
+    // Fast path: a message far below the limit even with every property byte escaped three
+    // times over and the longest topic path (ids of 128 characters, the forwarder id).
+    let rough = m.body.length + 1024;
+    for (const [k, v] of Object.entries(m.properties)) rough += 3 * (k.length + v.length) + 2;
+    if (rough <= MAX_MESSAGE_BYTES) return undefined;
+    // What IoT Hub counts: the message as sent, its properties (the topic's bag) included.
+    const wire = this.wireFormOf(m, queue);
+    const bytes = Buffer.byteLength(wire.topic) + wire.payload.length;
+    return bytes > MAX_MESSAGE_BYTES
+      ? `${bytes} bytes with its topic and properties (body ${m.body.length}) is over the parent's ${MAX_MESSAGE_BYTES}-byte message limit`
       : undefined;
   }
 
@@ -159,7 +184,7 @@ export class IotHubUplink implements Uplink {
     return this.#link(`${this.#parent.deviceId}/${moduleId}`, [this.#parent.deviceId], topics);
   }
 
-  #link(clientId: string, chain: string[] | undefined, topics: string[] = []): Link {
+  #link(clientId: string, chain: string[] | undefined, topics: string[] = [], pacer?: ConnectPacer): Link {
     const p = this.#parent;
     const query = chain === undefined ? "" : `&auth-chain=${encodeURIComponent(chain.join(";"))}`;
     return new Link(
@@ -178,6 +203,7 @@ export class IotHubUplink implements Uplink {
       p,
       this.#log,
       topics,
+      pacer,
     );
   }
 }

@@ -59,6 +59,8 @@ export class Lane {
   inflight = 0;
   /** The parent's refusals of this lane's login in a row. */
   refusals = 0;
+  /** Its link went down and the first of its sends to fail was seen (reset when it is up). */
+  failing = false;
   idleTimer: NodeJS.Timeout | undefined;
   readonly onUp: () => void;
   readonly onRefused: (code: number) => void;

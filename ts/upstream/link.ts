@@ -8,13 +8,49 @@
  */
 import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
-import { type ClientOptions, MqttClient } from "./mqtt-client.js";
+import { busyRefusal, type ClientOptions, MqttClient } from "./mqtt-client.js";
 
 /** What a link connects with; called before every attempt (tokens are made fresh). */
 export type ConnectOptions = () => Omit<ClientOptions, "keepaliveSecs">;
 
 /** First retry delay; doubles per failed attempt up to the link's cap. */
 const FIRST_BACKOFF_MS = 100;
+/**
+ * Cap of the backoff while the parent answers CONNACK 3 (server unavailable): the C# device
+ * SDK's default retry policy, 100 ms to 10 s (`DeviceClient.cs#SetRetryPolicy`), which
+ * Microsoft's edge hub uses for its cloud connections. A busy parent is not hammered at
+ * `maxBackoffMs`.
+ */
+export const BUSY_MAX_BACKOFF_MS = 10_000;
+
+/**
+ * Spreads the connects of many links over time: at most one per `intervalMs`, each at a
+ * random point of its slot. After the parent returns, a thousand lanes reconnect over
+ * seconds instead of in one burst that IoT Hub would throttle; a lone connect (a new lane
+ * in steady state) waits for nothing.
+ */
+export class ConnectPacer {
+  readonly intervalMs: number;
+  /** Start of the next free slot (ms since the epoch). */
+  #next = 0;
+
+  constructor(intervalMs: number) {
+    this.intervalMs = intervalMs;
+  }
+
+  /** Takes the next slot; how long to wait before connecting (0: now). */
+  take(): number {
+    const now = Date.now();
+    if (this.#next <= now) {
+      // Nothing queued: this one goes now and the next waits a slot.
+      this.#next = now + this.intervalMs;
+      return 0;
+    }
+    const start = this.#next;
+    this.#next += this.intervalMs;
+    return start - now + Math.random() * this.intervalMs;
+  }
+}
 
 /** How a link retries and notices a dead connection. */
 export interface LinkTiming {
@@ -52,6 +88,12 @@ export class Link extends EventEmitter<{
   keepTrying = false;
   /** Topic filters subscribed on every connection before `up` (QoS 0). */
   readonly #subscriptions: string[];
+  /** Shared with the other identity links of the uplink; absent for the hub's own links (they go first). */
+  readonly #pacer: ConnectPacer | undefined;
+  /** Waiting for a pacer slot: a wake does not take another. */
+  #pacing = false;
+  /** The last attempt was answered CONNACK 3: back off up to {@link BUSY_MAX_BACKOFF_MS}. */
+  #busy = false;
 
   constructor(
     name: string,
@@ -59,9 +101,11 @@ export class Link extends EventEmitter<{
     timing: LinkTiming,
     log: Logger,
     subscriptions: string[] = [],
+    pacer?: ConnectPacer,
   ) {
     super();
     this.name = name;
+    this.#pacer = pacer;
     this.#subscriptions = subscriptions;
     this.#options = options;
     this.#timing = timing;
@@ -87,13 +131,14 @@ export class Link extends EventEmitter<{
   suspend(): void {
     if (this.keepTrying || this.#closed) return;
     this.#suspended = true;
+    this.#pacing = false;
     clearTimeout(this.#timer);
   }
 
   /** Retries now if the link is waiting out a backoff or suspended (the parent is known to be back). */
   wake(): void {
     this.#suspended = false;
-    if (this.#closed || !this.#started || this.#client !== undefined) return;
+    if (this.#closed || !this.#started || this.#client !== undefined || this.#pacing) return;
     clearTimeout(this.#timer);
     this.#attempts = 0;
     this.#connect();
@@ -132,6 +177,7 @@ export class Link extends EventEmitter<{
   /** Closes for good. */
   close(): void {
     this.#closed = true;
+    this.#pacing = false;
     clearTimeout(this.#timer);
     clearInterval(this.#watchdog);
     this.#client?.destroy("closed");
@@ -145,7 +191,24 @@ export class Link extends EventEmitter<{
     this.emit("down", reason);
   }
 
+  /** Connects in the pacer's next slot (at once without a pacer). */
   #connect(): void {
+    const wait = this.#pacer?.take() ?? 0;
+    if (wait <= 0) {
+      this.#dial();
+      return;
+    }
+    this.#pacing = true;
+    this.#timer = setTimeout(() => {
+      this.#pacing = false;
+      if (this.#closed) return;
+      if (this.#suspended) return;
+      this.#dial();
+    }, wait);
+    this.#timer.unref();
+  }
+
+  #dial(): void {
     let options: ReturnType<ConnectOptions>;
     try {
       options = this.#options();
@@ -160,6 +223,7 @@ export class Link extends EventEmitter<{
     client.on("connect", () => {
       if (this.#client !== client) return;
       this.#attempts = 0;
+      this.#busy = false;
       const up = () => {
         if (this.#client !== client) return;
         this.#up = true;
@@ -178,7 +242,10 @@ export class Link extends EventEmitter<{
     client.on("message", (topic, payload) => {
       if (this.#client === client) this.emit("message", topic, payload);
     });
-    client.on("refused", (code) => this.emit("refused", code));
+    client.on("refused", (code) => {
+      this.#busy = busyRefusal(code);
+      this.emit("refused", code);
+    });
     client.on("close", (reason) => {
       if (this.#client !== client) return;
       this.#client = undefined;
@@ -204,7 +271,10 @@ export class Link extends EventEmitter<{
 
   #retry(): void {
     if (this.#closed || this.#suspended) return;
-    const cap = Math.min(this.#timing.maxBackoffMs, FIRST_BACKOFF_MS * 2 ** this.#attempts);
+    const ceiling = this.#busy
+      ? Math.max(this.#timing.maxBackoffMs, BUSY_MAX_BACKOFF_MS)
+      : this.#timing.maxBackoffMs;
+    const cap = Math.min(ceiling, FIRST_BACKOFF_MS * 2 ** this.#attempts);
     this.#attempts = Math.min(this.#attempts + 1, 30);
     // Jitter: thousands of links must not all come back in the same millisecond.
     this.#timer = setTimeout(() => this.#connect(), cap * (0.5 + Math.random() * 0.5));

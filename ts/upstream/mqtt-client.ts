@@ -36,6 +36,28 @@ export interface ClientOptions {
 /** The parent answered a publish with a refusal of that message (MQTT 5 reason code): sending it again will not help. */
 export class MessageRefused extends Error {}
 
+/**
+ * The connection ended before the PUBACK. `byParent`: the parent ended it (closed or reset
+ * the socket, sent DISCONNECT), not a timeout of ours; a parent that does so every time one
+ * message is sent refuses that message.
+ */
+export class ConnectionLost extends Error {
+  readonly byParent: boolean;
+  constructor(reason: string, byParent: boolean) {
+    super(reason);
+    this.byParent = byParent;
+  }
+}
+
+/**
+ * True for a CONNACK that means "later", not "never": 3 "server unavailable" (MQTT 3.1.1;
+ * transient for the C# device SDK, `MqttIotHubAdapter.cs#ProcessConnectAckAsync`), and
+ * MQTT 5's 0x88 server unavailable, 0x89 server busy, 0x97 quota exceeded.
+ */
+export function busyRefusal(code: number): boolean {
+  return code === 3 || code === 0x88 || code === 0x89 || code === 0x97;
+}
+
 /** Called with null on PUBACK, or the reason the connection ended first. */
 export type Acked = (err: Error | null) => void;
 
@@ -132,8 +154,8 @@ export class MqttClient extends EventEmitter<{
       this.#lastRead = Date.now();
       reader.push(chunk);
     });
-    this.#socket.on("error", (err: Error) => this.destroy(err.message));
-    this.#socket.on("close", () => this.destroy("connection closed"));
+    this.#socket.on("error", (err: Error) => this.destroy(err.message, true));
+    this.#socket.on("close", () => this.destroy("connection closed", true));
     const connectBy = Date.now() + (o.connectTimeoutMs ?? 10_000);
     const keepaliveMs = o.keepaliveSecs * 1000;
     // One timer for both: the connect deadline, then keepalive (PINGREQ when idle, and
@@ -213,13 +235,16 @@ export class MqttClient extends EventEmitter<{
     );
   }
 
-  /** Ends the connection (idempotent); everything unacknowledged is failed with `reason`. */
-  destroy(reason: string): void {
+  /**
+   * Ends the connection (idempotent); everything unacknowledged is failed with a
+   * {@link ConnectionLost} for `reason` (`byParent`: the parent ended it).
+   */
+  destroy(reason: string, byParent = false): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
     this.#socket.destroy();
-    const err = new Error(reason);
+    const err = new ConnectionLost(reason, byParent);
     for (const done of this.#inflight.values()) done(err);
     this.#inflight.clear();
     for (const done of this.#subacks.values()) done(err);
@@ -293,7 +318,7 @@ export class MqttClient extends EventEmitter<{
       case "pingresp":
         return;
       case "disconnect":
-        this.destroy("the parent disconnected");
+        this.destroy("the parent disconnected", true);
         return;
       default:
         this.destroy(`unexpected ${p.cmd} from the parent`);

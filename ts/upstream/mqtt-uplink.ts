@@ -16,6 +16,7 @@ import { FORWARD_ID } from "../routing/router.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
 import { Link } from "./link.js";
+import { busyRefusal } from "./mqtt-client.js";
 import type { Uplink, WireForm } from "./uplink.js";
 
 const LANE = "bridge";
@@ -95,6 +96,10 @@ export class MqttUplink implements Uplink {
   refusedForGood(): boolean {
     // One login for everything: a refusal is the operator's to fix; messages wait.
     return false;
+  }
+
+  transientRefusal(code: number): boolean {
+    return busyRefusal(code);
   }
 
   unsendable(m: StoredMessage): string | undefined {

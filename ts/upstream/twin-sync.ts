@@ -6,7 +6,9 @@
  *   appended to the durable `$twin-reported` log before its 204; when the parent is
  *   reachable they are sent up in order, each on the client's own twin link (on behalf of
  *   it), and the parent's `$version` replaces the local one. A patch the parent rejects
- *   (4xx) goes to the dead-letter queue with the reason.
+ *   (4xx) goes to the dead-letter queue with the reason, except 429 (throttled) and 403
+ *   (IoT Hub's quota exceeded): those are "later", the patch is sent again after a jittered
+ *   backoff (100 ms doubling to 10 s, the C# device SDK's default policy).
  * - Desired properties (upstream wins for desired): whenever the parent comes back, the twin
  *   of every client the hub holds is fetched; a difference is adopted whole and sent as one
  *   patch with the parent's `$version` to the client if connected — one that connects later
@@ -24,6 +26,14 @@ import type { Link } from "./link.js";
 export const TWIN_REPORTED_QUEUE = "$twin-reported";
 const CLIENT = "c";
 const REQUEST_TIMEOUT_MS = 10_000;
+/** Twin answers that mean "later" (throttled, quota exceeded), not "never". */
+const LATER_STATUSES = new Set([429, 403]);
+/** Backoff after a "later" answer: the C# device SDK's default, 100 ms doubling to 10 s. */
+const LATER_FIRST_MS = 100;
+const LATER_MAX_MS = 10_000;
+
+/** The parent answered a reported patch with "later": the pending log waits and is sent again. */
+class TwinLater extends Error {}
 const IDLE_MS = 60_000;
 
 /** The links of clients on the parent, shared with their lanes. */
@@ -121,6 +131,9 @@ export class TwinSync {
   readonly #channels = new Map<string, TwinChannel>();
   #online = false;
   #draining: Promise<void> | undefined;
+  /** "Later" answers in a row (the backoff's exponent) and the retry they scheduled. */
+  #laterCount = 0;
+  #laterTimer: NodeJS.Timeout | undefined;
 
   /**
    * @param links the links of clients on the parent (subscribed to {@link TWIN_TOPICS}).
@@ -161,6 +174,8 @@ export class TwinSync {
 
   offline(): void {
     this.#online = false;
+    clearTimeout(this.#laterTimer);
+    this.#laterCount = 0;
   }
 
   /**
@@ -198,6 +213,7 @@ export class TwinSync {
   }
 
   close(): void {
+    clearTimeout(this.#laterTimer);
     for (const [clientId, ch] of this.#channels) {
       clearTimeout(ch.idleTimer);
       this.#links.release(clientId, ch.link);
@@ -253,7 +269,23 @@ export class TwinSync {
     } catch (err) {
       // Offline again, or the parent slow: the rest goes on the next return.
       this.#log.log("warn", "twin-sync-stopped", { reason: (err as Error).message });
+      if (err instanceof TwinLater) this.#later();
     }
+  }
+
+  /** Sends the pending patches again after a jittered backoff (a "later" answer). */
+  #later(): void {
+    if (!this.#online) return;
+    const cap = Math.min(LATER_MAX_MS, LATER_FIRST_MS * 2 ** this.#laterCount);
+    this.#laterCount = Math.min(this.#laterCount + 1, 30);
+    clearTimeout(this.#laterTimer);
+    this.#laterTimer = setTimeout(
+      () => {
+        if (this.#online) this.#drain();
+      },
+      cap * (0.5 + Math.random() * 0.5),
+    );
+    this.#laterTimer.unref();
   }
 
   /** Sends the pending reported patches in order; the log is acknowledged one patch at a time. */
@@ -271,7 +303,15 @@ export class TwinSync {
         }
         const ch = this.#channel(clientId);
         const answer = await ch.request("PATCH", m.body);
+        if (LATER_STATUSES.has(answer.status)) {
+          // Not acknowledged: this patch and those after it wait, in order.
+          this.#release(clientId, ch);
+          throw new TwinLater(
+            `the parent answered ${answer.status} to a reported patch of ${clientId}: later`,
+          );
+        }
         if (answer.status >= 200 && answer.status < 300) {
+          this.#laterCount = 0;
           if (answer.version !== undefined) await this.#twins.adoptReportedVersion(clientId, answer.version);
         } else if (answer.status >= 400 && answer.status < 500) {
           const reason = `the parent rejected the reported patch of ${clientId}: ${answer.status} ${answer.body.toString()}`;

@@ -21,10 +21,12 @@ export interface Uplink {
   linkFor(lane: string): Link;
   /** The forwarder is done with a lane's link (idle, or closing). */
   release(lane: string, link: Link): void;
-  /** Why a message can never be sent (it is dead-lettered), or undefined. */
-  unsendable(m: StoredMessage): string | undefined;
+  /** Why a message of `queue` can never be sent (it is dead-lettered), or undefined. */
+  unsendable(m: StoredMessage, queue: string): string | undefined;
   /** Topic, payload and MQTT 5 user properties of a message, built when it is sent. */
   wireFormOf(m: StoredMessage, queue: string): WireForm;
   /** True when `refusals` refusals in a row of a lane's login mean its messages can never be sent. */
   refusedForGood(lane: string, refusals: number): boolean;
+  /** True for a CONNACK code that means "later" (the parent is busy): not counted as a refusal. */
+  transientRefusal(code: number): boolean;
 }
