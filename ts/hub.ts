@@ -253,6 +253,14 @@ export class EdgeHub {
             upstream?.methodRelay?.listen(principal.clientId);
           }
         },
+        // It stopped listening: so does its link upstream (the parent answers calls with 404 itself).
+        unsubscribed: (conn: MqttConnection, kind: string) => {
+          const clientId = conn.principal?.clientId;
+          if (clientId === undefined || hub.#connections.get(clientId) !== conn) return;
+          if (kind === "twin-desired" && hub.#following.delete(clientId))
+            upstream?.twinSync?.unfollow(clientId);
+          if (kind === "methods") upstream?.methodRelay?.unlisten(clientId);
+        },
         log,
         refreshTwin: upstream
           ? (clientId: string) => upstream.twinSync?.refresh(clientId) ?? Promise.resolve()

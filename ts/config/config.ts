@@ -89,8 +89,16 @@ export interface EdgeHubDesired {
 
 /** How to reach the parent and forward to it. */
 export interface ParentConfigInput {
-  /** `"iothub"` (default): IoT Hub, a root hub or another edge hub. `"mqtt"`: any MQTT broker. */
-  type?: "iothub" | "mqtt";
+  /**
+   * What the parent is; it decides what goes up besides the device's own message.
+   * `"edgehub"`: a root hub or edge hub of this project; every message carries its forwarder
+   * id (`$.fid`), the parent's filter for resends after a link loss. `"iothub"`: Azure IoT
+   * Hub or Microsoft's IoT Edge; nothing is added that the device did not set (a resend
+   * may be stored twice there: at least once, as IoT Edge). `"mqtt"`: any MQTT broker.
+   * Default: `"iothub"` when `hubHostname` is an Azure IoT Hub name
+   * (`*.azure-devices.net`, `.cn`, `.us`, `.de`), `"edgehub"` otherwise.
+   */
+  type?: ParentType;
   hostname: string;
   /**
    * The IoT hub every token of the hierarchy names (Azure IoT Hub, or the root hub); the
@@ -130,9 +138,15 @@ export interface ParentConfigInput {
   ackTimeoutMs?: number;
 }
 
+/** The kinds of parent (see {@link ParentConfigInput.type}). */
+export type ParentType = "edgehub" | "iothub" | "mqtt";
+
+/** Azure IoT Hub's own host names (public cloud, China, US Government, Germany). */
+const AZURE_IOT_HUB = /\.azure-devices\.(net|cn|us|de)$/i;
+
 /** A validated parent configuration. */
 export interface ParentConfig {
-  type: "iothub" | "mqtt";
+  type: ParentType;
   hostname: string;
   hubHostname: string;
   port: number;
@@ -410,14 +424,18 @@ function parentConfig(raw: unknown): ParentConfig {
     "keepaliveSecs",
     "ackTimeoutMs",
   ]);
-  const type = raw.type ?? "iothub";
-  if (type !== "iothub" && type !== "mqtt") throw bad("parent.type", 'must be "iothub" or "mqtt"');
   const hostname = raw.hostname;
   if (typeof hostname !== "string" || !/^[A-Za-z0-9.-]{1,253}$/.test(hostname))
     throw bad("parent.hostname", "must be a DNS name");
   const hubHostname = raw.hubHostname ?? hostname;
   if (typeof hubHostname !== "string" || !/^[A-Za-z0-9.-]{1,253}$/.test(hubHostname))
     throw bad("parent.hubHostname", "must be a DNS name");
+  // Unset, the kind follows the hub's name: an Azure IoT Hub name is never one of ours, so
+  // nothing of ours is sent there; any other name is a root of ours (every config before
+  // the kinds were told apart).
+  const type = raw.type ?? (AZURE_IOT_HUB.test(hubHostname) ? "iothub" : "edgehub");
+  if (type !== "edgehub" && type !== "iothub" && type !== "mqtt")
+    throw bad("parent.type", 'must be "edgehub", "iothub" or "mqtt"');
   const deviceId = optionalString("parent.deviceId", raw.deviceId);
   if (deviceId === undefined) throw bad("parent.deviceId", "is required");
   const sharedAccessKey = optionalString("parent.sharedAccessKey", raw.sharedAccessKey);
@@ -425,7 +443,7 @@ function parentConfig(raw: unknown): ParentConfig {
   const keyFile = optionalString("parent.keyFile", raw.keyFile);
   if ((certFile === undefined) !== (keyFile === undefined))
     throw bad("parent.certFile", "and parent.keyFile go together");
-  if (type === "iothub" && sharedAccessKey === undefined && certFile === undefined)
+  if (type !== "mqtt" && sharedAccessKey === undefined && certFile === undefined)
     throw bad("parent.sharedAccessKey", "or parent.certFile + parent.keyFile is required");
   if (sharedAccessKey !== undefined && Buffer.from(sharedAccessKey, "base64").length < 16)
     throw bad("parent.sharedAccessKey", "must be base64 of at least 16 bytes");

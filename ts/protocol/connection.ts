@@ -34,6 +34,8 @@ export interface ConnectionContext {
   sessions: Sessions;
   /** Called after a subscription is granted (the hub starts deliveries). */
   subscribed(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
+  /** Called when the client drops a subscription it held (the hub stops following for it upstream). */
+  unsubscribed?(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
   log: Logger;
   /** Called when a login is refused, with the reason's code. */
   refused?(code: string): void;
@@ -176,7 +178,7 @@ export class MqttConnection {
       case "unsubscribe":
         for (const topic of p.unsubscriptions) {
           const t = parseSubscribeTopic(topic);
-          if (t) this.#subscribed.delete(t.kind);
+          if (t && this.#subscribed.delete(t.kind)) this.#ctx.unsubscribed?.(this, t.kind);
         }
         // MQTT 3.1.1's UNSUBACK has no per-topic codes (mqtt-packet's type is v5's).
         this.#afterSessionSaved(() => this.#send({ cmd: "unsuback", messageId: p.messageId } as Packet));

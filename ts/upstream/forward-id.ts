@@ -8,6 +8,9 @@
  * start again at 0 in a wiped and recreated store, and its ids never repeat the old ones.
  * The queue is `u` for `$upstream` and `p0`…`p9` for the priority queues; only the hub's
  * id can hold a `/`, so the four parts never run into each other.
+ *
+ * Sent only to a parent configured as `parent.type: "edgehub"` (the form both ends agree
+ * on); Azure IoT Hub gets nothing the device did not set (`Upstream.start`).
  */
 import { randomBytes } from "node:crypto";
 import type { MessageStore } from "../store/index.js";

@@ -15,11 +15,16 @@ import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
 import { ConnectPacer, Link } from "./link.js";
 import { busyRefusal } from "./mqtt-client.js";
-import { TWIN_TOPICS } from "./twin-sync.js";
+import { TWIN_RESPONSES } from "./twin-sync.js";
 import type { Uplink, WireForm } from "./uplink.js";
 
-/** What an identity's link listens to on the parent: its twin, and method calls for it. */
-const IDENTITY_TOPICS = [...TWIN_TOPICS, "$iothub/methods/POST/#"];
+/**
+ * What an identity's link listens to from its start: answers to its twin requests. Method
+ * calls and desired-property notifications are subscribed only while its client listens
+ * for them here (`MethodRelay`, `TwinSync.follow`), so the parent answers a call to a client
+ * that does not listen at once (404) instead of waiting for an answer that never comes.
+ */
+const IDENTITY_TOPICS = [TWIN_RESPONSES];
 
 /** IoT Hub's message size limit. */
 const MAX_MESSAGE_BYTES = 256 * 1024;

@@ -86,8 +86,10 @@ export class Link extends EventEmitter<{
   #suspended = false;
   /** The presence link: always retries on its own, never suspended. */
   keepTrying = false;
-  /** Topic filters subscribed on every connection before `up` (QoS 0). */
-  readonly #subscriptions: string[];
+  /** Topic filters subscribed on every connection before `up` (QoS 0); see {@link Link.listenTo}. */
+  readonly #subscriptions: Set<string>;
+  /** Called once a filter added by {@link Link.listenTo} is acknowledged by the parent, by filter (one each). */
+  readonly #whenSubscribed = new Map<string, () => void>();
   /** Shared with the other identity links of the uplink; absent for the hub's own links (they go first). */
   readonly #pacer: ConnectPacer | undefined;
   /** Waiting for a pacer slot: a wake does not take another. */
@@ -106,7 +108,7 @@ export class Link extends EventEmitter<{
     super();
     this.name = name;
     this.#pacer = pacer;
-    this.#subscriptions = subscriptions;
+    this.#subscriptions = new Set(subscriptions);
     this.#options = options;
     this.#timing = timing;
     this.#log = log;
@@ -174,6 +176,42 @@ export class Link extends EventEmitter<{
     );
   }
 
+  /**
+   * Subscribes `filter` from now on: on the live connection at once and on every later one.
+   * A connection not yet acknowledged takes it with the others when it is. `subscribed` is
+   * called once the parent acknowledged it (what it sent before is not coming).
+   */
+  listenTo(filter: string, subscribed?: () => void): void {
+    if (subscribed) this.#whenSubscribed.set(filter, subscribed);
+    else this.#whenSubscribed.delete(filter);
+    if (this.#subscriptions.has(filter)) return;
+    this.#subscriptions.add(filter);
+    this.#resubscribe("subscribe", filter);
+  }
+
+  /** Unsubscribes `filter`, on the live connection and on every later one. */
+  stopListening(filter: string): void {
+    this.#whenSubscribed.delete(filter);
+    if (!this.#subscriptions.delete(filter)) return;
+    this.#resubscribe("unsubscribe", filter);
+  }
+
+  #resubscribe(op: "subscribe" | "unsubscribe", filter: string): void {
+    const client = this.#client;
+    if (!client?.connected) return;
+    client[op]([filter], (err) => {
+      if (this.#client !== client) return;
+      // Not fatal to the link (its lane goes on); the next connection subscribes what is wanted then.
+      if (err)
+        this.#log.log("warn", `upstream-${op}-failed`, { link: this.name, filter, reason: err.message });
+      else if (op === "subscribe" && this.#up) {
+        const subscribed = this.#whenSubscribed.get(filter);
+        this.#whenSubscribed.delete(filter);
+        subscribed?.();
+      }
+    });
+  }
+
   /** Closes for good. */
   close(): void {
     this.#closed = true;
@@ -230,10 +268,13 @@ export class Link extends EventEmitter<{
         this.#watch(client);
         this.#log.log("info", "upstream-link-up", { link: this.name });
         this.emit("up");
+        const waiting = [...this.#whenSubscribed.values()];
+        this.#whenSubscribed.clear();
+        for (const subscribed of waiting) subscribed();
       };
-      if (this.#subscriptions.length === 0) up();
+      if (this.#subscriptions.size === 0) up();
       else
-        client.subscribe(this.#subscriptions, (err) => {
+        client.subscribe([...this.#subscriptions], (err) => {
           if (err)
             this.#log.log("warn", "upstream-subscribe-failed", { link: this.name, reason: err.message });
           else up();

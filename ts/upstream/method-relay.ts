@@ -1,15 +1,20 @@
 /**
  * Direct methods from the parent to this hub's clients, while the parent is reachable:
  * as long as a client connected here listens for methods, its link to the parent (the one
- * its messages and twin use) listens too, and each call arriving there is invoked on the
- * client here and answered upstream with the client's status and payload (404 when it went
- * away, 504 when it did not answer in time).
+ * its messages and twin use) subscribes to them too, and each call arriving there is
+ * invoked on the client here and answered upstream with the client's status and payload
+ * (404 when it went away, 504 when it did not answer in time). When it stops listening the
+ * link unsubscribes, so the parent answers its next call with 404 itself, as Microsoft's
+ * edge hub does (HC `SubscriptionProcessor.cs#ProcessSubscription`, CP
+ * `CloudProxy.cs#SetupCallMethodAsync`, `#RemoveCallMethodAsync`).
  */
 import type { Logger } from "../log.js";
 import { type DirectMethods, methodPayload, PARENT_CALLER } from "../methods/direct-methods.js";
 import type { Link } from "./link.js";
 import type { TwinLinks } from "./twin-sync.js";
 
+/** The parent's method calls to the link's identity. */
+export const METHOD_CALLS = "$iothub/methods/POST/#";
 const REQUEST = /^\$iothub\/methods\/POST\/([^/]+)\/\?(.*)$/;
 
 /** `decodeURIComponent`, or undefined for text that is not valid url-encoding. */
@@ -63,6 +68,7 @@ export class MethodRelay {
         );
     };
     link.on("message", onMessage);
+    link.listenTo(METHOD_CALLS);
     link.start();
     this.#listening.set(clientId, { link, onMessage });
   }
@@ -73,6 +79,7 @@ export class MethodRelay {
     if (!l) return;
     this.#listening.delete(clientId);
     l.link.off("message", l.onMessage);
+    l.link.stopListening(METHOD_CALLS);
     this.#links.release(clientId, l.link);
   }
 

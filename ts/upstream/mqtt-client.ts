@@ -235,6 +235,32 @@ export class MqttClient extends EventEmitter<{
     );
   }
 
+  /** Unsubscribes; `done` on the UNSUBACK. */
+  unsubscribe(topics: string[], done: (err: Error | null) => void): void {
+    if (this.#closed || !this.#connected) {
+      done(new Error("not connected"));
+      return;
+    }
+    const messageId = this.#id();
+    if (messageId === undefined) {
+      done(new Error(`all ${PACKET_IDS} packet ids are awaiting an answer`));
+      return;
+    }
+    // The UNSUBACK is matched in the SUBACKs' map: one packet id space, one answer each.
+    this.#subacks.set(messageId, done);
+    this.#send(
+      mqtt.generate(
+        { cmd: "unsubscribe", messageId, unsubscriptions: topics },
+        { protocolVersion: this.#version },
+      ),
+    );
+  }
+
+  /** True between the accepted CONNACK and the end of the connection. */
+  get connected(): boolean {
+    return this.#connected && !this.#closed;
+  }
+
   /**
    * Ends the connection (idempotent); everything unacknowledged is failed with a
    * {@link ConnectionLost} for `reason` (`byParent`: the parent ended it).
@@ -313,6 +339,13 @@ export class MqttClient extends EventEmitter<{
             mqtt.generate({ cmd: "puback", messageId: p.messageId ?? 0 }, { protocolVersion: this.#version }),
           );
         this.emit("message", p.topic, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload));
+        return;
+      }
+      case "unsuback": {
+        const done = this.#subacks.get(p.messageId ?? -1);
+        if (!done) return;
+        this.#subacks.delete(p.messageId ?? -1);
+        done(null);
         return;
       }
       case "pingresp":

@@ -42,8 +42,16 @@ export interface TwinLinks {
   release(clientId: string, link: Link): void;
 }
 
-/** Subscriptions of a twin link. */
-export const TWIN_TOPICS = ["$iothub/twin/res/#", "$iothub/twin/PATCH/properties/desired/#"];
+/** Answers to a link's twin requests: subscribed on every identity link from the start. */
+export const TWIN_RESPONSES = "$iothub/twin/res/#";
+/**
+ * Desired-property notifications: subscribed on an identity's link only while a client
+ * here follows them (HC `SubscriptionProcessor.cs#ProcessSubscription`, CP
+ * `CloudProxy.cs#SetupDesiredPropertyUpdatesAsync`).
+ */
+export const DESIRED_UPDATES = "$iothub/twin/PATCH/properties/desired/#";
+/** Subscriptions of a twin link that always follows its desired properties (the hub's own settings). */
+export const TWIN_TOPICS = [TWIN_RESPONSES, DESIRED_UPDATES];
 
 interface Answer {
   status: number;
@@ -136,7 +144,7 @@ export class TwinSync {
   #laterTimer: NodeJS.Timeout | undefined;
 
   /**
-   * @param links the links of clients on the parent (subscribed to {@link TWIN_TOPICS}).
+   * @param links the links of clients on the parent (subscribed to {@link TWIN_RESPONSES}).
    * @param isKnown true for a client of this hub's scope (others' twins are not synced).
    */
   constructor(
@@ -197,18 +205,22 @@ export class TwinSync {
     }
   }
 
-  /** A client connected here listens to its desired properties: follow them live while online. */
+  /**
+   * A client connected here listens to its desired properties: follow them live while
+   * online, its link subscribed to them from now on. Once the parent acknowledged the
+   * subscription the twin is fetched again: a change made upstream before it is not sent.
+   */
   follow(clientId: string): void {
     const ch = this.#channel(clientId);
-    ch.holders++;
+    if (ch.holders++ === 0) ch.link.listenTo(DESIRED_UPDATES, () => void this.refresh(clientId));
     clearTimeout(ch.idleTimer);
   }
 
-  /** That client went away. */
+  /** That client went away: nobody here follows, so the link stops listening. */
   unfollow(clientId: string): void {
     const ch = this.#channels.get(clientId);
     if (!ch) return;
-    ch.holders = Math.max(0, ch.holders - 1);
+    if (ch.holders > 0 && --ch.holders === 0) ch.link.stopListening(DESIRED_UPDATES);
     this.#release(clientId, ch);
   }
 

@@ -149,8 +149,11 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   /** Starts linking and draining; never waits for the parent (the hub starts offline too). */
   async start(): Promise<void> {
     // Towards a hub of ours, every message carries its forwarder id (the one place it is
-    // decided per kind of parent); a broker has no use for it.
-    if (this.#uplink instanceof IotHubUplink)
+    // decided per kind of parent). Azure IoT Hub and Microsoft's edge hub get nothing the
+    // device did not set (Microsoft's edge hub sends only the device's own system
+    // properties: CloudProxy DeviceClientMessageConverter.cs#FromMessage); a broker has no
+    // use for it. The kind is configured, never learnt from the parent's answers.
+    if (this.#uplink instanceof IotHubUplink && this.#parent.type === "edgehub")
       this.#uplink.forwardId = forwardIds(
         this.#parent.deviceId,
         await storeIncarnation(this.#store),
