@@ -217,26 +217,26 @@ export class MqttClient extends EventEmitter<{
 
   /** Subscribes at QoS 0; `done` on the SUBACK (an error if any filter was refused). */
   subscribe(topics: string[], done: (err: Error | null) => void): void {
-    if (this.#closed || !this.#connected) {
-      done(new Error("not connected"));
-      return;
-    }
-    const messageId = this.#id();
-    if (messageId === undefined) {
-      done(new Error(`all ${PACKET_IDS} packet ids are awaiting an answer`));
-      return;
-    }
-    this.#subacks.set(messageId, done);
-    this.#send(
-      mqtt.generate(
-        { cmd: "subscribe", messageId, subscriptions: topics.map((topic) => ({ topic, qos: 0 as const })) },
-        { protocolVersion: this.#version },
-      ),
-    );
+    this.#request(done, (messageId) => ({
+      cmd: "subscribe",
+      messageId,
+      subscriptions: topics.map((topic) => ({ topic, qos: 0 as const })),
+    }));
   }
 
   /** Unsubscribes; `done` on the UNSUBACK. */
   unsubscribe(topics: string[], done: (err: Error | null) => void): void {
+    this.#request(done, (messageId) => ({ cmd: "unsubscribe", messageId, unsubscriptions: topics }));
+  }
+
+  /**
+   * Sends a SUBSCRIBE or UNSUBSCRIBE under a fresh packet id; `done` on its answer. Both
+   * answers are matched in one map: one packet id space, one answer each.
+   */
+  #request(
+    done: (err: Error | null) => void,
+    packet: (messageId: number) => mqtt.ISubscribePacket | mqtt.IUnsubscribePacket,
+  ): void {
     if (this.#closed || !this.#connected) {
       done(new Error("not connected"));
       return;
@@ -246,14 +246,8 @@ export class MqttClient extends EventEmitter<{
       done(new Error(`all ${PACKET_IDS} packet ids are awaiting an answer`));
       return;
     }
-    // The UNSUBACK is matched in the SUBACKs' map: one packet id space, one answer each.
     this.#subacks.set(messageId, done);
-    this.#send(
-      mqtt.generate(
-        { cmd: "unsubscribe", messageId, unsubscriptions: topics },
-        { protocolVersion: this.#version },
-      ),
-    );
+    this.#send(mqtt.generate(packet(messageId), { protocolVersion: this.#version }));
   }
 
   /** True between the accepted CONNACK and the end of the connection. */
