@@ -137,3 +137,38 @@ describe("authenticator", () => {
     ).toBe("AUTH_IDENTITY_DISABLED");
   });
 });
+
+describe("on-behalf-of logins (auth-chain)", () => {
+  it("takes the chain as Microsoft's edge hub sends it, starting with the client itself, and refuses other forms", async () => {
+    const edge1 = await reg.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+    const edge2 = await reg.createDevice({
+      deviceId: "edge2",
+      capabilities: { iotEdge: true },
+      parentScopes: [edge1.deviceScope as string],
+    });
+    await reg.createDevice({ deviceId: "leaf1", deviceScope: edge1.deviceScope });
+    await reg.createModule({ deviceId: "edge1", moduleId: "mod1" });
+    await reg.createModule({ deviceId: "edge2", moduleId: "mod2" });
+    const edgeKey = edge1.authentication.symmetricKey?.primaryKey ?? "";
+    const login = (clientId: string, chain: string) =>
+      codeOf(() =>
+        auth.authenticate({
+          clientId,
+          username: `${username(clientId)}&auth-chain=${encodeURIComponent(chain)}`,
+          password: sdkToken(`${HOST}/devices/edge1`, edgeKey),
+        }),
+      );
+    // docs/upstream-forms.md, "auth-chain": ServiceIdentityTree / AuthChainHelpers.
+    expect(login("leaf1", "leaf1;edge1")).toBe("accepted");
+    expect(login("edge1/mod1", "edge1/mod1;edge1")).toBe("accepted");
+    expect(login("edge2/mod2", "edge2/mod2;edge2;edge1")).toBe("accepted");
+    expect(login("edge2", "edge2;edge1")).toBe("accepted");
+    // The chain edgehub sent for modules before: it names the device, not the module.
+    expect(login("edge1/mod1", "edge1")).toBe("AUTH_NOT_IN_SCOPE");
+    expect(login("edge2/mod2", "edge2;edge1")).toBe("AUTH_NOT_IN_SCOPE");
+    // A module's own device must come next; a chain must not skip or invent a hop.
+    expect(login("edge2/mod2", "edge2/mod2;edge1")).toBe("AUTH_NOT_IN_SCOPE");
+    expect(login("leaf1", "leaf1;edge2;edge1")).toBe("AUTH_NOT_IN_SCOPE");
+    expect(edge2.deviceScope).toBeDefined();
+  });
+});

@@ -5,9 +5,9 @@
  * Unknown identities are refused at once; nothing here waits on a parent.
  *
  * On behalf of: an edge hub opens its children's links to its parent with its own
- * credential and names the child in `auth-chain` (username parameter): `;`-separated
- * device ids from the actor's device up to the edge device whose credential signs the
- * login, each a child of the next (`childDev;edge2;edge1`; an edge's own module: `edge1`).
+ * credential and names the child in `auth-chain` (username parameter), `;`-separated: the
+ * client itself, then the device ids from its device up to the edge device whose credential
+ * signs the login, each a child of the next (`childDev;edge2;edge1`, `edge1/mod1;edge1`).
  */
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
@@ -183,8 +183,11 @@ export class Authenticator {
   }
 
   /**
-   * A login by the last device of `chain` for the client: each device of the chain must be
-   * a child of the next, and the last an edge device whose credential the client presented.
+   * A login by the last device of `chain` for the client. As Microsoft's edge hub sends it
+   * (`AuthChainHelpers.ValidateAuthChain`, `ServiceIdentityTree`), the chain starts with the
+   * client itself: `leaf1;edge1`, a module `edge1/mod1;edge1` or `edge2/mod2;edge2;edge1`
+   * (its own device next). After the client, each device must be a child of the next, and
+   * the last an edge device whose credential the client presented.
    */
   #onBehalfOf(
     c: Credentials,
@@ -192,11 +195,16 @@ export class Authenticator {
     actor: Device,
     chain: string[],
   ): Principal {
-    if (chain[0] !== ids.deviceId) {
-      throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `auth-chain must start with ${ids.deviceId}`);
+    if (chain[0] !== c.clientId) {
+      throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `auth-chain must start with ${c.clientId}`);
+    }
+    // The devices of the chain, from the client's own device up.
+    const devices = ids.moduleId === undefined ? chain : chain.slice(1);
+    if (devices[0] !== ids.deviceId) {
+      throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `auth-chain must name ${ids.deviceId} after ${c.clientId}`);
     }
     let child = actor;
-    for (const id of chain.slice(1)) {
+    for (const id of devices.slice(1)) {
       const parent = this.#enabledDevice(id);
       if (
         !parent.capabilities.iotEdge ||
@@ -211,7 +219,7 @@ export class Authenticator {
       throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `${child.deviceId} is not an edge device`);
     }
     const expiresAt = this.#verify(c, child.authentication, child.deviceId, undefined);
-    const via = chain.slice(1).length > 0 ? chain.slice(1) : [child.deviceId];
+    const via = devices.length > 1 ? devices.slice(1) : [child.deviceId];
     return { ...ids, clientId: c.clientId, via, ...(expiresAt === undefined ? {} : { expiresAt }) };
   }
 

@@ -165,7 +165,9 @@ export class IotHubUplink implements Uplink {
   /** Device ids from the client's device up to this hub, each a child of the next. */
   #authChain(clientId: string): string[] {
     const deviceId = clientId.split("/")[0] as string;
-    const chain = [deviceId];
+    // It starts with the client itself, a module's own device next (Microsoft's
+    // ServiceIdentityTree: `edge1/mod1;edge1`, `edge2/mod2;edge2;edge1`, `leaf1;edge1`).
+    const chain = clientId === deviceId ? [deviceId] : [clientId, deviceId];
     let current = this.#registry.getDevice(deviceId);
     while (current && current.deviceId !== this.#parent.deviceId && chain.length < 16) {
       const parent = this.#registry
@@ -180,13 +182,14 @@ export class IotHubUplink implements Uplink {
       if (parent.deviceId !== this.#parent.deviceId) chain.push(parent.deviceId);
       current = parent;
     }
-    if (deviceId !== this.#parent.deviceId) chain.push(this.#parent.deviceId);
+    if (chain.at(-1) !== this.#parent.deviceId) chain.push(this.#parent.deviceId);
     return chain;
   }
 
   /** A link as this hub's own `$edgeHub` module, subscribed to `topics` (its twin). */
   moduleLink(moduleId: string, topics: string[]): Link {
-    return this.#link(`${this.#parent.deviceId}/${moduleId}`, [this.#parent.deviceId], topics);
+    const clientId = `${this.#parent.deviceId}/${moduleId}`;
+    return this.#link(clientId, [clientId, this.#parent.deviceId], topics);
   }
 
   #link(clientId: string, chain: string[] | undefined, topics: string[] = [], pacer?: ConnectPacer): Link {
