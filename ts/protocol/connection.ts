@@ -306,7 +306,7 @@ export class MqttConnection {
       forwarded: principal.via !== undefined,
     };
     // Backpressure: a client faster than the disk waits in its socket, not in our memory.
-    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
+    this.#hold();
     this.#ctx.router.accept(
       principal.moduleId === undefined ? telemetry : { ...telemetry, moduleId: principal.moduleId },
       (err) => {
@@ -316,7 +316,7 @@ export class MqttConnection {
           this.close("store-refused", { code: (err as EdgeHubError).code, reason: (err as Error).message });
           return;
         }
-        if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
+        this.#release();
         if (ack !== undefined) this.#puback(ack);
       },
     );
@@ -324,14 +324,14 @@ export class MqttConnection {
 
   /** Twin GET and reported PATCH: answered on `$iothub/twin/res/{status}/?$rid=…`. */
   #onTwinRequest(kind: "twin-get" | "twin-reported", rid: string, p: IPublishPacket): void {
-    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
+    this.#hold();
     const clientId = (this.#principal as Principal).clientId;
     const fresh =
       kind === "twin-get" && this.#ctx.refreshTwin ? this.#ctx.refreshTwin(clientId) : Promise.resolve();
     void fresh
       .then(() => answerTwinRequest(this.#ctx.twins, this.#ctx.log, clientId, kind, Buffer.from(p.payload)))
       .then((a) => {
-        if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
+        this.#release();
         if (p.qos === 1) this.#puback(p.messageId ?? 0);
         if (!this.#subscribed.has("twin-responses")) return;
         const v = a.version === undefined ? "" : `&$version=${a.version}`;
@@ -414,14 +414,24 @@ export class MqttConnection {
       ack();
       return;
     }
-    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
+    this.#hold();
     saved.then(
       () => {
-        if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
+        this.#release();
         if (!this.#closed) ack();
       },
       (err: unknown) => this.close("session-save-failed", { reason: (err as Error).message }),
     );
+  }
+
+  /** One more request waiting for the store (a message, a twin request, a session save). */
+  #hold(): void {
+    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
+  }
+
+  /** A request held by {@link #hold} is answered: the socket reads again below the cap. */
+  #release(): void {
+    if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
   }
 
   /** Closes the connection (idempotent), logging why. */
