@@ -179,7 +179,7 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
     if (fid !== undefined) {
       if (!t.forwarded) delete t.properties[FORWARD_ID];
       else if (fid.length <= MAX_FORWARD_ID) {
-        const sender = t.moduleId === undefined ? t.deviceId : `${t.deviceId}/${t.moduleId}`;
+        const sender = senderOf(t);
         if (this.#recent.has(sender, fid)) {
           done(null);
           return;
@@ -214,12 +214,8 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
       const joins =
         g && p && p.ttl === ttl && p.input === d.input && p.queues.length === 1 && p.queues[0] === d.queue;
       const layout = joins ? g.parts : [{ queues: [d.queue], ttl, input: d.input }];
-      // Identity shares: a sender past its share is refused before anything is queued.
-      const charge = this.#shares ? this.#charge(this.#shares, layout, t) : undefined;
-      if (charge === false) {
-        done(this.#shares?.refusal(senderOf(t)));
-        return;
-      }
+      const charge = this.#charge(layout, t, done);
+      if (charge === false) return;
       if (joins) this.#push(g, t, done, charge);
       else this.#add(layout, t, done, charge);
       return;
@@ -239,20 +235,26 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
       else parts.set(key, { queues: [d.queue], ttl, input: own ? shared : d.input });
     }
     const layout = [...parts.values()];
-    const charge = this.#shares ? this.#charge(this.#shares, layout, t) : undefined;
-    if (charge === false) {
-      done(this.#shares?.refusal(senderOf(t)));
-      return;
-    }
+    const charge = this.#charge(layout, t, done);
+    if (charge === false) return;
     this.#add(layout, t, done, charge);
   }
 
-  /** Reserves what `t`'s copies will take of its sender's share; false when refused. */
-  #charge(shares: IdentityShares, layout: Layout, t: Telemetry): Charge | false {
+  /**
+   * Identity shares: reserves what `t`'s copies will take of its sender's share, before
+   * anything is queued. False when the sender is past its share (`done` is told why);
+   * undefined when shares are off.
+   */
+  #charge(layout: Layout, t: Telemetry, done: Accepted): Charge | false | undefined {
+    const shares = this.#shares;
+    if (!shares) return undefined;
     const base = recordSize(t.properties, t.body.length);
     let total = 0;
     for (const l of layout) total += (base + inputBytes(l.input)) * l.queues.length;
-    return shares.admit(senderOf(t), base, total) ?? false;
+    const sender = senderOf(t);
+    const charge = shares.admit(sender, base, total);
+    if (charge === undefined) done(shares.refusal(sender));
+    return charge ?? false;
   }
 
   #ttl(d: Destination): number | undefined {
