@@ -28,13 +28,17 @@ export async function storeIncarnation(store: MessageStore): Promise<string> {
   return made;
 }
 
-/** Makes the forwarder ids of one hub's store, for messages of its upstream queues. */
+/**
+ * Makes the forwarder ids of one hub's store, for messages of its upstream queues, url-encoded
+ * as they go in a property bag. Only the prefix can hold characters to escape (the queue part
+ * is `u` or `p0`…`p9`, the offset digits), so it is encoded once, not per message.
+ */
 export function forwardIds(
   hubId: string,
   incarnation: string,
   upstreamQueue: string,
 ): (queue: string, offset: number) => string {
-  const prefix = `${hubId}/${incarnation}/`;
+  const prefix = encodeURIComponent(`${hubId}/${incarnation}/`);
   return (queue: string, offset: number): string =>
-    `${prefix}${queue === upstreamQueue ? "u" : queue.slice(upstreamQueue.length + 1)}/${offset}`;
+    `${prefix}${queue === upstreamQueue ? "u" : queue.slice(upstreamQueue.length + 1)}%2F${offset}`;
 }
