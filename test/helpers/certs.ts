@@ -14,7 +14,7 @@ export interface Pem {
   thumbprint: string;
 }
 
-interface Issuer extends Pem {
+export interface Issuer extends Pem {
   cert: string;
   signer: webcrypto.CryptoKey;
   name: string;

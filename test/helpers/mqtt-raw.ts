@@ -72,16 +72,24 @@ export async function rawClient(
 
 /**
  * The CONNECT an IoT Hub device (or module: `deviceId/moduleId`) sends: client id, username
- * and an SDK-made SAS token for `localhost`.
+ * and an SDK-made SAS token for `localhost`; no password when `key` is undefined (a login by
+ * TLS client certificate).
  */
-export function deviceConnect(deviceId: string, key: string, over: Record<string, unknown> = {}): Packet {
+export function deviceConnect(
+  deviceId: string,
+  key: string | undefined,
+  over: Record<string, unknown> = {},
+): Packet {
   const [device, module] = deviceId.split("/");
-  const token = SharedAccessSignature.create(
-    `localhost/devices/${device}${module === undefined ? "" : `/modules/${module}`}`,
-    "",
-    key,
-    Math.floor(Date.now() / 1000) + 600,
-  );
+  const token =
+    key === undefined
+      ? undefined
+      : SharedAccessSignature.create(
+          `localhost/devices/${device}${module === undefined ? "" : `/modules/${module}`}`,
+          "",
+          key,
+          Math.floor(Date.now() / 1000) + 600,
+        );
   return {
     cmd: "connect",
     protocolId: "MQTT",
@@ -90,7 +98,7 @@ export function deviceConnect(deviceId: string, key: string, over: Record<string
     clientId: deviceId,
     keepalive: 60,
     username: `localhost/${deviceId}/?api-version=2021-04-12`,
-    password: Buffer.from(token.toString()),
+    ...(token === undefined ? {} : { password: Buffer.from(token.toString()) }),
     ...over,
   } as Packet;
 }

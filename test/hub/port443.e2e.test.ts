@@ -72,16 +72,22 @@ describe("the official azure-iothub service SDK", () => {
   });
 });
 
+/** Device `deviceId`, created on `h`, connected with the official SDK's MqttWs transport. */
+async function webSocketDevice(h: EdgeHub, deviceId: string): Promise<Client> {
+  const dev = await h.registry.createDevice({ deviceId });
+  const client = Client.fromConnectionString(
+    `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${dev.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost`,
+    MqttWs,
+  );
+  await client.setOptions({ ca: h.caCertificate });
+  await client.open();
+  return client;
+}
+
 describe("MQTT over WebSocket", () => {
   it("serves the official device SDK's MqttWs transport at /$iothub/websocket on the HTTPS listener", async () => {
     const h = await startOn443();
-    const dev = await h.registry.createDevice({ deviceId: "ws-dev" });
-    const client = Client.fromConnectionString(
-      `HostName=localhost;DeviceId=ws-dev;SharedAccessKey=${dev.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost`,
-      MqttWs,
-    );
-    await client.setOptions({ ca: h.caCertificate });
-    await client.open();
+    const client = await webSocketDevice(h, "ws-dev");
     try {
       const m = new Message("over websocket");
       m.messageId = "ws-1";
@@ -101,13 +107,7 @@ describe("MQTT over WebSocket", () => {
 describe("limits over WebSocket", () => {
   it("counts a WebSocket connection toward maxConnections, and frees its address's unauthenticated slot once it is authenticated", async () => {
     const h = await startOn443({ limits: { maxConnections: 2, maxUnauthenticatedPerAddress: 1 } });
-    const dev = await h.registry.createDevice({ deviceId: "ws-dev" });
-    const client = Client.fromConnectionString(
-      `HostName=localhost;DeviceId=ws-dev;SharedAccessKey=${dev.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost`,
-      MqttWs,
-    );
-    await client.setOptions({ ca: h.caCertificate });
-    await client.open();
+    const client = await webSocketDevice(h, "ws-dev");
     const sockets: net.Socket[] = [];
     const tcp = (port: number) =>
       new Promise<"open" | "closed">((resolve) => {

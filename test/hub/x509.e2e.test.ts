@@ -2,13 +2,12 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Client, Message } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
-import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
-import { certificateAuthority, leaf, type Pem, selfSigned } from "../helpers/certs.js";
+import { certificateAuthority, type Issuer, leaf, type Pem, selfSigned } from "../helpers/certs.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
-import { rawClient } from "../helpers/mqtt-raw.js";
+import { deviceConnect, rawClient } from "../helpers/mqtt-raw.js";
 
 const DAY = 86_400_000;
 
@@ -33,6 +32,15 @@ async function refusal(client: Client): Promise<string | undefined> {
   );
 }
 
+/** A hub whose trusted device CA is a fresh "plant CA". */
+async function hubTrustingPlantCa(): Promise<{ hub: EdgeHub; ca: Issuer }> {
+  const dir = await tempDir();
+  const ca = await certificateAuthority("plant CA");
+  const caFile = join(dir, "plant-ca.pem");
+  await writeFile(caFile, ca.cert);
+  return { hub: await startHub(join(dir, "hub"), { trustedDeviceCaFiles: [caFile] }), ca };
+}
+
 describe("X.509 devices", () => {
   it("authenticate by registered thumbprint (self-signed); another certificate is refused", async () => {
     const hub = await startHub(join(await tempDir(), "hub"));
@@ -53,11 +61,7 @@ describe("X.509 devices", () => {
   });
 
   it("authenticate by a chain to a trusted CA with CN = device id", async () => {
-    const dir = await tempDir();
-    const ca = await certificateAuthority("plant CA");
-    const caFile = join(dir, "plant-ca.pem");
-    await writeFile(caFile, ca.cert);
-    const hub = await startHub(join(dir, "hub"), { trustedDeviceCaFiles: [caFile] });
+    const { hub, ca } = await hubTrustingPlantCa();
     await hub.registry.createDevice({ deviceId: "x2", authentication: { type: "certificateAuthority" } });
     const client = await x509Client(hub, "x2", await leaf(ca, "x2"));
     await client.open();
@@ -102,26 +106,14 @@ describe("X.509 modules signed by a trusted CA", () => {
   /** The CONNACK code for module `clientId` logging in over real TLS with `cert` and no password. */
   async function moduleLogin(hub: EdgeHub, clientId: string, cert: Pem): Promise<number | "closed"> {
     const c = await rawClient(hub.ports.mqtts, hub.caCertificate, { cert: cert.cert, key: cert.key });
-    c.send({
-      cmd: "connect",
-      protocolId: "MQTT",
-      protocolVersion: 4,
-      clean: true,
-      clientId,
-      keepalive: 60,
-      username: `localhost/${clientId}/?api-version=2021-04-12`,
-    } as Packet);
+    c.send(deviceConnect(clientId, undefined, { clean: true }));
     const ack = await c.next();
     c.end();
     return ack === "closed" ? ack : ack.cmd === "connack" ? (ack.returnCode ?? -1) : -1;
   }
 
   it("authenticate with CN = {device}/{module}, as IoT Hub; the device's own certificate is not the module's", async () => {
-    const dir = await tempDir();
-    const ca = await certificateAuthority("plant CA");
-    const caFile = join(dir, "plant-ca.pem");
-    await writeFile(caFile, ca.cert);
-    const hub = await startHub(join(dir, "hub"), { trustedDeviceCaFiles: [caFile] });
+    const { hub, ca } = await hubTrustingPlantCa();
     await hub.registry.createDevice({ deviceId: "x3", authentication: { type: "certificateAuthority" } });
     await hub.registry.createModule({
       deviceId: "x3",

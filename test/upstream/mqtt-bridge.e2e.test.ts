@@ -1,5 +1,6 @@
 import mqtt from "mqtt";
 import { describe, expect, it } from "vitest";
+import type { EdgeHub } from "../../ts/index.js";
 import { startEdge } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { Mosquitto } from "../helpers/mosquitto.js";
@@ -39,6 +40,21 @@ async function subscriber(broker: Mosquitto): Promise<{ got: Got[]; end: () => P
   return { got, end: () => client.endAsync(true) };
 }
 
+/** An edge hub whose parent is `broker`, publishing on the topic template `topic`. */
+async function bridgeEdge(broker: Mosquitto, topic: string): Promise<EdgeHub> {
+  return startEdge(await tempDir(), {
+    type: "mqtt",
+    hostname: "localhost",
+    port: broker.port,
+    deviceId: "edge-bridge",
+    caFile: broker.caFile,
+    topic,
+    keepaliveSecs: 2,
+    ackTimeoutMs: 2000,
+    maxBackoffMs: 300,
+  });
+}
+
 async function publish(c: RawClient, deviceId: string, seq: number): Promise<void> {
   expect(await publishSeq(c, deviceId, seq, undefined, "&%24.ct=text%2Fplain")).toBe(true);
 }
@@ -47,17 +63,7 @@ describe("MQTT broker as the parent", () => {
   it("forwards to Mosquitto with a topic template and user properties, and stores and forwards through a broker outage", async () => {
     const broker = await Mosquitto.start(await tempDir(), await freePort());
     const backend = await subscriber(broker);
-    const edge = await startEdge(await tempDir(), {
-      type: "mqtt",
-      hostname: "localhost",
-      port: broker.port,
-      deviceId: "edge-bridge",
-      caFile: broker.caFile,
-      topic: "edgehub/{deviceId}/{moduleId}/events",
-      keepaliveSecs: 2,
-      ackTimeoutMs: 2000,
-      maxBackoffMs: 300,
-    });
+    const edge = await bridgeEdge(broker, "edgehub/{deviceId}/{moduleId}/events");
     // Towards a broker the hub keeps its own registry.
     const leaf = await edge.registry.createDevice({ deviceId: "leaf1" });
     const c = await connectedRaw(
@@ -89,17 +95,7 @@ describe("MQTT broker as the parent", () => {
   it("escapes ids that MQTT would take for wildcards or levels, dead-letters a message whose topic can never be valid or that the broker can never take, and keeps every device's messages flowing", async () => {
     const broker = await Mosquitto.start(await tempDir(), await freePort(), ["max_packet_size 8192"]);
     const backend = await subscriber(broker);
-    const edge = await startEdge(await tempDir(), {
-      type: "mqtt",
-      hostname: "localhost",
-      port: broker.port,
-      deviceId: "edge-bridge",
-      caFile: broker.caFile,
-      topic: "edgehub/{deviceId}/{outputName}",
-      keepaliveSecs: 2,
-      ackTimeoutMs: 2000,
-      maxBackoffMs: 300,
-    });
+    const edge = await bridgeEdge(broker, "edgehub/{deviceId}/{outputName}");
     const connect = async (deviceId: string) => {
       const d = await edge.registry.createDevice({ deviceId });
       const key = d.authentication.symmetricKey?.primaryKey ?? "";
