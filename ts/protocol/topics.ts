@@ -49,9 +49,14 @@ export function encodePropertyBag(props: Record<string, string>, skip?: (key: st
   let out = "";
   for (const k of Object.keys(props)) {
     if (skip?.(k)) continue;
-    out += `${out === "" ? "" : "&"}${encode(k)}=${encode(props[k] as string)}`;
+    out += `${out === "" ? "" : "&"}${encodeProperty(k, props[k] as string)}`;
   }
   return out;
+}
+
+/** One `key=value` pair of a property bag, escaped. */
+export function encodeProperty(key: string, value: string): string {
+  return `${encode(key)}=${encode(value)}`;
 }
 
 /** `encodeURIComponent`, skipped for the common text that needs no escapes. */

@@ -9,7 +9,7 @@
 import type { Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
-import { encodePropertyBag } from "../protocol/topics.js";
+import { encodeProperty } from "../protocol/topics.js";
 import { FORWARD_ID } from "../routing/router.js";
 import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
@@ -45,11 +45,14 @@ export const LINK_CONNECT_INTERVAL_MS = 10;
 const FORWARD_ID_KEY = encodeURIComponent(FORWARD_ID);
 
 /**
- * Keys not sent up: the sender (the parent stamps it), a local input name, and the id a
- * child hub's forwarder gave the message (this hub sends its own).
+ * The system properties sent up, when the device set them, in this order, before the
+ * application properties: what Microsoft's edge hub copies into its upstream message
+ * (`Azure/iotedge:edge-hub/core/src/Microsoft.Azure.Devices.Edge.Hub.CloudProxy/DeviceClientMessageConverter.cs#FromMessage`,
+ * the SDK's `MqttIotHubAdapter.cs#s_fromSystemPropertiesMap`). Every other `$.` key stays
+ * here: the sender (`$.cdid`, `$.cmid`: the parent stamps the connection's identity), a local
+ * input or output name (`$.in`, `$.on`), the expiry (`$.exp`), a child hub's forwarder id.
  */
-const isLocalKey = (k: string): boolean =>
-  k === "$.cdid" || k === "$.cmid" || k === "$.in" || k === FORWARD_ID;
+const SENT_SYSTEM = ["$.mid", "$.cid", "$.uid", "$.ct", "$.ce", "$.ctime", "$.schema", "$.sub"];
 
 /** The client id a stored message was sent by. */
 export function senderOf(m: StoredMessage): string {
@@ -155,11 +158,19 @@ export class IotHubUplink implements Uplink {
     const props = m.properties;
     const deviceId = props["$.cdid"];
     const moduleId = props["$.cmid"];
-    // The parent stamps the sender itself. The device's own `$.mid` goes as it is (or not at
-    // all); the forwarder id lets the parent drop the duplicates a resend after a link loss makes.
-    let bag = encodePropertyBag(props, isLocalKey);
-    if (this.forwardId !== undefined)
-      bag += `${bag === "" ? "" : "&"}${FORWARD_ID_KEY}=${this.forwardId(queue, m.offset)}`;
+    // System properties first, then the application ones, a `/` after the bag (the SDK's
+    // `MqttIotHubAdapter.cs#PopulateMessagePropertiesFromMessage`). The device's own `$.mid`
+    // goes as it is (or not at all); toward a hub of ours the forwarder id lets it drop the
+    // duplicates a resend after a link loss makes.
+    let bag = "";
+    for (const k of SENT_SYSTEM) {
+      const v = props[k];
+      if (v !== undefined && v !== "") bag += `${encodeProperty(k, v)}&`;
+    }
+    // for…in: no array per message; stored properties inherit nothing (codec.ts).
+    for (const k in props) if (!k.startsWith("$.")) bag += `${encodeProperty(k, props[k] as string)}&`;
+    if (this.forwardId !== undefined) bag += `${FORWARD_ID_KEY}=${this.forwardId(queue, m.offset)}&`;
+    if (bag !== "") bag = `${bag.slice(0, -1)}/`;
     const path = moduleId === undefined ? `devices/${deviceId}` : `devices/${deviceId}/modules/${moduleId}`;
     return { topic: `${path}/messages/events/${bag}`, payload: m.body };
   }
