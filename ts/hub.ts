@@ -161,7 +161,9 @@ export class EdgeHub {
       // Each identity's share of the quota, counted in the queues the router fills.
       shares = await followShare(undefined, settings.current.maxSizeBytesPerIdentity, store, routed);
       router.setShares(shares);
-      const upstream = parent ? new Upstream(parent, store, registry, settings, log) : undefined;
+      const upstream = parent
+        ? new Upstream(parent, store, registry, settings, log, { box, dataDir: config.dataDir })
+        : undefined;
       const deviceCas = await Promise.all(config.trustedDeviceCaFiles.map((f) => readFile(f, "utf8")));
       const limits = config.limits;
       // Refusals and timeouts can be caused by anyone: their log lines are rate-limited.
@@ -220,7 +222,9 @@ export class EdgeHub {
               ? clientId === deviceId ||
                 clientId.startsWith(`${deviceId}/`) ||
                 conn.principal?.via?.includes(deviceId) === true
-              : clientId === `${deviceId}/${moduleId}`;
+              : clientId === `${deviceId}/${moduleId}` ||
+                // An edge's `$edgeHub` keys sign its logins on behalf of others: they end too.
+                (moduleId === "$edgeHub" && conn.principal?.via?.at(-1) === deviceId);
           if (mine) conn.close("identity-revoked");
         }
       });

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { SharedAccessSignature } from "azure-iot-common";
 import { beforeEach, describe, expect, it } from "vitest";
-import { Authenticator } from "../../ts/auth/authenticator.js";
+import { Authenticator, type PeerCertificate } from "../../ts/auth/authenticator.js";
 import { type Device, Registry } from "../../ts/auth/registry.js";
 import { SecretBox } from "../../ts/auth/secret-box.js";
 import type { EdgeHubError } from "../../ts/index.js";
@@ -149,13 +149,14 @@ describe("on-behalf-of logins (auth-chain)", () => {
     await reg.createDevice({ deviceId: "leaf1", deviceScope: edge1.deviceScope });
     await reg.createModule({ deviceId: "edge1", moduleId: "mod1" });
     await reg.createModule({ deviceId: "edge2", moduleId: "mod2" });
-    const edgeKey = edge1.authentication.symmetricKey?.primaryKey ?? "";
+    // Signed as Microsoft's edge hub signs: the actor's `$edgeHub` token (ModuleTokenProvider).
+    const edgeHubKey = reg.getModule("edge1", "$edgeHub")?.authentication.symmetricKey?.primaryKey ?? "";
     const login = (clientId: string, chain: string) =>
       codeOf(() =>
         auth.authenticate({
           clientId,
           username: `${username(clientId)}&auth-chain=${encodeURIComponent(chain)}`,
-          password: sdkToken(`${HOST}/devices/edge1`, edgeKey),
+          password: sdkToken(`${HOST}/devices/edge1/modules/$edgeHub`, edgeHubKey),
         }),
       );
     // docs/upstream-forms.md, "auth-chain": ServiceIdentityTree / AuthChainHelpers.
@@ -170,5 +171,80 @@ describe("on-behalf-of logins (auth-chain)", () => {
     expect(login("edge2/mod2", "edge2/mod2;edge1")).toBe("AUTH_NOT_IN_SCOPE");
     expect(login("leaf1", "leaf1;edge2;edge1")).toBe("AUTH_NOT_IN_SCOPE");
     expect(edge2.deviceScope).toBeDefined();
+  });
+});
+
+describe("on-behalf-of logins: the actor's $edgeHub credential only", () => {
+  let edgeKey: string;
+  let edgeHubKey: string;
+  beforeEach(async () => {
+    const edge1 = await reg.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+    await reg.createDevice({ deviceId: "leaf1", deviceScope: edge1.deviceScope });
+    edgeKey = edge1.authentication.symmetricKey?.primaryKey ?? "";
+    edgeHubKey = reg.getModule("edge1", "$edgeHub")?.authentication.symmetricKey?.primaryKey ?? "";
+  });
+  const login = (clientId: string, chain: string, password: Buffer | undefined, peer?: PeerCertificate) =>
+    codeOf(() =>
+      auth.authenticate({
+        clientId,
+        username: `${username(clientId)}&auth-chain=${encodeURIComponent(chain)}`,
+        password,
+        peer,
+      }),
+    );
+
+  it("refuses a login on behalf of signed with the edge device's key, accepts the $edgeHub-signed one", () => {
+    const edgeHubToken = sdkToken(`${HOST}/devices/edge1/modules/$edgeHub`, edgeHubKey);
+    expect(login("leaf1", "leaf1;edge1", edgeHubToken)).toBe("accepted");
+    // The device's own token: audience and key are the device's, not `$edgeHub`'s.
+    expect(login("leaf1", "leaf1;edge1", sdkToken(`${HOST}/devices/edge1`, edgeKey))).toBe(
+      "AUTH_WRONG_AUDIENCE",
+    );
+    // `$edgeHub`'s audience signed with the device key.
+    expect(login("leaf1", "leaf1;edge1", sdkToken(`${HOST}/devices/edge1/modules/$edgeHub`, edgeKey))).toBe(
+      "AUTH_BAD_SIGNATURE",
+    );
+  });
+
+  it("takes the hub's own login edge1/$edgeHub;edge1 as $edgeHub with its own keys", () => {
+    const p = auth.authenticate({
+      clientId: "edge1/$edgeHub",
+      username: `${username("edge1/$edgeHub")}&auth-chain=${encodeURIComponent("edge1/$edgeHub;edge1")}`,
+      password: sdkToken(`${HOST}/devices/edge1/modules/$edgeHub`, edgeHubKey),
+    });
+    expect(p).toMatchObject({ deviceId: "edge1", moduleId: "$edgeHub", clientId: "edge1/$edgeHub" });
+    expect(login("edge1/$edgeHub", "edge1/$edgeHub;edge1", sdkToken(`${HOST}/devices/edge1`, edgeKey))).toBe(
+      "AUTH_WRONG_AUDIENCE",
+    );
+  });
+
+  it("refuses a login on behalf of made with a certificate, naming the $edgeHub token", () => {
+    const peer: PeerCertificate = { der: Buffer.from("x"), commonName: "edge1", chainTrusted: true };
+    let message = "";
+    try {
+      auth.authenticate({
+        clientId: "leaf1",
+        username: `${username("leaf1")}&auth-chain=${encodeURIComponent("leaf1;edge1")}`,
+        peer,
+      });
+    } catch (err) {
+      message = (err as Error).message;
+      expect((err as EdgeHubError).code).toBe("AUTH_BAD_TOKEN");
+    }
+    expect(message).toContain("$edgeHub SAS token");
+    expect(login("leaf1", "leaf1;edge1", Buffer.alloc(0), peer)).toBe("AUTH_BAD_TOKEN");
+  });
+
+  it("accepts the username IoT Hub's SDK sends: DeviceClientType and any api-version", () => {
+    const token = sdkToken(`${HOST}/devices/edge1/modules/$edgeHub`, edgeHubKey);
+    const product = encodeURIComponent("edgehub/0.1.0 EdgeHub/0.1.0");
+    for (const version of ["2020-09-30", "2019-07-01-preview", "2021-04-12"]) {
+      const p = auth.authenticate({
+        clientId: "leaf1",
+        username: `${HOST}/leaf1/?api-version=${version}&DeviceClientType=${product}&auth-chain=${encodeURIComponent("leaf1;edge1")}`,
+        password: token,
+      });
+      expect(p).toMatchObject({ clientId: "leaf1", via: ["edge1"] });
+    }
   });
 });

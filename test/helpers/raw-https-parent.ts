@@ -1,7 +1,7 @@
 /**
  * A raw HTTPS parent over real TLS, for the scope call: strict where a real parent is
- * (the call must be the scope call of the configured edge, with a SAS token of that edge
- * signed by its key and not expired, else 401), and answers with exactly what a test
+ * (the call must be the scope call of the configured edge, with a SAS token of that edge's
+ * `$edgeHub` signed by {@link RawHttpsParent.key} and not expired, else 401), and answers with exactly what a test
  * writes (bad records, endless pages, looping or foreign links, huge bodies). For what a
  * real root hub never sends; the normal parent in tests is a real root hub.
  */
@@ -30,7 +30,7 @@ export class RawHttpsParent {
   /** Calls refused (bad path or token), with the reason. */
   readonly refused: string[] = [];
   readonly ca: string;
-  /** The edge device this parent answers, and its key (random, base64 of 32 bytes). */
+  /** The edge device this parent answers, and its `$edgeHub` key (random, base64 of 32 bytes). */
   readonly edgeId: string;
   readonly key = randomBytes(32).toString("base64");
   answer: ScopeAnswer = (_n, _url, res) => res.writeHead(404).end();
@@ -88,7 +88,9 @@ export class RawHttpsParent {
       if (decodeURIComponent(path) !== decodeURIComponent(scopePath(this.edgeId)))
         return "not the scope call";
       const token = parseSasToken(req.headers.authorization ?? "");
-      if (token.resource !== `localhost/devices/${this.edgeId}`) return "token of another identity";
+      // The edge's `$edgeHub` token, as Microsoft's edge hub signs its scope calls.
+      if (token.resource !== `localhost/devices/${this.edgeId}/modules/$edgeHub`)
+        return "token of another identity";
       if (token.expiry * 1000 < Date.now()) return "expired token";
       if (!signedByAny(token, [this.key])) return "bad signature";
     } catch (err) {

@@ -36,7 +36,7 @@ export class RawParent {
   /** PUBLISHes received, in order. */
   readonly publishes: Array<{ topic: string; payload: Buffer; messageId: number; clientId: string }> = [];
   /** CONNECTs received, in order of arrival. */
-  readonly connects: Array<{ clientId: string; at: number }> = [];
+  readonly connects: Array<{ clientId: string; at: number; username?: string; password?: string }> = [];
   /** Answer PUBLISHes with PUBACK. */
   puback: boolean;
   /** The CONNACK return code for a client id (default 0, accepted). */
@@ -103,7 +103,12 @@ export class RawParent {
       if (ended || socket.destroyed) return;
       if (p.cmd === "connect") {
         clientId = p.clientId;
-        this.connects.push({ clientId, at: Date.now() });
+        this.connects.push({
+          clientId,
+          at: Date.now(),
+          ...(p.username === undefined ? {} : { username: p.username }),
+          ...(p.password === undefined ? {} : { password: p.password.toString("utf8") }),
+        });
         const returnCode = this.connack(clientId);
         reply({ cmd: "connack", returnCode, sessionPresent: false } as Packet);
         if (returnCode !== 0) {

@@ -111,6 +111,10 @@ describe("edge hub forwarding to a root hub", () => {
       maxBackoffMs: 300,
     });
     await synced(edge);
+    // The certificate fetched the `$edgeHub` keys (the identity service's call); they sign the logins.
+    expect(edge.upstream?.edgeHubModule?.keys?.primaryKey).toBe(
+      root.registry.getModule("edgex", "$edgeHub")?.authentication.symmetricKey?.primaryKey,
+    );
     const leaf = await connectedRaw(edge.ports.mqtts, edge.caCertificate, "leafx", key);
     expect(await publishSeq(leaf, "leafx", 0, Buffer.from("by cert"))).toBe(true);
     await eventually("at the root", async () =>

@@ -187,9 +187,10 @@ describe("refusals from the parent", () => {
     );
     const firstConnect = (id: string) => back.connects.find((c) => c.clientId === id)?.at ?? Number.NaN;
     const order = back.connects.map((c) => c.clientId);
-    expect(order[0]).toBe("edge1");
+    // The hub's own link is `edge1/$edgeHub` (presence and settings in one).
+    expect(order[0]).toBe("edge1/$edgeHub");
     const times = leafs.map(firstConnect).sort((a, b) => a - b);
-    expect(times[0]).toBeGreaterThanOrEqual(firstConnect("edge1"));
+    expect(times[0]).toBeGreaterThanOrEqual(firstConnect("edge1/$edgeHub"));
     // Paced: one slot of LINK_CONNECT_INTERVAL_MS each, so the last of n comes at least n - 2 slots after the first.
     expect((times.at(-1) as number) - (times[0] as number)).toBeGreaterThanOrEqual(
       (leafs.length - 2) * LINK_CONNECT_INTERVAL_MS,

@@ -12,6 +12,7 @@ import { loadConfig, type ParentConfig, type ParentConfigInput } from "../../ts/
 import { scopePath } from "../../ts/service/scope.js";
 import { deviceJson, moduleJson } from "../../ts/service/shapes.js";
 import { ParentCredentials } from "../../ts/upstream/credentials.js";
+import { EdgeHubModule } from "../../ts/upstream/edgehub-module.js";
 import {
   MAX_SCOPE_PAGE_BYTES,
   MAX_SCOPE_PAGES,
@@ -87,7 +88,22 @@ async function edgeOf(parent: RawHttpsParent | ParentConfigInput) {
   const store = await openStore(join(dir, "store"));
   const registry = await Registry.open(store, await SecretBox.fromKeyFile(join(dir, "secrets.key")));
   const log = recordingLogger();
-  const sync = new ScopeSync(config, new ParentCredentials(config), registry, log);
+  // The scope call carries the `$edgeHub` token: the raw parent's key is that module's; a
+  // real root's is fetched as the upstream fetches it.
+  const credentials = new ParentCredentials(config);
+  if (parent instanceof RawHttpsParent) credentials.useModuleKey(() => parent.key);
+  else {
+    const module = new EdgeHubModule(
+      config,
+      credentials,
+      await SecretBox.fromKeyFile(join(dir, "m.key")),
+      dir,
+      log,
+    );
+    await module.fetch();
+    credentials.useModuleKey(() => module.keys?.primaryKey);
+  }
+  const sync = new ScopeSync(config, credentials, registry, log);
   const ids = () =>
     registry
       .listDevices()

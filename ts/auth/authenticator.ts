@@ -6,8 +6,10 @@
  *
  * On behalf of: an edge hub opens its children's links to its parent with its own
  * credential and names the child in `auth-chain` (username parameter), `;`-separated: the
- * client itself, then the device ids from its device up to the edge device whose credential
- * signs the login, each a child of the next (`childDev;edge2;edge1`, `edge1/mod1;edge1`).
+ * client itself, then the device ids from its device up to the edge device that acts
+ * (`childDev;edge2;edge1`, `edge1/mod1;edge1`). As toward IoT Hub, that credential is the
+ * acting edge's `$edgeHub` module token (Azure/iotedge `CloudConnectionProvider.cs#ConnectInternal`,
+ * `ModuleTokenProvider.cs#GetTokenAsync`): the edge device's own key or certificate is refused there.
  */
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
@@ -187,7 +189,10 @@ export class Authenticator {
    * (`AuthChainHelpers.ValidateAuthChain`, `ServiceIdentityTree`), the chain starts with the
    * client itself: `leaf1;edge1`, a module `edge1/mod1;edge1` or `edge2/mod2;edge2;edge1`
    * (its own device next). After the client, each device must be a child of the next, and
-   * the last an edge device whose credential the client presented.
+   * the last an edge device whose `$edgeHub` token (audience
+   * `{hub}/devices/{edge}/modules/$edgeHub`, its keys) the client presented. The hub's own
+   * login, `edge1/$edgeHub` with chain `edge1/$edgeHub;edge1`, is thus `$edgeHub` with its
+   * own keys. Microsoft's edge hub never logs in on behalf of with a certificate: refused.
    */
   #onBehalfOf(
     c: Credentials,
@@ -218,7 +223,15 @@ export class Authenticator {
     if (!child.capabilities.iotEdge) {
       throw deny(ErrorCodes.AUTH_NOT_IN_SCOPE, `${child.deviceId} is not an edge device`);
     }
-    const expiresAt = this.#verify(c, child.authentication, child.deviceId, undefined);
+    if (!c.password || c.password.length === 0)
+      throw deny(
+        ErrorCodes.AUTH_BAD_TOKEN,
+        `a login on behalf of ${c.clientId} needs the $edgeHub SAS token of ${child.deviceId} as password (no certificate)`,
+      );
+    const edgeHub = this.#registry.getModule(child.deviceId, "$edgeHub");
+    if (!edgeHub)
+      throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `module ${child.deviceId}/$edgeHub is not registered`);
+    const expiresAt = this.#verify(c, edgeHub.authentication, child.deviceId, "$edgeHub");
     const via = devices.length > 1 ? devices.slice(1) : [child.deviceId];
     return { ...ids, clientId: c.clientId, via, ...(expiresAt === undefined ? {} : { expiresAt }) };
   }

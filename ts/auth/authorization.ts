@@ -23,6 +23,11 @@ export type Action =
   | "method"
   /** Read the target edge's device scope with its credentials (`…/$edgeHub/devicesAndModulesInDeviceScope`). */
   | "device-scope"
+  /**
+   * Read the target module's identity with its keys by the device's own credential
+   * (`GET /devices/{d}/modules/{m}`, what IoT Edge's identity service calls for `$edgeHub`).
+   */
+  | "module-identity"
   /** Everything else of the service API: registry, twins, C2D send, events. */
   | "service";
 
@@ -30,10 +35,11 @@ export type Action =
  * How far a grant reaches:
  * `self` the caller's own identity (a device itself, a module itself);
  * `own-edge` the caller's edge device itself (the scope call);
+ * `own-modules` the modules of the caller's own device (the caller a device, not a module);
  * `edge-scope` the caller's edge device, its modules, its children and their modules;
  * `any` every identity; `none` nothing.
  */
-export type Reach = "none" | "self" | "own-edge" | "edge-scope" | "any";
+export type Reach = "none" | "self" | "own-edge" | "own-modules" | "edge-scope" | "any";
 
 /** The table: caller kind × action → reach. Read top to bottom; nothing is granted elsewhere. */
 export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, Reach>>>> = {
@@ -43,6 +49,7 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     "module-inputs": "none",
     method: "none",
     "device-scope": "none",
+    "module-identity": "own-modules",
     service: "none",
   },
   module: {
@@ -51,6 +58,7 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     "module-inputs": "self",
     method: "none",
     "device-scope": "none",
+    "module-identity": "none",
     service: "none",
   },
   "edge-device": {
@@ -59,6 +67,7 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     "module-inputs": "none",
     method: "none",
     "device-scope": "own-edge",
+    "module-identity": "own-modules",
     service: "none",
   },
   "edge-module": {
@@ -67,6 +76,7 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     "module-inputs": "self",
     method: "edge-scope",
     "device-scope": "none",
+    "module-identity": "none",
     service: "none",
   },
   "edge-hub": {
@@ -75,6 +85,7 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     "module-inputs": "self",
     method: "edge-scope",
     "device-scope": "own-edge",
+    "module-identity": "none",
     service: "none",
   },
   service: {
@@ -83,6 +94,7 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     "module-inputs": "none",
     method: "any",
     "device-scope": "none",
+    "module-identity": "any",
     service: "any",
   },
 };
@@ -129,6 +141,8 @@ export function allowed(
       );
     case "own-edge":
       return caller !== "service" && target.deviceId === caller.deviceId && target.moduleId === undefined;
+    case "own-modules":
+      return caller !== "service" && caller.moduleId === undefined && target.deviceId === caller.deviceId;
     case "edge-scope": {
       if (caller === "service") return false;
       if (target.deviceId === caller.deviceId) return true;

@@ -21,6 +21,7 @@ import { checkIfMatch, ifMatchOf } from "./etag.js";
 import { page, streamEvents } from "./events.js";
 import { ApiError, readBody, readJson, sendError, sendJson, unauthorized } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
+import { answerModuleRead, isDeviceModuleRead } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, isScopeCall } from "./scope.js";
 import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
@@ -142,6 +143,21 @@ export class ServiceApi {
       );
       this.#ctx.authenticated?.(req);
       return sendJson(res, 200, scope);
+    }
+    // A device reading its own modules (IoT Edge's identity service fetching `$edgeHub`).
+    const peer = this.#ctx.peerOf(req);
+    if (isDeviceModuleRead(parts, method, req.headers.authorization, peer)) {
+      const ctx = this.#ctx;
+      const answer = answerModuleRead(
+        ctx.registry,
+        ctx.authenticator,
+        parts,
+        req.headers.authorization,
+        peer,
+        ctx.isConnected,
+      );
+      ctx.authenticated?.(req);
+      return sendJson(res, 200, answer);
     }
     // A module calling a method through its hub signs as itself and names itself in a header.
     let caller = SERVICE_CALLER;

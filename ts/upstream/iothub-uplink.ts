@@ -1,13 +1,15 @@
 /**
  * Forwarding on IoT Hub's device protocol (to Azure IoT Hub, a root hub or a parent edge
  * hub): one MQTT connection per identity, as IoT Hub's MQTT carries one device per
- * connection. This hub logs in for its children and modules with its own credential,
- * naming the identity in the username's `auth-chain`, so a child's expired token never
- * strands its stored messages. The hub's own identity has one link, shared with the
- * upstream's presence check.
+ * connection. As Microsoft's edge hub, this hub connects itself as `{edge}/$edgeHub` (one
+ * link: presence, the `$edgeHub` settings twin and messages sent as `$edgeHub`) and logs
+ * in for every identity of its scope with its `$edgeHub` token, naming the identity in the
+ * username's `auth-chain`, so a child's expired token never strands its stored messages.
  */
+import { readFileSync } from "node:fs";
 import type { Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
+import { own, parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import { encodeProperty } from "../protocol/topics.js";
 import { FORWARD_ID } from "../routing/router.js";
@@ -15,7 +17,7 @@ import type { StoredMessage } from "../store/index.js";
 import type { ParentCredentials } from "./credentials.js";
 import { ConnectPacer, Link } from "./link.js";
 import { busyRefusal } from "./mqtt-client.js";
-import { TWIN_RESPONSES } from "./twin-sync.js";
+import { TWIN_RESPONSES, TWIN_TOPICS } from "./twin-sync.js";
 import type { Uplink, WireForm } from "./uplink.js";
 
 /**
@@ -28,7 +30,37 @@ const IDENTITY_TOPICS = [TWIN_RESPONSES];
 
 /** IoT Hub's message size limit. */
 const MAX_MESSAGE_BYTES = 256 * 1024;
-const API_VERSION = "2021-04-12";
+/**
+ * The username's api-version: the C# device SDK's `ClientApiVersionHelper.ApiVersionLatest`
+ * (Azure/azure-iot-sdk-csharp `iothub/device/src/Common/Api/ClientApiVersionHelper.cs`),
+ * which Microsoft's edge hub sends through the SDK it pins. Stored copies say
+ * `2019-07-01-preview` and `2020-09-30`; the later one is taken (docs/upstream-forms.md §10:
+ * which SDK each edgeHub release pins is unknown). edgehub parents accept any.
+ */
+export const API_VERSION = "2020-09-30";
+
+/** This package's version (for DeviceClientType); "unknown" if package.json cannot be read. */
+function packageVersion(): string {
+  try {
+    const pkg = parseJson(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+    const v = own(pkg, "version");
+    return typeof v === "string" ? v : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/**
+ * The username's `DeviceClientType`. Microsoft's is the SDK's product info followed by the
+ * edge hub's, ending `EdgeHub/{version}` (CP `CloudConnection.cs#ConnectToIoTHub`,
+ * `SetProductInfo`; `Constants.IoTEdgeProductInfoIdentifier = "EdgeHub"`); the rest of its
+ * text (`ProductInfo.ToString`, `ConnectionMetadata.BuildEdgeProductInfo`) was not read, so
+ * ours says what we are and ends the same way.
+ */
+export const DEVICE_CLIENT_TYPE = (() => {
+  const version = packageVersion();
+  return `edgehub/${version} EdgeHub/${version}`;
+})();
 /**
  * Logins of a child refused this many times in a row, while the hub's own login works: its
  * messages are dead-lettered. CONNACK 3 (server unavailable) is not counted: it is transient
@@ -67,8 +99,13 @@ export class IotHubUplink implements Uplink {
   readonly #credentials: ParentCredentials;
   readonly #registry: Registry;
   readonly #log: Logger;
-  /** The hub's own link: presence, and the lane of messages the hub itself sends. */
+  /**
+   * The hub's own link as `{edge}/$edgeHub`: presence, the `$edgeHub` settings twin, and the
+   * lane of messages sent as `$edgeHub`.
+   */
   readonly edgeLink: Link;
+  /** The hub's own client id, `{edge}/$edgeHub`. */
+  readonly edgeHubId: string;
   /**
    * The forwarder id of a stored message ({@link FORWARD_ID}), url-encoded, sent with it so the parent
    * drops a resend and nothing else; unset, messages go without one (a parent that does
@@ -94,7 +131,10 @@ export class IotHubUplink implements Uplink {
     this.#credentials = credentials;
     this.#registry = registry;
     this.#log = log;
-    this.edgeLink = this.#link(parent.deviceId, undefined);
+    this.edgeHubId = `${parent.deviceId}/$edgeHub`;
+    // Chain `edge1/$edgeHub;edge1`: HC `ServiceIdentityTree.cs#GetAuthChain` special-cases the
+    // actor's own `$edgeHub`.
+    this.edgeLink = this.#link(this.edgeHubId, [this.edgeHubId, parent.deviceId], TWIN_TOPICS);
     this.edgeLink.keepTrying = true;
   }
 
@@ -102,9 +142,13 @@ export class IotHubUplink implements Uplink {
     return senderOf(m);
   }
 
-  /** The link of an identity (its lane's and its twin's). */
+  /**
+   * The link of an identity (its lane's and its twin's). Every message goes on its sender's
+   * own connection, the edge device's too (CP `routing/CloudEndpoint.cs#GetIdentity`, HC
+   * `CloudEndpoint.CloudMessageProcessor`): only `$edgeHub`'s own take the hub's link.
+   */
   linkFor(clientId: string): Link {
-    if (clientId === this.#parent.deviceId) return this.edgeLink;
+    if (clientId === this.edgeHubId) return this.edgeLink;
     let shared = this.#links.get(clientId);
     if (!shared) {
       const link = this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS, this.#pacer);
@@ -199,26 +243,25 @@ export class IotHubUplink implements Uplink {
     return chain;
   }
 
-  /** A link as this hub's own `$edgeHub` module, subscribed to `topics` (its twin). */
-  moduleLink(moduleId: string, topics: string[]): Link {
-    const clientId = `${this.#parent.deviceId}/${moduleId}`;
-    return this.#link(clientId, [clientId, this.#parent.deviceId], topics);
-  }
-
-  #link(clientId: string, chain: string[] | undefined, topics: string[] = [], pacer?: ConnectPacer): Link {
+  #link(clientId: string, chain: string[], topics: string[] = [], pacer?: ConnectPacer): Link {
     const p = this.#parent;
-    const query = chain === undefined ? "" : `&auth-chain=${encodeURIComponent(chain.join(";"))}`;
+    // SDK `MqttIotHubAdapter.cs#ConnectAsync`: api-version, DeviceClientType, auth-chain, in
+    // that order, each value escaped (`Uri.EscapeDataString`: the same bytes here).
+    const username = `${p.hubHostname}/${clientId}/?api-version=${API_VERSION}&DeviceClientType=${encodeURIComponent(DEVICE_CLIENT_TYPE)}&auth-chain=${encodeURIComponent(chain.join(";"))}`;
     return new Link(
       clientId,
       () => {
         const token = this.#credentials.token();
+        // Nothing logs in before the `$edgeHub` keys are in hand (the upstream waits for them).
+        if (token === undefined) throw new Error("the $edgeHub keys are not fetched yet");
+        // The token is the credential: no client certificate on these links.
         return {
           host: p.hostname,
           port: p.port,
           clientId,
-          username: `${p.hubHostname}/${clientId}/?api-version=${API_VERSION}${query}`,
-          ...(token === undefined ? {} : { password: token }),
-          ...this.#credentials.tls(),
+          username,
+          password: token,
+          ...this.#credentials.tls(false),
         };
       },
       p,

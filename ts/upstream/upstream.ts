@@ -2,9 +2,12 @@
  * The hub's side of its parent: the presence link, the forwarder draining `$upstream`,
  * and the device scope sync. Emits `online` / `offline` as the presence link comes and
  * goes; on every return the forwarder resumes at once and the scope is fetched again.
+ * Towards a hub, nothing logs in before this edge's `$edgeHub` keys are in hand (sealed
+ * from an earlier start, or fetched from the parent); messages wait in the store meanwhile.
  */
 import { EventEmitter } from "node:events";
 import type { Registry } from "../auth/registry.js";
+import type { SecretBox } from "../auth/secret-box.js";
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
@@ -12,6 +15,7 @@ import { PRIORITIES, priorityQueue } from "../routing/priority.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { ParentCredentials } from "./credentials.js";
+import { EdgeHubModule } from "./edgehub-module.js";
 import { forwardIds, storeIncarnation } from "./forward-id.js";
 import { Forwarder, type ForwarderStats, UPSTREAM_QUEUE, zeroStats } from "./forwarder.js";
 import { IotHubUplink } from "./iothub-uplink.js";
@@ -21,7 +25,7 @@ import { MqttUplink } from "./mqtt-uplink.js";
 import { RateLimit } from "./rate-limit.js";
 import { ScopeSync } from "./scope-sync.js";
 import type { EdgeHubSettings } from "./settings.js";
-import { TWIN_TOPICS, TwinSync } from "./twin-sync.js";
+import { TwinSync } from "./twin-sync.js";
 
 /** Link to the parent, forwarding and scope sync. */
 export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
@@ -32,8 +36,8 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   /** Absent towards a plain MQTT broker (it has no registry). */
   readonly scope: ScopeSync | undefined;
   readonly #link: Link;
-  /** Follows the `$edgeHub` twin (absent towards a broker). */
-  readonly #settingsLink: Link | undefined;
+  /** This edge's `$edgeHub` keys (absent towards a broker). */
+  readonly edgeHubModule: EdgeHubModule | undefined;
   readonly #parent: ParentConfig;
   readonly #store: MessageStore;
   readonly #log: Logger;
@@ -52,6 +56,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     registry: Registry,
     settings: EdgeHubSettings,
     log: Logger,
+    secrets: { box: SecretBox; dataDir: string },
   ) {
     super();
     this.#parent = parent;
@@ -65,8 +70,18 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     this.#uplink = uplink;
     this.#link = uplink.edgeLink;
     if (uplink instanceof IotHubUplink) {
-      this.#settingsLink = uplink.moduleLink("$edgeHub", TWIN_TOPICS);
-      settings.follow(this.#settingsLink);
+      const module = new EdgeHubModule(parent, credentials, secrets.box, secrets.dataDir, log);
+      this.edgeHubModule = module;
+      credentials.useModuleKey(() => module.keys?.primaryKey);
+      // The hub's own link follows its `$edgeHub` twin (the settings).
+      settings.follow(uplink.edgeLink);
+      // New keys: the links retry with them now.
+      module.on("keys", () => uplink.edgeLink.wake());
+      // Refused as unauthorized while signing with the keys in hand: they may have been
+      // regenerated upstream (HC `CloudProxy.cs#HandleException` takes 4/5 as an expired token).
+      uplink.edgeLink.on("refused", (code) => {
+        if (code === 4 || code === 5) void module.refused();
+      });
     }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
     // Revocation upstream reaches this hub when the parent first refuses the client's link
@@ -105,14 +120,12 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
       this.lastOnlineAt = Date.now();
       for (const f of this.forwarders) void f.resume();
       this.twinSync?.online();
-      this.#settingsLink?.wake();
       void this.scope?.sync();
       this.emit("online");
     });
     this.#link.on("down", () => {
       for (const f of this.forwarders) f.pause();
       this.twinSync?.offline();
-      this.#settingsLink?.suspend();
       this.emit("offline");
     });
   }
@@ -160,8 +173,12 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
         UPSTREAM_QUEUE,
       );
     for (const f of this.forwarders) await f.start();
-    this.#link.start();
-    this.#settingsLink?.start();
+    const module = this.edgeHubModule;
+    if (module && !(await module.load())) {
+      // No keys yet: the hub's link starts once they are fetched (it brings the rest up).
+      module.once("keys", () => this.#link.start());
+      module.ensure();
+    } else this.#link.start();
     if (this.scope) {
       this.#refresh = setInterval(() => void this.scope?.sync(), this.#parent.scopeRefreshSecs * 1000);
       this.#refresh.unref();
@@ -173,7 +190,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     for (const f of this.forwarders) f.close();
     this.twinSync?.close();
     this.methodRelay?.close();
+    this.edgeHubModule?.close();
     this.#link.close();
-    this.#settingsLink?.close();
   }
 }
