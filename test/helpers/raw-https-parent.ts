@@ -62,7 +62,7 @@ export class RawHttpsParent {
   readonly ca: string;
   /** The edge device this parent answers, and its key (random, base64 of 32 bytes). */
   readonly edgeId: string;
-  readonly key = randomBytes(32).toString("base64");
+  key = randomBytes(32).toString("base64");
   /** How the nested POST route is answered: served, or 404/405 as a parent without it. */
   nestedRoute: "served" | 404 | 405 = "served";
   answer: ScopeAnswer = (_n, _call, res) => res.writeHead(404).end();
@@ -146,7 +146,10 @@ export class RawHttpsParent {
       const body = parseJson(text) as Record<string, unknown>;
       const keys = Object.keys(body);
       // NestedScopeRequest's fields in declaration order; the link only when it has one.
-      const want = "continuationLink" in body ? ["pageSize", "continuationLink", "authChain"] : ["pageSize", "authChain"];
+      const want =
+        "continuationLink" in body
+          ? ["pageSize", "continuationLink", "authChain"]
+          : ["pageSize", "authChain"];
       if (keys.join() !== want.join()) throw new Error(`body fields ${keys.join()} are not ${want.join()}`);
       const { pageSize, continuationLink, authChain } = body;
       if (typeof pageSize !== "number" || !Number.isInteger(pageSize) || pageSize < 0 || pageSize > 1000)
@@ -162,7 +165,8 @@ export class RawHttpsParent {
       };
     }
     if (req.method === "GET") {
-      if (!pathIs(scopePath(this.edgeId)) || query === undefined) throw new Error("not the legacy scope call");
+      if (!pathIs(scopePath(this.edgeId)) || query === undefined)
+        throw new Error("not the legacy scope call");
       if (text !== "") throw new Error("a GET with a body");
       return { method: "GET", url };
     }

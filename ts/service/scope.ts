@@ -163,7 +163,8 @@ export function answerScope(
 
 /** A nested request's body, checked: NestedScopeRequest's fields and nothing else. */
 function nestedRequestOf(body: unknown): { pageSize: number; link: string | undefined; authChain: string } {
-  if (!isJsonObject(body)) throw invalid("the body is not a JSON object {pageSize, continuationLink, authChain}");
+  if (!isJsonObject(body))
+    throw invalid("the body is not a JSON object {pageSize, continuationLink, authChain}");
   for (const key of Object.keys(body))
     if (!REQUEST_FIELDS.has(key)) throw invalid(`unknown field ${JSON.stringify(key.slice(0, 64))}`);
   const pageSize = own(body, "pageSize");
@@ -191,7 +192,7 @@ function targetOf(registry: Registry, authChain: string, actorId: string): Devic
   const edges: Device[] = [];
   for (const id of ids) {
     const d = isIdentityId(id) ? registry.getDevice(id) : undefined;
-    if (!d || !d.capabilities.iotEdge || d.status !== "enabled")
+    if (!d?.capabilities.iotEdge || d.status !== "enabled")
       throw invalid("authChain names an id that is not an enabled edge device in the caller's scope");
     edges.push(d);
   }
