@@ -92,7 +92,8 @@ describe("scope sync from a real root hub", () => {
     );
     // edge2 walks through edge1, which answers from the scope it synced.
     const edge2 = await edgeOf({
-      hostname: "localhost",
+      hostname: "127.0.0.1",
+      hubHostname: "localhost",
       httpsPort: edge1.ports.https,
       deviceId: "edge2",
       sharedAccessKey: e2.authentication.symmetricKey?.primaryKey ?? "",
@@ -177,6 +178,19 @@ describe("scope sync: the wire form", () => {
       expect(await edge.sync.sync()).toBe(true);
       expect(parent.calls.map((c) => c.method)).toEqual(["GET", "GET", "GET", "GET"]);
     });
+
+  it("does not fall back once the parent has answered the POST: a 404 then fails the sync", async () => {
+    const parent = await RawHttpsParent.start();
+    const edge = await edgeOf(parent);
+    parent.answer = (_n, _call, res) =>
+      json(res, { devices: [edgeDevice("edge1"), device("leaf")], modules: [] });
+    expect(await edge.sync.sync()).toBe(true);
+    parent.nestedRoute = 404;
+    expect(await edge.sync.sync()).toBe(false);
+    expect(edge.sync.form).toBe("nested");
+    expect(parent.calls.map((c) => c.method)).toEqual(["POST"]);
+    expect(edge.ids()).toEqual(["edge1", "leaf"]);
+  });
 
   it("retries 429 and 503 twice with Microsoft's policy, then gives up and applies nothing", async () => {
     const parent = await RawHttpsParent.start();

@@ -164,8 +164,11 @@ export class ScopeSync {
   #running: Promise<boolean> | undefined;
   /** When the last sync completed (ms since the epoch), if ever in this process. */
   lastSyncedAt: number | undefined;
-  /** The form this parent answers: nested until it answers the POST route 404 or 405. */
-  form: ScopeForm = "nested";
+  /**
+   * The form this parent answers, once known: nested after a nested walk succeeded, legacy
+   * after the first POST of a sync was answered 404 or 405 before any had.
+   */
+  form: ScopeForm | undefined;
   #lastAskedAt = 0;
 
   constructor(
@@ -205,10 +208,13 @@ export class ScopeSync {
   async #sync(): Promise<boolean> {
     const got = new Gathered(this.#log);
     try {
-      if (this.form === "nested") await this.#nestedWalk(got);
-      else await this.#legacyWalk(got);
+      if (this.form === "legacy") await this.#legacyWalk(got);
+      else await this.#nestedWalk(got);
     } catch (err) {
-      this.#log.log("warn", "scope-sync-failed", { form: this.form, reason: (err as Error).message });
+      this.#log.log("warn", "scope-sync-failed", {
+        form: this.form ?? "nested",
+        reason: (err as Error).message,
+      });
       return false;
     }
     // A module comes with its device; one without it would have no device to log in under.
@@ -267,7 +273,9 @@ export class ScopeSync {
         answer = await this.#call({ method: "POST", path, body, token: undefined });
       } catch (err) {
         // An older parent without the route: the legacy call, for this parent from now on.
-        if (pages === 1 && err instanceof ScopeCallError && (err.status === 404 || err.status === 405)) {
+        // A parent that answered the POST before keeps being asked it: a 404 then is an error.
+        const noRoute = err instanceof ScopeCallError && (err.status === 404 || err.status === 405);
+        if (pages === 1 && noRoute && this.form === undefined) {
           this.form = "legacy";
           this.#log.log("info", "scope-form", { form: "legacy", reason: err.message.slice(0, 200) });
           return this.#legacyWalk(got);
@@ -293,6 +301,7 @@ export class ScopeSync {
         queue.push({ target: d.deviceId, chain: [d.deviceId, ...step.chain], link: null });
       }
     }
+    this.form = "nested";
   }
 
   /**
