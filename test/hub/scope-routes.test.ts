@@ -4,7 +4,7 @@
  * a body off NestedScopeRequest (400, IoT Hub's error JSON); the legacy GET keeps answering
  * the whole subtree. Real root hub, real HTTPS, edge SAS tokens.
  */
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub } from "../../ts/index.js";
 import { nestedScopePath, scopePath } from "../../ts/service/scope.js";
@@ -24,8 +24,9 @@ const keys: Record<string, string> = {};
 /**
  * root: edge1 (module m1) <- leaf1 (module lm), edge2 (module m2) <- leaf2, edge3 <- edge4;
  * edge3 disabled; edge5 elsewhere. Every edge has `$edgeAgent` and `$edgeHub`, as on IoT Hub.
+ * A fresh root per test: the hub helpers stop every hub after each test.
  */
-beforeAll(async () => {
+beforeEach(async () => {
   root = await startRoot(await tempDir(), { allowNesting: true });
   const r = root.registry;
   const edge = async (deviceId: string, parent?: string) => {
