@@ -1,17 +1,23 @@
 /**
- * A raw HTTPS parent over real TLS, for the scope call: strict where a real parent is
- * (the call must be the scope call of the configured edge, with a SAS token of that edge's
- * `$edgeHub` signed by {@link RawHttpsParent.key} and not expired, else 401), and answers with exactly what a test
- * writes (bad records, endless pages, looping or foreign links, huge bodies). For what a
- * real root hub never sends; the normal parent in tests is a real root hub.
+ * A raw HTTPS parent over real TLS, for the scope calls: strict where a real parent is and
+ * about the wire form Microsoft's edge hub sends, read from the fixture
+ * (test/fixtures/upstream-forms/scope.json: `nested.post.path`, `nested.post.headers`,
+ * `nested.post.body`, `legacy.get`). A call off that form, or without a SAS token of the
+ * configured edge's `$edgeHub` signed by its key and not expired, is refused 401 and recorded with why.
+ * It answers with exactly what a test writes (bad records, endless pages, looping links,
+ * huge bodies, 429s). For what a real root hub never sends; the normal parent in tests is
+ * a real root hub.
  */
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import https from "node:https";
+import path from "node:path";
 import { afterEach } from "vitest";
 import { parseSasToken, signedByAny } from "../../ts/auth/sas.js";
 import { devTls } from "../../ts/certs/dev-ca.js";
-import { scopePath } from "../../ts/service/scope.js";
+import { parseJson } from "../../ts/json.js";
+import { nestedScopePath, scopePath } from "../../ts/service/scope.js";
 import { tempDir } from "./fixtures.js";
 
 const parents = new Set<RawHttpsParent>();
@@ -19,21 +25,47 @@ afterEach(async () => {
   await Promise.all([...parents].map((p) => p.close()));
 });
 
-/** What a test answers the n-th scope call with (n from 0). */
-export type ScopeAnswer = (n: number, url: string, res: ServerResponse) => void;
+interface FixtureForm {
+  id: string;
+  example: unknown;
+}
+const FORMS = (
+  JSON.parse(
+    readFileSync(path.join(import.meta.dirname, "..", "fixtures", "upstream-forms", "scope.json"), "utf8"),
+  ) as { forms: FixtureForm[] }
+).forms;
+/** A scope form's example, from the fixture. */
+export function scopeForm(id: string): unknown {
+  const form = FORMS.find((f) => f.id === id);
+  if (!form) throw new Error(`no form ${id} in scope.json`);
+  return form.example;
+}
+
+/** One authorized call: the legacy GET, or the nested POST with its body. */
+export interface ScopeCall {
+  method: "GET" | "POST";
+  url: string;
+  /** The POST's body, parsed (`pageSize`, `continuationLink`, `authChain`). */
+  body?: { pageSize: number; continuationLink?: string; authChain: string };
+}
+
+/** What a test answers the n-th authorized call with (n from 0). */
+export type ScopeAnswer = (n: number, call: ScopeCall, res: ServerResponse) => void;
 
 export class RawHttpsParent {
   readonly #server: https.Server;
   readonly #sockets = new Set<import("node:net").Socket>();
-  /** The URL of every authorized scope call, in order. */
-  readonly calls: string[] = [];
-  /** Calls refused (bad path or token), with the reason. */
+  /** Every authorized scope call, in order. */
+  readonly calls: ScopeCall[] = [];
+  /** Calls refused (off the form, bad token), with the reason. */
   readonly refused: string[] = [];
   readonly ca: string;
   /** The edge device this parent answers, and its `$edgeHub` key (random, base64 of 32 bytes). */
   readonly edgeId: string;
-  readonly key = randomBytes(32).toString("base64");
-  answer: ScopeAnswer = (_n, _url, res) => res.writeHead(404).end();
+  key = randomBytes(32).toString("base64");
+  /** How the nested POST route is answered: served, or 404/405 as a parent without it. */
+  nestedRoute: "served" | 404 | 405 = "served";
+  answer: ScopeAnswer = (_n, _call, res) => res.writeHead(404).end();
 
   private constructor(server: https.Server, ca: string, edgeId: string) {
     this.#server = server;
@@ -46,7 +78,7 @@ export class RawHttpsParent {
     const material = await devTls(await tempDir(), "localhost");
     const server = https.createServer({ cert: material.cert, key: material.key });
     const parent = new RawHttpsParent(server, material.ca, edgeId);
-    server.on("request", (req, res) => parent.#serve(req, res));
+    server.on("request", (req, res) => void parent.#serve(req, res));
     server.on("secureConnection", (s) => {
       parent.#sockets.add(s);
       s.on("close", () => parent.#sockets.delete(s));
@@ -60,42 +92,96 @@ export class RawHttpsParent {
     return (this.#server.address() as { port: number }).port;
   }
 
+  /** The chains of the nested calls, in order. */
+  get chains(): string[] {
+    return this.calls.flatMap((c) => (c.body ? [c.body.authChain] : []));
+  }
+
   async close(): Promise<void> {
     parents.delete(this);
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
-  #serve(req: IncomingMessage, res: ServerResponse): void {
+  async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? "";
-    const refusal = this.#refusal(req, url);
-    if (refusal !== undefined) {
-      this.refused.push(`${refusal}: ${url}`);
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString("utf8");
+    let call: ScopeCall;
+    try {
+      call = this.#check(req, url, text);
+    } catch (err) {
+      this.refused.push(`${(err as Error).message}: ${req.method} ${url} ${text.slice(0, 200)}`);
       res.writeHead(401).end();
       return;
     }
+    if (call.method === "POST" && this.nestedRoute !== "served") {
+      res.writeHead(this.nestedRoute).end();
+      return;
+    }
     const n = this.calls.length;
-    this.calls.push(url);
-    this.answer(n, url, res);
+    this.calls.push(call);
+    this.answer(n, call, res);
   }
 
-  /** Why a parent would refuse this call; undefined when it is the edge's own scope call. */
-  #refusal(req: IncomingMessage, url: string): string | undefined {
-    const [path = "", query] = url.split("?");
+  /** The call when it is the edge's own scope call in Microsoft's form; throws why not. */
+  #check(req: IncomingMessage, url: string, text: string): ScopeCall {
+    const [pathPart = "", query] = url.split("?");
     // Paths compared decoded, as an HTTP server routes them.
-    if (req.method !== "GET" || query === undefined) return "not the scope call";
-    try {
-      if (decodeURIComponent(path) !== decodeURIComponent(scopePath(this.edgeId)))
-        return "not the scope call";
-      const token = parseSasToken(req.headers.authorization ?? "");
-      // The edge's `$edgeHub` token, as Microsoft's edge hub signs its scope calls.
-      if (token.resource !== `localhost/devices/${this.edgeId}/modules/$edgeHub`)
-        return "token of another identity";
-      if (token.expiry * 1000 < Date.now()) return "expired token";
-      if (!signedByAny(token, [this.key])) return "bad signature";
-    } catch (err) {
-      return (err as Error).message;
+    const pathIs = (p: string) => decodeURIComponent(pathPart) === decodeURIComponent(p);
+    this.#checkToken(req.headers.authorization);
+    if (req.method === "POST") {
+      // NestedDeviceScopeApiClient: the actor's path, api-version only, JSON body.
+      const example = scopeForm("nested.post.path") as string;
+      const wantQuery = example.split("?")[1];
+      if (!pathIs(nestedScopePath(this.edgeId)) || query !== wantQuery)
+        throw new Error(`not ${example} for ${this.edgeId}`);
+      const headers = scopeForm("nested.post.headers") as Record<string, string>;
+      if (req.headers["content-type"] !== headers["Content-Type"])
+        throw new Error(`Content-Type is not ${headers["Content-Type"]}`);
+      // Names as the fixture spells them (HTTP does not care; this keeps the form exact).
+      for (const name of Object.keys(headers))
+        if (!req.rawHeaders.includes(name)) throw new Error(`no header spelled ${name}`);
+      const body = parseJson(text) as Record<string, unknown>;
+      const keys = Object.keys(body);
+      // NestedScopeRequest's fields in declaration order; the link only when it has one.
+      const want =
+        "continuationLink" in body
+          ? ["pageSize", "continuationLink", "authChain"]
+          : ["pageSize", "authChain"];
+      if (keys.join() !== want.join()) throw new Error(`body fields ${keys.join()} are not ${want.join()}`);
+      const { pageSize, continuationLink, authChain } = body;
+      if (typeof pageSize !== "number" || !Number.isInteger(pageSize) || pageSize < 0 || pageSize > 1000)
+        throw new Error("pageSize is not an integer 0..1000");
+      if (typeof authChain !== "string" || !authChain.endsWith(this.edgeId))
+        throw new Error("authChain does not end with the actor");
+      if (continuationLink !== undefined && (typeof continuationLink !== "string" || continuationLink === ""))
+        throw new Error("continuationLink is not a string");
+      return {
+        method: "POST",
+        url,
+        body: { pageSize, authChain, ...(continuationLink === undefined ? {} : { continuationLink }) },
+      };
     }
-    return undefined;
+    if (req.method === "GET") {
+      if (!pathIs(scopePath(this.edgeId)) || query === undefined)
+        throw new Error("not the legacy scope call");
+      if (text !== "") throw new Error("a GET with a body");
+      return { method: "GET", url };
+    }
+    throw new Error(`method ${req.method}`);
+  }
+
+  /**
+   * A SAS token of this edge's `$edgeHub` (Microsoft's edge hub signs its scope calls with
+   * it: `NestedDeviceScopeApiClient.cs#GetIdentitiesInTargetScope`), signed with its key, not expired.
+   */
+  #checkToken(header: string | undefined): void {
+    const token = parseSasToken(header ?? "");
+    if (decodeURIComponent(token.resource) !== `localhost/devices/${this.edgeId}/modules/$edgeHub`)
+      throw new Error("token of another identity");
+    if (token.expiry * 1000 < Date.now()) throw new Error("expired token");
+    if (!signedByAny(token, [this.key])) throw new Error("bad signature");
   }
 }

@@ -47,13 +47,13 @@ const TABLE: Record<Caller, { telemetry: string; c2d: string; inputs: string; me
   //                9 targets      5 devices 4 mods   9 targets      e n
   dev:             { telemetry: "+--------", c2d: "+----", inputs: "----", method: "---------", scope: "--", service: "------" },
   "dev/m":         { telemetry: "-+-------", c2d: "-----", inputs: "+---", method: "---------", scope: "--", service: "------" },
-  edge:            { telemetry: "--+------", c2d: "-+---", inputs: "----", method: "---------", scope: "+-", service: "------" },
+  edge:            { telemetry: "--+------", c2d: "-+---", inputs: "----", method: "---------", scope: "--", service: "------" },
   "edge/m":        { telemetry: "---+-----", c2d: "-----", inputs: "-+--", method: "--+++++++", scope: "--", service: "------" },
   "edge/$edgeHub": { telemetry: "---------", c2d: "-----", inputs: "----", method: "--+++++++", scope: "+-", service: "------" },
   child:           { telemetry: "----+----", c2d: "--+--", inputs: "----", method: "---------", scope: "--", service: "------" },
   "child/m":       { telemetry: "-----+---", c2d: "-----", inputs: "--+-", method: "---------", scope: "--", service: "------" },
   sib:             { telemetry: "------+--", c2d: "---+-", inputs: "----", method: "---------", scope: "--", service: "------" },
-  nested:          { telemetry: "-------+-", c2d: "----+", inputs: "----", method: "---------", scope: "-+", service: "------" },
+  nested:          { telemetry: "-------+-", c2d: "----+", inputs: "----", method: "---------", scope: "--", service: "------" },
   "nested/m":      { telemetry: "--------+", c2d: "-----", inputs: "---+", method: "-------++", scope: "--", service: "------" },
   service:         { telemetry: "---------", c2d: "-----", inputs: "----", method: "+++++++++", scope: "--", service: "++++++" },
 };

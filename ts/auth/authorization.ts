@@ -66,7 +66,9 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     c2d: "self",
     "module-inputs": "none",
     method: "none",
-    "device-scope": "own-edge",
+    // The scope is read with the `$edgeHub` token only, as Microsoft's edge hub reads it
+    // (NestedDeviceScopeApiClient.cs); the device's credential fetches that module's keys.
+    "device-scope": "none",
     "module-identity": "own-modules",
     service: "none",
   },

@@ -23,7 +23,7 @@ import { ApiError, readBody, readJson, sendError, sendJson, unauthorized } from 
 import { authorizeModuleCall } from "./module-caller.js";
 import { answerModuleRead, isDeviceModuleRead } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
-import { answerScope, isScopeCall } from "./scope.js";
+import { answerScope, answerTargetScope, scopeCallOf } from "./scope.js";
 import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
 
 /** What the API works on. */
@@ -53,6 +53,8 @@ export interface ServiceApiContext {
 }
 
 const C2D_MAX = 64 * 1024;
+/** A nested scope request's body: three short fields. */
+const SCOPE_REQUEST_MAX = 16 * 1024;
 
 /** Maps registry errors to HTTP. */
 function apiError(err: unknown): ApiError {
@@ -130,17 +132,15 @@ export class ServiceApi {
       throw new ApiError(400, "ArgumentInvalid", "path is not valid url-encoding");
     }
     const method = req.method ?? "GET";
-    // The scope sync call is the edge's own: authenticated by its device token, not the policy.
-    if (isScopeCall(parts) && method === "GET") {
+    // The scope calls are the edge's own: authenticated by its device token, not the policy.
+    const scopeCall = scopeCallOf(parts);
+    if ((scopeCall === "legacy" && method === "GET") || (scopeCall === "nested" && method === "POST")) {
       const edgeId = parts[1] as string;
-      const scope = answerScope(
-        this.#ctx.registry,
-        this.#ctx.authenticator,
-        edgeId,
-        req.headers.authorization,
-        this.#ctx.peerOf(req),
-        url.searchParams,
-      );
+      const args = [this.#ctx.registry, this.#ctx.authenticator, edgeId, req.headers.authorization] as const;
+      const scope =
+        scopeCall === "legacy"
+          ? answerScope(...args, this.#ctx.peerOf(req), url.searchParams)
+          : await answerTargetScope(...args, this.#ctx.peerOf(req), () => readJson(req, SCOPE_REQUEST_MAX));
       this.#ctx.authenticated?.(req);
       return sendJson(res, 200, scope);
     }

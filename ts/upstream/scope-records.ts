@@ -154,3 +154,81 @@ export function moduleFromJson(j: unknown): Module | Skipped {
 export function isSkipped(r: object): r is Skipped {
   return Object.hasOwn(r, "skipped");
 }
+
+/** One page as the parent answered it (`ScopeResult`), its shape checked (records not yet). */
+export interface ScopePage {
+  devices: unknown[];
+  modules: unknown[];
+  continuationLink: unknown;
+}
+
+/**
+ * A page's shape: `{devices, modules, continuationLink}`, each key allowed null as in
+ * `ScopeResult` (Azure/iotedge:edge-hub/core/src/Microsoft.Azure.Devices.Edge.Hub.CloudProxy/ScopeResult.cs#ScopeResult).
+ */
+export function pageOf(body: unknown): ScopePage {
+  const devices = own(body, "devices") ?? [];
+  const modules = own(body, "modules") ?? [];
+  if (!isJsonObject(body) || !Array.isArray(devices) || !Array.isArray(modules))
+    throw new Error("a scope page is not {devices: [...], modules: [...], continuationLink}");
+  return { devices, modules, continuationLink: own(body, "continuationLink") ?? null };
+}
+
+/** Longest `continuationLink` followed or sent back. */
+export const MAX_LINK_CHARS = 2048;
+
+/** Resolves relative links only: a link that names a host leaves this origin. */
+const NO_HOST = "https://parent.invalid";
+
+function decoded(path: string): string | undefined {
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A link for the error message: bounded, whatever the parent sent. */
+function shown(link: unknown): string {
+  return typeof link === "string" ? JSON.stringify(link.slice(0, 200)) : typeof link;
+}
+
+/**
+ * The legacy call's next page (`GET {continuationLink}` as given, `DeviceScopeApiClient.cs#GetNextAsync`):
+ * null after the last. The link must be the scope call at `base` again as a path on the
+ * parent with a query (printable ASCII, bounded; never another host or call; escapes
+ * compared decoded, as parents differ in what they escape), and never one already
+ * followed. Returns the path as checked (dot segments resolved, no fragment).
+ */
+export function legacyNext(link: unknown, base: string, followed: ReadonlySet<string>): string | null {
+  if (link === null || link === "") return null;
+  let path: string | undefined;
+  if (typeof link === "string" && link.length <= MAX_LINK_CHARS && /^\/[\x21-\x7e]*$/.test(link)) {
+    try {
+      const url = new URL(link, NO_HOST);
+      const p = decoded(url.pathname);
+      if (url.origin === NO_HOST && p !== undefined && p === decoded(base) && url.search.length > 1)
+        path = `${url.pathname}${url.search}`;
+    } catch {
+      path = undefined;
+    }
+  }
+  if (path === undefined)
+    throw new Error(`continuationLink is not a path of this scope call on the parent: ${shown(link)}`);
+  if (followed.has(path)) throw new Error("continuationLink loops to a page already read");
+  return path;
+}
+
+/**
+ * The nested call's next page: the link goes back as is in the next POST's body
+ * (`NestedDeviceScopeApiClient.cs#GetNextAsync`), so it is opaque here, but bounded,
+ * printable, and never one this target's sequence already sent (a loop). Null after the last.
+ */
+export function nestedNext(link: unknown, sent: ReadonlySet<string>): string | null {
+  // ServiceProxy.NestedServiceIdentitiesIterator#GetNext: a blank link ends the sequence.
+  if (link === null || (typeof link === "string" && link.trim() === "")) return null;
+  if (typeof link !== "string" || link.length > MAX_LINK_CHARS || !/^[\x20-\x7e]+$/.test(link))
+    throw new Error(`continuationLink is not up to ${MAX_LINK_CHARS} printable characters: ${shown(link)}`);
+  if (sent.has(link)) throw new Error("continuationLink loops to a page already read");
+  return link;
+}

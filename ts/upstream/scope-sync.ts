@@ -4,24 +4,49 @@
  * nested edges' subtrees) and makes the local registry hold exactly that. The registry
  * is sealed at rest, so the cache is encrypted; it is what clients are checked against
  * while the parent is unreachable, including across restarts.
+ *
+ * Two wire forms, as Microsoft's edge hub speaks them (docs/upstream-forms.md §6):
+ * - **nested** (its default): `POST …/devicesAndModulesInTargetDeviceScope` once per edge,
+ *   breadth first from this hub down, each edge's page set covering that edge's direct
+ *   scope (`ServiceProxy.NestedServiceIdentitiesIterator`);
+ * - **legacy**: `GET …/devicesAndModulesInDeviceScope`, one sequence answering the whole
+ *   subtree (`ServiceProxy.ServiceIdentitiesIterator`), used when the parent answers the
+ *   POST route 404 or 405 (an older parent), and then for the rest of the process.
  */
-import https from "node:https";
 import type { Device, Module, Registry } from "../auth/registry.js";
 import type { ParentConfig } from "../config/config.js";
-import { isJsonObject, own, parseJson } from "../json.js";
+import { own } from "../json.js";
 import type { Logger } from "../log.js";
-import { scopePath } from "../service/scope.js";
+import { nestedScopePath, scopePath } from "../service/scope.js";
 import type { ParentCredentials } from "./credentials.js";
-import { deviceFromJson, isSkipped, moduleFromJson } from "./scope-records.js";
+import {
+  ScopeCallError,
+  type ScopeEndpoint,
+  type ScopeRequest,
+  scopeBackoffMs,
+  scopeCall,
+  withScopeRetries,
+} from "./scope-http.js";
+import {
+  deviceFromJson,
+  isSkipped,
+  legacyNext,
+  moduleFromJson,
+  nestedNext,
+  pageOf,
+  type ScopePage,
+} from "./scope-records.js";
 
-/** Devices asked for per page. */
+export { MAX_SCOPE_PAGE_BYTES } from "./scope-http.js";
+
+/** Devices asked for per page (NestedScopeRequest allows 0..1000). */
 const PAGE = 500;
 /**
- * Pages one sync follows at most: a parent that keeps giving links is cut off here and
- * the sync fails (nothing applied). At {@link PAGE} devices a page this is far past
- * {@link MAX_SCOPE_RECORDS}; a parent paging by IoT Hub's default of 100 still fits.
+ * Pages one sync reads at most, over every edge of the walk: a parent that keeps giving
+ * links is cut off here and the sync fails (nothing applied). Each edge of the tree costs
+ * at least one page; at {@link PAGE} devices a page this is far past {@link MAX_SCOPE_RECORDS}.
  */
-export const MAX_SCOPE_PAGES = 100;
+export const MAX_SCOPE_PAGES = 1000;
 /**
  * Records (devices and modules, valid or not) one sync reads at most. Every page is held
  * until the last one has come, so the registry is replaced from a whole scope or not at
@@ -29,62 +54,36 @@ export const MAX_SCOPE_PAGES = 100;
  * larger scope fails the sync, logged, and the cached one stays.
  */
 export const MAX_SCOPE_RECORDS = 10_000;
-/** Bytes of one page's body, at most; the download is cut off past it and the sync fails. */
-export const MAX_SCOPE_PAGE_BYTES = 8 * 1024 * 1024;
-/** Longest `continuationLink` followed. */
-const MAX_LINK_CHARS = 2048;
+/**
+ * Edges in one auth-chain, this hub included: `ServiceIdentityTreeNode.MaxNestingDepth`
+ * (Azure/iotedge:edge-hub/core/src/Microsoft.Azure.Devices.Edge.Hub.Core/ServiceIdentityTree.cs).
+ * An edge found deeper is kept as a record but its own scope is not asked for.
+ */
+export const MAX_NESTING = 5;
+/** api-version of the nested call: `NestedDeviceScopeApiClient.NestedApiVersion`. */
+const NESTED_API = "2020-06-30-preview";
+/** api-version of the legacy call: `DeviceScopeApiClient.ApiVersion`. */
+const LEGACY_API = "2018-08-30-preview";
 /** Skipped records logged one by one per sync; the rest are counted in `scope-synced`. */
 const MAX_SKIPS_LOGGED = 50;
 /** Least time between syncs asked for by failed logins. */
 const ON_DEMAND_MS = 10_000;
-/** Silence on the socket that ends a call. */
-const TIMEOUT_MS = 15_000;
-/** Whole time a page may take: a trickle of bytes never trips the silence timeout. */
-const PAGE_DEADLINE_MS = 60_000;
 
-/** One page as the parent answered it, its shape checked (records not yet). */
-interface ScopePage {
-  devices: unknown[];
-  modules: unknown[];
-  continuationLink: unknown;
+/** Which call the parent answers; unknown until the first sync. */
+export type ScopeForm = "nested" | "legacy";
+
+/** Knobs for tests and embedders; the defaults are Microsoft's. */
+export interface ScopeSyncOptions {
+  /** Wait before retry n (0 for the first), ms; default {@link scopeBackoffMs}. */
+  retryDelayMs?: (retry: number) => number;
 }
 
-function pageOf(body: unknown): ScopePage {
-  const devices = own(body, "devices") ?? [];
-  const modules = own(body, "modules") ?? [];
-  if (!isJsonObject(body) || !Array.isArray(devices) || !Array.isArray(modules))
-    throw new Error("a scope page is not {devices: [...], modules: [...], continuationLink}");
-  return { devices, modules, continuationLink: own(body, "continuationLink") ?? null };
-}
-
-/** Resolves relative links only: a link that names a host leaves this origin. */
-const NO_HOST = "https://parent.invalid";
-
-function decoded(path: string): string | undefined {
-  try {
-    return decodeURIComponent(path);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * `link` as the path and query to request, when it is the scope call at `base` with a query,
- * as a path on the parent (printable ASCII, bounded); undefined otherwise.
- */
-function sameCall(link: string, base: string): string | undefined {
-  if (link.length > MAX_LINK_CHARS || !/^\/[\x21-\x7e]*$/.test(link)) return undefined;
-  let url: URL;
-  try {
-    url = new URL(link, NO_HOST);
-  } catch {
-    return undefined;
-  }
-  const path = decoded(url.pathname);
-  const same =
-    url.origin === NO_HOST && path !== undefined && path === decoded(base) && url.search.length > 1;
-  // What was checked is what is sent: dot segments resolved, no fragment.
-  return same ? `${url.pathname}${url.search}` : undefined;
+/** One sequence of the nested walk: a target edge, its chain, and the link to its next page. */
+interface Step {
+  target: string;
+  /** `{target};…;{this hub}` (ServiceIdentityTree `MakeAuthChainFromParent`). */
+  chain: string[];
+  link: string | null;
 }
 
 /** A record's id for the log: bounded, whatever the parent sent. */
@@ -93,22 +92,97 @@ function idOf(raw: unknown, key: string): string {
   return typeof v === "string" ? v.slice(0, 140) : typeof v;
 }
 
+/** What one sync gathers before it applies anything. */
+class Gathered {
+  readonly devices = new Map<string, Device>();
+  readonly modules = new Map<string, Module>();
+  /** Which sequence (target edge) each record came from. */
+  readonly #from = new Map<string, string>();
+  records = 0;
+  skipped = 0;
+  readonly #log: Logger;
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  skip(kind: string, raw: unknown, reason: string): void {
+    if (++this.skipped <= MAX_SKIPS_LOGGED)
+      this.#log.log("warn", "scope-record-skipped", {
+        kind,
+        deviceId: idOf(raw, "deviceId"),
+        ...(kind === "module" ? { moduleId: idOf(raw, "moduleId") } : {}),
+        reason,
+      });
+  }
+
+  /**
+   * Takes a page's valid records; returns its devices. The same identity from another
+   * edge's sequence is expected (a child edge is in its parent's page and heads its own):
+   * the first record stays. Twice in one sequence is the parent's error: skipped.
+   */
+  take(page: ScopePage, sequence: string): Device[] {
+    this.records += page.devices.length + page.modules.length;
+    if (this.records > MAX_SCOPE_RECORDS)
+      throw new Error(`the scope has more than ${MAX_SCOPE_RECORDS} records (MAX_SCOPE_RECORDS)`);
+    const found: Device[] = [];
+    for (const raw of page.devices) {
+      const d = deviceFromJson(raw);
+      if (isSkipped(d)) this.skip("device", raw, d.skipped);
+      else if (this.#fresh(d.deviceId, sequence, raw, "device", "deviceId")) {
+        this.devices.set(d.deviceId, d);
+        found.push(d);
+      }
+    }
+    for (const raw of page.modules) {
+      const m = moduleFromJson(raw);
+      if (isSkipped(m)) this.skip("module", raw, m.skipped);
+      else if (this.#fresh(`${m.deviceId}/${m.moduleId}`, sequence, raw, "module", "module"))
+        this.modules.set(`${m.deviceId}/${m.moduleId}`, m);
+    }
+    return found;
+  }
+
+  #fresh(key: string, sequence: string, raw: unknown, kind: string, what: string): boolean {
+    const from = this.#from.get(`${kind}:${key}`);
+    if (from === undefined) {
+      this.#from.set(`${kind}:${key}`, sequence);
+      return true;
+    }
+    if (from === sequence) this.skip(kind, raw, `the scope has this ${what} twice`);
+    return false;
+  }
+}
+
 /** Fetches and applies the device scope. */
 export class ScopeSync {
   readonly #parent: ParentConfig;
   readonly #credentials: ParentCredentials;
   readonly #registry: Registry;
   readonly #log: Logger;
+  readonly #retryDelayMs: (retry: number) => number;
   #running: Promise<boolean> | undefined;
   /** When the last sync completed (ms since the epoch), if ever in this process. */
   lastSyncedAt: number | undefined;
+  /**
+   * The form this parent answers, once known: nested after a nested walk succeeded, legacy
+   * after the first POST of a sync was answered 404 or 405 before any had.
+   */
+  form: ScopeForm | undefined;
   #lastAskedAt = 0;
 
-  constructor(parent: ParentConfig, credentials: ParentCredentials, registry: Registry, log: Logger) {
+  constructor(
+    parent: ParentConfig,
+    credentials: ParentCredentials,
+    registry: Registry,
+    log: Logger,
+    options: ScopeSyncOptions = {},
+  ) {
     this.#parent = parent;
     this.#credentials = credentials;
     this.#registry = registry;
     this.#log = log;
+    this.#retryDelayMs = options.retryDelayMs ?? ((retry) => scopeBackoffMs(retry));
   }
 
   /**
@@ -132,128 +206,135 @@ export class ScopeSync {
   }
 
   async #sync(): Promise<boolean> {
-    const devices = new Map<string, Device>();
-    const modules = new Map<string, Module>();
-    let skipped = 0;
-    const skip = (kind: string, raw: unknown, reason: string) => {
-      if (++skipped <= MAX_SKIPS_LOGGED)
-        this.#log.log("warn", "scope-record-skipped", {
-          kind,
-          deviceId: idOf(raw, "deviceId"),
-          ...(kind === "module" ? { moduleId: idOf(raw, "moduleId") } : {}),
-          reason,
-        });
-    };
-    const base = scopePath(this.#parent.deviceId);
-    const followed = new Set<string>();
-    let path: string | null = `${base}?deviceCount=${PAGE}&api-version=2021-04-12`;
-    let records = 0;
+    const got = new Gathered(this.#log);
     try {
-      while (path !== null) {
-        if (followed.size >= MAX_SCOPE_PAGES)
-          throw new Error(`the scope has more than ${MAX_SCOPE_PAGES} pages (MAX_SCOPE_PAGES)`);
-        followed.add(path);
-        const page = pageOf(await this.#get(path));
-        records += page.devices.length + page.modules.length;
-        if (records > MAX_SCOPE_RECORDS)
-          throw new Error(`the scope has more than ${MAX_SCOPE_RECORDS} records (MAX_SCOPE_RECORDS)`);
-        for (const raw of page.devices) {
-          const d = deviceFromJson(raw);
-          if (isSkipped(d)) skip("device", raw, d.skipped);
-          else if (devices.has(d.deviceId)) skip("device", raw, "the scope has this deviceId twice");
-          else devices.set(d.deviceId, d);
-        }
-        for (const raw of page.modules) {
-          const m = moduleFromJson(raw);
-          const key = isSkipped(m) ? "" : `${m.deviceId}/${m.moduleId}`;
-          if (isSkipped(m)) skip("module", raw, m.skipped);
-          else if (modules.has(key)) skip("module", raw, "the scope has this module twice");
-          else modules.set(key, m);
-        }
-        path = this.#next(page.continuationLink, base, followed);
-      }
+      if (this.form === "legacy") await this.#legacyWalk(got);
+      else await this.#nestedWalk(got);
     } catch (err) {
-      this.#log.log("warn", "scope-sync-failed", { reason: (err as Error).message });
+      this.#log.log("warn", "scope-sync-failed", {
+        form: this.form ?? "nested",
+        reason: (err as Error).message,
+      });
       return false;
     }
     // A module comes with its device; one without it would have no device to log in under.
-    for (const [key, m] of modules)
-      if (!devices.has(m.deviceId)) {
-        modules.delete(key);
-        skip("module", m, "its device is not in the scope");
+    for (const [key, m] of got.modules)
+      if (!got.devices.has(m.deviceId)) {
+        got.modules.delete(key);
+        got.skip("module", m, "its device is not in the scope");
       }
-    if (!devices.has(this.#parent.deviceId)) {
-      this.#log.log("error", "scope-sync-failed", { reason: "the parent's scope does not contain this hub" });
+    if (!got.devices.has(this.#parent.deviceId)) {
+      this.#log.log("error", "scope-sync-failed", {
+        form: this.form,
+        reason: "the parent's scope does not contain this hub",
+      });
       return false;
     }
-    const changed = await this.#registry.applyScope([...devices.values()], [...modules.values()]);
+    const changed = await this.#registry.applyScope([...got.devices.values()], [...got.modules.values()]);
     this.lastSyncedAt = Date.now();
-    this.#log.log("info", "scope-synced", { devices: devices.size, modules: modules.size, changed, skipped });
+    this.#log.log("info", "scope-synced", {
+      form: this.form,
+      devices: got.devices.size,
+      modules: got.modules.size,
+      changed,
+      skipped: got.skipped,
+    });
     return true;
   }
 
   /**
-   * The next page's path: null after the last. A link must be this scope call again on the
-   * parent (a path, never another host or another call; escapes compared decoded, as
-   * parents differ in what they escape), and never one already followed.
+   * Microsoft's nested walk (`ServiceProxy.NestedServiceIdentitiesIterator#GetNext`): a queue
+   * of sequences, this hub first; a page's continuation goes to the back of the queue, and
+   * so does every edge device the page names other than its target, with the chain
+   * `{edge};{target's chain}`. Every call is a POST to this hub's own path
+   * (`NestedDeviceScopeApiClient.cs#GetNestedScopeServiceUri`: "always in the context of the
+   * actor") with `{pageSize, continuationLink?, authChain}` (`NestedScopeRequest.cs`).
+   * Unlike Microsoft's, an edge is walked once per sync (a parent naming it twice or in a
+   * cycle gets no second walk), and one past {@link MAX_NESTING} is not walked.
    */
-  #next(link: unknown, base: string, followed: Set<string>): string | null {
-    if (link === null || link === "") return null;
-    const path = typeof link === "string" ? sameCall(link, base) : undefined;
-    if (path === undefined)
-      throw new Error(
-        `continuationLink is not a path of this scope call on the parent: ${typeof link === "string" ? JSON.stringify(link.slice(0, 200)) : typeof link}`,
-      );
-    if (followed.has(path)) throw new Error("continuationLink loops to a page already read");
-    return path;
+  async #nestedWalk(got: Gathered): Promise<void> {
+    const actor = this.#parent.deviceId;
+    const path = `${nestedScopePath(actor)}?api-version=${NESTED_API}`;
+    const queue: Step[] = [{ target: actor, chain: [actor], link: null }];
+    const walked = new Set([actor]);
+    const sent = new Map<string, Set<string>>([[actor, new Set()]]);
+    let pages = 0;
+    for (let step = queue.shift(); step !== undefined; step = queue.shift()) {
+      if (++pages > MAX_SCOPE_PAGES)
+        throw new Error(`the scope has more than ${MAX_SCOPE_PAGES} pages (MAX_SCOPE_PAGES)`);
+      // Field order and the omitted null link as Newtonsoft writes NestedScopeRequest.
+      const body = JSON.stringify({
+        pageSize: PAGE,
+        ...(step.link === null ? {} : { continuationLink: step.link }),
+        authChain: step.chain.join(";"),
+      });
+      let answer: unknown;
+      try {
+        answer = await this.#call({ method: "POST", path, body, token: undefined });
+      } catch (err) {
+        // An older parent without the route: the legacy call, for this parent from now on.
+        // A parent that answered the POST before keeps being asked it: a 404 then is an error.
+        const noRoute = err instanceof ScopeCallError && (err.status === 404 || err.status === 405);
+        if (pages === 1 && noRoute && this.form === undefined) {
+          this.form = "legacy";
+          this.#log.log("info", "scope-form", { form: "legacy", reason: err.message.slice(0, 200) });
+          return this.#legacyWalk(got);
+        }
+        throw err;
+      }
+      const page = pageOf(answer);
+      const found = got.take(page, step.target);
+      const links = sent.get(step.target) as Set<string>;
+      const link = nestedNext(page.continuationLink, links);
+      if (link !== null) {
+        links.add(link);
+        queue.push({ ...step, link });
+      }
+      for (const d of found) {
+        if (!d.capabilities.iotEdge || walked.has(d.deviceId)) continue;
+        walked.add(d.deviceId);
+        if (step.chain.length >= MAX_NESTING) {
+          this.#log.log("warn", "scope-too-deep", { deviceId: d.deviceId, maxNesting: MAX_NESTING });
+          continue;
+        }
+        sent.set(d.deviceId, new Set());
+        queue.push({ target: d.deviceId, chain: [d.deviceId, ...step.chain], link: null });
+      }
+    }
+    this.form = "nested";
   }
 
-  /** One page's body, parsed: at most {@link MAX_SCOPE_PAGE_BYTES}, within {@link PAGE_DEADLINE_MS}. */
-  #get(path: string): Promise<unknown> {
-    const token = this.#credentials.token();
-    return new Promise((resolve, reject) => {
-      const req = https.request(
-        {
-          host: this.#parent.hostname,
-          port: this.#parent.httpsPort,
-          path,
-          method: "GET",
-          ...this.#credentials.tls(),
-          headers: token ? { authorization: token } : {},
-          timeout: TIMEOUT_MS,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          let bytes = 0;
-          res.on("data", (c: Buffer) => {
-            bytes += c.length;
-            if (bytes > MAX_SCOPE_PAGE_BYTES)
-              req.destroy(
-                new Error(`a scope page is over ${MAX_SCOPE_PAGE_BYTES} bytes (MAX_SCOPE_PAGE_BYTES)`),
-              );
-            else chunks.push(c);
-          });
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            if (res.statusCode !== 200)
-              return reject(new Error(`scope call answered ${res.statusCode}: ${text.slice(0, 200)}`));
-            try {
-              resolve(parseJson(text));
-            } catch {
-              reject(new Error("scope call answered with something other than JSON"));
-            }
-          });
-          res.on("error", reject);
-        },
-      );
-      const deadline = setTimeout(
-        () => req.destroy(new Error(`a scope page took over ${PAGE_DEADLINE_MS} ms`)),
-        PAGE_DEADLINE_MS,
-      );
-      req.on("close", () => clearTimeout(deadline));
-      req.on("timeout", () => req.destroy(new Error(`no answer from the parent in ${TIMEOUT_MS} ms`)));
-      req.on("error", reject);
-      req.end();
-    });
+  /**
+   * The legacy call (`DeviceScopeApiClient.cs#InScopeIdentitiesUriTemplate`): the first page
+   * `?deviceCount={n}&continuationToken=&api-version=2018-08-30-preview` (the token formatted
+   * from null), then `GET {continuationLink}` as given, one sequence for the whole subtree.
+   */
+  async #legacyWalk(got: Gathered): Promise<void> {
+    const base = scopePath(this.#parent.deviceId);
+    const followed = new Set<string>();
+    let path: string | null = `${base}?deviceCount=${PAGE}&continuationToken=&api-version=${LEGACY_API}`;
+    while (path !== null) {
+      if (followed.size >= MAX_SCOPE_PAGES)
+        throw new Error(`the scope has more than ${MAX_SCOPE_PAGES} pages (MAX_SCOPE_PAGES)`);
+      followed.add(path);
+      const page = pageOf(await this.#call({ method: "GET", path, token: undefined }));
+      got.take(page, this.#parent.deviceId);
+      path = legacyNext(page.continuationLink, base, followed);
+    }
+  }
+
+  /** One call with Microsoft's retries; a fresh token for every attempt. */
+  #call(request: ScopeRequest): Promise<unknown> {
+    const to: ScopeEndpoint = {
+      host: this.#parent.hostname,
+      port: this.#parent.httpsPort,
+      tls: this.#credentials.tls(),
+    };
+    return withScopeRetries(
+      async () => scopeCall(to, { ...request, token: await this.#credentials.token() }),
+      this.#retryDelayMs,
+      (retry, err) =>
+        this.#log.log("info", "scope-call-retry", { retry: retry + 1, reason: err.message.slice(0, 200) }),
+    );
   }
 }
