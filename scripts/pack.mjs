@@ -91,7 +91,7 @@ cpSync(addon, join(platformDir, platformPkg.main));
 // The root package: its `files`, with every platform package as an optional dependency.
 const rootDir = join(stage, "edgehub");
 mkdirSync(rootDir);
-for (const entry of [...pkg.files, "README.md", "CHANGELOG.md"]) {
+for (const entry of [...pkg.files, "README.md"]) {
   if (existsSync(join(root, entry))) cpSync(join(root, entry), join(rootDir, entry), { recursive: true });
 }
 const { scripts: _scripts, devDependencies: _dev, ...published } = pkg;

@@ -444,10 +444,16 @@ export class EdgeHub {
         (s) => new Promise<void>((resolve) => (s?.listening ? s.close(() => resolve()) : resolve())),
       ),
     );
-    // Nothing new is read; what was read is stored and answered first.
-    for (const s of this.#sockets) s.pause();
-    for (const c of this.#connections.values()) this.#socketOf.get(c)?.pause();
+    // Nothing new is read; what was read is stored and answered first. A connection resumes
+    // reading when its answers bring it below its cap: paused again after every store call.
+    const pause = () => {
+      for (const s of this.#sockets) s.pause();
+      for (const c of this.#connections.values()) this.#socketOf.get(c)?.pause();
+    };
+    pause();
+    this.#router?.on("stored", pause);
     await within(CLOSE_GRACE_MS, this.#router?.settled());
+    this.#router?.off("stored", pause);
     this.#https?.closeAllConnections();
     for (const ws of this.#websockets.clients) ws.terminate();
     this.methods.close();
