@@ -28,7 +28,9 @@ function fail(message) {
 }
 
 if (process.argv.includes("--prepack-guard")) {
-  // The staged copies are packed with --ignore-scripts, so this runs only for the clone itself.
+  // The staged copies are packed with --ignore-scripts, so this runs only for the clone
+  // itself: on `npm pack` / `npm publish`, and as the pre-script of `npm run pack` (let through).
+  if (process.env.npm_command === "run" || process.env.npm_command === "run-script") process.exit(0);
   fail(
     "edgehub is packed with `npm run pack` (it writes the platform package and lists it as an optional dependency); publish the tarballs it writes",
   );
