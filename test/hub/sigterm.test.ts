@@ -117,10 +117,11 @@ describe("edgehub start on SIGTERM", () => {
     const ca = await readFile(join(dir, "certs", "ca.pem"), "utf8");
     const devices = [...keys].map(([id, key]) => new PipelinedDevice(id, key, port, ca));
     await eventually("ingest", () => devices.every((d) => d.acked.length > 0));
-    // SIGINT starts the clean stop; SIGTERM (a different signal, so never merged with it) cuts it short.
+    // Two different signals, so the kernel never merges them into one; whichever the process
+    // takes first starts the clean stop, the other cuts it short: 128 + 2 or 128 + 15.
     process.kill(proc.pid, "SIGINT");
     const code = await proc.stop("SIGTERM");
     await Promise.all(devices.map((d) => d.done));
-    expect(code).toBe(143);
+    expect([130, 143]).toContain(code);
   });
 });
