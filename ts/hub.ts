@@ -34,6 +34,24 @@ import { Upstream } from "./upstream/upstream.js";
 /** The queue a root hub keeps device-to-cloud messages in (IoT Hub's built-in events). */
 export const EVENTS_QUEUE = "$events";
 
+/** How long {@link EdgeHub.close} waits for messages being stored to be stored and acknowledged. */
+export const CLOSE_GRACE_MS = 5000;
+
+/** Resolves when `p` settles or after `ms`, whichever is first. */
+function within(ms: number, p: Promise<unknown> | undefined): Promise<void> {
+  if (p === undefined) return Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.then(
+      () => undefined,
+      () => undefined,
+    ),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
 /** A running hub. */
 export class EdgeHub {
   readonly config: HubConfig;
@@ -413,7 +431,14 @@ export class EdgeHub {
     return [...this.#connections.keys()];
   }
 
-  /** Stops listening, closes every connection, and closes the store. Safe to call twice. */
+  /**
+   * Stops cleanly: stops listening and reading from clients, waits (up to
+   * {@link CLOSE_GRACE_MS}) until every message already read is stored and acknowledged,
+   * closes every connection once its acknowledgements are written, and closes the store.
+   * A PUBACK is only ever sent for a stored message; one whose write outlives the grace
+   * period is still stored, and its client, closed without the PUBACK, sends it again.
+   * Safe to call twice.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -423,11 +448,32 @@ export class EdgeHub {
         (s) => new Promise<void>((resolve) => (s?.listening ? s.close(() => resolve()) : resolve())),
       ),
     );
+    // Nothing new is read; what was read is stored and answered first. A connection resumes
+    // reading when its answers bring it below its cap: paused again after every store call.
+    const pause = () => {
+      for (const s of this.#sockets) s.pause();
+      for (const c of this.#connections.values()) this.#socketOf.get(c)?.pause();
+    };
+    pause();
+    this.#router?.on("stored", pause);
+    await within(CLOSE_GRACE_MS, this.#router?.settled());
+    this.#router?.off("stored", pause);
     this.#https?.closeAllConnections();
     for (const ws of this.#websockets.clients) ws.terminate();
     this.methods.close();
     this.upstream?.close();
     for (const c of this.#connections.values()) c.close("hub-closing");
+    // Closing ends each socket after what it has to write (its last PUBACKs): let that go out.
+    await within(
+      1000,
+      Promise.all(
+        [...this.#sockets].map((s) =>
+          s.writableEnded && !s.writableFinished
+            ? new Promise((resolve) => s.once("finish", resolve))
+            : undefined,
+        ),
+      ),
+    );
     for (const s of this.#sockets) s.destroy();
     await stopped;
     await this.#sharing;

@@ -4,8 +4,13 @@
  * SIGTERM; with no config it runs on the embedded defaults (data in ./edgehub-data, a
  * development CA, MQTT over TLS on 8883). `edgehub identity …` manages the parent/child
  * relations of a running hub's devices (./identity.ts).
+ *
+ * Exit codes (docs/api.md): 0 stopped cleanly, 1 error (startup, config, or while stopping),
+ * 2 usage, 128 + signal number when a second SIGINT/SIGTERM cuts the clean stop short.
  */
 import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { constants } from "node:os";
 import { parseArgs } from "node:util";
 import { EdgeHubError } from "../errors.js";
 import { EdgeHub } from "../hub.js";
@@ -14,6 +19,7 @@ import { runIdentityCommand } from "./identity.js";
 import { UsageError } from "./service-client.js";
 
 const USAGE = `usage: edgehub start [--config <file.json>]
+       edgehub --version
        edgehub identity add-children --device-id <edge> (--child-list <id,…> | --where <condition>)
                                      [--force] [<login>]
        edgehub identity remove-children --device-id <edge> (--child-list <id,…> | --remove-all) [<login>]
@@ -67,8 +73,9 @@ async function start(configFile: string | undefined): Promise<void> {
     ].join("\n"),
   );
   let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
+  const stop = (signal: NodeJS.Signals) => {
+    // A second signal does not wait for the clean stop: 128 + the signal's number, as a shell reports it.
+    if (stopping) process.exit(128 + (constants.signals[signal] ?? 0));
     stopping = true;
     process.stdout.write(`${signal}: stopping\n`);
     hub.close().then(
@@ -84,6 +91,11 @@ async function start(configFile: string | undefined): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "--version" || argv[0] === "-v") {
+    const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
+    process.stdout.write(`${pkg.version}\n`);
+    return;
+  }
   if (argv[0] === "identity") {
     if (argv.includes("--help") || argv.includes("-h")) {
       process.stdout.write(`${USAGE}\n`);

@@ -87,6 +87,8 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   readonly #upstreamTtl: number | undefined;
   /** This turn's store calls, in order; consecutive messages with the same layout share one. */
   #groups: Group[] = [];
+  /** Store calls made and not yet answered (their callers wait for them). */
+  readonly #writing = new Set<Promise<number[][][]>>();
   readonly #recent = new RecentIds();
   /** Per-identity shares of the store quota; undefined when off. */
   #shares: IdentityShares | undefined;
@@ -160,6 +162,18 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
   /** Charges what is stored to its sender and refuses senders past their share; undefined: off. */
   setShares(shares: IdentityShares | undefined): void {
     this.#shares = shares;
+  }
+
+  /**
+   * Resolves once every message accepted so far is answered: stored (its `done` called) or
+   * refused. A clean stop waits for this before it closes connections, so what was being
+   * stored gets its PUBACK.
+   */
+  async settled(): Promise<void> {
+    while (this.#groups.length > 0 || this.#writing.size > 0) {
+      if (this.#writing.size > 0) await Promise.allSettled([...this.#writing]);
+      else await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   /** Messages no route took, since start (or since the routes last changed). */
@@ -309,6 +323,10 @@ export class Router extends EventEmitter<{ stored: [queue: string] }> {
           for (const done of g.done) done(err);
         },
       );
+      // Its callers are answered by the handlers above, which run before this one's.
+      const forget = () => this.#writing.delete(stored);
+      this.#writing.add(stored);
+      stored.then(forget, forget);
     }
   }
 }
