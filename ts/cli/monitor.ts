@@ -68,6 +68,8 @@ export const monitorCommand: CommandSpec = {
             io.out(input.json ? jsonLine(monitorJson(e)) : monitorLine(e));
           },
           stop.signal,
+          // On stderr, so stdout holds messages only; a script waits for it before sending.
+          () => io.err("monitoring device-to-cloud messages (Ctrl-C to stop)\n"),
         ),
       );
     } finally {

@@ -249,10 +249,15 @@ export class ServiceClient {
 
   /**
    * Follows the hub's events queue from `from` (an offset, or `end` for only what arrives
-   * from now), calling `onEvent` per message, until `signal` aborts (resolves) or the
+   * from now), calling `onOpen` once the hub answered and `onEvent` per message, until `signal` aborts (resolves) or the
    * stream fails (rejects).
    */
-  follow(from: number | "end", onEvent: (e: EventJson) => void, signal: AbortSignal): Promise<void> {
+  follow(
+    from: number | "end",
+    onEvent: (e: EventJson) => void,
+    signal: AbortSignal,
+    onOpen: () => void = () => undefined,
+  ): Promise<void> {
     const o = this.#options;
     return new Promise((resolve, reject) => {
       const req = https.request(
@@ -273,6 +278,7 @@ export class ServiceClient {
             );
             return;
           }
+          onOpen();
           let pending = "";
           res.setEncoding("utf8");
           res.on("data", (text: string) => {

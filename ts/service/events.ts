@@ -60,6 +60,8 @@ export async function streamEvents(
     "content-type": "application/x-ndjson; charset=utf-8",
     "cache-control": "no-store",
   });
+  // The reader learns it is following now, not with the first message.
+  res.flushHeaders();
   // `dirty` is set by every store notification, so one landing during a read is not lost.
   let dirty = false;
   let wake: (() => void) | undefined;
