@@ -331,12 +331,9 @@ export class ServiceClient {
           headers: {
             authorization: this.#token(),
             accept: "application/json",
-            ...(payload
-              ? {
-                  "content-type": raw ? "application/octet-stream" : "application/json",
-                  "content-length": payload.length,
-                }
-              : {}),
+            // Raw bytes (a C2D body) go without a type: the hub would make it the message's content type.
+            ...(payload ? { "content-length": payload.length } : {}),
+            ...(payload && !raw ? { "content-type": "application/json" } : {}),
             ...headers,
           },
         },
