@@ -62,7 +62,9 @@ describe("edgehub device, monitor, method, c2d, twin (hub and command as process
     );
     const device = await sdkDevice(cs, h.ca);
     try {
-      // Telemetry shows in monitor, only the one device's, as one JSON object per line.
+      // Telemetry shows in monitor from when it starts (not what was stored before), only the
+      // one device's, as one JSON object per line.
+      await device.sendEvent(new Message("stored before monitor started"));
       const monitor = spawnCli(["monitor", "--device", "dev1", "--json", ...h.login]);
       await monitor.waitFor(/monitoring/);
       const other = (await runCli(["device", "create", "other", ...h.login])).code;
