@@ -19,6 +19,7 @@ import { mkdirDurable, writeDurable } from "../durable-file.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import {
   type CommandGroup,
+  type CommandIo,
   type CommandSpec,
   jsonLine,
   type OptionSpec,
@@ -113,7 +114,7 @@ async function readIssuer(certFile: string, keyFile: string, madeBy: string) {
 
 function report(
   input: Parsed,
-  io: { out(t: string): void },
+  io: CommandIo,
   written: Record<string, string>,
   extra: Record<string, string> = {},
 ): void {
@@ -125,23 +126,40 @@ function report(
   for (const [k, v] of Object.entries(extra)) io.out(`${k.padEnd(12)} ${v}\n`);
 }
 
+/**
+ * Issues a CA (the root when `parent` is absent, else signed by the parent's files) and
+ * writes it with its key as `certFile`, `keyFile`.
+ */
+async function makeCa(
+  input: Parsed,
+  io: CommandIo,
+  spec: CommandSpec,
+  ca: { name: string; pathLength: number; days: number; certFile: string; keyFile: string },
+  parent?: { certFile: string; keyFile: string; madeBy: string },
+): Promise<void> {
+  const { issue, certPem, keyPem } = await import("../certs/issue.js");
+  const issuer = parent && (await readIssuer(parent.certFile, parent.keyFile, parent.madeBy)).issuer;
+  const made = await issue(
+    input.opt("name") ?? ca.name,
+    { kind: "ca", pathLength: ca.pathLength },
+    daysOf(input, ca.days, spec),
+    issuer,
+  );
+  await writePair(ca.certFile, certPem(made.cert), ca.keyFile, keyPem(made.privateKey), input.flag("force"));
+  report(input, io, { certificate: ca.certFile, key: ca.keyFile });
+}
+
 const createCa: CommandSpec = {
   name: "cert create-ca",
   summary: "create the root CA of the chain: root-ca.pem and root-ca-key.pem (devices and the hub trust it)",
   options: [OUT_DIR, COMMON_NAME("edgehub root CA"), days(3650), FORCE],
   async run(input, io) {
-    const { issue, certPem, keyPem } = await import("../certs/issue.js");
     const dir = input.opt("out-dir") ?? "certs";
-    const f = files(dir);
     await mkdirDurable(dir, 0o755);
+    const f = files(dir);
     // Path length 1: the edge CA below it, and no CA below that.
-    const ca = await issue(
-      input.opt("name") ?? "edgehub root CA",
-      { kind: "ca", pathLength: 1 },
-      daysOf(input, 3650, this),
-    );
-    await writePair(f.rootCa, certPem(ca.cert), f.rootKey, keyPem(ca.privateKey), input.flag("force"));
-    report(input, io, { certificate: f.rootCa, key: f.rootKey });
+    const ca = { name: "edgehub root CA", pathLength: 1, days: 3650, certFile: f.rootCa, keyFile: f.rootKey };
+    await makeCa(input, io, this, ca);
   },
 };
 
@@ -151,17 +169,9 @@ const createEdgeCa: CommandSpec = {
     "create the edge CA, signed by the root CA: edge-ca.pem and edge-ca-key.pem (signs the hub's server certificate)",
   options: [OUT_DIR, COMMON_NAME("edgehub edge CA"), days(365), FORCE],
   async run(input, io) {
-    const { issue, certPem, keyPem } = await import("../certs/issue.js");
     const f = files(input.opt("out-dir") ?? "certs");
-    const { issuer } = await readIssuer(f.rootCa, f.rootKey, "create-ca");
-    const ca = await issue(
-      input.opt("name") ?? "edgehub edge CA",
-      { kind: "ca", pathLength: 0 },
-      daysOf(input, 365, this),
-      issuer,
-    );
-    await writePair(f.edgeCa, certPem(ca.cert), f.edgeKey, keyPem(ca.privateKey), input.flag("force"));
-    report(input, io, { certificate: f.edgeCa, key: f.edgeKey });
+    const ca = { name: "edgehub edge CA", pathLength: 0, days: 365, certFile: f.edgeCa, keyFile: f.edgeKey };
+    await makeCa(input, io, this, ca, { certFile: f.rootCa, keyFile: f.rootKey, madeBy: "create-ca" });
   },
 };
 

@@ -3,11 +3,14 @@
  * `az iot hub module-identity` manages them, through `/devices/{id}/modules/{m}`.
  */
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-import { type CommandGroup, type CommandSpec, jsonLine, printable } from "./command.js";
+import { type CommandGroup, type CommandSpec, jsonLine, type Parsed, printable } from "./command.js";
 import { withClient } from "./login.js";
 
 const DEVICE = { name: "device-id", help: "the device the module belongs to" } as const;
 const MODULE = { name: "module-id", help: "the module's id" } as const;
+
+/** The device and module ids a command was given. */
+const idsOf = (input: Parsed) => [input.args["device-id"] ?? "", input.args["module-id"] ?? ""] as const;
 
 function moduleLine(m: Record<string, unknown>): string {
   const auth = (m.authentication as { type?: unknown } | undefined)?.type;
@@ -21,9 +24,7 @@ const create: CommandSpec = {
   args: [DEVICE, MODULE],
   login: true,
   async run(input, io) {
-    const m = await withClient(input, (c) =>
-      c.createModule(input.args["device-id"] ?? "", input.args["module-id"] ?? ""),
-    );
+    const m = await withClient(input, (c) => c.createModule(...idsOf(input)));
     io.out(input.json ? jsonLine(m) : moduleLine(m));
   },
 };
@@ -34,8 +35,7 @@ const show: CommandSpec = {
   args: [DEVICE, MODULE],
   login: true,
   async run(input, io) {
-    const deviceId = input.args["device-id"] ?? "";
-    const moduleId = input.args["module-id"] ?? "";
+    const [deviceId, moduleId] = idsOf(input);
     const m = await withClient(input, (c) => c.getModule(deviceId, moduleId));
     if (!m) throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `module ${deviceId}/${moduleId} not found`);
     io.out(input.json ? jsonLine(m) : moduleLine(m));
@@ -59,8 +59,7 @@ const remove: CommandSpec = {
   args: [DEVICE, MODULE],
   login: true,
   async run(input, io) {
-    const deviceId = input.args["device-id"] ?? "";
-    const moduleId = input.args["module-id"] ?? "";
+    const [deviceId, moduleId] = idsOf(input);
     await withClient(input, (c) => c.deleteModule(deviceId, moduleId));
     io.out(
       input.json
