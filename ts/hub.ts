@@ -334,6 +334,7 @@ export class EdgeHub {
         },
         isConnected: (clientId) => hub.#connections.has(clientId),
         status: () => hub.status(),
+        endpoints: () => ({ hubHostname: parent?.hubHostname ?? config.hostname, mqtts: hub.ports.mqtts }),
         // A request that passed authentication: its socket leaves its address's unauthenticated count.
         authenticated: (req) => admission.authenticated(req.socket),
         log,

@@ -256,7 +256,7 @@ describe("edgehub identity (parent/child through the service API)", { timeout: 6
       const r = await f.identity(command, ...rest);
       expect(r.code, args.join(" ")).toBe(2);
       expect(r.stderr).toContain(message);
-      expect(r.stderr).toContain("usage: edgehub start");
+      expect(r.stderr).toContain("usage: edgehub");
     }
     const badPort = await edgehub([
       "identity",

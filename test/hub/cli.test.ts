@@ -72,6 +72,6 @@ describe("edgehub command", () => {
     expect(bad.out()).toContain("CONFIG_INVALID");
     const usage = run(["frobnicate"]);
     expect(await usage.exited).toBe(2);
-    expect(usage.out()).toContain("usage: edgehub start");
+    expect(usage.out()).toContain("usage: edgehub <command>");
   });
 });

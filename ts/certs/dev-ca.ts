@@ -4,24 +4,12 @@
  * start under `<dataDir>/certs/` and reused after. Children trust `ca.pem`; the hub serves
  * the server certificate alone.
  */
-import { KeyObject, webcrypto } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { isIP } from "node:net";
 import { join } from "node:path";
-// @peculiar/x509 resolves its algorithms through tsyringe, which needs this polyfill;
-// this module is loaded only when a hub runs on the development CA.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { mkdirDurable, writeDurable } from "../durable-file.js";
 import { servedChain } from "./chain.js";
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
-
-type CryptoKey = webcrypto.CryptoKey;
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
-
-const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
-const DAY = 24 * 3600 * 1000;
+import { certPem, type Issued, issue, keyPem, loadIssuer } from "./issue.js";
 
 /** PEM files a TLS listener needs. */
 export interface TlsMaterial {
@@ -30,24 +18,6 @@ export interface TlsMaterial {
   key: string;
   /** Where the CA certificate lives, for clients to trust. */
   caFile: string;
-}
-
-async function keyPair(): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"])) as CryptoKeyPair;
-}
-
-function pemKey(key: CryptoKey): string {
-  return KeyObject.from(key).export({ type: "pkcs8", format: "pem" }).toString();
-}
-
-function serial(): string {
-  return Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
-    .toString("hex")
-    .replace(/^[89a-f]/, "1");
-}
-
-async function writeSecret(path: string, data: string): Promise<void> {
-  await writeDurable(path, data, 0o600);
 }
 
 /** Loads the dev CA and server certificate from `dir`, generating them on first use. */
@@ -65,72 +35,29 @@ export async function devTls(dir: string, hostname: string): Promise<TlsMaterial
       readFile(files.key, "utf8"),
     ]);
     // Files written before the served chain left the root out still carry it.
-    if (new x509.X509Certificate(cert).subject === `CN=${hostname}`)
+    if (new X509Certificate(cert).subject === `CN=${hostname}`)
       return { ca, cert: servedChain(cert), key, caFile: files.ca };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   await mkdirDurable(dir, 0o755);
-  const notBefore = new Date(Date.now() - DAY);
   let ca: string;
-  let caKeys: CryptoKeyPair;
-  let caCert: x509.X509Certificate;
+  let issuer: Issued;
   try {
     ca = await readFile(files.ca, "utf8");
-    caCert = new x509.X509Certificate(ca);
-    const caPrivate = await readFile(files.caKey, "utf8");
-    const der = Buffer.from(caPrivate.replace(/-----[^-]+-----|\s/g, ""), "base64");
-    const privateKey = await webcrypto.subtle.importKey("pkcs8", der, ALG, true, ["sign"]);
-    caKeys = {
-      privateKey,
-      publicKey: (await caCert.publicKey.export(ALG, ["verify"])) as unknown as CryptoKey,
-    };
+    issuer = await loadIssuer(ca, await readFile(files.caKey, "utf8"));
   } catch {
-    caKeys = await keyPair();
-    caCert = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: serial(),
-      name: "CN=edgehub development CA",
-      notBefore,
-      notAfter: new Date(Date.now() + 3650 * DAY),
-      keys: caKeys,
-      signingAlgorithm: ALG,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, 1, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
-      ],
-    });
-    ca = caCert.toString("pem");
+    issuer = await issue("edgehub development CA", { kind: "ca", pathLength: 1 }, 3650);
+    ca = certPem(issuer.cert);
     await writeDurable(files.ca, ca, 0o644);
-    await writeSecret(files.caKey, pemKey(caKeys.privateKey));
+    await writeDurable(files.caKey, keyPem(issuer.privateKey), 0o600);
   }
-  const leafKeys = await keyPair();
-  const names: x509.JsonGeneralName[] = [...new Set([hostname, "localhost"])].map((n) => ({
-    type: isIP(n) ? "ip" : "dns",
-    value: n,
-  }));
-  names.push({ type: "ip", value: "127.0.0.1" });
-  const leaf = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
-    subject: `CN=${hostname}`,
-    issuer: caCert.subject,
-    notBefore,
-    notAfter: new Date(Date.now() + 825 * DAY),
-    signingKey: caKeys.privateKey,
-    publicKey: leafKeys.publicKey,
-    signingAlgorithm: ALG,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(names),
-      await x509.AuthorityKeyIdentifierExtension.create(caCert),
-    ],
-  });
+  const names = [...new Set([hostname, "localhost", "127.0.0.1"])];
+  const leaf = await issue(hostname, { kind: "server", names }, 825, issuer);
   // The leaf alone: the root is what clients trust, never what the hub sends (as IoT Hub).
-  const cert = `${leaf.toString("pem")}\n`;
-  const key = pemKey(leafKeys.privateKey);
+  const cert = certPem(leaf.cert);
+  const key = keyPem(leaf.privateKey);
   await writeDurable(files.cert, cert, 0o644);
-  await writeSecret(files.key, key);
+  await writeDurable(files.key, key, 0o600);
   return { ca, cert, key, caFile: files.ca };
 }

@@ -9,20 +9,13 @@
  * `[that scope]`, and a child that is not an edge device also takes it as its own
  * `deviceScope`. A child has one parent.
  */
-import { access, readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-import {
-  type DeviceJson,
-  readServiceLogin,
-  ServiceApiError,
-  ServiceClient,
-  UsageError,
-} from "./service-client.js";
+import { type CommandGroup, type CommandSpec, jsonLine, type OptionSpec, UsageError } from "./command.js";
+import { withClient } from "./login.js";
+import { type DeviceJson, ServiceApiError, type ServiceClient } from "./service-client.js";
 
 /** The edge device a scope belongs to (`ms-azure-iot-edge://{id}-{generationId}`), else the scope. */
-function scopeOwner(scope: string): string {
+export function scopeOwner(scope: string): string {
   return /^ms-azure-iot-edge:\/\/(.+)-\d+$/.exec(scope)?.[1] ?? scope;
 }
 
@@ -30,8 +23,8 @@ function invalid(message: string): EdgeHubError {
   return new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, message);
 }
 
-/** The parent: it must exist and be an edge device with a scope. */
-async function edgeParent(
+/** The parent: it must exist and be an edge device with a scope (else `IDENTITY_NOT_FOUND`, `INVALID_ARGUMENT`). */
+export async function edgeParent(
   client: ServiceClient,
   parentId: string,
 ): Promise<DeviceJson & { deviceScope: string }> {
@@ -222,133 +215,100 @@ export async function listChildren(client: ServiceClient, parentId: string): Pro
     .sort();
 }
 
-/** Where the `identity` commands write. */
-export interface CommandOutput {
-  out(text: string): void;
-  err(text: string): void;
-}
-
-const COMMANDS: Record<string, readonly string[]> = {
-  "add-children": ["child-list", "where", "force"],
-  "remove-children": ["child-list", "remove-all"],
-  "list-children": [],
-};
-const COMMON = ["device-id", "login", "data-dir", "port", "ca"];
-
-function childList(value: string): string[] {
+function childList(value: string, spec: CommandSpec): string[] {
   const ids = value
     .split(",")
     .map((s) => s.trim())
     .filter(Boolean);
-  if (ids.length === 0) throw new UsageError("--child-list names no device");
+  if (ids.length === 0) throw new UsageError("--child-list names no device", spec);
   return ids;
 }
 
-/**
- * Runs `edgehub identity <add-children|remove-children|list-children> …` (`argv` without
- * `identity`): parses the options, logs in, calls the hub, prints one line per device.
- * Throws {@link UsageError} for a bad command line.
- */
-export async function runIdentityCommand(argv: readonly string[], output: CommandOutput): Promise<void> {
-  const [command, ...rest] = argv;
-  const allowed = command === undefined || !Object.hasOwn(COMMANDS, command) ? undefined : COMMANDS[command];
-  if (command === undefined || allowed === undefined)
-    throw new UsageError(
-      `identity needs a command: ${Object.keys(COMMANDS).join(", ")}${command ? ` (not ${command})` : ""}`,
+const DEVICE_ID: OptionSpec = {
+  name: "device-id",
+  short: "d",
+  value: "<edge>",
+  required: true,
+  help: "the parent: an edge device",
+};
+const CHILD_LIST: OptionSpec = {
+  name: "child-list",
+  short: "c",
+  value: "<id,…>",
+  help: "comma-separated device ids",
+};
+
+const addChildrenCommand: CommandSpec = {
+  name: "identity add-children",
+  summary: "make devices children of an edge device (as az iot hub device-identity children add)",
+  options: [
+    DEVICE_ID,
+    CHILD_LIST,
+    {
+      name: "where",
+      value: "<condition>",
+      help: 'a condition of SELECT * FROM devices WHERE …, e.g. "capabilities.iotEdge = false" (never selects the parent)',
+    },
+    { name: "force", help: "move children that have another parent" },
+  ],
+  login: true,
+  notes: "One of --child-list or --where. Prints one line per child: added, moved or already a child.",
+  async run(input, io) {
+    const list = input.opt("child-list");
+    const where = input.opt("where");
+    if ((list === undefined) === (where === undefined))
+      throw new UsageError("identity add-children needs one of --child-list or --where", this);
+    if (where !== undefined && where.trim() === "") throw new UsageError("--where is empty", this);
+    const parentId = input.opt("device-id") ?? "";
+    const selection: ChildSelection =
+      list !== undefined ? { childList: childList(list, this) } : { where: where ?? "" };
+    const results = await withClient(input, (c) =>
+      addChildren(c, parentId, selection, { force: input.flag("force") }),
     );
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: [...rest],
-      allowPositionals: false,
-      strict: true,
-      options: {
-        "device-id": { type: "string", short: "d" },
-        "child-list": { type: "string", short: "c" },
-        where: { type: "string" },
-        force: { type: "boolean" },
-        "remove-all": { type: "boolean" },
-        login: { type: "string", short: "l" },
-        "data-dir": { type: "string" },
-        port: { type: "string" },
-        ca: { type: "string" },
-      },
-    }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  for (const name of Object.keys(values)) {
-    if (!COMMON.includes(name) && !allowed.includes(name))
-      throw new UsageError(`--${name} does not apply to identity ${command}`);
-  }
-  const str = (name: string): string | undefined => {
-    const v = values[name];
-    return typeof v === "string" ? v : undefined;
-  };
-  const parentId = str("device-id");
-  if (!parentId) throw new UsageError(`identity ${command} needs --device-id <edge device>`);
-  const list = str("child-list");
-  const where = str("where");
-  const removeAll = values["remove-all"] === true;
-  if (command === "add-children" && (list === undefined) === (where === undefined))
-    throw new UsageError("identity add-children needs one of --child-list or --where");
-  if (command === "remove-children" && (list === undefined) === !removeAll)
-    throw new UsageError("identity remove-children needs one of --child-list or --remove-all");
-  if (where !== undefined && where.trim() === "") throw new UsageError("--where is empty");
-
-  const portText = str("port") ?? "8443";
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535)
-    throw new UsageError(`--port ${portText} is not a port number 1-65535`);
-  const dataDir = str("data-dir") ?? "./edgehub-data";
-  const login = await readServiceLogin({
-    dataDir,
-    ...(str("login") === undefined ? {} : { login: str("login") }),
-  });
-  const ca = await readCa(str("ca"), dataDir);
-
-  const client = new ServiceClient({ ...login, port, ...(ca === undefined ? {} : { ca }) });
-  try {
-    if (command === "list-children") {
-      for (const id of await listChildren(client, parentId)) output.out(`${id}\n`);
-    } else if (command === "add-children") {
-      const selection: ChildSelection =
-        list !== undefined ? { childList: childList(list) } : { where: where ?? "" };
-      const results = await addChildren(client, parentId, selection, { force: values.force === true });
-      for (const r of results) {
-        if (r.outcome === "added") output.out(`${r.deviceId}: added to ${parentId}\n`);
-        else if (r.outcome === "moved")
-          output.out(`${r.deviceId}: moved from ${r.previousParent} to ${parentId}\n`);
-        else output.out(`${r.deviceId}: already a child of ${parentId}\n`);
-      }
-    } else {
-      const selection: RemoveSelection = list !== undefined ? { childList: childList(list) } : { all: true };
-      const removed = await removeChildren(client, parentId, selection);
-      for (const id of removed) output.out(`${id}: removed from ${parentId}\n`);
-      if (removed.length === 0) output.err(`${parentId} has no children\n`);
+    if (input.json) return io.out(jsonLine(results));
+    for (const r of results) {
+      if (r.outcome === "added") io.out(`${r.deviceId}: added to ${parentId}\n`);
+      else if (r.outcome === "moved")
+        io.out(`${r.deviceId}: moved from ${r.previousParent} to ${parentId}\n`);
+      else io.out(`${r.deviceId}: already a child of ${parentId}\n`);
     }
-  } finally {
-    client.close();
-  }
-}
+  },
+};
 
-/** The CA to trust: `--ca`, else `<dataDir>/certs/ca.pem` when present, else the system's. */
-async function readCa(file: string | undefined, dataDir: string): Promise<string | undefined> {
-  const path = file ?? join(dataDir, "certs", "ca.pem");
-  if (file === undefined) {
-    try {
-      await access(path);
-    } catch {
-      return undefined;
-    }
-  }
-  try {
-    return await readFile(path, "utf8");
-  } catch (err) {
-    throw new EdgeHubError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `cannot read --ca ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
-      { cause: err },
-    );
-  }
-}
+const removeChildrenCommand: CommandSpec = {
+  name: "identity remove-children",
+  summary: "detach children from an edge device",
+  options: [DEVICE_ID, CHILD_LIST, { name: "remove-all", help: "remove every child of the parent" }],
+  login: true,
+  notes: "One of --child-list or --remove-all.",
+  async run(input, io) {
+    const list = input.opt("child-list");
+    if ((list === undefined) === !input.flag("remove-all"))
+      throw new UsageError("identity remove-children needs one of --child-list or --remove-all", this);
+    const parentId = input.opt("device-id") ?? "";
+    const selection: RemoveSelection =
+      list !== undefined ? { childList: childList(list, this) } : { all: true };
+    const removed = await withClient(input, (c) => removeChildren(c, parentId, selection));
+    if (input.json) return io.out(jsonLine(removed));
+    for (const id of removed) io.out(`${id}: removed from ${parentId}\n`);
+    if (removed.length === 0) io.err(`${parentId} has no children\n`);
+  },
+};
+
+const listChildrenCommand: CommandSpec = {
+  name: "identity list-children",
+  summary: "print the children of an edge device, one id per line",
+  options: [DEVICE_ID],
+  login: true,
+  async run(input, io) {
+    const ids = await withClient(input, (c) => listChildren(c, input.opt("device-id") ?? ""));
+    io.out(input.json ? jsonLine(ids) : ids.map((id) => `${id}\n`).join(""));
+  },
+};
+
+/** `edgehub identity …`: parent/child relations of edge devices. */
+export const identityCommands: CommandGroup = {
+  name: "identity",
+  summary: "parent/child relations of edge devices, through the running hub's service API",
+  commands: [addChildrenCommand, removeChildrenCommand, listChildrenCommand],
+};

@@ -1,21 +1,12 @@
 /**
- * The `edgehub` command's client of a running hub's service API: the login (a service
- * connection string, given or read from the data dir), SAS tokens for it, and HTTPS calls
- * with IoT Hub's shapes and errors explained in terms of what to check.
+ * The `edgehub` command's client of a running hub's service API: SAS tokens for its login
+ * (./login.ts), and HTTPS calls with IoT Hub's paths and shapes, errors explained in terms
+ * of what to check.
  */
-import { readFile } from "node:fs/promises";
 import https from "node:https";
-import { join } from "node:path";
 import { createSasToken } from "../auth/sas.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-
-/** A command line the `identity` commands cannot run: the caller prints the usage (exit 2). */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
+import type { ServiceLogin } from "./login.js";
 
 /**
  * The hub answered a service API call with an error other than 400 or 404 (those become
@@ -34,16 +25,6 @@ export class ServiceApiError extends Error {
   }
 }
 
-/** What a service SAS token is made from: the parts of a service connection string. */
-export interface ServiceLogin {
-  /** `HostName`: the hub's hostname, the token's audience and the TLS server name. */
-  hostname: string;
-  /** `SharedAccessKeyName`: the policy (the hub accepts `iothubowner`). */
-  keyName: string;
-  /** `SharedAccessKey`: the policy key, base64. */
-  key: string;
-}
-
 /** A device as the service API returns it; fields this module does not read pass through unchanged. */
 export interface DeviceJson {
   deviceId: string;
@@ -52,48 +33,6 @@ export interface DeviceJson {
   deviceScope: string | null;
   parentScopes: string[];
   [field: string]: unknown;
-}
-
-/**
- * Parses `HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`. Throws `INVALID_ARGUMENT`
- * naming the missing part (never echoing the key).
- */
-export function parseServiceConnectionString(connectionString: string): ServiceLogin {
-  const fields = new Map<string, string>();
-  for (const part of connectionString.trim().split(";")) {
-    const eq = part.indexOf("=");
-    if (eq > 0) fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
-  }
-  const hostname = fields.get("HostName");
-  const keyName = fields.get("SharedAccessKeyName");
-  const key = fields.get("SharedAccessKey");
-  if (!hostname || !keyName || !key) {
-    throw new EdgeHubError(
-      ErrorCodes.INVALID_ARGUMENT,
-      "the service connection string needs HostName, SharedAccessKeyName and SharedAccessKey",
-    );
-  }
-  return { hostname, keyName, key };
-}
-
-/**
- * The login for the service API: `login` (a service connection string) when given, else
- * the one the hub wrote to `<dataDir>/service-connection-string`.
- */
-export async function readServiceLogin(options: { login?: string; dataDir: string }): Promise<ServiceLogin> {
-  if (options.login !== undefined) return parseServiceConnectionString(options.login);
-  const file = join(options.dataDir, "service-connection-string");
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    throw new EdgeHubError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pass --data-dir with the hub's data directory, or --login with its service connection string`,
-      { cause: err },
-    );
-  }
-  return parseServiceConnectionString(text);
 }
 
 /** Where the service API is and how to trust it. */
@@ -135,7 +74,42 @@ function deviceFrom(v: unknown): DeviceJson {
   return { ...v, deviceScope: v.deviceScope ?? null };
 }
 
-/** The service API calls the `identity` commands need, authenticated with a fresh SAS token each. */
+/** Where the hub's devices connect: what a device connection string names. */
+export interface HubEndpoints {
+  /** The hub's own hostname (`GatewayHostName`). */
+  hostname: string;
+  /** The IoT hub device tokens name (`HostName`): this hub on a root, its parent's `hubHostname` on an edge. */
+  hubHostname: string;
+  /** The MQTT-over-TLS port devices connect to. */
+  mqtts: number;
+}
+
+/** A stored device-to-cloud message as the events stream gives it (ts/service/shapes.ts#eventJson). */
+export interface EventJson {
+  offset: number;
+  deviceId: string;
+  moduleId?: string;
+  enqueuedTime: string;
+  properties: Record<string, string>;
+  systemProperties: Record<string, string>;
+  /** base64 */
+  body: string;
+}
+
+interface RequestOptions {
+  /** JSON, or raw bytes sent as they are. */
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Statuses besides 2xx that resolve instead of throwing. */
+  expected?: number[];
+  timeoutMs?: number;
+}
+
+const path = (...segments: string[]) => `/${segments.map(encodeURIComponent).join("/")}`;
+const identityPath = (root: string, deviceId: string, moduleId: string | undefined) =>
+  moduleId === undefined ? path(root, deviceId) : path(root, deviceId, "modules", moduleId);
+
+/** The service API calls the `edgehub` commands make, authenticated with a fresh SAS token each. */
 export class ServiceClient {
   readonly #options: ServiceClientOptions;
   readonly #agent: https.Agent;
@@ -150,7 +124,7 @@ export class ServiceClient {
 
   /** The device `deviceId`, or undefined when the hub has none. */
   async getDevice(deviceId: string): Promise<DeviceJson | undefined> {
-    const r = await this.#request("GET", `/devices/${encodeURIComponent(deviceId)}`, undefined, {}, [404]);
+    const r = await this.#request("GET", path("devices", deviceId), { expected: [404] });
     return r.status === 404 ? undefined : deviceFrom(r.body);
   }
 
@@ -164,7 +138,7 @@ export class ServiceClient {
   /** The ids of the devices `SELECT * FROM devices WHERE {where}` selects. */
   async queryDeviceIds(where: string): Promise<string[]> {
     const r = await this.#request("POST", "/devices/query", {
-      query: `SELECT * FROM devices WHERE ${where}`,
+      body: { query: `SELECT * FROM devices WHERE ${where}` },
     });
     if (!Array.isArray(r.body)) throw new Error("the hub answered the query with something not a list");
     return r.body.map((twin: unknown) => {
@@ -174,12 +148,155 @@ export class ServiceClient {
     });
   }
 
+  /** Creates a device (`PUT` without `If-Match`: a device of that id already there is a 409). */
+  async createDevice(device: { deviceId: string; [field: string]: unknown }): Promise<DeviceJson> {
+    const r = await this.#request("PUT", path("devices", device.deviceId), { body: device });
+    return deviceFrom(r.body);
+  }
+
   /** Replaces a device (`PUT` with `If-Match` on its etag); returns it as the hub now has it. */
   async replaceDevice(device: DeviceJson): Promise<DeviceJson> {
-    const r = await this.#request("PUT", `/devices/${encodeURIComponent(device.deviceId)}`, device, {
-      "if-match": `"${device.etag.replace(/^"|"$/g, "")}"`,
+    const r = await this.#request("PUT", path("devices", device.deviceId), {
+      body: device,
+      headers: { "if-match": `"${device.etag.replace(/^"|"$/g, "")}"` },
     });
     return deviceFrom(r.body);
+  }
+
+  /** Deletes a device and its modules, whatever its etag. */
+  async deleteDevice(deviceId: string): Promise<void> {
+    await this.#request("DELETE", path("devices", deviceId), { headers: { "if-match": "*" } });
+  }
+
+  /** A module, or undefined when the device has none of that id. */
+  async getModule(deviceId: string, moduleId: string): Promise<Record<string, unknown> | undefined> {
+    const r = await this.#request("GET", path("devices", deviceId, "modules", moduleId), { expected: [404] });
+    return r.status === 404 ? undefined : objectFrom(r.body, "a module");
+  }
+
+  /** The modules of a device. */
+  async listModules(deviceId: string): Promise<Record<string, unknown>[]> {
+    const r = await this.#request("GET", path("devices", deviceId, "modules"));
+    if (!Array.isArray(r.body)) throw new Error("the hub answered the module list with something not a list");
+    return r.body.map((m: unknown) => objectFrom(m, "a module"));
+  }
+
+  /** Creates a module with SAS keys the hub generates. */
+  async createModule(deviceId: string, moduleId: string): Promise<Record<string, unknown>> {
+    const r = await this.#request("PUT", path("devices", deviceId, "modules", moduleId), {
+      body: { deviceId, moduleId },
+    });
+    return objectFrom(r.body, "a module");
+  }
+
+  /** Deletes a module. */
+  async deleteModule(deviceId: string, moduleId: string): Promise<void> {
+    await this.#request("DELETE", path("devices", deviceId, "modules", moduleId), {
+      headers: { "if-match": "*" },
+    });
+  }
+
+  /** The twin of a device or module. */
+  async getTwin(deviceId: string, moduleId?: string): Promise<Record<string, unknown>> {
+    const r = await this.#request("GET", identityPath("twins", deviceId, moduleId));
+    return objectFrom(r.body, "a twin");
+  }
+
+  /** Patches a twin's desired properties and tags, whatever its etag; returns the twin after. */
+  async updateTwin(
+    deviceId: string,
+    moduleId: string | undefined,
+    patch: { tags?: unknown; properties?: { desired?: unknown } },
+  ): Promise<Record<string, unknown>> {
+    const r = await this.#request("PATCH", identityPath("twins", deviceId, moduleId), {
+      body: patch,
+      headers: { "if-match": "*" },
+    });
+    return objectFrom(r.body, "a twin");
+  }
+
+  /** Invokes a direct method; resolves with the device's status and payload. */
+  async invokeMethod(
+    deviceId: string,
+    moduleId: string | undefined,
+    call: { methodName: string; payload: unknown; responseTimeoutInSeconds: number },
+  ): Promise<{ status: number; payload: unknown }> {
+    const r = await this.#request("POST", `${identityPath("twins", deviceId, moduleId)}/methods`, {
+      body: call,
+      // The hub waits up to the method's timeout for the device: the request waits longer.
+      timeoutMs: (call.responseTimeoutInSeconds + 10) * 1000,
+    });
+    const reply = objectFrom(r.body, "a method result");
+    if (typeof reply.status !== "number")
+      throw new Error("the hub answered the method call without a status");
+    return { status: reply.status, payload: reply.payload };
+  }
+
+  /** Sends a cloud-to-device message with application properties. */
+  async sendC2D(deviceId: string, body: Buffer, properties: ReadonlyMap<string, string>): Promise<void> {
+    const headers: Record<string, string> = {};
+    for (const [k, v] of properties) headers[`iothub-app-${k}`] = v;
+    await this.#request("POST", path("devices", deviceId, "messages", "deviceBound"), { body, headers });
+  }
+
+  /** Where devices connect to this hub (`GET /edge/endpoints`, edgehub's own path). */
+  async endpoints(): Promise<HubEndpoints> {
+    const r = objectFrom((await this.#request("GET", "/edge/endpoints")).body, "the hub's endpoints");
+    if (typeof r.hostname !== "string" || typeof r.hubHostname !== "string" || typeof r.mqtts !== "number")
+      throw new Error("the hub answered GET /edge/endpoints without hostname, hubHostname and mqtts");
+    return { hostname: r.hostname, hubHostname: r.hubHostname, mqtts: r.mqtts };
+  }
+
+  /**
+   * Follows the hub's events queue from `from` (an offset, or `end` for only what arrives
+   * from now), calling `onOpen` once the hub answered and `onEvent` per message, until `signal` aborts (resolves) or the
+   * stream fails (rejects).
+   */
+  follow(
+    from: number | "end",
+    onEvent: (e: EventJson) => void,
+    signal: AbortSignal,
+    onOpen: () => void = () => undefined,
+  ): Promise<void> {
+    const o = this.#options;
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        {
+          host: o.hostname,
+          port: o.port,
+          path: `/messages/events/stream?api-version=${API_VERSION}&from=${from}`,
+          agent: this.#agent,
+          signal,
+          headers: { authorization: this.#token(), accept: "application/x-ndjson" },
+        },
+        (res) => {
+          if (res.statusCode !== 200) {
+            const chunks: Buffer[] = [];
+            res.on("data", (c: Buffer) => chunks.push(c));
+            res.on("end", () =>
+              reject(replyError("GET", "/messages/events/stream", res.statusCode ?? 0, parseBody(chunks))),
+            );
+            return;
+          }
+          onOpen();
+          let pending = "";
+          res.setEncoding("utf8");
+          res.on("data", (text: string) => {
+            const lines = (pending + text).split("\n");
+            pending = lines.pop() ?? "";
+            for (const line of lines) if (line) onEvent(JSON.parse(line) as EventJson);
+          });
+          res.on("end", () =>
+            signal.aborted ? resolve() : reject(new Error("the hub closed the events stream")),
+          );
+          res.on("error", (err) => (signal.aborted ? resolve() : reject(err)));
+        },
+      );
+      req.on("error", (err: NodeJS.ErrnoException) =>
+        signal.aborted ? resolve() : reject(transportError(`https://${o.hostname}:${o.port}`, err)),
+      );
+      req.end();
+    });
   }
 
   /** Closes the kept-alive connections. */
@@ -187,35 +304,36 @@ export class ServiceClient {
     this.#agent.destroy();
   }
 
+  #token(): string {
+    const o = this.#options;
+    return createSasToken(o.hostname, o.key, Math.floor(Date.now() / 1000) + TOKEN_LIFETIME_SECS, o.keyName);
+  }
+
   #request(
     method: string,
-    path: string,
-    body?: unknown,
-    headers: Record<string, string> = {},
-    expected: number[] = [],
+    route: string,
+    options: RequestOptions = {},
   ): Promise<{ status: number; body: unknown }> {
     const o = this.#options;
-    const token = createSasToken(
-      o.hostname,
-      o.key,
-      Math.floor(Date.now() / 1000) + TOKEN_LIFETIME_SECS,
-      o.keyName,
-    );
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const { body, headers = {}, expected = [], timeoutMs = TIMEOUT_MS } = options;
+    const raw = Buffer.isBuffer(body);
+    const payload = body === undefined ? undefined : raw ? body : Buffer.from(JSON.stringify(body));
     const where = `https://${o.hostname}:${o.port}`;
     return new Promise((resolve, reject) => {
       const req = https.request(
         {
           host: o.hostname,
           port: o.port,
-          path: `${path}?api-version=${API_VERSION}`,
+          path: `${route}?api-version=${API_VERSION}`,
           method,
           agent: this.#agent,
-          timeout: TIMEOUT_MS,
+          timeout: timeoutMs,
           headers: {
-            authorization: token,
+            authorization: this.#token(),
             accept: "application/json",
-            ...(payload ? { "content-type": "application/json", "content-length": payload.length } : {}),
+            // Raw bytes (a C2D body) go without a type: the hub would make it the message's content type.
+            ...(payload ? { "content-length": payload.length } : {}),
+            ...(payload && !raw ? { "content-type": "application/json" } : {}),
             ...headers,
           },
         },
@@ -225,25 +343,37 @@ export class ServiceClient {
           res.on("error", reject);
           res.on("end", () => {
             const status = res.statusCode ?? 0;
-            const text = Buffer.concat(chunks).toString("utf8");
             let parsed: unknown;
             try {
-              parsed = text ? JSON.parse(text) : undefined;
+              parsed = parseBody(chunks);
             } catch {
-              reject(new Error(`${method} ${path}: the hub answered ${status} with a body that is not JSON`));
+              reject(
+                new Error(`${method} ${route}: the hub answered ${status} with a body that is not JSON`),
+              );
               return;
             }
             if ((status >= 200 && status < 300) || expected.includes(status))
               resolve({ status, body: parsed });
-            else reject(replyError(method, path, status, parsed));
+            else reject(replyError(method, route, status, parsed));
           });
         },
       );
-      req.on("timeout", () => req.destroy(new Error(`no answer in ${TIMEOUT_MS / 1000} s`)));
+      req.on("timeout", () => req.destroy(new Error(`no answer in ${timeoutMs / 1000} s`)));
       req.on("error", (err: NodeJS.ErrnoException) => reject(transportError(where, err)));
       req.end(payload);
     });
   }
+}
+
+function parseBody(chunks: Buffer[]): unknown {
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text ? JSON.parse(text) : undefined;
+}
+
+function objectFrom(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    throw new Error(`the hub answered with something that is not ${what}`);
+  return v as Record<string, unknown>;
 }
 
 /** The error for a non-2xx reply, from IoT Hub's `{ Message: "ErrorCode:<code>;<text>" }`. */

@@ -45,6 +45,8 @@ export interface ServiceApiContext {
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
   onStored(listener: () => void): () => void;
   isConnected(clientId: string): boolean;
+  /** Where devices connect, for `GET /edge/endpoints`: the IoT hub their tokens name, the MQTT port. */
+  endpoints(): { hubHostname: string; mqtts: number };
   /** The hub's link to its parent and backlog, for `GET /edge/status`. */
   status(): Promise<Record<string, unknown>>;
   /** A request on `req`'s socket passed authentication (the socket counts as authenticated). */
@@ -349,6 +351,10 @@ export class ServiceApi {
     // edgehub's own paths (IoT Hub has none): the parent link's state, and dead letters.
     if (head === "edge" && id === "status" && parts.length === 2 && method === "GET") {
       return sendJson(res, 200, await ctx.status());
+    }
+    // What a device connection string names (HostName, GatewayHostName), for `edgehub device connection-string`.
+    if (head === "edge" && id === "endpoints" && parts.length === 2 && method === "GET") {
+      return sendJson(res, 200, { hostname: ctx.hostname, ...ctx.endpoints() });
     }
     // Messages the parent refused for good, with why.
     if (head === "edge" && id === "deadletter" && parts.length === 2 && method === "GET") {

@@ -39,7 +39,7 @@ export async function page(
 }
 
 /**
- * `GET /messages/events/stream?from=`: the events queue as newline-delimited JSON, one
+ * `GET /messages/events/stream?from=<offset|end>`: the events queue as newline-delimited JSON, one
  * message per line, kept open and fed as messages are stored, until the client leaves.
  */
 export async function streamEvents(
@@ -48,13 +48,20 @@ export async function streamEvents(
   res: ServerResponse,
   url: URL,
 ): Promise<void> {
-  let from = Number(url.searchParams.get("from") ?? 0);
+  // `from=end`: only what is stored from now on (as `az iot hub monitor-events` starts).
+  const fromText = url.searchParams.get("from") ?? "0";
+  let from =
+    fromText === "end"
+      ? ((await feed.store.stats()).queues.find((q) => q.name === feed.eventsQueue)?.tail ?? 0)
+      : Number(fromText);
   if (!Number.isSafeInteger(from) || from < 0)
-    throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0");
+    throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0, or end");
   res.writeHead(200, {
     "content-type": "application/x-ndjson; charset=utf-8",
     "cache-control": "no-store",
   });
+  // The reader learns it is following now, not with the first message.
+  res.flushHeaders();
   // `dirty` is set by every store notification, so one landing during a read is not lost.
   let dirty = false;
   let wake: (() => void) | undefined;
