@@ -12,12 +12,14 @@ import { EdgeHub } from "../hub.js";
 import { parseJson } from "../json.js";
 import { runIdentityCommand } from "./identity.js";
 import { UsageError } from "./service-client.js";
+import { STATUS_USAGE, statusCommand } from "./status.js";
 
 const USAGE = `usage: edgehub start [--config <file.json>]
        edgehub identity add-children --device-id <edge> (--child-list <id,…> | --where <condition>)
                                      [--force] [<login>]
        edgehub identity remove-children --device-id <edge> (--child-list <id,…> | --remove-all) [<login>]
        edgehub identity list-children --device-id <edge> [<login>]
+${STATUS_USAGE}
 
   start         run the hub until interrupted
   --config      JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https},
@@ -26,7 +28,8 @@ const USAGE = `usage: edgehub start [--config <file.json>]
                 {maxConnections, maxUnauthenticatedPerAddress, tlsHandshakeTimeoutMs,
                 mqttConnectTimeoutMs, httpHeadersTimeoutMs, httpRequestTimeoutMs,
                 httpKeepAliveTimeoutMs, maxPendingMethodCallsPerTarget,
-                maxPendingMethodCallsPerCaller, maxPendingMethodBytes})
+                maxPendingMethodCallsPerCaller, maxPendingMethodBytes}, metrics {host, port}
+                (default 127.0.0.1:9600, false: off; /metrics, /healthz, /readyz, status page))
 
   identity      parent/child relations of edge devices, through the running hub's service API
   --device-id   the parent: an edge device
@@ -84,6 +87,8 @@ async function start(configFile: string | undefined): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "status")
+    return argv.includes("--help") ? void process.stdout.write(`${USAGE}\n`) : statusCommand(argv.slice(1));
   if (argv[0] === "identity") {
     if (argv.includes("--help") || argv.includes("-h")) {
       process.stdout.write(`${USAGE}\n`);
