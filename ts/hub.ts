@@ -371,11 +371,12 @@ export class EdgeHub {
     }
   }
 
-  /** The ports actually bound (useful with port 0). */
-  get ports(): { mqtts: number; https: number } {
+  /** The ports actually bound (useful with port 0); `metrics` is 0 when that listener is off. */
+  get ports(): { mqtts: number; https: number; metrics: number } {
     return {
       mqtts: (this.#server.address() as AddressInfo).port,
       https: (this.#https?.address() as AddressInfo | null)?.port ?? 0,
+      metrics: this.#observing?.server?.port ?? 0,
     };
   }
 
