@@ -9,7 +9,7 @@ import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../ts/config/config.js";
 import { EdgeHub, silentLogger } from "../../ts/index.js";
-import { eventually, tempDir } from "../helpers/fixtures.js";
+import { tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, deviceClient, recordingLogger, startHub } from "../helpers/hub.js";
 
 /** GET `path` of the metrics listener on `port`. */

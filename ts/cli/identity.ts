@@ -9,15 +9,14 @@
  * `[that scope]`, and a child that is not an edge device also takes it as its own
  * `deviceScope`. A child has one parent.
  */
-import { access, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import {
+  clientFromOptions,
   type DeviceJson,
-  readServiceLogin,
+  LOGIN_OPTIONS,
   ServiceApiError,
-  ServiceClient,
+  type ServiceClient,
   UsageError,
 } from "./service-client.js";
 
@@ -268,10 +267,7 @@ export async function runIdentityCommand(argv: readonly string[], output: Comman
         where: { type: "string" },
         force: { type: "boolean" },
         "remove-all": { type: "boolean" },
-        login: { type: "string", short: "l" },
-        "data-dir": { type: "string" },
-        port: { type: "string" },
-        ca: { type: "string" },
+        ...LOGIN_OPTIONS,
       },
     }));
   } catch (err) {
@@ -296,18 +292,12 @@ export async function runIdentityCommand(argv: readonly string[], output: Comman
     throw new UsageError("identity remove-children needs one of --child-list or --remove-all");
   if (where !== undefined && where.trim() === "") throw new UsageError("--where is empty");
 
-  const portText = str("port") ?? "8443";
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535)
-    throw new UsageError(`--port ${portText} is not a port number 1-65535`);
-  const dataDir = str("data-dir") ?? "./edgehub-data";
-  const login = await readServiceLogin({
-    dataDir,
-    ...(str("login") === undefined ? {} : { login: str("login") }),
+  const client = await clientFromOptions({
+    login: str("login"),
+    dataDir: str("data-dir"),
+    port: str("port"),
+    ca: str("ca"),
   });
-  const ca = await readCa(str("ca"), dataDir);
-
-  const client = new ServiceClient({ ...login, port, ...(ca === undefined ? {} : { ca }) });
   try {
     if (command === "list-children") {
       for (const id of await listChildren(client, parentId)) output.out(`${id}\n`);
@@ -329,26 +319,5 @@ export async function runIdentityCommand(argv: readonly string[], output: Comman
     }
   } finally {
     client.close();
-  }
-}
-
-/** The CA to trust: `--ca`, else `<dataDir>/certs/ca.pem` when present, else the system's. */
-async function readCa(file: string | undefined, dataDir: string): Promise<string | undefined> {
-  const path = file ?? join(dataDir, "certs", "ca.pem");
-  if (file === undefined) {
-    try {
-      await access(path);
-    } catch {
-      return undefined;
-    }
-  }
-  try {
-    return await readFile(path, "utf8");
-  } catch (err) {
-    throw new EdgeHubError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `cannot read --ca ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
-      { cause: err },
-    );
   }
 }

@@ -3,7 +3,7 @@
  * connection string, given or read from the data dir), SAS tokens for it, and HTTPS calls
  * with IoT Hub's shapes and errors explained in terms of what to check.
  */
-import { readFile } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import https from "node:https";
 import { join } from "node:path";
 import { createSasToken } from "../auth/sas.js";
@@ -279,4 +279,58 @@ function transportError(where: string, err: NodeJS.ErrnoException): Error {
     `cannot reach the hub's service API at ${where} (${code || err.message}): is the hub running, and is --port its listen.https port?`,
     { cause: err },
   );
+}
+
+/** The `parseArgs` options of a command's login: `--login`, `--data-dir`, `--port`, `--ca`. */
+export const LOGIN_OPTIONS = {
+  login: { type: "string", short: "l" },
+  "data-dir": { type: "string" },
+  port: { type: "string" },
+  ca: { type: "string" },
+} as const;
+
+/**
+ * The client the login options name: `--login` or `<--data-dir>/service-connection-string`
+ * (default `./edgehub-data`), `--port` (default 8443), `--ca` (default
+ * `<dataDir>/certs/ca.pem` when present, else the system's CAs). Throws {@link UsageError}
+ * for a bad port.
+ */
+export async function clientFromOptions(options: {
+  login?: string | undefined;
+  dataDir?: string | undefined;
+  port?: string | undefined;
+  ca?: string | undefined;
+}): Promise<ServiceClient> {
+  const portText = options.port ?? "8443";
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port < 1 || port > 65535)
+    throw new UsageError(`--port ${portText} is not a port number 1-65535`);
+  const dataDir = options.dataDir ?? "./edgehub-data";
+  const login = await readServiceLogin({
+    dataDir,
+    ...(options.login === undefined ? {} : { login: options.login }),
+  });
+  const ca = await readCa(options.ca, dataDir);
+  return new ServiceClient({ ...login, port, ...(ca === undefined ? {} : { ca }) });
+}
+
+/** The CA to trust: `--ca`, else `<dataDir>/certs/ca.pem` when present, else the system's. */
+async function readCa(file: string | undefined, dataDir: string): Promise<string | undefined> {
+  const path = file ?? join(dataDir, "certs", "ca.pem");
+  if (file === undefined) {
+    try {
+      await access(path);
+    } catch {
+      return undefined;
+    }
+  }
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    throw new EdgeHubError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `cannot read --ca ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      { cause: err },
+    );
+  }
 }

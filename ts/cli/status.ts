@@ -4,12 +4,9 @@
  * built by ts/observe/status.ts). `--watch` redraws every second, with bars on a terminal
  * and one plain line per second otherwise, until interrupted.
  */
-import { access, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { WatchStatus } from "../observe/status.js";
-import { readServiceLogin, ServiceClient, UsageError } from "./service-client.js";
+import { clientFromOptions, LOGIN_OPTIONS, UsageError } from "./service-client.js";
 
 /** Where the command writes, and whether that is a terminal. */
 interface StatusOutput {
@@ -67,17 +64,19 @@ async function runStatus(argv: readonly string[], output: StatusOutput): Promise
       options: {
         watch: { type: "boolean", short: "w" },
         json: { type: "boolean" },
-        login: { type: "string", short: "l" },
-        "data-dir": { type: "string" },
-        port: { type: "string" },
-        ca: { type: "string" },
+        ...LOGIN_OPTIONS,
       },
     }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
   const str = (name: string) => (typeof values[name] === "string" ? (values[name] as string) : undefined);
-  const client = await clientOf(str("login"), str("data-dir") ?? "./edgehub-data", str("port"), str("ca"));
+  const client = await clientFromOptions({
+    login: str("login"),
+    dataDir: str("data-dir"),
+    port: str("port"),
+    ca: str("ca"),
+  });
   try {
     const json = values.json === true;
     const show = (s: Status) => {
@@ -103,35 +102,6 @@ async function runStatus(argv: readonly string[], output: StatusOutput): Promise
   } finally {
     client.close();
   }
-}
-
-/** The client of `--login`/`--data-dir`, `--port` (default 8443) and `--ca` (default `<dataDir>/certs/ca.pem`). */
-async function clientOf(
-  login: string | undefined,
-  dataDir: string,
-  portText = "8443",
-  caFile: string | undefined,
-): Promise<ServiceClient> {
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535)
-    throw new UsageError(`--port ${portText} is not a port number 1-65535`);
-  const credentials = await readServiceLogin({ dataDir, ...(login === undefined ? {} : { login }) });
-  const caPath = caFile ?? join(dataDir, "certs", "ca.pem");
-  const present =
-    caFile !== undefined ||
-    (await access(caPath).then(
-      () => true,
-      () => false,
-    ));
-  const ca = present
-    ? await readFile(caPath, "utf8").catch((err: NodeJS.ErrnoException) => {
-        throw new EdgeHubError(
-          ErrorCodes.INVALID_ARGUMENT,
-          `cannot read --ca ${caPath} (${err.code ?? err.message})`,
-        );
-      })
-    : undefined;
-  return new ServiceClient({ ...credentials, port, ...(ca === undefined ? {} : { ca }) });
 }
 
 /** The reply checked for the fields the command reads (a hub without them is older than this command). */
