@@ -343,6 +343,7 @@ export class EdgeHub {
           isBacklog: (q) => q !== EVENTS_QUEUE && q !== DEAD_LETTER_QUEUE,
           openConnections: () => hub.openConnections,
           serving: () => !hub.#closed && listening.every((l) => l.listening),
+          eventLoopDelayP99Ms: () => hub.#lag.current.p99Ms,
           status: () => hub.status(),
         },
         log,

@@ -4,7 +4,7 @@
  * the message path pays nothing for them; the hot path only observes one commit latency
  * per store append (a batch, not a message) and counts refused logins.
  */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { StoreStats } from "../store/index.js";
 import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
 
@@ -21,6 +21,8 @@ export interface MetricsSources {
   openConnections(): number;
   /** The parent link: true up, false down, undefined on a root (no series). */
   linkUp(): boolean | undefined;
+  /** The event loop's delay, 99th percentile over the hub's last window, in ms. */
+  eventLoopDelayP99Ms(): number;
 }
 
 /** Per-label running sums a counter is advanced by. */
@@ -40,7 +42,8 @@ export class HubMetrics {
     this.#sources = sources;
     const registers = [this.registry];
     const metrics = this;
-    collectDefaultMetrics({ register: this.registry });
+    // Not prom-client's default metrics: they start observers per registry that are never
+    // stopped (a leak with several hubs in one process); the hub measures what matters itself.
     this.#commit = new Histogram({
       name: "edgehub_store_commit_duration_seconds",
       help: "Time from a store append to its durable commit (group commit, WAL fsync), per append call",
@@ -175,6 +178,22 @@ export class HubMetrics {
       registers,
       collect() {
         this.set(sources.openConnections());
+      },
+    });
+    new Gauge({
+      name: "edgehub_event_loop_delay_p99_seconds",
+      help: "The event loop's delay, 99th percentile over the last 5 s window",
+      registers,
+      collect() {
+        this.set(sources.eventLoopDelayP99Ms() / 1000);
+      },
+    });
+    new Gauge({
+      name: "edgehub_process_resident_memory_bytes",
+      help: "Resident memory of the hub's process",
+      registers,
+      collect() {
+        this.set(process.memoryUsage.rss());
       },
     });
     new Gauge({

@@ -14,6 +14,8 @@ export interface ObserveSources extends BoardSources {
   openConnections(): number;
   /** Whether the device-facing listeners are up and the hub is not closing. */
   serving(): boolean;
+  /** The event loop's delay, 99th percentile of the last window, in ms. */
+  eventLoopDelayP99Ms(): number;
   /** The full status (`GET /edge/status`'s body). */
   status(): Promise<Record<string, unknown>>;
 }
@@ -47,6 +49,7 @@ export async function observe(config: HubConfig, sources: ObserveSources, log: L
     connectedClients: () => sources.clients().count,
     openConnections: sources.openConnections,
     linkUp: () => link?.online,
+    eventLoopDelayP99Ms: sources.eventLoopDelayP99Ms,
   });
   store.onCommit = (seconds) => metrics.committed(seconds);
   const readiness = (): Readiness => {
