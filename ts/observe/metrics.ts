@@ -19,7 +19,7 @@ export interface MetricsSources {
   stats(): StoreStats;
   connectedClients(): number;
   openConnections(): number;
-  /** The parent link: true up, false down, undefined on a root (no series). */
+  /** The parent link: true up, false down, undefined on a root (no series; fixed for the hub's life). */
   linkUp(): boolean | undefined;
   /** The event loop's delay, 99th percentile over the hub's last window, in ms. */
   eventLoopDelayP99Ms(): number;
@@ -196,16 +196,16 @@ export class HubMetrics {
         this.set(process.memoryUsage.rss());
       },
     });
-    new Gauge({
-      name: "edgehub_upstream_link_up",
-      help: "1 while the link to the parent is up, 0 while down (absent on a root hub)",
-      registers,
-      collect() {
-        const up = sources.linkUp();
-        if (up === undefined) this.reset();
-        else this.set(up ? 1 : 0);
-      },
-    });
+    // A root has no parent: no series at all (an unlabelled gauge always shows a value).
+    if (sources.linkUp() !== undefined)
+      new Gauge({
+        name: "edgehub_upstream_link_up",
+        help: "1 while the link to the parent is up, 0 while down (absent on a root hub)",
+        registers,
+        collect() {
+          this.set(sources.linkUp() ? 1 : 0);
+        },
+      });
   }
 
   /** An append's commit took `seconds` (called once per append call, not per message). */
