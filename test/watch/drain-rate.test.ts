@@ -42,6 +42,13 @@ describe("drainRate", () => {
     expect(drainRate(samples([20, 20], [20, 20]), 30_000).etaSecs).toBeNull();
   });
 
+  it("gives the ETA of the backlog now, not of the last sample", () => {
+    // Sampled: 100 leaving at 10/s. Since the last sample 30 more arrived: 130 at 10/s.
+    expect(drainRate(samples([120, 0], [110, 0], [100, 0]), 30_000, 130).etaSecs).toBe(13);
+    // Sampled empty, 5 stored since: not shrinking yet.
+    expect(drainRate(samples([0, 0], [0, 0]), 30_000, 5).etaSecs).toBeNull();
+  });
+
   it("looks back only over the window", () => {
     // A burst 4 s ago is outside a 2 s window.
     const s = samples([0, 0], [50, 50], [50, 50], [40, 50], [30, 50]);

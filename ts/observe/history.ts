@@ -85,9 +85,12 @@ export class BacklogHistory {
     return [...this.#ring.slice(this.#next), ...this.#ring.slice(0, this.#next)];
   }
 
-  /** The rates between the newest sample and the oldest one within {@link RATE_WINDOW_MS}. */
-  rate(): DrainRate {
-    return drainRate(this.samples(), RATE_WINDOW_MS);
+  /**
+   * The rates between the newest sample and the oldest one within {@link RATE_WINDOW_MS};
+   * the ETA of `waiting` messages (the backlog now) at that pace.
+   */
+  rate(waiting?: number): DrainRate {
+    return drainRate(this.samples(), RATE_WINDOW_MS, waiting);
   }
 
   close(): void {
@@ -95,10 +98,13 @@ export class BacklogHistory {
   }
 }
 
-/** The rates of `samples` (oldest first) over the last `windowMs`. */
-export function drainRate(samples: readonly Sample[], windowMs: number): DrainRate {
+/**
+ * The rates of `samples` (oldest first) over the last `windowMs`, and the ETA of `waiting`
+ * messages (default: the newest sample's backlog).
+ */
+export function drainRate(samples: readonly Sample[], windowMs: number, waiting?: number): DrainRate {
   const last = samples.at(-1);
-  if (!last) return { inPerSec: 0, outPerSec: 0, windowSecs: 0, etaSecs: null };
+  if (!last) return { inPerSec: 0, outPerSec: 0, windowSecs: 0, etaSecs: waiting === 0 ? 0 : null };
   let first = last;
   for (let i = samples.length - 1; i >= 0; i--) {
     const s = samples[i] as Sample;
@@ -112,7 +118,8 @@ export function drainRate(samples: readonly Sample[], windowMs: number): DrainRa
   const inPerSec = secs > 0 ? appended / secs : 0;
   const outPerSec = secs > 0 ? left / secs : 0;
   const net = outPerSec - inPerSec;
-  const etaSecs = last.messages === 0 ? 0 : net > 0 ? Math.ceil(last.messages / net) : null;
+  const backlog = waiting ?? last.messages;
+  const etaSecs = backlog === 0 ? 0 : net > 0 ? Math.ceil(backlog / net) : null;
   return { inPerSec: round(inPerSec), outPerSec: round(outPerSec), windowSecs: round(secs), etaSecs };
 }
 

@@ -168,7 +168,7 @@ export class StatusBoard {
         moreQueues: Math.max(0, listed.length - MAX_LISTED_QUEUES),
         devices: this.#devices(s),
       },
-      drain: this.history.rate(),
+      drain: this.history.rate(messages),
       quota: {
         usedBytes: s.bytes,
         maxSizeBytes: s.maxSizeBytes,
