@@ -11,24 +11,7 @@ import { loadConfig } from "../../ts/config/config.js";
 import { EdgeHub, silentLogger } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, deviceClient, recordingLogger, startHub } from "../helpers/hub.js";
-
-/** GET `path` of the metrics listener on `port`. */
-function get(port: number, path: string, host = `127.0.0.1:${port}`) {
-  return new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
-    http
-      .get({ host: "127.0.0.1", port, path, headers: { host } }, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          body += c;
-        });
-        res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, type: String(res.headers["content-type"]), body }),
-        );
-      })
-      .on("error", reject);
-  });
-}
+import { localGet } from "../helpers/local-http.js";
 
 /** The value of the sample `name{labels}` in a text exposition (undefined when absent). */
 function sample(text: string, name: string, labels = ""): number | undefined {
@@ -48,7 +31,7 @@ describe("metrics listener", () => {
     const impostor = await deviceClient(hub, "sensor-1", Buffer.alloc(32, 7).toString("base64"));
     await expect(impostor.open()).rejects.toThrow();
 
-    const m = await get(port, "/metrics");
+    const m = await localGet(port, "/metrics");
     expect(m.status).toBe(200);
     expect(m.type).toContain("text/plain");
     expect(sample(m.body, "edgehub_messages_in_total", 'endpoint="$events"')).toBe(7);
@@ -70,23 +53,23 @@ describe("metrics listener", () => {
 
     // Counters go on from where they were: 3 more messages, 10 in all.
     for (let i = 0; i < 3; i++) await device.sendEvent(new Message("x"));
-    const again = await get(port, "/metrics");
+    const again = await localGet(port, "/metrics");
     expect(sample(again.body, "edgehub_messages_in_total", 'endpoint="$events"')).toBe(10);
   });
 
   it("answers /healthz, and /readyz 200 while serving, 503 once the store is closed", async () => {
     const hub = await startHub(await tempDir(), { metrics: { port: 0 } });
     const port = hub.ports.metrics;
-    expect(await get(port, "/healthz")).toMatchObject({ status: 200, body: "ok\n" });
-    const ready = await get(port, "/readyz");
+    expect(await localGet(port, "/healthz")).toMatchObject({ status: 200, body: "ok\n" });
+    const ready = await localGet(port, "/readyz");
     expect(ready.status).toBe(200);
     expect(JSON.parse(ready.body)).toEqual({ ready: true, store: "open", listeners: "up", link: "none" });
     await hub.store.close();
-    const closed = await get(port, "/readyz");
+    const closed = await localGet(port, "/readyz");
     expect(closed.status).toBe(503);
     expect(JSON.parse(closed.body)).toMatchObject({ ready: false, store: "closed" });
     // The scrape still answers, without the store's series.
-    const m = await get(port, "/metrics");
+    const m = await localGet(port, "/metrics");
     expect(m.status).toBe(200);
     expect(m.body).toMatch(/^edgehub_connected_clients 0$/m);
   });
@@ -94,10 +77,10 @@ describe("metrics listener", () => {
   it("serves the status page and its JSON, refuses other Hosts and methods", async () => {
     const hub = await startHub(await tempDir(), { metrics: { port: 0 } });
     const port = hub.ports.metrics;
-    const page = await get(port, "/");
+    const page = await localGet(port, "/");
     expect(page.status).toBe(200);
     expect(page.type).toContain("text/html");
-    const json = JSON.parse((await get(port, "/status.json")).body) as {
+    const json = JSON.parse((await localGet(port, "/status.json")).body) as {
       status: { link: { state: string }; backlog: { messages: number } };
       samples: unknown[];
     };
@@ -105,9 +88,9 @@ describe("metrics listener", () => {
     expect(json.status.backlog.messages).toBe(0);
     expect(json.samples.length).toBeGreaterThanOrEqual(1);
     // DNS rebinding: a page of another site naming its own host is refused.
-    expect((await get(port, "/status.json", "evil.example:9600")).status).toBe(421);
-    expect((await get(port, "/status.json", `localhost:${port}`)).status).toBe(200);
-    expect((await get(port, "/nothing")).status).toBe(404);
+    expect((await localGet(port, "/status.json", "evil.example:9600")).status).toBe(421);
+    expect((await localGet(port, "/status.json", `localhost:${port}`)).status).toBe(200);
+    expect((await localGet(port, "/nothing")).status).toBe(404);
     const post = await new Promise<number>((resolve, reject) => {
       const req = http.request({ host: "127.0.0.1", port, path: "/metrics", method: "POST" }, (res) => {
         res.resume();

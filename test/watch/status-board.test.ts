@@ -2,26 +2,14 @@
  * The watching view of a real hub's store: dead letters (reason and origin, never the
  * body), per-device delivery backlogs, the quota, and the same figures in /metrics.
  */
-import http from "node:http";
 import { describe, expect, it } from "vitest";
 import type { WatchStatus } from "../../ts/observe/status.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { startHub } from "../helpers/hub.js";
+import { localGet } from "../helpers/local-http.js";
 
-function scrape(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: "127.0.0.1", port, path: "/metrics" }, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          body += c;
-        });
-        res.on("end", () => resolve(body));
-      })
-      .on("error", reject);
-  });
-}
+/** The text exposition of the listener on `port`. */
+const scrape = async (port: number) => (await localGet(port, "/metrics")).body;
 
 describe("status board", () => {
   it("shows dead letters without their bodies, per-device backlogs and the quota", async () => {
