@@ -170,7 +170,7 @@ export function statusLine(s: Status): string {
 
 /** The status as a screen of text; the bars fit `columns`. */
 export function renderStatus(s: Status, columns: number): string {
-  const barWidth = Math.max(10, Math.min(40, columns - 50));
+  const barWidth = Math.max(10, Math.min(40, columns - 70));
   const since = s.link.since
     ? ` since ${s.link.since} (${age(Date.parse(s.at) - Date.parse(s.link.since))})`
     : "";
