@@ -16,6 +16,7 @@ import { ErrorCodes } from "./errors.js";
 import { EventLoopLag } from "./event-loop-lag.js";
 import { consoleLogger, type Logger, type LogLevel } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
+import { type Observing, observe } from "./observe/observe.js";
 import { Admission, RateLimitedLog } from "./protocol/admission.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { createListeners, type Listeners } from "./protocol/listeners.js";
@@ -91,6 +92,8 @@ export class EdgeHub {
   /** The socket each MQTT connection came in on (its TLS socket, or the WebSocket's). */
   readonly #socketOf = new WeakMap<MqttConnection, net.Socket>();
   readonly #lag = new EventLoopLag();
+  /** Status board, metrics and the operators' listener. */
+  #observing: Observing | undefined;
   #closed = false;
 
   private constructor(
@@ -145,6 +148,7 @@ export class EdgeHub {
     });
     const listening: Array<tls.Server | https.Server> = [];
     let shares: IdentityShares | undefined;
+    let observing: Observing | undefined;
     try {
       const box = await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key"));
       const registry = await Registry.open(store, box, { allowNesting: config.allowNesting });
@@ -288,6 +292,7 @@ export class EdgeHub {
           ? (clientId: string) => upstream.twinSync?.refresh(clientId) ?? Promise.resolve()
           : undefined,
         refused: (code: string) => {
+          hub.#observing?.metrics?.authFailed(code);
           if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
             upstream?.scope?.requestSync();
         },
@@ -351,6 +356,22 @@ export class EdgeHub {
           });
         });
       }
+      observing = await observe(
+        config,
+        {
+          store,
+          link: upstream,
+          clients: () => ({ count: hub.#connections.size, ids: hub.#connections.keys() }),
+          shares: () => hub.#shares?.status() ?? null,
+          isBacklog: (q) => q !== EVENTS_QUEUE && q !== DEAD_LETTER_QUEUE,
+          openConnections: () => hub.openConnections,
+          serving: () => !hub.#closed && listening.every((l) => l.listening),
+          eventLoopDelayP99Ms: () => hub.#lag.current.p99Ms,
+          status: () => hub.status(),
+        },
+        log,
+      );
+      hub.#observing = observing;
       // Routed to a module input or a device: deliver it if they listen.
       router.on("stored", (queue) => hub.delivery.stored(queue));
       if (upstream) {
@@ -366,6 +387,7 @@ export class EdgeHub {
       });
       return hub;
     } catch (err) {
+      await observing?.close();
       for (const srv of listening) srv.close();
       await shares?.close();
       await store.close();
@@ -373,11 +395,12 @@ export class EdgeHub {
     }
   }
 
-  /** The ports actually bound (useful with port 0). */
-  get ports(): { mqtts: number; https: number } {
+  /** The ports actually bound (useful with port 0); `metrics` is 0 when that listener is off. */
+  get ports(): { mqtts: number; https: number; metrics: number } {
     return {
       mqtts: (this.#server.address() as AddressInfo).port,
       https: (this.#https?.address() as AddressInfo | null)?.port ?? 0,
+      metrics: this.#observing?.server?.port ?? 0,
     };
   }
 
@@ -388,10 +411,12 @@ export class EdgeHub {
    * `methods` (direct method calls pending, and refused past a cap), and
    * the identities' shares of the quota (`identityShares`: the share, the largest
    * identities by live bytes, messages refused; null when off), and the event loop's delay
-   * over the last 5 s (`eventLoopDelayMs`).
+   * over the last 5 s (`eventLoopDelayMs`); and the watching view (ts/observe/status.ts:
+   * `link`, `clients`, `backlog`, `drain`, `quota`, `counters`, `deadLetters`).
    */
   async status(): Promise<Record<string, unknown>> {
     const stats = await this.store.stats();
+    const watch = await this.#observing?.board.snapshot(stats);
     const queue = (name: string) => stats.queues.find((q) => q.name === name) ?? null;
     const up = this.upstream;
     return {
@@ -419,6 +444,7 @@ export class EdgeHub {
       limits: this.#admission.stats(),
       methods: this.methods.stats(),
       eventLoopDelayMs: this.#lag.current,
+      ...watch,
     };
   }
 
@@ -480,5 +506,7 @@ export class EdgeHub {
     await this.#sharing;
     await this.#shares?.close();
     await this.store.close();
+    // Last: /readyz answers 503 throughout the shutdown.
+    await this.#observing?.close();
   }
 }

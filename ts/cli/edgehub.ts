@@ -4,7 +4,7 @@
  * hub until SIGINT or SIGTERM; with no config it runs on the embedded defaults (data in
  * ./edgehub-data, a development CA, MQTT over TLS on 8883). The other commands reach a
  * running hub through its service API, one module per group (./device.ts, ./module.ts,
- * ./twin.ts, ./method.ts, ./c2d.ts, ./monitor.ts, ./identity.ts) or make certificates
+ * ./twin.ts, ./method.ts, ./c2d.ts, ./monitor.ts, ./status.ts, ./identity.ts) or make certificates
  * (./cert.ts); each is declared once (./command.ts) and its usage comes from there.
  *
  * Exit codes (docs/api.md): 0 stopped cleanly (or a command done), 1 error (startup, config,
@@ -35,6 +35,7 @@ import { identityCommands } from "./identity.js";
 import { methodCommands } from "./method.js";
 import { moduleCommands } from "./module.js";
 import { monitorCommand } from "./monitor.js";
+import { statusCommand } from "./status.js";
 import { twinCommands } from "./twin.js";
 
 const startCommand: CommandSpec = {
@@ -48,7 +49,8 @@ const startCommand: CommandSpec = {
       help:
         "JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https}, tls {certFile, keyFile, caFile}, " +
         "trustedDeviceCaFiles, parent, routes, storeAndForwardConfiguration {timeToLiveSecs, storeLimits {maxSizeBytes}}, " +
-        "logLevel, limits; docs/operations.md)",
+        "logLevel, limits, metrics {host, port} (default 127.0.0.1:9600, false: off; /metrics, /healthz, " +
+        "/readyz, status page); docs/operating.md)",
     },
   ],
   run: (input) => start(input.opt("config")),
@@ -63,6 +65,7 @@ const COMMANDS: ReadonlyArray<CommandGroup | CommandSpec> = [
   methodCommands,
   c2dCommands,
   monitorCommand,
+  statusCommand,
   identityCommands,
   certCommands,
 ];

@@ -299,6 +299,11 @@ export class ServiceClient {
     });
   }
 
+  /** The hub's status (`GET /edge/status`), as the hub sent it. */
+  async edgeStatus(): Promise<unknown> {
+    return (await this.#request("GET", "/edge/status")).body;
+  }
+
   /** Closes the kept-alive connections. */
   close(): void {
     this.#agent.destroy();

@@ -60,6 +60,13 @@ export interface HubConfigInput {
   logLevel?: LogLevel;
   /** Connections and per-socket deadlines, sized for a small board by default (./limits.ts). */
   limits?: LimitsInput;
+  /**
+   * The operators' listener: `/metrics`, `/healthz`, `/readyz` and the status page, without
+   * credentials. Default `{host: "127.0.0.1", port: 9600}`; `port: 0` picks a free port;
+   * `false` turns it off. When the default port is taken the hub starts without it (and
+   * logs why); a port given here that cannot be bound fails the start.
+   */
+  metrics?: { host?: string; port?: number } | false;
 }
 
 /** A route as IoT Edge writes it. */
@@ -186,6 +193,8 @@ export interface HubConfig {
   routes: Record<string, RouteSpec>;
   logLevel: LogLevel;
   limits: Limits;
+  /** The operators' listener; false: off. `required`: the port was configured (binding it must succeed). */
+  metrics: { host: string; port: number; required: boolean } | false;
 }
 
 function bad(key: string, why: string): EdgeHubError {
@@ -225,6 +234,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     "modulesContent",
     "logLevel",
     "limits",
+    "metrics",
   ]);
   const manifest = manifestDesired(raw);
   const hostname = raw.hostname ?? osHostname();
@@ -296,6 +306,25 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     routes: routesConfig("routes", raw.routes ?? manifest.routes ?? {}),
     logLevel: logLevel as LogLevel,
     limits: limitsConfig("limits", raw.limits),
+    metrics: metricsConfig(raw.metrics),
+  };
+}
+
+/** The default port of the operators' listener. */
+export const DEFAULT_METRICS_PORT = 9600;
+
+/** Validates `metrics`: `false`, or `{host, port}` over 127.0.0.1:9600. */
+function metricsConfig(raw: unknown): HubConfig["metrics"] {
+  if (raw === false) return false;
+  if (raw === undefined) return { host: "127.0.0.1", port: DEFAULT_METRICS_PORT, required: false };
+  if (!isObject(raw)) throw bad("metrics", "must be {host, port} or false");
+  known("metrics.", raw, ["host", "port"]);
+  const host = raw.host ?? "127.0.0.1";
+  if (typeof host !== "string" || host === "") throw bad("metrics.host", "must be an address");
+  return {
+    host,
+    port: port("metrics.port", raw.port, DEFAULT_METRICS_PORT),
+    required: raw.port !== undefined,
   };
 }
 

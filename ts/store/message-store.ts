@@ -198,6 +198,8 @@ export class MessageStore {
   #closed = false;
   /** The key-value space of this store. */
   readonly kv: KvSpace;
+  /** Called after each durable append (`append`, `appendParts`) with its commit time in seconds (metrics). */
+  onCommit: ((seconds: number) => void) | undefined;
 
   private constructor(nativeStore: NativeStore, path: string) {
     this.#native = nativeStore;
@@ -283,7 +285,9 @@ export class MessageStore {
       if (queues.length === 0) throw invalid("at least one queue is required");
       for (const q of queues) checkName("queue", q);
       const prepared = prepare(messages);
+      const t0 = performance.now();
       const firsts = await this.#native.append(queues, encodeBatch(prepared), prepared.length);
+      this.onCommit?.((performance.now() - t0) / 1000);
       const offsets = firsts.map((first) => consecutive(first, prepared.length));
       return Array.isArray(queue) ? offsets : (offsets[0] ?? []);
     });
@@ -311,7 +315,9 @@ export class MessageStore {
         batches.push(encodeBatch(prepared));
         counts.push(prepared.length);
       }
+      const t0 = performance.now();
       const firsts = await this.#native.appendParts(queues, batches, counts, kv.map(checkPut));
+      this.onCommit?.((performance.now() - t0) / 1000);
       return firsts.map((part, i) => part.map((first) => consecutive(first, counts[i] as number)));
     });
   }
