@@ -111,6 +111,11 @@ export class DeviceDelivery {
   readonly #cursors = new WeakMap<DeliveryTarget, Map<string, Cursor>>();
   /** The queues left from before a restart, listed from the store once. */
   #loaded: Promise<void> | undefined;
+  /**
+   * Told of each message a client completed (PUBACKed), before its queue is acknowledged:
+   * the C2D relay then completes the parent's copy (`c2d-relay.ts`).
+   */
+  onCompleted: ((clientId: string, m: StoredMessage) => void) | undefined;
 
   constructor(store: MessageStore, find: (clientId: string) => DeliveryTarget | undefined, log: Logger) {
     this.#store = store;
@@ -152,6 +157,24 @@ export class DeviceDelivery {
     const properties = this.#properties(m);
     properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
     return this.#queue(deviceId, m, properties, 3600);
+  }
+
+  /**
+   * Stores a cloud-to-device message the parent sent for `deviceId` with the parent's
+   * properties as they are (`$.to` and `$.mid` included; checked by the caller), for
+   * `ttlSecs`; resolves with its offset once it is durable, then delivers it if the device
+   * listens.
+   */
+  async relayC2D(
+    deviceId: string,
+    body: Buffer,
+    properties: Record<string, string>,
+    ttlSecs: number,
+  ): Promise<number> {
+    const queue = deliveryQueue(deviceId);
+    const [offset] = await this.#store.append(queue, [{ body, properties, ttlSecs }]);
+    this.stored(queue);
+    return offset as number;
   }
 
   /** Queues a message for input `input` of module `deviceId/moduleId`. */
@@ -318,6 +341,7 @@ export class DeviceDelivery {
           target.deliverQos1(topicOf(m), m.body).then(
             () => {
               cursor.acked(m.offset);
+              this.onCompleted?.(clientId, m);
               settled();
             },
             () => {

@@ -12,10 +12,12 @@ import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
 import { FORWARD_ID } from "../routing/router.js";
 import type { StoredMessage } from "../store/index.js";
+import { c2dFilter, isC2dTopic } from "./c2d-relay.js";
 import type { ParentCredentials } from "./credentials.js";
-import { ConnectPacer, Link } from "./link.js";
+import { ConnectPacer, Link, type LinkSession } from "./link.js";
+import { METHOD_CALLS } from "./method-relay.js";
 import { busyRefusal } from "./mqtt-client.js";
-import { TWIN_RESPONSES } from "./twin-sync.js";
+import { DESIRED_UPDATES, TWIN_RESPONSES } from "./twin-sync.js";
 import type { Uplink, WireForm } from "./uplink.js";
 
 /**
@@ -104,7 +106,13 @@ export class IotHubUplink implements Uplink {
     if (clientId === this.#parent.deviceId) return this.edgeLink;
     let shared = this.#links.get(clientId);
     if (!shared) {
-      const link = this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS, this.#pacer);
+      const link = this.#link(
+        clientId,
+        this.#authChain(clientId),
+        IDENTITY_TOPICS,
+        this.#pacer,
+        clientId.includes("/") ? undefined : deviceSession(clientId),
+      );
       // Our own credential works, so a refusal is about the client: its identity changed upstream.
       link.on("refused", (code) => {
         // A busy parent says nothing about the identity.
@@ -194,7 +202,13 @@ export class IotHubUplink implements Uplink {
     return this.#link(clientId, [clientId, this.#parent.deviceId], topics);
   }
 
-  #link(clientId: string, chain: string[] | undefined, topics: string[] = [], pacer?: ConnectPacer): Link {
+  #link(
+    clientId: string,
+    chain: string[] | undefined,
+    topics: string[] = [],
+    pacer?: ConnectPacer,
+    session?: LinkSession,
+  ): Link {
     const p = this.#parent;
     const query = chain === undefined ? "" : `&auth-chain=${encodeURIComponent(chain.join(";"))}`;
     return new Link(
@@ -214,6 +228,22 @@ export class IotHubUplink implements Uplink {
       this.#log,
       topics,
       pacer,
+      session,
     );
   }
+}
+
+/**
+ * A child device's link keeps its session (clean session false, the C# SDK's default:
+ * `MqttTransportSettings.cs#DefaultCleanSession`), so the parent keeps the C2D messages it
+ * had no PUBACK for; their PUBACKs wait for the child (`c2d-relay.ts`). A session present
+ * may hold filters subscribed before (methods, desired, C2D): the ones nobody listens to now
+ * are unsubscribed.
+ */
+function deviceSession(deviceId: string): LinkSession {
+  return {
+    persistent: true,
+    deferAcks: isC2dTopic,
+    optional: () => [METHOD_CALLS, DESIRED_UPDATES, c2dFilter(deviceId)],
+  };
 }
