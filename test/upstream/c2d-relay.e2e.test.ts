@@ -178,7 +178,7 @@ describe("C2D relay against a strict scripted parent", () => {
   }
 
   /** The C2D PUBLISH the parent sends: packet id `id`, bag as given. */
-  const c2d = (id: number, bag: string, body: string): Packet =>
+  const c2d = (id: number, bag: string, body: string, dup = false): Packet =>
     ({
       cmd: "publish",
       topic: `devices/leaf1/messages/devicebound/${bag}`,
@@ -186,7 +186,7 @@ describe("C2D relay against a strict scripted parent", () => {
       qos: 1,
       messageId: id,
       retain: false,
-      dup: false,
+      dup,
     }) as Packet;
 
   const pubacksFrom = (parent: RawParent, clientId: string) =>
@@ -222,6 +222,23 @@ describe("C2D relay against a strict scripted parent", () => {
     await eventually("fifty PUBACKs at the parent", () => pubacksFrom(parent, "leaf1").length === 50);
     expect(pubacksFrom(parent, "leaf1")).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     expect(completedLocally.size).toBe(50);
+  }, 60_000);
+
+  it("without $.mid: an alike message is a new one, a resend marked DUP is matched to the stored copy and completed with it", async () => {
+    const { edge, parent, keys } = await strictSite(["leaf1"]);
+    const child = await c2dChild(edge.ports.mqtts, edge.caCertificate, "leaf1", keys.get("leaf1") ?? "");
+    await eventually("the link subscribed C2D", () =>
+      parent.received.some((r) => r.clientId === "leaf1" && r.topics.includes(`${C2D("leaf1")}@1`)),
+    );
+    parent.sendTo("leaf1", c2d(1, "a=1", "alike"));
+    parent.sendTo("leaf1", c2d(2, "a=1", "alike"));
+    parent.sendTo("leaf1", c2d(3, "a=1", "alike", true));
+    parent.sendTo("leaf1", c2d(4, "%24.mid=end", "end"));
+    const got = [await child.nextPublish(), await child.nextPublish(), await child.nextPublish()];
+    expect(got.map((g) => g.payload.toString())).toEqual(["alike", "alike", "end"]);
+    for (const g of got) child.puback(g.messageId);
+    await eventually("four PUBACKs", () => pubacksFrom(parent, "leaf1").length === 4);
+    expect(pubacksFrom(parent, "leaf1")).toEqual([1, 2, 3, 4]);
   }, 60_000);
 
   it("hostile C2D from the parent (oversized bag, bad property names, unreadable or past expiry) is refused and logged; the link stays; the good ones arrive, with their TTL", async () => {

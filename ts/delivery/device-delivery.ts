@@ -32,8 +32,11 @@ export interface DeviceMessage {
 export interface DeliveryTarget {
   /** True once the client subscribed to its C2D messages (device) or its inputs (module). */
   listensForDeliveries(): boolean;
-  /** Publishes at QoS 1; resolves on the client's PUBACK, rejects if the connection closes first. */
-  deliverQos1(topic: string, payload: Buffer): Promise<void>;
+  /**
+   * Publishes at QoS 1 (`dup`: sent before, on an earlier connection); resolves on the
+   * client's PUBACK, rejects if the connection closes first.
+   */
+  deliverQos1(topic: string, payload: Buffer, dup?: boolean): Promise<void>;
 }
 
 const SYSTEM: Record<string, keyof DeviceMessage> = {
@@ -109,6 +112,12 @@ export class DeviceDelivery {
   readonly #wakers = new Map<string, () => void>();
   /** Per connection, where its drains are in each queue. */
   readonly #cursors = new WeakMap<DeliveryTarget, Map<string, Cursor>>();
+  /**
+   * Per queue, the highest offset sent to any connection of its client since the start: a
+   * message at or below it goes again with DUP set (MQTT-3.3.1-1), which an edge relaying it
+   * uses to match a resend without a message id. Removed with the client's queues.
+   */
+  readonly #sentUpTo = new Map<string, number>();
   /** The queues left from before a restart, listed from the store once. */
   #loaded: Promise<void> | undefined;
   /**
@@ -148,6 +157,7 @@ export class DeviceDelivery {
     for (const q of (await this.#store.stats()).queues) {
       if (ownerOf(q.name)?.clientId !== clientId) continue;
       if (q.tail > 0 && q.ackedUpTo < q.tail - 1) await this.#store.ack(q.name, q.tail - 1);
+      this.#sentUpTo.delete(q.name);
     }
     this.#pending.delete(clientId);
   }
@@ -245,7 +255,7 @@ export class DeviceDelivery {
   async #next(
     clientId: string,
     cursorOf: (queue: string) => Cursor,
-  ): Promise<{ cursor: Cursor; rank: number; messages: StoredMessage[] } | undefined> {
+  ): Promise<{ cursor: Cursor; rank: number; queue: string; messages: StoredMessage[] } | undefined> {
     const pending = this.#pending.get(clientId);
     if (!pending) return undefined;
     const ranked = [...pending.keys()]
@@ -262,7 +272,7 @@ export class DeviceDelivery {
       const last = messages.at(-1);
       if (last) {
         cursor.from = last.offset + 1;
-        return { cursor, rank, messages };
+        return { cursor, rank, queue, messages };
       }
       if (pending.get(queue) === seen) pending.delete(queue);
     }
@@ -311,7 +321,7 @@ export class DeviceDelivery {
     let inflight = 0;
     let failed = false;
     let buffer: StoredMessage[] = [];
-    let current: { cursor: Cursor; rank: number } | undefined;
+    let current: { cursor: Cursor; rank: number; queue: string } | undefined;
     const settled = () => {
       inflight--;
       this.#wakers.get(clientId)?.();
@@ -338,7 +348,9 @@ export class DeviceDelivery {
           const cursor = current.cursor;
           inflight++;
           cursor.sent(m.offset);
-          target.deliverQos1(topicOf(m), m.body).then(
+          const sentBefore = this.#sentUpTo.get(current.queue) ?? -1;
+          if (m.offset > sentBefore) this.#sentUpTo.set(current.queue, m.offset);
+          target.deliverQos1(topicOf(m), m.body, m.offset <= sentBefore).then(
             () => {
               cursor.acked(m.offset);
               this.onCompleted?.(clientId, m);

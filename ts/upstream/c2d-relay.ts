@@ -88,11 +88,12 @@ export class C2dRelay {
     { link: Link; onDeferred: (topic: string, payload: Buffer, inbound: Inbound) => void }
   >();
   /**
-   * Per device, relay keys stored and not completed. Kept while the device does not listen:
+   * Per device, relay keys stored and not completed, one entry per stored copy (alike
+   * messages without `$.mid` share a key). Kept while the device does not listen:
    * the child completes its copy when it is back, and the parent's copy with it. Bounded by
    * the parent's unacknowledged messages (`MqttClient`'s cap) and {@link SEEDED} per device.
    */
-  readonly #pending = new Map<string, Map<string, Pending>>();
+  readonly #pending = new Map<string, Map<string, Pending[]>>();
   /** Relay keys the child completed, recently (bounded per device and in devices). */
   readonly #completed = new RecentIds();
   /** Devices whose queue was read for relay keys since the start (once each: later keys are tracked live). */
@@ -155,14 +156,16 @@ export class C2dRelay {
   forget(deviceId: string): void {
     this.unlisten(deviceId);
     this.#seeded.delete(deviceId);
-    for (const p of this.#pending.get(deviceId)?.values() ?? []) clearTimeout(p.expiry);
+    for (const copies of this.#pending.get(deviceId)?.values() ?? [])
+      for (const p of copies) clearTimeout(p.expiry);
     this.#pending.delete(deviceId);
   }
 
   close(): void {
     this.#closed = true;
     for (const deviceId of [...this.#listening.keys()]) this.unlisten(deviceId);
-    for (const pending of this.#pending.values()) for (const p of pending.values()) clearTimeout(p.expiry);
+    for (const pending of this.#pending.values())
+      for (const copies of pending.values()) for (const p of copies) clearTimeout(p.expiry);
     this.#pending.clear();
   }
 
@@ -173,15 +176,26 @@ export class C2dRelay {
     this.#done(clientId, tag.slice(KEY_PREFIX.length));
   }
 
-  #done(deviceId: string, key: string): void {
+  /** A stored copy with `key` is done (`which`, or the oldest): the parent's copies waiting for it are completed. */
+  #done(deviceId: string, key: string, which?: Pending): void {
     this.#completed.add(deviceId, key);
-    const pending = this.#pending.get(deviceId);
-    const p = pending?.get(key);
-    if (!pending || !p) return;
-    pending.delete(key);
-    if (pending.size === 0) this.#pending.delete(deviceId);
+    const p = this.#drop(deviceId, key, which);
+    if (!p) return;
     clearTimeout(p.expiry);
     for (const complete of p.completes) complete();
+  }
+
+  /** Removes a pending copy of `key` (`which`, or the oldest); the one removed. */
+  #drop(deviceId: string, key: string, which?: Pending): Pending | undefined {
+    const pending = this.#pending.get(deviceId);
+    const copies = pending?.get(key);
+    if (!pending || !copies) return undefined;
+    const i = which === undefined ? 0 : copies.indexOf(which);
+    if (i < 0) return undefined;
+    const [p] = copies.splice(i, 1);
+    if (copies.length === 0) pending.delete(key);
+    if (pending.size === 0) this.#pending.delete(deviceId);
+    return p;
   }
 
   /** Reads the relay keys of messages stored for `deviceId` and not completed (after a restart). */
@@ -213,15 +227,15 @@ export class C2dRelay {
       pending = new Map();
       this.#pending.set(deviceId, pending);
     }
-    const old = pending.get(key);
-    if (old) return old;
     const p: Pending = { completes: [], expiry: undefined };
     if (expiresAt !== null) {
       // Expired locally: the parent's copy is expired too, and holds back later PUBACKs no longer.
-      p.expiry = setTimeout(() => this.#done(deviceId, key), Math.max(0, expiresAt - Date.now()));
+      p.expiry = setTimeout(() => this.#done(deviceId, key, p), Math.max(0, expiresAt - Date.now()));
       p.expiry.unref();
     }
-    pending.set(key, p);
+    const copies = pending.get(key);
+    if (copies) copies.push(p);
+    else pending.set(key, [p]);
     return p;
   }
 
@@ -241,7 +255,7 @@ export class C2dRelay {
     const key = mid === undefined ? (digest as string) : `m:${mid}`;
     // A resend: matched by `$.mid`, or by digest when the parent says it is one.
     if (mid !== undefined || inbound.dup) {
-      const waiting = this.#pending.get(deviceId)?.get(key);
+      const waiting = this.#pending.get(deviceId)?.get(key)?.[0];
       if (waiting) {
         waiting.completes.push(() => inbound.complete());
         return;
@@ -265,11 +279,7 @@ export class C2dRelay {
       await this.#delivery.relayC2D(deviceId, payload, properties, ttlSecs);
     } catch (err) {
       // Not stored: a resend must be stored, not matched.
-      const pending = this.#pending.get(deviceId);
-      if (pending?.get(key) === p) {
-        pending.delete(key);
-        clearTimeout(p.expiry);
-      }
+      clearTimeout(this.#drop(deviceId, key, p)?.expiry);
       throw err;
     }
   }
