@@ -21,9 +21,10 @@ import {
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { recordingLogger } from "../helpers/hub.js";
 import { connectedRaw, type RawClient } from "../helpers/mqtt-raw.js";
-import { freePort, hubProcess } from "../helpers/process.js";
+import { hubProcess } from "../helpers/process.js";
 import { BlackholeProxy } from "../helpers/proxy.js";
-import { RawParent } from "../helpers/raw-parent.js";
+import type { RawParent } from "../helpers/raw-parent.js";
+import { scriptedSite } from "../helpers/scripted-site.js";
 import { call } from "../helpers/service.js";
 import { site as processSite } from "../helpers/site.js";
 
@@ -161,21 +162,16 @@ describe("C2D relay through an edge", () => {
 });
 
 describe("C2D relay against a strict scripted parent", () => {
-  /** A root (scope over HTTPS), a scripted MQTT parent with the root's certificate, an edge under it. */
   async function strictSite(leafs: string[]) {
-    const rootDir = await tempDir();
-    const root = await startRoot(rootDir);
-    const port = await freePort();
-    const parent = await RawParent.start({ hubDir: rootDir, port });
-    const keys = new Map<string, string>();
-    const identity = await edgeIdentity(root, "edge1", port);
-    for (const id of leafs) keys.set(id, await childOf(root, "edge1", id));
     const log = recordingLogger();
-    const edge = await startEdge(await tempDir(), identity, {}, log);
-    await synced(edge);
-    await eventually("online", () => edge.upstream?.online === true);
-    return { edge, parent, log, keys };
+    return { ...(await scriptedSite(leafs, log)), log };
   }
+
+  /** Resolves once leaf1's link subscribed its C2D at QoS 1. */
+  const c2dSubscribed = (parent: RawParent) =>
+    eventually("the link subscribed C2D", () =>
+      parent.received.some((r) => r.clientId === "leaf1" && r.topics.includes(`${C2D("leaf1")}@1`)),
+    );
 
   /** The C2D PUBLISH the parent sends: packet id `id`, bag as given. */
   const c2d = (id: number, bag: string, body: string, dup = false): Packet =>
@@ -195,9 +191,7 @@ describe("C2D relay against a strict scripted parent", () => {
   it("50 messages: the child's link subscribes at QoS 1 with a kept session; PUBACKs go up in arrival order, none before the child's own", async () => {
     const { edge, parent, keys } = await strictSite(["leaf1"]);
     const child = await c2dChild(edge.ports.mqtts, edge.caCertificate, "leaf1", keys.get("leaf1") ?? "");
-    await eventually("the link subscribed C2D", () =>
-      parent.received.some((r) => r.clientId === "leaf1" && r.topics.includes(`${C2D("leaf1")}@1`)),
-    );
+    await c2dSubscribed(parent);
     expect(parent.connects.filter((c) => c.clientId === "leaf1").every((c) => !c.clean)).toBe(true);
 
     for (let i = 1; i <= 50; i++) parent.sendTo("leaf1", c2d(i, `%24.mid=m${i}&seq=${i}`, `b${i}`));
@@ -227,9 +221,7 @@ describe("C2D relay against a strict scripted parent", () => {
   it("without $.mid: an alike message is a new one, a resend marked DUP is matched to the stored copy and completed with it", async () => {
     const { edge, parent, keys } = await strictSite(["leaf1"]);
     const child = await c2dChild(edge.ports.mqtts, edge.caCertificate, "leaf1", keys.get("leaf1") ?? "");
-    await eventually("the link subscribed C2D", () =>
-      parent.received.some((r) => r.clientId === "leaf1" && r.topics.includes(`${C2D("leaf1")}@1`)),
-    );
+    await c2dSubscribed(parent);
     parent.sendTo("leaf1", c2d(1, "a=1", "alike"));
     parent.sendTo("leaf1", c2d(2, "a=1", "alike"));
     parent.sendTo("leaf1", c2d(3, "a=1", "alike", true));
@@ -244,9 +236,7 @@ describe("C2D relay against a strict scripted parent", () => {
   it("hostile C2D from the parent (oversized bag, bad property names, unreadable or past expiry) is refused and logged; the link stays; the good ones arrive, with their TTL", async () => {
     const { edge, parent, log, keys } = await strictSite(["leaf1"]);
     const child = await c2dChild(edge.ports.mqtts, edge.caCertificate, "leaf1", keys.get("leaf1") ?? "");
-    await eventually("the link subscribed C2D", () =>
-      parent.received.some((r) => r.clientId === "leaf1" && r.topics.includes(`${C2D("leaf1")}@1`)),
-    );
+    await c2dSubscribed(parent);
     const connects = parent.connects.length;
     const inAnHour = new Date(Date.now() + 3_600_000).toISOString();
     parent.sendTo("leaf1", c2d(1, `big=${"x".repeat(20_000)}`, "oversized"));
