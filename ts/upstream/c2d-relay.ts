@@ -130,10 +130,11 @@ export class C2dRelay {
         link.reconnect("a C2D message could not be stored");
       });
     this.#listening.set(deviceId, { link, onDeferred });
-    link.on("deferred", onDeferred);
     void this.#seed(deviceId).then(
       () => {
-        if (this.#listening.get(deviceId)?.link !== link) return;
+        if (this.#listening.get(deviceId)?.onDeferred !== onDeferred) return;
+        // Taken from now on; one that came before (a kept session) makes the link reconnect.
+        link.on("deferred", onDeferred);
         link.listenTo(c2dFilter(deviceId), undefined, 1);
         link.start();
       },
