@@ -279,7 +279,6 @@ async function c2dChild(port: number, ca: string, deviceId: string, key: string)
   const c: RawClient = await connectedRaw(port, ca, deviceId, key);
   c.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: C2D(deviceId), qos: 1 }] } as Packet);
   const publishes: Array<{ topic: string; payload: Buffer; messageId: number }> = [];
-  const waiters: Array<() => void> = [];
   let pong: (() => void) | undefined;
   void (async () => {
     for (;;) {
@@ -287,15 +286,19 @@ async function c2dChild(port: number, ca: string, deviceId: string, key: string)
       if (p === "closed") return;
       if (p.cmd === "publish") {
         publishes.push({ topic: p.topic, payload: p.payload as Buffer, messageId: p.messageId ?? 0 });
-        waiters.shift()?.();
       } else if (p.cmd === "pingresp") pong?.();
     }
   })();
   let taken = 0;
   return {
     end: () => c.end(),
+    /** The next PUBLISH from the edge (bounded: a test waiting for one that never comes fails). */
     async nextPublish() {
-      if (publishes.length <= taken) await new Promise<void>((resolve) => waiters.push(resolve));
+      const deadline = Date.now() + 20_000;
+      while (publishes.length <= taken) {
+        if (Date.now() > deadline) throw new Error(`no PUBLISH #${taken + 1} for ${deviceId}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
       return publishes[taken++] as { topic: string; payload: Buffer; messageId: number };
     },
     puback(messageId: number) {
@@ -303,8 +306,12 @@ async function c2dChild(port: number, ca: string, deviceId: string, key: string)
     },
     /** Resolves once the edge answered a PINGREQ sent after everything before it. */
     ping: () =>
-      new Promise<void>((resolve) => {
-        pong = resolve;
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no PINGRESP")), 20_000);
+        pong = () => {
+          clearTimeout(timer);
+          resolve();
+        };
         c.send({ cmd: "pingreq" } as Packet);
       }),
   };
