@@ -161,6 +161,26 @@ describe("C2D relay through an edge", () => {
   }, 90_000);
 });
 
+describe("the root as the other side of a C2D relay", () => {
+  it("sends again on the next connection what was not PUBACKed, marked DUP; a first delivery is not", async () => {
+    const root = await startRoot(await tempDir());
+    const key = (await root.registry.createDevice({ deviceId: "valve" })).authentication.symmetricKey
+      ?.primaryKey;
+    await sendC2D(root, "valve", "one", { "iothub-messageid": "v1" });
+    const first = await c2dChild(root.ports.mqtts, root.caCertificate, "valve", key ?? "");
+    const p = await first.nextPublish();
+    expect([p.payload.toString(), p.dup]).toEqual(["one", false]);
+    first.end();
+    const second = await c2dChild(root.ports.mqtts, root.caCertificate, "valve", key ?? "");
+    const again = await second.nextPublish();
+    expect([again.payload.toString(), again.dup]).toEqual(["one", true]);
+    second.puback(again.messageId);
+    await sendC2D(root, "valve", "two", { "iothub-messageid": "v2" });
+    const next = await second.nextPublish();
+    expect([next.payload.toString(), next.dup]).toEqual(["two", false]);
+  }, 30_000);
+});
+
 describe("C2D relay against a strict scripted parent", () => {
   async function strictSite(leafs: string[]) {
     const log = recordingLogger();
@@ -278,14 +298,19 @@ describe("C2D relay against a strict scripted parent", () => {
 async function c2dChild(port: number, ca: string, deviceId: string, key: string) {
   const c: RawClient = await connectedRaw(port, ca, deviceId, key);
   c.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: C2D(deviceId), qos: 1 }] } as Packet);
-  const publishes: Array<{ topic: string; payload: Buffer; messageId: number }> = [];
+  const publishes: Array<{ topic: string; payload: Buffer; messageId: number; dup: boolean }> = [];
   let pong: (() => void) | undefined;
   void (async () => {
     for (;;) {
       const p = await c.next(120_000).catch(() => "closed" as const);
       if (p === "closed") return;
       if (p.cmd === "publish") {
-        publishes.push({ topic: p.topic, payload: p.payload as Buffer, messageId: p.messageId ?? 0 });
+        publishes.push({
+          topic: p.topic,
+          payload: p.payload as Buffer,
+          messageId: p.messageId ?? 0,
+          dup: p.dup === true,
+        });
       } else if (p.cmd === "pingresp") pong?.();
     }
   })();
@@ -299,7 +324,7 @@ async function c2dChild(port: number, ca: string, deviceId: string, key: string)
         if (Date.now() > deadline) throw new Error(`no PUBLISH #${taken + 1} for ${deviceId}`);
         await new Promise((r) => setTimeout(r, 10));
       }
-      return publishes[taken++] as { topic: string; payload: Buffer; messageId: number };
+      return publishes[taken++] as { topic: string; payload: Buffer; messageId: number; dup: boolean };
     },
     puback(messageId: number) {
       c.send({ cmd: "puback", messageId } as Packet);
