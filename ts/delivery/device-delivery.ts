@@ -141,15 +141,19 @@ export class DeviceDelivery {
     return properties;
   }
 
+  /** Stores one message in the base queue of `clientId` and delivers it; resolves with its offset. */
   async #queue(
     clientId: string,
     m: DeviceMessage,
     properties: Record<string, string>,
     ttl: number,
-  ): Promise<void> {
+  ): Promise<number> {
     const queue = deliveryQueue(clientId);
-    await this.#store.append(queue, [{ body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl }]);
+    const [offset] = await this.#store.append(queue, [
+      { body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl },
+    ]);
     this.stored(queue);
+    return offset as number;
   }
 
   /** Forgets everything queued for `clientId` (its identity was deleted). */
@@ -163,10 +167,10 @@ export class DeviceDelivery {
   }
 
   /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
-  sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
+  async sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
     properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
-    return this.#queue(deviceId, m, properties, 3600);
+    await this.#queue(deviceId, m, properties, 3600);
   }
 
   /**
@@ -175,23 +179,20 @@ export class DeviceDelivery {
    * `ttlSecs`; resolves with its offset once it is durable, then delivers it if the device
    * listens.
    */
-  async relayC2D(
+  relayC2D(
     deviceId: string,
     body: Buffer,
     properties: Record<string, string>,
     ttlSecs: number,
   ): Promise<number> {
-    const queue = deliveryQueue(deviceId);
-    const [offset] = await this.#store.append(queue, [{ body, properties, ttlSecs }]);
-    this.stored(queue);
-    return offset as number;
+    return this.#queue(deviceId, { body }, properties, ttlSecs);
   }
 
   /** Queues a message for input `input` of module `deviceId/moduleId`. */
-  sendToInput(deviceId: string, moduleId: string, input: string, m: DeviceMessage): Promise<void> {
+  async sendToInput(deviceId: string, moduleId: string, input: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
     properties[INPUT] = input;
-    return this.#queue(`${deviceId}/${moduleId}`, m, properties, 7200);
+    await this.#queue(`${deviceId}/${moduleId}`, m, properties, 7200);
   }
 
   /** Messages were appended to `queue` (routes feed this): delivers them if it is a client's. */
@@ -363,6 +364,9 @@ export class DeviceDelivery {
             },
           );
         }
+        // Stored while this drain was reading (no waker was set): read again before waiting, or
+        // a client holding its PUBACKs until it has everything would wait for it forever.
+        if (buffer.length === 0 && inflight > 0 && this.#again.delete(clientId)) continue;
         if (inflight >= WINDOW || (buffer.length === 0 && inflight > 0)) {
           await new Promise<void>((resolve) => {
             this.#wakers.set(clientId, () => {
