@@ -230,13 +230,15 @@ export class EdgeHub {
           })
           .catch((err: unknown) => log.log("error", "shares-failed", { reason: (err as Error).message }));
       });
-      upstream?.attachClients(hub.twins, hub.methods, (clientId) => {
+      const isClient = (clientId: string): boolean => {
         const [deviceId = "", moduleId] = clientId.split("/");
         // The hub's own device and its runtime modules are not clients here.
         if (moduleId === undefined)
           return deviceId !== parent?.deviceId && registry.getDevice(deviceId) !== undefined;
         return !moduleId.startsWith("$") && registry.getModule(deviceId, moduleId) !== undefined;
-      });
+      };
+      upstream?.attachClients(hub.twins, hub.methods, isClient);
+      upstream?.attachDelivery(hub.delivery, isClient);
       registry.on("revoked", (deviceId, moduleId) => {
         for (const [clientId, conn] of hub.#connections) {
           const mine =
@@ -268,6 +270,8 @@ export class EdgeHub {
           const principal = conn.principal;
           if ((kind === "c2d" || kind === "module-inputs") && principal)
             hub.delivery.pump(principal.clientId);
+          // C2D sent upstream reaches it while the parent is reachable (stored here first).
+          if (kind === "c2d" && principal) upstream?.c2dRelay?.listen(principal.clientId);
           // Desired changes made upstream reach it live while the parent is reachable.
           if (kind === "twin-desired" && principal && !hub.#following.has(principal.clientId)) {
             hub.#following.add(principal.clientId);
@@ -286,6 +290,7 @@ export class EdgeHub {
           if (kind === "twin-desired" && hub.#following.delete(clientId))
             upstream?.twinSync?.unfollow(clientId);
           if (kind === "methods") upstream?.methodRelay?.unlisten(clientId);
+          if (kind === "c2d") upstream?.c2dRelay?.unlisten(clientId);
         },
         log,
         refreshTwin: upstream
@@ -315,6 +320,7 @@ export class EdgeHub {
           hub.methods.disconnected(clientId);
           if (hub.#following.delete(clientId)) upstream?.twinSync?.unfollow(clientId);
           upstream?.methodRelay?.unlisten(clientId);
+          upstream?.c2dRelay?.unlisten(clientId);
         },
       };
       const api = new ServiceApi({
@@ -332,6 +338,7 @@ export class EdgeHub {
           await hub.twins.delete(clientId);
           await sessions.clear(clientId);
           await hub.delivery.purge(clientId);
+          upstream?.c2dRelay?.forget(clientId);
         },
         onStored: (listener) => {
           router.on("stored", listener);

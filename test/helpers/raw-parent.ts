@@ -36,9 +36,21 @@ export class RawParent {
   /** PUBLISHes received, in order. */
   readonly publishes: Array<{ topic: string; payload: Buffer; messageId: number; clientId: string }> = [];
   /** CONNECTs received, in order of arrival. */
-  readonly connects: Array<{ clientId: string; at: number; username?: string; password?: string }> = [];
+  readonly connects: Array<{
+    clientId: string;
+    at: number;
+    clean: boolean;
+    username?: string;
+    password?: string;
+  }> = [];
+  /** What clients answered and asked besides PUBLISH (PUBACK, SUBSCRIBE, UNSUBSCRIBE), in order. */
+  readonly received: Array<{ cmd: string; clientId: string; messageId: number; topics: string[] }> = [];
+  /** The sockets of each client id. */
+  readonly #byClient = new Map<string, Set<tls.TLSSocket>>();
   /** Answer PUBLISHes with PUBACK. */
   puback: boolean;
+  /** CONNACK's session-present flag for a client id (default false). */
+  sessionPresent: (clientId: string) => boolean = () => false;
   /** The CONNACK return code for a client id (default 0, accepted). */
   connack: (clientId: string) => number = () => 0;
   /**
@@ -76,6 +88,12 @@ export class RawParent {
     return (this.#server.address() as { port: number }).port;
   }
 
+  /** Sends `packet` to the connections of `clientId`. */
+  sendTo(clientId: string, packet: Packet): void {
+    const bytes = mqtt.generate(packet as Parameters<typeof mqtt.generate>[0]);
+    for (const s of this.#byClient.get(clientId) ?? []) s.write(bytes);
+  }
+
   /** Sends `packet` to every connected client. */
   send(packet: Packet): void {
     const bytes = mqtt.generate(packet as Parameters<typeof mqtt.generate>[0]);
@@ -106,17 +124,46 @@ export class RawParent {
         this.connects.push({
           clientId,
           at: Date.now(),
+          clean: p.clean !== false,
           ...(p.username === undefined ? {} : { username: p.username }),
           ...(p.password === undefined ? {} : { password: p.password.toString("utf8") }),
         });
+        const mine = this.#byClient.get(clientId) ?? new Set();
+        mine.add(socket);
+        this.#byClient.set(clientId, mine);
+        socket.on("close", () => mine.delete(socket));
         const returnCode = this.connack(clientId);
-        reply({ cmd: "connack", returnCode, sessionPresent: false } as Packet);
+        reply({
+          cmd: "connack",
+          returnCode,
+          sessionPresent: returnCode === 0 && this.sessionPresent(clientId),
+        } as Packet);
         if (returnCode !== 0) {
           ended = true;
           socket.end();
         }
-      } else if (p.cmd === "subscribe")
-        reply({ cmd: "suback", messageId: p.messageId, granted: p.subscriptions.map(() => 0) } as Packet);
+      } else if (p.cmd === "subscribe") {
+        this.received.push({
+          cmd: "subscribe",
+          clientId,
+          messageId: p.messageId ?? 0,
+          topics: p.subscriptions.map((s) => `${s.topic}@${s.qos}`),
+        });
+        reply({
+          cmd: "suback",
+          messageId: p.messageId,
+          granted: p.subscriptions.map((s) => s.qos),
+        } as Packet);
+      } else if (p.cmd === "unsubscribe") {
+        this.received.push({
+          cmd: "unsubscribe",
+          clientId,
+          messageId: p.messageId ?? 0,
+          topics: p.unsubscriptions,
+        });
+        reply({ cmd: "unsuback", messageId: p.messageId } as Packet);
+      } else if (p.cmd === "puback")
+        this.received.push({ cmd: "puback", clientId, messageId: p.messageId ?? 0, topics: [] });
       else if (p.cmd === "pingreq") reply({ cmd: "pingresp" } as Packet);
       else if (p.cmd === "publish") {
         const payload = Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload);

@@ -42,7 +42,7 @@ describe("upstream MQTT client", () => {
       keepaliveSecs: 30,
       ca: Buffer.from(parent.ca),
     });
-    await new Promise<void>((resolve) => client.once("connect", resolve));
+    await new Promise<void>((resolve) => client.once("connect", () => resolve()));
     const results: Array<Error | null | undefined> = [];
     for (let i = 0; i < 65_535; i++) {
       results.push(undefined);
@@ -61,7 +61,7 @@ describe("upstream MQTT client", () => {
     });
     expect(full?.message).toMatch(/packet ids/);
     let subscribed: Error | null | undefined;
-    client.subscribe(["s"], (err) => {
+    client.subscribe([{ topic: "s", qos: 0 }], (err) => {
       subscribed = err;
     });
     expect(subscribed?.message).toMatch(/packet ids/);

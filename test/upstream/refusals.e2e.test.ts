@@ -8,33 +8,10 @@ import { describe, expect, it } from "vitest";
 import type { EdgeHub } from "../../ts/index.js";
 import { LINK_CONNECT_INTERVAL_MS } from "../../ts/upstream/iothub-uplink.js";
 import { POISON_TRIES } from "../../ts/upstream/poison.js";
-import { childOf, edgeIdentity, startEdge, startRoot, synced } from "../helpers/edge.js";
-import { eventually, tempDir } from "../helpers/fixtures.js";
-import { connectedRaw, publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
-import { freePort } from "../helpers/process.js";
-import { RawParent } from "../helpers/raw-parent.js";
-
-/** A root (scope over HTTPS), a scripted MQTT parent with the root's certificate, an edge under it, children `leafs`. */
-async function site(leafs: string[]) {
-  const rootDir = await tempDir();
-  const root = await startRoot(rootDir);
-  const port = await freePort();
-  const parent = await RawParent.start({ hubDir: rootDir, port });
-  const keys = new Map<string, string>();
-  const identity = await edgeIdentity(root, "edge1", port);
-  for (const id of leafs) keys.set(id, await childOf(root, "edge1", id));
-  const edge = await startEdge(await tempDir(), identity);
-  await synced(edge);
-  await eventually("online", () => edge.upstream?.online === true);
-  return {
-    root,
-    edge,
-    parent,
-    leaf: (id: string): Promise<RawClient> =>
-      connectedRaw(edge.ports.mqtts, edge.caCertificate, id, keys.get(id) ?? ""),
-    restartParent: () => RawParent.start({ hubDir: rootDir, port }),
-  };
-}
+import { eventually } from "../helpers/fixtures.js";
+import { publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
+import type { RawParent } from "../helpers/raw-parent.js";
+import { scriptedSite as site } from "../helpers/scripted-site.js";
 
 const deadLetters = (edge: EdgeHub) => edge.store.read("$deadletter", { from: 0 });
 const bodiesFrom = (parent: RawParent, clientId: string) =>

@@ -13,6 +13,7 @@ import { encodePropertyBag } from "../protocol/topics.js";
 import { PRIORITIES } from "../routing/priority.js";
 import { FORWARD_ID, INPUT_PROPERTY } from "../routing/router.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { Cursor } from "./cursor.js";
 import { deliveryQueue, ownerOf } from "./queues.js";
 
 /** A message for a device or a module input. */
@@ -32,8 +33,11 @@ export interface DeviceMessage {
 export interface DeliveryTarget {
   /** True once the client subscribed to its C2D messages (device) or its inputs (module). */
   listensForDeliveries(): boolean;
-  /** Publishes at QoS 1; resolves on the client's PUBACK, rejects if the connection closes first. */
-  deliverQos1(topic: string, payload: Buffer): Promise<void>;
+  /**
+   * Publishes at QoS 1 (`dup`: sent before, on an earlier connection); resolves on the
+   * client's PUBACK, rejects if the connection closes first.
+   */
+  deliverQos1(topic: string, payload: Buffer, dup?: boolean): Promise<void>;
 }
 
 const SYSTEM: Record<string, keyof DeviceMessage> = {
@@ -47,47 +51,6 @@ const WINDOW = 64;
 const WINDOW_BYTES = 1024 * 1024;
 /** Stored with a module-input message: the input's name (not sent in the bag). */
 const INPUT = INPUT_PROPERTY;
-
-/** What a client's drain keeps of one of its queues. */
-class Cursor {
-  /** Next offset to read. */
-  from = 0;
-  /** Offsets sent and not yet part of the acknowledged prefix, in send order (from `head`). */
-  #sent: number[] = [];
-  #head = 0;
-  readonly #done = new Set<number>();
-  readonly acks: AckCoalescer;
-
-  constructor(ack: (offset: number) => Promise<void>, failed: (err: unknown) => void) {
-    this.acks = new AckCoalescer(ack, failed);
-  }
-
-  sent(offset: number): void {
-    this.#sent.push(offset);
-  }
-
-  /** True while some message sent is not acknowledged by the client. */
-  get outstanding(): boolean {
-    return this.#head < this.#sent.length;
-  }
-
-  /** The client acknowledged `offset`: the queue is acknowledged up to the contiguous prefix. */
-  acked(offset: number): void {
-    this.#done.add(offset);
-    let upTo = -1;
-    while (this.#head < this.#sent.length && this.#done.has(this.#sent[this.#head] as number)) {
-      upTo = this.#sent[this.#head] as number;
-      this.#done.delete(upTo);
-      this.#head++;
-    }
-    // A long drain does not keep every offset it sent.
-    if (this.#head > 1024) {
-      this.#sent = this.#sent.slice(this.#head);
-      this.#head = 0;
-    }
-    if (upTo >= 0) this.acks.ack(upTo);
-  }
-}
 
 /** Queues and delivers messages to devices and module inputs. */
 export class DeviceDelivery {
@@ -109,8 +72,19 @@ export class DeviceDelivery {
   readonly #wakers = new Map<string, () => void>();
   /** Per connection, where its drains are in each queue. */
   readonly #cursors = new WeakMap<DeliveryTarget, Map<string, Cursor>>();
+  /**
+   * Per queue, the highest offset sent to any connection of its client since the start: a
+   * message at or below it goes again with DUP set (MQTT-3.3.1-1), which an edge relaying it
+   * uses to match a resend without a message id. Removed with the client's queues.
+   */
+  readonly #sentUpTo = new Map<string, number>();
   /** The queues left from before a restart, listed from the store once. */
   #loaded: Promise<void> | undefined;
+  /**
+   * Told of each message a client completed (PUBACKed), before its queue is acknowledged:
+   * the C2D relay then completes the parent's copy (`c2d-relay.ts`).
+   */
+  onCompleted: ((clientId: string, m: StoredMessage) => void) | undefined;
 
   constructor(store: MessageStore, find: (clientId: string) => DeliveryTarget | undefined, log: Logger) {
     this.#store = store;
@@ -127,15 +101,19 @@ export class DeviceDelivery {
     return properties;
   }
 
+  /** Stores one message in the base queue of `clientId` and delivers it; resolves with its offset. */
   async #queue(
     clientId: string,
     m: DeviceMessage,
     properties: Record<string, string>,
     ttl: number,
-  ): Promise<void> {
+  ): Promise<number> {
     const queue = deliveryQueue(clientId);
-    await this.#store.append(queue, [{ body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl }]);
+    const [offset] = await this.#store.append(queue, [
+      { body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl },
+    ]);
     this.stored(queue);
+    return offset as number;
   }
 
   /** Forgets everything queued for `clientId` (its identity was deleted). */
@@ -143,22 +121,38 @@ export class DeviceDelivery {
     for (const q of (await this.#store.stats()).queues) {
       if (ownerOf(q.name)?.clientId !== clientId) continue;
       if (q.tail > 0 && q.ackedUpTo < q.tail - 1) await this.#store.ack(q.name, q.tail - 1);
+      this.#sentUpTo.delete(q.name);
     }
     this.#pending.delete(clientId);
   }
 
   /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
-  sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
+  async sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
     properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
-    return this.#queue(deviceId, m, properties, 3600);
+    await this.#queue(deviceId, m, properties, 3600);
+  }
+
+  /**
+   * Stores a cloud-to-device message the parent sent for `deviceId` with the parent's
+   * properties as they are (`$.to` and `$.mid` included; checked by the caller), for
+   * `ttlSecs`; resolves with its offset once it is durable, then delivers it if the device
+   * listens.
+   */
+  relayC2D(
+    deviceId: string,
+    body: Buffer,
+    properties: Record<string, string>,
+    ttlSecs: number,
+  ): Promise<number> {
+    return this.#queue(deviceId, { body }, properties, ttlSecs);
   }
 
   /** Queues a message for input `input` of module `deviceId/moduleId`. */
-  sendToInput(deviceId: string, moduleId: string, input: string, m: DeviceMessage): Promise<void> {
+  async sendToInput(deviceId: string, moduleId: string, input: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
     properties[INPUT] = input;
-    return this.#queue(`${deviceId}/${moduleId}`, m, properties, 7200);
+    await this.#queue(`${deviceId}/${moduleId}`, m, properties, 7200);
   }
 
   /** Messages were appended to `queue` (routes feed this): delivers them if it is a client's. */
@@ -222,7 +216,7 @@ export class DeviceDelivery {
   async #next(
     clientId: string,
     cursorOf: (queue: string) => Cursor,
-  ): Promise<{ cursor: Cursor; rank: number; messages: StoredMessage[] } | undefined> {
+  ): Promise<{ cursor: Cursor; rank: number; queue: string; messages: StoredMessage[] } | undefined> {
     const pending = this.#pending.get(clientId);
     if (!pending) return undefined;
     const ranked = [...pending.keys()]
@@ -239,7 +233,7 @@ export class DeviceDelivery {
       const last = messages.at(-1);
       if (last) {
         cursor.from = last.offset + 1;
-        return { cursor, rank, messages };
+        return { cursor, rank, queue, messages };
       }
       if (pending.get(queue) === seen) pending.delete(queue);
     }
@@ -288,7 +282,7 @@ export class DeviceDelivery {
     let inflight = 0;
     let failed = false;
     let buffer: StoredMessage[] = [];
-    let current: { cursor: Cursor; rank: number } | undefined;
+    let current: { cursor: Cursor; rank: number; queue: string } | undefined;
     const settled = () => {
       inflight--;
       this.#wakers.get(clientId)?.();
@@ -315,9 +309,12 @@ export class DeviceDelivery {
           const cursor = current.cursor;
           inflight++;
           cursor.sent(m.offset);
-          target.deliverQos1(topicOf(m), m.body).then(
+          const sentBefore = this.#sentUpTo.get(current.queue) ?? -1;
+          if (m.offset > sentBefore) this.#sentUpTo.set(current.queue, m.offset);
+          target.deliverQos1(topicOf(m), m.body, m.offset <= sentBefore).then(
             () => {
               cursor.acked(m.offset);
+              this.onCompleted?.(clientId, m);
               settled();
             },
             () => {
@@ -327,6 +324,9 @@ export class DeviceDelivery {
             },
           );
         }
+        // Stored while this drain was reading (no waker was set): read again before waiting, or
+        // a client holding its PUBACKs until it has everything would wait for it forever.
+        if (buffer.length === 0 && inflight > 0 && this.#again.delete(clientId)) continue;
         if (inflight >= WINDOW || (buffer.length === 0 && inflight > 0)) {
           await new Promise<void>((resolve) => {
             this.#wakers.set(clientId, () => {
@@ -347,43 +347,5 @@ export class DeviceDelivery {
         if (c.outstanding) this.#mark(clientId, queue, ownerOf(queue)?.rank ?? PRIORITIES);
     }
     for (const c of cursors.values()) await c.acks.idle();
-  }
-}
-
-/** Acknowledges a queue up to the highest offset asked, one store call at a time. */
-class AckCoalescer {
-  readonly #ack: (offset: number) => Promise<void>;
-  readonly #failed: (err: unknown) => void;
-  #wanted = -1;
-  #running: Promise<void> | undefined;
-
-  constructor(ack: (offset: number) => Promise<void>, failed: (err: unknown) => void) {
-    this.#ack = ack;
-    this.#failed = failed;
-  }
-
-  ack(offset: number): void {
-    if (offset <= this.#wanted) return;
-    this.#wanted = offset;
-    this.#running ??= this.#run();
-  }
-
-  async #run(): Promise<void> {
-    let acked = -1;
-    try {
-      while (acked < this.#wanted) {
-        acked = this.#wanted;
-        await this.#ack(acked);
-      }
-    } catch (err) {
-      this.#failed(err);
-    } finally {
-      this.#running = undefined;
-    }
-  }
-
-  /** Resolves when no acknowledgement is left to write. */
-  async idle(): Promise<void> {
-    while (this.#running) await this.#running;
   }
 }

@@ -352,15 +352,15 @@ export class MqttConnection {
     return this.#subscribed.has(this.#principal?.moduleId === undefined ? "c2d" : "module-inputs");
   }
 
-  /** Publishes at QoS 1; resolves on the client's PUBACK, rejects if the connection closes first. */
-  deliverQos1(topic: string, payload: Buffer): Promise<void> {
+  /** Publishes at QoS 1 (`dup`: sent before); resolves on the client's PUBACK, rejects if the connection closes first. */
+  deliverQos1(topic: string, payload: Buffer, dup = false): Promise<void> {
     if (this.#closed) return Promise.reject(new Error("connection closed"));
     do this.#nextPacketId = (this.#nextPacketId % 65535) + 1;
     while (this.#inflight.has(this.#nextPacketId));
     const messageId = this.#nextPacketId;
     return new Promise((resolve, reject) => {
       this.#inflight.set(messageId, { resolve, reject });
-      this.#send({ cmd: "publish", topic, payload, qos: 1, messageId, retain: false, dup: false } as Packet);
+      this.#send({ cmd: "publish", topic, payload, qos: 1, messageId, retain: false, dup } as Packet);
     });
   }
 

@@ -14,10 +14,12 @@ import type { Logger } from "../log.js";
 import { encodeProperty } from "../protocol/topics.js";
 import { FORWARD_ID } from "../routing/router.js";
 import type { StoredMessage } from "../store/index.js";
+import { c2dFilter, isC2dTopic } from "./c2d-relay.js";
 import type { ParentCredentials } from "./credentials.js";
-import { ConnectPacer, Link } from "./link.js";
+import { ConnectPacer, Link, type LinkSession } from "./link.js";
+import { METHOD_CALLS } from "./method-relay.js";
 import { busyRefusal } from "./mqtt-client.js";
-import { TWIN_RESPONSES, TWIN_TOPICS } from "./twin-sync.js";
+import { DESIRED_UPDATES, TWIN_RESPONSES, TWIN_TOPICS } from "./twin-sync.js";
 import type { Uplink, WireForm } from "./uplink.js";
 
 /**
@@ -151,7 +153,13 @@ export class IotHubUplink implements Uplink {
     if (clientId === this.edgeHubId) return this.edgeLink;
     let shared = this.#links.get(clientId);
     if (!shared) {
-      const link = this.#link(clientId, this.#authChain(clientId), IDENTITY_TOPICS, this.#pacer);
+      const link = this.#link(
+        clientId,
+        this.#authChain(clientId),
+        IDENTITY_TOPICS,
+        this.#pacer,
+        clientId.includes("/") ? undefined : deviceSession(clientId),
+      );
       // Our own credential works, so a refusal is about the client: its identity changed upstream.
       link.on("refused", (code) => {
         // A busy parent says nothing about the identity.
@@ -243,7 +251,13 @@ export class IotHubUplink implements Uplink {
     return chain;
   }
 
-  #link(clientId: string, chain: string[], topics: string[] = [], pacer?: ConnectPacer): Link {
+  #link(
+    clientId: string,
+    chain: string[],
+    topics: string[] = [],
+    pacer?: ConnectPacer,
+    session?: LinkSession,
+  ): Link {
     const p = this.#parent;
     // SDK `MqttIotHubAdapter.cs#ConnectAsync`: api-version, DeviceClientType, auth-chain, in
     // that order, each value escaped (`Uri.EscapeDataString`: the same bytes here).
@@ -268,6 +282,22 @@ export class IotHubUplink implements Uplink {
       this.#log,
       topics,
       pacer,
+      session,
     );
   }
+}
+
+/**
+ * A child device's link keeps its session (clean session false, the C# SDK's default:
+ * `MqttTransportSettings.cs#DefaultCleanSession`), so the parent keeps the C2D messages it
+ * had no PUBACK for; their PUBACKs wait for the child (`c2d-relay.ts`). A session present
+ * may hold filters subscribed before (methods, desired, C2D): the ones nobody listens to now
+ * are unsubscribed.
+ */
+function deviceSession(deviceId: string): LinkSession {
+  return {
+    persistent: true,
+    deferAcks: isC2dTopic,
+    optional: () => [METHOD_CALLS, DESIRED_UPDATES, c2dFilter(deviceId)],
+  };
 }

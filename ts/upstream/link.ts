@@ -8,10 +8,24 @@
  */
 import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
-import { busyRefusal, type ClientOptions, MqttClient } from "./mqtt-client.js";
+import { busyRefusal, type ClientOptions, type Inbound, MqttClient } from "./mqtt-client.js";
 
 /** What a link connects with; called before every attempt (tokens are made fresh). */
-export type ConnectOptions = () => Omit<ClientOptions, "keepaliveSecs">;
+export type ConnectOptions = () => Omit<ClientOptions, "keepaliveSecs" | "clean" | "deferAcks">;
+
+/** How a link keeps its MQTT session with the parent. */
+export interface LinkSession {
+  /** Clean session false: the parent keeps the session (and what it did not get a PUBACK for). */
+  persistent: boolean;
+  /** Inbound QoS 1 topics PUBACKed only on {@link Inbound.complete} (see {@link MqttClient}). */
+  deferAcks?: (topic: string) => boolean;
+  /**
+   * Filters the link may have left in the parent's session (an earlier process, a connection
+   * that ended before its UNSUBSCRIBE): unsubscribed when the parent says a session is present
+   * and the link does not want them now, so the parent sends nothing nobody here listens to.
+   */
+  optional?: () => string[];
+}
 
 /** First retry delay; doubles per failed attempt up to the link's cap. */
 const FIRST_BACKOFF_MS = 100;
@@ -68,6 +82,8 @@ export class Link extends EventEmitter<{
   down: [reason: string];
   refused: [code: number];
   message: [topic: string, payload: Buffer];
+  /** A QoS 1 PUBLISH whose PUBACK waits for {@link Inbound.complete} (see {@link LinkSession.deferAcks}). */
+  deferred: [topic: string, payload: Buffer, inbound: Inbound];
 }> {
   readonly name: string;
   readonly #options: ConnectOptions;
@@ -86,8 +102,9 @@ export class Link extends EventEmitter<{
   #suspended = false;
   /** The presence link: always retries on its own, never suspended. */
   keepTrying = false;
-  /** Topic filters subscribed on every connection before `up` (QoS 0); see {@link Link.listenTo}. */
-  readonly #subscriptions: Set<string>;
+  /** Topic filters subscribed on every connection before `up`, with their QoS; see {@link Link.listenTo}. */
+  readonly #subscriptions: Map<string, 0 | 1>;
+  readonly #session: LinkSession;
   /** Called once a filter added by {@link Link.listenTo} is acknowledged by the parent, by filter (one each). */
   readonly #whenSubscribed = new Map<string, () => void>();
   /** Shared with the other identity links of the uplink; absent for the hub's own links (they go first). */
@@ -96,6 +113,8 @@ export class Link extends EventEmitter<{
   #pacing = false;
   /** The last attempt was answered CONNACK 3: back off up to {@link BUSY_MAX_BACKOFF_MS}. */
   #busy = false;
+  /** A deferred PUBLISH nobody took is unacknowledged on this connection (it holds back every later PUBACK). */
+  #orphans = false;
 
   constructor(
     name: string,
@@ -104,11 +123,13 @@ export class Link extends EventEmitter<{
     log: Logger,
     subscriptions: string[] = [],
     pacer?: ConnectPacer,
+    session: LinkSession = { persistent: false },
   ) {
     super();
     this.name = name;
     this.#pacer = pacer;
-    this.#subscriptions = new Set(subscriptions);
+    this.#session = session;
+    this.#subscriptions = new Map(subscriptions.map((f) => [f, 0]));
     this.#options = options;
     this.#timing = timing;
     this.#log = log;
@@ -177,16 +198,27 @@ export class Link extends EventEmitter<{
   }
 
   /**
-   * Subscribes `filter` from now on: on the live connection at once and on every later one.
-   * A connection not yet acknowledged takes it with the others when it is. `subscribed` is
-   * called once the parent acknowledged it (what it sent before is not coming).
+   * Subscribes `filter` at `qos` from now on: on the live connection at once and on every
+   * later one. A connection not yet acknowledged takes it with the others when it is.
+   * `subscribed` is called once the parent acknowledged it (what it sent before is not coming).
    */
-  listenTo(filter: string, subscribed?: () => void): void {
+  listenTo(filter: string, subscribed?: () => void, qos: 0 | 1 = 0): void {
     if (subscribed) this.#whenSubscribed.set(filter, subscribed);
     else this.#whenSubscribed.delete(filter);
-    if (this.#subscriptions.has(filter)) return;
-    this.#subscriptions.add(filter);
+    if (this.#subscriptions.get(filter) === qos) return;
+    this.#subscriptions.set(filter, qos);
+    // PUBACKs go in arrival order: one nobody took would hold back the new listener's. A new
+    // connection gets it again (clean session false), with the filter.
+    if (this.#orphans && this.listenerCount("deferred") > 0) {
+      this.reconnect("redeliver messages nobody here had taken");
+      return;
+    }
     this.#resubscribe("subscribe", filter);
+  }
+
+  /** Ends the current connection (if any); the link connects again after its backoff. */
+  reconnect(reason: string): void {
+    this.#client?.destroy(reason);
   }
 
   /** Unsubscribes `filter`, on the live connection and on every later one. */
@@ -199,7 +231,7 @@ export class Link extends EventEmitter<{
   #resubscribe(op: "subscribe" | "unsubscribe", filter: string): void {
     const client = this.#client;
     if (!client?.connected) return;
-    client[op]([filter], (err) => {
+    const answered = (err: Error | null) => {
       if (this.#client !== client) return;
       // Not fatal to the link (its lane goes on); the next connection subscribes what is wanted then.
       if (err)
@@ -209,7 +241,9 @@ export class Link extends EventEmitter<{
         this.#whenSubscribed.delete(filter);
         subscribed?.();
       }
-    });
+    };
+    if (op === "unsubscribe") client.unsubscribe([filter], answered);
+    else client.subscribe([{ topic: filter, qos: this.#subscriptions.get(filter) ?? 0 }], answered);
   }
 
   /** Closes for good. */
@@ -255,10 +289,17 @@ export class Link extends EventEmitter<{
       this.#retry();
       return;
     }
-    const client = new MqttClient({ ...options, keepaliveSecs: this.#timing.keepaliveSecs });
+    const session = this.#session;
+    const client = new MqttClient({
+      ...options,
+      keepaliveSecs: this.#timing.keepaliveSecs,
+      clean: !session.persistent,
+      ...(session.deferAcks ? { deferAcks: session.deferAcks } : {}),
+    });
     this.#client = client;
     this.#pending = [];
-    client.on("connect", () => {
+    this.#orphans = false;
+    client.on("connect", (sessionPresent) => {
       if (this.#client !== client) return;
       this.#attempts = 0;
       this.#busy = false;
@@ -272,16 +313,33 @@ export class Link extends EventEmitter<{
         this.#whenSubscribed.clear();
         for (const subscribed of waiting) subscribed();
       };
+      // A session kept from before may hold filters nobody here wants now: the parent would
+      // deliver to no one (and, for methods, wait for an answer that never comes).
+      const stale = sessionPresent
+        ? (session.optional?.() ?? []).filter((f) => !this.#subscriptions.has(f))
+        : [];
+      if (stale.length > 0)
+        client.unsubscribe(stale, (err) => {
+          if (err)
+            this.#log.log("warn", "upstream-unsubscribe-failed", { link: this.name, reason: err.message });
+        });
       if (this.#subscriptions.size === 0) up();
       else
-        client.subscribe([...this.#subscriptions], (err) => {
-          if (err)
-            this.#log.log("warn", "upstream-subscribe-failed", { link: this.name, reason: err.message });
-          else up();
-        });
+        client.subscribe(
+          [...this.#subscriptions].map(([topic, qos]) => ({ topic, qos })),
+          (err) => {
+            if (err)
+              this.#log.log("warn", "upstream-subscribe-failed", { link: this.name, reason: err.message });
+            else up();
+          },
+        );
     });
-    client.on("message", (topic, payload) => {
-      if (this.#client === client) this.emit("message", topic, payload);
+    client.on("message", (topic, payload, inbound) => {
+      if (this.#client !== client) return;
+      if (!inbound) this.emit("message", topic, payload);
+      // Nobody takes it (it came in a session kept from before, or just before an UNSUBSCRIBE):
+      // it stays unacknowledged, and the next listener gets it again on a fresh connection.
+      else if (!this.emit("deferred", topic, payload, inbound)) this.#orphans = true;
     });
     client.on("refused", (code) => {
       this.#busy = busyRefusal(code);

@@ -1,6 +1,8 @@
 /**
  * A lean MQTT client for the links to the parent: one TLS connection, QoS 1 publishes
- * answered by callback on their PUBACK, QoS 0 subscriptions, keepalive. Nothing else:
+ * answered by callback on their PUBACK, QoS 0 or 1 subscriptions, inbound QoS 1 PUBACKed
+ * at once or, for the topics the owner defers (cloud-to-device), when it says so and in
+ * arrival order, keepalive. Nothing else:
  * no reconnect (the link decides), no offline queue (the store is the queue), no
  * outgoing store (the forwarder keeps what is unacknowledged).
  *
@@ -31,6 +33,28 @@ export interface ClientOptions {
   cert?: Buffer;
   key?: Buffer;
   servername?: string;
+  /**
+   * MQTT clean session (default true). False keeps the parent's session across connections,
+   * so what it did not get a PUBACK for is redelivered (IoT Hub keeps undelivered C2D).
+   */
+  clean?: boolean;
+  /**
+   * Inbound QoS 1 PUBLISHes on these topics are PUBACKed only when the owner completes them
+   * ({@link Inbound.complete}); others at once.
+   */
+  deferAcks?: (topic: string) => boolean;
+}
+
+/**
+ * A deferred inbound QoS 1 PUBLISH. Its PUBACK leaves when it and every QoS 1 PUBLISH that
+ * arrived before it on the connection are complete: MQTT-4.6.0-2 wants PUBACKs in arrival
+ * order, and the C# device SDK throws on an out-of-order complete (`MqttIotHubAdapter.cs#Acknowledge`).
+ */
+export interface Inbound {
+  /** The parent set DUP: it may have sent this PUBLISH before. */
+  readonly dup: boolean;
+  /** Done with it: PUBACK in order. Safe to call twice and after the connection ended (then nothing is sent). */
+  complete(): void;
 }
 
 /** The parent answered a publish with a refusal of that message (MQTT 5 reason code): sending it again will not help. */
@@ -68,6 +92,12 @@ const PACKET_IDS = 65_535;
 const MAX_INCOMING = 1024 * 1024;
 
 /**
+ * Inbound QoS 1 PUBLISHes not yet PUBACKed: a parent sending more without waiting is
+ * dropped (IoT Hub has at most 50 C2D messages in flight per device; our root 64).
+ */
+const MAX_UNACKED_INBOUND = 1024;
+
+/**
  * An MQTT 3.1.1 QoS 1 PUBLISH in one buffer: the packet a link writes per forwarded
  * message, built without the general packet generator.
  */
@@ -93,11 +123,14 @@ export function publishPacket(topic: string, messageId: number, payload: Buffer)
   return out;
 }
 
-/** One connection. Emits `connect`, `refused` (CONNACK code), `message` (topic, payload), `close` (reason). */
+/**
+ * One connection. Emits `connect` (session present), `refused` (CONNACK code), `message`
+ * (topic, payload, and for a deferred QoS 1 PUBLISH its {@link Inbound}), `close` (reason).
+ */
 export class MqttClient extends EventEmitter<{
-  connect: [];
+  connect: [sessionPresent: boolean];
   refused: [code: number];
-  message: [topic: string, payload: Buffer];
+  message: [topic: string, payload: Buffer, inbound?: Inbound];
   close: [reason: string];
 }> {
   readonly #socket: tls.TLSSocket;
@@ -113,10 +146,14 @@ export class MqttClient extends EventEmitter<{
   #lastWrite = Date.now();
   #lastRead = Date.now();
   readonly #timer: NodeJS.Timeout;
+  readonly #deferAcks: ((topic: string) => boolean) | undefined;
+  /** Inbound QoS 1 packet ids in arrival order, each with whether it is complete; PUBACKed from the front. */
+  #unacked: Array<{ messageId: number; done: boolean }> = [];
 
   constructor(o: ClientOptions) {
     super();
     this.#version = o.protocolVersion ?? 4;
+    this.#deferAcks = o.deferAcks;
     const reader = new PacketReader(
       MAX_INCOMING,
       (p) => this.#onPacket(p),
@@ -140,7 +177,7 @@ export class MqttClient extends EventEmitter<{
             cmd: "connect",
             protocolId: "MQTT",
             protocolVersion: this.#version,
-            clean: true,
+            clean: o.clean ?? true,
             clientId: o.clientId,
             keepalive: o.keepaliveSecs,
             ...(o.username === undefined ? {} : { username: o.username }),
@@ -215,13 +252,9 @@ export class MqttClient extends EventEmitter<{
     this.#send(bytes);
   }
 
-  /** Subscribes at QoS 0; `done` on the SUBACK (an error if any filter was refused). */
-  subscribe(topics: string[], done: (err: Error | null) => void): void {
-    this.#request(done, (messageId) => ({
-      cmd: "subscribe",
-      messageId,
-      subscriptions: topics.map((topic) => ({ topic, qos: 0 as const })),
-    }));
+  /** Subscribes each filter at its QoS; `done` on the SUBACK (an error if any filter was refused). */
+  subscribe(filters: Array<{ topic: string; qos: 0 | 1 }>, done: (err: Error | null) => void): void {
+    this.#request(done, (messageId) => ({ cmd: "subscribe", messageId, subscriptions: filters }));
   }
 
   /** Unsubscribes; `done` on the UNSUBACK. */
@@ -269,7 +302,20 @@ export class MqttClient extends EventEmitter<{
     this.#inflight.clear();
     for (const done of this.#subacks.values()) done(err);
     this.#subacks.clear();
+    // Not PUBACKed: the parent sends them again (clean session false) or drops them with the session.
+    this.#unacked = [];
     this.emit("close", reason);
+  }
+
+  /** PUBACKs the complete prefix of the inbound QoS 1 PUBLISHes, in arrival order. */
+  #flushAcks(): void {
+    let n = 0;
+    while (n < this.#unacked.length && (this.#unacked[n] as { done: boolean }).done) n++;
+    if (n === 0) return;
+    const acked = this.#unacked.splice(0, n);
+    if (this.#closed) return;
+    for (const { messageId } of acked)
+      this.#send(mqtt.generate({ cmd: "puback", messageId }, { protocolVersion: this.#version }));
   }
 
   /** A packet id no publish or subscribe awaiting an answer holds (they share one space); undefined when all are held. */
@@ -307,7 +353,7 @@ export class MqttClient extends EventEmitter<{
         const max = this.#version === 5 ? p.properties?.maximumPacketSize : undefined;
         if (max !== undefined && max > 0) this.#maxPacket = max;
         this.#connected = true;
-        this.emit("connect");
+        this.emit("connect", p.sessionPresent === true);
         return;
       }
       case "puback": {
@@ -328,11 +374,29 @@ export class MqttClient extends EventEmitter<{
         return;
       }
       case "publish": {
-        if (p.qos === 1)
-          this.#send(
-            mqtt.generate({ cmd: "puback", messageId: p.messageId ?? 0 }, { protocolVersion: this.#version }),
-          );
-        this.emit("message", p.topic, Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload));
+        const payload = Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload);
+        if (p.qos !== 1) {
+          this.emit("message", p.topic, payload);
+          return;
+        }
+        if (this.#unacked.length >= MAX_UNACKED_INBOUND) {
+          this.destroy(`over ${MAX_UNACKED_INBOUND} messages from the parent awaiting completion`);
+          return;
+        }
+        // Every QoS 1 PUBLISH takes its place in the arrival order; one not deferred is complete at once.
+        const entry = { messageId: p.messageId ?? 0, done: false };
+        this.#unacked.push(entry);
+        const complete = () => {
+          if (entry.done) return;
+          entry.done = true;
+          this.#flushAcks();
+        };
+        if (this.#deferAcks?.(p.topic) === true) {
+          this.emit("message", p.topic, payload, { dup: p.dup === true, complete });
+          return;
+        }
+        complete();
+        this.emit("message", p.topic, payload);
         return;
       }
       case "unsuback": {

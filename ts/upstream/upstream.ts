@@ -9,11 +9,13 @@ import { EventEmitter } from "node:events";
 import type { Registry } from "../auth/registry.js";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { ParentConfig } from "../config/config.js";
+import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import { PRIORITIES, priorityQueue } from "../routing/priority.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
+import { C2dRelay } from "./c2d-relay.js";
 import { ParentCredentials } from "./credentials.js";
 import { EdgeHubModule } from "./edgehub-module.js";
 import { forwardIds, storeIncarnation } from "./forward-id.js";
@@ -46,6 +48,8 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   twinSync: TwinSync | undefined;
   /** Method calls from the parent to clients here (towards a hub). */
   methodRelay: MethodRelay | undefined;
+  /** C2D messages from the parent to child devices here (towards a hub). */
+  c2dRelay: C2dRelay | undefined;
   #refresh: NodeJS.Timeout | undefined;
   /** When the presence link last came up (ms since the epoch). */
   lastOnlineAt: number | undefined;
@@ -141,6 +145,17 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     if (this.online) this.twinSync.online();
   }
 
+  /**
+   * Relays the parent's C2D messages to child devices through `delivery` (stored in their
+   * queues, completed upstream when they complete here); `isChild`: devices of this hub's scope.
+   */
+  attachDelivery(delivery: DeviceDelivery, isChild: (deviceId: string) => boolean): void {
+    if (!(this.#uplink instanceof IotHubUplink)) return;
+    const relay = new C2dRelay(this.#uplink, delivery, this.#store, isChild, this.#log);
+    this.c2dRelay = relay;
+    delivery.onCompleted = (clientId, m) => relay.completed(clientId, m);
+  }
+
   /** Messages were stored in `queue`: its forwarder reads on. */
   stored(queue: string): void {
     for (const f of this.forwarders) if (f.queue === queue) f.wake();
@@ -191,6 +206,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     this.twinSync?.close();
     this.methodRelay?.close();
     this.edgeHubModule?.close();
+    this.c2dRelay?.close();
     this.#link.close();
   }
 }
