@@ -34,7 +34,14 @@ export class RawParent {
   readonly #server: tls.Server;
   readonly #sockets = new Set<tls.TLSSocket>();
   /** PUBLISHes received, in order. */
-  readonly publishes: Array<{ topic: string; payload: Buffer; messageId: number; clientId: string }> = [];
+  readonly publishes: Array<{
+    topic: string;
+    payload: Buffer;
+    messageId: number;
+    clientId: string;
+    /** The PUBLISH's QoS. */
+    qos: number;
+  }> = [];
   /** CONNECTs received, in order of arrival. */
   readonly connects: Array<{
     clientId: string;
@@ -42,6 +49,10 @@ export class RawParent {
     clean: boolean;
     username?: string;
     password?: string;
+    /** The CONNECT's keep alive (seconds), protocol level and whether it carries a will. */
+    keepalive: number;
+    protocolVersion: number;
+    will: boolean;
   }> = [];
   /** What clients answered and asked besides PUBLISH (PUBACK, SUBSCRIBE, UNSUBSCRIBE), in order. */
   readonly received: Array<{ cmd: string; clientId: string; messageId: number; topics: string[] }> = [];
@@ -125,6 +136,9 @@ export class RawParent {
           clientId,
           at: Date.now(),
           clean: p.clean !== false,
+          keepalive: p.keepalive ?? 0,
+          protocolVersion: p.protocolVersion ?? 4,
+          will: p.will !== undefined && p.will !== null,
           ...(p.username === undefined ? {} : { username: p.username }),
           ...(p.password === undefined ? {} : { password: p.password.toString("utf8") }),
         });
@@ -167,7 +181,7 @@ export class RawParent {
       else if (p.cmd === "pingreq") reply({ cmd: "pingresp" } as Packet);
       else if (p.cmd === "publish") {
         const payload = Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload);
-        this.publishes.push({ topic: p.topic, payload, messageId: p.messageId ?? 0, clientId });
+        this.publishes.push({ topic: p.topic, payload, messageId: p.messageId ?? 0, clientId, qos: p.qos });
         const verdict =
           this.onPublish?.({ topic: p.topic, payload, clientId }, reply) ??
           (this.puback ? "puback" : "ignore");
