@@ -181,9 +181,15 @@ export async function driveSite(): Promise<Captured> {
   const edge2HubKey = randomBytes(32).toString("base64");
   answerScope(https, edge2HubKey);
   answerTwins(mqtt);
-  // leaf2's first two logins meet a busy parent (CONNACK 3); leaf3's are never let in (CONNACK 2).
+  // leaf2's first two logins meet a busy parent (CONNACK 3); leaf3's are never let in
+  // (CONNACK 2); edge2's first gets no CONNACK at all.
   let busy = 0;
-  mqtt.connack = (id) => (id === "leaf3" ? 2 : id === "leaf2" && busy++ < 2 ? 3 : 0);
+  let silent = 0;
+  mqtt.connack = (id) => {
+    if (id === "leaf3") return 2;
+    if (id === "leaf2" && busy++ < 2) return 3;
+    return id === "edge2" && silent++ === 0 ? -1 : 0;
+  };
   const caFile = join(certs, "parent-ca.pem");
   await writeFile(caFile, mqtt.ca);
   const observed: Observed = {
@@ -355,6 +361,12 @@ export async function driveSite(): Promise<Captured> {
       caFile,
     });
     observed.legacySync = await legacyEdge.sync.sync();
+
+    // edge2's first login, never answered, given up (then retried).
+    await eventually("edge2's unanswered login closed and retried", () => {
+      const tries = mqtt.connects.filter((c) => c.clientId === "edge2");
+      return tries[0]?.closedAt !== undefined && tries.length >= 2;
+    });
 
     // leaf1 goes: its method and C2D subscriptions are dropped upstream.
     await leaf1.close();

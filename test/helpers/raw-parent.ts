@@ -53,6 +53,8 @@ export class RawParent {
     keepalive: number;
     protocolVersion: number;
     will: boolean;
+    /** When that connection closed (ms), once it has. */
+    closedAt?: number;
   }> = [];
   /** What clients answered and asked besides PUBLISH (PUBACK, SUBSCRIBE, UNSUBSCRIBE), in order. */
   readonly received: Array<{ cmd: string; clientId: string; messageId: number; topics: string[] }> = [];
@@ -62,7 +64,7 @@ export class RawParent {
   puback: boolean;
   /** CONNACK's session-present flag for a client id (default false). */
   sessionPresent: (clientId: string) => boolean = () => false;
-  /** The CONNACK return code for a client id (default 0, accepted). */
+  /** The CONNACK return code for a client id (default 0, accepted); negative: no CONNACK at all. */
   connack: (clientId: string) => number = () => 0;
   /**
    * Decides what to do with a PUBLISH (default: PUBACK when {@link RawParent.puback});
@@ -142,11 +144,16 @@ export class RawParent {
           ...(p.username === undefined ? {} : { username: p.username }),
           ...(p.password === undefined ? {} : { password: p.password.toString("utf8") }),
         });
+        const entry = this.connects.at(-1);
+        socket.on("close", () => {
+          if (entry) entry.closedAt = Date.now();
+        });
         const mine = this.#byClient.get(clientId) ?? new Set();
         mine.add(socket);
         this.#byClient.set(clientId, mine);
         socket.on("close", () => mine.delete(socket));
         const returnCode = this.connack(clientId);
+        if (returnCode < 0) return;
         reply({
           cmd: "connack",
           returnCode,

@@ -354,6 +354,15 @@ const CHECKERS: Record<string, () => void> = {
     expect(captured().mqtt.connects.filter((c) => c.clientId === "leaf3").length).toBeGreaterThanOrEqual(3);
     expect(captured().observed.deadLettered).toContain(BODIES.refused);
   },
+  "refusals/connack-timeout": () => {
+    // edge2's first login got no CONNACK: the edge gave up after the example's seconds, not
+    // before, and logged in again.
+    const [silent, next] = captured().mqtt.connects.filter((c) => c.clientId === "edge2");
+    const waitedMs = (silent?.closedAt ?? 0) - (silent?.at ?? 0);
+    expect(waitedMs).toBeGreaterThanOrEqual(Number(example("refusals/connack-timeout")) * 1000 - 100);
+    expect(waitedMs).toBeLessThan(30_000);
+    expect(next).toBeDefined();
+  },
 };
 
 describe("upstream conformance against Microsoft's forms", () => {
