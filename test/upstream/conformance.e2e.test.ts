@@ -359,8 +359,10 @@ const CHECKERS: Record<string, () => void> = {
     // before, and logged in again.
     const [silent, next] = captured().mqtt.connects.filter((c) => c.clientId === "edge2");
     const waitedMs = (silent?.closedAt ?? 0) - (silent?.at ?? 0);
-    expect(waitedMs).toBeGreaterThanOrEqual(Number(example("refusals/connack-timeout")) * 1000 - 100);
-    expect(waitedMs).toBeLessThan(30_000);
+    const wantMs = Number(example("refusals/connack-timeout")) * 1000;
+    // Slack for the TLS handshake before the CONNECT (below) and a loaded machine's timers (above).
+    expect(waitedMs).toBeGreaterThanOrEqual(wantMs - 500);
+    expect(waitedMs).toBeLessThan(wantMs + 3_000);
     expect(next).toBeDefined();
   },
 };
