@@ -158,9 +158,14 @@ async function moduleOf(edge: EdgeHub, deviceId: string, moduleId: string): Prom
   return c;
 }
 
-const msg = (body: string, set: (m: Message) => void = () => undefined) => {
-  const m = new Message(body);
-  set(m);
+/** A message's system properties as the SDK sets them, and its application properties. */
+type MessageFields = Partial<
+  Pick<Message, "messageId" | "correlationId" | "contentType" | "contentEncoding" | "expiryTimeUtc">
+> & { app?: Record<string, string> };
+
+const msg = (body: string, { app = {}, ...system }: MessageFields = {}) => {
+  const m = Object.assign(new Message(body), system);
+  for (const [k, v] of Object.entries(app)) m.properties.add(k, v);
   return m;
 };
 
@@ -233,28 +238,12 @@ export async function driveSite(): Promise<Captured> {
     // Telemetry of every kind of sender, and links for the child edge and its $edgeHub.
     const leaf1 = await deviceOf(edge1, "leaf1");
     const mod1 = await moduleOf(edge1, "edge1", "mod1");
+    const asJson = { contentType: "application/json", contentEncoding: "utf-8" } as const;
+    await leaf1.sendEvent(msg(BODIES.bag, { messageId: "m-1", ...asJson, app: { temp: "21" } }));
     await leaf1.sendEvent(
-      msg(BODIES.bag, (m) => {
-        m.messageId = "m-1";
-        m.contentType = "application/json";
-        m.contentEncoding = "utf-8";
-        m.properties.add("temp", "21");
-      }),
+      msg(BODIES.sys, { messageId: "m-2", correlationId: "c-2", ...asJson, app: { color: "red" } }),
     );
-    await leaf1.sendEvent(
-      msg(BODIES.sys, (m) => {
-        m.messageId = "m-2";
-        m.correlationId = "c-2";
-        m.contentType = "application/json";
-        m.contentEncoding = "utf-8";
-        m.properties.add("color", "red");
-      }),
-    );
-    await leaf1.sendEvent(
-      msg(BODIES.exp, (m) => {
-        m.expiryTimeUtc = new Date(Date.now() + 3_600_000).toISOString();
-      }),
-    );
+    await leaf1.sendEvent(msg(BODIES.exp, { expiryTimeUtc: new Date(Date.now() + 3_600_000).toISOString() }));
     await mod1.sendEvent(msg(BODIES.modPlain));
     await mod1.sendOutputEvent("out1", msg(BODIES.modOut));
     await (await deviceOf(edge2, "leaf2")).sendEvent(msg(BODIES.leaf2));
