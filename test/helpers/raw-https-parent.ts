@@ -6,7 +6,9 @@
  * configured edge's `$edgeHub` signed by its key and not expired, is refused 401 and recorded with why.
  * It answers with exactly what a test writes (bad records, endless pages, looping links,
  * huge bodies, 429s). For what a real root hub never sends; the normal parent in tests is
- * a real root hub.
+ * a real root hub. With {@link RawHttpsParent.deviceKey} set it also serves the module
+ * identity read of the edge's `$edgeHub` (identity.json `module-identity.get`) to the edge
+ * device's own token, and every request it gets is kept as it came ({@link RawHttpsParent.requests}).
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -18,6 +20,7 @@ import { parseSasToken, signedByAny } from "../../ts/auth/sas.js";
 import { devTls } from "../../ts/certs/dev-ca.js";
 import { parseJson } from "../../ts/json.js";
 import { nestedScopePath, scopePath } from "../../ts/service/scope.js";
+import { moduleJson } from "../../ts/service/shapes.js";
 import { tempDir } from "./fixtures.js";
 
 const parents = new Set<RawHttpsParent>();
@@ -29,11 +32,16 @@ interface FixtureForm {
   id: string;
   example: unknown;
 }
-const FORMS = (
-  JSON.parse(
-    readFileSync(path.join(import.meta.dirname, "..", "fixtures", "upstream-forms", "scope.json"), "utf8"),
-  ) as { forms: FixtureForm[] }
-).forms;
+const fixtureForms = (file: string) =>
+  (
+    JSON.parse(
+      readFileSync(path.join(import.meta.dirname, "..", "fixtures", "upstream-forms", file), "utf8"),
+    ) as { forms: FixtureForm[] }
+  ).forms;
+const FORMS = fixtureForms("scope.json");
+/** The module identity read's example, `GET /devices/edge1/modules/%24edgeHub?api-version=…`. */
+const MODULE_GET = fixtureForms("identity.json").find((f) => f.id === "module-identity.get")
+  ?.example as string;
 /** A scope form's example, from the fixture. */
 export function scopeForm(id: string): unknown {
   const form = FORMS.find((f) => f.id === id);
@@ -49,6 +57,23 @@ export interface ScopeCall {
   body?: { pageSize: number; continuationLink?: string; authChain: string };
 }
 
+/** A request as it came: method, url, header lines as sent, body. */
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  /** `[name, value, name, value, …]` as sent (`IncomingMessage.rawHeaders`). */
+  rawHeaders: string[];
+  body: string;
+}
+
+/** Where the parent's certificate lives and which hub its tokens name. */
+export interface RawHttpsParentOptions {
+  /** The hub name the tokens' resources start with (default `localhost`). */
+  hubHostname?: string;
+  /** A dir with (or for) the parent's CA and certificate (`devTls`), e.g. shared with a {@link RawParent}. */
+  certDir?: string;
+}
+
 /** What a test answers the n-th authorized call with (n from 0). */
 export type ScopeAnswer = (n: number, call: ScopeCall, res: ServerResponse) => void;
 
@@ -59,6 +84,15 @@ export class RawHttpsParent {
   readonly calls: ScopeCall[] = [];
   /** Calls refused (off the form, bad token), with the reason. */
   readonly refused: string[] = [];
+  /** Every request, as it came, refused or not. */
+  readonly requests: RecordedRequest[] = [];
+  /** The hub name tokens name. */
+  readonly hubHostname: string;
+  /**
+   * The edge device's own key: when set, the module identity read of its `$edgeHub` is
+   * served (keys: {@link RawHttpsParent.key}) to a device token signed with it.
+   */
+  deviceKey: string | undefined;
   readonly ca: string;
   /** The edge device this parent answers, and its `$edgeHub` key (random, base64 of 32 bytes). */
   readonly edgeId: string;
@@ -67,17 +101,18 @@ export class RawHttpsParent {
   nestedRoute: "served" | 404 | 405 = "served";
   answer: ScopeAnswer = (_n, _call, res) => res.writeHead(404).end();
 
-  private constructor(server: https.Server, ca: string, edgeId: string) {
+  private constructor(server: https.Server, ca: string, edgeId: string, hubHostname: string) {
     this.#server = server;
     this.ca = ca;
     this.edgeId = edgeId;
+    this.hubHostname = hubHostname;
   }
 
   /** A parent on a free port of 127.0.0.1, certificate for `localhost`. */
-  static async start(edgeId = "edge1"): Promise<RawHttpsParent> {
-    const material = await devTls(await tempDir(), "localhost");
+  static async start(edgeId = "edge1", options: RawHttpsParentOptions = {}): Promise<RawHttpsParent> {
+    const material = await devTls(options.certDir ?? (await tempDir()), "localhost");
     const server = https.createServer({ cert: material.cert, key: material.key });
-    const parent = new RawHttpsParent(server, material.ca, edgeId);
+    const parent = new RawHttpsParent(server, material.ca, edgeId, options.hubHostname ?? "localhost");
     server.on("request", (req, res) => void parent.#serve(req, res));
     server.on("secureConnection", (s) => {
       parent.#sockets.add(s);
@@ -108,6 +143,11 @@ export class RawHttpsParent {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const text = Buffer.concat(chunks).toString("utf8");
+    this.requests.push({ method: req.method ?? "", url, rawHeaders: req.rawHeaders, body: text });
+    if (this.deviceKey !== undefined && req.method === "GET" && url.includes("/modules/%24")) {
+      this.#serveModule(req, url, res);
+      return;
+    }
     let call: ScopeCall;
     try {
       call = this.#check(req, url, text);
@@ -123,6 +163,37 @@ export class RawHttpsParent {
     const n = this.calls.length;
     this.calls.push(call);
     this.answer(n, call, res);
+  }
+
+  /**
+   * The module identity read of this edge's `$edgeHub`, exactly as identity.json's example
+   * (IS `lib.rs#Client::get_module`), by the edge device's own token: the module with its keys.
+   */
+  #serveModule(req: IncomingMessage, url: string, res: ServerResponse): void {
+    try {
+      if (url !== MODULE_GET.replace("GET ", "").replace("edge1", this.edgeId))
+        throw new Error(`not ${MODULE_GET} for ${this.edgeId}`);
+      const token = parseSasToken(req.headers.authorization ?? "");
+      if (token.resource !== `${this.hubHostname}/devices/${this.edgeId}`)
+        throw new Error("not the device's token");
+      if (token.expiry * 1000 < Date.now()) throw new Error("expired token");
+      if (!signedByAny(token, [this.deviceKey ?? ""])) throw new Error("bad signature");
+    } catch (err) {
+      this.refused.push(`${(err as Error).message}: GET ${url}`);
+      res.writeHead(401).end();
+      return;
+    }
+    const body = moduleJson(
+      {
+        deviceId: this.edgeId,
+        moduleId: "$edgeHub",
+        generationId: "638000000000000002",
+        etag: "AAAAAAAAAAE=",
+        authentication: { type: "sas", symmetricKey: { primaryKey: this.key, secondaryKey: this.key } },
+      },
+      false,
+    );
+    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body));
   }
 
   /** The call when it is the edge's own scope call in Microsoft's form; throws why not. */
@@ -179,7 +250,7 @@ export class RawHttpsParent {
    */
   #checkToken(header: string | undefined): void {
     const token = parseSasToken(header ?? "");
-    if (decodeURIComponent(token.resource) !== `localhost/devices/${this.edgeId}/modules/$edgeHub`)
+    if (decodeURIComponent(token.resource) !== `${this.hubHostname}/devices/${this.edgeId}/modules/$edgeHub`)
       throw new Error("token of another identity");
     if (token.expiry * 1000 < Date.now()) throw new Error("expired token");
     if (!signedByAny(token, [this.key])) throw new Error("bad signature");

@@ -34,7 +34,14 @@ export class RawParent {
   readonly #server: tls.Server;
   readonly #sockets = new Set<tls.TLSSocket>();
   /** PUBLISHes received, in order. */
-  readonly publishes: Array<{ topic: string; payload: Buffer; messageId: number; clientId: string }> = [];
+  readonly publishes: Array<{
+    topic: string;
+    payload: Buffer;
+    messageId: number;
+    clientId: string;
+    /** The PUBLISH's QoS. */
+    qos: number;
+  }> = [];
   /** CONNECTs received, in order of arrival. */
   readonly connects: Array<{
     clientId: string;
@@ -42,6 +49,12 @@ export class RawParent {
     clean: boolean;
     username?: string;
     password?: string;
+    /** The CONNECT's keep alive (seconds), protocol level and whether it carries a will. */
+    keepalive: number;
+    protocolVersion: number;
+    will: boolean;
+    /** When that connection closed (ms), once it has. */
+    closedAt?: number;
   }> = [];
   /** What clients answered and asked besides PUBLISH (PUBACK, SUBSCRIBE, UNSUBSCRIBE), in order. */
   readonly received: Array<{ cmd: string; clientId: string; messageId: number; topics: string[] }> = [];
@@ -51,7 +64,7 @@ export class RawParent {
   puback: boolean;
   /** CONNACK's session-present flag for a client id (default false). */
   sessionPresent: (clientId: string) => boolean = () => false;
-  /** The CONNACK return code for a client id (default 0, accepted). */
+  /** The CONNACK return code for a client id (default 0, accepted); negative: no CONNACK at all. */
   connack: (clientId: string) => number = () => 0;
   /**
    * Decides what to do with a PUBLISH (default: PUBACK when {@link RawParent.puback});
@@ -125,14 +138,22 @@ export class RawParent {
           clientId,
           at: Date.now(),
           clean: p.clean !== false,
+          keepalive: p.keepalive ?? 0,
+          protocolVersion: p.protocolVersion ?? 4,
+          will: p.will !== undefined && p.will !== null,
           ...(p.username === undefined ? {} : { username: p.username }),
           ...(p.password === undefined ? {} : { password: p.password.toString("utf8") }),
+        });
+        const entry = this.connects.at(-1);
+        socket.on("close", () => {
+          if (entry) entry.closedAt = Date.now();
         });
         const mine = this.#byClient.get(clientId) ?? new Set();
         mine.add(socket);
         this.#byClient.set(clientId, mine);
         socket.on("close", () => mine.delete(socket));
         const returnCode = this.connack(clientId);
+        if (returnCode < 0) return;
         reply({
           cmd: "connack",
           returnCode,
@@ -167,7 +188,7 @@ export class RawParent {
       else if (p.cmd === "pingreq") reply({ cmd: "pingresp" } as Packet);
       else if (p.cmd === "publish") {
         const payload = Buffer.isBuffer(p.payload) ? p.payload : Buffer.from(p.payload);
-        this.publishes.push({ topic: p.topic, payload, messageId: p.messageId ?? 0, clientId });
+        this.publishes.push({ topic: p.topic, payload, messageId: p.messageId ?? 0, clientId, qos: p.qos });
         const verdict =
           this.onPublish?.({ topic: p.topic, payload, clientId }, reply) ??
           (this.puback ? "puback" : "ignore");

@@ -2,8 +2,9 @@
  * The fixtures of Microsoft's upstream wire forms (test/fixtures/upstream-forms, written from
  * Azure/iotedge and the C# device SDK, see docs/upstream-forms.md) stay loadable and cited:
  * every file parses, every form names its source file and member, and the example tokens
- * are really signed as their form says. A later conformance test compares edgehub's output
- * to these forms; this one only keeps the fixtures honest.
+ * are really signed as their form says. test/upstream/conformance.e2e.test.ts compares
+ * edgehub's wire output to these forms and enforces their verdicts; this one only keeps the
+ * fixtures honest.
  */
 import { createHmac } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
