@@ -2,7 +2,7 @@
  * Durable delivery to devices and modules: cloud-to-device messages and device endpoints
  * (queues `$c2d/{device}[/pN]`, topic `devices/{d}/messages/devicebound/{bag}`) and module
  * inputs (queues `$inputs/{device}/{module}[/pN]`, topic
- * `devices/{d}/modules/{m}/inputs/{input}/{bag}`); see queues.ts for the names and order.
+ * `devices/{d}/modules/{m}/inputs/{input}/{bag}`); see ../vocabulary.ts for the names and order.
  * Messages are stored first (with a TTL), delivered in order at QoS 1 while the client
  * listens, a window of them at a time, and removed on their PUBACKs; one whose PUBACK never
  * came is delivered again on the next connection (at least once). Each client has its own
@@ -10,11 +10,9 @@
  */
 import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
-import { PRIORITIES } from "../routing/priority.js";
-import { FORWARD_ID, INPUT_PROPERTY } from "../routing/router.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { deliveryQueue, FORWARD_ID, INPUT_PROPERTY, ownerOf, PRIORITIES, TOPICS } from "../vocabulary.js";
 import { Cursor } from "./cursor.js";
-import { deliveryQueue, ownerOf } from "./queues.js";
 
 /** A message for a device or a module input. */
 export interface DeviceMessage {
@@ -259,8 +257,13 @@ export class DeviceDelivery {
       const { [INPUT]: input, [FORWARD_ID]: _fid, ...rest } = m.properties;
       const bag = encodePropertyBag(rest);
       return moduleId === undefined
-        ? `devices/${deviceId}/messages/devicebound/${bag}`
-        : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
+        ? TOPICS.c2d.format({ deviceId: deviceId as string, bag })
+        : TOPICS.moduleInput.format({
+            deviceId: deviceId as string,
+            moduleId,
+            input: input ?? "input1",
+            bag,
+          });
     };
     // Kept per connection: a drain that ends with deliveries in flight (the client
     // unsubscribed, a read failed) leaves the next drain on that connection its place, so

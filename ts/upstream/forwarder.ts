@@ -24,17 +24,13 @@
 import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { DEAD_LETTER, DEAD_LETTER_QUEUE } from "../vocabulary.js";
 import { Lane } from "./lane.js";
 import { ConnectionLost, MessageRefused } from "./mqtt-client.js";
 import { POISON_TRIES, PoisonStrikes } from "./poison.js";
 import { Progress } from "./progress.js";
 import type { RateLimit } from "./rate-limit.js";
 import type { Uplink } from "./uplink.js";
-
-/** The queue the hub stores upstream-bound messages in. */
-export const UPSTREAM_QUEUE = "$upstream";
-/** Where messages the parent refused for good go, with `$.dlr` = the reason. */
-export const DEAD_LETTER_QUEUE = "$deadletter";
 
 /** Tuning of a forwarder. */
 export interface ForwarderOptions {
@@ -381,7 +377,12 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
         DEAD_LETTER_QUEUE,
         messages.map((m) => ({
           body: m.body,
-          properties: { ...m.properties, "$.dlr": reason, "$.dlq": this.#queue, "$.dlo": String(m.offset) },
+          properties: {
+            ...m.properties,
+            [DEAD_LETTER.reason]: reason,
+            [DEAD_LETTER.queue]: this.#queue,
+            [DEAD_LETTER.offset]: String(m.offset),
+          },
           ttlSecs: -1,
         })),
       )
