@@ -125,7 +125,21 @@ async function setup(options: Partial<ConsumerOptions> = {}) {
     clock.advance(0);
     await consumer.settled();
   };
-  return { spy, clock, consumer, got, events, bodies, settle, doneAll, flushAcks };
+  /** Stores `stored` in `q`, resumes, and waits until `handed` messages are handed over. */
+  const start = async (stored: string[], handed: number) => {
+    await fill(spy.store, "q", stored);
+    consumer.add("q");
+    consumer.resume();
+    await eventually(`${handed} handed`, () => got.length === handed);
+    await settle();
+  };
+  /** Done with everything handed over, and the acknowledgements written. */
+  const finishAll = async () => {
+    doneAll();
+    await settle();
+    await flushAcks();
+  };
+  return { spy, clock, consumer, got, events, bodies, settle, doneAll, flushAcks, start, finishAll };
 }
 
 describe("queue consumer state table", () => {
@@ -148,11 +162,7 @@ describe("queue consumer state table", () => {
 
   it("C4, C7, C8, C10: done moves the checkpoint; one store ack per turn; drained once all is written", async () => {
     const t = await setup();
-    await fill(t.spy.store, "q", ["a", "b", "c"]);
-    t.consumer.add("q");
-    t.consumer.resume();
-    await eventually("handed", () => t.got.length === 3);
-    await t.settle();
+    await t.start(["a", "b", "c"], 3);
     const [a, b, c] = t.got.splice(0) as [Handed, Handed, Handed];
     // Out of order: the checkpoint waits for the first.
     t.consumer.done(c.source, c.m, c.epoch);
@@ -171,11 +181,7 @@ describe("queue consumer state table", () => {
 
   it("C2, C5: a message stored while a read is under way is read after it (the drain stall)", async () => {
     const t = await setup();
-    await fill(t.spy.store, "q", ["one"]);
-    t.consumer.add("q");
-    t.consumer.resume();
-    await eventually("one", () => t.got.length === 1);
-    await t.settle();
+    await t.start(["one"], 1);
     // The next read finds nothing stored yet; it is held while "two" is stored.
     let release: (() => void) | undefined;
     t.spy.holdRead = (r) => {
@@ -194,11 +200,7 @@ describe("queue consumer state table", () => {
 
   it("C6: the window bounds messages past the checkpoint and bytes out; done frees it", async () => {
     const t = await setup({ window: 2, readBatch: 10 });
-    await fill(t.spy.store, "q", ["a", "b", "c", "d"]);
-    t.consumer.add("q");
-    t.consumer.resume();
-    await eventually("two", () => t.got.length === 2);
-    await t.settle();
+    await t.start(["a", "b", "c", "d"], 2);
     expect(t.bodies()).toEqual(["q:a", "q:b"]);
     const [a] = t.got as [Handed];
     t.consumer.done(a.source, a.m, a.epoch);
@@ -220,11 +222,7 @@ describe("queue consumer state table", () => {
 
   it("C9: a failed store ack is reported and asked again with the next move", async () => {
     const t = await setup();
-    await fill(t.spy.store, "q", ["a", "b"]);
-    t.consumer.add("q");
-    t.consumer.resume();
-    await eventually("handed", () => t.got.length === 2);
-    await t.settle();
+    await t.start(["a", "b"], 2);
     const [a, b] = t.got.splice(0) as [Handed, Handed];
     t.spy.failAck = 1;
     t.consumer.done(a.source, a.m, a.epoch);
@@ -257,11 +255,7 @@ describe("queue consumer state table", () => {
 
   it("C12: pause(forget) lets go of what is out; after resume only what was not done goes again (no resend)", async () => {
     const t = await setup();
-    await fill(t.spy.store, "q", ["a", "b", "c"]);
-    t.consumer.add("q");
-    t.consumer.resume();
-    await eventually("handed", () => t.got.length === 3);
-    await t.settle();
+    await t.start(["a", "b", "c"], 3);
     const [a, b] = t.got.splice(0) as [Handed, Handed];
     t.consumer.done(a.source, a.m, a.epoch);
     t.consumer.pause(true);
@@ -273,19 +267,13 @@ describe("queue consumer state table", () => {
     await t.settle();
     expect(t.bodies()).toEqual(["q:c"]);
     expect(t.got[0]?.epoch).toBe(1);
-    t.doneAll();
-    await t.settle();
-    await t.flushAcks();
+    await t.finishAll();
     expect(await ackedUpTo(t.spy.store, "q")).toBe(2);
   });
 
   it("C13: pause() keeps what is out; done still checkpoints; resume resends nothing (the resubscribe resend)", async () => {
     const t = await setup();
-    await fill(t.spy.store, "q", ["a", "b"]);
-    t.consumer.add("q");
-    t.consumer.resume();
-    await eventually("handed", () => t.got.length === 2);
-    await t.settle();
+    await t.start(["a", "b"], 2);
     t.consumer.pause();
     await fill(t.spy.store, "q", ["c"]);
     t.consumer.stored("q");
@@ -342,19 +330,13 @@ describe("queue consumer state table", () => {
     await eventually("all", () => t.got.length === 5);
     await t.settle();
     expect(t.bodies()).toEqual(["q:new3", "q:new4", "q:old0", "q:old1", "q:old2"]);
-    t.doneAll();
-    await t.settle();
-    await t.flushAcks();
+    await t.finishAll();
     expect(await ackedUpTo(t.spy.store, "q")).toBe(4);
   });
 
   it("C17: close reads nothing more, and writes the acknowledgements asked", async () => {
     const t = await setup();
-    await fill(t.spy.store, "q", ["a"]);
-    t.consumer.add("q");
-    t.consumer.resume();
-    await eventually("a", () => t.got.length === 1);
-    await t.settle();
+    await t.start(["a"], 1);
     t.doneAll();
     t.consumer.close();
     await fill(t.spy.store, "q", ["b"]);
