@@ -28,12 +28,9 @@ import { ServiceApi } from "./service/api.js";
 import { serviceCredential } from "./service/credential.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
-import { DEAD_LETTER_QUEUE, UPSTREAM_QUEUE } from "./upstream/forwarder.js";
 import { EdgeHubSettings } from "./upstream/settings.js";
 import { Upstream } from "./upstream/upstream.js";
-
-/** The queue a root hub keeps device-to-cloud messages in (IoT Hub's built-in events). */
-export const EVENTS_QUEUE = "$events";
+import { DEAD_LETTER_QUEUE, EVENTS_QUEUE, UPSTREAM_QUEUE } from "./vocabulary.js";
 
 /** How long {@link EdgeHub.close} waits for messages being stored to be stored and acknowledged. */
 export const CLOSE_GRACE_MS = 5000;

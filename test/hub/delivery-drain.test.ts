@@ -46,4 +46,63 @@ describe("delivery drain", () => {
     await eventually("all three sent", () => sent.length === 3);
     expect(sent).toEqual(["one", "two", "three"]);
   });
+
+  it("a client that stops listening and listens again on the same connection gets the rest, and nothing twice", async () => {
+    const store = await openStore(await tempDir());
+    const sent: { body: string; dup: boolean; ack: () => void }[] = [];
+    let listening = true;
+    const target: DeliveryTarget = {
+      listensForDeliveries: () => listening,
+      deliverQos1: (_topic, payload, dup = false) =>
+        new Promise<void>((resolve) => sent.push({ body: payload.toString(), dup, ack: resolve })),
+    };
+    const delivery = new DeviceDelivery(store, () => target, silentLogger);
+    for (const b of ["one", "two"]) await delivery.sendC2D("lamp", { body: Buffer.from(b) });
+    await eventually("two sent", () => sent.length === 2);
+    listening = false;
+    delivery.pump("lamp");
+    await delivery.sendC2D("lamp", { body: Buffer.from("three") });
+    // Acknowledged while not listening: still completed and acknowledged in the store.
+    for (const s of sent) s.ack();
+    await eventually("acknowledged", async () =>
+      (await store.stats()).queues.some((q) => q.name === "$c2d/lamp" && q.ackedUpTo === 1),
+    );
+    expect(sent.map((s) => s.body)).toEqual(["one", "two"]);
+    listening = true;
+    delivery.pump("lamp");
+    await eventually("three sent", () => sent.length === 3);
+    expect(sent.map((s) => `${s.body}${s.dup ? " (dup)" : ""}`)).toEqual(["one", "two", "three"]);
+  });
+
+  it("a new connection gets what the old one did not acknowledge, with DUP set, and not what it did", async () => {
+    const store = await openStore(await tempDir());
+    const sent: { conn: number; body: string; dup: boolean }[] = [];
+    const pending: { resolve: () => void; reject: (e: Error) => void }[] = [];
+    const connection = (conn: number): DeliveryTarget => ({
+      listensForDeliveries: () => true,
+      deliverQos1: (_topic, payload, dup = false) =>
+        new Promise<void>((resolve, reject) => {
+          sent.push({ conn, body: payload.toString(), dup });
+          pending.push({ resolve, reject });
+        }),
+    });
+    let current = connection(1);
+    const delivery = new DeviceDelivery(store, () => current, silentLogger);
+    for (const b of ["one", "two", "three"]) await delivery.sendC2D("lamp", { body: Buffer.from(b) });
+    await eventually("three sent", () => sent.length === 3);
+    const [first, ...rest] = pending.splice(0);
+    first?.resolve();
+    await eventually("one acknowledged", async () =>
+      (await store.stats()).queues.some((q) => q.name === "$c2d/lamp" && q.ackedUpTo === 0),
+    );
+    // The connection closes; the client connects again.
+    for (const p of rest) p.reject(new Error("connection closed"));
+    current = connection(2);
+    delivery.pump("lamp");
+    await eventually("resent", () => sent.length === 5);
+    expect(sent.slice(3)).toEqual([
+      { conn: 2, body: "two", dup: true },
+      { conn: 2, body: "three", dup: true },
+    ]);
+  });
 });

@@ -2,19 +2,20 @@
  * Durable delivery to devices and modules: cloud-to-device messages and device endpoints
  * (queues `$c2d/{device}[/pN]`, topic `devices/{d}/messages/devicebound/{bag}`) and module
  * inputs (queues `$inputs/{device}/{module}[/pN]`, topic
- * `devices/{d}/modules/{m}/inputs/{input}/{bag}`); see queues.ts for the names and order.
+ * `devices/{d}/modules/{m}/inputs/{input}/{bag}`); see ../vocabulary.ts for the names and order.
  * Messages are stored first (with a TTL), delivered in order at QoS 1 while the client
  * listens, a window of them at a time, and removed on their PUBACKs; one whose PUBACK never
- * came is delivered again on the next connection (at least once). Each client has its own
- * pump: one that does not acknowledge holds back only itself.
+ * came is delivered again on the next connection (at least once). Each client connection
+ * has its own queue consumer (../queue/consumer.ts, docs/queue-consumer.md): one that does
+ * not acknowledge holds back only itself. This file is its adapter: the topic a message
+ * goes on, and a PUBACK as what completes it.
  */
 import type { Logger } from "../log.js";
 import { encodePropertyBag } from "../protocol/topics.js";
-import { PRIORITIES } from "../routing/priority.js";
-import { FORWARD_ID, INPUT_PROPERTY } from "../routing/router.js";
+import type { Clock } from "../queue/clock.js";
+import { QueueConsumer, type Source } from "../queue/consumer.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
-import { Cursor } from "./cursor.js";
-import { deliveryQueue, ownerOf } from "./queues.js";
+import { deliveryQueue, FORWARD_ID, INPUT_PROPERTY, ownerOf, TOPICS } from "../vocabulary.js";
 
 /** A message for a device or a module input. */
 export interface DeviceMessage {
@@ -46,32 +47,41 @@ const SYSTEM: Record<string, keyof DeviceMessage> = {
   "$.ct": "contentType",
   "$.ce": "contentEncoding",
 };
-/** Deliveries sent before waiting for their PUBACKs, and the bytes they may take. */
+/** Deliveries read past a client's checkpoint at most, and the bytes of those not acknowledged. */
 const WINDOW = 64;
 const WINDOW_BYTES = 1024 * 1024;
+/** Places freed by PUBACKs before the next read (fewer, larger reads; the rest keep data flowing). */
+const REFILL = 16;
 /** Stored with a module-input message: the input's name (not sent in the bag). */
 const INPUT = INPUT_PROPERTY;
+
+/** One client connection's drain: its consumer, and what it took while the client was not listening. */
+interface Drain {
+  readonly clientId: string;
+  readonly target: DeliveryTarget;
+  readonly consumer: QueueConsumer;
+  /** `devices/{d}` parts of the topics. */
+  readonly deviceId: string;
+  readonly moduleId: string | undefined;
+  /** Handed over while the client did not listen: sent first when it listens again. */
+  held: { m: StoredMessage; source: Source; epoch: number }[];
+}
 
 /** Queues and delivers messages to devices and module inputs. */
 export class DeviceDelivery {
   readonly #store: MessageStore;
   readonly #find: (clientId: string) => DeliveryTarget | undefined;
   readonly #log: Logger;
-  readonly #pumping = new Set<string>();
-  /** Clients asked to pump while their drain was running: drain again when it ends. */
-  readonly #again = new Set<string>();
+  readonly #clock: Clock | undefined;
+  /** Per client with a connection that listens (or did, with deliveries out): its drain. */
+  readonly #drains = new Map<string, Drain>();
   /**
-   * Per client, its queues that may hold messages not read yet, each with a count bumped at
-   * every append: a drain reads only these, and forgets one it found empty unless
-   * something was appended meanwhile.
+   * Per client, its queues that may hold messages not read yet (from before this process, or
+   * stored while no drain ran): a new drain reads these. Forgotten when its drain is drained.
    */
-  readonly #pending = new Map<string, Map<string, number>>();
-  /** Per draining client: the rank of the most urgent queue appended to since it last looked. */
-  readonly #urgent = new Map<string, number>();
-  /** Per draining client waiting for PUBACKs: wakes it to read what was just stored. */
-  readonly #wakers = new Map<string, () => void>();
-  /** Per connection, where its drains are in each queue. */
-  readonly #cursors = new WeakMap<DeliveryTarget, Map<string, Cursor>>();
+  readonly #queued = new Map<string, Set<string>>();
+  /** Per client whose last drain ended: resolves when that drain's store acknowledgements are written. */
+  readonly #settling = new Map<string, Promise<void>>();
   /**
    * Per queue, the highest offset sent to any connection of its client since the start: a
    * message at or below it goes again with DUP set (MQTT-3.3.1-1), which an edge relaying it
@@ -80,16 +90,23 @@ export class DeviceDelivery {
   readonly #sentUpTo = new Map<string, number>();
   /** The queues left from before a restart, listed from the store once. */
   #loaded: Promise<void> | undefined;
+  #isLoaded = false;
   /**
    * Told of each message a client completed (PUBACKed), before its queue is acknowledged:
    * the C2D relay then completes the parent's copy (`c2d-relay.ts`).
    */
   onCompleted: ((clientId: string, m: StoredMessage) => void) | undefined;
 
-  constructor(store: MessageStore, find: (clientId: string) => DeliveryTarget | undefined, log: Logger) {
+  constructor(
+    store: MessageStore,
+    find: (clientId: string) => DeliveryTarget | undefined,
+    log: Logger,
+    clock?: Clock,
+  ) {
     this.#store = store;
     this.#find = find;
     this.#log = log;
+    this.#clock = clock;
   }
 
   #properties(m: DeviceMessage): Record<string, string> {
@@ -118,12 +135,14 @@ export class DeviceDelivery {
 
   /** Forgets everything queued for `clientId` (its identity was deleted). */
   async purge(clientId: string): Promise<void> {
+    const drain = this.#drains.get(clientId);
+    if (drain) this.#retire(drain);
     for (const q of (await this.#store.stats()).queues) {
       if (ownerOf(q.name)?.clientId !== clientId) continue;
       if (q.tail > 0 && q.ackedUpTo < q.tail - 1) await this.#store.ack(q.name, q.tail - 1);
       this.#sentUpTo.delete(q.name);
     }
-    this.#pending.delete(clientId);
+    this.#queued.delete(clientId);
   }
 
   /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
@@ -159,20 +178,20 @@ export class DeviceDelivery {
   stored(queue: string): void {
     const owner = ownerOf(queue);
     if (!owner) return;
-    this.#mark(owner.clientId, queue, owner.rank);
-    this.pump(owner.clientId);
+    this.#mark(owner.clientId, queue);
+    const drain = this.#drains.get(owner.clientId);
+    if (drain && drain.target === this.#find(owner.clientId) && drain.held.length === 0)
+      drain.consumer.stored(queue);
+    else this.pump(owner.clientId);
   }
 
-  #mark(clientId: string, queue: string, rank: number): void {
-    let pending = this.#pending.get(clientId);
-    if (!pending) {
-      pending = new Map();
-      this.#pending.set(clientId, pending);
+  #mark(clientId: string, queue: string): void {
+    let queues = this.#queued.get(clientId);
+    if (!queues) {
+      queues = new Set();
+      this.#queued.set(clientId, queues);
     }
-    pending.set(queue, (pending.get(queue) ?? 0) + 1);
-    if (this.#pumping.has(clientId) && rank < (this.#urgent.get(clientId) ?? PRIORITIES + 1)) {
-      this.#urgent.set(clientId, rank);
-    }
+    queues.add(queue);
   }
 
   /** Lists the delivery queues holding messages from before this process, once. */
@@ -180,172 +199,148 @@ export class DeviceDelivery {
     this.#loaded ??= this.#store.stats().then((s) => {
       for (const q of s.queues) {
         const owner = q.count > 0 ? ownerOf(q.name) : undefined;
-        if (owner) this.#mark(owner.clientId, q.name, owner.rank);
+        if (owner) this.#mark(owner.clientId, q.name);
       }
+      this.#isLoaded = true;
     });
     return this.#loaded;
   }
 
-  /** Delivers what is queued for `clientId`, in order, while it listens. One pump per client. */
+  /**
+   * Delivers what is queued for `clientId`, in order, while it listens: called when it
+   * subscribes or connects, and when something is stored for it.
+   */
   pump(clientId: string): void {
-    if (this.#pumping.has(clientId)) {
-      // A message stored, or a new connection, while a drain runs: it may have read
-      // before the message or hold the old connection; run once more after it.
-      this.#again.add(clientId);
-      this.#wakers.get(clientId)?.();
+    if (this.#isLoaded) {
+      this.#pumpNow(clientId);
       return;
     }
-    this.#pumping.add(clientId);
-    this.#drain(clientId)
-      .catch((err: unknown) =>
+    this.#load().then(
+      () => this.#pumpNow(clientId),
+      (err: unknown) =>
         this.#log.log("warn", "delivery-stopped", { clientId, reason: (err as Error).message }),
-      )
-      .finally(() => {
-        this.#pumping.delete(clientId);
-        this.#urgent.delete(clientId);
-        this.#wakers.delete(clientId);
-        if (this.#again.delete(clientId)) this.pump(clientId);
-      });
+    );
   }
 
-  /**
-   * Reads the next messages of the most urgent queue of `clientId` that may have some:
-   * priorities 0 to 9, then the base queue. A queue read empty is forgotten unless
-   * something was appended to it meanwhile.
-   */
-  async #next(
-    clientId: string,
-    cursorOf: (queue: string) => Cursor,
-  ): Promise<{ cursor: Cursor; rank: number; queue: string; messages: StoredMessage[] } | undefined> {
-    const pending = this.#pending.get(clientId);
-    if (!pending) return undefined;
-    const ranked = [...pending.keys()]
-      .map((queue) => ({ queue, rank: ownerOf(queue)?.rank ?? PRIORITIES }))
-      .sort((a, b) => a.rank - b.rank);
-    for (const { queue, rank } of ranked) {
-      const seen = pending.get(queue);
-      const cursor = cursorOf(queue);
-      const messages = await this.#store.read(queue, {
-        from: cursor.from,
-        limit: WINDOW * 2,
-        maxBytes: WINDOW_BYTES,
-      });
-      const last = messages.at(-1);
-      if (last) {
-        cursor.from = last.offset + 1;
-        return { cursor, rank, queue, messages };
-      }
-      if (pending.get(queue) === seen) pending.delete(queue);
-    }
-    // The map may have been replaced meanwhile (a purge, then a new message): keep that one.
-    if (pending.size === 0 && this.#pending.get(clientId) === pending) this.#pending.delete(clientId);
-    return undefined;
-  }
-
-  /**
-   * Delivers while the client listens: up to {@link WINDOW} messages unacknowledged, the
-   * next one sent as each PUBACK comes back (so data keeps flowing and no round waits on a
-   * delayed TCP ACK), each queue acknowledged up to the contiguous prefix the client acked.
-   * A message appended to a more urgent queue is sent before the rest of a less urgent one.
-   */
-  async #drain(clientId: string): Promise<void> {
-    await this.#load();
-    const [deviceId, moduleId] = clientId.split("/");
+  #pumpNow(clientId: string): void {
     const target = this.#find(clientId);
-    if (!target?.listensForDeliveries()) return;
-    this.#again.delete(clientId);
-    const topicOf = (m: StoredMessage): string => {
-      // The input's name goes in the topic; a child hub's forwarder id is internal to the hubs.
-      const { [INPUT]: input, [FORWARD_ID]: _fid, ...rest } = m.properties;
-      const bag = encodePropertyBag(rest);
-      return moduleId === undefined
-        ? `devices/${deviceId}/messages/devicebound/${bag}`
-        : `devices/${deviceId}/modules/${moduleId}/inputs/${input ?? "input1"}/${bag}`;
-    };
-    // Kept per connection: a drain that ends with deliveries in flight (the client
-    // unsubscribed, a read failed) leaves the next drain on that connection its place, so
-    // it sends nothing twice there.
-    const cursors = this.#cursors.get(target) ?? new Map<string, Cursor>();
-    this.#cursors.set(target, cursors);
-    const cursorOf = (queue: string): Cursor => {
-      let c = cursors.get(queue);
-      if (!c) {
-        c = new Cursor(
-          (offset) => this.#store.ack(queue, offset),
-          // Not acknowledged: delivered again later (at least once).
-          (err) => this.#log.log("warn", "delivery-ack-failed", { clientId, reason: (err as Error).message }),
-        );
-        cursors.set(queue, c);
-      }
-      return c;
-    };
-    let inflight = 0;
-    let failed = false;
-    let buffer: StoredMessage[] = [];
-    let current: { cursor: Cursor; rank: number; queue: string } | undefined;
-    const settled = () => {
-      inflight--;
-      this.#wakers.get(clientId)?.();
-    };
-    try {
-      for (;;) {
-        if (failed || this.#find(clientId) !== target || !target.listensForDeliveries()) break;
-        const urgent = this.#urgent.get(clientId);
-        this.#urgent.delete(clientId);
-        if (current && buffer[0] && urgent !== undefined && urgent < current.rank) {
-          // Unsent messages of a less urgent queue wait: they are read again after.
-          current.cursor.from = buffer[0].offset;
-          buffer = [];
-        }
-        if (buffer.length === 0) {
-          const next = await this.#next(clientId, cursorOf);
-          if (next) {
-            buffer = next.messages;
-            current = next;
-          } else if (inflight === 0) break;
-        }
-        while (inflight < WINDOW && buffer.length > 0 && current) {
-          const m = buffer.shift() as StoredMessage;
-          const cursor = current.cursor;
-          inflight++;
-          cursor.sent(m.offset);
-          const sentBefore = this.#sentUpTo.get(current.queue) ?? -1;
-          if (m.offset > sentBefore) this.#sentUpTo.set(current.queue, m.offset);
-          target.deliverQos1(topicOf(m), m.body, m.offset <= sentBefore).then(
-            () => {
-              cursor.acked(m.offset);
-              this.onCompleted?.(clientId, m);
-              settled();
-            },
-            () => {
-              // The connection went away: what it did not acknowledge goes again on the next one.
-              failed = true;
-              settled();
-            },
-          );
-        }
-        // Stored while this drain was reading (no waker was set): read again before waiting, or
-        // a client holding its PUBACKs until it has everything would wait for it forever.
-        if (buffer.length === 0 && inflight > 0 && this.#again.delete(clientId)) continue;
-        if (inflight >= WINDOW || (buffer.length === 0 && inflight > 0)) {
-          await new Promise<void>((resolve) => {
-            this.#wakers.set(clientId, () => {
-              this.#wakers.delete(clientId);
-              resolve();
-            });
-          });
-        }
-      }
-    } finally {
-      this.#wakers.delete(clientId);
-      // Read and not sent: read again.
-      if (current && buffer[0]) current.cursor.from = buffer[0].offset;
-      // A queue read to its end may still have messages the client did not acknowledge (the
-      // connection went away, a read failed): it is read again, from its acknowledged
-      // prefix, next time.
-      for (const [queue, c] of cursors)
-        if (c.outstanding) this.#mark(clientId, queue, ownerOf(queue)?.rank ?? PRIORITIES);
+    let drain = this.#drains.get(clientId);
+    // Another connection (or none): the old one's drain ends; what it did not get acknowledged
+    // is read again by the next.
+    if (drain && drain.target !== target) {
+      this.#retire(drain);
+      drain = undefined;
     }
-    for (const c of cursors.values()) await c.acks.idle();
+    if (!target) return;
+    if (!target.listensForDeliveries()) {
+      // Kept as it is (the same connection may subscribe again and resends nothing).
+      drain?.consumer.pause();
+      return;
+    }
+    if (drain) {
+      const held = drain.held;
+      drain.held = [];
+      for (const h of held) this.#send(drain, h.m, h.source, h.epoch);
+      drain.consumer.resume();
+      return;
+    }
+    const queues = this.#queued.get(clientId);
+    if (!queues || queues.size === 0) return;
+    drain = this.#open(clientId, target);
+    for (const q of queues) drain.consumer.add(q);
+    const settling = this.#settling.get(clientId);
+    if (!settling) {
+      drain.consumer.resume();
+      return;
+    }
+    // The last drain's acknowledgements first, so this one reads nothing it completed.
+    const opened = drain;
+    void settling.then(() => {
+      if (this.#settling.get(clientId) === settling) this.#settling.delete(clientId);
+      if (this.#drains.get(clientId) === opened) this.#pumpNow(clientId);
+    });
+  }
+
+  #open(clientId: string, target: DeliveryTarget): Drain {
+    const [deviceId, moduleId] = clientId.split("/") as [string, string | undefined];
+    // Set below, before the consumer can hand anything over.
+    let drain: Drain;
+    const consumer = new QueueConsumer(
+      this.#store,
+      { deliver: (m, source, epoch) => this.#deliver(drain, m, source, epoch) },
+      {
+        window: WINDOW,
+        windowBytes: WINDOW_BYTES,
+        readBatch: WINDOW,
+        refill: REFILL,
+        ...(this.#clock ? { clock: this.#clock } : {}),
+        onDrained: () => {
+          // Everything read, completed and acknowledged: the next store opens a new drain.
+          if (this.#drains.get(clientId) !== drain) return;
+          this.#drains.delete(clientId);
+          this.#queued.delete(clientId);
+          drain.consumer.close();
+        },
+        onError: (what, queue, err) =>
+          // Read again (a read), or delivered again later (an acknowledgement: at least once).
+          this.#log.log("warn", `delivery-${what}-failed`, {
+            clientId,
+            queue,
+            reason: (err as Error).message,
+          }),
+      },
+    );
+    drain = { clientId, target, deviceId, moduleId, held: [], consumer };
+    this.#drains.set(clientId, drain);
+    return drain;
+  }
+
+  /** Ends a drain: nothing more is read for it; its acknowledgements asked are still written. */
+  #retire(drain: Drain): void {
+    drain.consumer.close();
+    if (this.#drains.get(drain.clientId) === drain) this.#drains.delete(drain.clientId);
+    drain.held = [];
+    this.#settling.set(drain.clientId, drain.consumer.settled());
+  }
+
+  #deliver(drain: Drain, m: StoredMessage, source: Source, epoch: number): void {
+    if (drain.held.length > 0 || !drain.target.listensForDeliveries()) {
+      // The client stopped listening: what the consumer hands over now waits for it.
+      drain.consumer.pause();
+      drain.held.push({ m, source, epoch });
+      return;
+    }
+    this.#send(drain, m, source, epoch);
+  }
+
+  /** Publishes at QoS 1; the PUBACK completes the message, a closed connection ends the drain. */
+  #send(drain: Drain, m: StoredMessage, source: Source, epoch: number): void {
+    const queue = source.queue;
+    const sentBefore = this.#sentUpTo.get(queue) ?? -1;
+    if (m.offset > sentBefore) this.#sentUpTo.set(queue, m.offset);
+    drain.target.deliverQos1(this.#topicOf(drain, m), m.body, m.offset <= sentBefore).then(
+      () => {
+        this.onCompleted?.(drain.clientId, m);
+        drain.consumer.done(source, m, epoch);
+      },
+      // The connection went away: what it did not acknowledge goes again on the next one.
+      () => {
+        if (drain.consumer.state !== "closed") this.#retire(drain);
+      },
+    );
+  }
+
+  #topicOf(drain: Drain, m: StoredMessage): string {
+    // The input's name goes in the topic; a child hub's forwarder id is internal to the hubs.
+    const { [INPUT]: input, [FORWARD_ID]: _fid, ...rest } = m.properties;
+    const bag = encodePropertyBag(rest);
+    return drain.moduleId === undefined
+      ? TOPICS.c2d.format({ deviceId: drain.deviceId, bag })
+      : TOPICS.moduleInput.format({
+          deviceId: drain.deviceId,
+          moduleId: drain.moduleId,
+          input: input ?? "input1",
+          bag,
+        });
   }
 }

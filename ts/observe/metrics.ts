@@ -6,7 +6,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { StoreStats } from "../store/index.js";
-import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
+import { DEAD_LETTER_QUEUE } from "../vocabulary.js";
 
 /** Endpoints (queues) with a label of their own at most; the rest are counted as `other`. */
 export const MAX_ENDPOINT_LABELS = 100;

@@ -5,10 +5,9 @@
  * the quota, and what was expired, dropped or dead-lettered. Everything comes from the
  * store's in-memory figures and counters kept here; nothing grows with the traffic.
  */
-import { ownerOf } from "../delivery/queues.js";
 import type { SharesStatus } from "../routing/identity-shares.js";
 import type { MessageStore, StoreStats } from "../store/index.js";
-import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
+import { DEAD_LETTER_QUEUE, ownerOf } from "../vocabulary.js";
 import { BacklogHistory, type DrainRate, type Sample } from "./history.js";
 
 /** Client ids listed in the status at most (the count is always exact). */

@@ -1,8 +1,10 @@
 /**
- * IoT Hub's device topic space as a table of templates, and property bags
+ * Parses IoT Hub's device topic space (the templates are ../vocabulary.ts's `TOPICS`; telemetry,
+ * parsed per message, is read by hand without splitting), and property bags
  * (`k=v&k2=v2`, url-encoded, with `$.`-prefixed system properties).
  */
 import { record } from "../json.js";
+import { TOPICS } from "../vocabulary.js";
 
 /** What a device may publish to. */
 export type PublishTopic =
@@ -121,18 +123,12 @@ export function parsePublishTopic(topic: string): PublishTopic | undefined {
 
 /** Parses a subscription filter; `undefined` for anything outside IoT Hub's space. */
 export function parseSubscribeTopic(filter: string): SubscribeTopic | undefined {
-  const p = filter.split("/");
-  if (p[0] === "devices" && p[1]) {
-    if (p.length === 5 && p[2] === "messages" && p[3] === "devicebound" && p[4] === "#") {
-      return { kind: "c2d", deviceId: p[1] };
-    }
-    if (p.length === 6 && p[2] === "modules" && p[3] && p[4] === "inputs" && p[5] === "#") {
-      return { kind: "module-inputs", deviceId: p[1], moduleId: p[3] };
-    }
-    return undefined;
-  }
-  if (filter === "$iothub/twin/res/#") return { kind: "twin-responses" };
-  if (filter === "$iothub/twin/PATCH/properties/desired/#") return { kind: "twin-desired" };
-  if (filter === "$iothub/methods/POST/#") return { kind: "methods" };
+  const c2d = TOPICS.c2dFilter.parse(filter);
+  if (c2d) return { kind: "c2d", deviceId: c2d.deviceId };
+  const inputs = TOPICS.moduleInputsFilter.parse(filter);
+  if (inputs) return { kind: "module-inputs", deviceId: inputs.deviceId, moduleId: inputs.moduleId };
+  if (TOPICS.twinResponsesFilter.parse(filter)) return { kind: "twin-responses" };
+  if (TOPICS.twinDesiredFilter.parse(filter)) return { kind: "twin-desired" };
+  if (TOPICS.methodsFilter.parse(filter)) return { kind: "methods" };
   return undefined;
 }

@@ -5,10 +5,9 @@
  * (as IoT Edge) and is counted.
  */
 import type { RouteSpec } from "../config/config.js";
-import { deliveryQueue } from "../delivery/queues.js";
 import { record } from "../json.js";
+import { deliveryQueue, PRIORITIES, priorityQueue } from "../vocabulary.js";
 import { type ConditionInput, matches } from "./condition.js";
-import { PRIORITIES, priorityQueue } from "./priority.js";
 import type { RouteSource } from "./route-grammar.js";
 
 /** Where a message goes: a store queue, with the route's TTL and what delivery needs. */

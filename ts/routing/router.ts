@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { AppendMessage, MessageStore } from "../store/index.js";
+import { FORWARD_ID, INPUT_PROPERTY } from "../vocabulary.js";
 import type { Charge, IdentityShares } from "./identity-shares.js";
 import { RecentIds } from "./recent-ids.js";
 import type { Destination, RouteTable } from "./route-table.js";
@@ -36,18 +37,6 @@ export type Accepted = (err: unknown) => void;
 
 /** Messages at the end of each queue whose ids {@link Router.recall} remembers. */
 const RECALL = 4096;
-
-/** Stored with a module-input copy: the input's name. */
-export const INPUT_PROPERTY = "$.in";
-
-/**
- * The id a child hub's forwarder gives a message it stored (its identity, store
- * incarnation, queue and offset): the same on every resend of that message, never shared
- * by two messages, whatever id the device chose. Kept with the stored message so
- * {@link Router.recall} knows it after a restart; internal (not delivered, not forwarded
- * further) and taken only from a child hub, never from a device.
- */
-export const FORWARD_ID = "$.fid";
 
 /**
  * Longer forwarder ids are stored but not remembered: ours are at most ~170 characters (a

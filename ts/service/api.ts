@@ -15,7 +15,7 @@ import type { Logger } from "../log.js";
 import { type DirectMethods, SERVICE_CALLER } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
-import { DEAD_LETTER_QUEUE } from "../upstream/forwarder.js";
+import { DEAD_LETTER_QUEUE } from "../vocabulary.js";
 import { applyBulk } from "./bulk.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
 import { page, streamEvents } from "./events.js";

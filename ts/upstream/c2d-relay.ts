@@ -28,13 +28,12 @@
  */
 import { createHash } from "node:crypto";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
-import { deliveryQueue } from "../delivery/queues.js";
 import { record } from "../json.js";
 import type { Logger } from "../log.js";
 import { decodePropertyBag } from "../protocol/topics.js";
 import { RecentIds } from "../routing/recent-ids.js";
-import { FORWARD_ID } from "../routing/router.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { deliveryQueue, FORWARD_ID } from "../vocabulary.js";
 import type { Link } from "./link.js";
 import type { Inbound } from "./mqtt-client.js";
 import type { TwinLinks } from "./twin-sync.js";

@@ -1,6 +1,8 @@
 /**
  * The forwarder: drains the `$upstream` queue to the parent, at least once, in stored
- * order per device.
+ * order per device. Reading, the window, the checkpoint and the store's acknowledgements
+ * are the queue consumer's (../queue/consumer.ts); this adapter sends a message on the
+ * link of its lane and says when the parent is done with it.
  *
  * Invariants:
  * - Messages are read in offset order and handed to the link of their lane (an identity on
@@ -23,18 +25,15 @@
  */
 import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
+import { type Clock, systemClock } from "../queue/clock.js";
+import { QueueConsumer, type Source } from "../queue/consumer.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { DEAD_LETTER, DEAD_LETTER_QUEUE } from "../vocabulary.js";
 import { Lane } from "./lane.js";
 import { ConnectionLost, MessageRefused } from "./mqtt-client.js";
 import { POISON_TRIES, PoisonStrikes } from "./poison.js";
-import { Progress } from "./progress.js";
 import type { RateLimit } from "./rate-limit.js";
 import type { Uplink } from "./uplink.js";
-
-/** The queue the hub stores upstream-bound messages in. */
-export const UPSTREAM_QUEUE = "$upstream";
-/** Where messages the parent refused for good go, with `$.dlr` = the reason. */
-export const DEAD_LETTER_QUEUE = "$deadletter";
 
 /** Tuning of a forwarder. */
 export interface ForwarderOptions {
@@ -52,6 +51,8 @@ export interface ForwarderOptions {
   order?: "stored" | "live-first";
   /** Lanes idle this long have their link closed. Default 60 s. */
   idleLinkMs?: number;
+  /** Time (tests inject their own). */
+  clock?: Clock;
 }
 
 /** Counters since start. */
@@ -85,34 +86,18 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   readonly #uplink: Uplink;
   readonly #log: Logger;
   readonly #window: number;
-  readonly #liveFirst: boolean;
-  readonly #readAhead: number;
-  readonly #readAheadBytes: number;
   readonly #idleLinkMs: number;
+  readonly #liveFirst: boolean;
+  readonly #clock: Clock;
   readonly #lanes = new Map<string, Lane>();
-  #progress = new Progress(-1);
-  /** Bytes held of messages read and not done, by offset. */
-  #heldBytes = 0;
-  readonly #sizes = new Map<number, number>();
-  /** Until the parent is reachable ({@link Forwarder.resume}), nothing is read. */
-  #paused = true;
-  /** Bumped by {@link Forwarder.pause}: completions of an older generation only record what was acknowledged. */
-  #generation = 0;
+  readonly #consumer: QueueConsumer;
+  /** The queue's source in the consumer (set by {@link Forwarder.start}). */
+  #source: Source | undefined;
   /** Bumped by every pause and resume, so a resume overtaken by a pause does nothing. */
   #transitions = 0;
-  /** Highest offset acknowledged to the store. */
-  #acked = -1;
-  /** The live segment's last read came back short: read the backlog until something new is stored. */
-  #liveCaughtUp = false;
-  #reading = false;
-  #wantRead = false;
-  #ackScheduled = false;
-  #acking = false;
+  #paused = true;
   #closed = false;
   readonly #rate: RateLimit | undefined;
-  readonly #mayRead: (() => boolean) | undefined;
-  /** The last read found nothing new (cleared when messages are stored). */
-  #caughtUp = false;
   /** Connections the parent ended while a message was its lane's oldest unacknowledged. */
   readonly #strikes = new PoisonStrikes();
   readonly stats: ForwarderStats = zeroStats();
@@ -124,22 +109,38 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#uplink = uplink;
     this.#log = log;
     this.#window = options.window;
-    this.#liveFirst = options.order === "live-first";
-    this.#readAhead = options.readAhead ?? Math.max(4000, options.window * 20);
-    this.#readAheadBytes = options.readAheadBytes ?? 16 * 2 ** 20;
     this.#idleLinkMs = options.idleLinkMs ?? 60_000;
+    this.#liveFirst = options.order === "live-first";
+    this.#clock = options.clock ?? systemClock;
     this.#rate = options.rate;
     this.#rate?.onResume(() => {
       for (const lane of this.#lanes.values()) this.#pump(lane);
     });
-    this.#mayRead = options.mayRead;
+    this.#consumer = new QueueConsumer(
+      store,
+      { deliver: (m) => this.#accept(m) },
+      {
+        window: options.readAhead ?? Math.max(4000, options.window * 20),
+        windowBytes: options.readAheadBytes ?? 16 * 2 ** 20,
+        readBatch: READ_BATCH,
+        liveFirst: this.#liveFirst,
+        ...(options.mayRead ? { mayRead: options.mayRead } : {}),
+        clock: this.#clock,
+        onCheckpoint: (_queue, upTo) => this.emit("checkpoint", upTo),
+        onDrained: () => this.emit("drained"),
+        onError: (what, q, err) =>
+          this.#log.log("error", what === "read" ? "forwarder-read-failed" : "checkpoint-failed", {
+            queue: q,
+            reason: (err as Error).message,
+          }),
+      },
+    );
   }
 
   /** Loads the checkpoint; draining starts on {@link Forwarder.resume}. */
   async start(): Promise<void> {
     const q = (await this.#store.stats()).queues.find((x) => x.name === this.#queue);
-    this.#acked = q?.ackedUpTo ?? -1;
-    this.#progress = new Progress(this.#acked);
+    this.#source = this.#consumer.add(this.#queue, q?.ackedUpTo ?? -1, 0);
   }
 
   /**
@@ -150,10 +151,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     this.#transitions++;
     if (this.#paused) return;
     this.#paused = true;
-    this.#generation++;
-    this.#progress.reset(this.#acked);
-    this.#heldBytes = 0;
-    this.#sizes.clear();
+    this.#consumer.pause(true);
     for (const lane of this.#lanes.values()) {
       lane.clear();
       lane.link.suspend();
@@ -167,17 +165,21 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
    */
   async resume(): Promise<void> {
     const transition = ++this.#transitions;
+    let splitAt: number | undefined;
     if (this.#liveFirst && this.#paused) {
       const tail = (await this.#store.stats()).queues.find((x) => x.name === this.#queue)?.tail ?? 0;
       if (transition !== this.#transitions) return;
-      this.#progress.splitAt(tail);
-      const liveFrom = this.#progress.liveFrom ?? Number.POSITIVE_INFINITY;
-      for (const lane of this.#lanes.values()) lane.liveFrom = liveFrom;
+      splitAt = tail;
     }
     this.#paused = false;
+    this.#consumer.resume(splitAt);
+    const liveFrom = this.#consumer.liveFrom ?? Number.POSITIVE_INFINITY;
     // The parent is back: links waiting out a backoff or suspended try again (identity
     // links in their pacer's slots, spread after the hub's own).
-    for (const lane of this.#lanes.values()) lane.link.wake();
+    for (const lane of this.#lanes.values()) {
+      lane.liveFrom = liveFrom;
+      lane.link.wake();
+    }
     this.wake();
   }
 
@@ -187,79 +189,26 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
    */
   wake(): void {
     if (this.#paused) return;
-    this.#liveCaughtUp = false;
-    this.#caughtUp = false;
-    this.#read();
+    this.#consumer.stored(this.#queue);
     for (const lane of this.#lanes.values()) this.#pump(lane);
   }
 
   /** True when everything read is done and the last read found nothing more. */
   get idle(): boolean {
-    return this.#progress.outstanding === 0 && !this.#reading && this.#caughtUp;
+    return this.#consumer.idle;
   }
 
   /** Stops: closes every link. Messages not acknowledged stay stored for the next start. */
   close(): void {
     this.#closed = true;
+    this.#consumer.close();
     this.#rate?.stop();
     for (const lane of [...this.#lanes.values()]) this.#closeLane(lane);
   }
 
-  #read(): void {
-    if (this.#closed || this.#paused) return;
-    if (this.#mayRead && !this.#mayRead()) return;
-    if (this.#reading) {
-      this.#wantRead = true;
-      return;
-    }
-    const outstanding = this.#progress.outstanding;
-    if (outstanding >= this.#readAhead || this.#heldBytes >= this.#readAheadBytes) return;
-    const plan = this.#progress.plan(this.#liveFirst, this.#liveCaughtUp);
-    if (!plan) return;
-    this.#reading = true;
-    this.#wantRead = false;
-    const limit = Math.min(READ_BATCH, this.#readAhead - outstanding);
-    const generation = this.#generation;
-    this.#store
-      .read(this.#queue, { from: plan.from, limit, maxBytes: this.#readAheadBytes - this.#heldBytes })
-      .then(
-        (messages) => {
-          this.#reading = false;
-          if (this.#closed) return;
-          if (generation !== this.#generation) {
-            this.#read();
-            return;
-          }
-          const live = this.#liveFirst && plan.segment > 0;
-          if (live && messages.length < limit) this.#liveCaughtUp = true;
-          for (const m of this.#progress.recordRead(plan, messages, limit)) this.#accept(m);
-          this.stats.outstanding = this.#progress.outstanding;
-          if (messages.length > 0 || this.#wantRead || live) this.#read();
-          else {
-            this.#caughtUp = true;
-            if (this.#progress.outstanding === 0) this.emit("drained");
-          }
-        },
-        (err: unknown) => {
-          this.#reading = false;
-          this.#log.log("error", "forwarder-read-failed", {
-            queue: this.#queue,
-            reason: (err as Error).message,
-          });
-          setTimeout(() => this.#read(), 1000).unref();
-        },
-      );
-  }
-
+  /** The consumer hands over a message read (in the current epoch: lanes are cleared on a pause). */
   #accept(m: StoredMessage): void {
-    if (this.#progress.isDone(m.offset)) {
-      // Acknowledged before a pause let go of it.
-      this.#finish(m.offset);
-      return;
-    }
-    const size = m.body.length + 64;
-    this.#sizes.set(m.offset, size);
-    this.#heldBytes += size;
+    this.stats.outstanding = this.#consumer.outstanding;
     const refusal = this.#uplink.unsendable(m, this.#queue);
     if (refusal !== undefined) {
       this.#deadLetter([m], refusal);
@@ -267,7 +216,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     }
     const name = this.#uplink.laneOf(m);
     const lane = this.#lanes.get(name) ?? this.#openLane(name);
-    clearTimeout(lane.idleTimer);
+    lane.cancelIdle?.();
     lane.push(m);
     this.#pump(lane);
   }
@@ -289,7 +238,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
         this.#deadLetter(l.takeAll(), `the parent refused the login of ${name} (CONNACK ${code})`);
       },
     );
-    lane.liveFrom = this.#progress.liveFrom ?? Number.POSITIVE_INFINITY;
+    lane.liveFrom = this.#consumer.liveFrom ?? Number.POSITIVE_INFINITY;
     this.#lanes.set(name, lane);
     this.stats.lanes = this.#lanes.size;
     lane.link.on("up", lane.onUp);
@@ -299,7 +248,7 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
   }
 
   #closeLane(lane: Lane): void {
-    clearTimeout(lane.idleTimer);
+    lane.cancelIdle?.();
     lane.link.off("up", lane.onUp);
     lane.link.off("refused", lane.onRefused);
     this.#uplink.release(lane.name, lane.link);
@@ -313,31 +262,31 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     while (lane.link.up && lane.inflight < this.#window && lane.waiting > 0) {
       if (this.#rate && !this.#rate.take()) return;
       const m = lane.next() as StoredMessage;
-      if (m.expiresAt !== null && m.expiresAt <= Date.now()) {
+      if (m.expiresAt !== null && m.expiresAt <= this.#clock.now()) {
         this.stats.expired++;
-        this.#finish(m.offset);
+        this.#finish(m, this.#consumer.epoch);
         continue;
       }
       const wire = this.#uplink.wireFormOf(m, this.#queue);
       lane.inflight++;
       this.stats.sent++;
-      const generation = this.#generation;
+      const epoch = this.#consumer.epoch;
       lane.link.publish(
         wire.topic,
         wire.payload,
         (err) => {
           if (!err) {
             this.stats.acked++;
-            if (generation !== this.#generation) {
-              this.#progress.finish(m.offset);
+            if (epoch !== this.#consumer.epoch) {
+              this.#finish(m, epoch);
               return;
             }
             lane.inflight--;
-            this.#finish(m.offset);
+            this.#finish(m, epoch);
             this.#pump(lane);
             return;
           }
-          if (generation !== this.#generation) return;
+          if (epoch !== this.#consumer.epoch) return;
           lane.inflight--;
           if (err instanceof MessageRefused) {
             this.#deadLetter([m], err.message);
@@ -364,31 +313,38 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
     }
     if (lane.inflight === 0 && lane.waiting === 0) this.#idleLater(lane);
   }
+
   #idleLater(lane: Lane): void {
-    clearTimeout(lane.idleTimer);
-    lane.idleTimer = setTimeout(() => {
+    lane.cancelIdle?.();
+    lane.cancelIdle = this.#clock.after(this.#idleLinkMs, () => {
+      lane.cancelIdle = undefined;
       if (lane.inflight > 0 || lane.waiting > 0) return;
       this.#closeLane(lane);
-    }, this.#idleLinkMs);
-    lane.idleTimer.unref();
+    });
   }
 
   #deadLetter(messages: StoredMessage[], reason: string): void {
     if (messages.length === 0) return;
     this.#log.log("warn", "dead-lettered", { queue: this.#queue, count: messages.length, reason });
+    const epoch = this.#consumer.epoch;
     this.#store
       .append(
         DEAD_LETTER_QUEUE,
         messages.map((m) => ({
           body: m.body,
-          properties: { ...m.properties, "$.dlr": reason, "$.dlq": this.#queue, "$.dlo": String(m.offset) },
+          properties: {
+            ...m.properties,
+            [DEAD_LETTER.reason]: reason,
+            [DEAD_LETTER.queue]: this.#queue,
+            [DEAD_LETTER.offset]: String(m.offset),
+          },
           ttlSecs: -1,
         })),
       )
       .then(
         () => {
           this.stats.deadLettered += messages.length;
-          for (const m of messages) this.#finish(m.offset);
+          for (const m of messages) this.#finish(m, epoch);
         },
         (err: unknown) => {
           // Not moved: it stays outstanding (and stored), holding the checkpoint, and is tried
@@ -398,42 +354,10 @@ export class Forwarder extends EventEmitter<{ drained: []; checkpoint: [offset: 
       );
   }
 
-  /** Marks an offset done and moves the checkpoint over the done prefix. */
-  #finish(offset: number): void {
-    this.#strikes.forget(offset);
-    const size = this.#sizes.get(offset);
-    if (size !== undefined) {
-      this.#heldBytes -= size;
-      this.#sizes.delete(offset);
-    }
-    if (!this.#progress.finish(offset)) return;
-    this.stats.outstanding = this.#progress.outstanding;
-    this.#scheduleAck();
-    this.#read();
-  }
-
-  /** The last checkpointed offset: the one before the first outstanding, acknowledged in one store call per turn. */
-  #scheduleAck(): void {
-    if (this.#ackScheduled || this.#acking) return;
-    this.#ackScheduled = true;
-    setImmediate(() => {
-      this.#ackScheduled = false;
-      const upTo = this.#progress.checkpoint();
-      if (upTo <= this.#acked) return;
-      this.#acking = true;
-      this.#store.ack(this.#queue, upTo).then(
-        () => {
-          this.#acking = false;
-          this.#acked = upTo;
-          this.emit("checkpoint", upTo);
-          if (this.#progress.checkpoint() > upTo) this.#scheduleAck();
-          if (this.#progress.outstanding === 0 && !this.#reading) this.emit("drained");
-        },
-        (err: unknown) => {
-          this.#acking = false;
-          this.#log.log("error", "checkpoint-failed", { queue: this.#queue, reason: (err as Error).message });
-        },
-      );
-    });
+  /** The parent is done with `m`: the consumer moves the checkpoint over it. */
+  #finish(m: StoredMessage, epoch: number): void {
+    this.#strikes.forget(m.offset);
+    this.#consumer.done(this.#source as Source, m, epoch);
+    this.stats.outstanding = this.#consumer.outstanding;
   }
 }

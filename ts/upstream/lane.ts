@@ -61,7 +61,8 @@ export class Lane {
   refusals = 0;
   /** Its link went down and the first of its sends to fail was seen (reset when it is up). */
   failing = false;
-  idleTimer: NodeJS.Timeout | undefined;
+  /** Cancels the timer that closes the lane's link when it stays idle. */
+  cancelIdle: (() => void) | undefined;
   readonly onUp: () => void;
   readonly onRefused: (code: number) => void;
 

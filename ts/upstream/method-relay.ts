@@ -10,11 +10,12 @@
  */
 import type { Logger } from "../log.js";
 import { type DirectMethods, methodPayload, PARENT_CALLER } from "../methods/direct-methods.js";
+import { TOPICS } from "../vocabulary.js";
 import type { Link } from "./link.js";
 import type { TwinLinks } from "./twin-sync.js";
 
 /** The parent's method calls to the link's identity. */
-export const METHOD_CALLS = "$iothub/methods/POST/#";
+export const METHOD_CALLS = TOPICS.methodsFilter.text;
 const REQUEST = /^\$iothub\/methods\/POST\/([^/]+)\/\?(.*)$/;
 
 /** `decodeURIComponent`, or undefined for text that is not valid url-encoding. */
@@ -111,7 +112,7 @@ export class MethodRelay {
     body: unknown,
   ): void {
     link.publish(
-      `$iothub/methods/res/${status}/?$rid=${encodeURIComponent(rid)}`,
+      TOPICS.methodResponse.format({ status: String(status), query: `$rid=${encodeURIComponent(rid)}` }),
       Buffer.from(JSON.stringify(body)),
       (err) => {
         if (err) this.#log.log("warn", "method-relay-failed", { clientId, methodName, reason: err.message });

@@ -12,8 +12,8 @@
  */
 import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
-import { FORWARD_ID } from "../routing/router.js";
 import type { StoredMessage } from "../store/index.js";
+import { FORWARD_ID } from "../vocabulary.js";
 import type { ParentCredentials } from "./credentials.js";
 import { Link } from "./link.js";
 import { busyRefusal } from "./mqtt-client.js";

@@ -19,11 +19,10 @@ import { parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
-import { DEAD_LETTER_QUEUE } from "./forwarder.js";
+import { DEAD_LETTER_QUEUE, TWIN_REPORTED_QUEUE } from "../vocabulary.js";
 import type { Link } from "./link.js";
 
 /** The pending log of reported patches. */
-export const TWIN_REPORTED_QUEUE = "$twin-reported";
 const CLIENT = "c";
 const REQUEST_TIMEOUT_MS = 10_000;
 /** Twin answers that mean "later" (throttled, quota exceeded), not "never". */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Progress } from "../../ts/upstream/progress.js";
+import { Progress } from "../../ts/queue/checkpoint.js";
 
 /** A queue of `n` offsets, some removed (expired), read in batches through `p`. */
 function simulate(seed: number, liveFirst: boolean) {
@@ -52,7 +52,7 @@ function simulate(seed: number, liveFirst: boolean) {
   expect(p.outstanding).toBe(0);
 }
 
-describe("forwarder progress", () => {
+describe("queue checkpoint (progress)", () => {
   it("never checkpoints past a message not done, in stored order and live-first, and reads each message once", () => {
     for (let seed = 1; seed <= 60; seed++) {
       simulate(seed, false);

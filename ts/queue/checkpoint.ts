@@ -1,5 +1,5 @@
 /**
- * Where the forwarder is in its queue: what it read, what is done, and the checkpoint —
+ * Where a consumer is in one of its queues: what it read, what is done, and the checkpoint —
  * the offset up to which the queue may be acknowledged.
  *
  * The unacknowledged part of the queue is split into segments by offset: one in stored
