@@ -29,7 +29,8 @@ const SECONDS = QUICK ? 3 : 8;
 // One in flight is the worst case for a hub that acks after fsync (each client waits for a
 // disk round); SDK clients that do not await each send keep several in flight.
 const WINDOWS = process.env.BENCH_WINDOWS ? process.env.BENCH_WINDOWS.split(",").map(Number) : [1, 16];
-// BENCH_BROKERS=edgehub,mosquitto: only those (default: all four).
+// BENCH_BROKERS=edgehub,mosquitto: only those (default: all; edgehub-wal is the hub with
+// `durability: "wal"`, acking after the WAL write without fsync, as IoT Edge does by default).
 const BROKERS = process.env.BENCH_BROKERS?.split(",");
 const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-ingest-"));
 const TICK = 100; // clock ticks per second of /proc/<pid>/stat (Linux default)
@@ -169,6 +170,7 @@ try {
           "fsync-floor",
         ],
         [() => startEdgehub(dataDir, 18881), hubCreds, "edgehub"],
+        [() => startEdgehub(dataDir, 18885, { durability: "wal" }, "edgehub-wal"), hubCreds, "edgehub-wal"],
         [() => startMosquitto(mkdtempSync(join(root, "mosq-")), 18882, certs), plainCreds, "mosquitto"],
         [() => startNode("aedes", "aedes-broker.mjs", 18883, certs), plainCreds, "aedes"],
       ].filter(([, , name]) => !BROKERS || BROKERS.includes(name))) {
@@ -188,7 +190,7 @@ try {
   console.log(`\ningest, QoS 1, 256 B, ${SECONDS} s per run`);
   table(rows.map((r) => ({ ...r, msgsPerSec: fmt(r.msgsPerSec) })));
   save("ingest", {
-    workload: `N MQTT/TLS clients, QoS 1, 256 B, 1 or 16 messages in flight each, ${SECONDS} s; edgehub acks after fsync, Mosquitto 2.0 (persistence true) and aedes ack from memory; null-sink and fsync-floor are reference peers (below)`,
+    workload: `N MQTT/TLS clients, QoS 1, 256 B, 1 or 16 messages in flight each, ${SECONDS} s; edgehub acks after fsync (edgehub-wal: after the WAL write, no fsync), Mosquitto 2.0 (persistence true) and aedes ack from memory; null-sink and fsync-floor are reference peers (below)`,
     rows,
   });
 } finally {

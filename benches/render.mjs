@@ -284,7 +284,7 @@ function drainSection(d) {
   return `${d.workload}. Run of ${d.date.slice(0, 10)} on ${mm.cpus} × ${mm.cpu}; reproduce with
 \`npm run build:ts && node benches/drain.bench.mjs\` (\`BENCH_MESSAGES\`, \`BENCH_KILL_MESSAGES\`).
 
-- **edgehub**: ${d.settings.edgehub}; children log in to the edge with tokens for the root.
+- **edgehub**: ${d.settings.edgehub}; children log in to the edge with tokens for the root.${d.settings.edgehubWal ? `\n- **edgehub-wal**: ${d.settings.edgehubWal}.` : ""}
   Arrivals are counted at the root (its \`$events\` queue), then each child's sequence
   numbers are checked in the root's store.
 - **mosquitto**: ${d.settings.mosquitto}. Arrivals are counted by a subscriber on the
@@ -338,7 +338,8 @@ SIGKILL mid-outage: ${d.settings.killMessages} messages from the same clients; t
 (the edge hub, the local Mosquitto) is SIGKILLed once half are acknowledged, started again
 on its data while the parent is still down, then the parent starts. Mosquitto acknowledges
 from memory and snapshots its queue every \`autosave_interval\` (30 minutes by default), so
-what it acknowledged since the last snapshot is gone; edgehub acknowledges after fsync.
+what it acknowledged since the last snapshot is gone; edgehub acknowledges after fsync
+(edgehub-wal after the WAL write, which a killed process keeps: only a power loss can take it).
 
 ${tableMd(
   ["broker", "acknowledged before the kill", "of those at the parent", "lost"],

@@ -142,6 +142,7 @@ export class EdgeHub {
       defaultTtlSecs: config.timeToLiveSecs,
       maxSizeBytes: config.maxSizeBytes,
       whenFull: config.whenFull,
+      durability: config.durability,
     });
     const listening: Array<tls.Server | https.Server> = [];
     let shares: IdentityShares | undefined;

@@ -8,6 +8,7 @@ import { EdgeHubError, ErrorCodes } from "../errors.js";
 import { record } from "../json.js";
 import type { LogLevel } from "../log.js";
 import { parseRoute, type Route } from "../routing/route-grammar.js";
+import { DURABILITIES, type Durability } from "../store/message-store.js";
 import { type Limits, type LimitsInput, limitsConfig } from "./limits.js";
 
 /** What `EdgeHub.start` takes; every field has a default. */
@@ -67,6 +68,13 @@ export interface HubConfigInput {
    * logs why); a port given here that cannot be bound fails the start.
    */
   metrics?: { host?: string; port?: number } | false;
+  /**
+   * When a device's message is acknowledged. `"fsync"` (default): once the store's WAL is
+   * synced — it survives a power loss. `"wal"`: once it is written to the WAL without fsync —
+   * it survives a killed hub but not a power loss (IoT Edge's own default); acks come sooner
+   * and cost less CPU. docs/benchmarks.md measures both.
+   */
+  durability?: Durability;
 }
 
 /** A route as IoT Edge writes it. */
@@ -189,6 +197,8 @@ export interface HubConfig {
   whenFull: "reject" | "drop-oldest";
   /** Live bytes one identity may have stored; 0: no per-identity share. */
   maxSizeBytesPerIdentity: number;
+  /** When a device's message is acknowledged: after fsync (default) or after the WAL write. */
+  durability: Durability;
   parent: ParentConfig | undefined;
   routes: Record<string, RouteSpec>;
   logLevel: LogLevel;
@@ -235,6 +245,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     "logLevel",
     "limits",
     "metrics",
+    "durability",
   ]);
   const manifest = manifestDesired(raw);
   const hostname = raw.hostname ?? osHostname();
@@ -283,6 +294,9 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     throw bad("trustedDeviceCaFiles", "must be a list of paths");
   const allowNesting = raw.allowNesting ?? true;
   if (typeof allowNesting !== "boolean") throw bad("allowNesting", "must be true or false");
+  const durability = raw.durability ?? "fsync";
+  if (!DURABILITIES.includes(durability as Durability))
+    throw bad("durability", 'must be "fsync" (acks survive a power loss) or "wal" (a killed process)');
   const logLevel = raw.logLevel ?? "info";
   if (!["debug", "info", "warn", "error"].includes(logLevel as string))
     throw bad("logLevel", "must be debug, info, warn or error");
@@ -302,6 +316,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     maxSizeBytes: max,
     whenFull,
     maxSizeBytesPerIdentity,
+    durability: durability as Durability,
     parent: raw.parent === undefined ? undefined : parentConfig(raw.parent),
     routes: routesConfig("routes", raw.routes ?? manifest.routes ?? {}),
     logLevel: logLevel as LogLevel,

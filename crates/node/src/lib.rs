@@ -100,8 +100,8 @@ fn when_full_arg(s: &str) -> Result<WhenFull> {
 pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<OpenTask>> {
     let durability = match options.durability.as_str() {
         "fsync" => Durability::Fsync,
-        "none" => Durability::None,
-        other => return Err(invalid(format!("durability must be \"fsync\" or \"none\", got {other:?}"))),
+        "wal" => Durability::Wal,
+        other => return Err(invalid(format!("durability must be \"fsync\" or \"wal\", got {other:?}"))),
     };
     let when_full = when_full_arg(&options.when_full)?;
     let max_size_bytes = u64::try_from(options.max_size_bytes).map_err(|_| invalid("maxSizeBytes must be positive"))?;
