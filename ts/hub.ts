@@ -346,6 +346,7 @@ export class EdgeHub {
         endpoints: () => ({ hubHostname: parent?.hubHostname ?? config.hostname, mqtts: hub.ports.mqtts }),
         // A request that passed authentication: its socket leaves its address's unauthenticated count.
         authenticated: (req) => admission.authenticated(req.socket),
+        moduleWrites: upstream?.parentModules,
         log,
       });
       for (const [srv, port] of [

@@ -21,7 +21,7 @@ import { checkIfMatch, ifMatchOf } from "./etag.js";
 import { page, streamEvents } from "./events.js";
 import { ApiError, readBody, readJson, sendError, sendJson, unauthorized } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
-import { answerModuleRead, isDeviceModuleRead } from "./module-identity.js";
+import { answerModuleCall, isDeviceModuleCall, type ModuleWrites, putModule } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, answerTargetScope, scopeCallOf } from "./scope.js";
 import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
@@ -51,6 +51,8 @@ export interface ServiceApiContext {
   status(): Promise<Record<string, unknown>>;
   /** A request on `req`'s socket passed authentication (the socket counts as authenticated). */
   authenticated?(req: IncomingMessage): void;
+  /** On an edge hub: a device's module identity writes go to the parent. */
+  moduleWrites?: ModuleWrites | undefined;
   log: Logger;
 }
 
@@ -146,21 +148,10 @@ export class ServiceApi {
       this.#ctx.authenticated?.(req);
       return sendJson(res, 200, scope);
     }
-    // A device reading its own modules (IoT Edge's identity service fetching `$edgeHub`).
+    // A device on its own modules (IoT Edge's identity service: `$edgeHub`'s keys, its modules).
     const peer = this.#ctx.peerOf(req);
-    if (isDeviceModuleRead(parts, method, req.headers.authorization, peer)) {
-      const ctx = this.#ctx;
-      const answer = answerModuleRead(
-        ctx.registry,
-        ctx.authenticator,
-        parts,
-        req.headers.authorization,
-        peer,
-        ctx.isConnected,
-      );
-      ctx.authenticated?.(req);
-      return sendJson(res, 200, answer);
-    }
+    if (isDeviceModuleCall(parts, method, req.headers.authorization, peer))
+      return answerModuleCall(this.#ctx, req, res, parts, peer);
     // A module calling a method through its hub signs as itself and names itself in a header.
     let caller = SERVICE_CALLER;
     if (req.headers["x-ms-edge-moduleid"] !== undefined)
@@ -236,15 +227,7 @@ export class ServiceApi {
         }
         if (method === "PUT") {
           const body = ((await readJson(req)) ?? {}) as Record<string, unknown>;
-          // As for devices: PUT creates; replacing an existing module needs If-Match (etag or *).
-          const current = ctx.registry.getModule(id, mid);
-          const ifMatch = ifMatchOf(req.headers["if-match"]);
-          if (current && !ifMatch)
-            throw new ApiError(409, "ModuleAlreadyExistsOnDevice", `module ${id}/${mid} already exists`);
-          if (current) checkIfMatch(ifMatch, current.etag, `module ${id}/${mid}`);
-          const spec = { ...body, deviceId: id, moduleId: mid };
-          const m = current ? await ctx.registry.updateModule(spec) : await ctx.registry.createModule(spec);
-          return sendJson(res, 200, moduleJson(m, ctx.isConnected(`${id}/${mid}`)));
+          return sendJson(res, 200, await putModule(ctx, id, mid, body, req.headers["if-match"]));
         }
         if (method === "DELETE") {
           await ctx.registry.deleteModule(id, mid);

@@ -20,8 +20,8 @@ import type { Logger } from "../log.js";
 import { nestedScopePath, scopePath } from "../service/scope.js";
 import type { ParentCredentials } from "./credentials.js";
 import {
+  parentEndpoint,
   ScopeCallError,
-  type ScopeEndpoint,
   type ScopeRequest,
   scopeBackoffMs,
   scopeCall,
@@ -325,11 +325,7 @@ export class ScopeSync {
 
   /** One call with Microsoft's retries; a fresh token for every attempt. */
   #call(request: ScopeRequest): Promise<unknown> {
-    const to: ScopeEndpoint = {
-      host: this.#parent.hostname,
-      port: this.#parent.httpsPort,
-      tls: this.#credentials.tls(),
-    };
+    const to = parentEndpoint(this.#parent, this.#credentials);
     return withScopeRetries(
       async () => scopeCall(to, { ...request, token: await this.#credentials.token() }),
       this.#retryDelayMs,
