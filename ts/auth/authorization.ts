@@ -176,7 +176,7 @@ export function allowed(
 const MAX_DEPTH = 5;
 
 /** True when `deviceId` is a descendant of the edge device `edgeId` (a child, or a child's child, …). */
-function isBelow(registry: Registry, deviceId: string, edgeId: string): boolean {
+export function isBelow(registry: Registry, deviceId: string, edgeId: string): boolean {
   const edge = registry.getDevice(edgeId);
   if (!edge?.capabilities.iotEdge || !edge.deviceScope) return false;
   const byScope = new Map(

@@ -24,6 +24,7 @@ import { authorizeModuleCall } from "./module-caller.js";
 import { answerModuleCall, isDeviceModuleCall, type ModuleWrites, putModule } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, answerTargetScope, scopeCallOf } from "./scope.js";
+import { answerIdentityCall } from "./scope-identity.js";
 import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
 
 /** What the API works on. */
@@ -148,8 +149,15 @@ export class ServiceApi {
       this.#ctx.authenticated?.(req);
       return sendJson(res, 200, scope);
     }
-    // A device on its own modules (IoT Edge's identity service: `$edgeHub`'s keys, its modules).
     const peer = this.#ctx.peerOf(req);
+    // One identity of an edge's scope (a login its cache could not place).
+    const { registry, authenticator } = this.#ctx;
+    const one = await answerIdentityCall(registry, authenticator, parts, req, peer, url.searchParams);
+    if (one) {
+      this.#ctx.authenticated?.(req);
+      return sendJson(res, 200, one);
+    }
+    // A device on its own modules (IoT Edge's identity service: `$edgeHub`'s keys, its modules).
     if (isDeviceModuleCall(parts, method, req.headers.authorization, peer))
       return answerModuleCall(this.#ctx, req, res, parts, peer);
     // A module calling a method through its hub signs as itself and names itself in a header.

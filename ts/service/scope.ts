@@ -92,7 +92,7 @@ export function scopeCallOf(parts: string[]): "legacy" | "nested" | undefined {
  * device or of its `$edgeHub` module) or, without one, the edge device's TLS client
  * certificate is that edge; 401 otherwise.
  */
-function scopeEdge(
+export function scopeEdge(
   registry: Registry,
   authenticator: Authenticator,
   edgeId: string,
@@ -116,7 +116,8 @@ function scopeEdge(
   return edge;
 }
 
-const invalid = (message: string) => new ApiError(400, "ArgumentInvalid", message);
+/** A 400 with IoT Hub's `ArgumentInvalid`. */
+export const invalid = (message: string) => new ApiError(400, "ArgumentInvalid", message);
 
 /** Start of the page a token names, or 0 without one; 400 for a token this hub did not give for `bind`. */
 function startOf(token: string | null | undefined, bind: string, total: number): number {
@@ -184,7 +185,7 @@ function nestedRequestOf(body: unknown): { pageSize: number; link: string | unde
  * parent checks the chain it computes to the target contains the actor
  * (`AuthChainHelpers.ValidateAuthChain`); this checks the caller's chain is that same chain.
  */
-function targetOf(registry: Registry, authChain: string, actorId: string): Device {
+export function targetOf(registry: Registry, authChain: string, actorId: string): Device {
   const ids = authChain.split(";");
   if (new Set(ids).size !== ids.length) throw invalid("authChain names an edge twice");
   if (ids.length > MAX_CHAIN) throw invalid(`authChain has more than ${MAX_CHAIN} edges`);
