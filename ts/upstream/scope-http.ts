@@ -7,6 +7,7 @@
 import https from "node:https";
 import type { ParentConfig } from "../config/config.js";
 import { parseJson } from "../json.js";
+import type { Logger } from "../log.js";
 import type { ParentCredentials } from "./credentials.js";
 
 /** Bytes of one page's body, at most; the download is cut off past it and the sync fails. */
@@ -163,4 +164,24 @@ export function scopeCall(to: ScopeEndpoint, call: ScopeRequest): Promise<unknow
     req.on("error", (err) => reject(asScopeError(err)));
     req.end(call.body);
   });
+}
+
+/**
+ * A scope call on the parent with Microsoft's retries ({@link withScopeRetries}), a fresh
+ * `$edgeHub` token for every attempt; retries are logged.
+ */
+export function parentScopeCall(
+  parent: ParentConfig,
+  credentials: ParentCredentials,
+  request: Omit<ScopeRequest, "token">,
+  delay: (retry: number) => number,
+  log: Logger,
+): Promise<unknown> {
+  const to = parentEndpoint(parent, credentials);
+  return withScopeRetries(
+    async () => scopeCall(to, { ...request, token: await credentials.token() }),
+    delay,
+    (retry, err) =>
+      log.log("info", "scope-call-retry", { retry: retry + 1, reason: err.message.slice(0, 200) }),
+  );
 }

@@ -26,6 +26,7 @@ import { MethodRelay } from "./method-relay.js";
 import { MqttUplink } from "./mqtt-uplink.js";
 import { ParentModules } from "./parent-modules.js";
 import { RateLimit } from "./rate-limit.js";
+import { ScopeIdentity } from "./scope-identity.js";
 import { ScopeSync } from "./scope-sync.js";
 import type { EdgeHubSettings } from "./settings.js";
 import { TwinSync } from "./twin-sync.js";
@@ -38,6 +39,8 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   readonly forwarders: Forwarder[];
   /** Absent towards a plain MQTT broker (it has no registry). */
   readonly scope: ScopeSync | undefined;
+  /** Single identities asked of the parent when a login cannot be placed (towards a hub). */
+  readonly scopeIdentity: ScopeIdentity | undefined;
   /** Module identity writes of child edges, forwarded to the parent (towards a hub). */
   readonly parentModules: ParentModules | undefined;
   readonly #link: Link;
@@ -94,6 +97,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
     this.parentModules = this.scope && new ParentModules(parent, credentials, this.scope, log);
+    this.scopeIdentity = this.scope && new ScopeIdentity(parent, credentials, registry, this.scope, log);
     // Revocation upstream reaches this hub when the parent first refuses the client's link
     // (its telemetry, twin or methods), not only at the next scheduled sync.
     if (uplink instanceof IotHubUplink) uplink.identityRefused = () => this.scope?.requestSync();
