@@ -100,6 +100,9 @@ export class RawHttpsParent {
   /** How the nested POST route is answered: served, or 404/405 as a parent without it. */
   nestedRoute: "served" | 404 | 405 = "served";
   answer: ScopeAnswer = (_n, _call, res) => res.writeHead(404).end();
+  /** How a single-identity call (its token good) is answered: none by default (404). */
+  identityAnswer: (req: RecordedRequest, res: ServerResponse) => void = (_req, res) =>
+    res.writeHead(404).end();
 
   private constructor(server: https.Server, ca: string, edgeId: string, hubHostname: string) {
     this.#server = server;
@@ -146,6 +149,19 @@ export class RawHttpsParent {
     this.requests.push({ method: req.method ?? "", url, rawHeaders: req.rawHeaders, body: text });
     if (this.deviceKey !== undefined && req.method === "GET" && url.includes("/modules/%24")) {
       this.#serveModule(req, url, res);
+      return;
+    }
+    // A single-identity call (scope.json `nested.on-behalf-of`, `legacy.get-one`): the token
+    // checked here, the rest by the test's `identityAnswer`.
+    if (/\/(getDeviceAndModuleOnBehalfOf|deviceAndModuleInDeviceScope)\?/.test(url)) {
+      try {
+        this.#checkToken(req.headers.authorization);
+      } catch (err) {
+        this.refused.push(`${(err as Error).message}: ${req.method} ${url}`);
+        res.writeHead(401).end();
+        return;
+      }
+      this.identityAnswer(this.requests.at(-1) as RecordedRequest, res);
       return;
     }
     let call: ScopeCall;

@@ -108,7 +108,7 @@ export async function edgeOf(parent: RawHttpsParent | ParentConfigInput, options
       .map((d) => d.deviceId)
       .sort();
   const reasons = () => log.events.filter((e) => e.event === "scope-sync-failed").map((e) => e.fields.reason);
-  return { sync, registry, log, ids, reasons };
+  return { sync, registry, log, ids, reasons, config, credentials };
 }
 
 /** Syncs a first, good scope (the edge and `keep-me`), so a failed sync has something to leave alone. */
