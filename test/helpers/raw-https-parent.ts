@@ -103,6 +103,9 @@ export class RawHttpsParent {
   /** How a single-identity call (its token good) is answered: none by default (404). */
   identityAnswer: (req: RecordedRequest, res: ServerResponse) => void = (_req, res) =>
     res.writeHead(404).end();
+  /** How a module identity write (its token good) is answered: none by default (404). */
+  moduleWriteAnswer: (req: RecordedRequest, res: ServerResponse) => void = (_req, res) =>
+    res.writeHead(404).end();
 
   private constructor(server: https.Server, ca: string, edgeId: string, hubHostname: string) {
     this.#server = server;
@@ -151,9 +154,13 @@ export class RawHttpsParent {
       this.#serveModule(req, url, res);
       return;
     }
-    // A single-identity call (scope.json `nested.on-behalf-of`, `legacy.get-one`): the token
-    // checked here, the rest by the test's `identityAnswer`.
-    if (/\/(getDeviceAndModuleOnBehalfOf|deviceAndModuleInDeviceScope)\?/.test(url)) {
+    // A single-identity call (scope.json `nested.on-behalf-of`, `legacy.get-one`) or a module
+    // identity write forwarded on a child's behalf (identity.json `module-identity.put`,
+    // `.list-delete`): the `$edgeHub` token checked here, the rest by the test's answer.
+    const identityCall = /\/(getDeviceAndModuleOnBehalfOf|deviceAndModuleInDeviceScope)\?/.test(url);
+    const moduleWrite =
+      (req.method === "PUT" || req.method === "DELETE") && /^\/devices\/[^/]+\/modules\/[^/?]+\?/.test(url);
+    if (identityCall || moduleWrite) {
       try {
         this.#checkToken(req.headers.authorization);
       } catch (err) {
@@ -161,7 +168,8 @@ export class RawHttpsParent {
         res.writeHead(401).end();
         return;
       }
-      this.identityAnswer(this.requests.at(-1) as RecordedRequest, res);
+      const answer = identityCall ? this.identityAnswer : this.moduleWriteAnswer;
+      answer(this.requests.at(-1) as RecordedRequest, res);
       return;
     }
     let call: ScopeCall;

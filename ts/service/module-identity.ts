@@ -19,7 +19,7 @@ import type { Authenticator, PeerCertificate, Principal } from "../auth/authenti
 import type { Module, Registry } from "../auth/registry.js";
 import { parseSasToken } from "../auth/sas.js";
 import { EdgeHubError } from "../errors.js";
-import { isJsonObject, own } from "../json.js";
+import { isJsonObject, own, record } from "../json.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
 import { ApiError, readJson, sendJson, unauthorized } from "./http.js";
 import { moduleJson } from "./shapes.js";
@@ -128,9 +128,8 @@ const invalid = (message: string) => new ApiError(400, "ArgumentInvalid", messag
 
 /** A device's PUT body, checked: IS `hub::Module`'s fields, ids as the path has them. */
 function writeBodyOf(body: unknown, deviceId: string, moduleId: string): Record<string, unknown> {
-  if (body === undefined) return Object.create(null) as Record<string, unknown>;
-  if (!isJsonObject(body)) throw invalid("the body is not a module JSON object");
-  for (const key of Object.keys(body))
+  if (body !== undefined && !isJsonObject(body)) throw invalid("the body is not a module JSON object");
+  for (const key of Object.keys(body ?? {}))
     if (!BODY_FIELDS.has(key)) throw invalid(`unknown field ${JSON.stringify(key.slice(0, 64))}`);
   for (const [key, want] of [
     ["deviceId", deviceId],
@@ -150,7 +149,10 @@ function writeBodyOf(body: unknown, deviceId: string, moduleId: string): Record<
   const authentication = own(body, "authentication");
   if (authentication !== undefined && authentication !== null && !isJsonObject(authentication))
     throw invalid("authentication is not an object");
-  const out = Object.create(null) as Record<string, unknown>;
+  // What goes on (to the registry, or to the parent): hub::Module's fields as the path names them.
+  const out = record();
+  out.moduleId = moduleId;
+  out.deviceId = deviceId;
   if (typeof managedBy === "string") out.managedBy = managedBy;
   if (isJsonObject(authentication)) out.authentication = authentication;
   return out;
