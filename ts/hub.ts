@@ -348,6 +348,7 @@ export class EdgeHub {
         // A request that passed authentication: its socket leaves its address's unauthenticated count.
         authenticated: (req) => admission.authenticated(req.socket),
         moduleWrites: upstream?.parentModules,
+        refreshIdentity: upstream?.scopeIdentity?.fetchFor,
         log,
       });
       for (const [srv, port] of [

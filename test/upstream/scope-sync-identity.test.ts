@@ -14,7 +14,7 @@ import { edgeIdentity, gatewayOf, startEdge, startRoot, synced } from "../helper
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { recordingLogger } from "../helpers/hub.js";
 import { RawHttpsParent, type RecordedRequest, scopeForm } from "../helpers/raw-https-parent.js";
-import { device, json, module, syncedEdge } from "../helpers/scope-edge.js";
+import { device, edgeOf, json, module, syncedEdge } from "../helpers/scope-edge.js";
 
 const EDGE1_SCOPE = "ms-azure-iot-edge://edge1-638000000000000000";
 const child = (id: string) => device(id, { deviceScope: EDGE1_SCOPE, parentScopes: [EDGE1_SCOPE] });
@@ -189,5 +189,52 @@ describe("a device created after the edge synced, against a real root", () => {
     expect(edge.registry.getDevice("stranger")).toBeUndefined();
     // No whole scope sync for either.
     expect(syncs()).toBe(before);
+  }, 60_000);
+
+  it("root <- edge1 <- edge2: a leaf of edge2 made late is asked of edge1, which asks the root on edge2's behalf (chain edge2;edge1)", async () => {
+    const root = await startRoot(await tempDir(), { allowNesting: true });
+    const edge1Parent = await edgeIdentity(root, "edge1");
+    const e2 = await root.registry.createDevice({
+      deviceId: "edge2",
+      capabilities: { iotEdge: true },
+      parentScopes: [root.registry.getDevice("edge1")?.deviceScope as string],
+    });
+    const edge1 = await startEdge(await tempDir(), edge1Parent, { allowNesting: true });
+    await synced(edge1);
+    // edge2's own asker, against edge1 (which serves the route from its cache, then its parent).
+    const edge2 = await edgeOf({
+      hostname: "127.0.0.1",
+      hubHostname: "localhost",
+      httpsPort: edge1.ports.https,
+      deviceId: "edge2",
+      sharedAccessKey: e2.authentication.symmetricKey?.primaryKey ?? "",
+      caFile: edge1.caFile,
+    });
+    expect(await edge2.sync.sync(), JSON.stringify(edge2.reasons())).toBe(true);
+    const identity = new ScopeIdentity(
+      edge2.config,
+      edge2.credentials,
+      edge2.registry,
+      edge2.sync,
+      edge2.log,
+      {
+        retryDelayMs: () => 10,
+      },
+    );
+    const late = await root.registry.createDevice({
+      deviceId: "late2",
+      deviceScope: e2.deviceScope,
+    });
+    const elsewhere = await root.registry.createDevice({
+      deviceId: "late1",
+      deviceScope: root.registry.getDevice("edge1")?.deviceScope,
+    });
+    expect(await identity.fetch("late2", undefined)).toBe(true);
+    expect(edge2.registry.getDevice("late2")?.authentication).toEqual(late.authentication);
+    expect(edge1.registry.getDevice("late2")?.authentication).toEqual(late.authentication);
+    // edge1's own leaf is not edge2's to have, though edge1 may know it.
+    expect(elsewhere.deviceId).toBe("late1");
+    expect(await identity.fetch("late1", undefined)).toBe(false);
+    expect(edge2.registry.getDevice("late1")).toBeUndefined();
   }, 60_000);
 });

@@ -24,7 +24,7 @@ import { authorizeModuleCall } from "./module-caller.js";
 import { answerModuleCall, isDeviceModuleCall, type ModuleWrites, putModule } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, answerTargetScope, scopeCallOf } from "./scope.js";
-import { answerIdentityCall } from "./scope-identity.js";
+import { answerIdentityCall, type IdentityRefresh } from "./scope-identity.js";
 import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
 
 /** What the API works on. */
@@ -54,6 +54,8 @@ export interface ServiceApiContext {
   authenticated?(req: IncomingMessage): void;
   /** On an edge hub: a device's module identity writes go to the parent. */
   moduleWrites?: ModuleWrites | undefined;
+  /** On an edge hub: a child edge's ask for one identity its cache lacks goes to the parent. */
+  refreshIdentity?: IdentityRefresh | undefined;
   log: Logger;
 }
 
@@ -152,7 +154,16 @@ export class ServiceApi {
     const peer = this.#ctx.peerOf(req);
     // One identity of an edge's scope (a login its cache could not place).
     const { registry, authenticator } = this.#ctx;
-    const one = await answerIdentityCall(registry, authenticator, parts, req, peer, url.searchParams);
+    const refresh = this.#ctx.refreshIdentity;
+    const one = await answerIdentityCall(
+      registry,
+      authenticator,
+      parts,
+      req,
+      peer,
+      url.searchParams,
+      refresh,
+    );
     if (one) {
       this.#ctx.authenticated?.(req);
       return sendJson(res, 200, one);

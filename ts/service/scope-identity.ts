@@ -82,6 +82,37 @@ function resultOf(
 }
 
 /**
+ * On an edge hub: asks its own parent for an identity (ts/upstream/scope-identity.ts), on
+ * behalf of the chain `{origin};…;{child}` that asked here; true when the cache has it now.
+ */
+export type IdentityRefresh = (
+  deviceId: string,
+  moduleId: string | undefined,
+  chain: string[],
+) => Promise<boolean>;
+
+/**
+ * The answer from the cache; on an edge hub whose cache lacks the target, after asking its
+ * own parent once (Microsoft's parent refreshes on behalf of first, always:
+ * `DeviceScopeController#HandleGetDeviceAndModuleOnBehalfOfAsync`; here only when the cache
+ * cannot answer, so an answer while the parent is away is as fast as the cache).
+ */
+async function refreshed(
+  registry: Registry,
+  target: { deviceId: string; moduleId: string | undefined },
+  inScope: (d: Device) => boolean,
+  ask: (() => Promise<boolean>) | undefined,
+): Promise<ScopeResult> {
+  const cached = resultOf(registry, target, inScope);
+  if (cached.devices.length > 0 || !ask || !(await ask())) return cached;
+  return resultOf(registry, target, inScope);
+}
+
+/** Devices that are `edge` or below it. */
+const underEdge = (registry: Registry, edgeId: string) => (d: Device) =>
+  d.deviceId === edgeId || isBelow(registry, d.deviceId, edgeId);
+
+/**
  * Answers the nested call of `actorId`: 401 unless the caller is the actor's `$edgeHub`
  * (or device, or certificate, as for the scope calls); 400 for a body other than
  * IdentityOnBehalfOfRequest's fields, a chain that is not a sound chain of enabled edges
@@ -94,6 +125,7 @@ export async function answerOnBehalfOf(
   req: IncomingMessage,
   peer: PeerCertificate | undefined,
   body: () => Promise<unknown>,
+  refresh?: IdentityRefresh,
 ): Promise<ScopeResult> {
   scopeEdge(registry, authenticator, actorId, req.headers.authorization, peer);
   const request = await body();
@@ -109,11 +141,8 @@ export async function answerOnBehalfOf(
     throw invalid(`${ORIGIN_EDGE_HEADER} is not the first edge of authChain`);
   const target = targetIds(own(request, "targetDeviceId"), own(request, "targetModuleId"));
   // AuthChainHelpers.ValidateAuthChain(origin, target, chain to target): the origin is on it.
-  return resultOf(
-    registry,
-    target,
-    (d) => d.deviceId === origin.deviceId || isBelow(registry, d.deviceId, origin.deviceId),
-  );
+  const ask = refresh && (() => refresh(target.deviceId, target.moduleId, authChain.split(";")));
+  return refreshed(registry, target, underEdge(registry, origin.deviceId), ask);
 }
 
 /** Answers the legacy call of `edgeId`: the target if it is in the edge's subtree. */
@@ -124,17 +153,15 @@ export function answerInScopeTarget(
   authorization: string | undefined,
   peer: PeerCertificate | undefined,
   query: URLSearchParams,
-): ScopeResult {
-  const edge = scopeEdge(registry, authenticator, edgeId, authorization, peer);
+  refresh?: IdentityRefresh,
+): Promise<ScopeResult> {
+  scopeEdge(registry, authenticator, edgeId, authorization, peer);
   const target = targetIds(
     query.get("targetDeviceId") ?? undefined,
     query.get("targetModuleId") ?? undefined,
   );
-  return resultOf(
-    registry,
-    target,
-    (d) => d.deviceId === edge.deviceId || isBelow(registry, d.deviceId, edge.deviceId),
-  );
+  const ask = refresh && (() => refresh(target.deviceId, target.moduleId, [edgeId]));
+  return refreshed(registry, target, underEdge(registry, edgeId), ask);
 }
 
 /** A body of IdentityOnBehalfOfRequest's three short fields. */
@@ -142,7 +169,7 @@ const REQUEST_MAX = 16 * 1024;
 
 /**
  * The answer to a single-identity call (`parts`, the request's decoded path), or undefined
- * when the request is not one (another path or method).
+ * when the request is not one (another path or method). `refresh` on an edge hub.
  */
 export async function answerIdentityCall(
   registry: Registry,
@@ -151,12 +178,22 @@ export async function answerIdentityCall(
   req: IncomingMessage,
   peer: PeerCertificate | undefined,
   query: URLSearchParams,
+  refresh?: IdentityRefresh,
 ): Promise<ScopeResult | undefined> {
   const call = identityCallOf(parts);
   const edgeId = parts[1] as string;
+  const body = () => readJson(req, REQUEST_MAX);
   if (call === "on-behalf-of" && req.method === "POST")
-    return answerOnBehalfOf(registry, authenticator, edgeId, req, peer, () => readJson(req, REQUEST_MAX));
+    return answerOnBehalfOf(registry, authenticator, edgeId, req, peer, body, refresh);
   if (call === "legacy-one" && req.method === "GET")
-    return answerInScopeTarget(registry, authenticator, edgeId, req.headers.authorization, peer, query);
+    return answerInScopeTarget(
+      registry,
+      authenticator,
+      edgeId,
+      req.headers.authorization,
+      peer,
+      query,
+      refresh,
+    );
   return undefined;
 }

@@ -6,8 +6,9 @@
  * - **nested** (its default): `POST /devices/{this edge}/modules/$edgeHub/getDeviceAndModuleOnBehalfOf?api-version=2020-06-30-preview`
  *   with the origin edge in a header and `{targetDeviceId, targetModuleId?, authChain}`
  *   (Azure/iotedge:edge-hub/core/src/Microsoft.Azure.Devices.Edge.Hub.CloudProxy/NestedDeviceScopeApiClient.cs#GetIdentityOnBehalfOf).
- *   The login arrived here, so the origin is this edge and the chain its own
- *   (`GetEdgeAuthChain("{edge}/$edgeHub")` = `{edge}` for the actor).
+ *   For a login that arrived here the origin is this edge and the chain its own
+ *   (`GetEdgeAuthChain("{edge}/$edgeHub")` = `{edge}` for the actor); for a child edge's ask
+ *   passed on, the origin is that child's origin and the chain the child's, then this edge.
  * - **legacy**: `GET /devices/{this edge}/modules/$edgeHub/deviceAndModuleInDeviceScope?targetDeviceId=&targetModuleId=&api-version=2018-08-30-preview`
  *   (`DeviceScopeApiClient.cs#InScopeTargetIdentityUriFormat`), when the parent answered the
  *   POST 404 or 405 (an older parent), or the scope sync found it legacy; then for the process.
@@ -47,6 +48,17 @@ export class ScopeIdentity {
   #inFlight = 0;
   /** The parent answered the POST 404/405: the legacy call from now on. */
   #legacy = false;
+  /**
+   * A child edge asked this hub for an identity its cache lacks (the service API's
+   * `refreshIdentity`): asked of the parent on its behalf, within the same bounds as a login's.
+   */
+  readonly fetchFor = async (
+    deviceId: string,
+    moduleId: string | undefined,
+    below: string[],
+  ): Promise<boolean> =>
+    this.#mayAsk(`${below.join(";")}>${deviceId}/${moduleId ?? ""}`) === "yes" &&
+    this.fetch(deviceId, moduleId, below);
 
   constructor(
     parent: ParentConfig,
@@ -72,23 +84,32 @@ export class ScopeIdentity {
     const [deviceId, moduleId, ...rest] = clientId.split("/");
     if (rest.length > 0 || !isIdentityId(deviceId) || (moduleId !== undefined && !isIdentityId(moduleId)))
       return;
-    const now = Date.now();
-    if (now - (this.#asked.get(clientId) ?? -Infinity) < ASK_EVERY_MS) return;
-    if (this.#inFlight >= MAX_IN_FLIGHT) {
-      this.#scope.requestSync();
-      return;
-    }
-    this.#asked.delete(clientId);
-    this.#asked.set(clientId, now);
-    if (this.#asked.size > MAX_REMEMBERED) this.#asked.delete(this.#asked.keys().next().value as string);
-    void this.fetch(deviceId, moduleId);
+    const may = this.#mayAsk(clientId);
+    if (may === "busy") this.#scope.requestSync();
+    if (may === "yes") void this.fetch(deviceId, moduleId);
   }
 
-  /** Asks now; resolves true when the identity came and is in the cache, false otherwise (logged). */
-  async fetch(deviceId: string, moduleId: string | undefined): Promise<boolean> {
+  /** Whether `key` may be asked for now (and if so, noted as asked). */
+  #mayAsk(key: string): "yes" | "recently" | "busy" {
+    const now = Date.now();
+    if (now - (this.#asked.get(key) ?? Number.NEGATIVE_INFINITY) < ASK_EVERY_MS) return "recently";
+    if (this.#inFlight >= MAX_IN_FLIGHT) return "busy";
+    this.#asked.delete(key);
+    this.#asked.set(key, now);
+    if (this.#asked.size > MAX_REMEMBERED) this.#asked.delete(this.#asked.keys().next().value as string);
+    return "yes";
+  }
+
+  /**
+   * Asks now; resolves true when the identity came and is in the cache, false otherwise
+   * (logged). `below`: for a child edge's own ask this hub passes on (as Microsoft's parent
+   * refreshes on behalf of it first), the child's chain `{origin};…;{child}`; this hub's id
+   * is appended, so the chain ends with the actor.
+   */
+  async fetch(deviceId: string, moduleId: string | undefined, below: string[] = []): Promise<boolean> {
     this.#inFlight++;
     try {
-      const page = pageOf(await this.#ask(deviceId, moduleId));
+      const page = pageOf(await this.#ask(deviceId, moduleId, [...below, this.#parent.deviceId]));
       const taken = await this.#take(page.devices, page.modules, deviceId, moduleId);
       this.#log.log("info", "scope-identity", { deviceId, moduleId, found: taken });
       return taken;
@@ -104,21 +125,21 @@ export class ScopeIdentity {
     }
   }
 
-  async #ask(deviceId: string, moduleId: string | undefined): Promise<unknown> {
+  async #ask(deviceId: string, moduleId: string | undefined, chain: string[]): Promise<unknown> {
     const actor = this.#parent.deviceId;
     if (!this.#legacy && this.#scope.form !== "legacy") {
       // Field order and the omitted null module as Newtonsoft writes IdentityOnBehalfOfRequest.
       const body = JSON.stringify({
         targetDeviceId: deviceId,
         ...(moduleId === undefined ? {} : { targetModuleId: moduleId }),
-        authChain: actor,
+        authChain: chain.join(";"),
       });
       try {
         return await this.#call({
           method: "POST",
           path: `${onBehalfOfPath(actor)}?api-version=${NESTED_API}`,
           body,
-          headers: { [ORIGIN_EDGE_HEADER]: actor },
+          headers: { [ORIGIN_EDGE_HEADER]: chain[0] as string },
         });
       } catch (err) {
         // An older parent without the route: the legacy call, for this parent from now on.
