@@ -122,3 +122,19 @@ export async function syncedEdge(parent: RawHttpsParent) {
   parent.answer = answer;
   return edge;
 }
+
+/** The scope sync of a child edge `deviceId` (device key `key`) whose parent is the in-process edge hub `parent`. */
+export function childEdgeOf(
+  parent: { ports: { https: number }; caFile: string },
+  deviceId: string,
+  key: string,
+) {
+  return edgeOf({
+    hostname: "127.0.0.1",
+    hubHostname: "localhost",
+    httpsPort: parent.ports.https,
+    deviceId,
+    sharedAccessKey: key,
+    caFile: parent.caFile,
+  });
+}

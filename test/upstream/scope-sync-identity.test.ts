@@ -14,7 +14,7 @@ import { edgeIdentity, gatewayOf, startEdge, startRoot, synced } from "../helper
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { recordingLogger } from "../helpers/hub.js";
 import { RawHttpsParent, type RecordedRequest, scopeForm } from "../helpers/raw-https-parent.js";
-import { device, edgeOf, json, module, syncedEdge } from "../helpers/scope-edge.js";
+import { childEdgeOf, device, json, module, syncedEdge } from "../helpers/scope-edge.js";
 
 const EDGE1_SCOPE = "ms-azure-iot-edge://edge1-638000000000000000";
 const child = (id: string) => device(id, { deviceScope: EDGE1_SCOPE, parentScopes: [EDGE1_SCOPE] });
@@ -202,14 +202,7 @@ describe("a device created after the edge synced, against a real root", () => {
     const edge1 = await startEdge(await tempDir(), edge1Parent, { allowNesting: true });
     await synced(edge1);
     // edge2's own asker, against edge1 (which serves the route from its cache, then its parent).
-    const edge2 = await edgeOf({
-      hostname: "127.0.0.1",
-      hubHostname: "localhost",
-      httpsPort: edge1.ports.https,
-      deviceId: "edge2",
-      sharedAccessKey: e2.authentication.symmetricKey?.primaryKey ?? "",
-      caFile: edge1.caFile,
-    });
+    const edge2 = await childEdgeOf(edge1, "edge2", e2.authentication.symmetricKey?.primaryKey ?? "");
     expect(await edge2.sync.sync(), JSON.stringify(edge2.reasons())).toBe(true);
     const identity = new ScopeIdentity(
       edge2.config,

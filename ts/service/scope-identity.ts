@@ -23,7 +23,7 @@ import { isBelow } from "../auth/authorization.js";
 import { type Device, isIdentityId, type Registry } from "../auth/registry.js";
 import { isJsonObject, own } from "../json.js";
 import { readJson } from "./http.js";
-import { invalid, type ScopeResult, scopeEdge, targetOf } from "./scope.js";
+import { edgeHubCallOf, edgeHubPath, invalid, type ScopeResult, scopeEdge, targetOf } from "./scope.js";
 import { deviceJson, moduleJson } from "./shapes.js";
 
 /** The fields of `IdentityOnBehalfOfRequest` (Azure/iotedge:edge-hub/core/src/Microsoft.Azure.Devices.Edge.Hub.Core/IdentityOnBehalfOfRequest.cs). */
@@ -38,21 +38,20 @@ export const ORIGIN_EDGE_HEADER = "x-ms-edge-origin-edge";
 
 /** Which single-identity call the path parts are, if any. */
 export function identityCallOf(parts: string[]): "on-behalf-of" | "legacy-one" | undefined {
-  if (parts.length !== 5 || parts[0] !== "devices" || parts[2] !== "modules" || parts[3] !== "$edgeHub")
-    return undefined;
-  if (parts[4] === "getDeviceAndModuleOnBehalfOf") return "on-behalf-of";
-  if (parts[4] === "deviceAndModuleInDeviceScope") return "legacy-one";
+  const name = edgeHubCallOf(parts);
+  if (name === "getDeviceAndModuleOnBehalfOf") return "on-behalf-of";
+  if (name === "deviceAndModuleInDeviceScope") return "legacy-one";
   return undefined;
 }
 
-/** The path of the nested call made by `actorId`. */
+/** The path of the nested call made by `actorId` (`NestedDeviceScopeApiClient.cs#GetDeviceAndModuleOnBehalfOfUriFormat`). */
 export function onBehalfOfPath(actorId: string): string {
-  return `/devices/${encodeURIComponent(actorId)}/modules/$edgeHub/getDeviceAndModuleOnBehalfOf`;
+  return edgeHubPath(actorId, "getDeviceAndModuleOnBehalfOf");
 }
 
-/** The path of the legacy call made by `edgeId`. */
+/** The path of the legacy call made by `edgeId` (`DeviceScopeApiClient.cs#InScopeTargetIdentityUriFormat`). */
 export function inScopeTargetPath(edgeId: string): string {
-  return `/devices/${encodeURIComponent(edgeId)}/modules/$edgeHub/deviceAndModuleInDeviceScope`;
+  return edgeHubPath(edgeId, "deviceAndModuleInDeviceScope");
 }
 
 /** A target's ids, checked: a device id, and a module id or none (absent, null or ""). */
@@ -150,12 +149,12 @@ export function answerInScopeTarget(
   registry: Registry,
   authenticator: Authenticator,
   edgeId: string,
-  authorization: string | undefined,
+  req: IncomingMessage,
   peer: PeerCertificate | undefined,
   query: URLSearchParams,
   refresh?: IdentityRefresh,
 ): Promise<ScopeResult> {
-  scopeEdge(registry, authenticator, edgeId, authorization, peer);
+  scopeEdge(registry, authenticator, edgeId, req.headers.authorization, peer);
   const target = targetIds(
     query.get("targetDeviceId") ?? undefined,
     query.get("targetModuleId") ?? undefined,

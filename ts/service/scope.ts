@@ -68,22 +68,33 @@ export function scopeDevices(registry: Registry, edge: Device): Device[] {
   return [edge, ...out.slice(1).sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1))];
 }
 
+/** The path of an edge's call `name` on its parent: `/devices/{edge}/modules/$edgeHub/{name}`. */
+export function edgeHubPath(edgeId: string, name: string): string {
+  return `/devices/${encodeURIComponent(edgeId)}/modules/$edgeHub/${name}`;
+}
+
+/** The call's name when the path parts are `devices/{edge}/modules/$edgeHub/{name}`. */
+export function edgeHubCallOf(parts: string[]): string | undefined {
+  if (parts.length !== 5 || parts[0] !== "devices" || parts[2] !== "modules" || parts[3] !== "$edgeHub")
+    return undefined;
+  return parts[4];
+}
+
 /** The path of the legacy scope call for `edgeId`. */
 export function scopePath(edgeId: string): string {
-  return `/devices/${encodeURIComponent(edgeId)}/modules/$edgeHub/devicesAndModulesInDeviceScope`;
+  return edgeHubPath(edgeId, "devicesAndModulesInDeviceScope");
 }
 
 /** The path of the nested scope call made by `actorId` (`NestedDeviceScopeApiClient.cs#GetDevicesAndModulesInTargetScopeUriFormat`). */
 export function nestedScopePath(actorId: string): string {
-  return `/devices/${encodeURIComponent(actorId)}/modules/$edgeHub/devicesAndModulesInTargetDeviceScope`;
+  return edgeHubPath(actorId, "devicesAndModulesInTargetDeviceScope");
 }
 
 /** Which scope call the path parts are, if any. */
 export function scopeCallOf(parts: string[]): "legacy" | "nested" | undefined {
-  if (parts.length !== 5 || parts[0] !== "devices" || parts[2] !== "modules" || parts[3] !== "$edgeHub")
-    return undefined;
-  if (parts[4] === "devicesAndModulesInDeviceScope") return "legacy";
-  if (parts[4] === "devicesAndModulesInTargetDeviceScope") return "nested";
+  const name = edgeHubCallOf(parts);
+  if (name === "devicesAndModulesInDeviceScope") return "legacy";
+  if (name === "devicesAndModulesInTargetDeviceScope") return "nested";
   return undefined;
 }
 
