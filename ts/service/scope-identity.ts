@@ -185,14 +185,6 @@ export async function answerIdentityCall(
   if (call === "on-behalf-of" && req.method === "POST")
     return answerOnBehalfOf(registry, authenticator, edgeId, req, peer, body, refresh);
   if (call === "legacy-one" && req.method === "GET")
-    return answerInScopeTarget(
-      registry,
-      authenticator,
-      edgeId,
-      req.headers.authorization,
-      peer,
-      query,
-      refresh,
-    );
+    return answerInScopeTarget(registry, authenticator, edgeId, req, peer, query, refresh);
   return undefined;
 }
