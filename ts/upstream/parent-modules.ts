@@ -73,7 +73,7 @@ export class ParentModules implements ModuleWrites {
       );
     }
     // The cache answers this device's reads: it has the change before the caller reads it.
-    await this.#scope.sync();
+    await this.#scope.resync();
     return answer;
   }
 }

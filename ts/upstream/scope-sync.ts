@@ -198,6 +198,15 @@ export class ScopeSync {
     return this.#running;
   }
 
+  /**
+   * Syncs once more after any sync running now, which may have read the parent before a
+   * change this hub just made there (a module write forwarded for a child edge).
+   */
+  async resync(): Promise<boolean> {
+    await this.#running;
+    return this.sync();
+  }
+
   async #sync(): Promise<boolean> {
     const got = new Gathered(this.#log);
     try {
