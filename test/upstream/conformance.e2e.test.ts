@@ -353,7 +353,9 @@ const CHECKERS: Record<string, () => void> = {
     const legacy = captured().legacy;
     // Asked after the POST route answered 404.
     expect(legacy.requests.find((r) => r.url.includes("Scope"))?.method).toBe("POST");
-    const gets = legacy.requests.filter((r) => r.method === "GET" && r.url.includes("InDeviceScope"));
+    const gets = legacy.requests.filter(
+      (r) => r.method === "GET" && r.url.includes("devicesAndModulesInDeviceScope"),
+    );
     expect(norm(`GET ${decodeURIComponent(gets[0]?.url ?? "")}`)).toBe(norm(exampleText("scope/legacy.get")));
     // The next page: the continuationLink as the parent gave it, with the same token form.
     expect(gets.at(-1)?.url).toContain("continuationToken=page-2");
