@@ -4,10 +4,12 @@
  * with their keys, nothing else; the service policy keeps reading everything; an edge hub
  * answers its child edges from its scope cache, with its parent away.
  */
+import https from "node:https";
 import { describe, expect, it } from "vitest";
 import type { Module } from "../../ts/auth/registry.js";
 import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub } from "../../ts/index.js";
+import { type Pem, selfSigned } from "../helpers/certs.js";
 import { edgeIdentity, startEdge, startRoot, synced } from "../helpers/edge.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
@@ -292,5 +294,50 @@ describe("module identity API by the device's own credential", () => {
     expect(away.status).toBe(503);
     expect(JSON.stringify(away.body)).toMatch(/parent hub is unreachable/);
     expect((await as("edge2", "GET", "/devices/edge2/modules/%24edgeHub")).status).toBe(200);
+  });
+
+  it("a device presenting its X.509 certificate (no Authorization) writes its own modules, and only its own", async () => {
+    const root = await startRoot(await tempDir());
+    const cert = await selfSigned("xedge");
+    await root.registry.createDevice({
+      deviceId: "xedge",
+      capabilities: { iotEdge: true },
+      authentication: {
+        type: "selfSigned",
+        x509Thumbprint: { primaryThumbprint: cert.thumbprint, secondaryThumbprint: null },
+      },
+    });
+    await root.registry.createDevice({ deviceId: "dev2" });
+    const withCert = (method: string, path: string, pem: Pem, body?: unknown, ifMatch?: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = https.request(
+          {
+            host: "localhost",
+            port: root.ports.https,
+            path: `${path}?api-version=2017-11-08-preview`,
+            method,
+            ca: root.caCertificate,
+            cert: pem.cert,
+            key: pem.key,
+            headers: { "content-type": "application/json", ...(ifMatch ? { "if-match": ifMatch } : {}) },
+          },
+          (res) => {
+            res.resume();
+            res.on("end", () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on("error", reject);
+        req.end(body === undefined ? undefined : JSON.stringify(body));
+      });
+    expect(
+      await withCert("PUT", "/devices/xedge/modules/m1", cert, { moduleId: "m1", deviceId: "xedge" }),
+    ).toBe(200);
+    expect(root.registry.getModule("xedge", "m1")).toBeDefined();
+    expect(await withCert("GET", "/devices/xedge/modules", cert)).toBe(200);
+    expect(await withCert("PUT", "/devices/dev2/modules/m1", cert, {})).toBe(401);
+    expect(await withCert("PUT", "/devices/xedge/modules/m2", await selfSigned("xedge"), {})).toBe(401);
+    expect(await withCert("DELETE", "/devices/xedge/modules/%24edgeAgent", cert, undefined, "*")).toBe(403);
+    expect(await withCert("DELETE", "/devices/xedge/modules/m1", cert, undefined, "*")).toBe(204);
+    expect(root.registry.getModule("xedge", "m1")).toBeUndefined();
   });
 });
