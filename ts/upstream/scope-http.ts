@@ -57,6 +57,8 @@ export interface ScopeRequest {
   body?: string;
   /** Headers besides Authorization and Content-Type (`If-Match`, the origin edge). */
   headers?: Record<string, string>;
+  /** Most bytes of the answer's body; default {@link MAX_SCOPE_PAGE_BYTES}. */
+  maxBytes?: number;
 }
 
 /**
@@ -121,12 +123,15 @@ export function scopeCall(to: ScopeEndpoint, call: ScopeRequest): Promise<unknow
       (res) => {
         const chunks: Buffer[] = [];
         let bytes = 0;
+        const maxBytes = call.maxBytes ?? MAX_SCOPE_PAGE_BYTES;
         res.on("data", (c: Buffer) => {
           bytes += c.length;
-          if (bytes > MAX_SCOPE_PAGE_BYTES)
+          if (bytes > maxBytes)
             req.destroy(
               new ScopeCallError(
-                `a scope page is over ${MAX_SCOPE_PAGE_BYTES} bytes (MAX_SCOPE_PAGE_BYTES)`,
+                maxBytes === MAX_SCOPE_PAGE_BYTES
+                  ? `a scope page is over ${MAX_SCOPE_PAGE_BYTES} bytes (MAX_SCOPE_PAGE_BYTES)`
+                  : `an answer over ${maxBytes} bytes`,
                 false,
               ),
             );
