@@ -294,10 +294,11 @@ export class EdgeHub {
         refreshTwin: upstream
           ? (clientId: string) => upstream.twinSync?.refresh(clientId) ?? Promise.resolve()
           : undefined,
-        refused: (code: string) => {
+        refused: (code: string, clientId: string) => {
           hub.#observing?.metrics?.authFailed(code);
+          // The parent may know this identity, or its new keys: it is asked for that one.
           if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
-            upstream?.scope?.requestSync();
+            upstream?.scopeIdentity?.request(clientId);
         },
         maxMessageBytes: 256 * 1024,
         connectTimeoutMs: limits.mqttConnectTimeoutMs,
@@ -347,6 +348,8 @@ export class EdgeHub {
         endpoints: () => ({ hubHostname: parent?.hubHostname ?? config.hostname, mqtts: hub.ports.mqtts }),
         // A request that passed authentication: its socket leaves its address's unauthenticated count.
         authenticated: (req) => admission.authenticated(req.socket),
+        moduleWrites: upstream?.parentModules,
+        refreshIdentity: upstream?.scopeIdentity?.fetchFor,
         log,
       });
       for (const [srv, port] of [
