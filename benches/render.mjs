@@ -127,32 +127,49 @@ Node; Mosquitto, in C, goes past it) and the fsync floor (the same server, appen
 payload to a file and acking after a group-committed fdatasync: the least a Node broker
 that acks only once durable can do on this disk).
 
-How to read it. With 16 messages in flight per client (what SDK clients that do not await
-each send do) edgehub, which acks after fsync, is ahead of Mosquitto and aedes, which ack
-from memory, at 100 and 1000 clients, and behind at 10. With one in flight each client
-waits a disk round per message: at 10 clients every durable broker is bound by fsync
-latency (edgehub is above the fsync floor) while Mosquitto and aedes are bound only by the
-network; at 100 clients edgehub reaches about half of Mosquitto, below the fsync floor too,
-bound by its own CPU per message (a TLS record per PUBACK and per read); at 1000 clients
-all are level.
+How to read it. Mosquitto and aedes acknowledge from memory; edgehub acknowledges after
+the group commit's fsync (\`durability: "fsync"\`, the default) or, as \`edgehub-wal\`, after
+the WAL write without fsync (\`durability: "wal"\`: a killed hub keeps it, a power loss may
+not; IoT Edge's own default). With one message in flight each client waits a disk round per
+message under fsync, so every fsync-bound broker trails Mosquitto there; the fsync floor
+shows the least a Node broker pays for it. × Mosquitto is edgehub's CPU-seconds per million
+divided by Mosquitto's in the same run, for the same clients and window.
 
 ${tableMd(
-  ["clients", "in flight", "broker", "msgs/s", "PUBACK p50 (ms)", "PUBACK p99 (ms)", "CPU-s per 1M msgs"],
-  ingest.rows.map((r) => [
-    r.clients,
-    r.inFlight ?? 1,
-    r.broker,
-    fmt(r.msgsPerSec),
-    r.p50Ms,
-    r.p99Ms,
-    r.cpuSecPerMillion,
-  ]),
+  [
+    "clients",
+    "in flight",
+    "broker",
+    "msgs/s",
+    "PUBACK p50 (ms)",
+    "PUBACK p99 (ms)",
+    "CPU-s per 1M msgs",
+    "× Mosquitto CPU",
+  ],
+  ingest.rows.map((r) => {
+    const peer = ingest.rows.find(
+      (x) => x.broker === "mosquitto" && x.clients === r.clients && (x.inFlight ?? 1) === (r.inFlight ?? 1),
+    );
+    const ratio =
+      r.broker.startsWith("edgehub") && peer ? (r.cpuSecPerMillion / peer.cpuSecPerMillion).toFixed(2) : "";
+    return [
+      r.clients,
+      r.inFlight ?? 1,
+      r.broker,
+      fmt(r.msgsPerSec),
+      r.p50Ms,
+      r.p99Ms,
+      r.cpuSecPerMillion,
+      ratio,
+    ];
+  }),
 )}
-
+${threadTable(ingest)}
 What the figures do not show: Mosquitto and aedes acknowledge from memory (Mosquitto's
 queue is snapshotted every \`autosave_interval\`; aedes keeps it in memory) and lose what
 they acked when killed; edgehub acknowledges after the group commit's fsync
-(\`test/store/crash.test.ts\` kills it repeatedly and finds every acknowledged message).
+(\`test/store/crash.test.ts\` kills it repeatedly and finds every acknowledged message, under
+both durabilities; \`test/hub/sigkill.test.ts\` kills the hub process mid-ingest).
 
 ## Module to module
 
@@ -274,6 +291,31 @@ ${tableMd(
     s.online ? "yes" : "no",
   ]),
 )}`;
+}
+
+/** Where edgehub's CPU goes by thread, per million messages (rows that recorded it). */
+function threadTable(d) {
+  const rows = d.rows.filter((r) => r.broker.startsWith("edgehub") && r.threadCpuSecPerMillion);
+  if (rows.length === 0) return "";
+  const names = [...new Set(rows.flatMap((r) => Object.keys(r.threadCpuSecPerMillion)))].sort((a, b) =>
+    a === "node" ? -1 : b === "node" ? 1 : a.localeCompare(b),
+  );
+  return `
+edgehub's CPU-seconds per million messages by thread (from \`/proc/<pid>/task\`): \`node\` is
+the event loop (TLS, MQTT, routing, the store's JavaScript side), \`edgehub-store-w\` the
+store's writer (group commit: WAL write, fsync, state), \`rocksdb:*\` RocksDB's flushes and
+compactions; other threads (V8's GC helpers, libuv's pool) as named.
+
+${tableMd(
+  ["clients", "in flight", "broker", ...names],
+  rows.map((r) => [
+    r.clients,
+    r.inFlight ?? 1,
+    r.broker,
+    ...names.map((n) => r.threadCpuSecPerMillion[n] ?? 0),
+  ]),
+)}
+`;
 }
 
 function drainSection(d) {

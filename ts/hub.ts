@@ -4,7 +4,6 @@ import type net from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type tls from "node:tls";
-import type { WebSocketServer } from "ws";
 import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -19,7 +18,7 @@ import { DirectMethods } from "./methods/direct-methods.js";
 import { type Observing, observe } from "./observe/observe.js";
 import { Admission, RateLimitedLog } from "./protocol/admission.js";
 import { MqttConnection } from "./protocol/connection.js";
-import { createListeners, type Listeners } from "./protocol/listeners.js";
+import { createListeners, type Listeners, type WebSockets } from "./protocol/listeners.js";
 import { Sessions } from "./protocol/sessions.js";
 import { followShare, type IdentityShares } from "./routing/identity-shares.js";
 import { RouteTable } from "./routing/route-table.js";
@@ -74,7 +73,7 @@ export class EdgeHub {
   readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
   readonly #https: https.Server;
-  readonly #websockets: WebSocketServer;
+  readonly #websockets: WebSockets;
   #router: Router | undefined;
   /** Per-identity shares of the quota; undefined: off. */
   #shares: IdentityShares | undefined;
@@ -458,7 +457,7 @@ export class EdgeHub {
 
   /** Sockets open now (TLS and WebSocket), authenticated or not. */
   get openConnections(): number {
-    return this.#sockets.size + this.#websockets.clients.size;
+    return this.#sockets.size + this.#websockets.size;
   }
 
   /** Client ids connected now. */
@@ -494,7 +493,7 @@ export class EdgeHub {
     await within(CLOSE_GRACE_MS, this.#router?.settled());
     this.#router?.off("stored", pause);
     this.#https?.closeAllConnections();
-    for (const ws of this.#websockets.clients) ws.terminate();
+    this.#websockets.terminateAll();
     this.methods.close();
     this.upstream?.close();
     for (const c of this.#connections.values()) c.close("hub-closing");
