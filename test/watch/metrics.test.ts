@@ -7,11 +7,13 @@ import http from "node:http";
 import net from "node:net";
 import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
+import { createSasToken } from "../../ts/auth/sas.js";
 import { loadConfig } from "../../ts/config/config.js";
 import { EdgeHub, silentLogger } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, deviceClient, recordingLogger, startHub } from "../helpers/hub.js";
 import { localGet } from "../helpers/local-http.js";
+import { call, serviceToken } from "../helpers/service.js";
 
 /** The value of the sample `name{labels}` in a text exposition (undefined when absent). */
 function sample(text: string, name: string, labels = ""): number | undefined {
@@ -37,7 +39,9 @@ describe("metrics listener", () => {
     expect(sample(m.body, "edgehub_messages_in_total", 'endpoint="$events"')).toBe(7);
     expect(sample(m.body, "edgehub_backlog_messages", 'endpoint="$events"')).toBe(7);
     expect(sample(m.body, "edgehub_connected_clients")).toBe(1);
-    expect(sample(m.body, "edgehub_auth_failures_total", 'code="AUTH_BAD_SIGNATURE"')).toBe(1);
+    expect(sample(m.body, "edgehub_auth_failures_total", 'transport="mqtt",code="AUTH_BAD_SIGNATURE"')).toBe(
+      1,
+    );
     // One commit per append call: at least one, at most one per message here.
     const commits = sample(m.body, "edgehub_store_commit_duration_seconds_count") ?? 0;
     expect(commits).toBeGreaterThanOrEqual(1);
@@ -55,6 +59,48 @@ describe("metrics listener", () => {
     for (let i = 0; i < 3; i++) await device.sendEvent(new Message("x"));
     const again = await localGet(port, "/metrics");
     expect(sample(again.body, "edgehub_messages_in_total", 'endpoint="$events"')).toBe(10);
+  });
+
+  it("counts the service API's 401s and 403s by code, beside MQTT's", async () => {
+    const hub = await startHub(await tempDir(), { metrics: { port: 0 } });
+    const wrongKey = Buffer.alloc(32, 9).toString("base64");
+    const refused: Array<[Record<string, string>, number]> = [
+      [{ authorization: serviceToken(hub, wrongKey) }, 401],
+      [{ authorization: serviceToken(hub, wrongKey) }, 401],
+      [{ authorization: "SharedAccessSignature garbage" }, 401],
+    ];
+    for (const [headers, status] of refused)
+      expect((await call(hub, "GET", "/devices", undefined, headers)).status).toBe(status);
+    // A module calling a method on a device outside its own: 403.
+    await hub.registry.createDevice({ deviceId: "d1" });
+    await hub.registry.createDevice({ deviceId: "d2" });
+    const m = await hub.registry.createModule({ deviceId: "d1", moduleId: "m" });
+    const moduleToken = createSasToken(
+      `${hub.config.hostname}/devices/d1/modules/m`,
+      m.authentication.symmetricKey?.primaryKey ?? "",
+      Math.floor(Date.now() / 1000) + 600,
+    );
+    const forbidden = await call(
+      hub,
+      "POST",
+      "/twins/d2/methods",
+      { methodName: "x" },
+      {
+        authorization: moduleToken,
+        "x-ms-edge-moduleid": "d1/m",
+      },
+    );
+    expect(forbidden.status).toBe(403);
+    // The hub's own login is not counted.
+    expect((await call(hub, "GET", "/devices")).status).toBe(200);
+
+    const body = (await localGet(hub.ports.metrics, "/metrics")).body;
+    expect(sample(body, "edgehub_auth_failures_total", 'transport="https",code="AUTH_BAD_SIGNATURE"')).toBe(
+      2,
+    );
+    expect(sample(body, "edgehub_auth_failures_total", 'transport="https",code="AUTH_BAD_TOKEN"')).toBe(1);
+    expect(sample(body, "edgehub_auth_failures_total", 'transport="https",code="AUTH_NOT_IN_SCOPE"')).toBe(1);
+    expect(body).not.toMatch(/^edgehub_auth_failures_total\{transport="mqtt"/m);
   });
 
   it("answers /healthz, and /readyz 200 while serving, 503 once the store is closed", async () => {

@@ -11,8 +11,8 @@
 import type { Authenticator, PeerCertificate, Principal } from "../auth/authenticator.js";
 import type { Registry } from "../auth/registry.js";
 import { parseSasToken } from "../auth/sas.js";
-import { EdgeHubError } from "../errors.js";
-import { ApiError, unauthorized } from "./http.js";
+import { ErrorCodes } from "../errors.js";
+import { ApiError, unauthorized, unauthorizedBy } from "./http.js";
 import { moduleJson } from "./shapes.js";
 
 /**
@@ -58,12 +58,12 @@ export function answerModuleRead(
       ? authenticator.authenticateToken(authorization)
       : authenticator.authenticateCertificate(deviceId, peer as PeerCertificate);
   } catch (err) {
-    throw unauthorized(err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message);
+    throw unauthorizedBy(err);
   }
   // The device's own modules only, by the one table (a module's token reaches none).
   if (!authenticator.allows(caller, "module-identity", { deviceId, moduleId })) {
     const who = caller.moduleId === undefined ? caller.deviceId : `${caller.deviceId}/${caller.moduleId}`;
-    throw unauthorized(`${who} may not read the modules of ${deviceId}`);
+    throw unauthorized(`${who} may not read the modules of ${deviceId}`, ErrorCodes.AUTH_NOT_IN_SCOPE);
   }
   if (moduleId === undefined)
     return registry.listModules(deviceId).map((m) => moduleJson(m, isConnected(`${deviceId}/${m.moduleId}`)));
