@@ -90,7 +90,7 @@ const CASES: Record<string, Case> = {
       );
     },
     fail: ({ dir }) => runCli(["start", "--config", join(dir, "missing.json")]),
-    reason: /^ENOENT: no such file or directory, open '.*missing\.json'$/,
+    reason: /^cannot read the configuration .*missing\.json \(ENOENT\) \[CONFIG_INVALID\]$/,
   },
   "device create": {
     ok: ["device", "create", "dev1"],

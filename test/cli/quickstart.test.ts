@@ -165,7 +165,7 @@ describe("README's first five minutes", () => {
     expect(outOf("npx edgehub method invoke")).toMatch(/^status 200\n/);
     expect(outOf("npx edgehub twin show")).toMatch(/"interval": 5/);
     expect(outOf("npx edgehub device list")).toMatch(/^thermostat1 auth=sas enabled Connected$/m);
-    expect(outOf("npx edgehub status")).toMatch(/clients/);
+    expect(outOf("npx edgehub status")).toMatch(/^clients +1 connected: thermostat1$/m);
 
     // Ctrl-C ends each, the hub last, all cleanly.
     for (const run of [device, monitor, hub]) {

@@ -7,6 +7,7 @@
 import { readFile } from "node:fs/promises";
 import { constants } from "node:os";
 import { resolve } from "node:path";
+import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { EdgeHub } from "../hub.js";
 import { parseJson } from "../json.js";
 import { type CommandSpec, jsonLine } from "./command.js";
@@ -59,7 +60,19 @@ function readyText(hub: EdgeHub): string {
 async function start(configFile: string | undefined, json: boolean): Promise<void> {
   let config: unknown = {};
   if (configFile) {
-    const text = await readFile(configFile, "utf8");
+    let text: string;
+    try {
+      text = await readFile(configFile, "utf8");
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new EdgeHubError(
+        ErrorCodes.CONFIG_INVALID,
+        `cannot read the configuration ${configFile} (${code})`,
+        {
+          cause: err,
+        },
+      );
+    }
     try {
       config = parseJson(text);
     } catch (err) {
