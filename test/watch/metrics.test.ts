@@ -7,13 +7,12 @@ import http from "node:http";
 import net from "node:net";
 import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
-import { createSasToken } from "../../ts/auth/sas.js";
 import { loadConfig } from "../../ts/config/config.js";
 import { EdgeHub, silentLogger } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, deviceClient, recordingLogger, startHub } from "../helpers/hub.js";
 import { localGet } from "../helpers/local-http.js";
-import { call, serviceToken } from "../helpers/service.js";
+import { call, callAsModule, serviceToken } from "../helpers/service.js";
 
 /** The value of the sample `name{labels}` in a text exposition (undefined when absent). */
 function sample(text: string, name: string, labels = ""): number | undefined {
@@ -75,19 +74,16 @@ describe("metrics listener", () => {
     await hub.registry.createDevice({ deviceId: "d1" });
     await hub.registry.createDevice({ deviceId: "d2" });
     const m = await hub.registry.createModule({ deviceId: "d1", moduleId: "m" });
-    const moduleToken = createSasToken(
-      `${hub.config.hostname}/devices/d1/modules/m`,
-      m.authentication.symmetricKey?.primaryKey ?? "",
-      Math.floor(Date.now() / 1000) + 600,
-    );
-    const forbidden = await call(
+    const key = m.authentication.symmetricKey?.primaryKey ?? "";
+    const forbidden = await callAsModule(
       hub,
       "POST",
       "/twins/d2/methods",
       { methodName: "x" },
       {
-        authorization: moduleToken,
-        "x-ms-edge-moduleid": "d1/m",
+        deviceId: "d1",
+        moduleId: "m",
+        key,
       },
     );
     expect(forbidden.status).toBe(403);
