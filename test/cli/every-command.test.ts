@@ -4,6 +4,7 @@
  * that fails with a non-zero exit and one line on stderr. The cases are keyed by command
  * name and checked against the table, so a new command without a case fails this test.
  */
+import { spawn } from "node:child_process";
 import https from "node:https";
 import { join } from "node:path";
 import { Client, Message } from "azure-iot-device";
@@ -14,8 +15,8 @@ import { synopsis } from "../../ts/cli/command.js";
 import { allCommands } from "../../ts/cli/commands.js";
 import { readServiceLogin } from "../../ts/cli/login.js";
 import { MAX_EVENT_STREAMS } from "../../ts/service/events.js";
-import { type CliRun, runCli, type StartedHub, spawnCli, startJson } from "../helpers/cli.js";
-import { tempDir } from "../helpers/fixtures.js";
+import { type CliRun, cli, runCli, type StartedHub, spawnCli, startJson } from "../helpers/cli.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
 
 /** What a case gets: the hub, where to write files, an SDK device once one is connected. */
 interface Context {
@@ -191,6 +192,38 @@ const CASES: Record<string, Case> = {
         .split("\n")
         .map((l) => JSON.parse(l) as Record<string, unknown>);
       expect(lines).toEqual([expect.objectContaining({ deviceId: "dev1", body: "seen by monitor" })]);
+
+      // A reader that goes away (`| head -1`): monitor ends quietly with 0 (pipefail: its own code).
+      const piped = spawn(
+        "bash",
+        [
+          "-c",
+          `set -o pipefail; "${process.execPath}" "${cli}" monitor --json ${hub.login.join(" ")} | head -1`,
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let out = "";
+      let err = "";
+      piped.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      piped.stderr.on("data", (d: Buffer) => {
+        err += d.toString();
+      });
+      const code = new Promise<number | null>((resolve) => piped.on("close", resolve));
+      await eventually("monitor in the pipe following", () => err.includes("monitoring"));
+      // Until monitor writes into the closed pipe: the first line may still fit in it.
+      let pipeEnded = false;
+      void code.then(() => {
+        pipeEnded = true;
+      });
+      for (let i = 0; i < 100 && !pipeEnded; i++) {
+        await device?.sendEvent(new Message(`piped ${i}`));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await code, err).toBe(0);
+      expect(out).toMatch(/^\{"deviceId":"dev1",[^\n]*"body":"piped 0"\}\n$/);
+      expect(err).toBe("monitoring device-to-cloud messages (Ctrl-C to stop)\n");
     },
     // One stream more than a hub serves: refused with 429, said in one line.
     fail: async ({ hub }) => {
@@ -289,19 +322,26 @@ describe("every edgehub command", () => {
     // What the identity cases work on: an edge device and a device to make its child.
     await json(["device", "create", "gw", "--edge", ...hub.login]);
     await json(["device", "create", "leaf", ...hub.login]);
-    const login = (spec: string) => (allCommands().find((c) => c.name === spec)?.login ? hub.login : []);
+    /** `args` with the hub's login options that `args` does not give itself (a case's own win). */
+    const withLogin = (spec: string, args: string[]) => {
+      if (!allCommands().find((c) => c.name === spec)?.login) return args;
+      const extra: string[] = [];
+      for (let i = 0; i < hub.login.length; i += 2)
+        if (!args.includes(hub.login[i] ?? "")) extra.push(hub.login[i] ?? "", hub.login[i + 1] ?? "");
+      return [...args, ...extra];
+    };
     try {
       for (const [name, c] of Object.entries(CASES)) {
         // The cert commands write relative to where they run: the test's dir.
         const cwd = name.startsWith("cert ") ? dir : undefined;
         if (c.run) await c.run(ctx);
         else if (c.ok) {
-          const r = await runCli([...c.ok, ...login(name), "--json"], cwd);
+          const r = await runCli([...withLogin(name, c.ok), "--json"], cwd);
           expect(r.code, `${name}: ${r.stderr}`).toBe(0);
           await c.check?.(JSON.parse(r.stdout), ctx);
         }
         const failed =
-          typeof c.fail === "function" ? await c.fail(ctx) : await runCli([...c.fail, ...login(name)], cwd);
+          typeof c.fail === "function" ? await c.fail(ctx) : await runCli(withLogin(name, c.fail), cwd);
         expect(failed.code, `${name} should fail: ${failed.stdout}`).not.toBe(0);
         expect(failed.stderr, name).toMatch(/^edgehub: [^\n]*\n$/);
         expect(failed.stderr.slice("edgehub: ".length).trimEnd(), name).toMatch(c.reason);

@@ -7,7 +7,7 @@ import { afterEach } from "vitest";
 import type { ReadyLine } from "../../ts/cli/start.js";
 
 // The built command (`npm run build:ts` compiles it to dist/).
-const cli = fileURLToPath(new URL("../../dist/cli/edgehub.js", import.meta.url));
+export const cli = fileURLToPath(new URL("../../dist/cli/edgehub.js", import.meta.url));
 const running = new Set<ChildProcess>();
 
 afterEach(() => {
