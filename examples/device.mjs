@@ -13,8 +13,12 @@
  * Ctrl-C. Outside a clone of edgehub: `npm install azure-iot-device azure-iot-device-mqtt`.
  */
 import { readFileSync } from "node:fs";
-import { Client, Message } from "azure-iot-device";
-import { Mqtt } from "azure-iot-device-mqtt";
+// The SDK packages are CommonJS: their exports come through the default import.
+import deviceSdk from "azure-iot-device";
+import mqttTransport from "azure-iot-device-mqtt";
+
+const { Client, Message } = deviceSdk;
+const { Mqtt } = mqttTransport;
 
 const [connectionString, caFile = "edgehub-data/certs/ca.pem"] = process.argv.slice(2);
 if (!connectionString?.includes("DeviceId=")) {
