@@ -4,7 +4,6 @@
  * that fails with a non-zero exit and one line on stderr. The cases are keyed by command
  * name and checked against the table, so a new command without a case fails this test.
  */
-import { spawn } from "node:child_process";
 import https from "node:https";
 import { join } from "node:path";
 import { Client, Message } from "azure-iot-device";
@@ -15,8 +14,16 @@ import { synopsis } from "../../ts/cli/command.js";
 import { allCommands } from "../../ts/cli/commands.js";
 import { readServiceLogin } from "../../ts/cli/login.js";
 import { MAX_EVENT_STREAMS } from "../../ts/service/events.js";
-import { type CliRun, cli, runCli, type StartedHub, spawnCli, startJson } from "../helpers/cli.js";
-import { eventually, tempDir } from "../helpers/fixtures.js";
+import {
+  type CliRun,
+  cli,
+  runCli,
+  type StartedHub,
+  spawnCli,
+  spawnTracked,
+  startJson,
+} from "../helpers/cli.js";
+import { tempDir } from "../helpers/fixtures.js";
 
 /** What a case gets: the hub, where to write files, an SDK device once one is connected. */
 interface Context {
@@ -194,36 +201,24 @@ const CASES: Record<string, Case> = {
       expect(lines).toEqual([expect.objectContaining({ deviceId: "dev1", body: "seen by monitor" })]);
 
       // A reader that goes away (`| head -1`): monitor ends quietly with 0 (pipefail: its own code).
-      const piped = spawn(
-        "bash",
-        [
-          "-c",
-          `set -o pipefail; "${process.execPath}" "${cli}" monitor --json ${hub.login.join(" ")} | head -1`,
-        ],
-        { stdio: ["ignore", "pipe", "pipe"] },
-      );
-      let out = "";
-      let err = "";
-      piped.stdout.on("data", (d: Buffer) => {
-        out += d.toString();
-      });
-      piped.stderr.on("data", (d: Buffer) => {
-        err += d.toString();
-      });
-      const code = new Promise<number | null>((resolve) => piped.on("close", resolve));
-      await eventually("monitor in the pipe following", () => err.includes("monitoring"));
+      const piped = spawnTracked("bash", [
+        "-c",
+        `set -o pipefail; "${process.execPath}" "${cli}" monitor --json ${hub.login.join(" ")} | head -1`,
+      ]);
+      await piped.waitFor(/monitoring/);
       // Until monitor writes into the closed pipe: the first line may still fit in it.
       let pipeEnded = false;
-      void code.then(() => {
+      void piped.exited.then(() => {
         pipeEnded = true;
       });
       for (let i = 0; i < 100 && !pipeEnded; i++) {
         await device?.sendEvent(new Message(`piped ${i}`));
         await new Promise((r) => setTimeout(r, 100));
       }
-      expect(await code, err).toBe(0);
-      expect(out).toMatch(/^\{"deviceId":"dev1",[^\n]*"body":"piped 0"\}\n$/);
-      expect(err).toBe("monitoring device-to-cloud messages (Ctrl-C to stop)\n");
+      const { code, stdout, stderr } = await piped.exited;
+      expect(code, stderr).toBe(0);
+      expect(stdout).toMatch(/^\{"deviceId":"dev1",[^\n]*"body":"piped 0"\}\n$/);
+      expect(stderr).toBe("monitoring device-to-cloud messages (Ctrl-C to stop)\n");
     },
     // One stream more than a hub serves: refused with 429, said in one line.
     fail: async ({ hub }) => {

@@ -8,11 +8,11 @@
  * own bin (`bin/edgehub`, as npx resolves it in a clone), through an `npx` on PATH that runs
  * only that; `npm start` is its script minus the build step (the suite runs on the build).
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { chmod, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { type CliProcess, spawnTracked } from "../helpers/cli.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 
 const repo = fileURLToPath(new URL("../../", import.meta.url));
@@ -63,41 +63,13 @@ const READY: Array<[line: RegExp, ready: RegExp]> = [
   [/^node examples\/device\.mjs\b/, /^device: connected$/m],
 ];
 
-interface Run {
-  child: ChildProcess;
-  out(): string;
-  exited: Promise<number | null>;
-}
-
-const running = new Set<ChildProcess>();
-afterEach(() => {
-  for (const c of running) c.kill("SIGKILL");
-  running.clear();
-});
-
 /** `line` through `sh`, as a terminal would run it (`exec`: a Ctrl-C reaches the command itself). */
-function shell(line: string, cwd: string, path: string): Run {
-  const child = spawn("sh", ["-c", `exec ${line}`], {
-    cwd,
-    env: { ...process.env, PATH: path },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  running.add(child);
-  let out = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) =>
-    child.on("close", (code) => {
-      running.delete(child);
-      resolve(code);
-    }),
-  );
-  return { child, out: () => out, exited };
+function shell(line: string, cwd: string, path: string): CliProcess {
+  return spawnTracked("sh", ["-c", `exec ${line}`], { cwd, env: { ...process.env, PATH: path } });
 }
+
+/** Everything a line printed, stdout and stderr. */
+const printed = (run: CliProcess) => run.stdout() + run.stderr();
 
 describe("README's first five minutes", () => {
   it("runs every line as shown: hub, device, monitor, method, C2D, twin, status", async () => {
@@ -127,7 +99,7 @@ describe("README's first five minutes", () => {
     const startScript = /^npm run build --silent && (.+)$/.exec(pkg.scripts.start ?? "")?.[1];
     expect(startScript, "package.json's start script builds, then runs the command").toBeDefined();
 
-    const background: Array<{ line: string; run: Run }> = [];
+    const background: Array<{ line: string; run: CliProcess }> = [];
     const done: Array<{ line: string; code: number | null; out: string }> = [];
     for (const { command, background: long, shows } of lines) {
       const line = command.replace(/^npm start(?=\s|$)/, startScript ?? "");
@@ -137,15 +109,15 @@ describe("README's first five minutes", () => {
         // Ready once it says so (log lines may come first); another long-running line once it says anything.
         const ready = READY.find(([line]) => line.test(command))?.[1] ?? /./;
         await eventually(`${command} started`, () => {
-          if (run.child.exitCode !== null) throw new Error(`${command} exited: ${run.out()}`);
-          return ready.test(run.out());
+          if (run.child.exitCode !== null) throw new Error(`${command} exited: ${printed(run)}`);
+          return ready.test(printed(run));
         });
         continue;
       }
-      const code = await run.exited;
-      expect(code, `${command}\n${run.out()}`).toBe(0);
-      if (shows) expect(run.out(), command).toMatch(shows);
-      done.push({ line: command, code, out: run.out() });
+      const { code } = await run.exited;
+      expect(code, `${command}\n${printed(run)}`).toBe(0);
+      if (shows) expect(printed(run), command).toMatch(shows);
+      done.push({ line: command, code, out: printed(run) });
     }
 
     const started = (prefix: string) => {
@@ -156,13 +128,13 @@ describe("README's first five minutes", () => {
     const hub = started("npm start");
     const monitor = started("npx edgehub monitor");
     const device = started("node examples/device.mjs");
-    expect(hub.out()).toMatch(/edgehub running as /);
+    expect(printed(hub)).toMatch(/edgehub running as /);
     // What README promises each step does, seen where it shows.
     await eventually("the device's telemetry in monitor", () =>
-      /thermostat1 \{"temperature":21\.5,"n":1\}/.test(monitor.out()),
+      /thermostat1 \{"temperature":21\.5,"n":1\}/.test(printed(monitor)),
     );
     await eventually("the method, C2D and desired change at the device", () => {
-      const out = device.out();
+      const out = printed(device);
       return (
         out.includes('device: method reboot {"delay":5}') &&
         out.includes("device: c2d open the valve [priority=high]") &&
@@ -178,7 +150,7 @@ describe("README's first five minutes", () => {
     // Ctrl-C ends each, the hub last, all cleanly.
     for (const run of [device, monitor, hub]) {
       run.child.kill("SIGINT");
-      expect(await run.exited, run.out()).toBe(0);
+      expect((await run.exited).code, printed(run)).toBe(0);
     }
   }, 120_000);
 });

@@ -1,4 +1,4 @@
-/** The `edgehub` command as a child process: one-shot runs, and long ones (`monitor`) read as they go. */
+/** The `edgehub` command as a child process: one-shot runs, and long ones (`monitor`, `start`) read as they go. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -34,10 +34,19 @@ export interface CliProcess {
 
 /** Starts `edgehub …args` (in `cwd`, default this process's). */
 export function spawnCli(args: readonly string[], cwd?: string): CliProcess {
-  const child = spawn(process.execPath, [cli, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    ...(cwd === undefined ? {} : { cwd }),
-  });
+  return spawnTracked(process.execPath, [cli, ...args], { ...(cwd === undefined ? {} : { cwd }) });
+}
+
+/**
+ * Starts `file …args` with its output read as it comes, killed after the test if still
+ * running: the command itself, or a shell line around it (a pipe, README's lines).
+ */
+export function spawnTracked(
+  file: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): CliProcess {
+  const child = spawn(file, [...args], { stdio: ["ignore", "pipe", "pipe"], ...options });
   running.add(child);
   let stdout = "";
   let stderr = "";
@@ -62,7 +71,7 @@ export function spawnCli(args: readonly string[], cwd?: string): CliProcess {
       const deadline = Date.now() + timeoutMs;
       while (!pattern.test(stdout) && !pattern.test(stderr)) {
         if (child.exitCode !== null)
-          throw new Error(`edgehub ${args.join(" ")} exited (${child.exitCode}): ${stderr}`);
+          throw new Error(`${args.join(" ")} exited (${child.exitCode}): ${stderr}`);
         if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}: ${stdout}${stderr}`);
         await new Promise((r) => setTimeout(r, 20));
       }
