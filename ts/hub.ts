@@ -293,10 +293,11 @@ export class EdgeHub {
         refreshTwin: upstream
           ? (clientId: string) => upstream.twinSync?.refresh(clientId) ?? Promise.resolve()
           : undefined,
-        refused: (code: string) => {
+        refused: (code: string, clientId: string) => {
           hub.#observing?.metrics?.authFailed("mqtt", code);
+          // The parent may know this identity, or its new keys: it is asked for that one.
           if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
-            upstream?.scope?.requestSync();
+            upstream?.scopeIdentity?.request(clientId);
         },
         maxMessageBytes: 256 * 1024,
         connectTimeoutMs: limits.mqttConnectTimeoutMs,
@@ -349,6 +350,8 @@ export class EdgeHub {
         // A request that passed authentication: its socket leaves its address's unauthenticated count.
         authenticated: (req) => admission.authenticated(req.socket),
         refused: (code) => hub.#observing?.metrics?.authFailed("https", code),
+        moduleWrites: upstream?.parentModules,
+        refreshIdentity: upstream?.scopeIdentity?.fetchFor,
         log,
       });
       for (const [srv, port] of [

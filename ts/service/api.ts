@@ -21,9 +21,10 @@ import { checkIfMatch, ifMatchOf } from "./etag.js";
 import { EventStreams, page } from "./events.js";
 import { ApiError, readBody, readJson, sendError, sendJson, unauthorized, unauthorizedBy } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
-import { answerModuleRead, isDeviceModuleRead } from "./module-identity.js";
+import { answerModuleCall, isDeviceModuleCall, type ModuleWrites, putModule } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, answerTargetScope, scopeCallOf } from "./scope.js";
+import { answerIdentityCall, type IdentityRefresh } from "./scope-identity.js";
 import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
 
 /** What the API works on. */
@@ -55,6 +56,10 @@ export interface ServiceApiContext {
   authenticated?(req: IncomingMessage): void;
   /** A request was refused with 401 or 403; `code` is the `AUTH_*` code (for the metrics). */
   refused?(code: ErrorCode): void;
+  /** On an edge hub: a device's module identity writes go to the parent. */
+  moduleWrites?: ModuleWrites | undefined;
+  /** On an edge hub: a child edge's ask for one identity its cache lacks goes to the parent. */
+  refreshIdentity?: IdentityRefresh | undefined;
   log: Logger;
 }
 
@@ -152,21 +157,26 @@ export class ServiceApi {
       this.#ctx.authenticated?.(req);
       return sendJson(res, 200, scope);
     }
-    // A device reading its own modules (IoT Edge's identity service fetching `$edgeHub`).
     const peer = this.#ctx.peerOf(req);
-    if (isDeviceModuleRead(parts, method, req.headers.authorization, peer)) {
-      const ctx = this.#ctx;
-      const answer = answerModuleRead(
-        ctx.registry,
-        ctx.authenticator,
-        parts,
-        req.headers.authorization,
-        peer,
-        ctx.isConnected,
-      );
-      ctx.authenticated?.(req);
-      return sendJson(res, 200, answer);
+    // One identity of an edge's scope (a login its cache could not place).
+    const { registry, authenticator } = this.#ctx;
+    const refresh = this.#ctx.refreshIdentity;
+    const one = await answerIdentityCall(
+      registry,
+      authenticator,
+      parts,
+      req,
+      peer,
+      url.searchParams,
+      refresh,
+    );
+    if (one) {
+      this.#ctx.authenticated?.(req);
+      return sendJson(res, 200, one);
     }
+    // A device on its own modules (IoT Edge's identity service: `$edgeHub`'s keys, its modules).
+    if (isDeviceModuleCall(parts, method, req.headers.authorization, peer))
+      return answerModuleCall(this.#ctx, req, res, parts, peer);
     // A module calling a method through its hub signs as itself and names itself in a header.
     let caller = SERVICE_CALLER;
     if (req.headers["x-ms-edge-moduleid"] !== undefined)
@@ -242,15 +252,7 @@ export class ServiceApi {
         }
         if (method === "PUT") {
           const body = ((await readJson(req)) ?? {}) as Record<string, unknown>;
-          // As for devices: PUT creates; replacing an existing module needs If-Match (etag or *).
-          const current = ctx.registry.getModule(id, mid);
-          const ifMatch = ifMatchOf(req.headers["if-match"]);
-          if (current && !ifMatch)
-            throw new ApiError(409, "ModuleAlreadyExistsOnDevice", `module ${id}/${mid} already exists`);
-          if (current) checkIfMatch(ifMatch, current.etag, `module ${id}/${mid}`);
-          const spec = { ...body, deviceId: id, moduleId: mid };
-          const m = current ? await ctx.registry.updateModule(spec) : await ctx.registry.createModule(spec);
-          return sendJson(res, 200, moduleJson(m, ctx.isConnected(`${id}/${mid}`)));
+          return sendJson(res, 200, await putModule(ctx, id, mid, body, req.headers["if-match"]));
         }
         if (method === "DELETE") {
           await ctx.registry.deleteModule(id, mid);
