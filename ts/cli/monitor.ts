@@ -5,7 +5,7 @@
  * newline-delimited JSON kept open while messages arrive; when the stream is lost (the hub
  * restarted) it follows again from the cursor of the last message it printed.
  */
-import { MAX_EVENT_STREAMS } from "../service/events.js";
+import { formatCursor, MAX_EVENT_STREAMS } from "../service/events.js";
 import { type CommandIo, type CommandSpec, jsonLine, printable } from "./command.js";
 import { withClient } from "./login.js";
 import { type EventJson, ServiceApiError, type ServiceClient, StreamLostError } from "./service-client.js";
@@ -88,7 +88,7 @@ export async function followEvents(
   let cursor: Map<string, number> | undefined;
   let backoff = FIRST_BACKOFF_MS;
   for (;;) {
-    const from = cursor && cursor.size > 0 ? [...cursor].map(([q, o]) => `${q}:${o}`).join(",") : "end";
+    const from = cursor && cursor.size > 0 ? formatCursor(cursor) : "end";
     try {
       await client.follow(
         from,
