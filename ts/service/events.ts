@@ -111,6 +111,8 @@ export class EventStreams {
 
   async serve(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     // Counted before the first await: two requests arriving together cannot both take the last place.
+    // Refused as IoT Hub refuses past a throttle: 429 `ThrottlingException` (its error 429001,
+    // MicrosoftDocs/azure-docs articles/iot-hub/iot-hub-troubleshoot-error-429001-throttlingexception.md).
     if (this.#open >= this.#max)
       throw new ApiError(
         429,
