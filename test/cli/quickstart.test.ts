@@ -86,13 +86,14 @@ describe("README's first five minutes", () => {
     const cwd = await tempDir("edgehub-quickstart-");
     await symlink(join(repo, "bin"), join(cwd, "bin"));
     await symlink(join(repo, "examples"), join(cwd, "examples"));
-    const npx = join(cwd, "npx");
+    const shims = await tempDir("edgehub-shims-");
+    const npx = join(shims, "npx");
     await writeFile(
       npx,
       `#!/bin/sh\n[ "$1" = edgehub ] || { echo "npx $1: only edgehub here" >&2; exit 127; }\nshift\nexec "${join(repo, "bin", "edgehub")}" "$@"\n`,
     );
     await chmod(npx, 0o755);
-    const path = `${cwd}:${process.env.PATH ?? ""}`;
+    const path = `${shims}:${process.env.PATH ?? ""}`;
     const pkg = JSON.parse(await readFile(join(repo, "package.json"), "utf8")) as {
       scripts: Record<string, string>;
     };
