@@ -29,7 +29,7 @@ import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
 import { EdgeHubSettings } from "./upstream/settings.js";
 import { Upstream } from "./upstream/upstream.js";
-import { DEAD_LETTER_QUEUE, EVENTS_QUEUE, UPSTREAM_QUEUE } from "./vocabulary.js";
+import { DEAD_LETTER_QUEUE, EVENTS_QUEUE, UPSTREAM_QUEUE, UPSTREAM_QUEUES } from "./vocabulary.js";
 
 /** How long {@link EdgeHub.close} waits for messages being stored to be stored and acknowledged. */
 export const CLOSE_GRACE_MS = 5000;
@@ -294,7 +294,7 @@ export class EdgeHub {
           ? (clientId: string) => upstream.twinSync?.refresh(clientId) ?? Promise.resolve()
           : undefined,
         refused: (code: string, clientId: string) => {
-          hub.#observing?.metrics?.authFailed(code);
+          hub.#observing?.metrics?.authFailed("mqtt", code);
           // The parent may know this identity, or its new keys: it is asked for that one.
           if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
             upstream?.scopeIdentity?.request(clientId);
@@ -332,6 +332,8 @@ export class EdgeHub {
         delivery: hub.delivery,
         store,
         eventsQueue: EVENTS_QUEUE,
+        // `edgehub monitor` shows what devices sent: a root keeps it, an edge hub holds it for its parent.
+        followedQueues: parent ? UPSTREAM_QUEUES : [EVENTS_QUEUE],
         forget: async (clientId) => {
           await hub.twins.delete(clientId);
           await sessions.clear(clientId);
@@ -347,6 +349,7 @@ export class EdgeHub {
         endpoints: () => ({ hubHostname: parent?.hubHostname ?? config.hostname, mqtts: hub.ports.mqtts }),
         // A request that passed authentication: its socket leaves its address's unauthenticated count.
         authenticated: (req) => admission.authenticated(req.socket),
+        refused: (code) => hub.#observing?.metrics?.authFailed("https", code),
         moduleWrites: upstream?.parentModules,
         refreshIdentity: upstream?.scopeIdentity?.fetchFor,
         log,

@@ -9,7 +9,7 @@ import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import type { Device, Registry } from "../auth/registry.js";
 import { parseSasToken, signedByAny } from "../auth/sas.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
-import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
 import { record } from "../json.js";
 import type { Logger } from "../log.js";
 import { type DirectMethods, SERVICE_CALLER } from "../methods/direct-methods.js";
@@ -18,8 +18,8 @@ import type { Twins } from "../twin/twins.js";
 import { DEAD_LETTER_QUEUE } from "../vocabulary.js";
 import { applyBulk } from "./bulk.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
-import { page, streamEvents } from "./events.js";
-import { ApiError, readBody, readJson, sendError, sendJson, unauthorized } from "./http.js";
+import { EventStreams, page } from "./events.js";
+import { ApiError, readBody, readJson, sendError, sendJson, unauthorized, unauthorizedBy } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
 import { answerModuleCall, isDeviceModuleCall, type ModuleWrites, putModule } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
@@ -41,6 +41,8 @@ export interface ServiceApiContext {
   delivery: DeviceDelivery;
   store: MessageStore;
   eventsQueue: string;
+  /** What `GET /messages/events/stream` follows: the events queue on a root, the upstream queues on an edge hub. */
+  followedQueues: readonly string[];
   /** Drops the twin, session and queued deliveries of a deleted identity. */
   forget(clientId: string): Promise<void>;
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
@@ -52,6 +54,8 @@ export interface ServiceApiContext {
   status(): Promise<Record<string, unknown>>;
   /** A request on `req`'s socket passed authentication (the socket counts as authenticated). */
   authenticated?(req: IncomingMessage): void;
+  /** A request was refused with 401 or 403; `code` is the `AUTH_*` code (for the metrics). */
+  refused?(code: ErrorCode): void;
   /** On an edge hub: a device's module identity writes go to the parent. */
   moduleWrites?: ModuleWrites | undefined;
   /** On an edge hub: a child edge's ask for one identity its cache lacks goes to the parent. */
@@ -87,9 +91,11 @@ function apiError(err: unknown): ApiError {
 /** Handles one service API request. */
 export class ServiceApi {
   readonly #ctx: ServiceApiContext;
+  readonly #streams: EventStreams;
 
   constructor(ctx: ServiceApiContext) {
     this.#ctx = ctx;
+    this.#streams = new EventStreams(ctx);
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -98,6 +104,7 @@ export class ServiceApi {
       // The caller gets one generic 401; why it was refused is for the operator.
       if (e.status === 401)
         this.#ctx.log.log("warn", "service-api-refused", { path: req.url, reason: e.detail ?? e.message });
+      if (e.status === 401 || e.status === 403) this.#ctx.refused?.(e.authCode ?? ErrorCodes.AUTH_BAD_TOKEN);
       if (e.status >= 500)
         this.#ctx.log.log("error", "service-api-failed", { path: req.url, reason: (err as Error).message });
       if (!res.headersSent) sendError(res, e);
@@ -107,21 +114,20 @@ export class ServiceApi {
 
   #authorize(req: IncomingMessage): void {
     const header = req.headers.authorization;
-    if (!header) throw unauthorized("no Authorization header");
+    if (!header) throw unauthorized("no Authorization header", ErrorCodes.AUTH_BAD_TOKEN);
     let token: ReturnType<typeof parseSasToken>;
     try {
       token = parseSasToken(header);
       this.#ctx.authenticator.checkExpiry(token.expiry, "iothubowner");
     } catch (err) {
-      throw unauthorized(
-        err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message,
-      );
+      throw unauthorizedBy(err);
     }
     const audience = token.resource.toLowerCase().replace(/\/$/, "");
     if (token.keyName !== "iothubowner" || audience !== this.#ctx.hostname.toLowerCase()) {
-      throw unauthorized("token is not an iothubowner token for this hub");
+      throw unauthorized("token is not an iothubowner token for this hub", ErrorCodes.AUTH_WRONG_AUDIENCE);
     }
-    if (!signedByAny(token, [this.#ctx.serviceKey])) throw unauthorized("token signature does not match");
+    if (!signedByAny(token, [this.#ctx.serviceKey]))
+      throw unauthorized("token signature does not match", ErrorCodes.AUTH_BAD_SIGNATURE);
   }
 
   #device(id: string): Device {
@@ -345,7 +351,7 @@ export class ServiceApi {
       parts.length === 3 &&
       method === "GET"
     ) {
-      return streamEvents(ctx, req, res, url);
+      return this.#streams.serve(req, res, url);
     }
     if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
       return sendJson(res, 200, await page(ctx.store, ctx.eventsQueue, url, eventJson));

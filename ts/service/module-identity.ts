@@ -18,10 +18,10 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Authenticator, PeerCertificate, Principal } from "../auth/authenticator.js";
 import type { Module, Registry } from "../auth/registry.js";
 import { parseSasToken } from "../auth/sas.js";
-import { EdgeHubError } from "../errors.js";
+import { ErrorCodes } from "../errors.js";
 import { isJsonObject, own, record } from "../json.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
-import { ApiError, readJson, sendJson, unauthorized } from "./http.js";
+import { ApiError, readJson, sendJson, unauthorized, unauthorizedBy } from "./http.js";
 import { moduleJson } from "./shapes.js";
 
 /** A module write body: IS `hub::Module`'s five fields (and an etag), a few hundred bytes. */
@@ -120,7 +120,7 @@ function callerOf(
       ? authenticator.authenticateToken(authorization)
       : authenticator.authenticateCertificate(deviceId, peer as PeerCertificate);
   } catch (err) {
-    throw unauthorized(err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message);
+    throw unauthorizedBy(err);
   }
 }
 
@@ -178,7 +178,7 @@ export async function answerModuleCall(
   // The device's own modules, or (forwarded) a descendant's, by the one table.
   if (!ctx.authenticator.allows(caller, "module-identity", { deviceId, moduleId })) {
     const who = caller.moduleId === undefined ? caller.deviceId : `${caller.deviceId}/${caller.moduleId}`;
-    throw unauthorized(`${who} may not touch the modules of ${deviceId}`);
+    throw unauthorized(`${who} may not touch the modules of ${deviceId}`, ErrorCodes.AUTH_NOT_IN_SCOPE);
   }
   ctx.authenticated?.(req);
   if (moduleId === undefined)
@@ -195,7 +195,13 @@ export async function answerModuleCall(
     return sendJson(res, 200, moduleJson(m, ctx.isConnected(`${deviceId}/${moduleId}`)));
   }
   if (moduleId.startsWith("$"))
-    throw new ApiError(403, "Forbidden", `module ${moduleId} is managed by the hub, not by ${deviceId}`);
+    throw new ApiError(
+      403,
+      "Forbidden",
+      `module ${moduleId} is managed by the hub, not by ${deviceId}`,
+      undefined,
+      ErrorCodes.AUTH_NOT_IN_SCOPE,
+    );
   const ifMatch = ifMatchOf(req.headers["if-match"]);
   const body = method === "PUT" ? writeBodyOf(await readJson(req, BODY_MAX), deviceId, moduleId) : undefined;
   if (ctx.moduleWrites) {

@@ -21,9 +21,9 @@
  */
 import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import { type Device, isIdentityId, type Registry } from "../auth/registry.js";
-import { EdgeHubError } from "../errors.js";
+import { ErrorCodes } from "../errors.js";
 import { isJsonObject, own } from "../json.js";
-import { ApiError, unauthorized } from "./http.js";
+import { ApiError, unauthorized, unauthorizedBy } from "./http.js";
 import { deviceJson, moduleJson } from "./shapes.js";
 
 /** Devices per page when the caller gives no `deviceCount`, or `pageSize` 0. */
@@ -110,19 +110,23 @@ export function scopeEdge(
   authorization: string | undefined,
   peer: PeerCertificate | undefined,
 ): Device {
-  if (!authorization && !peer) throw unauthorized("no Authorization header or client certificate");
+  if (!authorization && !peer)
+    throw unauthorized("no Authorization header or client certificate", ErrorCodes.AUTH_BAD_TOKEN);
   let caller: { deviceId: string; moduleId?: string };
   try {
     caller = authorization
       ? authenticator.authenticateToken(authorization)
       : authenticator.authenticateCertificate(edgeId, peer as PeerCertificate);
   } catch (err) {
-    throw unauthorized(err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message);
+    throw unauthorizedBy(err);
   }
   // The edge device itself or its $edgeHub, by the one table.
   const edge = registry.getDevice(edgeId);
   if (!edge || !authenticator.allows(caller, "device-scope", { deviceId: edgeId })) {
-    throw unauthorized(`${caller.deviceId}/${caller.moduleId ?? ""} may not read the scope of ${edgeId}`);
+    throw unauthorized(
+      `${caller.deviceId}/${caller.moduleId ?? ""} may not read the scope of ${edgeId}`,
+      ErrorCodes.AUTH_NOT_IN_SCOPE,
+    );
   }
   return edge;
 }

@@ -14,7 +14,7 @@ import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
-import { PRIORITIES, priorityQueue, UPSTREAM_QUEUE } from "../vocabulary.js";
+import { UPSTREAM_QUEUE, UPSTREAM_QUEUES } from "../vocabulary.js";
 import { C2dRelay } from "./c2d-relay.js";
 import { ParentCredentials } from "./credentials.js";
 import { EdgeHubModule } from "./edgehub-module.js";
@@ -104,10 +104,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     // One queue per priority; a queue is read only while every higher one is drained. One
     // rate cap for all of them: it is the uplink's.
     const rate = parent.maxMessagesPerSec === undefined ? undefined : new RateLimit(parent.maxMessagesPerSec);
-    const queues = [
-      ...Array.from({ length: PRIORITIES }, (_, p) => priorityQueue(UPSTREAM_QUEUE, p)),
-      UPSTREAM_QUEUE,
-    ];
+    const queues = UPSTREAM_QUEUES;
     this.forwarders = [];
     for (const [i, queue] of queues.entries()) {
       const higher = this.forwarders.slice(0, i);
