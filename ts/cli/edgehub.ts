@@ -11,12 +11,8 @@
  * a refused command, or while stopping), 2 usage, 128 + signal number when a second
  * SIGINT/SIGTERM cuts the clean stop short.
  */
-import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { constants } from "node:os";
 import { EdgeHubError } from "../errors.js";
-import { EdgeHub } from "../hub.js";
-import { parseJson } from "../json.js";
 import { c2dCommands } from "./c2d.js";
 import { certCommands } from "./cert.js";
 import {
@@ -35,26 +31,9 @@ import { identityCommands } from "./identity.js";
 import { methodCommands } from "./method.js";
 import { moduleCommands } from "./module.js";
 import { monitorCommand } from "./monitor.js";
+import { startCommand } from "./start.js";
 import { statusCommand } from "./status.js";
 import { twinCommands } from "./twin.js";
-
-const startCommand: CommandSpec = {
-  name: "start",
-  summary: "run the hub until interrupted (SIGINT or SIGTERM)",
-  options: [
-    {
-      name: "config",
-      short: "c",
-      value: "<file.json>",
-      help:
-        "JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https}, tls {certFile, keyFile, caFile}, " +
-        "trustedDeviceCaFiles, parent, routes, storeAndForwardConfiguration {timeToLiveSecs, storeLimits {maxSizeBytes}}, " +
-        "logLevel, limits, metrics {host, port} (default 127.0.0.1:9600, false: off; /metrics, /healthz, " +
-        "/readyz, status page); docs/operating.md)",
-    },
-  ],
-  run: (input) => start(input.opt("config")),
-};
 
 /** Every command: groups (`edgehub device create …`) and single ones (`edgehub monitor`). */
 const COMMANDS: ReadonlyArray<CommandGroup | CommandSpec> = [
@@ -108,48 +87,6 @@ function help(argv: readonly string[]): string {
   const { found } = resolve(argv);
   if (!found) throw new UsageError(`no command ${argv.join(" ")}`);
   return isGroup(found) ? groupUsage(found) : usage(found);
-}
-
-async function start(configFile: string | undefined): Promise<void> {
-  let config: unknown = {};
-  if (configFile) {
-    const text = await readFile(configFile, "utf8");
-    try {
-      config = parseJson(text);
-    } catch (err) {
-      throw new Error(`${configFile} is not valid JSON: ${(err as Error).message}`);
-    }
-  }
-  const hub = await EdgeHub.start(config as Parameters<typeof EdgeHub.start>[0]);
-  const c = hub.config;
-  process.stdout.write(
-    [
-      `edgehub running as ${c.hostname}`,
-      `  MQTT over TLS  ${c.listen.host}:${hub.ports.mqtts}`,
-      `  service API    https://${c.hostname}:${hub.ports.https}/`,
-      `  data           ${c.dataDir}`,
-      `  CA for clients ${hub.caFile}`,
-      `  service connection string in ${hub.serviceConnectionStringFile}`,
-      `devices connect with HostName=${c.hostname};DeviceId=…;SharedAccessKey=…;GatewayHostName=${c.hostname}`,
-      "",
-    ].join("\n"),
-  );
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    // A second signal does not wait for the clean stop: 128 + the signal's number, as a shell reports it.
-    if (stopping) process.exit(128 + (constants.signals[signal] ?? 0));
-    stopping = true;
-    process.stdout.write(`${signal}: stopping\n`);
-    hub.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        process.stderr.write(`edgehub: error while stopping: ${(err as Error).message}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
 }
 
 async function main(argv: string[]): Promise<void> {
