@@ -78,15 +78,6 @@ export function nestedScopePath(actorId: string): string {
   return `/devices/${encodeURIComponent(actorId)}/modules/$edgeHub/devicesAndModulesInTargetDeviceScope`;
 }
 
-/** Which scope call the path parts are, if any. */
-export function scopeCallOf(parts: string[]): "legacy" | "nested" | undefined {
-  if (parts.length !== 5 || parts[0] !== "devices" || parts[2] !== "modules" || parts[3] !== "$edgeHub")
-    return undefined;
-  if (parts[4] === "devicesAndModulesInDeviceScope") return "legacy";
-  if (parts[4] === "devicesAndModulesInTargetDeviceScope") return "nested";
-  return undefined;
-}
-
 /**
  * The edge `edgeId` when the caller presenting `authorization` (a SAS token of that edge
  * device or of its `$edgeHub` module) or, without one, the edge device's TLS client
