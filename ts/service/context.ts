@@ -1,5 +1,7 @@
 /** What the service API's handlers work on, and one request as a handler sees it. */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type net from "node:net";
+import type tls from "node:tls";
 import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import type { Device, Registry } from "../auth/registry.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
@@ -7,6 +9,7 @@ import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
+import { EVENTS_QUEUE } from "../vocabulary.js";
 import { ApiError } from "./http.js";
 import type { RouteParams } from "./route-table.js";
 
@@ -56,4 +59,66 @@ export function deviceOf(ctx: ServiceApiContext, id: string): Device {
   const d = ctx.registry.getDevice(id);
   if (!d) throw new ApiError(404, "DeviceNotFound", `device ${id} not found`);
   return d;
+}
+
+/** The hub's parts the service API is made of. */
+export interface ServiceParts
+  extends Pick<
+    ServiceApiContext,
+    | "hostname"
+    | "serviceKey"
+    | "registry"
+    | "authenticator"
+    | "twins"
+    | "methods"
+    | "delivery"
+    | "store"
+    | "status"
+    | "log"
+  > {
+  /** The IoT hub device tokens name (the root's, through gateways), for `GET /edge/endpoints`. */
+  hubHostname: string;
+  mqttsPort(): number;
+  /** The client certificate a TLS socket presented. */
+  peerOf(socket: tls.TLSSocket): PeerCertificate | undefined;
+  /** A socket passed authentication (it leaves its address's unauthenticated count). */
+  authenticated(socket: net.Socket): void;
+  sessions: { clear(clientId: string): Promise<void> };
+  router: { on(event: "stored", l: () => void): unknown; off(event: "stored", l: () => void): unknown };
+  clients: { has(clientId: string): boolean };
+  /** C2D from the parent (absent on a root, or towards a broker). */
+  c2dRelay(): { forget(clientId: string): void } | undefined;
+}
+
+/** The service API's context over the hub's parts. */
+export function serviceContext(p: ServiceParts): ServiceApiContext {
+  const { twins, delivery } = p;
+  return {
+    hostname: p.hostname,
+    serviceKey: p.serviceKey,
+    registry: p.registry,
+    authenticator: p.authenticator,
+    twins,
+    methods: p.methods,
+    delivery,
+    store: p.store,
+    status: () => p.status(),
+    log: p.log,
+    eventsQueue: EVENTS_QUEUE,
+    peerOf: (req) => p.peerOf(req.socket as tls.TLSSocket),
+    // A deleted identity: nothing of it may reach one later created with the same id.
+    forget: async (clientId) => {
+      await twins.delete(clientId);
+      await p.sessions.clear(clientId);
+      await delivery.purge(clientId);
+      p.c2dRelay()?.forget(clientId);
+    },
+    onStored: (listener) => {
+      p.router.on("stored", listener);
+      return () => p.router.off("stored", listener);
+    },
+    isConnected: (clientId) => p.clients.has(clientId),
+    endpoints: () => ({ hubHostname: p.hubHostname, mqtts: p.mqttsPort() }),
+    authenticated: (req) => p.authenticated(req.socket),
+  };
 }
