@@ -167,6 +167,8 @@ export class EdgeHub {
           peerOf: (socket) => hub.#listeners.peerOf(socket),
           authenticated: (socket) => admission.authenticated(socket),
           c2dRelay: () => upstream?.c2dRelay,
+          moduleWrites: upstream?.parentModules,
+          refreshIdentity: upstream?.scopeIdentity?.fetchFor,
           status: () => hub.status(),
         }),
       );

@@ -198,7 +198,7 @@ describe("config keys", () => {
     expect(help).toContain("usage: edgehub start [--config <file.json>]");
     expect(help).toContain(configUsage());
     expect(help).toMatch(
-      / {2}parent\.window {2}\(a positive integer up to 32768; default 100\)\n {6}Unacknowledged/,
+      / {2}parent\.window {2}\(a positive integer up to 16384; default 100\)\n {6}Unacknowledged/,
     );
   });
 });

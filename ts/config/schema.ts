@@ -125,8 +125,9 @@ export const parentSchema = group({
     "mqtt only: the topic template ({deviceId}, {moduleId}, {outputName}).",
   ),
   window: key(
-    // Half of MQTT's 65,535 packet ids, so the link's twin and method traffic always finds a free one.
-    integer(1, 32_768, "a positive integer up to 32768"),
+    // Half of the link's 32,767 packet ids (the SDK's 1..0x7FFF, `mqtt-client.ts:PACKET_IDS`),
+    // so its twin and method traffic always finds a free one.
+    integer(1, 16_384, "a positive integer up to 16384"),
     100,
     "Unacknowledged messages per link.",
   ),

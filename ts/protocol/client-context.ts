@@ -19,7 +19,7 @@ export interface ClientFollower {
   subscribed(clientId: string, kind: string): void;
   unsubscribed(clientId: string, kind: string): void;
   disconnected(clientId: string): void;
-  loginRefused(code: string): void;
+  loginRefused(code: string, clientId: string): void;
   /** Brings a twin up to date from the parent before a GET is answered. */
   refreshTwin(clientId: string): Promise<void>;
 }
@@ -72,9 +72,9 @@ export function connectionContext(p: ClientParts): ConnectionContext {
       if (clientId !== undefined && clients.isCurrent(clientId, conn)) upstream?.unsubscribed(clientId, kind);
     },
     refreshTwin: upstream ? (clientId) => upstream.refreshTwin(clientId) : undefined,
-    refused: (code) => {
+    refused: (code, clientId) => {
       p.refused(code);
-      upstream?.loginRefused(code);
+      upstream?.loginRefused(code, clientId);
     },
     maxMessageBytes: MAX_MESSAGE_BYTES,
     connectTimeoutMs: p.connectTimeoutMs,

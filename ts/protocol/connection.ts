@@ -37,8 +37,8 @@ export interface ConnectionContext {
   /** Called when the client drops a subscription it held (the hub stops following for it upstream). */
   unsubscribed?(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
   log: Logger;
-  /** Called when a login is refused, with the reason's code. */
-  refused?(code: string): void;
+  /** Called when a login is refused, with the reason's code and the client id it named. */
+  refused?(code: string, clientId: string): void;
   /** Called once authenticated; returns false if the client id was taken over meanwhile. */
   register(clientId: string, conn: MqttConnection): void;
   unregister(clientId: string, conn: MqttConnection): void;
@@ -225,7 +225,7 @@ export class MqttConnection {
       });
     } catch (err) {
       const code = (err as EdgeHubError).code;
-      this.#ctx.refused?.(code);
+      this.#ctx.refused?.(code, p.clientId);
       // One answer for every refusal (as IoT Hub: 5), so a caller cannot tell an unknown id
       // from a bad token; the reason goes to the log with its code.
       this.#send({ cmd: "connack", returnCode: CONNACK.notAuthorized, sessionPresent: false });

@@ -14,7 +14,7 @@ import type { Call, ServiceApiContext } from "./context.js";
 import { page, streamEvents } from "./events.js";
 import { ApiError, readJson, sendError, sendJson, unauthorized } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
-import { answerModuleRead, isDeviceModuleRead } from "./module-identity.js";
+import { answerModuleCall, isDeviceModuleCall } from "./module-identity.js";
 import {
   bulkDevices,
   deleteDevice,
@@ -29,6 +29,7 @@ import {
 } from "./registry-routes.js";
 import { RouteTable } from "./route-table.js";
 import { answerScope, answerTargetScope } from "./scope.js";
+import { answerIdentityCall } from "./scope-identity.js";
 import { eventJson } from "./shapes.js";
 import { getTwin, invokeMethod, patchTwin, sendC2D } from "./twin-routes.js";
 
@@ -41,7 +42,8 @@ const SCOPE_REQUEST_MAX = 16 * 1024;
  * Who may call a route:
  * - `service` (the default): the hub's policy (an `iothubowner` token), or a module of an
  *   edge invoking a direct method with its own token (./module-caller.ts);
- * - `edge`: the handler authenticates the edge device itself (the device scope calls);
+ * - `edge`: the handler authenticates the edge device itself (the device scope calls, and
+ *   the single identities of its scope);
  * - `device`: the row is taken only for a device's own credential (a SAS token without
  *   `skn`, or a client certificate alone), which the handler authenticates; any other
  *   caller goes on to the `service` row of the same path.
@@ -69,9 +71,14 @@ const ROUTES: readonly Route[] = [
     access: "edge",
     handle: nestedScope,
   },
-  // A device reading its own modules (IoT Edge's identity service fetching `$edgeHub`).
+  // One identity of an edge's scope (a login its cache could not place).
+  { method: "POST", path: `${SCOPE}/getDeviceAndModuleOnBehalfOf`, access: "edge", handle: identityCall },
+  { method: "GET", path: `${SCOPE}/deviceAndModuleInDeviceScope`, access: "edge", handle: identityCall },
+  // A device on its own modules (IoT Edge's identity service: `$edgeHub`'s keys, its modules).
   { method: "GET", path: "/devices/:id/modules", access: "device", handle: ownModules },
   { method: "GET", path: "/devices/:id/modules/:moduleId", access: "device", handle: ownModules },
+  { method: "PUT", path: "/devices/:id/modules/:moduleId", access: "device", handle: ownModules },
+  { method: "DELETE", path: "/devices/:id/modules/:moduleId", access: "device", handle: ownModules },
   { method: "POST", path: "/devices/query", handle: queryDevices },
   { method: "POST", path: "/devices", handle: bulkDevices },
   { method: "GET", path: "/devices", handle: listDevices },
@@ -157,7 +164,7 @@ export class ServiceApi {
       parts,
       (route) =>
         route.access !== "device" ||
-        isDeviceModuleRead(parts, method, req.headers.authorization, ctx.peerOf(req)),
+        isDeviceModuleCall(parts, method, req.headers.authorization, ctx.peerOf(req)),
     );
     let caller = SERVICE_CALLER;
     // A path no row serves is answered 404 to the policy only: others learn nothing of it.
@@ -218,18 +225,27 @@ async function nestedScope(call: Call): Promise<void> {
   sendJson(res, 200, scope);
 }
 
-function ownModules({ ctx, req, res, parts }: Call): void {
-  const auth = req.headers.authorization;
-  const answer = answerModuleRead(
+/** `getDeviceAndModuleOnBehalfOf` (nested) or `deviceAndModuleInDeviceScope` (legacy): one identity. */
+async function identityCall({ ctx, req, res, parts, url }: Call): Promise<void> {
+  const peer = ctx.peerOf(req);
+  const one = await answerIdentityCall(
     ctx.registry,
     ctx.authenticator,
     parts,
-    auth,
-    ctx.peerOf(req),
-    ctx.isConnected,
+    req,
+    peer,
+    url.searchParams,
+    ctx.refreshIdentity,
   );
+  // The rows name exactly the paths and methods it answers.
+  if (!one) throw new ApiError(404, "NotFound", `no ${req.method} ${url.pathname}`);
   ctx.authenticated?.(req);
-  sendJson(res, 200, answer);
+  sendJson(res, 200, one);
+}
+
+/** A device's call on its own modules: it authenticates, answers and marks the socket itself. */
+function ownModules({ ctx, req, res, parts }: Call): Promise<void> {
+  return answerModuleCall(ctx, req, res, parts, ctx.peerOf(req));
 }
 
 async function events({ ctx, res, url }: Call): Promise<void> {

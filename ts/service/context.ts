@@ -11,7 +11,9 @@ import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
 import { EVENTS_QUEUE } from "../vocabulary.js";
 import { ApiError } from "./http.js";
+import type { ModuleWrites } from "./module-identity.js";
 import type { RouteParams } from "./route-table.js";
+import type { IdentityRefresh } from "./scope-identity.js";
 
 /** What the API works on. */
 export interface ServiceApiContext {
@@ -38,6 +40,10 @@ export interface ServiceApiContext {
   status(): Promise<Record<string, unknown>>;
   /** A request on `req`'s socket passed authentication (the socket counts as authenticated). */
   authenticated?(req: IncomingMessage): void;
+  /** On an edge hub: a device's module identity writes go to the parent. */
+  moduleWrites?: ModuleWrites | undefined;
+  /** On an edge hub: a child edge's ask for one identity its cache lacks goes to the parent. */
+  refreshIdentity?: IdentityRefresh | undefined;
   log: Logger;
 }
 
@@ -74,6 +80,8 @@ export interface ServiceParts
     | "delivery"
     | "store"
     | "status"
+    | "moduleWrites"
+    | "refreshIdentity"
     | "log"
   > {
   /** The IoT hub device tokens name (the root's, through gateways), for `GET /edge/endpoints`. */
@@ -103,6 +111,8 @@ export function serviceContext(p: ServiceParts): ServiceApiContext {
     delivery,
     store: p.store,
     status: () => p.status(),
+    moduleWrites: p.moduleWrites,
+    refreshIdentity: p.refreshIdentity,
     log: p.log,
     eventsQueue: EVENTS_QUEUE,
     peerOf: (req) => p.peerOf(req.socket as tls.TLSSocket),

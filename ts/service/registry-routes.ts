@@ -7,6 +7,7 @@ import { applyBulk } from "./bulk.js";
 import { type Call, deviceOf, type ServiceApiContext } from "./context.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
 import { ApiError, readJson, sendJson } from "./http.js";
+import { putModule as createOrReplaceModule } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
 import { deviceJson, moduleJson, twinJson } from "./shapes.js";
 
@@ -90,15 +91,7 @@ export async function putModule({ ctx, req, res, params }: Call): Promise<void> 
   const [id, mid] = [params.get("id"), params.get("moduleId")];
   deviceOf(ctx, id);
   const body = ((await readJson(req)) ?? {}) as Record<string, unknown>;
-  // As for devices: PUT creates; replacing an existing module needs If-Match (etag or *).
-  const current = ctx.registry.getModule(id, mid);
-  const ifMatch = ifMatchOf(req.headers["if-match"]);
-  if (current && !ifMatch)
-    throw new ApiError(409, "ModuleAlreadyExistsOnDevice", `module ${id}/${mid} already exists`);
-  if (current) checkIfMatch(ifMatch, current.etag, `module ${id}/${mid}`);
-  const spec = { ...body, deviceId: id, moduleId: mid };
-  const m = current ? await ctx.registry.updateModule(spec) : await ctx.registry.createModule(spec);
-  sendJson(res, 200, moduleJson(m, ctx.isConnected(`${id}/${mid}`)));
+  sendJson(res, 200, await createOrReplaceModule(ctx, id, mid, body, req.headers["if-match"]));
 }
 
 export async function deleteModule({ ctx, res, params }: Call): Promise<void> {

@@ -68,14 +68,26 @@ export function scopeDevices(registry: Registry, edge: Device): Device[] {
   return [edge, ...out.slice(1).sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1))];
 }
 
+/** The path of an edge's call `name` on its parent: `/devices/{edge}/modules/$edgeHub/{name}`. */
+export function edgeHubPath(edgeId: string, name: string): string {
+  return `/devices/${encodeURIComponent(edgeId)}/modules/$edgeHub/${name}`;
+}
+
+/** The call's name when the path parts are `devices/{edge}/modules/$edgeHub/{name}`. */
+export function edgeHubCallOf(parts: string[]): string | undefined {
+  if (parts.length !== 5 || parts[0] !== "devices" || parts[2] !== "modules" || parts[3] !== "$edgeHub")
+    return undefined;
+  return parts[4];
+}
+
 /** The path of the legacy scope call for `edgeId`. */
 export function scopePath(edgeId: string): string {
-  return `/devices/${encodeURIComponent(edgeId)}/modules/$edgeHub/devicesAndModulesInDeviceScope`;
+  return edgeHubPath(edgeId, "devicesAndModulesInDeviceScope");
 }
 
 /** The path of the nested scope call made by `actorId` (`NestedDeviceScopeApiClient.cs#GetDevicesAndModulesInTargetScopeUriFormat`). */
 export function nestedScopePath(actorId: string): string {
-  return `/devices/${encodeURIComponent(actorId)}/modules/$edgeHub/devicesAndModulesInTargetDeviceScope`;
+  return edgeHubPath(actorId, "devicesAndModulesInTargetDeviceScope");
 }
 
 /**
@@ -83,7 +95,7 @@ export function nestedScopePath(actorId: string): string {
  * device or of its `$edgeHub` module) or, without one, the edge device's TLS client
  * certificate is that edge; 401 otherwise.
  */
-function scopeEdge(
+export function scopeEdge(
   registry: Registry,
   authenticator: Authenticator,
   edgeId: string,
@@ -107,7 +119,8 @@ function scopeEdge(
   return edge;
 }
 
-const invalid = (message: string) => new ApiError(400, "ArgumentInvalid", message);
+/** A 400 with IoT Hub's `ArgumentInvalid`. */
+export const invalid = (message: string) => new ApiError(400, "ArgumentInvalid", message);
 
 /** Start of the page a token names, or 0 without one; 400 for a token this hub did not give for `bind`. */
 function startOf(token: string | null | undefined, bind: string, total: number): number {
@@ -175,7 +188,7 @@ function nestedRequestOf(body: unknown): { pageSize: number; link: string | unde
  * parent checks the chain it computes to the target contains the actor
  * (`AuthChainHelpers.ValidateAuthChain`); this checks the caller's chain is that same chain.
  */
-function targetOf(registry: Registry, authChain: string, actorId: string): Device {
+export function targetOf(registry: Registry, authChain: string, actorId: string): Device {
   const ids = authChain.split(";");
   if (new Set(ids).size !== ids.length) throw invalid("authChain names an edge twice");
   if (ids.length > MAX_CHAIN) throw invalid(`authChain has more than ${MAX_CHAIN} edges`);

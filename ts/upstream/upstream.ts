@@ -25,7 +25,9 @@ import { IotHubUplink } from "./iothub-uplink.js";
 import type { Link } from "./link.js";
 import { MethodRelay } from "./method-relay.js";
 import { MqttUplink } from "./mqtt-uplink.js";
+import { ParentModules } from "./parent-modules.js";
 import { RateLimit } from "./rate-limit.js";
+import { ScopeIdentity } from "./scope-identity.js";
 import { ScopeSync } from "./scope-sync.js";
 import type { EdgeHubSettings } from "./settings.js";
 import { TwinSync } from "./twin-sync.js";
@@ -38,6 +40,10 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   readonly forwarders: Forwarder[];
   /** Absent towards a plain MQTT broker (it has no registry). */
   readonly scope: ScopeSync | undefined;
+  /** Single identities asked of the parent when a login cannot be placed (towards a hub). */
+  readonly scopeIdentity: ScopeIdentity | undefined;
+  /** Module identity writes of child edges, forwarded to the parent (towards a hub). */
+  readonly parentModules: ParentModules | undefined;
   readonly #link: Link;
   /** This edge's `$edgeHub` keys (absent towards a broker). */
   readonly edgeHubModule: EdgeHubModule | undefined;
@@ -93,6 +99,8 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
       });
     }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
+    this.parentModules = this.scope && new ParentModules(parent, credentials, this.scope, log);
+    this.scopeIdentity = this.scope && new ScopeIdentity(parent, credentials, registry, this.scope, log);
     // Revocation upstream reaches this hub when the parent first refuses the client's link
     // (its telemetry, twin or methods), not only at the next scheduled sync.
     if (uplink instanceof IotHubUplink) uplink.identityRefused = () => this.scope?.requestSync();
@@ -156,7 +164,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     this.twinSync = new TwinSync(this.#store, twins, this.#uplink, isClient, this.#log);
     this.methodRelay = new MethodRelay(this.#uplink, methods, this.#log);
     if (this.online) this.twinSync.online();
-    const relay = new C2dRelay(this.#uplink, delivery, this.#store, isClient, this.#log);
+    const relay = new C2dRelay(this.#uplink, delivery, this.#store, registry, isClient, this.#log);
     this.c2dRelay = relay;
     delivery.onCompleted = (clientId, m) => relay.completed(clientId, m);
   }
@@ -194,12 +202,11 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
 
   /**
    * A login here was refused for an identity this hub does not know or whose key does not
-   * match: it may be new or changed in the parent's scope, fetched now rather than at the
-   * next refresh.
+   * match: the parent may know it, or its new keys; it is asked for that one.
    */
-  loginRefused(code: string): void {
+  loginRefused(code: string, clientId: string): void {
     if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
-      this.scope?.requestSync();
+      this.scopeIdentity?.request(clientId);
   }
 
   /** Messages were stored in `queue`: its forwarder reads on. */
