@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { usage } from "../../ts/cli/command.js";
 import { startCommand } from "../../ts/cli/start.js";
-import { configUsage, loadConfig } from "../../ts/config/config.js";
+import { configUsage, loadConfig, storeAndForwardConfig } from "../../ts/config/config.js";
 
 /** A config giving every key a value other than its default (routes by one name, `r`). */
 const EVERY_KEY = {
@@ -189,6 +189,28 @@ describe("config keys", () => {
         message: expect.stringContaining(`config key ${message}`),
       }),
     );
+  });
+
+  it("layers the parent's storeAndForwardConfiguration over the limits in force, refusing a bad one by its path", () => {
+    const under = {
+      timeToLiveSecs: 60,
+      maxSizeBytes: 5000,
+      whenFull: "drop-oldest",
+      maxSizeBytesPerIdentity: 0,
+    } as const;
+    const key = "$edgeHub.storeAndForwardConfiguration";
+    expect(storeAndForwardConfig(key, { storeLimits: { maxSizeBytes: 9000 } }, under)).toEqual({
+      ...under,
+      maxSizeBytes: 9000,
+    });
+    expect(storeAndForwardConfig(key, {}, under)).toEqual(under);
+    for (const [sf, path] of [
+      [{ storeLimits: 5 }, "storeLimits"],
+      [{ timeToLiveSecs: "1h" }, "timeToLiveSecs"],
+      [{ storeLimits: { whenFull: "evict" } }, "storeLimits.whenFull"],
+      [{ ttl: 5 }, "ttl"],
+    ] as const)
+      expect(() => storeAndForwardConfig(key, sf, under)).toThrow(`config key ${key}.${path}: `);
   });
 
   it("lists every key in `edgehub start --help`, once, and nothing else", () => {

@@ -144,9 +144,10 @@ export function storeAndForwardConfig(key: string, sf: unknown, under?: StoreLim
   if (!isObject(sf)) throw bad(key, "must be an object");
   let layered: unknown = sf;
   if (under) {
-    const limits = isObject(sf.storeLimits) ? sf.storeLimits : {};
     const { timeToLiveSecs, ...storeLimits } = under;
-    layered = { timeToLiveSecs, ...sf, storeLimits: { ...storeLimits, ...limits } };
+    // Not an object: left as given, for the check to refuse.
+    const given = sf.storeLimits ?? {};
+    layered = { timeToLiveSecs, ...sf, storeLimits: isObject(given) ? { ...storeLimits, ...given } : given };
   }
   const { timeToLiveSecs, storeLimits } = check(storeAndForwardSchema, layered, key);
   return { timeToLiveSecs, ...storeLimits };
