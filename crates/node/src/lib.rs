@@ -11,33 +11,17 @@
 //! `napi_create_error` takes the code, so nothing is parsed out of a message.
 //! `ts/store/binding.d.ts` is what `napi build --dts` generates from this file.
 
+mod error;
+mod tasks;
+
 use std::sync::Arc;
 
 use edgehub_store::{Durability, Limits, MessageBatch, Options, ReadLimits, Store, WhenFull};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-/// An error for JS with a stable code: `napi_create_error` sets `err.code` to the status string.
-type Coded = Error<&'static str>;
-
-fn coded(e: edgehub_store::Error) -> Coded {
-    Error::new(e.code(), e.to_string())
-}
-
-fn invalid(msg: impl Into<String>) -> Coded {
-    Error::new("INVALID_ARGUMENT", msg.into())
-}
-
-/// A failure of napi itself (creating a promise): the store was not reached.
-fn from_napi(e: Error) -> Coded {
-    Error::new("STORE_IO", format!("native call failed: {e}"))
-}
-
-/// `e` as the JS error object `Task`s and promises settle with; built on the JS thread
-/// because the error type they take carries a napi status, not our code.
-fn to_js(env: &Env, e: Coded) -> Error {
-    Error::from(JsError::from(e).into_unknown(*env))
-}
+use crate::error::{answer, coded, from_napi, invalid};
+use crate::tasks::{CloseTask, KvGetTask, KvScanTask, OpenTask, ReadTask};
 
 /// When an append resolves: after the WAL is fsynced, or after the write without fsync.
 #[napi(string_enum = "kebab-case")]
@@ -110,31 +94,6 @@ pub struct NativeStore {
     store: Arc<Store>,
 }
 
-/// What a worker-thread task computes: the store's answer, turned into JS on the JS thread.
-type Answer<T> = std::result::Result<T, edgehub_store::Error>;
-
-/// Settles a task with `out`, or with `out`'s error as a coded JS error.
-fn answer<T, J>(env: &Env, out: Answer<T>, to_value: impl FnOnce(T) -> J) -> Result<J> {
-    out.map(to_value).map_err(|e| to_js(env, coded(e)))
-}
-
-pub struct OpenTask {
-    path: String,
-    options: Options,
-}
-
-#[napi]
-impl Task for OpenTask {
-    type Output = Answer<Store>;
-    type JsValue = NativeStore;
-    fn compute(&mut self) -> Result<Self::Output> {
-        Ok(Store::open(&self.path, self.options.clone()))
-    }
-    fn resolve(&mut self, env: Env, out: Self::Output) -> Result<NativeStore> {
-        answer(&env, out, |store| NativeStore { store: Arc::new(store) })
-    }
-}
-
 fn size_arg(v: i64) -> Result<u64, &'static str> {
     u64::try_from(v).map_err(|_| invalid(format!("maxSizeBytes must be positive, got {v}")))
 }
@@ -157,89 +116,6 @@ pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<Open
 
 fn offset_arg(v: i64, what: &str) -> Result<u64, &'static str> {
     u64::try_from(v).map_err(|_| invalid(format!("{what} must be a non-negative integer, got {v}")))
-}
-
-pub struct ReadTask {
-    store: Arc<Store>,
-    queue: String,
-    from: u64,
-    limits: ReadLimits,
-}
-
-#[napi]
-impl Task for ReadTask {
-    type Output = Answer<Vec<u8>>;
-    type JsValue = Buffer;
-    fn compute(&mut self) -> Result<Self::Output> {
-        let mut out = Vec::new();
-        let read = self.store.read_with(&self.queue, self.from, self.limits, |m| {
-            out.extend_from_slice(&(m.offset as f64).to_le_bytes());
-            out.extend_from_slice(&(m.enqueued_at as f64).to_le_bytes());
-            out.extend_from_slice(&m.expires_at.map_or(-1.0, |t| t as f64).to_le_bytes());
-            out.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(m.body.len() as u32).to_le_bytes());
-            out.extend_from_slice(m.properties);
-            out.extend_from_slice(m.body);
-        });
-        Ok(read.map(|_| out))
-    }
-    fn resolve(&mut self, env: Env, out: Self::Output) -> Result<Buffer> {
-        answer(&env, out, Buffer::from)
-    }
-}
-
-pub struct KvGetTask {
-    store: Arc<Store>,
-    ns: String,
-    key: String,
-}
-
-#[napi]
-impl Task for KvGetTask {
-    type Output = Answer<Option<Vec<u8>>>;
-    type JsValue = Option<Buffer>;
-    fn compute(&mut self) -> Result<Self::Output> {
-        Ok(self.store.kv_get(&self.ns, &self.key))
-    }
-    fn resolve(&mut self, env: Env, out: Self::Output) -> Result<Option<Buffer>> {
-        answer(&env, out, |v| v.map(Buffer::from))
-    }
-}
-
-pub struct KvScanTask {
-    store: Arc<Store>,
-    ns: String,
-    prefix: String,
-}
-
-#[napi]
-impl Task for KvScanTask {
-    type Output = Answer<Vec<(String, Vec<u8>)>>;
-    type JsValue = Vec<NativeKvEntry>;
-    fn compute(&mut self) -> Result<Self::Output> {
-        Ok(self.store.kv_scan(&self.ns, &self.prefix))
-    }
-    fn resolve(&mut self, env: Env, out: Self::Output) -> Result<Vec<NativeKvEntry>> {
-        answer(&env, out, |entries| {
-            entries.into_iter().map(|(key, value)| NativeKvEntry { key, value: value.into() }).collect()
-        })
-    }
-}
-
-pub struct CloseTask {
-    store: Arc<Store>,
-}
-
-#[napi]
-impl Task for CloseTask {
-    type Output = Answer<()>;
-    type JsValue = ();
-    fn compute(&mut self) -> Result<Self::Output> {
-        Ok(self.store.close())
-    }
-    fn resolve(&mut self, env: Env, out: Self::Output) -> Result<()> {
-        answer(&env, out, |()| ())
-    }
 }
 
 /// Promise settled from the writer thread once the store answers.
