@@ -9,7 +9,7 @@
 //! Errors reach JS as `Error` objects whose `code` is the store's stable code (`STORE_FULL`,
 //! `INVALID_ARGUMENT`, …, `docs/errors.md`) and whose `message` is the text alone: napi's
 //! `napi_create_error` takes the code, so nothing is parsed out of a message.
-//! `ts/store/binding.d.ts` is what `napi build --dts` generates from this file.
+//! `ts/store/binding.d.ts` is what `napi build --dts` generates from this crate.
 
 mod error;
 mod tasks;
