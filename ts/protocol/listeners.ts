@@ -130,6 +130,44 @@ export function createListeners(
 }
 
 /**
+ * Binds the MQTT and HTTPS listeners to `at` (port 0: a free one). Rejects with the first
+ * bind that fails, after closing the one already listening.
+ */
+export async function listen(
+  listeners: Listeners,
+  at: { host: string; mqtts: number; https: number },
+): Promise<void> {
+  try {
+    for (const [srv, port] of [
+      [listeners.mqtt, at.mqtts],
+      [listeners.https, at.https],
+    ] as const) {
+      await new Promise<void>((resolve, reject) => {
+        srv.once("error", reject);
+        srv.listen(port, at.host, () => resolve());
+      });
+    }
+  } catch (err) {
+    stopListening(listeners);
+    throw err;
+  }
+}
+
+/** Stops accepting connections; resolves once both listeners are closed (open connections end apart). */
+export function stopListening(listeners: Listeners): Promise<void> {
+  return Promise.all(
+    [listeners.mqtt, listeners.https].map(
+      (s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve())),
+    ),
+  ).then(() => undefined);
+}
+
+/** True while both listeners accept connections. */
+export function serving(listeners: Listeners): boolean {
+  return listeners.mqtt.listening && listeners.https.listening;
+}
+
+/**
  * The WebSocket side of the HTTPS listener. The `ws` library is loaded on the first upgrade,
  * not at start: most hubs never see a WebSocket client, and loading it costs an idle hub
  * about 3 MB of RSS (benches/rss.bench.mjs).

@@ -4,6 +4,7 @@
  * {@link EdgeHubError}s with stable codes.
  */
 import { EdgeHubError, ErrorCodes } from "../errors.js";
+import type { NativeKvPut, NativeWhenFull } from "./binding.js";
 import {
   DEFAULT_TTL,
   decodeRead,
@@ -140,12 +141,16 @@ function consecutive(first: number, n: number): number[] {
 }
 
 /** A KV entry's arguments, checked, its value as bytes. */
-function checkPut({ ns, key, value }: KvPut): { ns: string; key: string; value: Uint8Array } {
+function checkPut({ ns, key, value }: KvPut): NativeKvPut {
   checkName("namespace", ns);
   if (typeof key !== "string") throw invalid("key must be a string");
   const bytes = typeof value === "string" ? Buffer.from(value) : value;
   if (!(bytes instanceof Uint8Array)) throw invalid("value must be a Buffer, Uint8Array or string");
-  return { ns, key, value: bytes };
+  // The binding takes a Buffer: a view of the same bytes, not a copy.
+  const buffer = Buffer.isBuffer(bytes)
+    ? bytes
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { ns, key, value: buffer };
 }
 
 function prepare(messages: unknown): PreparedMessage[] {
@@ -169,7 +174,11 @@ function prepare(messages: unknown): PreparedMessage[] {
 }
 
 /** The limits of `o` with defaults, checked. */
-function checkLimits(o: StoreOptions): { defaultTtlSecs: number; maxSizeBytes: number; whenFull: string } {
+function checkLimits(o: StoreOptions): {
+  defaultTtlSecs: number;
+  maxSizeBytes: number;
+  whenFull: NativeWhenFull;
+} {
   const whenFull = o.whenFull ?? "reject";
   if (whenFull !== "reject" && whenFull !== "drop-oldest") {
     throw invalid('whenFull must be "reject" or "drop-oldest"');
@@ -314,7 +323,7 @@ export class MessageStore {
     return this.#run(async () => {
       if (!Array.isArray(parts) || parts.length === 0) throw invalid("at least one part is required");
       const queues: string[][] = [];
-      const batches: Uint8Array[] = [];
+      const batches: Buffer[] = [];
       const counts: number[] = [];
       for (const p of parts) {
         if (!Array.isArray(p?.queues) || p.queues.length === 0)
