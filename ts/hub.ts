@@ -112,6 +112,7 @@ export class EdgeHub {
       defaultTtlSecs: config.timeToLiveSecs,
       maxSizeBytes: config.maxSizeBytes,
       whenFull: config.whenFull,
+      durability: config.durability,
     });
     let routing: HubRouting | undefined;
     let listeners: Listeners | undefined;
@@ -245,7 +246,7 @@ export class EdgeHub {
 
   /** Sockets open now (TLS and WebSocket), authenticated or not. */
   get openConnections(): number {
-    return this.#clients.tlsSockets + this.#listeners.websockets.clients.size;
+    return this.#clients.tlsSockets + this.#listeners.websockets.size;
   }
 
   /** Client ids connected now. */
@@ -268,7 +269,7 @@ export class EdgeHub {
     const stopped = stopListening(this.#listeners);
     await this.#clients.quiesce(this.#routing.router, CLOSE_GRACE_MS);
     this.#listeners.https.closeAllConnections();
-    for (const ws of this.#listeners.websockets.clients) ws.terminate();
+    this.#listeners.websockets.terminateAll();
     this.methods.close();
     this.upstream?.close();
     // Closing ends each socket after what it has to write (its last PUBACKs): let that go out.

@@ -46,6 +46,7 @@ const EVERY_KEY = {
   $edgeHub: { "properties.desired": { schemaVersion: "1.1" } },
   modulesContent: { $edgeAgent: {} },
   logLevel: "debug",
+  durability: "wal",
   limits: {
     maxConnections: 10,
     maxUnauthenticatedPerAddress: 2,
@@ -85,6 +86,7 @@ describe("config keys", () => {
       maxSizeBytesPerIdentity: 1000,
       allowNesting: false,
       logLevel: "debug",
+      durability: "wal",
       metrics: { host: "0.0.0.0", port: 19600, required: true },
     });
     expect(c.parent).toMatchObject({
@@ -109,6 +111,7 @@ describe("config keys", () => {
     ["trustedDeviceCaFiles", []],
     ["allowNesting", true],
     ["logLevel", "info"],
+    ["durability", "fsync"],
     ["tls", undefined],
     ["metrics", { host: "127.0.0.1", port: 9600, required: false }],
     // The kind follows the hub's name when unset: an Azure IoT Hub name is never one of ours.
@@ -180,6 +183,7 @@ describe("config keys", () => {
     ],
     [{ metrics: { port: -1 } }, "metrics.port: must be a port number 0-65535"],
     [{ logLevel: "trace" }, "logLevel: must be debug, info, warn or error"],
+    [{ durability: "none" }, 'durability: must be "fsync" or "wal"'],
     [{ trustedDeviceCaFiles: "ca.pem" }, "trustedDeviceCaFiles: must be a list of paths"],
   ])("refuses %j with CONFIG_INVALID naming the key", (raw, message) => {
     const input: unknown = typeof raw === "string" ? JSON.parse(raw) : raw;

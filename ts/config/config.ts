@@ -128,6 +128,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
     parent: c.parent === undefined ? undefined : parentConfig(c.parent),
     routes: routesConfig("routes", input.routes ?? manifest.routes ?? {}),
     logLevel: c.logLevel,
+    durability: c.durability,
     limits,
     metrics:
       metrics === false

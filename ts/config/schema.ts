@@ -252,6 +252,12 @@ export const hubConfigSchema = group({
     "info",
     "Least severe log line written.",
   ),
+  durability: key(
+    kind(v.picklist(["fsync", "wal"]), '"fsync" or "wal"'),
+    "fsync",
+    "When a device's message is acknowledged: \"fsync\" once the store's WAL is synced (survives a power loss); " +
+      '"wal" once it is written to the WAL without fsync (survives a killed hub, not a power loss; IoT Edge\'s own default; less CPU per message).',
+  ),
   limits: v.pipe(
     v.optional(limitsSchema, {}),
     v.description("Connections and per-socket deadlines, sized for a small board by default."),

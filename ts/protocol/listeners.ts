@@ -10,7 +10,7 @@ import https from "node:https";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
-import { createWebSocketStream, WebSocketServer } from "ws";
+import type { WebSocketServer } from "ws";
 import type { PeerCertificate } from "../auth/authenticator.js";
 import type { Limits } from "../config/limits.js";
 import type { Admission, RateLimitedLog } from "./admission.js";
@@ -36,7 +36,7 @@ export interface ListenerHandlers {
 export interface Listeners {
   mqtt: tls.Server;
   https: https.Server;
-  websockets: WebSocketServer;
+  websockets: WebSockets;
   /** The client certificate a socket presented, as the authenticator takes it. */
   peerOf(socket: tls.TLSSocket): PeerCertificate | undefined;
 }
@@ -114,15 +114,15 @@ export function createListeners(
     setTimeout(() => socket.destroy(), 1000).unref();
   });
   // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
-  const websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
+  const websockets = new WebSockets();
   server.on("upgrade", (req, socket, head) => {
     if (new URL(req.url ?? "/", "https://hub").pathname !== "/$iothub/websocket") {
       socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
       return;
     }
-    websockets.handleUpgrade(req, socket, head, (ws) => {
-      on.webSocket(createWebSocketStream(ws), req.socket, peerOf(req.socket as tls.TLSSocket));
-    });
+    websockets.upgrade(req, socket, head, (stream) =>
+      on.webSocket(stream, req.socket, peerOf(req.socket as tls.TLSSocket)),
+    );
   });
   admission.guard(mqtt);
   admission.guard(server);
@@ -165,4 +165,39 @@ export function stopListening(listeners: Listeners): Promise<void> {
 /** True while both listeners accept connections. */
 export function serving(listeners: Listeners): boolean {
   return listeners.mqtt.listening && listeners.https.listening;
+}
+
+/**
+ * The WebSocket side of the HTTPS listener. The `ws` library is loaded on the first upgrade,
+ * not at start: most hubs never see a WebSocket client, and loading it costs an idle hub
+ * about 3 MB of RSS (benches/rss.bench.mjs).
+ */
+export class WebSockets {
+  #server:
+    | Promise<{ server: WebSocketServer; stream: typeof import("ws").createWebSocketStream }>
+    | undefined;
+  #clients: WebSocketServer["clients"] | undefined;
+
+  /** WebSocket connections open now. */
+  get size(): number {
+    return this.#clients?.size ?? 0;
+  }
+
+  /** Ends every WebSocket connection at once (the hub is closing). */
+  terminateAll(): void {
+    for (const ws of this.#clients ?? []) ws.terminate();
+  }
+
+  /** Completes an upgrade at IoT Hub's path; `open` gets the connection as a byte stream. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, open: (stream: Duplex) => void): void {
+    this.#server ??= import("ws").then(({ WebSocketServer, createWebSocketStream }) => {
+      const server = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
+      this.#clients = server.clients;
+      return { server, stream: createWebSocketStream };
+    });
+    this.#server.then(
+      ({ server, stream }) => server.handleUpgrade(req, socket, head, (ws) => open(stream(ws))),
+      () => socket.destroy(),
+    );
+  }
 }

@@ -30,8 +30,8 @@ export declare class NativeStore {
   close(): Promise<void>
 }
 
-/** When an append resolves: after the WAL is fsynced, or after the write without fsync. */
-export type NativeDurability = 'fsync' | 'none'
+/** When an append resolves: after the WAL is fsynced, or after the WAL write without fsync. */
+export type NativeDurability = 'fsync' | 'wal'
 
 export interface NativeKvEntry {
   key: string

@@ -23,11 +23,11 @@ use napi_derive::napi;
 use crate::error::{answer, coded, from_napi, invalid};
 use crate::tasks::{CloseTask, KvGetTask, KvScanTask, OpenTask, ReadTask};
 
-/// When an append resolves: after the WAL is fsynced, or after the write without fsync.
+/// When an append resolves: after the WAL is fsynced, or after the WAL write without fsync.
 #[napi(string_enum = "kebab-case")]
 pub enum NativeDurability {
     Fsync,
-    None,
+    Wal,
 }
 
 /// What an append over the quota does: fail with `STORE_FULL`, or evict the oldest messages.
@@ -103,7 +103,7 @@ fn size_arg(v: i64) -> Result<u64, &'static str> {
 pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<OpenTask>, &'static str> {
     let durability = match options.durability {
         NativeDurability::Fsync => Durability::Fsync,
-        NativeDurability::None => Durability::None,
+        NativeDurability::Wal => Durability::Wal,
     };
     let options = Options {
         durability,
