@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type tls from "node:tls";
 import type { WebSocketServer } from "ws";
+import { AmqpConnection } from "./amqp/connection.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -18,6 +19,7 @@ import { consoleLogger, type Logger, type LogLevel } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
 import { type Observing, observe } from "./observe/observe.js";
 import { Admission, RateLimitedLog } from "./protocol/admission.js";
+import type { ClientConnection } from "./protocol/client.js";
 import { MqttConnection } from "./protocol/connection.js";
 import { createListeners, type Listeners } from "./protocol/listeners.js";
 import { Sessions } from "./protocol/sessions.js";
@@ -73,6 +75,7 @@ export class EdgeHub {
   /** The link to the parent and the forwarder; absent on a root hub. */
   readonly upstream: Upstream | undefined;
   readonly #server: tls.Server;
+  readonly #amqp: tls.Server;
   readonly #https: https.Server;
   readonly #websockets: WebSocketServer;
   #router: Router | undefined;
@@ -82,12 +85,12 @@ export class EdgeHub {
   #sharing: Promise<void> = Promise.resolve();
   /** Clients here following their desired properties live from the parent. */
   readonly #following = new Set<string>();
-  readonly #connections = new Map<string, MqttConnection>();
+  readonly #connections = new Map<string, ClientConnection>();
   readonly #sockets = new Set<tls.TLSSocket>();
   /** Connection caps and deadline counters of every listener. */
   readonly #admission: Admission;
   /** The socket each MQTT connection came in on (its TLS socket, or the WebSocket's). */
-  readonly #socketOf = new WeakMap<MqttConnection, net.Socket>();
+  readonly #socketOf = new WeakMap<ClientConnection, net.Socket>();
   readonly #lag = new EventLoopLag();
   /** Status board, metrics and the operators' listener. */
   #observing: Observing | undefined;
@@ -112,6 +115,7 @@ export class EdgeHub {
     this.methods = new DirectMethods((clientId) => this.#connections.get(clientId), config.limits);
     this.delivery = new DeviceDelivery(store, (clientId) => this.#connections.get(clientId), log);
     this.#server = listeners.mqtt;
+    this.#amqp = listeners.amqp;
     this.#https = listeners.https;
     this.#websockets = listeners.websockets;
     this.caCertificate = ca.pem;
@@ -199,6 +203,16 @@ export class EdgeHub {
             socket.on("close", () => hub.#sockets.delete(socket));
             hub.#socketOf.set(new MqttConnection(socket, context, peer), socket);
           },
+          amqp: (socket, peer) => {
+            hub.#sockets.add(socket);
+            socket.on("close", () => hub.#sockets.delete(socket));
+            // Each identity the connection authenticates counts its socket as authenticated.
+            const register = (clientId: string, client: ClientConnection) => {
+              hub.#socketOf.set(client, socket);
+              context.register(clientId, client);
+            };
+            new AmqpConnection(socket, { ...context, register }, peer);
+          },
           webSocket: (stream, socket, peer) => {
             hub.#socketOf.set(new MqttConnection(stream, context, peer), socket);
           },
@@ -263,7 +277,7 @@ export class EdgeHub {
         twins: hub.twins,
         methods: hub.methods,
         sessions,
-        subscribed: (conn: MqttConnection, kind: string) => {
+        subscribed: (conn: ClientConnection, kind: string) => {
           const principal = conn.principal;
           if ((kind === "c2d" || kind === "module-inputs") && principal)
             hub.delivery.pump(principal.clientId);
@@ -281,7 +295,7 @@ export class EdgeHub {
           }
         },
         // It stopped listening: so does its link upstream (the parent answers calls with 404 itself).
-        unsubscribed: (conn: MqttConnection, kind: string) => {
+        unsubscribed: (conn: ClientConnection, kind: string) => {
           const clientId = conn.principal?.clientId;
           if (clientId === undefined || hub.#connections.get(clientId) !== conn) return;
           if (kind === "twin-desired" && hub.#following.delete(clientId))
@@ -304,14 +318,14 @@ export class EdgeHub {
           if (reason === "connect-timeout") admission.timedOut("mqttConnect", fields);
           else quietLog.log(level, "client-closed", { reason, ...fields }, `client-closed:${reason}`);
         },
-        register: (clientId: string, conn: MqttConnection) => {
+        register: (clientId: string, conn: ClientConnection) => {
           const socket = hub.#socketOf.get(conn);
           if (socket) admission.authenticated(socket);
           const previous = hub.#connections.get(clientId);
           hub.#connections.set(clientId, conn);
           previous?.close("taken-over");
         },
-        unregister: (clientId: string, conn: MqttConnection) => {
+        unregister: (clientId: string, conn: ClientConnection) => {
           if (hub.#connections.get(clientId) !== conn) return;
           hub.#connections.delete(clientId);
           hub.methods.disconnected(clientId);
@@ -351,6 +365,7 @@ export class EdgeHub {
       for (const [srv, port] of [
         [listeners.mqtt, config.listen.mqtts],
         [listeners.https, config.listen.https],
+        ...(config.listen.amqps === undefined ? [] : [[listeners.amqp, config.listen.amqps] as const]),
       ] as const) {
         await new Promise<void>((resolve, reject) => {
           srv.once("error", reject);
@@ -399,10 +414,11 @@ export class EdgeHub {
     }
   }
 
-  /** The ports actually bound (useful with port 0); `metrics` is 0 when that listener is off. */
-  get ports(): { mqtts: number; https: number; metrics: number } {
+  /** The ports actually bound (useful with port 0); `metrics` and `amqps` are 0 when that listener is off. */
+  get ports(): { mqtts: number; https: number; amqps: number; metrics: number } {
     return {
       mqtts: (this.#server.address() as AddressInfo).port,
+      amqps: (this.#amqp.address() as AddressInfo | null)?.port ?? 0,
       https: (this.#https?.address() as AddressInfo | null)?.port ?? 0,
       metrics: this.#observing?.server?.port ?? 0,
     };
@@ -475,7 +491,7 @@ export class EdgeHub {
     this.#closed = true;
     this.#lag.close();
     const stopped = Promise.all(
-      [this.#server, this.#https].map(
+      [this.#server, this.#amqp, this.#https].map(
         (s) => new Promise<void>((resolve) => (s?.listening ? s.close(() => resolve()) : resolve())),
       ),
     );

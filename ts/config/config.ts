@@ -23,6 +23,8 @@ export interface HubConfigInput {
     mqtts?: number;
     /** HTTPS: the service API. Default 8443 (443 where configured, as IoT Hub); 0 picks a free port. */
     https?: number;
+    /** AMQP over TLS (IoT Hub's 5671). Off unless set (docs/amqp.md: what it serves so far); 0 picks a free port. */
+    amqps?: number;
   };
   /** Edge devices may be children of other edge devices (nested gateways), as on IoT Hub. Default true; false forbids it. */
   allowNesting?: boolean;
@@ -179,7 +181,8 @@ export interface ParentConfig {
 export interface HubConfig {
   hostname: string;
   dataDir: string;
-  listen: { host: string; mqtts: number; https: number };
+  /** `amqps`: undefined when the AMQP listener is off. */
+  listen: { host: string; mqtts: number; https: number; amqps?: number };
   eventsRetentionSecs: number;
   trustedDeviceCaFiles: string[];
   allowNesting: boolean;
@@ -244,7 +247,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
   if (typeof dataDir !== "string" || dataDir === "") throw bad("dataDir", "must be a path");
   const listen = raw.listen ?? {};
   if (!isObject(listen)) throw bad("listen", "must be an object");
-  known("listen.", listen, ["host", "mqtts", "https"]);
+  known("listen.", listen, ["host", "mqtts", "https", "amqps"]);
   const host = listen.host ?? "0.0.0.0";
   if (typeof host !== "string") throw bad("listen.host", "must be an address");
   let tls: HubConfig["tls"];
@@ -293,6 +296,7 @@ export function loadConfig(raw: unknown = {}): HubConfig {
       host,
       mqtts: port("listen.mqtts", listen.mqtts, 8883),
       https: port("listen.https", listen.https, 8443),
+      ...(listen.amqps === undefined ? {} : { amqps: port("listen.amqps", listen.amqps, 5671) }),
     },
     eventsRetentionSecs: retention,
     trustedDeviceCaFiles: cas as string[],

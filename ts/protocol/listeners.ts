@@ -1,6 +1,6 @@
 /**
- * The hub's device-facing listeners: MQTT over TLS, and HTTPS carrying the service API and
- * MQTT over WebSocket at IoT Hub's path. Their TLS settings (client certificates asked for,
+ * The hub's device-facing listeners: MQTT over TLS, AMQP over TLS, and HTTPS carrying the
+ * service API and MQTT over WebSocket at IoT Hub's path. Their TLS settings (client certificates asked for,
  * never required), their deadlines from `limits`, and what happens to a socket that fails
  * its handshake or request: counted by {@link Admission}, logged without flooding, closed.
  * What a connection or a request then does is the caller's (the hub's composition).
@@ -26,6 +26,8 @@ export interface ListenerTls {
 export interface ListenerHandlers {
   /** An MQTT connection over TLS, handshake done. */
   mqtt(socket: tls.TLSSocket, peer: PeerCertificate | undefined): void;
+  /** An AMQP connection over TLS, handshake done. */
+  amqp(socket: tls.TLSSocket, peer: PeerCertificate | undefined): void;
   /** An MQTT connection over WebSocket; `socket` is the TLS socket under it. */
   webSocket(stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined): void;
   /** A service API request. */
@@ -35,6 +37,7 @@ export interface ListenerHandlers {
 /** The listeners, not yet listening. */
 export interface Listeners {
   mqtt: tls.Server;
+  amqp: tls.Server;
   https: https.Server;
   websockets: WebSocketServer;
   /** The client certificate a socket presented, as the authenticator takes it. */
@@ -80,14 +83,21 @@ export function createListeners(
     socket.destroy();
   };
 
-  const mqtt = tls.createServer(tlsOptions);
-  mqtt.on("secureConnection", (socket) => {
-    // No Nagle: writes are already gathered per event-loop turn, and a delivery waiting
-    // for the client's PUBACK must not wait for a delayed ACK as well (40 ms a round).
-    socket.setNoDelay(true);
-    on.mqtt(socket, peerOf(socket));
-  });
-  mqtt.on("tlsClientError", tlsRefused);
+  /** A device protocol over TLS (MQTT, AMQP), behind the admission checks. */
+  const deviceServer = (handle: ListenerHandlers["mqtt"]): tls.Server => {
+    const server = tls.createServer(tlsOptions);
+    server.on("secureConnection", (socket) => {
+      // No Nagle: writes are already gathered per event-loop turn, and a delivery waiting
+      // for the client's acknowledgement must not wait for a delayed ACK as well (40 ms a round).
+      socket.setNoDelay(true);
+      handle(socket, peerOf(socket));
+    });
+    server.on("tlsClientError", tlsRefused);
+    admission.guard(server);
+    return server;
+  };
+  const mqtt = deviceServer(on.mqtt);
+  const amqp = deviceServer(on.amqp);
 
   const server = https.createServer(
     {
@@ -124,7 +134,6 @@ export function createListeners(
       on.webSocket(createWebSocketStream(ws), req.socket, peerOf(req.socket as tls.TLSSocket));
     });
   });
-  admission.guard(mqtt);
   admission.guard(server);
-  return { mqtt, https: server, websockets, peerOf };
+  return { mqtt, amqp, https: server, websockets, peerOf };
 }

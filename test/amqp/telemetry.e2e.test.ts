@@ -1,0 +1,80 @@
+import { join } from "node:path";
+import { Message } from "azure-iot-device";
+import { describe, expect, it } from "vitest";
+import { EVENTS_QUEUE } from "../../ts/index.js";
+import { amqpModule, RawAmqp, tokenFor } from "../helpers/amqp.js";
+import { tempDir } from "../helpers/fixtures.js";
+import { BOTH_HEADS, startHub } from "../helpers/hub.js";
+
+describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemetry.e2e.test.ts)", () => {
+  it("takes a module's output with its output name and module id", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    const module = await amqpModule(hub, "gw", "filter");
+    await module.open();
+    await module.sendOutputEvent("alerts", new Message("hot"));
+    const [stored] = await hub.store.read(EVENTS_QUEUE);
+    expect(stored?.body.toString()).toBe("hot");
+    expect(stored?.properties).toMatchObject({ "$.on": "alerts", "$.cdid": "gw", "$.cmid": "filter" });
+  });
+
+  it("detaches a link to another device's address with amqp:unauthorized-access, and keeps the client's own", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    for (const deviceId of ["d1", "d2"]) await hub.registry.createDevice({ deviceId });
+    const raw = await RawAmqp.open(hub);
+    expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    const foreign = await raw.sender("/devices/d2/messages/events");
+    expect(await foreign.ended).toMatchObject({ condition: "amqp:unauthorized-access" });
+    const own = await raw.sender("/devices/d1/messages/events");
+    expect(await raw.send(own.sender, { body: "mine" })).toBe("accepted");
+    const stored = await hub.store.read(EVENTS_QUEUE);
+    expect(stored.map((m) => [m.body.toString(), m.properties["$.cdid"]])).toEqual([["mine", "d1"]]);
+  });
+
+  it("refuses links before any token, and a put-token for an audience the token is not for", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    for (const deviceId of ["d1", "d2"]) await hub.registry.createDevice({ deviceId });
+    const raw = await RawAmqp.open(hub);
+    const early = await raw.sender("/devices/d1/messages/events");
+    expect(await early.ended).toMatchObject({ condition: "amqp:unauthorized-access" });
+    expect(await raw.putToken("localhost/devices/d2", tokenFor(hub, "d1"))).toBe(401);
+    expect(await raw.putToken("localhost/devices/d1", "SharedAccessSignature sr=garbage")).toBe(401);
+  });
+
+  it("logs in with SASL PLAIN ({device}@sas.{hub} and a SAS token) and refuses a bad password", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    await hub.registry.createDevice({ deviceId: "plain1" });
+    const raw = await RawAmqp.open(hub, {
+      username: "plain1@sas.localhost",
+      password: tokenFor(hub, "plain1"),
+    });
+    const { sender } = await raw.sender("/devices/plain1/messages/events");
+    expect(await raw.send(sender, { body: "by plain" })).toBe("accepted");
+    expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.body.toString())).toEqual(["by plain"]);
+    const refused = await RawAmqp.open(hub, {
+      username: "plain1@sas.localhost",
+      password: "SharedAccessSignature x",
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeDefined();
+  });
+
+  it("detaches an identity's links when its token expires, and not when it was renewed in time", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    for (const deviceId of ["short", "renewed"]) await hub.registry.createDevice({ deviceId });
+    const raw = await RawAmqp.open(hub);
+    expect(await raw.putToken("localhost/devices/short", tokenFor(hub, "short", 2))).toBe(200);
+    expect(await raw.putToken("localhost/devices/renewed", tokenFor(hub, "renewed", 2))).toBe(200);
+    const short = await raw.sender("/devices/short/messages/events");
+    const renewed = await raw.sender("/devices/renewed/messages/events");
+    expect(await raw.putToken("localhost/devices/renewed", tokenFor(hub, "renewed", 3600))).toBe(200);
+    expect(await short.ended).toMatchObject({
+      condition: "amqp:unauthorized-access",
+      description: "token-expired",
+    });
+    // The renewed identity, on the same connection, outlived the first token.
+    expect(await raw.send(renewed.sender, { body: "still here" })).toBe("accepted");
+    expect(hub.connectedClients).toEqual(["renewed"]);
+  });
+});
