@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import { EVENTS_QUEUE } from "../../ts/index.js";
+import { inheritsNothing } from "../../ts/json.js";
 import { amqpModule, RawAmqp, tokenFor } from "../helpers/amqp.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, startHub } from "../helpers/hub.js";
@@ -38,6 +39,63 @@ describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemet
     expect(await early.ended).toMatchObject({ condition: "amqp:unauthorized-access" });
     expect(await raw.putToken("localhost/devices/d2", tokenFor(hub, "d1"))).toBe(401);
     expect(await raw.putToken("localhost/devices/d1", "SharedAccessSignature sr=garbage")).toBe(401);
+  });
+
+  it("keeps every application property a client sends as data, `__proto__` included, and drops `$.` keys", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    await hub.registry.createDevice({ deviceId: "d1" });
+    const raw = await RawAmqp.open(hub);
+    expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    const { sender } = await raw.sender("/devices/d1/messages/events");
+    // JSON.parse makes `__proto__` an own key, as a client's encoder sends it.
+    const props = JSON.parse('{"__proto__":"p","constructor":"c","n":7,"b":true,"$.cdid":"forged"}');
+    expect(await raw.send(sender, { body: "x", application_properties: props, message_id: 42 })).toBe(
+      "accepted",
+    );
+    const [stored] = await hub.store.read(EVENTS_QUEUE);
+    expect(inheritsNothing(stored?.properties ?? {})).toBe(true);
+    expect({ ...stored?.properties }).toEqual({
+      ...JSON.parse('{"__proto__":"p"}'),
+      constructor: "c",
+      n: "7",
+      b: "true",
+      "$.mid": "42",
+      "$.cdid": "d1",
+    });
+  });
+
+  it("rejects a message whose application property is not text, and takes the next", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    await hub.registry.createDevice({ deviceId: "d1" });
+    const raw = await RawAmqp.open(hub);
+    expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    const { sender } = await raw.sender("/devices/d1/messages/events");
+    expect(await raw.send(sender, { body: "bad", application_properties: { nested: { a: 1 } } })).toBe(
+      "rejected",
+    );
+    expect(await raw.send(sender, { body: "good" })).toBe("accepted");
+    expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.body.toString())).toEqual(["good"]);
+  });
+
+  it("keeps a rejection apart from an acceptance settled in the same turn (rhea would merge them)", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    await hub.registry.createDevice({ deviceId: "d1" });
+    const raw = await RawAmqp.open(hub);
+    expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    const cbs = await raw.cbs;
+    const { sender } = await raw.sender("/devices/d1/messages/events");
+    for (let round = 0; round < 5; round++) {
+      // One write: a renewal the hub accepts at once, then a message it rejects at once.
+      const renewed = raw.sendPutToken(
+        cbs as NonNullable<typeof cbs>,
+        "localhost/devices/d1",
+        tokenFor(hub, "d1"),
+      );
+      const outcome = raw.send(sender, { body: "bad", application_properties: { nested: { a: 1 } } });
+      expect(await outcome).toBe("rejected");
+      expect(await renewed).toBe(200);
+    }
+    expect(await hub.store.read(EVENTS_QUEUE)).toEqual([]);
   });
 
   it("logs in with SASL PLAIN ({device}@sas.{hub} and a SAS token) and refuses a bad password", async () => {

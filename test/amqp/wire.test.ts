@@ -50,6 +50,8 @@ describe("malformed input on the AMQP listener", () => {
     for (const bytes of cases) {
       const socket = await rawTls(hub);
       socket.on("error", () => undefined);
+      // Read what the hub answers (its protocol header), or 'close' never comes.
+      socket.resume();
       socket.write(bytes);
       await once(socket, "close");
       await device.sendEvent(new Message("between"));

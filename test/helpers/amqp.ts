@@ -117,17 +117,40 @@ export class RawAmqp {
     });
   }
 
+  /** The `$cbs` links, attached once and kept (as the SDKs keep them). */
+  #cbs: Promise<{ sender: Sender; receiver: Receiver }> | undefined;
+
   /** Puts `token` for `audience` on `$cbs`; resolves with the status code the hub answers. */
   async putToken(audience: string, token: string): Promise<number> {
-    const { sender } = await this.sender("$cbs");
-    const { receiver } = this.receiver("$cbs");
+    this.#cbs ??= (async () => {
+      const { receiver } = this.receiver("$cbs");
+      await new Promise<void>((resolve) => receiver.once("receiver_open", () => resolve()));
+      const { sender } = await this.sender("$cbs");
+      return { sender, receiver };
+    })();
+    return this.sendPutToken(await this.#cbs, audience, token);
+  }
+
+  /**
+   * Sends a put-token on `$cbs` links attached already, now (in this tick: what else is sent
+   * in it goes in the same write); resolves with the status code.
+   */
+  sendPutToken(
+    cbs: { sender: Sender; receiver: Receiver },
+    audience: string,
+    token: string,
+  ): Promise<number> {
+    const { sender, receiver } = cbs;
     receiver.add_credit(1);
     const messageId = rhea.generate_uuid();
     const answer = new Promise<number>((resolve) => {
-      receiver.once("message", (e: EventContext) => {
+      const onMessage = (e: EventContext) => {
+        if (e.message?.correlation_id !== messageId) return;
+        receiver.off("message", onMessage);
         e.delivery?.accept();
         resolve(Number(e.message?.application_properties?.["status-code"]));
-      });
+      };
+      receiver.on("message", onMessage);
     });
     sender.send({
       message_id: messageId,
@@ -140,10 +163,12 @@ export class RawAmqp {
       },
       body: token,
     });
-    const status = await answer;
-    sender.close();
-    receiver.close();
-    return status;
+    return answer;
+  }
+
+  /** The `$cbs` links, once a token was put. */
+  get cbs(): Promise<{ sender: Sender; receiver: Receiver }> | undefined {
+    return this.#cbs;
   }
 
   close(): Promise<void> {

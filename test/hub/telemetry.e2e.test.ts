@@ -27,7 +27,6 @@ describe.each<Transport>(["mqtt", "amqp"])(
         m.contentType = "application/json";
         m.contentEncoding = "utf-8";
         m.properties.add("unit", "°C & more");
-        m.properties.add("__proto__", "kept as data");
         await client.sendEvent(m);
       }
       // sendEvent resolved on PUBACK (AMQP: accepted): the messages are in the store now.
@@ -43,7 +42,6 @@ describe.each<Transport>(["mqtt", "amqp"])(
           "$.ce": "utf-8",
           "$.cdid": "sensor-1",
         });
-        expect(Object.hasOwn(s.properties, "__proto__")).toBe(true);
       });
     });
 

@@ -75,6 +75,8 @@ export class AmqpConnection {
   #sessions = 0;
   #links = 0;
   #refusedTokens = 0;
+  /** The outcome of the dispositions rhea writes on its next flush, if any are waiting. */
+  #flushOutcome: "accepted" | "rejected" | undefined;
 
   /** @param peer the TLS client certificate, when the client presented one. */
   constructor(socket: Duplex, ctx: ConnectionContext, peer?: PeerCertificate) {
@@ -103,7 +105,7 @@ export class AmqpConnection {
     const guard = new FrameGuard(MAX_FRAME_BYTES);
     socket.on("data", (chunk: Buffer) => {
       const broken = guard.push(chunk);
-      if (broken) this.close("malformed-frame", { reason: broken });
+      if (broken) this.close("malformed-frame", { detail: broken });
     });
     (this.#conn as ServerConnection).accept(socket);
     socket.on("data", () => this.#boundIncomplete());
@@ -144,7 +146,7 @@ export class AmqpConnection {
       c.on(ev, (e: EventContext | Error) => {
         const err = e instanceof Error ? e : (e.connection?.error ?? e.session?.error);
         this.close(ev === "protocol_error" ? "malformed-frame" : "connection-error", {
-          reason:
+          detail:
             err instanceof Error ? err.message : String((err as { description?: string })?.description ?? ""),
         });
       });
@@ -337,7 +339,7 @@ export class AmqpConnection {
       status = 400;
       description = (err as Error).message;
     }
-    delivery.accept();
+    this.settle(delivery);
     if (receiver.is_open()) receiver.add_credit(1);
     if (message && !Buffer.isBuffer(message)) this.#cbsOut?.send(cbsResponse(message, status, description));
     if (status !== 200 && ++this.#refusedTokens >= MAX_REFUSED_TOKENS) this.close("too-many-refused-tokens");
@@ -362,6 +364,31 @@ export class AmqpConnection {
 
   #checkQueued(): void {
     if (this.#socket.writableLength > MAX_QUEUED_BYTES) this.close("client-not-reading");
+  }
+
+  /**
+   * Accepts `delivery`, or rejects it with `error` (nothing for one the client sent settled).
+   * rhea writes the dispositions of one flush in ranges and merges the first two
+   * deliveries of a range whatever their outcomes (`write_dispositions` in its session.js,
+   * 3.0.5), so an accepted and a rejected message could both read as one of them: an outcome
+   * that differs from the one waiting is held for the next flush.
+   */
+  settle(delivery: Delivery, error?: { condition: string; description: string }): void {
+    if (delivery.remote_settled || this.#closed) return;
+    const outcome = error ? "rejected" : "accepted";
+    if (this.#flushOutcome !== undefined && this.#flushOutcome !== outcome) {
+      setImmediate(() => this.settle(delivery, error));
+      return;
+    }
+    if (error) delivery.reject(error);
+    else delivery.accept();
+    if (this.#flushOutcome === undefined) {
+      this.#flushOutcome = outcome;
+      // Queued after rhea's flush (the settle above asked for it), or after one already queued.
+      process.nextTick(() => {
+        this.#flushOutcome = undefined;
+      });
+    }
   }
 
   hold(): void {
@@ -390,7 +417,8 @@ export class AmqpConnection {
     } catch {
       // The socket may be gone already.
     }
-    this.#socket.end();
+    // rhea writes the close frame on the next tick; the socket ends after it (SDKs wait for it).
+    setImmediate(() => this.#socket.end());
     setTimeout(() => this.#socket.destroy(), 1000).unref();
   }
 }

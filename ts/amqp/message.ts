@@ -9,6 +9,9 @@
 import rhea, { type Message } from "rhea";
 import type { Outgoing } from "../delivery/device-delivery.js";
 import { record } from "../json.js";
+import { keepProtoKeys } from "./rhea-maps.js";
+
+keepProtoKeys();
 
 /** Message properties (the AMQP `properties` section) and their `$.` keys. */
 const SYSTEM = [
@@ -20,11 +23,11 @@ const SYSTEM = [
 ] as const satisfies ReadonlyArray<readonly [keyof Message, string]>;
 
 /** Application properties IoT Hub reads as system properties. */
-const SYSTEM_APPLICATION: Readonly<Record<string, string>> = {
-  "iothub-outputname": "$.on",
-  "iothub-creation-time-utc": "$.ctime",
-  "iothub-message-schema": "$.schema",
-};
+const SYSTEM_APPLICATION: ReadonlyMap<string, string> = new Map([
+  ["iothub-outputname", "$.on"],
+  ["iothub-creation-time-utc", "$.ctime"],
+  ["iothub-message-schema", "$.schema"],
+]);
 
 /** The annotation carrying a module input's name (azure-iot-device-amqp `amqp.js`). */
 export const INPUT_NAME_ANNOTATION = "x-opt-input-name";
@@ -79,7 +82,7 @@ export function fromAmqp(m: Message): { body: Buffer; properties: Record<string,
       else throw new UnsupportedMessage(`application property ${JSON.stringify(key)} is not text`);
       // The hubs' own keys (`$.cdid`, `$.fid`, …) are never a client's to set.
       if (key.startsWith("$.")) continue;
-      properties[SYSTEM_APPLICATION[key] ?? key] = text;
+      properties[SYSTEM_APPLICATION.get(key) ?? key] = text;
     }
   }
   for (const [field, key] of SYSTEM) {

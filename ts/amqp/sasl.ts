@@ -7,6 +7,7 @@
  * rhea calls a mechanism's `start` with the client's initial response; `outcome` says yes
  * or no.
  */
+import { record } from "../json.js";
 
 /** A SASL mechanism as rhea's server drives it. */
 interface ServerMechanism {
@@ -57,8 +58,10 @@ export function saslMechanisms(
   on: SaslHandlers,
   withExternal: boolean,
 ): Record<string, () => ServerMechanism> {
-  const mechanisms: Record<string, () => ServerMechanism> = {
-    PLAIN: () => ({
+  // rhea looks the client's mechanism name up in this object: it inherits nothing.
+  const mechanisms = record<() => ServerMechanism>();
+  Object.assign(mechanisms, {
+    PLAIN: (): ServerMechanism => ({
       outcome: undefined,
       username: undefined,
       start(response) {
@@ -67,14 +70,14 @@ export function saslMechanisms(
         if (this.outcome) this.username = fields?.username;
       },
     }),
-    ANONYMOUS: () => ({
+    ANONYMOUS: (): ServerMechanism => ({
       outcome: undefined,
       username: undefined,
       start() {
         this.outcome = true;
       },
     }),
-  };
+  });
   if (withExternal)
     mechanisms.EXTERNAL = () => ({
       outcome: undefined,

@@ -24,6 +24,8 @@ export interface LinkOwner {
   release(): void;
   /** True once the connection is closed (answers go nowhere). */
   readonly closed: boolean;
+  /** Accepts `delivery`, or rejects it with `error`. */
+  settle(delivery: Delivery, error?: { condition: string; description: string }): void;
 }
 
 /** Takes a client's telemetry on one link. */
@@ -48,12 +50,12 @@ export class TelemetryLink {
         throw new UnsupportedMessage("the message format must be 0 (AMQP messages)");
       stored = fromAmqp(message);
     } catch (err) {
-      this.#settle(delivery, { condition: "amqp:decode-error", description: (err as Error).message });
+      this.#owner.settle(delivery, { condition: "amqp:decode-error", description: (err as Error).message });
       this.#receiver.add_credit(1);
       return;
     }
     if (stored.body.length > ctx.maxMessageBytes) {
-      this.#settle(delivery, {
+      this.#owner.settle(delivery, {
         condition: "amqp:link:message-size-exceeded",
         description: `the body is over ${ctx.maxMessageBytes} bytes`,
       });
@@ -81,17 +83,10 @@ export class TelemetryLink {
             reason: e.message,
           });
           // Unlike MQTT 3.1.1, AMQP can say no to one message: the client is told and may retry.
-          this.#settle(delivery, { condition: "amqp:resource-limit-exceeded", description: e.message });
-        } else this.#settle(delivery);
+          this.#owner.settle(delivery, { condition: "amqp:resource-limit-exceeded", description: e.message });
+        } else this.#owner.settle(delivery);
         if (this.#receiver.is_open()) this.#receiver.add_credit(1);
       },
     );
-  }
-
-  /** Accepts `delivery`, or rejects it with `error`; nothing for a message the client sent settled. */
-  #settle(delivery: Delivery, error?: { condition: string; description: string }): void {
-    if (delivery.remote_settled) return;
-    if (error) delivery.reject(error);
-    else delivery.accept();
   }
 }
