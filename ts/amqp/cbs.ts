@@ -9,6 +9,8 @@
  * A token for an identity the connection holds already renews it.
  */
 import type { Message } from "rhea";
+import type { Authenticator, Principal } from "../auth/authenticator.js";
+import { EdgeHubError, ErrorCodes } from "../errors.js";
 
 /** Token types IoT Hub takes. */
 const TOKEN_TYPES = new Set(["servicebus.windows.net:sastoken", "azure-devices.net:sastoken"]);
@@ -57,4 +59,23 @@ export function cbsResponse(m: Message, status: number, description: string): Me
   };
   if (m.message_id !== undefined) response.correlation_id = m.message_id;
   return response;
+}
+
+/**
+ * The identity a put-token authenticates: the token checked as on MQTT or HTTPS
+ * (`authenticateToken`), and put for that identity's own audience; throws an `AUTH_*` error.
+ */
+export function tokenLogin(authenticator: Authenticator, request: PutToken): Principal {
+  const principal = authenticator.authenticateToken(request.token);
+  const path = request.audience.slice(request.audience.indexOf("/"));
+  const own =
+    principal.moduleId === undefined
+      ? `/devices/${principal.deviceId}`
+      : `/devices/${principal.deviceId}/modules/${principal.moduleId}`;
+  if (path !== own)
+    throw new EdgeHubError(
+      ErrorCodes.AUTH_WRONG_AUDIENCE,
+      `the token is for ${own}, put for ${request.audience}`,
+    );
+  return principal;
 }

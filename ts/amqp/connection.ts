@@ -17,12 +17,12 @@ import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { ConnectionContext } from "../protocol/client.js";
 import { ADDRESSES } from "../vocabulary.js";
-import { BadCbsRequest, cbsResponse, readPutToken } from "./cbs.js";
+import { BadCbsRequest, cbsResponse, readPutToken, tokenLogin } from "./cbs.js";
 import { AmqpClient } from "./client.js";
 import { FrameGuard } from "./frame-guard.js";
 import { DeliveryLink } from "./links/c2d.js";
 import { TelemetryLink } from "./links/telemetry.js";
-import { parseSaslUsername, saslMechanisms } from "./sasl.js";
+import { plainLogin, saslMechanisms } from "./sasl.js";
 
 /** Largest frame either side sends; a message larger than this comes in several. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -156,33 +156,22 @@ export class AmqpConnection {
 
   /** SASL PLAIN: `{device}[/modules/{m}]@sas.{hub}` with a SAS token for that identity. */
   #plain(username: string, password: string): boolean {
-    const ids = parseSaslUsername(username);
     try {
-      if (!ids)
-        throw new EdgeHubError(
-          ErrorCodes.AUTH_BAD_TOKEN,
-          "username is not {deviceId}[/modules/{moduleId}]@sas.{hub}",
-        );
-      const principal = this.ctx.authenticator.authenticateToken(password);
-      if (principal.clientId !== clientIdOf(ids))
-        throw new EdgeHubError(
-          ErrorCodes.AUTH_WRONG_AUDIENCE,
-          `the token is for ${principal.clientId}, the username names ${clientIdOf(ids)}`,
-        );
-      this.#admit(principal);
+      this.#admit(plainLogin(this.ctx.authenticator, username, password));
       return true;
     } catch (err) {
-      this.#refused(err, ids ? clientIdOf(ids) : undefined);
+      this.#refused(err, username);
       // rhea writes the SASL outcome after this returns; the socket ends after that.
       setImmediate(() => this.close("auth-refused", { code: (err as EdgeHubError).code }));
       return false;
     }
   }
 
-  #refused(err: unknown, clientId: string | undefined): void {
+  /** `who`: what the client named (a username, an audience, a link's identity). */
+  #refused(err: unknown, who: string): void {
     const code = (err as EdgeHubError).code;
     this.ctx.refused?.(code);
-    this.ctx.log.log("warn", "amqp-auth-refused", { clientId, code, reason: (err as Error).message });
+    this.ctx.log.log("warn", "amqp-auth-refused", { who, code, reason: (err as Error).message });
   }
 
   /** An identity authenticated on this connection (new, or a renewed token). */
@@ -318,20 +307,9 @@ export class AmqpConnection {
       if (!message || Buffer.isBuffer(message)) throw new BadCbsRequest("not an AMQP message");
       const request = readPutToken(message);
       try {
-        const principal = this.ctx.authenticator.authenticateToken(request.token);
-        const audience = request.audience.slice(request.audience.indexOf("/"));
-        const expected =
-          principal.moduleId === undefined
-            ? `/devices/${principal.deviceId}`
-            : `/devices/${principal.deviceId}/modules/${principal.moduleId}`;
-        if (audience !== expected)
-          throw new EdgeHubError(
-            ErrorCodes.AUTH_WRONG_AUDIENCE,
-            `the token is for ${expected}, put for ${request.audience}`,
-          );
-        this.#admit(principal);
+        this.#admit(tokenLogin(this.ctx.authenticator, request));
       } catch (err) {
-        this.#refused(err, undefined);
+        this.#refused(err, request.audience);
         status = 401;
         description = "Unauthorized";
       }

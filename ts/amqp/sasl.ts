@@ -7,6 +7,8 @@
  * rhea calls a mechanism's `start` with the client's initial response; `outcome` says yes
  * or no.
  */
+import type { Authenticator, Principal } from "../auth/authenticator.js";
+import { EdgeHubError, ErrorCodes } from "../errors.js";
 import { record } from "../json.js";
 
 /** A SASL mechanism as rhea's server drives it. */
@@ -39,6 +41,27 @@ export function parseSaslUsername(
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The identity a PLAIN login names, once its token is checked (as `authenticateToken` checks
+ * a token on MQTT or HTTPS) and found to be for that same identity; throws an `AUTH_*` error.
+ */
+export function plainLogin(authenticator: Authenticator, username: string, password: string): Principal {
+  const ids = parseSaslUsername(username);
+  if (!ids)
+    throw new EdgeHubError(
+      ErrorCodes.AUTH_BAD_TOKEN,
+      "username is not {deviceId}[/modules/{moduleId}]@sas.{hub}",
+    );
+  const named = ids.moduleId === undefined ? ids.deviceId : `${ids.deviceId}/${ids.moduleId}`;
+  const principal = authenticator.authenticateToken(password);
+  if (principal.clientId !== named)
+    throw new EdgeHubError(
+      ErrorCodes.AUTH_WRONG_AUDIENCE,
+      `the token is for ${principal.clientId}, the username names ${named}`,
+    );
+  return principal;
 }
 
 /** `authzid NUL authcid NUL password` (RFC 4616); undefined when it is not that. */
