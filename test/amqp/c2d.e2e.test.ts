@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import type { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
+import { amqpModule } from "../helpers/amqp.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, deviceClient, startHub } from "../helpers/hub.js";
 
@@ -58,5 +59,26 @@ describe("cloud-to-device messages to the official device SDK over AMQP", () => 
       (await hub.store.stats()).queues.some((q) => q.name === "$c2d/valve" && q.ackedUpTo === 0),
     );
     expect(seen).toEqual(["first:queued", "second:queued"]);
+  });
+});
+
+describe("module inputs to the official module SDK over AMQP", () => {
+  it("arrive with their input name, and are removed once completed", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    const module = await amqpModule(hub, "gw", "filter");
+    await module.open();
+    const got: string[] = [];
+    module.on("inputMessage", (input: string, m: Message) => {
+      got.push(`${input}:${m.getData().toString()}`);
+      void module.complete(m);
+    });
+    await hub.delivery.sendToInput("gw", "filter", "in1", {
+      body: Buffer.from("21.5"),
+      properties: { unit: "C" },
+    });
+    await eventually("completed", async () =>
+      (await hub.store.stats()).queues.some((q) => q.name === "$inputs/gw/filter" && q.ackedUpTo === 0),
+    );
+    expect(got).toEqual(["in1:21.5"]);
   });
 });

@@ -58,7 +58,11 @@ export class RawAmqp {
 
   private constructor(connection: Connection) {
     this.connection = connection;
-    this.#closed = new Promise((resolve) => connection.once("disconnected", () => resolve()));
+    // A clean close (the hub's close frame) ends with connection_close, a cut with disconnected.
+    this.#closed = new Promise((resolve) => {
+      connection.once("disconnected", () => resolve());
+      connection.once("connection_close", () => resolve());
+    });
     connection.on("error", () => undefined);
     connection.on("connection_error", () => undefined);
     connection.on("protocol_error", () => undefined);
