@@ -8,12 +8,15 @@
 import type { Receiver, Sender } from "rhea";
 import type { Principal } from "../auth/authenticator.js";
 import type { Outgoing, Settled } from "../delivery/device-delivery.js";
-import type { ClientConnection, ConnectionContext, ListenKind } from "../protocol/client.js";
+import type { ClientConnection, ListenKind } from "../protocol/client.js";
+import type { TwinProperties } from "../twin/twins.js";
 import type { DeliveryLink } from "./links/c2d.js";
+import { MethodChannel } from "./links/methods.js";
+import type { LinkOwner } from "./links/telemetry.js";
+import { TwinChannel } from "./links/twin.js";
 
 /** What a client needs from its connection. */
-export interface ClientOwner {
-  readonly ctx: ConnectionContext;
+export interface ClientOwner extends LinkOwner {
   /** The client closed: the connection forgets it. */
   forget(client: AmqpClient): void;
 }
@@ -30,10 +33,16 @@ export class AmqpClient implements ClientConnection {
   #delivery: { link: DeliveryLink; kind: ListenKind } | undefined;
   #expiry: NodeJS.Timeout | undefined;
   #closed = false;
+  /** Twin requests and desired-property notifications. */
+  readonly twin: TwinChannel;
+  /** Direct method calls. */
+  readonly methods: MethodChannel;
 
   constructor(owner: ClientOwner, principal: Principal) {
     this.#owner = owner;
     this.#principal = principal;
+    this.twin = new TwinChannel(owner, this);
+    this.methods = new MethodChannel(owner, this);
     this.#armExpiry();
   }
 
@@ -93,15 +102,17 @@ export class AmqpClient implements ClientConnection {
     return this.#delivery?.link.send(m, dup) ?? Promise.reject(new Error("not listening"));
   }
 
-  /** Direct methods are not served over AMQP yet (docs/amqp.md): a call waits, then 404. */
   listensForMethods(): boolean {
-    return false;
+    return this.methods.listening;
   }
 
-  deliver(_topic: string, _payload: Buffer): void {}
+  callMethod(name: string, rid: string, payload: Buffer): void {
+    this.methods.call(name, rid, payload);
+  }
 
-  /** Twins are not served over AMQP yet: nothing listens for desired properties. */
-  desiredChanged(): void {}
+  desiredChanged(patch: TwinProperties): void {
+    this.twin.desiredChanged(patch);
+  }
 
   close(reason: string, fields: Record<string, unknown> = {}): void {
     if (this.#closed) return;

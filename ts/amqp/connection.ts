@@ -34,6 +34,8 @@ const MAX_LINKS = 64;
 const MAX_UNACKED = 128;
 /** Put-token requests answered at once. */
 const CBS_CREDIT = 4;
+/** Twin requests and method answers in flight on one link. */
+const CHANNEL_CREDIT = 16;
 /** Refused put-tokens before the connection is closed. */
 const MAX_REFUSED_TOKENS = 4;
 /** Bytes queued to a client that does not read: past this it is disconnected. */
@@ -51,9 +53,11 @@ type Role =
   | { kind: "cbs-out" }
   | { kind: "telemetry"; client: AmqpClient; link: TelemetryLink }
   | { kind: "delivery"; client: AmqpClient; link: DeliveryLink }
+  | { kind: "twin-in" | "twin-out" | "methods-in" | "methods-out"; client: AmqpClient }
   | { kind: "refused" };
 
 type LinkError = { condition: string; description: string };
+type Ids = { deviceId: string; moduleId?: string | undefined };
 
 /** `deviceId[/moduleId]`. */
 function clientIdOf(ids: { deviceId: string; moduleId?: string | undefined }): string {
@@ -239,6 +243,9 @@ export class AmqpConnection {
       this.#cbsOut = link as Sender;
       return { kind: "cbs-out" };
     }
+    const twin = ADDRESSES.twin.parse(path) ?? ADDRESSES.moduleTwin.parse(path);
+    const methods = twin ? undefined : (ADDRESSES.methods.parse(path) ?? ADDRESSES.moduleMethods.parse(path));
+    if (twin || methods) return this.#channel(link, (twin ?? methods) as Ids, twin ? "twin" : "methods");
     const events = ADDRESSES.telemetry.parse(path) ?? ADDRESSES.moduleEvents.parse(path);
     const c2d = ADDRESSES.c2d.parse(path);
     const ids = events ?? c2d;
@@ -265,10 +272,33 @@ export class AmqpConnection {
   }
 
   /**
+   * A twin or methods link: always the identity's own (as MQTT's twin and method topics),
+   * so the identity must be one the connection holds. Our senders on them send settled:
+   * answers, notifications and calls are at most once, as IoT Hub sends them at QoS 0.
+   */
+  #channel(link: Sender | Receiver, ids: Ids, channel: "twin" | "methods"): Role | LinkError {
+    const client = this.#clients.get(clientIdOf(ids)) ?? this.#byCertificate(ids);
+    if (!client)
+      return {
+        condition: "amqp:unauthorized-access",
+        description: `this connection holds no token for ${clientIdOf(ids)}`,
+      };
+    client.adopt(link);
+    if (link.is_receiver()) {
+      (link as Receiver).add_credit(CHANNEL_CREDIT);
+      return { kind: channel === "twin" ? "twin-in" : "methods-in", client };
+    }
+    (link as unknown as { local: { attach: { snd_settle_mode: number } } }).local.attach.snd_settle_mode = 1;
+    if (channel === "twin") client.twin.attachSender(link as Sender);
+    else client.methods.attachSender(link as Sender);
+    return { kind: channel === "twin" ? "twin-out" : "methods-out", client };
+  }
+
+  /**
    * X.509 (SASL EXTERNAL, or TLS without SASL as the Node SDK does it): the first link to
    * an identity's address authenticates that identity with the client certificate.
    */
-  #byCertificate(ids: { deviceId: string; moduleId?: string | undefined }): AmqpClient | undefined {
+  #byCertificate(ids: Ids): AmqpClient | undefined {
     if (!this.#peer) return undefined;
     try {
       this.#admit(this.ctx.authenticator.authenticateCertificate(ids.deviceId, this.#peer, ids.moduleId));
@@ -285,8 +315,10 @@ export class AmqpConnection {
     this.#roles.delete(link);
     this.#links--;
     if (role.kind === "cbs-out" && this.#cbsOut === link) this.#cbsOut = undefined;
-    if (role.kind === "telemetry" || role.kind === "delivery") role.client.drop(link);
     if (role.kind === "delivery") role.client.unlisten(role.link, why);
+    if (role.kind === "twin-out") role.client.twin.detached(link);
+    if (role.kind === "methods-out") role.client.methods.detached(link);
+    if (role.kind !== "refused" && role.kind !== "cbs-in" && role.kind !== "cbs-out") role.client.drop(link);
     if (!link.is_closed()) link.close();
   }
 
@@ -295,8 +327,14 @@ export class AmqpConnection {
     const role = receiver && this.#roles.get(receiver);
     const delivery = e.delivery;
     if (!role || !delivery) return;
-    if (role.kind === "telemetry") role.link.onMessage(delivery, e.message as never);
-    else if (role.kind === "cbs-in") this.#onPutToken(receiver, delivery, e.message);
+    const message = e.message;
+    if (role.kind === "telemetry") role.link.onMessage(delivery, message as never);
+    else if (role.kind === "cbs-in") this.#onPutToken(receiver, delivery, message);
+    else if (!message || Buffer.isBuffer(message))
+      this.settle(delivery, { condition: "amqp:decode-error", description: "not an AMQP message" });
+    else if (role.kind === "twin-in") role.client.twin.onRequest(delivery, message);
+    else if (role.kind === "methods-in") role.client.methods.onResponse(delivery, message);
+    if (role.kind === "twin-in" || role.kind === "methods-in") receiver.add_credit(1);
   }
 
   /** `$cbs` put-token: authenticates (or renews) the identity the token is for. */

@@ -318,6 +318,10 @@ export class MqttConnection implements ClientConnection {
     return this.#subscribed.has("methods");
   }
 
+  callMethod(name: string, rid: string, payload: Buffer): void {
+    this.deliver(`$iothub/methods/POST/${encodeURIComponent(name)}/?$rid=${rid}`, payload);
+  }
+
   /** True once a device subscribed to its C2D messages, or a module to its inputs. */
   listensForDeliveries(): boolean {
     return this.#subscribed.has(this.#principal?.moduleId === undefined ? "c2d" : "module-inputs");
