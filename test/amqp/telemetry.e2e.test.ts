@@ -1,11 +1,20 @@
 import { join } from "node:path";
 import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
-import { EVENTS_QUEUE } from "../../ts/index.js";
+import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
 import { inheritsNothing } from "../../ts/json.js";
 import { amqpModule, RawAmqp, tokenFor } from "../helpers/amqp.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, startHub } from "../helpers/hub.js";
+
+/** A hub with device `d1`, and a rhea connection holding its token. */
+async function hubWithD1(): Promise<{ hub: EdgeHub; raw: RawAmqp }> {
+  const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+  await hub.registry.createDevice({ deviceId: "d1" });
+  const raw = await RawAmqp.open(hub);
+  expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+  return { hub, raw };
+}
 
 describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemetry.e2e.test.ts)", () => {
   it("takes a module's output with its output name and module id", async () => {
@@ -42,10 +51,7 @@ describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemet
   });
 
   it("keeps every application property a client sends as data, `__proto__` included, and drops `$.` keys", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
-    await hub.registry.createDevice({ deviceId: "d1" });
-    const raw = await RawAmqp.open(hub);
-    expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    const { hub, raw } = await hubWithD1();
     const { sender } = await raw.sender("/devices/d1/messages/events");
     // JSON.parse makes `__proto__` an own key, as a client's encoder sends it.
     const props = JSON.parse('{"__proto__":"p","constructor":"c","n":7,"b":true,"$.cdid":"forged"}');
@@ -65,10 +71,7 @@ describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemet
   });
 
   it("rejects a message whose application property is not text, and takes the next", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
-    await hub.registry.createDevice({ deviceId: "d1" });
-    const raw = await RawAmqp.open(hub);
-    expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    const { hub, raw } = await hubWithD1();
     const { sender } = await raw.sender("/devices/d1/messages/events");
     expect(await raw.send(sender, { body: "bad", application_properties: { nested: { a: 1 } } })).toBe(
       "rejected",
@@ -78,10 +81,7 @@ describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemet
   });
 
   it("keeps a rejection apart from an acceptance settled in the same turn (rhea would merge them)", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
-    await hub.registry.createDevice({ deviceId: "d1" });
-    const raw = await RawAmqp.open(hub);
-    expect(await raw.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    const { hub, raw } = await hubWithD1();
     const cbs = await raw.cbs;
     const { sender } = await raw.sender("/devices/d1/messages/events");
     for (let round = 0; round < 5; round++) {
