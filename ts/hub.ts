@@ -17,6 +17,7 @@ import { ErrorCodes } from "./errors.js";
 import { EventLoopLag } from "./event-loop-lag.js";
 import { consoleLogger, type Logger, type LogLevel } from "./log.js";
 import { DirectMethods } from "./methods/direct-methods.js";
+import type { AuthTransport } from "./observe/metrics.js";
 import { type Observing, observe } from "./observe/observe.js";
 import { Admission, RateLimitedLog } from "./protocol/admission.js";
 import type { ClientConnection } from "./protocol/client.js";
@@ -32,7 +33,7 @@ import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
 import { EdgeHubSettings } from "./upstream/settings.js";
 import { Upstream } from "./upstream/upstream.js";
-import { DEAD_LETTER_QUEUE, EVENTS_QUEUE, UPSTREAM_QUEUE } from "./vocabulary.js";
+import { DEAD_LETTER_QUEUE, EVENTS_QUEUE, UPSTREAM_QUEUE, UPSTREAM_QUEUES } from "./vocabulary.js";
 
 /** How long {@link EdgeHub.close} waits for messages being stored to be stored and acknowledged. */
 export const CLOSE_GRACE_MS = 5000;
@@ -211,7 +212,7 @@ export class EdgeHub {
               hub.#socketOf.set(client, socket);
               context.register(clientId, client);
             };
-            new AmqpConnection(socket, { ...context, register }, peer);
+            new AmqpConnection(socket, { ...context, register, refused: refused("amqp") }, peer);
           },
           webSocket: (stream, socket, peer) => {
             hub.#socketOf.set(new MqttConnection(stream, context, peer), socket);
@@ -270,6 +271,13 @@ export class EdgeHub {
           if (err) log.log("warn", "twin-change-not-routed", { clientId, reason: (err as Error).message });
         }),
       );
+      /** A device-protocol login refused: counted by transport; the parent is asked for the identity. */
+      const refused = (transport: AuthTransport) => (code: string, clientId: string) => {
+        hub.#observing?.metrics?.authFailed(transport, code);
+        // The parent may know this identity, or its new keys: it is asked for that one.
+        if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
+          upstream?.scopeIdentity?.request(clientId);
+      };
       const sessions = new Sessions(store);
       const context = {
         authenticator,
@@ -307,11 +315,7 @@ export class EdgeHub {
         refreshTwin: upstream
           ? (clientId: string) => upstream.twinSync?.refresh(clientId) ?? Promise.resolve()
           : undefined,
-        refused: (code: string) => {
-          hub.#observing?.metrics?.authFailed(code);
-          if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
-            upstream?.scope?.requestSync();
-        },
+        refused: refused("mqtt"),
         maxMessageBytes: 256 * 1024,
         connectTimeoutMs: limits.mqttConnectTimeoutMs,
         closedUnauthenticated: (level: LogLevel, reason: string, fields: Record<string, unknown>) => {
@@ -345,6 +349,8 @@ export class EdgeHub {
         delivery: hub.delivery,
         store,
         eventsQueue: EVENTS_QUEUE,
+        // `edgehub monitor` shows what devices sent: a root keeps it, an edge hub holds it for its parent.
+        followedQueues: parent ? UPSTREAM_QUEUES : [EVENTS_QUEUE],
         forget: async (clientId) => {
           await hub.twins.delete(clientId);
           await sessions.clear(clientId);
@@ -360,6 +366,9 @@ export class EdgeHub {
         endpoints: () => ({ hubHostname: parent?.hubHostname ?? config.hostname, mqtts: hub.ports.mqtts }),
         // A request that passed authentication: its socket leaves its address's unauthenticated count.
         authenticated: (req) => admission.authenticated(req.socket),
+        refused: (code) => hub.#observing?.metrics?.authFailed("https", code),
+        moduleWrites: upstream?.parentModules,
+        refreshIdentity: upstream?.scopeIdentity?.fetchFor,
         log,
       });
       for (const [srv, port] of [

@@ -39,6 +39,15 @@ export function deliveryQueue(clientId: string): string {
   return clientId.includes("/") ? `$inputs/${clientId}` : `$c2d/${clientId}`;
 }
 
+/**
+ * Every upstream-bound queue of a hub with a parent, in drain order: one per priority (0
+ * first), then {@link UPSTREAM_QUEUE} itself (routes without a priority).
+ */
+export const UPSTREAM_QUEUES: readonly string[] = Object.freeze([
+  ...Array.from({ length: PRIORITIES }, (_, p) => priorityQueue(UPSTREAM_QUEUE, p)),
+  UPSTREAM_QUEUE,
+]);
+
 /** A delivery queue's client and its place in the drain order (0 first, {@link PRIORITIES} for the base). */
 export interface QueueOwner {
   clientId: string;

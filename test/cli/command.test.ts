@@ -1,27 +1,9 @@
 /** The command declarations: parsing against them, the usage made from them, output made safe. */
 import { describe, expect, it } from "vitest";
-import { c2dCommands } from "../../ts/cli/c2d.js";
-import { certCommands } from "../../ts/cli/cert.js";
 import { type CommandSpec, jsonLine, parse, printable, UsageError, usage } from "../../ts/cli/command.js";
-import { deviceCommands } from "../../ts/cli/device.js";
-import { identityCommands } from "../../ts/cli/identity.js";
-import { methodCommands } from "../../ts/cli/method.js";
-import { moduleCommands } from "../../ts/cli/module.js";
-import { monitorCommand } from "../../ts/cli/monitor.js";
-import { twinCommands } from "../../ts/cli/twin.js";
+import { allCommands } from "../../ts/cli/commands.js";
 
-const all: CommandSpec[] = [
-  ...[
-    deviceCommands,
-    moduleCommands,
-    twinCommands,
-    methodCommands,
-    c2dCommands,
-    identityCommands,
-    certCommands,
-  ].flatMap((g) => [...g.commands]),
-  monitorCommand,
-];
+const all: CommandSpec[] = allCommands();
 
 const noop = async () => undefined;
 

@@ -15,13 +15,17 @@ import { join } from "node:path";
 import { Client, Message, ModuleClient, type Twin } from "azure-iot-device";
 import { Mqtt } from "azure-iot-device-mqtt";
 import type { Packet } from "mqtt-packet";
+import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub, StoredMessage } from "../../ts/index.js";
 import { moduleJson } from "../../ts/service/shapes.js";
+import { ScopeIdentity } from "../../ts/upstream/scope-identity.js";
 import { startEdge, synced } from "./edge.js";
 import { eventually, tempDir } from "./fixtures.js";
+import { recordingLogger } from "./hub.js";
 import { RawHttpsParent } from "./raw-https-parent.js";
 import { RawParent } from "./raw-parent.js";
 import { device, edgeDevice, edgeOf, json, KEY } from "./scope-edge.js";
+import { call } from "./service.js";
 
 /** The fixtures' hub. */
 export const HUB = "myhub.azure-devices.net";
@@ -52,6 +56,12 @@ export interface Observed {
   scopeIds: string[];
   /** The legacy (GET) scope sync's result. */
   legacySync: boolean;
+  /** leaf4, unknown to edge1 until asked for alone: got in on its second login. */
+  leaf4In: boolean;
+  /** The legacy single read's result (leaf1, from the parent without the nested routes). */
+  legacyOne: boolean;
+  /** edge2's identity service through edge1: statuses of its PUT, PUT with If-Match, list, DELETE; the listed ids. */
+  moduleWrites: { statuses: number[]; listed: string[] };
 }
 
 export interface Captured {
@@ -204,6 +214,9 @@ export async function driveSite(): Promise<Captured> {
     deadLettered: [],
     scopeIds: [],
     legacySync: false,
+    leaf4In: false,
+    legacyOne: false,
+    moduleWrites: { statuses: [], listed: [] },
   };
   try {
     const edge1 = await startEdge(await tempDir(), {
@@ -350,6 +363,57 @@ export async function driveSite(): Promise<Captured> {
       caFile,
     });
     observed.legacySync = await legacyEdge.sync.sync();
+
+    // The legacy single read, from the same parent (its POST route 404 as well).
+    legacy.identityAnswer = (req, res) =>
+      req.method === "POST"
+        ? res.writeHead(404).end()
+        : json(res, { devices: [leaf("leaf1", "edge1")], modules: [], continuationLink: null });
+    const one = new ScopeIdentity(
+      legacyEdge.config,
+      legacyEdge.credentials,
+      legacyEdge.registry,
+      legacyEdge.sync,
+      recordingLogger(),
+    );
+    observed.legacyOne = await one.fetch("leaf1", undefined);
+
+    // One identity on behalf of: leaf4, made after edge1's sync, logs in; edge1 asks for it alone.
+    https.identityAnswer = (_req, res) =>
+      json(res, { devices: [leaf("leaf4", "edge1")], modules: [], continuationLink: null });
+    await deviceOf(edge1, "leaf4").catch(() => undefined);
+    await eventually("leaf4 fetched alone", () => edge1.registry.getDevice("leaf4") !== undefined);
+    observed.leaf4In = await deviceOf(edge1, "leaf4").then(
+      () => true,
+      () => false,
+    );
+
+    // edge2's identity service (its local gateway: edge1) creates, updates, lists and deletes
+    // a module of its own with edge2's device token; edge1 forwards the writes upstream.
+    https.moduleWriteAnswer = (req, res) =>
+      req.method === "DELETE" ? res.writeHead(204).end() : json(res, mod("edge2", "mod3", KEY));
+    const edge2Token = createSasToken(`${HUB}/devices/edge2`, KEY, Math.floor(Date.now() / 1000) + 600);
+    const asEdge2 = (method: string, path: string, body?: unknown, ifMatch?: string) =>
+      call(edge1, method, `${path}?api-version=2017-11-08-preview`, body, {
+        authorization: edge2Token,
+        ...(ifMatch ? { "if-match": ifMatch } : {}),
+      });
+    const spec = {
+      moduleId: "mod3",
+      managedBy: "iotEdge",
+      deviceId: "edge2",
+      authentication: { type: "sas" },
+    };
+    const writes = [
+      await asEdge2("PUT", "/devices/edge2/modules/mod3", spec),
+      await asEdge2("PUT", "/devices/edge2/modules/mod3", spec, "*"),
+      await asEdge2("GET", "/devices/edge2/modules"),
+      await asEdge2("DELETE", "/devices/edge2/modules/mod3", undefined, "*"),
+    ];
+    observed.moduleWrites = {
+      statuses: writes.map((w) => w.status),
+      listed: ((writes[2]?.body ?? []) as { moduleId: string }[]).map((m) => m.moduleId).sort(),
+    };
 
     // edge2's first login, never answered, given up (then retried).
     await eventually("edge2's unanswered login closed and retried", () => {

@@ -100,6 +100,12 @@ export class RawHttpsParent {
   /** How the nested POST route is answered: served, or 404/405 as a parent without it. */
   nestedRoute: "served" | 404 | 405 = "served";
   answer: ScopeAnswer = (_n, _call, res) => res.writeHead(404).end();
+  /** How a single-identity call (its token good) is answered: none by default (404). */
+  identityAnswer: (req: RecordedRequest, res: ServerResponse) => void = (_req, res) =>
+    res.writeHead(404).end();
+  /** How a module identity write (its token good) is answered: none by default (404). */
+  moduleWriteAnswer: (req: RecordedRequest, res: ServerResponse) => void = (_req, res) =>
+    res.writeHead(404).end();
 
   private constructor(server: https.Server, ca: string, edgeId: string, hubHostname: string) {
     this.#server = server;
@@ -146,6 +152,24 @@ export class RawHttpsParent {
     this.requests.push({ method: req.method ?? "", url, rawHeaders: req.rawHeaders, body: text });
     if (this.deviceKey !== undefined && req.method === "GET" && url.includes("/modules/%24")) {
       this.#serveModule(req, url, res);
+      return;
+    }
+    // A single-identity call (scope.json `nested.on-behalf-of`, `legacy.get-one`) or a module
+    // identity write forwarded on a child's behalf (identity.json `module-identity.put`,
+    // `.list-delete`): the `$edgeHub` token checked here, the rest by the test's answer.
+    const identityCall = /\/(getDeviceAndModuleOnBehalfOf|deviceAndModuleInDeviceScope)\?/.test(url);
+    const moduleWrite =
+      (req.method === "PUT" || req.method === "DELETE") && /^\/devices\/[^/]+\/modules\/[^/?]+\?/.test(url);
+    if (identityCall || moduleWrite) {
+      try {
+        this.#checkToken(req.headers.authorization);
+      } catch (err) {
+        this.refused.push(`${(err as Error).message}: ${req.method} ${url}`);
+        res.writeHead(401).end();
+        return;
+      }
+      const answer = identityCall ? this.identityAnswer : this.moduleWriteAnswer;
+      answer(this.requests.at(-1) as RecordedRequest, res);
       return;
     }
     let call: ScopeCall;

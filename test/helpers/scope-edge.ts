@@ -108,7 +108,7 @@ export async function edgeOf(parent: RawHttpsParent | ParentConfigInput, options
       .map((d) => d.deviceId)
       .sort();
   const reasons = () => log.events.filter((e) => e.event === "scope-sync-failed").map((e) => e.fields.reason);
-  return { sync, registry, log, ids, reasons };
+  return { sync, registry, log, ids, reasons, config, credentials };
 }
 
 /** Syncs a first, good scope (the edge and `keep-me`), so a failed sync has something to leave alone. */
@@ -121,4 +121,20 @@ export async function syncedEdge(parent: RawHttpsParent) {
   parent.calls.length = 0;
   parent.answer = answer;
   return edge;
+}
+
+/** The scope sync of a child edge `deviceId` (device key `key`) whose parent is the in-process edge hub `parent`. */
+export function childEdgeOf(
+  parent: { ports: { https: number }; caFile: string },
+  deviceId: string,
+  key: string,
+) {
+  return edgeOf({
+    hostname: "127.0.0.1",
+    hubHostname: "localhost",
+    httpsPort: parent.ports.https,
+    deviceId,
+    sharedAccessKey: key,
+    caFile: parent.caFile,
+  });
 }

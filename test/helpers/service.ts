@@ -48,6 +48,29 @@ export function call(
   });
 }
 
+/**
+ * {@link call} as a module makes it through its hub (`ModuleClient.invokeMethod`): signed
+ * with the module's own key, naming itself in `x-ms-edge-moduleId`.
+ */
+export function callAsModule(
+  hub: EdgeHub,
+  method: string,
+  path: string,
+  body: unknown,
+  module: { deviceId: string; moduleId: string; key: string },
+): Promise<Reply> {
+  const { deviceId, moduleId, key } = module;
+  const token = createSasToken(
+    `${hub.config.hostname}/devices/${deviceId}/modules/${moduleId}`,
+    key,
+    Math.floor(Date.now() / 1000) + 600,
+  );
+  return call(hub, method, path, body, {
+    authorization: token,
+    "x-ms-edge-moduleid": `${deviceId}/${moduleId}`,
+  });
+}
+
 /** An https agent that dials the hub's port whatever port the SDK asks for (it always asks for 443). */
 function hubPortAgent(hub: EdgeHub): Agent {
   const port = hub.ports.https;

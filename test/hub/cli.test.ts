@@ -40,7 +40,8 @@ describe("edgehub command", () => {
     );
     const hub = run(["start", "--config", config]);
     await until("startup banner", () => /MQTT over TLS\s+127\.0\.0\.1:\d+/.test(hub.out()));
-    const port = Number(/127\.0\.0\.1:(\d+)/.exec(hub.out())?.[1]);
+    // The banner's port: a log line before it may name another (the default metrics port, taken).
+    const port = Number(/MQTT over TLS\s+127\.0\.0\.1:(\d+)/.exec(hub.out())?.[1]);
     const ca = await readFile(join(dataDir, "certs", "ca.pem"), "utf8");
     const socket = tls.connect({ host: "localhost", port, ca });
     await new Promise<void>((resolve, reject) => {

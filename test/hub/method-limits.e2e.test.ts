@@ -9,12 +9,11 @@ import { join } from "node:path";
 import type { DeviceMethodResponse } from "azure-iot-device";
 import type { Client as ServiceClient } from "azure-iothub";
 import { describe, expect, it } from "vitest";
-import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub } from "../../ts/index.js";
 import type { MethodStats } from "../../ts/methods/direct-methods.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, startHub } from "../helpers/hub.js";
-import { call, sdkClient } from "../helpers/service.js";
+import { call, callAsModule, sdkClient } from "../helpers/service.js";
 
 async function methodStatus(hub: EdgeHub): Promise<MethodStats> {
   const reply = await call(hub, "GET", "/edge/status");
@@ -111,17 +110,12 @@ describe("pending direct method calls", () => {
     await eventually("two calls pending", async () => (await methodStatus(hub)).pending === 2);
     expect(await refusal(service.invokeDeviceMethod("child", { methodName: "ping" }))).toEqual(THROTTLED);
     // A module of the child's edge, with its own token, is another caller.
-    const token = createSasToken(
-      "localhost/devices/edge/modules/logic",
-      mod.authentication.symmetricKey?.primaryKey ?? "",
-      Math.floor(Date.now() / 1000) + 600,
-    );
-    const byModule = await call(
+    const byModule = await callAsModule(
       hub,
       "POST",
       "/twins/child/methods",
       { methodName: "ping", payload: "m" },
-      { authorization: token, "x-ms-edge-moduleid": "edge/logic" },
+      { deviceId: "edge", moduleId: "logic", key: mod.authentication.symmetricKey?.primaryKey ?? "" },
     );
     expect(byModule).toEqual({ status: 200, body: { status: 200, payload: { pong: "m" } } });
     expect((await methodStatus(hub)).refused).toEqual({ perTarget: 0, perCaller: 1, bytes: 0 });

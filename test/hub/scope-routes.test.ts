@@ -8,6 +8,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub } from "../../ts/index.js";
 import { nestedScopePath, scopePath } from "../../ts/service/scope.js";
+import { inScopeTargetPath, ORIGIN_EDGE_HEADER, onBehalfOfPath } from "../../ts/service/scope-identity.js";
 import { startRoot } from "../helpers/edge.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { call, type Reply } from "../helpers/service.js";
@@ -235,5 +236,116 @@ describe("the legacy scope route", () => {
         "leaf1/lm",
       ],
     });
+  });
+});
+
+describe("one identity on behalf of an edge", () => {
+  const one = (actor: string, body: unknown, headers: Record<string, string> = tokenOf(actor)) =>
+    call(root, "POST", `${onBehalfOfPath(actor)}?api-version=2020-06-30-preview`, body, headers);
+  const asked = async (actor: string, body: unknown, origin?: string) => {
+    const r = await one(actor, body, {
+      ...tokenOf(actor),
+      ...(origin ? { [ORIGIN_EDGE_HEADER]: origin } : {}),
+    });
+    expect(r.status, JSON.stringify(body)).toBe(200);
+    expect((r.body as Page).continuationLink).toBeNull();
+    return ids(r.body as Page);
+  };
+
+  it("answers the target below the origin edge (a module with its device), and nothing for one outside it", async () => {
+    // The edge's own login: origin = actor, chain = the actor.
+    expect(await asked("edge1", { targetDeviceId: "leaf1", authChain: "edge1" }, "edge1")).toEqual({
+      devices: ["leaf1"],
+      modules: [],
+    });
+    expect(
+      await asked("edge1", { targetDeviceId: "leaf1", targetModuleId: "lm", authChain: "edge1" }),
+    ).toEqual({
+      devices: ["leaf1"],
+      modules: ["leaf1/lm"],
+    });
+    // Forwarded for a child edge: origin edge2, its chain `edge2;edge1`.
+    expect(await asked("edge1", { targetDeviceId: "leaf2", authChain: "edge2;edge1" }, "edge2")).toEqual({
+      devices: ["leaf2"],
+      modules: [],
+    });
+    expect(
+      await asked("edge1", { targetDeviceId: "edge2", targetModuleId: "$edgeHub", authChain: "edge2;edge1" }),
+    ).toEqual({ devices: ["edge2"], modules: ["edge2/$edgeHub"] });
+    // Not below the origin (leaf1 is edge1's, not edge2's), elsewhere, or unknown: nothing.
+    const none = { devices: [], modules: [] };
+    expect(await asked("edge1", { targetDeviceId: "leaf1", authChain: "edge2;edge1" })).toEqual(none);
+    expect(await asked("edge1", { targetDeviceId: "edge5", authChain: "edge1" })).toEqual(none);
+    expect(await asked("edge1", { targetDeviceId: "ghost", authChain: "edge1" })).toEqual(none);
+    expect(
+      await asked("edge1", { targetDeviceId: "leaf1", targetModuleId: "ghost", authChain: "edge1" }),
+    ).toEqual(none);
+    expect(
+      await asked("edge1", { targetDeviceId: "edge1", targetModuleId: null, authChain: "edge1" }),
+    ).toEqual({
+      devices: ["edge1"],
+      modules: [],
+    });
+  });
+
+  it("refuses a caller that is not the actor's $edgeHub with 401: another edge, the device key, a leaf", async () => {
+    const body = { targetDeviceId: "leaf1", authChain: "edge1" };
+    for (const headers of [
+      tokenOf("edge2"),
+      tokenOf("edge1", keys.edge2),
+      deviceTokenOf("edge1"),
+      deviceTokenOf("leaf1"),
+    ]) {
+      const r = await one("edge1", body, headers);
+      expect(r.status).toBe(401);
+      expect((r.body as { Message: string }).Message).toBe("ErrorCode:IotHubUnauthorizedAccess;Unauthorized");
+    }
+  });
+
+  it("refuses a chain that does not lead from the origin edge up to the actor, an origin header off the chain, and a body off IdentityOnBehalfOfRequest, with 400", async () => {
+    for (const [body, origin] of [
+      [{ targetDeviceId: "leaf2", authChain: "edge2" }, undefined],
+      [{ targetDeviceId: "leaf2", authChain: "edge1;edge2" }, undefined],
+      [{ targetDeviceId: "leaf1", authChain: "leaf1;edge1" }, undefined],
+      [{ targetDeviceId: "edge4", authChain: "edge4;edge3;edge1" }, undefined],
+      [{ targetDeviceId: "x", authChain: "edge5;edge1" }, undefined],
+      [{ targetDeviceId: "leaf2", authChain: "edge2;edge1" }, "edge1"],
+      [{ targetDeviceId: "leaf1", authChain: "edge1" }, "edge2"],
+      [{ authChain: "edge1" }, undefined],
+      [{ targetDeviceId: "a/b", authChain: "edge1" }, undefined],
+      [{ targetDeviceId: "leaf1", targetModuleId: 5, authChain: "edge1" }, undefined],
+      [{ targetDeviceId: "leaf1" }, undefined],
+      [{ targetDeviceId: "leaf1", authChain: "edge1", pageSize: 1 }, undefined],
+      [JSON.parse('{"targetDeviceId":"leaf1","authChain":"edge1","__proto__":{"x":1}}'), undefined],
+      [[], undefined],
+      [Buffer.from("{not json"), undefined],
+    ] as const) {
+      const r = await one("edge1", body, {
+        ...tokenOf("edge1"),
+        ...(origin ? { [ORIGIN_EDGE_HEADER]: origin } : {}),
+      });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect((r.body as { Message: string }).Message).toMatch(/^ErrorCode:ArgumentInvalid;/);
+    }
+  });
+
+  it("the legacy single read answers a target of the edge's whole subtree, nothing outside it, 400 without a target", async () => {
+    const get = (edge: string, query: string, headers = tokenOf(edge)) =>
+      call(
+        root,
+        "GET",
+        `${inScopeTargetPath(edge)}?${query}&api-version=2018-08-30-preview`,
+        undefined,
+        headers,
+      );
+    const deep = await get("edge1", "targetDeviceId=leaf2&targetModuleId=");
+    expect(deep.status).toBe(200);
+    expect(ids(deep.body as Page)).toEqual({ devices: ["leaf2"], modules: [] });
+    const mod = await get("edge1", "targetDeviceId=edge2&targetModuleId=m2");
+    expect(ids(mod.body as Page)).toEqual({ devices: ["edge2"], modules: ["edge2/m2"] });
+    const foreign = await get("edge5", "targetDeviceId=leaf1&targetModuleId=");
+    expect(ids(foreign.body as Page)).toEqual({ devices: [], modules: [] });
+    expect((await get("edge1", "targetModuleId=")).status).toBe(400);
+    expect((await get("edge1", "targetDeviceId=leaf1", deviceTokenOf("edge1"))).status).toBe(401);
   });
 });

@@ -92,6 +92,26 @@ describe("C2D relay through an edge", () => {
     expect(got.map((g) => g.data.toString())).toEqual(["hello", "again"]);
   }, 60_000);
 
+  it("a child deleted at the root is forgotten by the edge's relay once the scope sync removes it; the other child still gets its messages", async () => {
+    const { root, edge, keys } = await inProcessSite(["leaf1", "leaf2"]);
+    const one = await completingChild(edge, "leaf1", keys.get("leaf1") ?? "");
+    const two = await completingChild(edge, "leaf2", keys.get("leaf2") ?? "");
+    await sendC2D(root, "leaf1", "to-1", { "iothub-messageid": "a" });
+    await sendC2D(root, "leaf2", "to-2", { "iothub-messageid": "b" });
+    await eventually("both delivered", () => one.got.length === 1 && two.got.length === 1);
+    const relay = edge.upstream?.c2dRelay;
+    expect(relay?.devicesHeld).toBe(2);
+
+    expect((await call(root, "DELETE", "/devices/leaf1")).status).toBe(204);
+    expect(await edge.upstream?.scope?.sync()).toBe(true);
+    expect(edge.registry.getDevice("leaf1")).toBeUndefined();
+    // Nothing of leaf1 is held any more: the relay's maps follow the registry.
+    await eventually("leaf1 forgotten", () => relay?.devicesHeld === 1);
+
+    await sendC2D(root, "leaf2", "to-2-again", { "iothub-messageid": "c" });
+    await eventually("leaf2 still served", () => two.got.length === 2);
+  }, 60_000);
+
   it("sent while the edge's uplink is cut: delivered to the listening child once the link returns", async () => {
     const { root, edge, proxy, keys } = await inProcessSite(["leaf1"]);
     const { got } = await completingChild(edge, "leaf1", keys.get("leaf1") ?? "");

@@ -83,7 +83,18 @@ const header = (raw: string[], name: string): string | undefined => {
   const at = raw.findIndex((h, i) => i % 2 === 0 && h.toLowerCase() === name.toLowerCase());
   return at < 0 ? undefined : raw[at + 1];
 };
-const scopePosts = () => captured().https.requests.filter((r) => r.method === "POST");
+/** The nested scope walk's POSTs (not the single-identity ones). */
+const scopePosts = () =>
+  captured().https.requests.filter(
+    (r) => r.method === "POST" && r.url.includes("/devicesAndModulesInTargetDeviceScope?"),
+  );
+/** Requests to the HTTPS parent by method and path prefix. */
+const httpsAt = (method: string, path: string) =>
+  captured().https.requests.filter((r) => r.method === method && decodeURIComponent(r.url).startsWith(path));
+/** A request line as the fixtures write it, the path decoded. */
+const line = (r: { method: string; url: string } | undefined) =>
+  `${r?.method} ${decodeURIComponent(r?.url ?? "")}`;
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** The username check of a form whose example is a whole username. */
 function usernameIs(key: string): void {
@@ -192,6 +203,19 @@ const CHECKERS: Record<string, () => void> = {
   "telemetry/qos": () => {
     for (const t of telemetry()) expect(t.qos, t.topic).toBe(example("telemetry/qos"));
   },
+  "telemetry/packet-id": () => {
+    const max = Number(example("telemetry/packet-id"));
+    const ids = [
+      ...captured()
+        .mqtt.publishes.filter((p) => p.qos === 1)
+        .map((p) => p.messageId),
+      ...captured()
+        .mqtt.received.filter((r) => r.cmd === "subscribe" || r.cmd === "unsubscribe")
+        .map((r) => r.messageId),
+    ];
+    expect(ids.length).toBeGreaterThan(10);
+    for (const id of ids) expect(id >= 1 && id <= max, String(id)).toBe(true);
+  },
   "telemetry/batch": () => {
     for (const b of Object.values(BODIES)) if (b !== BODIES.refused) sentWith(b);
   },
@@ -200,6 +224,23 @@ const CHECKERS: Record<string, () => void> = {
   "twin/subscribe.responses": () => {
     const filter = `${exampleText("twin/subscribe.responses")}@0`;
     for (const c of accepted()) expect(subs("subscribe", c.clientId), c.clientId).toContain(filter);
+  },
+  "twin/get": () => {
+    const gets = captured().mqtt.publishes.filter(
+      (p) => p.clientId === "leaf1" && p.topic.startsWith("$iothub/twin/GET/"),
+    );
+    expect(gets.length).toBeGreaterThanOrEqual(1);
+    for (const g of gets) {
+      expect(norm(g.topic)).toBe(norm(exampleText("twin/get")));
+      expect(g.topic.split("$rid=")[1]).toMatch(GUID);
+      expect(g.payload.length).toBe(0);
+      expect(g.qos).toBe(1);
+    }
+    // A GUID per request, on every link: never one twice.
+    const rids = captured()
+      .mqtt.publishes.filter((p) => p.topic.startsWith("$iothub/twin/"))
+      .map((p) => p.topic.split("$rid=")[1]);
+    expect(new Set(rids).size).toBe(rids.length);
   },
   "twin/patch-reported": () => {
     const patch = captured().mqtt.publishes.filter(
@@ -285,11 +326,36 @@ const CHECKERS: Record<string, () => void> = {
     );
     expect(steps).toEqual(example("scope/nested.walk"));
   },
+  "scope/nested.on-behalf-of": () => {
+    const posts = httpsAt("POST", "/devices/edge1/modules/$edgeHub/getDeviceAndModuleOnBehalfOf");
+    expect(posts.length).toBeGreaterThanOrEqual(1);
+    const [post] = posts;
+    expect(line(post)).toBe(exampleText("scope/nested.on-behalf-of"));
+    expect(norm(header(post?.rawHeaders ?? [], "Authorization") ?? "")).toBe(
+      norm(exampleText("connect/password.in-scope")),
+    );
+    expect(header(post?.rawHeaders ?? [], "Content-Type")).toBe("application/json; charset=utf-8");
+    expect(header(post?.rawHeaders ?? [], "x-ms-edge-origin-edge")).toBe("edge1");
+    // IdentityOnBehalfOfRequest's fields in order, the null module omitted; the chain edge1's own.
+    expect(post?.body).toBe('{"targetDeviceId":"leaf4","authChain":"edge1"}');
+    // Taken into the cache: leaf4's next login got in, no whole sync was needed for it.
+    expect(captured().observed.leaf4In).toBe(true);
+  },
+  "scope/legacy.get-one": () => {
+    const gets = captured().legacy.requests.filter((r) => r.url.includes("/deviceAndModuleInDeviceScope?"));
+    expect(gets.map(line)).toEqual([exampleText("scope/legacy.get-one")]);
+    expect(norm(header(gets[0]?.rawHeaders ?? [], "Authorization") ?? "")).toBe(
+      norm(exampleText("connect/password.in-scope")),
+    );
+    expect(captured().observed.legacyOne).toBe(true);
+  },
   "scope/legacy.get": () => {
     const legacy = captured().legacy;
     // Asked after the POST route answered 404.
     expect(legacy.requests.find((r) => r.url.includes("Scope"))?.method).toBe("POST");
-    const gets = legacy.requests.filter((r) => r.method === "GET" && r.url.includes("InDeviceScope"));
+    const gets = legacy.requests.filter(
+      (r) => r.method === "GET" && r.url.includes("devicesAndModulesInDeviceScope"),
+    );
     expect(norm(`GET ${decodeURIComponent(gets[0]?.url ?? "")}`)).toBe(norm(exampleText("scope/legacy.get")));
     // The next page: the continuationLink as the parent gave it, with the same token form.
     expect(gets.at(-1)?.url).toContain("continuationToken=page-2");
@@ -334,6 +400,36 @@ const CHECKERS: Record<string, () => void> = {
       expect(token.resource).toBe(`${HUB}/devices/edge1`);
       expect(signedByAny(token, [captured().https.deviceKey ?? ""])).toBe(true);
     }
+  },
+  "identity/module-identity.put": () => {
+    const puts = httpsAt("PUT", "/devices/edge2/modules/mod3?");
+    expect(puts.map((p) => line(p))).toEqual([
+      "PUT /devices/edge2/modules/mod3?api-version=2017-11-08-preview",
+      "PUT /devices/edge2/modules/mod3?api-version=2017-11-08-preview",
+    ]);
+    for (const p of puts) {
+      expect(JSON.parse(p.body)).toEqual(example("identity/module-identity.put"));
+      expect(header(p.rawHeaders, "Content-Type")).toMatch(/^application\/json/);
+      // On edge2's behalf with edge1's `$edgeHub` token (the parent checked it: nothing refused).
+      expect(norm(header(p.rawHeaders, "Authorization") ?? "")).toBe(
+        norm(exampleText("connect/password.in-scope")),
+      );
+    }
+    // create_module without If-Match, update_module with `*`.
+    expect(puts.map((p) => header(p.rawHeaders, "If-Match"))).toEqual([undefined, "*"]);
+    expect(captured().observed.moduleWrites.statuses.slice(0, 2)).toEqual([200, 200]);
+    expect(captured().https.refused).toEqual([]);
+  },
+  "identity/module-identity.list-delete": () => {
+    const deletes = httpsAt("DELETE", "/devices/edge2/modules/");
+    expect(deletes.map(line)).toEqual([exampleText("identity/module-identity.list-delete")]);
+    expect(header(deletes[0]?.rawHeaders ?? [], "If-Match")).toBe("*");
+    expect(deletes[0]?.body).toBe("");
+    // The list answered by edge1 from its cache to edge2's credential, never asked upstream.
+    const { statuses, listed } = captured().observed.moduleWrites;
+    expect(statuses.slice(2)).toEqual([200, 204]);
+    expect(listed).toEqual(["$edgeHub", "mod2"]);
+    expect(httpsAt("GET", "/devices/edge2/modules")).toEqual([]);
   },
   "identity/token.audience": () => {
     for (const c of accepted())

@@ -100,22 +100,27 @@ describe("refusals from the parent", () => {
     c.end();
   });
 
-  it("twin 429 and 403 are later: the reported patch is sent again and not dead-lettered", async () => {
+  it("twin 429 and 403 are later: the reported patch is sent again and not dead-lettered; an answer with another $rid is not its answer", async () => {
     const { edge, parent, leaf } = await site(["leaf1"]);
     const answers = [429, 403, 204];
+    const rids: string[] = [];
     parent.onPublish = (p, reply) => {
-      const m = /^\$iothub\/twin\/PATCH\/properties\/reported\/\?\$rid=(\w+)$/.exec(p.topic);
+      // A GUID per request, as the SDK's SendTwinPatchAsync.
+      const m = /^\$iothub\/twin\/PATCH\/properties\/reported\/\?\$rid=([0-9a-f-]{36})$/.exec(p.topic);
       if (m) {
-        const status = answers.shift() ?? 204;
-        const version = status === 204 ? "&$version=5" : "";
-        reply({
-          cmd: "publish",
-          topic: `$iothub/twin/res/${status}/?$rid=${m[1]}${version}`,
-          payload: Buffer.alloc(0),
-          qos: 0,
-          retain: false,
-          dup: false,
-        } as Packet);
+        rids.push(m[1] as string);
+        const answer = (status: number, rid: string) =>
+          reply({
+            cmd: "publish",
+            topic: `$iothub/twin/res/${status}/?$rid=${rid}${status === 204 ? "&$version=5" : ""}`,
+            payload: Buffer.alloc(0),
+            qos: 0,
+            retain: false,
+            dup: false,
+          } as Packet);
+        // An acceptance for some other request first: ignored, or the patch would count as taken now.
+        answer(204, "00000000-0000-4000-8000-000000000000");
+        answer(answers.shift() ?? 204, m[1] as string);
       }
       return "puback";
     };
@@ -143,6 +148,7 @@ describe("refusals from the parent", () => {
       { temp: 21 },
     ]);
     expect(reported().every((p) => p.clientId === "leaf1")).toBe(true);
+    expect(new Set(rids).size).toBe(3);
     await eventually(
       "the log acknowledged",
       async () => (await edge.store.stats()).queues.find((q) => q.name === "$twin-reported")?.count === 0,

@@ -12,7 +12,7 @@ import { selfSigned } from "../helpers/certs.js";
 import { edgeIdentity, startEdge, startRoot, synced } from "../helpers/edge.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { RawHttpsParent, scopeForm } from "../helpers/raw-https-parent.js";
-import { device, edgeDevice, edgeOf, json, module } from "../helpers/scope-edge.js";
+import { childEdgeOf, device, edgeDevice, edgeOf, json, module } from "../helpers/scope-edge.js";
 
 const byId = (a: { deviceId: string }, b: { deviceId: string }) => (a.deviceId < b.deviceId ? -1 : 1);
 
@@ -91,14 +91,7 @@ describe("scope sync from a real root hub", () => {
       subtree(["edge1", "leaf1", "edge2", "leaf2", "edge3", "leaf3"]).devices,
     );
     // edge2 walks through edge1, which answers from the scope it synced.
-    const edge2 = await edgeOf({
-      hostname: "127.0.0.1",
-      hubHostname: "localhost",
-      httpsPort: edge1.ports.https,
-      deviceId: "edge2",
-      sharedAccessKey: e2.authentication.symmetricKey?.primaryKey ?? "",
-      caFile: edge1.caFile,
-    });
+    const edge2 = await childEdgeOf(edge1, "edge2", e2.authentication.symmetricKey?.primaryKey ?? "");
     expect(await edge2.sync.sync(), JSON.stringify(edge2.reasons())).toBe(true);
     const want = subtree(["edge2", "leaf2", "edge3", "leaf3"]);
     expect(edge2.registry.listDevices().sort(byId)).toEqual(want.devices);

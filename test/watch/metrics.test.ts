@@ -12,6 +12,7 @@ import { EdgeHub, silentLogger } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, deviceClient, recordingLogger, startHub } from "../helpers/hub.js";
 import { localGet } from "../helpers/local-http.js";
+import { call, callAsModule, serviceToken } from "../helpers/service.js";
 
 /** The value of the sample `name{labels}` in a text exposition (undefined when absent). */
 function sample(text: string, name: string, labels = ""): number | undefined {
@@ -37,7 +38,9 @@ describe("metrics listener", () => {
     expect(sample(m.body, "edgehub_messages_in_total", 'endpoint="$events"')).toBe(7);
     expect(sample(m.body, "edgehub_backlog_messages", 'endpoint="$events"')).toBe(7);
     expect(sample(m.body, "edgehub_connected_clients")).toBe(1);
-    expect(sample(m.body, "edgehub_auth_failures_total", 'code="AUTH_BAD_SIGNATURE"')).toBe(1);
+    expect(sample(m.body, "edgehub_auth_failures_total", 'transport="mqtt",code="AUTH_BAD_SIGNATURE"')).toBe(
+      1,
+    );
     // One commit per append call: at least one, at most one per message here.
     const commits = sample(m.body, "edgehub_store_commit_duration_seconds_count") ?? 0;
     expect(commits).toBeGreaterThanOrEqual(1);
@@ -55,6 +58,45 @@ describe("metrics listener", () => {
     for (let i = 0; i < 3; i++) await device.sendEvent(new Message("x"));
     const again = await localGet(port, "/metrics");
     expect(sample(again.body, "edgehub_messages_in_total", 'endpoint="$events"')).toBe(10);
+  });
+
+  it("counts the service API's 401s and 403s by code, beside MQTT's", async () => {
+    const hub = await startHub(await tempDir(), { metrics: { port: 0 } });
+    const wrongKey = Buffer.alloc(32, 9).toString("base64");
+    const refused: Array<[Record<string, string>, number]> = [
+      [{ authorization: serviceToken(hub, wrongKey) }, 401],
+      [{ authorization: serviceToken(hub, wrongKey) }, 401],
+      [{ authorization: "SharedAccessSignature garbage" }, 401],
+    ];
+    for (const [headers, status] of refused)
+      expect((await call(hub, "GET", "/devices", undefined, headers)).status).toBe(status);
+    // A module calling a method on a device outside its own: 403.
+    await hub.registry.createDevice({ deviceId: "d1" });
+    await hub.registry.createDevice({ deviceId: "d2" });
+    const m = await hub.registry.createModule({ deviceId: "d1", moduleId: "m" });
+    const key = m.authentication.symmetricKey?.primaryKey ?? "";
+    const forbidden = await callAsModule(
+      hub,
+      "POST",
+      "/twins/d2/methods",
+      { methodName: "x" },
+      {
+        deviceId: "d1",
+        moduleId: "m",
+        key,
+      },
+    );
+    expect(forbidden.status).toBe(403);
+    // The hub's own login is not counted.
+    expect((await call(hub, "GET", "/devices")).status).toBe(200);
+
+    const body = (await localGet(hub.ports.metrics, "/metrics")).body;
+    expect(sample(body, "edgehub_auth_failures_total", 'transport="https",code="AUTH_BAD_SIGNATURE"')).toBe(
+      2,
+    );
+    expect(sample(body, "edgehub_auth_failures_total", 'transport="https",code="AUTH_BAD_TOKEN"')).toBe(1);
+    expect(sample(body, "edgehub_auth_failures_total", 'transport="https",code="AUTH_NOT_IN_SCOPE"')).toBe(1);
+    expect(body).not.toMatch(/^edgehub_auth_failures_total\{transport="mqtt"/m);
   });
 
   it("answers /healthz, and /readyz 200 while serving, 503 once the store is closed", async () => {
@@ -125,7 +167,8 @@ describe("metrics listener", () => {
         expect(hub.ports.metrics).toBe(0);
         expect(log.events.map((e) => e.event)).toContain("metrics-not-listening");
       }
-      await new Promise((r) => occupied?.close(r));
+      // (Taken by someone else there is nothing of ours to close: a promise on `occupied?.close` would never settle.)
+      if (occupied) await new Promise((r) => occupied.close(r));
     } finally {
       blocker.close();
     }

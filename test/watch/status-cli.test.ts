@@ -50,6 +50,7 @@ describe("edgehub status", () => {
     await synced(edge);
     const leaf = await childClient(gatewayOf(edge), "leaf1", key);
     await leaf.open();
+    const cut = Date.now();
     await stopHub(root);
     await eventually("edge offline", () => edge.upstream?.online === false);
     for (let i = 0; i < 5; i++) await leaf.sendEvent(new Message(`reading ${i}`));
@@ -60,7 +61,10 @@ describe("edgehub status", () => {
     expect(json.code).toBe(0);
     const s = JSON.parse(json.stdout);
     expect(s.link.state).toBe("offline");
-    expect(Date.parse(s.link.since)).toBeLessThanOrEqual(Date.now());
+    // Down since the root went away: not the hub's start, not now.
+    const since = Date.parse(s.link.since);
+    expect(since).toBeGreaterThanOrEqual(cut);
+    expect(since).toBeLessThanOrEqual(Date.now());
     expect(s.clients).toEqual({ connected: 1, ids: ["leaf1"] });
     expect(s.backlog).toMatchObject({ messages: 5, queues: [{ queue: "$upstream", messages: 5 }] });
     expect(s.backlog.oldestAgeMs).toBeGreaterThanOrEqual(0);
@@ -76,12 +80,20 @@ describe("edgehub status", () => {
     expect(text.stdout).toMatch(/^drain .*not shrinking$/m);
     expect(text.stdout).toMatch(/^quota {8}\[[#.]+\] [\d.]+ % of 10\.00 GiB$/m);
 
+    // The outage goes on: the backlog grows, the link is down since the same moment.
+    for (let i = 5; i < 8; i++) await leaf.sendEvent(new Message(`reading ${i}`));
+    const later = JSON.parse((await edgehub(["status", "--json", ...login])).stdout);
+    expect(later.link).toEqual(s.link);
+    expect(later.backlog).toMatchObject({ messages: 8, queues: [{ queue: "$upstream", messages: 8 }] });
+    expect(later.backlog.bytes).toBeGreaterThan(s.backlog.bytes);
+    expect(later.backlog.oldestAgeMs).toBeGreaterThanOrEqual(s.backlog.oldestAgeMs);
+
     // Off a terminal, --watch prints a line a second until interrupted.
     const watch = await edgehub(["status", "--watch", ...login], (out) => out.split("\n").length > 2);
     expect(watch.code).toBe(0);
     const lines = watch.stdout.trim().split("\n");
     expect(lines.length).toBeGreaterThanOrEqual(2);
-    for (const line of lines) expect(line).toMatch(/ link=offline clients=1 backlog=5 /);
+    for (const line of lines) expect(line).toMatch(/ link=offline clients=1 backlog=8 /);
   }, 60_000);
 
   it("exits non-zero with one line when the hub cannot be reached", async () => {

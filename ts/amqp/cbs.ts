@@ -79,3 +79,10 @@ export function tokenLogin(authenticator: Authenticator, request: PutToken): Pri
     );
   return principal;
 }
+
+/** The `device[/module]` an audience (`{host}/devices/{d}[/modules/{m}]`) names; "" for anything else. */
+export function audienceIdentity(audience: string): string {
+  const m = /^[^/]*\/devices\/([^/]+)(?:\/modules\/([^/]+))?$/.exec(audience);
+  if (!m) return "";
+  return m[2] === undefined ? (m[1] as string) : `${m[1]}/${m[2]}`;
+}

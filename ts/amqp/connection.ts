@@ -17,12 +17,12 @@ import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { ConnectionContext } from "../protocol/client.js";
 import { ADDRESSES } from "../vocabulary.js";
-import { BadCbsRequest, cbsResponse, readPutToken, tokenLogin } from "./cbs.js";
+import { audienceIdentity, BadCbsRequest, cbsResponse, readPutToken, tokenLogin } from "./cbs.js";
 import { AmqpClient } from "./client.js";
 import { FrameGuard } from "./frame-guard.js";
 import { DeliveryLink } from "./links/c2d.js";
 import { TelemetryLink } from "./links/telemetry.js";
-import { plainLogin, saslMechanisms } from "./sasl.js";
+import { parseSaslUsername, plainLogin, saslMechanisms } from "./sasl.js";
 
 /** Largest frame either side sends; a message larger than this comes in several. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -164,17 +164,21 @@ export class AmqpConnection {
       this.#admit(plainLogin(this.ctx.authenticator, username, password));
       return true;
     } catch (err) {
-      this.#refused(err, username);
+      const ids = parseSaslUsername(username);
+      this.#refused(err, username, ids ? clientIdOf(ids) : "");
       // rhea writes the SASL outcome after this returns; the socket ends after that.
       setImmediate(() => this.close("auth-refused", { code: (err as EdgeHubError).code }));
       return false;
     }
   }
 
-  /** `who`: what the client named (a username, an audience, a link's identity). */
-  #refused(err: unknown, who: string): void {
+  /**
+   * `who`: what the client named (a username, an audience, a link's identity); `clientId`:
+   * the identity in it, when it names one ("" otherwise).
+   */
+  #refused(err: unknown, who: string, clientId: string): void {
     const code = (err as EdgeHubError).code;
-    this.ctx.refused?.(code);
+    this.ctx.refused?.(code, clientId);
     this.ctx.log.log("warn", "amqp-auth-refused", { who, code, reason: (err as Error).message });
   }
 
@@ -303,7 +307,7 @@ export class AmqpConnection {
     try {
       this.#admit(this.ctx.authenticator.authenticateCertificate(ids.deviceId, this.#peer, ids.moduleId));
     } catch (err) {
-      this.#refused(err, clientIdOf(ids));
+      this.#refused(err, clientIdOf(ids), clientIdOf(ids));
       return undefined;
     }
     return this.#clients.get(clientIdOf(ids));
@@ -347,7 +351,7 @@ export class AmqpConnection {
       try {
         this.#admit(tokenLogin(this.ctx.authenticator, request));
       } catch (err) {
-        this.#refused(err, request.audience);
+        this.#refused(err, request.audience, audienceIdentity(request.audience));
         status = 401;
         description = "Unauthorized";
       }

@@ -24,8 +24,9 @@ export type Action =
   /** Read the target edge's device scope with its credentials (`…/$edgeHub/devicesAndModulesInDeviceScope`). */
   | "device-scope"
   /**
-   * Read the target module's identity with its keys by the device's own credential
-   * (`GET /devices/{d}/modules/{m}`, what IoT Edge's identity service calls for `$edgeHub`).
+   * Read or write the target module's identity with its keys by the device's own credential
+   * (`GET/PUT/DELETE /devices/{d}/modules/{m}`, what IoT Edge's identity service calls), or
+   * by an ancestor edge's `$edgeHub` forwarding a child edge's write on its behalf.
    */
   | "module-identity"
   /** Everything else of the service API: registry, twins, C2D send, events. */
@@ -37,9 +38,18 @@ export type Action =
  * `own-edge` the caller's edge device itself (the scope call);
  * `own-modules` the modules of the caller's own device (the caller a device, not a module);
  * `edge-scope` the caller's edge device, its modules, its children and their modules;
+ * `descendant-modules` the modules of devices below the caller's edge device, at any depth
+ *   (not the edge's own: an edge hub forwards its descendants' module writes upstream);
  * `any` every identity; `none` nothing.
  */
-export type Reach = "none" | "self" | "own-edge" | "own-modules" | "edge-scope" | "any";
+export type Reach =
+  | "none"
+  | "self"
+  | "own-edge"
+  | "own-modules"
+  | "edge-scope"
+  | "descendant-modules"
+  | "any";
 
 /** The table: caller kind × action → reach. Read top to bottom; nothing is granted elsewhere. */
 export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, Reach>>>> = {
@@ -87,7 +97,7 @@ export const AUTHORIZATION: Readonly<Record<CallerKind, Readonly<Record<Action, 
     "module-inputs": "self",
     method: "edge-scope",
     "device-scope": "own-edge",
-    "module-identity": "none",
+    "module-identity": "descendant-modules",
     service: "none",
   },
   service: {
@@ -145,6 +155,8 @@ export function allowed(
       return caller !== "service" && target.deviceId === caller.deviceId && target.moduleId === undefined;
     case "own-modules":
       return caller !== "service" && caller.moduleId === undefined && target.deviceId === caller.deviceId;
+    case "descendant-modules":
+      return caller !== "service" && isBelow(registry, target.deviceId, caller.deviceId);
     case "edge-scope": {
       if (caller === "service") return false;
       if (target.deviceId === caller.deviceId) return true;
@@ -158,4 +170,27 @@ export function allowed(
       );
     }
   }
+}
+
+/** Edges above a device at most: ServiceIdentityTree's `MaxNestingDepth`, and a bound on a cycle. */
+const MAX_DEPTH = 5;
+
+/** True when `deviceId` is a descendant of the edge device `edgeId` (a child, or a child's child, …). */
+export function isBelow(registry: Registry, deviceId: string, edgeId: string): boolean {
+  const edge = registry.getDevice(edgeId);
+  if (!edge?.capabilities.iotEdge || !edge.deviceScope) return false;
+  const byScope = new Map(
+    registry
+      .listDevices()
+      .filter((d) => d.capabilities.iotEdge && d.deviceScope)
+      .map((d) => [d.deviceScope as string, d]),
+  );
+  let at = registry.getDevice(deviceId);
+  for (let depth = 0; at && depth <= MAX_DEPTH; depth++) {
+    const parentScope = at.parentScopes[0];
+    if (parentScope === undefined) return false;
+    if (parentScope === edge.deviceScope) return true;
+    at = byScope.get(parentScope);
+  }
+  return false;
 }

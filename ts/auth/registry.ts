@@ -328,6 +328,16 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
       await this.deleteDevice(id);
       changed++;
     }
+    return changed + (await this.applyIdentities(devices, modules));
+  }
+
+  /**
+   * Adds or replaces `devices` and `modules` as the parent sent them (one identity an edge
+   * hub asked for), removing nothing; a module's device must be here. Emits `revoked` as
+   * {@link applyScope} does. Returns how many records changed.
+   */
+  async applyIdentities(devices: Device[], modules: Module[]): Promise<number> {
+    let changed = 0;
     for (const d of devices) {
       const current = this.#devices.get(d.deviceId);
       if (current && JSON.stringify(current) === JSON.stringify(d)) continue;
@@ -341,7 +351,10 @@ export class Registry extends EventEmitter<{ revoked: [deviceId: string, moduleI
         d.parentScopes.join() !== current.parentScopes.join();
       if (revoked) this.emit("revoked", d.deviceId, undefined);
     }
-    for (const [key, m] of wantModules) {
+    for (const m of modules) {
+      const key = `${m.deviceId}/${m.moduleId}`;
+      if (!this.#devices.has(m.deviceId))
+        throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `device ${m.deviceId} not found`);
       const current = this.#modules.get(key);
       if (current && JSON.stringify(current) === JSON.stringify(m)) continue;
       await this.#save(`m/${key}`, m);

@@ -1,24 +1,20 @@
 #!/usr/bin/env node
 /**
- * The `edgehub` command: a small dispatcher. `edgehub start [--config edgehub.json]` runs a
- * hub until SIGINT or SIGTERM; with no config it runs on the embedded defaults (data in
- * ./edgehub-data, a development CA, MQTT over TLS on 8883). The other commands reach a
- * running hub through its service API, one module per group (./device.ts, ./module.ts,
- * ./twin.ts, ./method.ts, ./c2d.ts, ./monitor.ts, ./status.ts, ./identity.ts) or make certificates
- * (./cert.ts); each is declared once (./command.ts) and its usage comes from there.
+ * The `edgehub` command: a small dispatcher over the command table (./commands.ts).
+ * `edgehub start [--config edgehub.json]` (./start.ts) runs a hub until SIGINT or SIGTERM;
+ * with no config it runs on the embedded defaults (data in ./edgehub-data, a development
+ * CA, MQTT over TLS on 8883). The other commands reach a running hub through its service
+ * API, one module per group (./device.ts, ./module.ts, ./twin.ts, ./method.ts, ./c2d.ts,
+ * ./monitor.ts, ./status.ts, ./identity.ts) or make certificates (./cert.ts); each is
+ * declared once (./command.ts) and its usage comes from there.
  *
  * Exit codes (docs/api.md): 0 stopped cleanly (or a command done), 1 error (startup, config,
  * a refused command, or while stopping), 2 usage, 128 + signal number when a second
- * SIGINT/SIGTERM cuts the clean stop short.
+ * SIGINT/SIGTERM cuts the clean stop short. A reader that goes away (`edgehub monitor |
+ * head -1`) ends a command quietly with 0; a hub keeps running without its stdout.
  */
-import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { constants } from "node:os";
 import { EdgeHubError } from "../errors.js";
-import { EdgeHub } from "../hub.js";
-import { parseJson } from "../json.js";
-import { c2dCommands } from "./c2d.js";
-import { certCommands } from "./cert.js";
 import {
   type CommandGroup,
   type CommandIo,
@@ -30,47 +26,7 @@ import {
   UsageError,
   usage,
 } from "./command.js";
-import { deviceCommands } from "./device.js";
-import { identityCommands } from "./identity.js";
-import { methodCommands } from "./method.js";
-import { moduleCommands } from "./module.js";
-import { monitorCommand } from "./monitor.js";
-import { statusCommand } from "./status.js";
-import { twinCommands } from "./twin.js";
-
-const startCommand: CommandSpec = {
-  name: "start",
-  summary: "run the hub until interrupted (SIGINT or SIGTERM)",
-  options: [
-    {
-      name: "config",
-      short: "c",
-      value: "<file.json>",
-      help:
-        "JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https}, tls {certFile, keyFile, caFile}, " +
-        "trustedDeviceCaFiles, parent, routes, storeAndForwardConfiguration {timeToLiveSecs, storeLimits {maxSizeBytes}}, " +
-        "logLevel, limits, metrics {host, port} (default 127.0.0.1:9600, false: off; /metrics, /healthz, " +
-        "/readyz, status page); docs/operating.md)",
-    },
-  ],
-  run: (input) => start(input.opt("config")),
-};
-
-/** Every command: groups (`edgehub device create …`) and single ones (`edgehub monitor`). */
-const COMMANDS: ReadonlyArray<CommandGroup | CommandSpec> = [
-  startCommand,
-  deviceCommands,
-  moduleCommands,
-  twinCommands,
-  methodCommands,
-  c2dCommands,
-  monitorCommand,
-  statusCommand,
-  identityCommands,
-  certCommands,
-];
-
-const isGroup = (c: CommandGroup | CommandSpec): c is CommandGroup => "commands" in c;
+import { COMMANDS, isGroup } from "./commands.js";
 
 /** The overview: one line per command. */
 function overview(): string {
@@ -110,49 +66,22 @@ function help(argv: readonly string[]): string {
   return isGroup(found) ? groupUsage(found) : usage(found);
 }
 
-async function start(configFile: string | undefined): Promise<void> {
-  let config: unknown = {};
-  if (configFile) {
-    const text = await readFile(configFile, "utf8");
-    try {
-      config = parseJson(text);
-    } catch (err) {
-      throw new Error(`${configFile} is not valid JSON: ${(err as Error).message}`);
-    }
-  }
-  const hub = await EdgeHub.start(config as Parameters<typeof EdgeHub.start>[0]);
-  const c = hub.config;
-  process.stdout.write(
-    [
-      `edgehub running as ${c.hostname}`,
-      `  MQTT over TLS  ${c.listen.host}:${hub.ports.mqtts}`,
-      `  service API    https://${c.hostname}:${hub.ports.https}/`,
-      `  data           ${c.dataDir}`,
-      `  CA for clients ${hub.caFile}`,
-      `  service connection string in ${hub.serviceConnectionStringFile}`,
-      `devices connect with HostName=${c.hostname};DeviceId=…;SharedAccessKey=…;GatewayHostName=${c.hostname}`,
-      "",
-    ].join("\n"),
-  );
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    // A second signal does not wait for the clean stop: 128 + the signal's number, as a shell reports it.
-    if (stopping) process.exit(128 + (constants.signals[signal] ?? 0));
-    stopping = true;
-    process.stdout.write(`${signal}: stopping\n`);
-    hub.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        process.stderr.write(`edgehub: error while stopping: ${(err as Error).message}\n`);
-        process.exit(1);
-      },
-    );
+/**
+ * EPIPE on stdout or stderr: the reader is gone (`| head -1`). A command has nothing left to
+ * do and ends with 0, without a stack trace; a running hub carries on (its store and clients
+ * matter more than its console).
+ */
+function quietOnClosedPipe(keepRunning: boolean): void {
+  const onError = (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+    if (!keepRunning) process.exit(0);
   };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.stdout.on("error", onError);
+  process.stderr.on("error", onError);
 }
 
 async function main(argv: string[]): Promise<void> {
+  quietOnClosedPipe(argv[0] === "start");
   if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h") {
     process.stdout.write(`${overview()}\n`);
     if (argv.length === 0) process.exitCode = 2;

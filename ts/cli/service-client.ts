@@ -6,6 +6,7 @@
 import https from "node:https";
 import { createSasToken } from "../auth/sas.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { CURSOR_HEADER, HEARTBEAT_MS } from "../service/events.js";
 import type { ServiceLogin } from "./login.js";
 
 /**
@@ -74,6 +75,41 @@ function deviceFrom(v: unknown): DeviceJson {
   return { ...v, deviceScope: v.deviceScope ?? null };
 }
 
+/**
+ * The events stream stopped without the reader asking: the hub stopped or restarted, or the
+ * network failed. Following again from where it left off may work (`edgehub monitor` does).
+ */
+export class StreamLostError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StreamLostError";
+  }
+}
+
+/** A lost stream's error, with what failed. */
+function lost(where: string, err: NodeJS.ErrnoException): StreamLostError {
+  return new StreamLostError(`lost the hub at ${where} (${err.code ?? err.message})`, { cause: err });
+}
+
+/** A stream line's message, checked as far as the command reads it (the line is the hub's, or whoever answered). */
+function eventFrom(v: unknown): EventJson {
+  const e = v as Partial<EventJson> | null;
+  if (
+    typeof e !== "object" ||
+    e === null ||
+    typeof e.offset !== "number" ||
+    typeof e.deviceId !== "string" ||
+    typeof e.body !== "string" ||
+    typeof e.enqueuedTime !== "string" ||
+    typeof e.properties !== "object" ||
+    e.properties === null ||
+    typeof e.systemProperties !== "object" ||
+    e.systemProperties === null
+  )
+    throw new Error("not a message");
+  return e as EventJson;
+}
+
 /** Where the hub's devices connect: what a device connection string names. */
 export interface HubEndpoints {
   /** The hub's own hostname (`GatewayHostName`). */
@@ -86,6 +122,8 @@ export interface HubEndpoints {
 
 /** A stored device-to-cloud message as the events stream gives it (ts/service/shapes.ts#eventJson). */
 export interface EventJson {
+  /** The store queue it was read from (`$events` on a root, `$upstream…` on an edge hub). */
+  queue?: string;
   offset: number;
   deviceId: string;
   moduleId?: string;
@@ -248,23 +286,33 @@ export class ServiceClient {
   }
 
   /**
-   * Follows the hub's events queue from `from` (an offset, or `end` for only what arrives
-   * from now), calling `onOpen` once the hub answered and `onEvent` per message, until `signal` aborts (resolves) or the
-   * stream fails (rejects).
+   * Follows the hub's device-to-cloud messages from `from` (`end`: only what arrives from
+   * now; or a cursor `queue:offset,…` where a lost stream left off), calling `onOpen` with the
+   * stream's starting cursor once the hub answered and `onEvent` per message, until `signal`
+   * aborts (resolves) or the stream fails (rejects: {@link StreamLostError} when following
+   * again may work, another error when it cannot).
    */
   follow(
-    from: number | "end",
+    from: string,
     onEvent: (e: EventJson) => void,
     signal: AbortSignal,
-    onOpen: () => void = () => undefined,
+    onOpen: (cursor: string | undefined) => void = () => undefined,
   ): Promise<void> {
     const o = this.#options;
+    const where = `https://${o.hostname}:${o.port}`;
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        if (err === undefined || signal.aborted) resolve();
+        else reject(err);
+      };
       const req = https.request(
         {
           host: o.hostname,
           port: o.port,
-          path: `/messages/events/stream?api-version=${API_VERSION}&from=${from}`,
+          path: `/messages/events/stream?api-version=${API_VERSION}&from=${encodeURIComponent(from)}`,
           agent: this.#agent,
           signal,
           headers: { authorization: this.#token(), accept: "application/x-ndjson" },
@@ -273,27 +321,58 @@ export class ServiceClient {
           if (res.statusCode !== 200) {
             const chunks: Buffer[] = [];
             res.on("data", (c: Buffer) => chunks.push(c));
-            res.on("end", () =>
-              reject(replyError("GET", "/messages/events/stream", res.statusCode ?? 0, parseBody(chunks))),
-            );
+            res.on("end", () => {
+              let body: unknown;
+              try {
+                body = parseBody(chunks);
+              } catch {
+                body = undefined;
+              }
+              settle(replyError("GET", "/messages/events/stream", res.statusCode ?? 0, body));
+            });
             return;
           }
-          onOpen();
+          const cursor = res.headers[CURSOR_HEADER];
+          onOpen(typeof cursor === "string" ? cursor : undefined);
+          // The hub writes at least an empty line every HEARTBEAT_MS: silence three times that long is a dead link.
+          res.socket.setTimeout(HEARTBEAT_MS * 3, () =>
+            req.destroy(
+              new StreamLostError(`no word from the hub at ${where} in ${(HEARTBEAT_MS * 3) / 1000} s`),
+            ),
+          );
           let pending = "";
           res.setEncoding("utf8");
           res.on("data", (text: string) => {
             const lines = (pending + text).split("\n");
             pending = lines.pop() ?? "";
-            for (const line of lines) if (line) onEvent(JSON.parse(line) as EventJson);
+            for (const line of lines) {
+              if (!line) continue;
+              let event: EventJson;
+              try {
+                event = eventFrom(JSON.parse(line));
+              } catch {
+                settle(new Error("the hub sent a line that is not a message"));
+                req.destroy();
+                return;
+              }
+              onEvent(event);
+            }
           });
-          res.on("end", () =>
-            signal.aborted ? resolve() : reject(new Error("the hub closed the events stream")),
-          );
-          res.on("error", (err) => (signal.aborted ? resolve() : reject(err)));
+          res.on("end", () => settle(new StreamLostError(`the hub at ${where} ended the events stream`)));
+          res.on("close", () => {
+            if (!res.complete) settle(new StreamLostError(`the hub at ${where} closed the events stream`));
+          });
+          res.on("error", (err) => settle(err instanceof StreamLostError ? err : lost(where, err)));
         },
       );
       req.on("error", (err: NodeJS.ErrnoException) =>
-        signal.aborted ? resolve() : reject(transportError(`https://${o.hostname}:${o.port}`, err)),
+        settle(
+          err instanceof StreamLostError
+            ? err
+            : TLS_TRUST_CODES.has(err.code ?? "")
+              ? transportError(where, err)
+              : lost(where, err),
+        ),
       );
       req.end();
     });

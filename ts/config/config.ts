@@ -131,7 +131,7 @@ export interface ParentConfigInput {
   username?: string;
   password?: string;
   topic?: string;
-  /** Unacknowledged messages per link. Default 100, at most 32768 (half of MQTT's packet ids). */
+  /** Unacknowledged messages per link. Default 100, at most 16384 (half of the link's 32,767 packet ids). */
   window?: number;
   /** `"stored"` (default): in stored order. `"live-first"`: new messages first, the backlog behind. */
   order?: "stored" | "live-first";
@@ -422,10 +422,10 @@ function positive(key: string, v: unknown, dflt: number | undefined): number | u
 }
 
 /**
- * Most unacknowledged messages per link: half of MQTT's 65,535 packet ids, so the link's
- * twin and method traffic always finds a free one.
+ * Most unacknowledged messages per link: half of the link's 32,767 packet ids (the SDK's
+ * 1..0x7FFF, `mqtt-client.ts:PACKET_IDS`), so its twin and method traffic always finds a free one.
  */
-const MAX_WINDOW = 32_768;
+const MAX_WINDOW = 16_384;
 
 function parentWindow(v: unknown): number {
   const window = positive("parent.window", v, 100) as number;

@@ -25,6 +25,9 @@ export interface MetricsSources {
   eventLoopDelayP99Ms(): number;
 }
 
+/** Where a refused login came in. */
+export type AuthTransport = "mqtt" | "amqp" | "https";
+
 /** Per-label running sums a counter is advanced by. */
 type Totals = Map<string, number>;
 
@@ -34,7 +37,7 @@ export class HubMetrics {
   readonly #sources: MetricsSources;
   readonly #labels = new Map<string, string>();
   readonly #commit: Histogram;
-  readonly #authFailures: Counter<"code">;
+  readonly #authFailures: Counter<"transport" | "code">;
   /** The store's figures of the scrape under way; null: not read yet. */
   #scraped: StoreStats | undefined | null = null;
 
@@ -52,8 +55,8 @@ export class HubMetrics {
     });
     this.#authFailures = new Counter({
       name: "edgehub_auth_failures_total",
-      help: "MQTT logins refused, by error code",
-      labelNames: ["code"],
+      help: "Logins refused: MQTT (TLS and WebSocket) and service API calls answered 401/403, by transport and error code",
+      labelNames: ["transport", "code"],
       registers,
     });
     const endpointCounter = (name: string, help: string, of: (q: StoreStats["queues"][number]) => number) => {
@@ -213,9 +216,12 @@ export class HubMetrics {
     this.#commit.observe(seconds);
   }
 
-  /** A login was refused with `code` (an error code from ts/errors.ts: a bounded set). */
-  authFailed(code: string): void {
-    this.#authFailures.inc({ code });
+  /**
+   * A login was refused with `code` (an error code from ts/errors.ts: a bounded set) on
+   * `transport`: `mqtt` (an MQTT CONNECT, over TLS or WebSocket) or `https` (a service API call).
+   */
+  authFailed(transport: AuthTransport, code: string): void {
+    this.#authFailures.inc({ transport, code });
   }
 
   /** The text exposition and its content type. */

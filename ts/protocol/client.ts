@@ -40,8 +40,8 @@ export interface ConnectionContext {
   /** Called when the client drops a subscription it held (the hub stops following for it upstream). */
   unsubscribed?(conn: ClientConnection, kind: ListenKind): void;
   log: Logger;
-  /** Called when a login is refused, with the reason's code. */
-  refused?(code: string): void;
+  /** Called when a login is refused, with the reason's code and the client id it named. */
+  refused?(code: string, clientId: string): void;
   /** Called once authenticated: the hub closes an older connection of the same client id. */
   register(clientId: string, conn: ClientConnection): void;
   unregister(clientId: string, conn: ClientConnection): void;

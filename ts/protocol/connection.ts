@@ -196,7 +196,7 @@ export class MqttConnection implements ClientConnection {
       });
     } catch (err) {
       const code = (err as EdgeHubError).code;
-      this.#ctx.refused?.(code);
+      this.#ctx.refused?.(code, p.clientId);
       // One answer for every refusal (as IoT Hub: 5), so a caller cannot tell an unknown id
       // from a bad token; the reason goes to the log with its code.
       this.#send({ cmd: "connack", returnCode: CONNACK.notAuthorized, sessionPresent: false });

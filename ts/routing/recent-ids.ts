@@ -46,6 +46,11 @@ export class RecentIds {
     return this.#senders.get(sender)?.ids.has(hash53(id)) === true;
   }
 
+  /** Drops everything of `sender` (its identity is gone). */
+  forget(sender: string): void {
+    this.#senders.delete(sender);
+  }
+
   /** Records `id` as stored for `sender`. */
   add(sender: string, fid: string): void {
     const id = hash53(fid);

@@ -9,7 +9,7 @@ import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import type { Device, Registry } from "../auth/registry.js";
 import { parseSasToken, signedByAny } from "../auth/sas.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
-import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
 import { record } from "../json.js";
 import type { Logger } from "../log.js";
 import { type DirectMethods, SERVICE_CALLER } from "../methods/direct-methods.js";
@@ -18,12 +18,13 @@ import type { Twins } from "../twin/twins.js";
 import { DEAD_LETTER_QUEUE } from "../vocabulary.js";
 import { applyBulk } from "./bulk.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
-import { page, streamEvents } from "./events.js";
-import { ApiError, readBody, readJson, sendError, sendJson, unauthorized } from "./http.js";
+import { EventStreams, page } from "./events.js";
+import { ApiError, readBody, readJson, sendError, sendJson, unauthorized, unauthorizedBy } from "./http.js";
 import { authorizeModuleCall } from "./module-caller.js";
-import { answerModuleRead, isDeviceModuleRead } from "./module-identity.js";
+import { answerModuleCall, isDeviceModuleCall, type ModuleWrites, putModule } from "./module-identity.js";
 import { matches, parseQuery } from "./query.js";
 import { answerScope, answerTargetScope, scopeCallOf } from "./scope.js";
+import { answerIdentityCall, type IdentityRefresh } from "./scope-identity.js";
 import { deviceJson, eventJson, methodCallOf, moduleJson, twinEtag, twinJson } from "./shapes.js";
 
 /** What the API works on. */
@@ -40,6 +41,8 @@ export interface ServiceApiContext {
   delivery: DeviceDelivery;
   store: MessageStore;
   eventsQueue: string;
+  /** What `GET /messages/events/stream` follows: the events queue on a root, the upstream queues on an edge hub. */
+  followedQueues: readonly string[];
   /** Drops the twin, session and queued deliveries of a deleted identity. */
   forget(clientId: string): Promise<void>;
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
@@ -51,6 +54,12 @@ export interface ServiceApiContext {
   status(): Promise<Record<string, unknown>>;
   /** A request on `req`'s socket passed authentication (the socket counts as authenticated). */
   authenticated?(req: IncomingMessage): void;
+  /** A request was refused with 401 or 403; `code` is the `AUTH_*` code (for the metrics). */
+  refused?(code: ErrorCode): void;
+  /** On an edge hub: a device's module identity writes go to the parent. */
+  moduleWrites?: ModuleWrites | undefined;
+  /** On an edge hub: a child edge's ask for one identity its cache lacks goes to the parent. */
+  refreshIdentity?: IdentityRefresh | undefined;
   log: Logger;
 }
 
@@ -82,9 +91,11 @@ function apiError(err: unknown): ApiError {
 /** Handles one service API request. */
 export class ServiceApi {
   readonly #ctx: ServiceApiContext;
+  readonly #streams: EventStreams;
 
   constructor(ctx: ServiceApiContext) {
     this.#ctx = ctx;
+    this.#streams = new EventStreams(ctx);
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -93,6 +104,7 @@ export class ServiceApi {
       // The caller gets one generic 401; why it was refused is for the operator.
       if (e.status === 401)
         this.#ctx.log.log("warn", "service-api-refused", { path: req.url, reason: e.detail ?? e.message });
+      if (e.status === 401 || e.status === 403) this.#ctx.refused?.(e.authCode ?? ErrorCodes.AUTH_BAD_TOKEN);
       if (e.status >= 500)
         this.#ctx.log.log("error", "service-api-failed", { path: req.url, reason: (err as Error).message });
       if (!res.headersSent) sendError(res, e);
@@ -102,21 +114,20 @@ export class ServiceApi {
 
   #authorize(req: IncomingMessage): void {
     const header = req.headers.authorization;
-    if (!header) throw unauthorized("no Authorization header");
+    if (!header) throw unauthorized("no Authorization header", ErrorCodes.AUTH_BAD_TOKEN);
     let token: ReturnType<typeof parseSasToken>;
     try {
       token = parseSasToken(header);
       this.#ctx.authenticator.checkExpiry(token.expiry, "iothubowner");
     } catch (err) {
-      throw unauthorized(
-        err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message,
-      );
+      throw unauthorizedBy(err);
     }
     const audience = token.resource.toLowerCase().replace(/\/$/, "");
     if (token.keyName !== "iothubowner" || audience !== this.#ctx.hostname.toLowerCase()) {
-      throw unauthorized("token is not an iothubowner token for this hub");
+      throw unauthorized("token is not an iothubowner token for this hub", ErrorCodes.AUTH_WRONG_AUDIENCE);
     }
-    if (!signedByAny(token, [this.#ctx.serviceKey])) throw unauthorized("token signature does not match");
+    if (!signedByAny(token, [this.#ctx.serviceKey]))
+      throw unauthorized("token signature does not match", ErrorCodes.AUTH_BAD_SIGNATURE);
   }
 
   #device(id: string): Device {
@@ -146,21 +157,26 @@ export class ServiceApi {
       this.#ctx.authenticated?.(req);
       return sendJson(res, 200, scope);
     }
-    // A device reading its own modules (IoT Edge's identity service fetching `$edgeHub`).
     const peer = this.#ctx.peerOf(req);
-    if (isDeviceModuleRead(parts, method, req.headers.authorization, peer)) {
-      const ctx = this.#ctx;
-      const answer = answerModuleRead(
-        ctx.registry,
-        ctx.authenticator,
-        parts,
-        req.headers.authorization,
-        peer,
-        ctx.isConnected,
-      );
-      ctx.authenticated?.(req);
-      return sendJson(res, 200, answer);
+    // One identity of an edge's scope (a login its cache could not place).
+    const { registry, authenticator } = this.#ctx;
+    const refresh = this.#ctx.refreshIdentity;
+    const one = await answerIdentityCall(
+      registry,
+      authenticator,
+      parts,
+      req,
+      peer,
+      url.searchParams,
+      refresh,
+    );
+    if (one) {
+      this.#ctx.authenticated?.(req);
+      return sendJson(res, 200, one);
     }
+    // A device on its own modules (IoT Edge's identity service: `$edgeHub`'s keys, its modules).
+    if (isDeviceModuleCall(parts, method, req.headers.authorization, peer))
+      return answerModuleCall(this.#ctx, req, res, parts, peer);
     // A module calling a method through its hub signs as itself and names itself in a header.
     let caller = SERVICE_CALLER;
     if (req.headers["x-ms-edge-moduleid"] !== undefined)
@@ -236,15 +252,7 @@ export class ServiceApi {
         }
         if (method === "PUT") {
           const body = ((await readJson(req)) ?? {}) as Record<string, unknown>;
-          // As for devices: PUT creates; replacing an existing module needs If-Match (etag or *).
-          const current = ctx.registry.getModule(id, mid);
-          const ifMatch = ifMatchOf(req.headers["if-match"]);
-          if (current && !ifMatch)
-            throw new ApiError(409, "ModuleAlreadyExistsOnDevice", `module ${id}/${mid} already exists`);
-          if (current) checkIfMatch(ifMatch, current.etag, `module ${id}/${mid}`);
-          const spec = { ...body, deviceId: id, moduleId: mid };
-          const m = current ? await ctx.registry.updateModule(spec) : await ctx.registry.createModule(spec);
-          return sendJson(res, 200, moduleJson(m, ctx.isConnected(`${id}/${mid}`)));
+          return sendJson(res, 200, await putModule(ctx, id, mid, body, req.headers["if-match"]));
         }
         if (method === "DELETE") {
           await ctx.registry.deleteModule(id, mid);
@@ -343,7 +351,7 @@ export class ServiceApi {
       parts.length === 3 &&
       method === "GET"
     ) {
-      return streamEvents(ctx, req, res, url);
+      return this.#streams.serve(req, res, url);
     }
     if (head === "messages" && id === "events" && parts.length === 2 && method === "GET") {
       return sendJson(res, 200, await page(ctx.store, ctx.eventsQueue, url, eventJson));

@@ -1,7 +1,9 @@
 /**
  * Reading stored messages over the service API: one page of a queue (`from`, `limit`),
- * and the events queue as a stream of newline-delimited JSON kept open while messages
- * are stored.
+ * and the device-to-cloud queues as a stream of newline-delimited JSON kept open while
+ * messages are stored (what `edgehub monitor` follows). A root follows its events queue;
+ * an edge hub its upstream queues, read-only: reading never acknowledges, so the
+ * forwarder's checkpoint is the forwarder's alone.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { MessageStore, StoredMessage } from "../store/index.js";
@@ -11,9 +13,57 @@ import { eventJson } from "./shapes.js";
 /** Where the stream reads from and learns of new messages. */
 export interface EventFeed {
   store: MessageStore;
-  eventsQueue: string;
+  /** The queues a stream follows: a root's events queue, an edge hub's upstream queues. */
+  followedQueues: readonly string[];
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
   onStored(listener: () => void): () => void;
+}
+
+/** Streams open at once at most: each holds a socket, a reader and a store cursor. */
+export const MAX_EVENT_STREAMS = 16;
+/** The header of a stream's answer naming where it starts: its {@link formatCursor} text. */
+export const CURSOR_HEADER = "x-edgehub-cursor";
+/** An idle stream writes an empty line this often, so a reader can tell a dead hub from a quiet one. */
+export const HEARTBEAT_MS = 15_000;
+/** A `from` longer than this is refused before it is split (eleven queues need ~200 characters). */
+const MAX_FROM_LENGTH = 2048;
+
+/** Per followed queue, the next offset to read. */
+export type Cursor = Map<string, number>;
+
+/** `queue:offset,…`: a cursor as the stream's header gives it and `from=` takes it back. */
+export function formatCursor(cursor: Cursor): string {
+  return [...cursor].map(([q, o]) => `${q}:${o}`).join(",");
+}
+
+/**
+ * A cursor from `from`: `end` (only what is stored from now on, as `az iot hub
+ * monitor-events` starts), an offset (every followed queue from it), or `queue:offset,…`
+ * (where a reader that lost its stream left off; queues it does not name start at 0).
+ * Queues other than `followed` are refused: the text is the caller's.
+ */
+export function parseCursor(from: string, followed: readonly string[], tails: Cursor): Cursor {
+  const bad = (why: string) => new ApiError(400, "ArgumentInvalid", `from: ${why}`);
+  const offset = (text: string) => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw bad("offsets are integers >= 0");
+    return n;
+  };
+  if (from === "end") return new Map(followed.map((q) => [q, tails.get(q) ?? 0]));
+  if (from.length > MAX_FROM_LENGTH) throw bad(`longer than ${MAX_FROM_LENGTH} characters`);
+  if (!from.includes(":")) {
+    const n = offset(from);
+    return new Map(followed.map((q) => [q, n]));
+  }
+  const cursor: Cursor = new Map(followed.map((q) => [q, 0]));
+  for (const part of from.split(",")) {
+    const at = part.lastIndexOf(":");
+    const queue = part.slice(0, at);
+    if (at < 0 || !cursor.has(queue))
+      throw bad(`${JSON.stringify(queue)} is not a queue this stream follows`);
+    cursor.set(queue, offset(part.slice(at + 1)));
+  }
+  return cursor;
 }
 
 /** One page of a queue (`from`, `limit` in the query) and where the next starts. */
@@ -39,70 +89,112 @@ export async function page(
 }
 
 /**
- * `GET /messages/events/stream?from=<offset|end>`: the events queue as newline-delimited JSON, one
- * message per line, kept open and fed as messages are stored, until the client leaves.
+ * `GET /messages/events/stream?from=<end|offset|cursor>`: the followed queues as
+ * newline-delimited JSON, one message per line (with its `queue` and `offset`), kept open
+ * and fed as messages are stored, until the client leaves. At most {@link MAX_EVENT_STREAMS}
+ * at once; one more is answered 429.
  */
-export async function streamEvents(
-  feed: EventFeed,
-  req: IncomingMessage,
-  res: ServerResponse,
-  url: URL,
-): Promise<void> {
-  // `from=end`: only what is stored from now on (as `az iot hub monitor-events` starts).
-  const fromText = url.searchParams.get("from") ?? "0";
-  let from =
-    fromText === "end"
-      ? ((await feed.store.stats()).queues.find((q) => q.name === feed.eventsQueue)?.tail ?? 0)
-      : Number(fromText);
-  if (!Number.isSafeInteger(from) || from < 0)
-    throw new ApiError(400, "ArgumentInvalid", "from must be an offset >= 0, or end");
-  res.writeHead(200, {
-    "content-type": "application/x-ndjson; charset=utf-8",
-    "cache-control": "no-store",
-  });
-  // The reader learns it is following now, not with the first message.
-  res.flushHeaders();
-  // `dirty` is set by every store notification, so one landing during a read is not lost.
-  let dirty = false;
-  let wake: (() => void) | undefined;
-  const unsubscribe = feed.onStored(() => {
-    dirty = true;
-    wake?.();
-  });
-  let open = true;
-  const closed = () => {
-    open = false;
-    wake?.();
-  };
-  req.on("close", closed);
-  res.on("close", closed);
-  /** Waits for `arm`'s signal, a close, or `ms`; never leaves a timer or listener behind. */
-  const pause = (ms: number, arm?: (done: () => void) => void) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(() => done(), ms);
-      const done = () => {
-        clearTimeout(timer);
-        wake = undefined;
-        resolve();
-      };
-      wake = done;
-      arm?.(done);
-    });
-  try {
-    while (open) {
-      dirty = false;
-      const batch = await feed.store.read(feed.eventsQueue, { from, limit: 500 });
-      if (batch.length > 0) {
-        const more = res.write(batch.map((m) => `${JSON.stringify(eventJson(m))}\n`).join(""));
-        from = (batch.at(-1)?.offset ?? from) + 1;
-        // A reader that stops reading is waited for (or closes), not leaked.
-        if (!more && open) await pause(60_000, (done) => res.once("drain", done));
-        continue;
-      }
-      if (!dirty && open) await pause(15_000);
+export class EventStreams {
+  readonly #feed: EventFeed;
+  readonly #max: number;
+  #open = 0;
+
+  constructor(feed: EventFeed, max = MAX_EVENT_STREAMS) {
+    this.#feed = feed;
+    this.#max = max;
+  }
+
+  /** Streams open now. */
+  get open(): number {
+    return this.#open;
+  }
+
+  async serve(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    // Counted before the first await: two requests arriving together cannot both take the last place.
+    // Refused as IoT Hub refuses past a throttle: 429 `ThrottlingException` (its error 429001,
+    // MicrosoftDocs/azure-docs articles/iot-hub/iot-hub-troubleshoot-error-429001-throttlingexception.md).
+    if (this.#open >= this.#max)
+      throw new ApiError(
+        429,
+        "ThrottlingException",
+        `at most ${this.#max} event streams (edgehub monitor) at once; end one and try again`,
+      );
+    this.#open++;
+    try {
+      await this.#stream(req, res, url);
+    } finally {
+      this.#open--;
     }
-  } finally {
-    unsubscribe();
-    res.end();
+  }
+
+  async #stream(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const feed = this.#feed;
+    const tails: Cursor = new Map();
+    const from = url.searchParams.get("from") ?? "0";
+    if (from === "end") for (const q of (await feed.store.stats()).queues) tails.set(q.name, q.tail);
+    const cursor = parseCursor(from, feed.followedQueues, tails);
+    res.writeHead(200, {
+      "content-type": "application/x-ndjson; charset=utf-8",
+      "cache-control": "no-store",
+      [CURSOR_HEADER]: formatCursor(cursor),
+    });
+    // The reader learns it is following now, not with the first message.
+    res.flushHeaders();
+    // `dirty` is set by every store notification, so one landing during a read is not lost.
+    let dirty = false;
+    /** Ends the current wait early: a store notification (when the wait takes them) or a close. */
+    let onStored: (() => void) | undefined;
+    let onClose: (() => void) | undefined;
+    const unsubscribe = feed.onStored(() => {
+      dirty = true;
+      onStored?.();
+    });
+    let open = true;
+    const closed = () => {
+      open = false;
+      onClose?.();
+    };
+    req.on("close", closed);
+    res.on("close", closed);
+    /** Waits for `arm`'s signal, a close, a store notification when `byStore`, or `ms` (false). */
+    const pause = (ms: number, byStore: boolean, arm?: (done: () => void) => void) =>
+      new Promise<boolean>((resolve) => {
+        const end = (woken: boolean) => {
+          clearTimeout(timer);
+          onStored = undefined;
+          onClose = undefined;
+          resolve(woken);
+        };
+        const timer = setTimeout(() => end(false), ms);
+        const done = () => end(true);
+        onClose = done;
+        if (byStore) onStored = done;
+        arm?.(done);
+      });
+    try {
+      while (open) {
+        dirty = false;
+        let wrote = false;
+        for (const queue of feed.followedQueues) {
+          const next = cursor.get(queue) ?? 0;
+          const batch = await feed.store.read(queue, { from: next, limit: 500 });
+          if (batch.length === 0 || !open) continue;
+          wrote = true;
+          const lines = batch.map((m) => JSON.stringify({ ...eventJson(m), queue }));
+          cursor.set(queue, (batch.at(-1)?.offset ?? next) + 1);
+          // A reader that stops reading is waited for, not buffered for: a minute, then dropped.
+          // (A close ends the wait too; the response is done with then, listener and all.)
+          if (!res.write(`${lines.join("\n")}\n`) && open) {
+            const drainedOrClosed = await pause(60_000, false, (done) => res.once("drain", done));
+            if (!drainedOrClosed) res.destroy();
+          }
+        }
+        if (wrote || dirty || !open) continue;
+        if (!(await pause(HEARTBEAT_MS, true)) && open) res.write("\n");
+      }
+    } finally {
+      unsubscribe();
+      res.end();
+    }
   }
 }

@@ -1,17 +1,20 @@
 /** HTTP plumbing of the service API: bodies with limits, JSON replies, IoT Hub error bodies. */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { EdgeHubError, type ErrorCode, ErrorCodes } from "../errors.js";
 import { parseJson } from "../json.js";
 
 /** An error the API answers with an HTTP status and IoT Hub's `ErrorCode:` text. */
 export class ApiError extends Error {
   /**
    * @param detail what the hub logs and never answers (why a caller was refused).
+   * @param authCode for a 401 or 403: the `AUTH_*` code it is counted under in the metrics.
    */
   constructor(
     readonly status: number,
     readonly errorCode: string,
     message: string,
     readonly detail?: string,
+    readonly authCode?: ErrorCode,
   ) {
     super(message);
   }
@@ -20,11 +23,18 @@ export class ApiError extends Error {
 /**
  * The service API's one 401, whatever failed (no token, a bad signature, an unknown
  * identity, an expired token), so callers cannot learn which ids exist; `detail` (with
- * the `AUTH_*` code where there is one) goes to the hub's log only. IoT Hub's answer:
- * `ErrorCode:IotHubUnauthorizedAccess;Unauthorized`.
+ * the `AUTH_*` code where there is one) goes to the hub's log only, `code` to the
+ * metrics. IoT Hub's answer: `ErrorCode:IotHubUnauthorizedAccess;Unauthorized`.
  */
-export function unauthorized(detail: string): ApiError {
-  return new ApiError(401, "IotHubUnauthorizedAccess", "Unauthorized", detail);
+export function unauthorized(detail: string, code: ErrorCode): ApiError {
+  return new ApiError(401, "IotHubUnauthorizedAccess", "Unauthorized", detail, code);
+}
+
+/** {@link unauthorized} for a token or certificate check that threw: its code, else `AUTH_BAD_TOKEN`. */
+export function unauthorizedBy(err: unknown): ApiError {
+  return err instanceof EdgeHubError
+    ? unauthorized(`${err.code}: ${err.message}`, err.code)
+    : unauthorized((err as Error).message, ErrorCodes.AUTH_BAD_TOKEN);
 }
 
 /** Reads the whole body, refusing more than `limit` bytes with 413. */

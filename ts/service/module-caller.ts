@@ -8,8 +8,8 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Authenticator } from "../auth/authenticator.js";
-import { EdgeHubError } from "../errors.js";
-import { ApiError, unauthorized } from "./http.js";
+import { ErrorCodes } from "../errors.js";
+import { ApiError, unauthorized, unauthorizedBy } from "./http.js";
 
 /** True for the path parts of a method call. */
 function isMethodCall(parts: string[], method: string): boolean {
@@ -33,18 +33,27 @@ export function authorizeModuleCall(
   const header = req.headers["x-ms-edge-moduleid"];
   const caller = Array.isArray(header) ? header[0] : header;
   if (!isMethodCall(parts, req.method ?? "GET"))
-    throw unauthorized("a module may only invoke direct methods here");
+    throw unauthorized("a module may only invoke direct methods here", ErrorCodes.AUTH_NOT_IN_SCOPE);
   let principal: { deviceId: string; moduleId?: string };
   try {
     principal = authenticator.authenticateToken(req.headers.authorization ?? "");
   } catch (err) {
-    throw unauthorized(err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message);
+    throw unauthorizedBy(err);
   }
   if (principal.moduleId === undefined || `${principal.deviceId}/${principal.moduleId}` !== caller) {
-    throw unauthorized("the token is not the module's named in x-ms-edge-moduleId");
+    throw unauthorized(
+      "the token is not the module's named in x-ms-edge-moduleId",
+      ErrorCodes.AUTH_WRONG_AUDIENCE,
+    );
   }
   // Who may call whom is the one table's: an edge's modules reach that edge and its children.
   const target = { deviceId: parts[1] ?? "", moduleId: parts.length === 5 ? parts[3] : undefined };
   if (authenticator.allows(principal, "method", target)) return caller;
-  throw new ApiError(403, "Forbidden", `${caller} may not invoke methods on ${target.deviceId}`);
+  throw new ApiError(
+    403,
+    "Forbidden",
+    `${caller} may not invoke methods on ${target.deviceId}`,
+    undefined,
+    ErrorCodes.AUTH_NOT_IN_SCOPE,
+  );
 }

@@ -21,9 +21,9 @@
  */
 import type { Authenticator, PeerCertificate } from "../auth/authenticator.js";
 import { type Device, isIdentityId, type Registry } from "../auth/registry.js";
-import { EdgeHubError } from "../errors.js";
+import { ErrorCodes } from "../errors.js";
 import { isJsonObject, own } from "../json.js";
-import { ApiError, unauthorized } from "./http.js";
+import { ApiError, unauthorized, unauthorizedBy } from "./http.js";
 import { deviceJson, moduleJson } from "./shapes.js";
 
 /** Devices per page when the caller gives no `deviceCount`, or `pageSize` 0. */
@@ -68,22 +68,33 @@ export function scopeDevices(registry: Registry, edge: Device): Device[] {
   return [edge, ...out.slice(1).sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1))];
 }
 
+/** The path of an edge's call `name` on its parent: `/devices/{edge}/modules/$edgeHub/{name}`. */
+export function edgeHubPath(edgeId: string, name: string): string {
+  return `/devices/${encodeURIComponent(edgeId)}/modules/$edgeHub/${name}`;
+}
+
+/** The call's name when the path parts are `devices/{edge}/modules/$edgeHub/{name}`. */
+export function edgeHubCallOf(parts: string[]): string | undefined {
+  if (parts.length !== 5 || parts[0] !== "devices" || parts[2] !== "modules" || parts[3] !== "$edgeHub")
+    return undefined;
+  return parts[4];
+}
+
 /** The path of the legacy scope call for `edgeId`. */
 export function scopePath(edgeId: string): string {
-  return `/devices/${encodeURIComponent(edgeId)}/modules/$edgeHub/devicesAndModulesInDeviceScope`;
+  return edgeHubPath(edgeId, "devicesAndModulesInDeviceScope");
 }
 
 /** The path of the nested scope call made by `actorId` (`NestedDeviceScopeApiClient.cs#GetDevicesAndModulesInTargetScopeUriFormat`). */
 export function nestedScopePath(actorId: string): string {
-  return `/devices/${encodeURIComponent(actorId)}/modules/$edgeHub/devicesAndModulesInTargetDeviceScope`;
+  return edgeHubPath(actorId, "devicesAndModulesInTargetDeviceScope");
 }
 
 /** Which scope call the path parts are, if any. */
 export function scopeCallOf(parts: string[]): "legacy" | "nested" | undefined {
-  if (parts.length !== 5 || parts[0] !== "devices" || parts[2] !== "modules" || parts[3] !== "$edgeHub")
-    return undefined;
-  if (parts[4] === "devicesAndModulesInDeviceScope") return "legacy";
-  if (parts[4] === "devicesAndModulesInTargetDeviceScope") return "nested";
+  const name = edgeHubCallOf(parts);
+  if (name === "devicesAndModulesInDeviceScope") return "legacy";
+  if (name === "devicesAndModulesInTargetDeviceScope") return "nested";
   return undefined;
 }
 
@@ -92,31 +103,36 @@ export function scopeCallOf(parts: string[]): "legacy" | "nested" | undefined {
  * device or of its `$edgeHub` module) or, without one, the edge device's TLS client
  * certificate is that edge; 401 otherwise.
  */
-function scopeEdge(
+export function scopeEdge(
   registry: Registry,
   authenticator: Authenticator,
   edgeId: string,
   authorization: string | undefined,
   peer: PeerCertificate | undefined,
 ): Device {
-  if (!authorization && !peer) throw unauthorized("no Authorization header or client certificate");
+  if (!authorization && !peer)
+    throw unauthorized("no Authorization header or client certificate", ErrorCodes.AUTH_BAD_TOKEN);
   let caller: { deviceId: string; moduleId?: string };
   try {
     caller = authorization
       ? authenticator.authenticateToken(authorization)
       : authenticator.authenticateCertificate(edgeId, peer as PeerCertificate);
   } catch (err) {
-    throw unauthorized(err instanceof EdgeHubError ? `${err.code}: ${err.message}` : (err as Error).message);
+    throw unauthorizedBy(err);
   }
   // The edge device itself or its $edgeHub, by the one table.
   const edge = registry.getDevice(edgeId);
   if (!edge || !authenticator.allows(caller, "device-scope", { deviceId: edgeId })) {
-    throw unauthorized(`${caller.deviceId}/${caller.moduleId ?? ""} may not read the scope of ${edgeId}`);
+    throw unauthorized(
+      `${caller.deviceId}/${caller.moduleId ?? ""} may not read the scope of ${edgeId}`,
+      ErrorCodes.AUTH_NOT_IN_SCOPE,
+    );
   }
   return edge;
 }
 
-const invalid = (message: string) => new ApiError(400, "ArgumentInvalid", message);
+/** A 400 with IoT Hub's `ArgumentInvalid`. */
+export const invalid = (message: string) => new ApiError(400, "ArgumentInvalid", message);
 
 /** Start of the page a token names, or 0 without one; 400 for a token this hub did not give for `bind`. */
 function startOf(token: string | null | undefined, bind: string, total: number): number {
@@ -184,7 +200,7 @@ function nestedRequestOf(body: unknown): { pageSize: number; link: string | unde
  * parent checks the chain it computes to the target contains the actor
  * (`AuthChainHelpers.ValidateAuthChain`); this checks the caller's chain is that same chain.
  */
-function targetOf(registry: Registry, authChain: string, actorId: string): Device {
+export function targetOf(registry: Registry, authChain: string, actorId: string): Device {
   const ids = authChain.split(";");
   if (new Set(ids).size !== ids.length) throw invalid("authChain names an edge twice");
   if (ids.length > MAX_CHAIN) throw invalid(`authChain has more than ${MAX_CHAIN} edges`);

@@ -22,11 +22,16 @@
  * queue when the hub restarts; keys completed are kept in memory (a crash between the
  * child's PUBACK and ours leaves one duplicate for the child, as at least once allows).
  *
+ * What it holds per device (keys pending, whether its queue was read) follows the registry:
+ * a device removed from it (deleted, or gone from the parent's scope) is forgotten, so the
+ * maps are bounded by the registry's devices.
+ *
  * A message that fails the checks (oversized, a property name IoT Hub would not send, an
  * unreadable expiry) is logged and completed: over MQTT nothing else refuses it (the SDK's
  * `#RejectAsync` sends nothing), and an uncompleted one would hold back every later PUBACK.
  */
 import { createHash } from "node:crypto";
+import type { Registry } from "../auth/registry.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import { record } from "../json.js";
 import type { Logger } from "../log.js";
@@ -97,20 +102,33 @@ export class C2dRelay {
   readonly #completed = new RecentIds();
   /** Devices whose queue was read for relay keys since the start (once each: later keys are tracked live). */
   readonly #seeded = new Set<string>();
+  readonly #registry: Registry;
+  /** A device gone from the registry is forgotten (a disabled one or new keys are not). */
+  readonly #onRevoked = (deviceId: string, moduleId: string | undefined): void => {
+    if (moduleId === undefined && this.#registry.getDevice(deviceId) === undefined) this.forget(deviceId);
+  };
   #closed = false;
 
   constructor(
     links: TwinLinks,
     delivery: DeviceDelivery,
     store: MessageStore,
+    registry: Registry,
     isChild: (deviceId: string) => boolean,
     log: Logger,
   ) {
     this.#links = links;
     this.#delivery = delivery;
     this.#store = store;
+    this.#registry = registry;
     this.#isChild = isChild;
     this.#log = log;
+    registry.on("revoked", this.#onRevoked);
+  }
+
+  /** Devices it holds anything for (listening, keys pending, queue read): for tests and status. */
+  get devicesHeld(): number {
+    return new Set([...this.#listening.keys(), ...this.#pending.keys(), ...this.#seeded]).size;
   }
 
   /**
@@ -159,10 +177,12 @@ export class C2dRelay {
     for (const copies of this.#pending.get(deviceId)?.values() ?? [])
       for (const p of copies) clearTimeout(p.expiry);
     this.#pending.delete(deviceId);
+    this.#completed.forget(deviceId);
   }
 
   close(): void {
     this.#closed = true;
+    this.#registry.off("revoked", this.#onRevoked);
     for (const deviceId of [...this.#listening.keys()]) this.unlisten(deviceId);
     for (const pending of this.#pending.values())
       for (const copies of pending.values()) for (const p of copies) clearTimeout(p.expiry);

@@ -13,7 +13,6 @@
  */
 import { EventEmitter } from "node:events";
 import { readFile } from "node:fs/promises";
-import https from "node:https";
 import { join } from "node:path";
 import { isIdentityId } from "../auth/registry.js";
 import type { SecretBox } from "../auth/secret-box.js";
@@ -22,6 +21,7 @@ import { writeDurable } from "../durable-file.js";
 import { isJsonObject, own, parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import type { ParentCredentials } from "./credentials.js";
+import { parentEndpoint, scopeCall } from "./scope-http.js";
 
 /** The module whose keys the edge signs with. */
 export const EDGE_HUB_MODULE = "$edgeHub";
@@ -33,8 +33,6 @@ export const MODULE_KEYS_FILE = "edgehub-module.sealed";
 export const REFETCH_MIN_MS = 10_000;
 /** Longest body of the parent's answer. */
 const MAX_BODY_BYTES = 64 * 1024;
-/** Silence on the socket that ends a fetch. */
-const TIMEOUT_MS = 15_000;
 /** First retry of a failed fetch while no keys are known; doubles up to the parent's backoff cap. */
 const FIRST_RETRY_MS = 200;
 
@@ -193,54 +191,19 @@ export class EdgeHubModule extends EventEmitter<{ keys: [ModuleKeys] }> {
     return true;
   }
 
-  /** The module JSON, by the device's own credential. */
+  /** The module JSON, by the device's own credential (the one HTTPS exchange with the parent). */
   #get(): Promise<unknown> {
     const deviceId = this.#parent.deviceId;
     if (!isIdentityId(deviceId)) return Promise.reject(new Error("parent.deviceId is not an IoT Hub id"));
     // Ids escaped as a path segment (IS escapes `$` as %24 too).
     const path = `/devices/${encodeURIComponent(deviceId)}/modules/${encodeURIComponent(EDGE_HUB_MODULE)}?api-version=${MODULE_API_VERSION}`;
-    const token = this.#credentials.deviceToken();
-    return new Promise((resolve, reject) => {
-      const req = https.request(
-        {
-          host: this.#parent.hostname,
-          port: this.#parent.httpsPort,
-          path,
-          method: "GET",
-          // The device's certificate is presented when it has one (an X.509 edge device).
-          ...this.#credentials.tls(),
-          headers: token
-            ? { authorization: token, accept: "application/json" }
-            : { accept: "application/json" },
-          timeout: TIMEOUT_MS,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          let bytes = 0;
-          res.on("data", (c: Buffer) => {
-            bytes += c.length;
-            if (bytes > MAX_BODY_BYTES)
-              req.destroy(new Error(`the module identity is over ${MAX_BODY_BYTES} bytes`));
-            else chunks.push(c);
-          });
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            if (res.statusCode !== 200)
-              return reject(
-                new Error(`module identity call answered ${res.statusCode}: ${text.slice(0, 200)}`),
-              );
-            try {
-              resolve(parseJson(text));
-            } catch {
-              reject(new Error("module identity call answered with something other than JSON"));
-            }
-          });
-          res.on("error", reject);
-        },
-      );
-      req.on("timeout", () => req.destroy(new Error(`no answer from the parent in ${TIMEOUT_MS} ms`)));
-      req.on("error", reject);
-      req.end();
+    // The device's certificate is presented when it has one (an X.509 edge device): `tls()`.
+    return scopeCall(parentEndpoint(this.#parent, this.#credentials), {
+      method: "GET",
+      path,
+      token: this.#credentials.deviceToken(),
+      headers: { accept: "application/json" },
+      maxBytes: MAX_BODY_BYTES,
     });
   }
 }

@@ -85,8 +85,13 @@ export function busyRefusal(code: number): boolean {
 /** Called with null on PUBACK, or the reason the connection ended first. */
 export type Acked = (err: Error | null) => void;
 
-/** MQTT's packet ids: 1 to 65,535, shared by every packet awaiting an answer. */
-const PACKET_IDS = 65_535;
+/**
+ * Packet ids 1 to 0x7FFF (32,767), shared by every packet awaiting an answer: the C# device
+ * SDK's range (Azure/azure-iot-sdk-csharp:iothub/device/src/Transport/Mqtt/MqttIotHubAdapter.cs#ComposePublishPacketAsync
+ * wraps at 0x7FFF), so a parent sees the ids Microsoft's edge hub sends; `parent.window`
+ * is capped at half of them (ts/config/config.ts `MAX_WINDOW`).
+ */
+const PACKET_IDS = 0x7fff;
 
 /** Largest packet accepted from the parent (twin documents, method requests). */
 const MAX_INCOMING = 1024 * 1024;

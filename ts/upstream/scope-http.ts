@@ -1,10 +1,14 @@
 /**
- * One HTTPS exchange of the device-scope calls with the parent, and Microsoft's retry
- * policy around it. A page body is bounded in bytes and time and parsed with
+ * One HTTPS exchange with the parent, for every JSON call an edge makes on it (the
+ * device-scope calls, one identity on behalf of, module identity writes), and Microsoft's
+ * retry policy around the scope calls. A body is bounded in bytes and time and parsed with
  * `parseJson` (null-prototype objects); what fails says whether trying again may help.
  */
 import https from "node:https";
+import type { ParentConfig } from "../config/config.js";
 import { parseJson } from "../json.js";
+import type { Logger } from "../log.js";
+import type { ParentCredentials } from "./credentials.js";
 
 /** Bytes of one page's body, at most; the download is cut off past it and the sync fails. */
 export const MAX_SCOPE_PAGE_BYTES = 8 * 1024 * 1024;
@@ -40,12 +44,21 @@ export interface ScopeEndpoint {
   tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername: string };
 }
 
-/** One call: the path (and query) on the parent, the token, and for a POST the JSON body. */
+/** The parent's HTTPS endpoint, with this hub's TLS material. */
+export function parentEndpoint(parent: ParentConfig, credentials: ParentCredentials): ScopeEndpoint {
+  return { host: parent.hostname, port: parent.httpsPort, tls: credentials.tls() };
+}
+
+/** One call: the path (and query) on the parent, the token, a JSON body, more headers. */
 export interface ScopeRequest {
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "PUT" | "DELETE";
   path: string;
   token: string | undefined;
   body?: string;
+  /** Headers besides Authorization and Content-Type (`If-Match`, the origin edge). */
+  headers?: Record<string, string>;
+  /** Most bytes of the answer's body; default {@link MAX_SCOPE_PAGE_BYTES}. */
+  maxBytes?: number;
 }
 
 /**
@@ -84,9 +97,12 @@ function asScopeError(err: Error): ScopeCallError {
   return err instanceof ScopeCallError ? err : new ScopeCallError(err.message, true);
 }
 
-/** One page's body, parsed: at most {@link MAX_SCOPE_PAGE_BYTES}, within {@link PAGE_DEADLINE_MS}. */
+/**
+ * One call's answer, parsed: at most {@link MAX_SCOPE_PAGE_BYTES}, within {@link PAGE_DEADLINE_MS};
+ * undefined for a 204. Any other status than 200 or 204 fails with it.
+ */
 export function scopeCall(to: ScopeEndpoint, call: ScopeRequest): Promise<unknown> {
-  const headers: Record<string, string | number> = {};
+  const headers: Record<string, string | number> = { ...call.headers };
   // The header names as NestedDeviceScopeApiClient#GetIdentitiesInTargetScope adds them.
   if (call.token) headers.Authorization = call.token;
   if (call.body !== undefined) {
@@ -107,12 +123,15 @@ export function scopeCall(to: ScopeEndpoint, call: ScopeRequest): Promise<unknow
       (res) => {
         const chunks: Buffer[] = [];
         let bytes = 0;
+        const maxBytes = call.maxBytes ?? MAX_SCOPE_PAGE_BYTES;
         res.on("data", (c: Buffer) => {
           bytes += c.length;
-          if (bytes > MAX_SCOPE_PAGE_BYTES)
+          if (bytes > maxBytes)
             req.destroy(
               new ScopeCallError(
-                `a scope page is over ${MAX_SCOPE_PAGE_BYTES} bytes (MAX_SCOPE_PAGE_BYTES)`,
+                maxBytes === MAX_SCOPE_PAGE_BYTES
+                  ? `a scope page is over ${MAX_SCOPE_PAGE_BYTES} bytes (MAX_SCOPE_PAGE_BYTES)`
+                  : `an answer over ${maxBytes} bytes`,
                 false,
               ),
             );
@@ -121,6 +140,7 @@ export function scopeCall(to: ScopeEndpoint, call: ScopeRequest): Promise<unknow
         res.on("end", () => {
           const text = Buffer.concat(chunks).toString("utf8");
           const status = res.statusCode ?? 0;
+          if (status === 204) return resolve(undefined);
           if (status !== 200)
             return reject(
               new ScopeCallError(
@@ -149,4 +169,24 @@ export function scopeCall(to: ScopeEndpoint, call: ScopeRequest): Promise<unknow
     req.on("error", (err) => reject(asScopeError(err)));
     req.end(call.body);
   });
+}
+
+/**
+ * A scope call on the parent with Microsoft's retries ({@link withScopeRetries}), a fresh
+ * `$edgeHub` token for every attempt; retries are logged.
+ */
+export function parentScopeCall(
+  parent: ParentConfig,
+  credentials: ParentCredentials,
+  request: Omit<ScopeRequest, "token">,
+  delay: (retry: number) => number,
+  log: Logger,
+): Promise<unknown> {
+  const to = parentEndpoint(parent, credentials);
+  return withScopeRetries(
+    async () => scopeCall(to, { ...request, token: await credentials.token() }),
+    delay,
+    (retry, err) =>
+      log.log("info", "scope-call-retry", { retry: retry + 1, reason: err.message.slice(0, 200) }),
+  );
 }

@@ -19,14 +19,7 @@ import { own } from "../json.js";
 import type { Logger } from "../log.js";
 import { nestedScopePath, scopePath } from "../service/scope.js";
 import type { ParentCredentials } from "./credentials.js";
-import {
-  ScopeCallError,
-  type ScopeEndpoint,
-  type ScopeRequest,
-  scopeBackoffMs,
-  scopeCall,
-  withScopeRetries,
-} from "./scope-http.js";
+import { parentScopeCall, ScopeCallError, type ScopeRequest, scopeBackoffMs } from "./scope-http.js";
 import {
   deviceFromJson,
   isSkipped,
@@ -61,9 +54,9 @@ export const MAX_SCOPE_RECORDS = 10_000;
  */
 export const MAX_NESTING = 5;
 /** api-version of the nested call: `NestedDeviceScopeApiClient.NestedApiVersion`. */
-const NESTED_API = "2020-06-30-preview";
+export const NESTED_API = "2020-06-30-preview";
 /** api-version of the legacy call: `DeviceScopeApiClient.ApiVersion`. */
-const LEGACY_API = "2018-08-30-preview";
+export const LEGACY_API = "2018-08-30-preview";
 /** Skipped records logged one by one per sync; the rest are counted in `scope-synced`. */
 const MAX_SKIPS_LOGGED = 50;
 /** Least time between syncs asked for by failed logins. */
@@ -205,6 +198,15 @@ export class ScopeSync {
     return this.#running;
   }
 
+  /**
+   * Syncs once more after any sync running now, which may have read the parent before a
+   * change this hub just made there (a module write forwarded for a child edge).
+   */
+  async resync(): Promise<boolean> {
+    await this.#running;
+    return this.sync();
+  }
+
   async #sync(): Promise<boolean> {
     const got = new Gathered(this.#log);
     try {
@@ -270,7 +272,7 @@ export class ScopeSync {
       });
       let answer: unknown;
       try {
-        answer = await this.#call({ method: "POST", path, body, token: undefined });
+        answer = await this.#call({ method: "POST", path, body });
       } catch (err) {
         // An older parent without the route: the legacy call, for this parent from now on.
         // A parent that answered the POST before keeps being asked it: a 404 then is an error.
@@ -317,24 +319,14 @@ export class ScopeSync {
       if (followed.size >= MAX_SCOPE_PAGES)
         throw new Error(`the scope has more than ${MAX_SCOPE_PAGES} pages (MAX_SCOPE_PAGES)`);
       followed.add(path);
-      const page = pageOf(await this.#call({ method: "GET", path, token: undefined }));
+      const page = pageOf(await this.#call({ method: "GET", path }));
       got.take(page, this.#parent.deviceId);
       path = legacyNext(page.continuationLink, base, followed);
     }
   }
 
   /** One call with Microsoft's retries; a fresh token for every attempt. */
-  #call(request: ScopeRequest): Promise<unknown> {
-    const to: ScopeEndpoint = {
-      host: this.#parent.hostname,
-      port: this.#parent.httpsPort,
-      tls: this.#credentials.tls(),
-    };
-    return withScopeRetries(
-      async () => scopeCall(to, { ...request, token: await this.#credentials.token() }),
-      this.#retryDelayMs,
-      (retry, err) =>
-        this.#log.log("info", "scope-call-retry", { retry: retry + 1, reason: err.message.slice(0, 200) }),
-    );
+  #call(request: Omit<ScopeRequest, "token">): Promise<unknown> {
+    return parentScopeCall(this.#parent, this.#credentials, request, this.#retryDelayMs, this.#log);
   }
 }

@@ -15,6 +15,7 @@
  *   reads the updated cache. While online, clients connected here get the parent's desired
  *   patches live over their twin link.
  */
+import { randomUUID } from "node:crypto";
 import { parseJson } from "../json.js";
 import type { Logger } from "../log.js";
 import type { MessageStore } from "../store/index.js";
@@ -61,7 +62,6 @@ interface Answer {
 /** One twin over a link: requests with `$rid`, answers matched back, desired patches passed on. */
 export class TwinChannel {
   readonly link: Link;
-  #rid = 0;
   readonly #waiting = new Map<
     string,
     { resolve: (a: Answer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
@@ -107,7 +107,9 @@ export class TwinChannel {
         });
       });
     }
-    const rid = String(++this.#rid);
+    // A GUID per request, as the C# SDK's `MqttTransportHandler.cs#SendTwinGetAsync` and
+    // `#SendTwinPatchAsync` make it; an answer is matched by it, one with any other `$rid` is ignored.
+    const rid = randomUUID();
     const topic =
       kind === "GET"
         ? `$iothub/twin/GET/?$rid=${rid}`

@@ -14,7 +14,7 @@ import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
 import type { Twins } from "../twin/twins.js";
-import { PRIORITIES, priorityQueue, UPSTREAM_QUEUE } from "../vocabulary.js";
+import { UPSTREAM_QUEUE, UPSTREAM_QUEUES } from "../vocabulary.js";
 import { C2dRelay } from "./c2d-relay.js";
 import { ParentCredentials } from "./credentials.js";
 import { EdgeHubModule } from "./edgehub-module.js";
@@ -24,7 +24,9 @@ import { IotHubUplink } from "./iothub-uplink.js";
 import type { Link } from "./link.js";
 import { MethodRelay } from "./method-relay.js";
 import { MqttUplink } from "./mqtt-uplink.js";
+import { ParentModules } from "./parent-modules.js";
 import { RateLimit } from "./rate-limit.js";
+import { ScopeIdentity } from "./scope-identity.js";
 import { ScopeSync } from "./scope-sync.js";
 import type { EdgeHubSettings } from "./settings.js";
 import { TwinSync } from "./twin-sync.js";
@@ -37,6 +39,10 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   readonly forwarders: Forwarder[];
   /** Absent towards a plain MQTT broker (it has no registry). */
   readonly scope: ScopeSync | undefined;
+  /** Single identities asked of the parent when a login cannot be placed (towards a hub). */
+  readonly scopeIdentity: ScopeIdentity | undefined;
+  /** Module identity writes of child edges, forwarded to the parent (towards a hub). */
+  readonly parentModules: ParentModules | undefined;
   readonly #link: Link;
   /** This edge's `$edgeHub` keys (absent towards a broker). */
   readonly edgeHubModule: EdgeHubModule | undefined;
@@ -44,6 +50,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   readonly #store: MessageStore;
   readonly #log: Logger;
   readonly #uplink: IotHubUplink | MqttUplink;
+  readonly #registry: Registry;
   /** Twins kept in step with the parent (towards a hub, not a broker). */
   twinSync: TwinSync | undefined;
   /** Method calls from the parent to clients here (towards a hub). */
@@ -65,6 +72,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
     super();
     this.#parent = parent;
     this.#store = store;
+    this.#registry = registry;
     this.#log = log;
     const credentials = new ParentCredentials(parent);
     const uplink =
@@ -88,16 +96,15 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
       });
     }
     this.scope = parent.type === "mqtt" ? undefined : new ScopeSync(parent, credentials, registry, log);
+    this.parentModules = this.scope && new ParentModules(parent, credentials, this.scope, log);
+    this.scopeIdentity = this.scope && new ScopeIdentity(parent, credentials, registry, this.scope, log);
     // Revocation upstream reaches this hub when the parent first refuses the client's link
     // (its telemetry, twin or methods), not only at the next scheduled sync.
     if (uplink instanceof IotHubUplink) uplink.identityRefused = () => this.scope?.requestSync();
     // One queue per priority; a queue is read only while every higher one is drained. One
     // rate cap for all of them: it is the uplink's.
     const rate = parent.maxMessagesPerSec === undefined ? undefined : new RateLimit(parent.maxMessagesPerSec);
-    const queues = [
-      ...Array.from({ length: PRIORITIES }, (_, p) => priorityQueue(UPSTREAM_QUEUE, p)),
-      UPSTREAM_QUEUE,
-    ];
+    const queues = UPSTREAM_QUEUES;
     this.forwarders = [];
     for (const [i, queue] of queues.entries()) {
       const higher = this.forwarders.slice(0, i);
@@ -151,7 +158,7 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
    */
   attachDelivery(delivery: DeviceDelivery, isChild: (deviceId: string) => boolean): void {
     if (!(this.#uplink instanceof IotHubUplink)) return;
-    const relay = new C2dRelay(this.#uplink, delivery, this.#store, isChild, this.#log);
+    const relay = new C2dRelay(this.#uplink, delivery, this.#store, this.#registry, isChild, this.#log);
     this.c2dRelay = relay;
     delivery.onCompleted = (clientId, m) => relay.completed(clientId, m);
   }
