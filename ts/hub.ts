@@ -3,10 +3,11 @@ import type https from "node:https";
 import type net from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import type { WebSocketServer } from "ws";
 import { AmqpConnection } from "./amqp/connection.js";
-import { Authenticator } from "./auth/authenticator.js";
+import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { servedChain } from "./certs/chain.js";
@@ -207,13 +208,9 @@ export class EdgeHub {
           amqp: (socket, peer) => {
             hub.#sockets.add(socket);
             socket.on("close", () => hub.#sockets.delete(socket));
-            // Each identity the connection authenticates counts its socket as authenticated.
-            const register = (clientId: string, client: ClientConnection) => {
-              hub.#socketOf.set(client, socket);
-              context.register(clientId, client);
-            };
-            new AmqpConnection(socket, { ...context, register, refused: refused("amqp") }, peer);
+            amqpConnection(socket, socket, peer);
           },
+          amqpWebSocket: (stream, socket, peer) => amqpConnection(stream, socket, peer),
           webSocket: (stream, socket, peer) => {
             hub.#socketOf.set(new MqttConnection(stream, context, peer), socket);
           },
@@ -271,6 +268,15 @@ export class EdgeHub {
           if (err) log.log("warn", "twin-change-not-routed", { clientId, reason: (err as Error).message });
         }),
       );
+      /** An AMQP connection on `stream` (TLS, or a WebSocket over `socket`). */
+      const amqpConnection = (stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined) => {
+        // Each identity the connection authenticates counts its socket as authenticated.
+        const register = (clientId: string, client: ClientConnection) => {
+          hub.#socketOf.set(client, socket);
+          context.register(clientId, client);
+        };
+        new AmqpConnection(stream, { ...context, register, refused: refused("amqp") }, peer);
+      };
       /** A device-protocol login refused: counted by transport; the parent is asked for the identity. */
       const refused = (transport: AuthTransport) => (code: string, clientId: string) => {
         hub.#observing?.metrics?.authFailed(transport, code);

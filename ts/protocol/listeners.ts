@@ -1,6 +1,6 @@
 /**
  * The hub's device-facing listeners: MQTT over TLS, AMQP over TLS, and HTTPS carrying the
- * service API and MQTT over WebSocket at IoT Hub's path. Their TLS settings (client certificates asked for,
+ * service API and MQTT and AMQP over WebSocket at IoT Hub's path. Their TLS settings (client certificates asked for,
  * never required), their deadlines from `limits`, and what happens to a socket that fails
  * its handshake or request: counted by {@link Admission}, logged without flooding, closed.
  * What a connection or a request then does is the caller's (the hub's composition).
@@ -14,6 +14,9 @@ import { createWebSocketStream, WebSocketServer } from "ws";
 import type { PeerCertificate } from "../auth/authenticator.js";
 import type { Limits } from "../config/limits.js";
 import type { Admission, RateLimitedLog } from "./admission.js";
+
+/** The WebSocket subprotocol of AMQP (IoT Hub's, and the OASIS binding's). */
+const AMQP_WEBSOCKET_PROTOCOL = "AMQPWSB10";
 
 /** The server certificate and key, and the CAs device certificates must chain to. */
 export interface ListenerTls {
@@ -30,6 +33,8 @@ export interface ListenerHandlers {
   amqp(socket: tls.TLSSocket, peer: PeerCertificate | undefined): void;
   /** An MQTT connection over WebSocket; `socket` is the TLS socket under it. */
   webSocket(stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined): void;
+  /** An AMQP connection over WebSocket (subprotocol `AMQPWSB10`); `socket` is the TLS socket under it. */
+  amqpWebSocket(stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined): void;
   /** A service API request. */
   request(req: IncomingMessage, res: ServerResponse): void;
 }
@@ -131,7 +136,10 @@ export function createListeners(
       return;
     }
     websockets.handleUpgrade(req, socket, head, (ws) => {
-      on.webSocket(createWebSocketStream(ws), req.socket, peerOf(req.socket as tls.TLSSocket));
+      // One path for both device protocols, told apart by the subprotocol the client asked
+      // for (the SDKs: `mqtt`, `AMQPWSB10`); ws answers with the first it offered.
+      const handle = ws.protocol === AMQP_WEBSOCKET_PROTOCOL ? on.amqpWebSocket : on.webSocket;
+      handle(createWebSocketStream(ws), req.socket, peerOf(req.socket as tls.TLSSocket));
     });
   });
   admission.guard(server);
