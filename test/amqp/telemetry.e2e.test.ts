@@ -98,6 +98,20 @@ describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemet
     expect(await hub.store.read(EVENTS_QUEUE)).toEqual([]);
   });
 
+  it("lets a second connection of an identity take it over: the first one's links are detached", async () => {
+    const { hub, raw } = await hubWithD1();
+    const first = await raw.sender("/devices/d1/messages/events");
+    const second = await RawAmqp.open(hub);
+    expect(await second.putToken("localhost/devices/d1", tokenFor(hub, "d1"))).toBe(200);
+    expect(await first.ended).toMatchObject({
+      condition: "amqp:unauthorized-access",
+      description: "taken-over",
+    });
+    const { sender } = await second.sender("/devices/d1/messages/events");
+    expect(await second.send(sender, { body: "from the second" })).toBe("accepted");
+    expect(hub.connectedClients).toEqual(["d1"]);
+  });
+
   it("logs in with SASL PLAIN ({device}@sas.{hub} and a SAS token) and refuses a bad password", async () => {
     const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
     await hub.registry.createDevice({ deviceId: "plain1" });

@@ -327,10 +327,12 @@ export class AmqpConnection {
   }
 
   #onMessage(e: EventContext): void {
+    // Every request may add an answer to what the client has not read: it must read them.
+    this.#checkQueued();
     const receiver = e.receiver;
     const role = receiver && this.#roles.get(receiver);
     const delivery = e.delivery;
-    if (!role || !delivery) return;
+    if (this.#closed || !role || !delivery) return;
     const message = e.message;
     if (role.kind === "telemetry") role.link.onMessage(delivery, message as never);
     else if (role.kind === "cbs-in") this.#onPutToken(receiver, delivery, message);
@@ -363,7 +365,6 @@ export class AmqpConnection {
     if (receiver.is_open()) receiver.add_credit(1);
     if (message && !Buffer.isBuffer(message)) this.#cbsOut?.send(cbsResponse(message, status, description));
     if (status !== 200 && ++this.#refusedTokens >= MAX_REFUSED_TOKENS) this.close("too-many-refused-tokens");
-    this.#checkQueued();
   }
 
   /**
