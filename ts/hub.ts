@@ -13,7 +13,7 @@ import { SecretBox } from "./auth/secret-box.js";
 import { servedChain } from "./certs/chain.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
 import { ensurePrivateDataDir } from "./config/data-dir.js";
-import { DeviceDelivery } from "./delivery/device-delivery.js";
+import { DeviceDelivery, type DeviceMessage } from "./delivery/device-delivery.js";
 import { ErrorCodes } from "./errors.js";
 import { EventLoopLag } from "./event-loop-lag.js";
 import { consoleLogger, type Logger, type LogLevel } from "./log.js";
@@ -30,6 +30,7 @@ import { RouteTable } from "./routing/route-table.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
 import { serviceCredential } from "./service/credential.js";
+import { sendServiceC2D, verifyServiceToken } from "./service/service-side.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
 import { EdgeHubSettings } from "./upstream/settings.js";
@@ -275,7 +276,15 @@ export class EdgeHub {
           hub.#socketOf.set(client, socket);
           context.register(clientId, client);
         };
-        new AmqpConnection(stream, { ...context, register, refused: refused("amqp") }, peer);
+        // The service side (azure-iothub's C2D send) with the service API's checks.
+        const serviceSide = {
+          verifyToken: (token: string) =>
+            verifyServiceToken({ hostname: config.hostname, key: service.key, authenticator }, token),
+          sendC2D: (deviceId: string, m: DeviceMessage) =>
+            sendServiceC2D(registry, hub.delivery, deviceId, m),
+          authenticated: () => admission.authenticated(socket),
+        };
+        new AmqpConnection(stream, { ...context, register, refused: refused("amqp") }, peer, serviceSide);
       };
       /** A device-protocol login refused: counted by transport; the parent is asked for the identity. */
       const refused = (transport: AuthTransport) => (code: string, clientId: string) => {

@@ -200,6 +200,8 @@ export const TOPICS = {
  */
 export const ADDRESSES = {
   cbs: "$cbs",
+  /** The service side's sender of cloud-to-device messages (azure-iothub `amqp.js`). */
+  serviceC2d: "/messages/devicebound",
   telemetry: new TopicTemplate<"deviceId">("/devices/{deviceId}/messages/events"),
   moduleEvents: new TopicTemplate<"deviceId" | "moduleId">(
     "/devices/{deviceId}/modules/{moduleId}/messages/events",
