@@ -3,17 +3,16 @@ import type https from "node:https";
 import type net from "node:net";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import type { WebSocketServer } from "ws";
-import { AmqpConnection } from "./amqp/connection.js";
-import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
+import { amqpHead } from "./amqp/head.js";
+import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { servedChain } from "./certs/chain.js";
 import { type HubConfig, type HubConfigInput, loadConfig } from "./config/config.js";
 import { ensurePrivateDataDir } from "./config/data-dir.js";
-import { DeviceDelivery, type DeviceMessage } from "./delivery/device-delivery.js";
+import { DeviceDelivery } from "./delivery/device-delivery.js";
 import { ErrorCodes } from "./errors.js";
 import { EventLoopLag } from "./event-loop-lag.js";
 import { consoleLogger, type Logger, type LogLevel } from "./log.js";
@@ -30,7 +29,6 @@ import { RouteTable } from "./routing/route-table.js";
 import { Router } from "./routing/router.js";
 import { ServiceApi } from "./service/api.js";
 import { serviceCredential } from "./service/credential.js";
-import { sendServiceC2D, verifyServiceToken } from "./service/service-side.js";
 import { MessageStore } from "./store/index.js";
 import { Twins } from "./twin/twins.js";
 import { EdgeHubSettings } from "./upstream/settings.js";
@@ -209,9 +207,9 @@ export class EdgeHub {
           amqp: (socket, peer) => {
             hub.#sockets.add(socket);
             socket.on("close", () => hub.#sockets.delete(socket));
-            amqpConnection(socket, socket, peer);
+            amqp(socket, socket, peer);
           },
-          amqpWebSocket: (stream, socket, peer) => amqpConnection(stream, socket, peer),
+          amqpWebSocket: (stream, socket, peer) => amqp(stream, socket, peer),
           webSocket: (stream, socket, peer) => {
             hub.#socketOf.set(new MqttConnection(stream, context, peer), socket);
           },
@@ -269,23 +267,6 @@ export class EdgeHub {
           if (err) log.log("warn", "twin-change-not-routed", { clientId, reason: (err as Error).message });
         }),
       );
-      /** An AMQP connection on `stream` (TLS, or a WebSocket over `socket`). */
-      const amqpConnection = (stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined) => {
-        // Each identity the connection authenticates counts its socket as authenticated.
-        const register = (clientId: string, client: ClientConnection) => {
-          hub.#socketOf.set(client, socket);
-          context.register(clientId, client);
-        };
-        // The service side (azure-iothub's C2D send) with the service API's checks.
-        const serviceSide = {
-          verifyToken: (token: string) =>
-            verifyServiceToken({ hostname: config.hostname, key: service.key, authenticator }, token),
-          sendC2D: (deviceId: string, m: DeviceMessage) =>
-            sendServiceC2D(registry, hub.delivery, deviceId, m),
-          authenticated: () => admission.authenticated(socket),
-        };
-        new AmqpConnection(stream, { ...context, register, refused: refused("amqp") }, peer, serviceSide);
-      };
       /** A device-protocol login refused: counted by transport; the parent is asked for the identity. */
       const refused = (transport: AuthTransport) => (code: string, clientId: string) => {
         hub.#observing?.metrics?.authFailed(transport, code);
@@ -353,6 +334,16 @@ export class EdgeHub {
           upstream?.c2dRelay?.unlisten(clientId);
         },
       };
+      const amqp = amqpHead({
+        context: { ...context, refused: refused("amqp") },
+        cameIn: (client, socket) => hub.#socketOf.set(client, socket),
+        authenticated: (socket) => admission.authenticated(socket),
+        service: {
+          policy: { hostname: config.hostname, key: service.key, authenticator },
+          registry,
+          delivery: hub.delivery,
+        },
+      });
       const api = new ServiceApi({
         hostname: config.hostname,
         serviceKey: service.key,
