@@ -9,7 +9,7 @@ import { ADDRESSES } from "../../vocabulary.js";
 import type { AmqpClient } from "../client.js";
 import type { Refusal } from "../dispositions.js";
 import { DeliveryLink } from "./c2d.js";
-import { ServiceC2dLink, type ServiceSession, type ServiceSide } from "./service.js";
+import { type ServiceSession, type ServiceSide, serviceC2dLink } from "./service.js";
 import { type LinkOwner, TelemetryLink } from "./telemetry.js";
 
 /** Put-token requests answered at once. */
@@ -28,7 +28,7 @@ type Role =
   | { kind: "telemetry"; client: AmqpClient; link: TelemetryLink }
   | { kind: "delivery"; client: AmqpClient; link: DeliveryLink }
   | { kind: "twin-in" | "twin-out" | "methods-in" | "methods-out"; client: AmqpClient }
-  | { kind: "service-c2d"; link: ServiceC2dLink }
+  | { kind: "service-c2d"; onMessage: ReturnType<typeof serviceC2dLink> }
   | { kind: "refused" };
 
 /** `deviceId[/moduleId]`. */
@@ -104,10 +104,8 @@ export class LinkRouter {
       if (!host.service)
         return { condition: "amqp:unauthorized-access", description: "no service token was put" };
       host.service.adopt(link as Receiver);
-      return {
-        kind: "service-c2d",
-        link: new ServiceC2dLink(host, link as Receiver, host.serviceSide, CHANNEL_CREDIT),
-      };
+      (link as Receiver).add_credit(CHANNEL_CREDIT);
+      return { kind: "service-c2d", onMessage: serviceC2dLink(host, link as Receiver, host.serviceSide) };
     }
     const twin = ADDRESSES.twin.parse(path) ?? ADDRESSES.moduleTwin.parse(path);
     const methods = twin ? undefined : (ADDRESSES.methods.parse(path) ?? ADDRESSES.moduleMethods.parse(path));
@@ -185,7 +183,7 @@ export class LinkRouter {
     const message = e.message;
     if (role.kind === "telemetry") role.link.onMessage(delivery, message as never);
     else if (role.kind === "cbs-in") this.#host.onPutToken(receiver, delivery, message);
-    else if (role.kind === "service-c2d") role.link.onMessage(delivery, message);
+    else if (role.kind === "service-c2d") role.onMessage(delivery, message);
     else if (!message || Buffer.isBuffer(message))
       this.#host.settle(delivery, { condition: "amqp:decode-error", description: "not an AMQP message" });
     else if (role.kind === "twin-in") role.client.twin.onRequest(delivery, message);

@@ -33,20 +33,21 @@ const REFUSALS: ReadonlyMap<string, string> = new Map([
 /** The application properties the service sets for IoT Hub itself, not the device. */
 const SERVICE_ONLY = new Set(["iothub-ack"]);
 
-/** Cloud-to-device messages a service sends on one link. */
-export class ServiceC2dLink {
-  readonly #owner: LinkOwner;
-  readonly #receiver: Receiver;
-  readonly #side: ServiceSide;
-
-  constructor(owner: LinkOwner, receiver: Receiver, side: ServiceSide, credit: number) {
-    this.#owner = owner;
-    this.#receiver = receiver;
-    this.#side = side;
-    receiver.add_credit(credit);
-  }
-
-  onMessage(delivery: Delivery, m: Message | Buffer | undefined): void {
+/**
+ * The handler of one service link's messages: each is queued for the device its `to` names
+ * and settled once stored (or refused), and its credit given back.
+ */
+export function serviceC2dLink(
+  owner: LinkOwner,
+  receiver: Receiver,
+  side: ServiceSide,
+): (delivery: Delivery, m: Message | Buffer | undefined) => void {
+  const done = (delivery: Delivery, error?: { condition: string; description: string }): void => {
+    if (owner.closed) return;
+    owner.settle(delivery, error);
+    if (receiver.is_open()) receiver.add_credit(1);
+  };
+  return (delivery, m) => {
     const to: unknown = m && !Buffer.isBuffer(m) ? m.to : undefined;
     const ids = typeof to === "string" ? ADDRESSES.c2d.parse(to) : undefined;
     let message: DeviceMessage;
@@ -55,31 +56,24 @@ export class ServiceC2dLink {
         throw new Error("`to` must be /devices/{deviceId}/messages/devicebound");
       message = deviceMessage(m);
     } catch (err) {
-      this.#done(delivery, { condition: "amqp:decode-error", description: (err as Error).message });
+      done(delivery, { condition: "amqp:decode-error", description: (err as Error).message });
       return;
     }
-    this.#owner.hold();
-    this.#side.sendC2D(ids.deviceId, message).then(
+    owner.hold();
+    side.sendC2D(ids.deviceId, message).then(
       () => {
-        this.#owner.release();
-        this.#done(delivery);
+        owner.release();
+        done(delivery);
       },
       (err: unknown) => {
-        this.#owner.release();
-        const code = (err as EdgeHubError).code;
-        this.#done(delivery, {
-          condition: REFUSALS.get(code) ?? "amqp:resource-limit-exceeded",
+        owner.release();
+        done(delivery, {
+          condition: REFUSALS.get((err as EdgeHubError).code) ?? "amqp:resource-limit-exceeded",
           description: (err as Error).message,
         });
       },
     );
-  }
-
-  #done(delivery: Delivery, error?: { condition: string; description: string }): void {
-    if (this.#owner.closed) return;
-    this.#owner.settle(delivery, error);
-    if (this.#receiver.is_open()) this.#receiver.add_credit(1);
-  }
+  };
 }
 
 /** A service's AMQP message as the delivery queues take it. */
