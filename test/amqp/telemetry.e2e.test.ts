@@ -2,8 +2,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
 import { inheritsNothing } from "../../ts/json.js";
-import { RawAmqp, tokenFor } from "../helpers/amqp.js";
-import { tempDir } from "../helpers/fixtures.js";
+import { creditOf, RawAmqp, tokenFor } from "../helpers/amqp.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, startHub } from "../helpers/hub.js";
 
 /** A hub with device `d1`, and a rhea connection holding its token. */
@@ -99,6 +99,18 @@ describe("telemetry over AMQP (the rest runs over both heads: test/hub/telemetry
     const { sender } = await second.sender("/devices/d1/messages/events");
     expect(await second.send(sender, { body: "from the second" })).toBe("accepted");
     expect(hub.connectedClients).toEqual(["d1"]);
+  });
+
+  it("grants a telemetry link 64 credits, one given back per stored message", async () => {
+    const { hub, raw } = await hubWithD1();
+    const { sender } = await raw.sender("/devices/d1/messages/events");
+    await eventually("credit granted", () => creditOf(sender) === 64);
+    const outcomes = await Promise.all(
+      Array.from({ length: 64 }, (_, i) => raw.send(sender, { body: `m${i}` })),
+    );
+    expect(outcomes.every((o) => o === "accepted")).toBe(true);
+    expect(await hub.store.read(EVENTS_QUEUE, { limit: 100 })).toHaveLength(64);
+    await eventually("credit given back", () => creditOf(sender) === 64);
   });
 
   it("logs in with SASL PLAIN ({device}@sas.{hub} and a SAS token) and refuses a bad password", async () => {
