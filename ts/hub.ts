@@ -5,6 +5,7 @@
  * ts/observe). Any choice made from config is visible here.
  */
 import { join } from "node:path";
+import { amqpHead } from "./amqp/head.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -177,10 +178,30 @@ export class EdgeHub {
           status: () => hub.status(),
         }),
       );
+      // The AMQP head: the same parts, its refusals counted apart (docs/amqp.md).
+      const amqp = amqpHead({
+        context: connectionContext({
+          ...shared,
+          connectTimeoutMs: config.limits.mqttConnectTimeoutMs,
+          refused: (code) => hub.#observing?.metrics?.authFailed("amqp", code),
+        }),
+        cameIn: (client, socket) => clients.cameIn(client, socket),
+        authenticated: (socket) => admission.authenticated(socket),
+        service: {
+          policy: { hostname: config.hostname, key: service.key, authenticator },
+          registry,
+          delivery,
+        },
+      });
       listeners = createListeners(tls, config.limits, admission, quietLog, {
         mqtt: (socket, peer) => clients.acceptTls(socket, () => new MqttConnection(socket, context, peer)),
+        amqp: (socket, peer) => {
+          clients.acceptAmqp(socket);
+          amqp(socket, socket, peer);
+        },
         webSocket: (stream, socket, peer) =>
           clients.acceptWebSocket(new MqttConnection(stream, context, peer), socket),
+        amqpWebSocket: (stream, socket, peer) => amqp(stream, socket, peer),
         request: (req, res) => api.handle(req, res),
       });
       const hub = new EdgeHub({ ...shared, settings, routing, listeners, tls, service });
@@ -217,11 +238,12 @@ export class EdgeHub {
     }
   }
 
-  /** The ports actually bound (useful with port 0); `metrics` is 0 when that listener is off. */
-  get ports(): { mqtts: number; https: number; metrics: number } {
+  /** The ports actually bound (useful with port 0); `amqps` and `metrics` are 0 when that listener is off. */
+  get ports(): { mqtts: number; https: number; amqps: number; metrics: number } {
     const port = (s: { address(): unknown }) => (s.address() as { port: number } | null)?.port ?? 0;
     return {
       mqtts: port(this.#listeners.mqtt),
+      amqps: port(this.#listeners.amqp),
       https: port(this.#listeners.https),
       metrics: this.#observing?.server?.port ?? 0,
     };

@@ -188,3 +188,29 @@ export const TOPICS = {
   methodRequest: new TopicTemplate<"name" | "query">("$iothub/methods/POST/{name}/?{query}"),
   methodResponse: new TopicTemplate<"status" | "query">("$iothub/methods/res/{status}/?{query}"),
 } as const;
+
+// ---- IoT Hub's AMQP addresses ------------------------------------------------------------
+
+/**
+ * IoT Hub's device-side AMQP link addresses, as the official SDKs attach them
+ * (azure-iot-common `endpoint.js`, used by azure-iot-device-amqp `amqp.js`;
+ * `Azure/iotedge:edge-hub/core/src/Microsoft.Azure.Devices.Edge.Hub.Amqp/Templates.cs`).
+ * A module's events address serves both ways: it sends its outputs on it and receives its
+ * inputs from it.
+ */
+export const ADDRESSES = {
+  cbs: "$cbs",
+  /** The service side's sender of cloud-to-device messages (azure-iothub `amqp.js`). */
+  serviceC2d: "/messages/devicebound",
+  telemetry: new TopicTemplate<"deviceId">("/devices/{deviceId}/messages/events"),
+  moduleEvents: new TopicTemplate<"deviceId" | "moduleId">(
+    "/devices/{deviceId}/modules/{moduleId}/messages/events",
+  ),
+  c2d: new TopicTemplate<"deviceId">("/devices/{deviceId}/messages/devicebound"),
+  twin: new TopicTemplate<"deviceId">("/devices/{deviceId}/twin"),
+  moduleTwin: new TopicTemplate<"deviceId" | "moduleId">("/devices/{deviceId}/modules/{moduleId}/twin"),
+  methods: new TopicTemplate<"deviceId">("/devices/{deviceId}/methods/devicebound"),
+  moduleMethods: new TopicTemplate<"deviceId" | "moduleId">(
+    "/devices/{deviceId}/modules/{moduleId}/methods/devicebound",
+  ),
+} as const;

@@ -11,7 +11,7 @@ import { configUsage, loadConfig, storeAndForwardConfig } from "../../ts/config/
 const EVERY_KEY = {
   hostname: "gw1.local",
   dataDir: "/tmp/edgehub-config-test",
-  listen: { host: "127.0.0.1", mqtts: 18883, https: 18443 },
+  listen: { host: "127.0.0.1", mqtts: 18883, https: 18443, amqps: 15671 },
   tls: { certFile: "server.pem", keyFile: "server-key.pem", caFile: "ca.pem" },
   storeAndForwardConfiguration: {
     timeToLiveSecs: 60,
@@ -79,7 +79,7 @@ describe("config keys", () => {
     const c = loadConfig(EVERY_KEY);
     expect(c).toMatchObject({
       hostname: "gw1.local",
-      listen: { host: "127.0.0.1", mqtts: 18883, https: 18443 },
+      listen: { host: "127.0.0.1", mqtts: 18883, https: 18443, amqps: 15671 },
       timeToLiveSecs: 60,
       maxSizeBytes: 1_000_000,
       whenFull: "drop-oldest",

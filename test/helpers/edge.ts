@@ -1,10 +1,11 @@
 /** A root hub and edge hubs under it, with official-SDK children of the edge. */
 import { Client } from "azure-iot-device";
+import { Amqp } from "azure-iot-device-amqp";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach } from "vitest";
 import type { EdgeHub, HubConfigInput, Logger, ParentConfigInput, StoredMessage } from "../../ts/index.js";
 import { eventually } from "./fixtures.js";
-import { startHub } from "./hub.js";
+import { startHub, type Transport } from "./hub.js";
 
 const clients: Client[] = [];
 afterEach(async () => {
@@ -62,21 +63,28 @@ export async function childOf(root: EdgeHub, edgeId: string, deviceId: string): 
   return d.authentication.symmetricKey?.primaryKey ?? "";
 }
 
-/** Where children reach an edge hub: its MQTT port and its CA. */
+/** Where children reach an edge hub: its MQTT port (and AMQP port, when it listens) and its CA. */
 export interface Gateway {
   port: number;
+  amqps?: number;
   ca: string;
 }
 
 /** The gateway of an in-process edge hub. */
 export function gatewayOf(edge: EdgeHub): Gateway {
-  return { port: edge.ports.mqtts, ca: edge.caCertificate };
+  return { port: edge.ports.mqtts, amqps: edge.ports.amqps, ca: edge.caCertificate };
 }
 
-/** An SDK client of a child through the edge as gateway (token audience: the root). */
-export async function childClient(gateway: Gateway, deviceId: string, key: string): Promise<Client> {
-  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=127.0.0.1:${gateway.port}`;
-  const client = Client.fromConnectionString(cs, Mqtt);
+/** An SDK client of a child through the edge as gateway (token audience: the root), over `transport`. */
+export async function childClient(
+  gateway: Gateway,
+  deviceId: string,
+  key: string,
+  transport: Transport = "mqtt",
+): Promise<Client> {
+  const port = transport === "mqtt" ? gateway.port : gateway.amqps;
+  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key};GatewayHostName=127.0.0.1:${port}`;
+  const client = Client.fromConnectionString(cs, transport === "mqtt" ? Mqtt : Amqp);
   await client.setOptions({ ca: gateway.ca });
   clients.push(client);
   return client;

@@ -1,5 +1,6 @@
 /** Hubs and official-SDK device clients for tests, closed after each test. */
 import { Client } from "azure-iot-device";
+import { Amqp } from "azure-iot-device-amqp";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { afterEach } from "vitest";
 import { EdgeHub, type HubConfigInput, type Logger, silentLogger } from "../../ts/index.js";
@@ -34,24 +35,48 @@ export async function stopHub(hub: EdgeHub): Promise<void> {
   await hub.close();
 }
 
+/** The device protocols of the official SDK the hub serves (AMQP needs `listen.amqps`: {@link BOTH_HEADS}). */
+export type Transport = "mqtt" | "amqp";
+
+/** Listeners for tests run over both heads: every port free. */
+export const BOTH_HEADS = { listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: 0 } };
+
 /** The device connection string through the hub as gateway, with `key` (default: the primary key). */
-export function connectionString(hub: EdgeHub, deviceId: string, key?: string): string {
+export function connectionString(
+  hub: EdgeHub,
+  deviceId: string,
+  key?: string,
+  transport: Transport = "mqtt",
+): string {
   const k = key ?? hub.registry.getDevice(deviceId)?.authentication.symmetricKey?.primaryKey ?? "";
-  return `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${k};GatewayHostName=localhost:${hub.ports.mqtts}`;
+  const port = transport === "mqtt" ? hub.ports.mqtts : hub.ports.amqps;
+  return `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${k};GatewayHostName=localhost:${port}`;
 }
 
-/** An official SDK client of `deviceId` (registered if new), trusting the hub's CA; not yet opened. */
-export async function deviceClient(hub: EdgeHub, deviceId: string, key?: string): Promise<Client> {
+/** An official SDK client of `deviceId` (registered if new) over `transport`, trusting the hub's CA; not yet opened. */
+export async function deviceClient(
+  hub: EdgeHub,
+  deviceId: string,
+  key?: string,
+  transport: Transport = "mqtt",
+): Promise<Client> {
   if (!hub.registry.getDevice(deviceId)) await hub.registry.createDevice({ deviceId });
-  const client = Client.fromConnectionString(connectionString(hub, deviceId, key), Mqtt);
+  const client = Client.fromConnectionString(
+    connectionString(hub, deviceId, key, transport),
+    transport === "mqtt" ? Mqtt : Amqp,
+  );
   await client.setOptions({ ca: hub.caCertificate });
   clients.push(client);
   return client;
 }
 
 /** {@link deviceClient}, opened. */
-export async function connectedDevice(hub: EdgeHub, deviceId: string): Promise<Client> {
-  const client = await deviceClient(hub, deviceId);
+export async function connectedDevice(
+  hub: EdgeHub,
+  deviceId: string,
+  transport: Transport = "mqtt",
+): Promise<Client> {
+  const client = await deviceClient(hub, deviceId, undefined, transport);
   await client.open();
   return client;
 }

@@ -10,8 +10,9 @@ import { Message } from "azure-iot-device";
 import { afterEach, describe, expect, it } from "vitest";
 import { EdgeHub, type Logger } from "../../ts/index.js";
 import { addressKey } from "../../ts/protocol/admission.js";
+import { RawAmqp } from "../helpers/amqp.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
-import { connectedDevice, startHub } from "../helpers/hub.js";
+import { BOTH_HEADS, connectedDevice, startHub } from "../helpers/hub.js";
 import { connectedRaw, publishSeq } from "../helpers/mqtt-raw.js";
 import { call, serviceToken } from "../helpers/service.js";
 
@@ -105,7 +106,7 @@ async function sendsTelemetry(hub: EdgeHub, deviceId: string): Promise<void> {
 describe("limits", () => {
   it("refuses the connection past maxConnections on every listener, counts it, and lets devices in once a slot frees", async () => {
     // Status calls and the SDK device need slots too: 2 silent sockets + 1 device + 1 status call.
-    const hub = await startHub(await tempDir(), { limits: { maxConnections: 4 } });
+    const hub = await startHub(await tempDir(), { ...BOTH_HEADS, limits: { maxConnections: 4 } });
     await sendsTelemetry(hub, "dev-a");
     const silent = [await silentSocket(hub.ports.mqtts), await silentSocket(hub.ports.https)];
     await eventually("3 sockets admitted", () =>
@@ -117,10 +118,11 @@ describe("limits", () => {
     );
     expect(await tlsAttempt(hub, hub.ports.mqtts)).toBe("refused");
     expect(await tlsAttempt(hub, hub.ports.https)).toBe("refused");
+    expect(await tlsAttempt(hub, hub.ports.amqps)).toBe("refused");
     fourth.destroy();
     await eventually("a slot is free", () => hub.status().then((s) => (s.limits as LimitsStatus).open === 3));
     const status = await limitsStatus(hub);
-    expect(status.refused.maxConnections).toBe(2);
+    expect(status.refused.maxConnections).toBe(3);
     expect(status.maxConnections).toBe(4);
     // The device connected before the flood still sends; the slot freed is a device's again.
     for (const s of silent) s.destroy();
@@ -128,14 +130,27 @@ describe("limits", () => {
     expect(hub.connectedClients.sort()).toEqual(["dev-a", "dev-b"]);
   });
 
-  it("closes a socket that never sends a ClientHello at the handshake deadline, on both TLS listeners", async () => {
-    const hub = await startHub(await tempDir(), { limits: { tlsHandshakeTimeoutMs: 300 } });
+  it("closes a socket that never sends a ClientHello at the handshake deadline, on every TLS listener", async () => {
+    const hub = await startHub(await tempDir(), { ...BOTH_HEADS, limits: { tlsHandshakeTimeoutMs: 300 } });
     await sendsTelemetry(hub, "dev-a");
-    const silent = [await silentSocket(hub.ports.mqtts), await silentSocket(hub.ports.https)];
+    const silent = await Promise.all(
+      [hub.ports.mqtts, hub.ports.https, hub.ports.amqps].map((p) => silentSocket(p)),
+    );
     // Node's own deadline is 120 s: 5 s is far past ours and far short of its.
-    expect(await Promise.all(silent.map((s) => closedWithin(s, 5000)))).toEqual([true, true]);
-    expect((await limitsStatus(hub)).timeouts.tlsHandshake).toBe(2);
+    expect(await Promise.all(silent.map((s) => closedWithin(s, 5000)))).toEqual([true, true, true]);
+    expect((await limitsStatus(hub)).timeouts.tlsHandshake).toBe(3);
     await sendsTelemetry(hub, "dev-b");
+  });
+
+  it("closes an AMQP connection that authenticates no identity by the connect deadline, and counts it", async () => {
+    const hub = await startHub(await tempDir(), { ...BOTH_HEADS, limits: { mqttConnectTimeoutMs: 300 } });
+    // Opened (TLS, AMQP open) but never a token: held only until the deadline.
+    const idle = await RawAmqp.open(hub);
+    await idle.closed;
+    const status = await limitsStatus(hub);
+    expect(status.timeouts.mqttConnect).toBe(1);
+    // Its slot is free again (the status call's own socket passed authentication).
+    expect(status.unauthenticated).toBe(0);
   });
 
   it("drops a half-sent HTTPS request at the header deadline with a 408", async () => {

@@ -4,7 +4,7 @@
  * holds its PUBACKs until it has everything (as the C2D relay's strict parent test does).
  */
 import { describe, expect, it } from "vitest";
-import { type DeliveryTarget, DeviceDelivery } from "../../ts/delivery/device-delivery.js";
+import { type DeliveryTarget, DeviceDelivery, type Settled } from "../../ts/delivery/device-delivery.js";
 import type { MessageStore } from "../../ts/index.js";
 import { silentLogger } from "../../ts/log.js";
 import { eventually, openStore, tempDir } from "../helpers/fixtures.js";
@@ -29,9 +29,9 @@ describe("delivery drain", () => {
     // A client that takes everything and completes nothing (yet).
     const target: DeliveryTarget = {
       listensForDeliveries: () => true,
-      deliverQos1: (_topic, payload) => {
-        sent.push(payload.toString());
-        return new Promise<void>(() => undefined);
+      deliverMessage: (m) => {
+        sent.push(m.body.toString());
+        return new Promise<Settled>(() => undefined);
       },
     };
     const delivery = new DeviceDelivery(held, () => target, silentLogger);
@@ -53,8 +53,10 @@ describe("delivery drain", () => {
     let listening = true;
     const target: DeliveryTarget = {
       listensForDeliveries: () => listening,
-      deliverQos1: (_topic, payload, dup = false) =>
-        new Promise<void>((resolve) => sent.push({ body: payload.toString(), dup, ack: resolve })),
+      deliverMessage: (m, dup) =>
+        new Promise<Settled>((resolve) =>
+          sent.push({ body: m.body.toString(), dup, ack: () => resolve("completed") }),
+        ),
     };
     const delivery = new DeviceDelivery(store, () => target, silentLogger);
     for (const b of ["one", "two"]) await delivery.sendC2D("lamp", { body: Buffer.from(b) });
@@ -80,10 +82,10 @@ describe("delivery drain", () => {
     const pending: { resolve: () => void; reject: (e: Error) => void }[] = [];
     const connection = (conn: number): DeliveryTarget => ({
       listensForDeliveries: () => true,
-      deliverQos1: (_topic, payload, dup = false) =>
-        new Promise<void>((resolve, reject) => {
-          sent.push({ conn, body: payload.toString(), dup });
-          pending.push({ resolve, reject });
+      deliverMessage: (m, dup) =>
+        new Promise<Settled>((resolve, reject) => {
+          sent.push({ conn, body: m.body.toString(), dup });
+          pending.push({ resolve: () => resolve("completed"), reject });
         }),
     });
     let current = connection(1);
@@ -104,5 +106,32 @@ describe("delivery drain", () => {
       { conn: 2, body: "two", dup: true },
       { conn: 2, body: "three", dup: true },
     ]);
+  });
+
+  it("an abandoned message is sent again before the ones after it, then completed once", async () => {
+    const store = await openStore(await tempDir());
+    const sent: { body: string; dup: boolean }[] = [];
+    const settle: ((s: Settled) => void)[] = [];
+    const target: DeliveryTarget = {
+      listensForDeliveries: () => true,
+      deliverMessage: (m, dup) => {
+        sent.push({ body: m.body.toString(), dup });
+        // The first two wait for the test; what comes again is completed at once.
+        return sent.length <= 2
+          ? new Promise<Settled>((resolve) => settle.push(resolve))
+          : Promise.resolve("completed");
+      },
+    };
+    const delivery = new DeviceDelivery(store, () => target, silentLogger);
+    for (const b of ["one", "two"]) await delivery.sendC2D("lamp", { body: Buffer.from(b) });
+    await eventually("two sent", () => sent.length === 2);
+    // The client gives "one" back (AMQP released) and completes "two".
+    settle[0]?.("abandoned");
+    settle[1]?.("completed");
+    await eventually("both acknowledged", async () =>
+      (await store.stats()).queues.some((q) => q.name === "$c2d/lamp" && q.ackedUpTo === 1),
+    );
+    expect(sent[2]).toEqual({ body: "one", dup: true });
+    expect(sent.filter((s) => s.body === "one")).toHaveLength(2);
   });
 });

@@ -3,45 +3,48 @@ import type { Message } from "azure-iot-device";
 import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { eventually, tempDir } from "../helpers/fixtures.js";
-import { connectedDevice, startHub as start, stopHub } from "../helpers/hub.js";
+import { BOTH_HEADS, connectedDevice, startHub as start, stopHub, type Transport } from "../helpers/hub.js";
 import { c2dListener } from "../helpers/mqtt-raw.js";
 import { call } from "../helpers/service.js";
 
-describe("direct methods with the official device SDK", () => {
-  it("returns the device's answer, 404 when it is not there, 504 when it does not answer", async () => {
-    const hub = await start(join(await tempDir(), "hub"));
-    await hub.registry.createDevice({ deviceId: "pump" });
-    expect((await hub.methods.invoke("pump", { methodName: "reboot" })).status).toBe(404);
-    // A call with a connect timeout waits for the device to connect and listen.
-    const early = hub.methods.invoke("pump", {
-      methodName: "reboot",
-      payload: { delay: 3 },
-      connectTimeoutInSeconds: 60,
-      responseTimeoutInSeconds: 5,
-    });
-    const client = await connectedDevice(hub, "pump");
-    client.onDeviceMethod("reboot", (req, res) => {
-      res.send(200, { ok: true, got: req.payload }, () => undefined);
-    });
-    client.onDeviceMethod("hang", () => undefined);
-    expect(await early).toEqual({ status: 200, payload: { ok: true, got: { delay: 3 } } });
-    const hung = await hub.methods.invoke("pump", { methodName: "hang", responseTimeoutInSeconds: 5 });
-    expect(hung.status).toBe(504);
-    // Through the service API: the connect timeout is taken from the body, checked, and spent
-    // before a device that never connects is reported not online.
-    const service = { methodName: "reboot", connectTimeoutInSeconds: 1 };
-    expect(await call(hub, "POST", "/twins/pump/methods", service)).toMatchObject({ status: 200 });
-    await hub.registry.createDevice({ deviceId: "absent" });
-    const waited = Date.now();
-    expect(await call(hub, "POST", "/twins/absent/methods", service)).toMatchObject({ status: 404 });
-    expect(Date.now() - waited).toBeGreaterThanOrEqual(900);
-    const bad = await call(hub, "POST", "/twins/pump/methods", {
-      methodName: "x",
-      connectTimeoutInSeconds: "soon",
-    });
-    expect(bad.status).toBe(400);
-  }, 20_000);
-});
+describe.each<Transport>(["mqtt", "amqp"])(
+  "direct methods with the official device SDK over %s",
+  (transport) => {
+    it("returns the device's answer, 404 when it is not there, 504 when it does not answer", async () => {
+      const hub = await start(join(await tempDir(), "hub"), BOTH_HEADS);
+      await hub.registry.createDevice({ deviceId: "pump" });
+      expect((await hub.methods.invoke("pump", { methodName: "reboot" })).status).toBe(404);
+      // A call with a connect timeout waits for the device to connect and listen.
+      const early = hub.methods.invoke("pump", {
+        methodName: "reboot",
+        payload: { delay: 3 },
+        connectTimeoutInSeconds: 60,
+        responseTimeoutInSeconds: 5,
+      });
+      const client = await connectedDevice(hub, "pump", transport);
+      client.onDeviceMethod("reboot", (req, res) => {
+        res.send(200, { ok: true, got: req.payload }, () => undefined);
+      });
+      client.onDeviceMethod("hang", () => undefined);
+      expect(await early).toEqual({ status: 200, payload: { ok: true, got: { delay: 3 } } });
+      const hung = await hub.methods.invoke("pump", { methodName: "hang", responseTimeoutInSeconds: 5 });
+      expect(hung.status).toBe(504);
+      // Through the service API: the connect timeout is taken from the body, checked, and spent
+      // before a device that never connects is reported not online.
+      const service = { methodName: "reboot", connectTimeoutInSeconds: 1 };
+      expect(await call(hub, "POST", "/twins/pump/methods", service)).toMatchObject({ status: 200 });
+      await hub.registry.createDevice({ deviceId: "absent" });
+      const waited = Date.now();
+      expect(await call(hub, "POST", "/twins/absent/methods", service)).toMatchObject({ status: 404 });
+      expect(Date.now() - waited).toBeGreaterThanOrEqual(900);
+      const bad = await call(hub, "POST", "/twins/pump/methods", {
+        methodName: "x",
+        connectTimeoutInSeconds: "soon",
+      });
+      expect(bad.status).toBe(400);
+    }, 20_000);
+  },
+);
 
 describe("cloud-to-device messages", () => {
   it("are queued while the device is away, kept across a restart, delivered in order once, removed on PUBACK", async () => {

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { Client, Message } from "azure-iot-device";
+import { AmqpWs } from "azure-iot-device-amqp";
 import { MqttWs } from "azure-iot-device-mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { EdgeHub, EVENTS_QUEUE, type HubConfigInput, silentLogger } from "../../ts/index.js";
@@ -15,8 +16,9 @@ import { moduleFromEnvironment } from "../helpers/module.js";
 
 const run = promisify(execFile);
 const child = fileURLToPath(new URL("../fixtures/service-sdk.mjs", import.meta.url));
+const c2dChild = fileURLToPath(new URL("../fixtures/service-c2d.mjs", import.meta.url));
 
-// The official SDKs reach the service API and MQTT over WebSocket on port 443 only:
+// The official SDKs reach the service API, and MQTT and AMQP over WebSocket, on port 443 only:
 // every test that needs 443 lives in this file, so they never run at the same time.
 let hub: EdgeHub | undefined;
 afterEach(async () => {
@@ -72,22 +74,47 @@ describe("the official azure-iothub service SDK", () => {
   });
 });
 
-/** Device `deviceId`, created on `h`, connected with the official SDK's MqttWs transport. */
-async function webSocketDevice(h: EdgeHub, deviceId: string): Promise<Client> {
+/** Device `deviceId`, created on `h`, connected with the official SDK's MqttWs (or AmqpWs) transport. */
+async function webSocketDevice(
+  h: EdgeHub,
+  deviceId: string,
+  transport: typeof MqttWs | typeof AmqpWs = MqttWs,
+): Promise<Client> {
   const dev = await h.registry.createDevice({ deviceId });
   const client = Client.fromConnectionString(
     `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${dev.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost`,
-    MqttWs,
+    transport,
   );
   await client.setOptions({ ca: h.caCertificate });
   await client.open();
   return client;
 }
 
-describe("MQTT over WebSocket", () => {
-  it("serves the official device SDK's MqttWs transport at /$iothub/websocket on the HTTPS listener", async () => {
+describe("the official azure-iothub service client over AMQP", () => {
+  it("sends cloud-to-device messages with Client.send (AmqpWs), queued for the device once stored", async () => {
     const h = await startOn443();
-    const client = await webSocketDevice(h, "ws-dev");
+    await h.registry.createDevice({ deviceId: "lamp" });
+    const { stdout } = await run(process.execPath, [c2dChild, h.serviceConnectionString, "lamp"], {
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: h.caFile },
+    });
+    expect(JSON.parse(stdout)).toEqual({ sent: "sent", unknown: "DeviceNotFoundError" });
+    const [queued] = await h.store.read("$c2d/lamp");
+    expect(queued?.body.toString()).toBe("from the service");
+    expect(queued?.properties).toMatchObject({
+      k: "v",
+      "$.mid": "svc-1",
+      "$.to": "/devices/lamp/messages/devicebound",
+    });
+  });
+});
+
+describe.each([
+  ["MqttWs", MqttWs],
+  ["AmqpWs", AmqpWs],
+] as const)("device protocols over WebSocket", (name, transport) => {
+  it(`serves the official device SDK's ${name} transport at /$iothub/websocket on the HTTPS listener`, async () => {
+    const h = await startOn443();
+    const client = await webSocketDevice(h, "ws-dev", transport);
     try {
       const m = new Message("over websocket");
       m.messageId = "ws-1";

@@ -3,20 +3,22 @@ import type { Twin } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import type { EdgeHubError } from "../../ts/index.js";
 import { tempDir } from "../helpers/fixtures.js";
-import { connectedDevice, startHub as start, stopHub } from "../helpers/hub.js";
+import { BOTH_HEADS, connectedDevice, startHub, stopHub, type Transport } from "../helpers/hub.js";
+
+const start = (dir: string) => startHub(dir, BOTH_HEADS);
 
 const updateReported = (twin: Twin, patch: unknown) =>
   new Promise<void>((resolve, reject) =>
     twin.properties.reported.update(patch, (err?: Error) => (err ? reject(err) : resolve())),
   );
 
-describe("twins with the official device SDK", () => {
+describe.each<Transport>(["mqtt", "amqp"])("twins with the official device SDK over %s", (transport) => {
   it("gets the twin, stores reported patches with versions, pushes desired changes, and keeps them across a restart", async () => {
     const dir = join(await tempDir(), "hub");
     const hub = await start(dir);
     await hub.registry.createDevice({ deviceId: "thermo" });
     await hub.twins.patchDesired("thermo", { setpoint: 21, schedule: { night: 17 } });
-    const client = await connectedDevice(hub, "thermo");
+    const client = await connectedDevice(hub, "thermo", transport);
     const twin = await client.getTwin();
     expect(twin.properties.desired.setpoint).toBe(21);
     expect(twin.properties.desired.$version).toBe(2);
@@ -55,9 +57,9 @@ describe("twins with the official device SDK", () => {
       expect((err as EdgeHubError).code, JSON.stringify(patch).slice(0, 40)).toBe("TWIN_INVALID");
     }
     expect((await hub.twins.get("dev")).reported).toEqual({ properties: {}, version: 1 });
-    // Over MQTT the device's request fails with the 400 the hub answers.
+    // The device's request fails with the 400 the hub answers.
     await hub.registry.createDevice({ deviceId: "dev" });
-    const client = await connectedDevice(hub, "dev");
+    const client = await connectedDevice(hub, "dev", transport);
     const twin = await client.getTwin();
     await expect(updateReported(twin, { "bad key": 1 })).rejects.toThrow();
     expect((await hub.twins.get("dev")).reported.version).toBe(1);

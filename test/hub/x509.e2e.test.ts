@@ -1,35 +1,46 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Client, Message } from "azure-iot-device";
+import { Amqp } from "azure-iot-device-amqp";
 import { Mqtt } from "azure-iot-device-mqtt";
 import { describe, expect, it } from "vitest";
 import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
 import { certificateAuthority, type Issuer, leaf, type Pem, selfSigned } from "../helpers/certs.js";
 import { tempDir } from "../helpers/fixtures.js";
-import { startHub } from "../helpers/hub.js";
+import { BOTH_HEADS, startHub, type Transport } from "../helpers/hub.js";
 import { deviceConnect, rawClient } from "../helpers/mqtt-raw.js";
 
 const DAY = 86_400_000;
 
-async function x509Client(hub: EdgeHub, deviceId: string, cert: Pem): Promise<Client> {
+async function x509Client(hub: EdgeHub, deviceId: string, cert: Pem, transport: Transport): Promise<Client> {
   const client = Client.fromConnectionString(
     // The SDK's X.509 path ignores GatewayHostName: the port goes on HostName.
-    `HostName=localhost:${hub.ports.mqtts};DeviceId=${deviceId};x509=true`,
-    Mqtt,
+    `HostName=localhost:${transport === "mqtt" ? hub.ports.mqtts : hub.ports.amqps};DeviceId=${deviceId};x509=true`,
+    transport === "mqtt" ? Mqtt : Amqp,
   );
   await client.setOptions({ cert: cert.cert, key: cert.key, ca: hub.caCertificate });
   client.on("error", () => undefined);
   return client;
 }
 
+/**
+ * How the SDK refuses: MQTT at open (CONNACK); AMQP at the first link (the address names
+ * the identity the certificate must be), so a message is sent too.
+ */
 async function refusal(client: Client): Promise<string | undefined> {
-  return client.open().then(
-    async () => {
-      await client.close();
-      return undefined;
-    },
-    (e: Error) => e.name,
-  );
+  return client
+    .open()
+    .then(() => client.sendEvent(new Message("refused?")))
+    .then(
+      async () => {
+        await client.close();
+        return undefined;
+      },
+      async (e: Error) => {
+        await client.close().catch(() => undefined);
+        return e.name;
+      },
+    );
 }
 
 /** A hub whose trusted device CA is a fresh "plant CA". */
@@ -38,12 +49,12 @@ async function hubTrustingPlantCa(): Promise<{ hub: EdgeHub; ca: Issuer }> {
   const ca = await certificateAuthority("plant CA");
   const caFile = join(dir, "plant-ca.pem");
   await writeFile(caFile, ca.cert);
-  return { hub: await startHub(join(dir, "hub"), { trustedDeviceCaFiles: [caFile] }), ca };
+  return { hub: await startHub(join(dir, "hub"), { ...BOTH_HEADS, trustedDeviceCaFiles: [caFile] }), ca };
 }
 
-describe("X.509 devices", () => {
+describe.each<Transport>(["mqtt", "amqp"])("X.509 devices over %s", (transport) => {
   it("authenticate by registered thumbprint (self-signed); another certificate is refused", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"));
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
     const mine = await selfSigned("x1");
     await hub.registry.createDevice({
       deviceId: "x1",
@@ -52,31 +63,35 @@ describe("X.509 devices", () => {
         x509Thumbprint: { primaryThumbprint: mine.thumbprint, secondaryThumbprint: null },
       },
     });
-    const client = await x509Client(hub, "x1", mine);
+    const client = await x509Client(hub, "x1", mine, transport);
     await client.open();
     await client.sendEvent(new Message("signed"));
     await client.close();
     expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.properties["$.cdid"])).toEqual(["x1"]);
-    expect(await refusal(await x509Client(hub, "x1", await selfSigned("x1")))).toBe("UnauthorizedError");
+    expect(await refusal(await x509Client(hub, "x1", await selfSigned("x1"), transport))).toBe(
+      "UnauthorizedError",
+    );
   });
 
   it("authenticate by a chain to a trusted CA with CN = device id", async () => {
     const { hub, ca } = await hubTrustingPlantCa();
     await hub.registry.createDevice({ deviceId: "x2", authentication: { type: "certificateAuthority" } });
-    const client = await x509Client(hub, "x2", await leaf(ca, "x2"));
+    const client = await x509Client(hub, "x2", await leaf(ca, "x2"), transport);
     await client.open();
     await client.sendEvent(new Message("ca-signed"));
     await client.close();
-    expect(await refusal(await x509Client(hub, "x2", await leaf(ca, "someone-else")))).toBe(
+    expect(await refusal(await x509Client(hub, "x2", await leaf(ca, "someone-else"), transport))).toBe(
       "UnauthorizedError",
     );
     const rogue = await certificateAuthority("rogue CA");
-    expect(await refusal(await x509Client(hub, "x2", await leaf(rogue, "x2")))).toBe("UnauthorizedError");
+    expect(await refusal(await x509Client(hub, "x2", await leaf(rogue, "x2"), transport))).toBe(
+      "UnauthorizedError",
+    );
     expect((await hub.store.read(EVENTS_QUEUE)).map((m) => m.body.toString())).toEqual(["ca-signed"]);
   });
 
   it("refuse a registered thumbprint certificate outside its validity", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"));
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
     const expired = await selfSigned("old", {
       notBefore: new Date(Date.now() - 10 * DAY),
       notAfter: new Date(Date.now() - DAY),
@@ -96,7 +111,7 @@ describe("X.509 devices", () => {
           x509Thumbprint: { primaryThumbprint: cert.thumbprint, secondaryThumbprint: null },
         },
       });
-      expect(await refusal(await x509Client(hub, deviceId, cert))).toBe("UnauthorizedError");
+      expect(await refusal(await x509Client(hub, deviceId, cert, transport))).toBe("UnauthorizedError");
     }
     expect(await hub.store.read(EVENTS_QUEUE)).toEqual([]);
   });

@@ -284,11 +284,22 @@ export class Authenticator {
     }
   }
 
-  /** Checks the TLS client certificate of `deviceId` presented over HTTPS (the scope sync call). */
-  authenticateCertificate(deviceId: string, peer: PeerCertificate): Principal {
+  /**
+   * Checks the TLS client certificate of `deviceId` (or of its module `moduleId`) presented
+   * without a token: over HTTPS (the scope sync call), or on AMQP, where the link's address
+   * names the identity.
+   */
+  authenticateCertificate(deviceId: string, peer: PeerCertificate, moduleId?: string): Principal {
     const device = this.#enabledDevice(deviceId);
-    this.#checkCertificate(deviceId, device.authentication, peer);
-    return { deviceId, clientId: deviceId };
+    if (moduleId === undefined) {
+      this.#checkCertificate(deviceId, device.authentication, peer);
+      return { deviceId, clientId: deviceId };
+    }
+    const clientId = `${deviceId}/${moduleId}`;
+    const module = this.#registry.getModule(deviceId, moduleId);
+    if (!module) throw deny(ErrorCodes.AUTH_UNKNOWN_IDENTITY, `module ${clientId} is not registered`);
+    this.#checkCertificate(clientId, module.authentication, peer);
+    return { deviceId, moduleId, clientId };
   }
 
   /**

@@ -50,6 +50,7 @@ function readyText(hub: EdgeHub): string {
   return [
     `edgehub running as ${c.hostname}`,
     `  MQTT over TLS  ${c.listen.host}:${hub.ports.mqtts}`,
+    ...(hub.ports.amqps > 0 ? [`  AMQP over TLS  ${c.listen.host}:${hub.ports.amqps}`] : []),
     `  service API    https://${c.hostname}:${hub.ports.https}/`,
     `  data           ${c.dataDir}`,
     `  CA for clients ${hub.caFile}`,

@@ -28,7 +28,11 @@ const ms = integer(1, MAX_TIMEOUT_MS, `a positive integer up to ${MAX_TIMEOUT_MS
 
 /** The `limits` keys, each with its default. */
 export const limitsSchema = group({
-  maxConnections: key(count, 1000, "Sockets open at once over every listener (MQTT/TLS, HTTPS, WebSocket)."),
+  maxConnections: key(
+    count,
+    1000,
+    "Sockets open at once over every listener (MQTT/TLS, AMQP/TLS, HTTPS, WebSocket).",
+  ),
   maxUnauthenticatedPerAddress: key(
     count,
     64,

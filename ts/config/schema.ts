@@ -190,7 +190,15 @@ export const hubConfigSchema = group({
       group({
         host: key(kind(v.string(), "an address"), "0.0.0.0", "Interface to bind (all by default)."),
         mqtts: key(port, 8883, "MQTT over TLS; 0 picks a free port."),
-        https: key(port, 8443, "HTTPS: the service API and MQTT over WebSocket; 0 picks a free port."),
+        https: key(
+          port,
+          8443,
+          "HTTPS: the service API, and MQTT and AMQP over WebSocket; 0 picks a free port.",
+        ),
+        amqps: optionalKey(
+          port,
+          "AMQP over TLS (IoT Hub's 5671); off unless set (docs/amqp.md says what it serves); 0 picks a free port.",
+        ),
       }),
       {},
     ),

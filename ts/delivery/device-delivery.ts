@@ -10,12 +10,13 @@
  * not acknowledge holds back only itself. This file is its adapter: the topic a message
  * goes on, and a PUBACK as what completes it.
  */
+
+import { record } from "../json.js";
 import type { Logger } from "../log.js";
-import { encodePropertyBag } from "../protocol/topics.js";
 import type { Clock } from "../queue/clock.js";
 import { QueueConsumer, type Source } from "../queue/consumer.js";
 import type { MessageStore, StoredMessage } from "../store/index.js";
-import { deliveryQueue, FORWARD_ID, INPUT_PROPERTY, ownerOf, TOPICS } from "../vocabulary.js";
+import { deliveryQueue, FORWARD_ID, INPUT_PROPERTY, ownerOf } from "../vocabulary.js";
 
 /** A message for a device or a module input. */
 export interface DeviceMessage {
@@ -30,15 +31,33 @@ export interface DeviceMessage {
   ttlSecs?: number;
 }
 
+/** A stored message on its way to a device (C2D) or a module input, as a protocol head sends it. */
+export interface Outgoing {
+  deviceId: string;
+  /** Set for a module input. */
+  moduleId?: string;
+  /** The module input's name. */
+  input?: string;
+  /** Application properties and `$.` system properties (the hubs' internal ones removed). */
+  properties: Record<string, string>;
+  body: Buffer;
+}
+
+/**
+ * How the client settled a delivery: `completed` (MQTT PUBACK, AMQP accepted or rejected)
+ * removes it; `abandoned` (AMQP released or modified) sends it again, in order.
+ */
+export type Settled = "completed" | "abandoned";
+
 /** What the delivery needs from a connection. */
 export interface DeliveryTarget {
   /** True once the client subscribed to its C2D messages (device) or its inputs (module). */
   listensForDeliveries(): boolean;
   /**
-   * Publishes at QoS 1 (`dup`: sent before, on an earlier connection); resolves on the
-   * client's PUBACK, rejects if the connection closes first.
+   * Sends `m` at least once (`dup`: sent before, on an earlier connection); resolves when
+   * the client settles it, rejects if the connection closes first.
    */
-  deliverQos1(topic: string, payload: Buffer, dup?: boolean): Promise<void>;
+  deliverMessage(m: Outgoing, dup: boolean): Promise<Settled>;
 }
 
 const SYSTEM: Record<string, keyof DeviceMessage> = {
@@ -319,8 +338,14 @@ export class DeviceDelivery {
     const queue = source.queue;
     const sentBefore = this.#sentUpTo.get(queue) ?? -1;
     if (m.offset > sentBefore) this.#sentUpTo.set(queue, m.offset);
-    drain.target.deliverQos1(this.#topicOf(drain, m), m.body, m.offset <= sentBefore).then(
-      () => {
+    drain.target.deliverMessage(this.#outgoing(drain, m), m.offset <= sentBefore).then(
+      (settled) => {
+        if (settled === "abandoned") {
+          // Sent again in order: this drain ends, the next reads from its checkpoint.
+          if (drain.consumer.state !== "closed") this.#retire(drain);
+          this.pump(drain.clientId);
+          return;
+        }
         this.onCompleted?.(drain.clientId, m);
         drain.consumer.done(source, m, epoch);
       },
@@ -331,17 +356,16 @@ export class DeviceDelivery {
     );
   }
 
-  #topicOf(drain: Drain, m: StoredMessage): string {
-    // The input's name goes in the topic; a child hub's forwarder id is internal to the hubs.
+  #outgoing(drain: Drain, m: StoredMessage): Outgoing {
+    // The input's name is the head's to place; a child hub's forwarder id is internal to the hubs.
     const { [INPUT]: input, [FORWARD_ID]: _fid, ...rest } = m.properties;
-    const bag = encodePropertyBag(rest);
-    return drain.moduleId === undefined
-      ? TOPICS.c2d.format({ deviceId: drain.deviceId, bag })
-      : TOPICS.moduleInput.format({
-          deviceId: drain.deviceId,
-          moduleId: drain.moduleId,
-          input: input ?? "input1",
-          bag,
-        });
+    const properties = record<string>();
+    for (const k of Object.keys(rest)) properties[k] = rest[k] as string;
+    const out: Outgoing = { deviceId: drain.deviceId, properties, body: m.body };
+    if (drain.moduleId !== undefined) {
+      out.moduleId = drain.moduleId;
+      out.input = input ?? "input1";
+    }
+    return out;
   }
 }

@@ -32,7 +32,8 @@ export interface MethodCall {
 /** The part of a connection methods need. */
 export interface MethodTarget {
   listensForMethods(): boolean;
-  deliver(topic: string, payload: Buffer): void;
+  /** Sends the call `rid` of method `name` (MQTT: on `$iothub/methods/POST/{name}/?$rid={rid}`). */
+  callMethod(name: string, rid: string, payload: Buffer): void;
 }
 
 /** Caps on pending calls (the `limits` config keys of the same names). */
@@ -188,7 +189,7 @@ export class DirectMethods {
         });
       }, timeout * 1000);
       this.#pending.set(rid, { clientId, resolve, timer });
-      listening.deliver(`$iothub/methods/POST/${encodeURIComponent(methodName)}/?$rid=${rid}`, body);
+      listening.callMethod(methodName, rid, body);
     });
   }
 

@@ -26,7 +26,7 @@ export interface MetricsSources {
 }
 
 /** Where a refused login came in. */
-export type AuthTransport = "mqtt" | "https";
+export type AuthTransport = "mqtt" | "amqp" | "https";
 
 /** Per-label running sums a counter is advanced by. */
 type Totals = Map<string, number>;

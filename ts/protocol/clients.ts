@@ -1,10 +1,11 @@
 /**
- * The MQTT clients connected now: one connection per client id (a newer login takes the id
- * over), the sockets under them, which connections a revoked identity ends, and how they
+ * The clients connected now, over either protocol head: one connection per client id (a
+ * newer login takes the id over), the sockets under them, which connections a revoked identity ends, and how they
  * are paused, closed and drained when the hub stops.
  */
 import type net from "node:net";
 import type tls from "node:tls";
+import type { ClientConnection } from "./client.js";
 import type { MqttConnection } from "./connection.js";
 
 /** Resolves when `p` settles or after `ms`, whichever is first. */
@@ -24,11 +25,11 @@ export function within(ms: number, p: Promise<unknown> | undefined): Promise<voi
 
 /** Connections by client id, and the sockets they came in on. */
 export class Clients {
-  readonly #connections = new Map<string, MqttConnection>();
-  /** TLS sockets of MQTT connections, until they close. */
+  readonly #connections = new Map<string, ClientConnection>();
+  /** TLS sockets of MQTT and AMQP connections, until they close. */
   readonly #sockets = new Set<tls.TLSSocket>();
-  /** The socket each connection came in on (its TLS socket, or the WebSocket's). */
-  readonly #socketOf = new WeakMap<MqttConnection, net.Socket>();
+  /** The socket each client came in on (its TLS socket, or the WebSocket's). */
+  readonly #socketOf = new WeakMap<ClientConnection, net.Socket>();
 
   /** A TLS socket, counted until it closes, and the MQTT connection `open` makes on it. */
   acceptTls(socket: tls.TLSSocket, open: () => MqttConnection): void {
@@ -42,11 +43,22 @@ export class Clients {
     this.#socketOf.set(conn, socket);
   }
 
+  /** A TLS socket of the AMQP head, counted until it closes (its identities come later: {@link cameIn}). */
+  acceptAmqp(socket: tls.TLSSocket): void {
+    this.#sockets.add(socket);
+    socket.on("close", () => this.#sockets.delete(socket));
+  }
+
+  /** An identity of an AMQP connection came in on `socket`. */
+  cameIn(client: ClientConnection, socket: net.Socket): void {
+    this.#socketOf.set(client, socket);
+  }
+
   /**
    * `conn` logged in as `clientId`: it is that client's connection now, and one the id
    * had before is closed (taken over). Returns the socket it came in on.
    */
-  register(clientId: string, conn: MqttConnection): net.Socket | undefined {
+  register(clientId: string, conn: ClientConnection): net.Socket | undefined {
     const previous = this.#connections.get(clientId);
     this.#connections.set(clientId, conn);
     previous?.close("taken-over");
@@ -54,18 +66,18 @@ export class Clients {
   }
 
   /** `conn` closed; false when `clientId` had been taken over by another connection meanwhile. */
-  unregister(clientId: string, conn: MqttConnection): boolean {
+  unregister(clientId: string, conn: ClientConnection): boolean {
     if (!this.isCurrent(clientId, conn)) return false;
     this.#connections.delete(clientId);
     return true;
   }
 
   /** True while `conn` is the connection of `clientId`. */
-  isCurrent(clientId: string, conn: MqttConnection): boolean {
+  isCurrent(clientId: string, conn: ClientConnection): boolean {
     return this.#connections.get(clientId) === conn;
   }
 
-  get(clientId: string): MqttConnection | undefined {
+  get(clientId: string): ClientConnection | undefined {
     return this.#connections.get(clientId);
   }
 

@@ -12,46 +12,17 @@ import mqtt, {
   type ISubscribePacket,
   type Packet,
 } from "mqtt-packet";
-import type { Authenticator, PeerCertificate, Principal } from "../auth/authenticator.js";
+import type { PeerCertificate, Principal } from "../auth/authenticator.js";
+import type { Outgoing, Settled } from "../delivery/device-delivery.js";
 import type { EdgeHubError } from "../errors.js";
-import type { Logger, LogLevel } from "../log.js";
-import type { DirectMethods } from "../methods/direct-methods.js";
-import type { Router } from "../routing/router.js";
-import type { TwinProperties, Twins } from "../twin/twins.js";
+import type { TwinProperties } from "../twin/twins.js";
+import type { ClientConnection, ConnectionContext } from "./client.js";
 import { PacketReader } from "./packet-reader.js";
-import { type Sessions, SessionWriter } from "./sessions.js";
-import { parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
+import { SessionWriter } from "./sessions.js";
+import { deliveryTopic, parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
 import { answerTwinRequest } from "./twin-requests.js";
 
-/** What a connection needs from the hub. */
-export interface ConnectionContext {
-  authenticator: Authenticator;
-  router: Router;
-  twins: Twins;
-  /** On an edge hub while its parent is reachable: refreshes a twin from the parent before a GET is answered. */
-  refreshTwin?(clientId: string): Promise<void>;
-  methods: DirectMethods;
-  sessions: Sessions;
-  /** Called after a subscription is granted (the hub starts deliveries). */
-  subscribed(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
-  /** Called when the client drops a subscription it held (the hub stops following for it upstream). */
-  unsubscribed?(conn: MqttConnection, kind: SubscribeTopic["kind"]): void;
-  log: Logger;
-  /** Called when a login is refused, with the reason's code and the client id it named. */
-  refused?(code: string, clientId: string): void;
-  /** Called once authenticated; returns false if the client id was taken over meanwhile. */
-  register(clientId: string, conn: MqttConnection): void;
-  unregister(clientId: string, conn: MqttConnection): void;
-  /** Largest message body accepted (IoT Hub: 256 KB). */
-  maxMessageBytes: number;
-  /** How long a socket may stay open without CONNECT. */
-  connectTimeoutMs: number;
-  /**
-   * Told instead of the log when a connection that never authenticated closes: anyone can
-   * cause that, so the hub counts and rate-limits it.
-   */
-  closedUnauthenticated?(level: LogLevel, reason: string, fields: Record<string, unknown>): void;
-}
+export type { ConnectionContext } from "./client.js";
 
 /** CONNACK return codes of MQTT 3.1.1. */
 const CONNACK = {
@@ -73,7 +44,7 @@ const MAX_HELD = 256;
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 /** One client socket. */
-export class MqttConnection {
+export class MqttConnection implements ClientConnection {
   readonly #socket: Duplex;
   readonly #ctx: ConnectionContext;
   readonly #reader: PacketReader;
@@ -347,9 +318,18 @@ export class MqttConnection {
     return this.#subscribed.has("methods");
   }
 
+  callMethod(name: string, rid: string, payload: Buffer): void {
+    this.deliver(`$iothub/methods/POST/${encodeURIComponent(name)}/?$rid=${rid}`, payload);
+  }
+
   /** True once a device subscribed to its C2D messages, or a module to its inputs. */
   listensForDeliveries(): boolean {
     return this.#subscribed.has(this.#principal?.moduleId === undefined ? "c2d" : "module-inputs");
+  }
+
+  /** A C2D message or module input at QoS 1 on its topic: the PUBACK completes it. */
+  deliverMessage(m: Outgoing, dup: boolean): Promise<Settled> {
+    return this.deliverQos1(deliveryTopic(m), m.body, dup).then(() => "completed");
   }
 
   /** Publishes at QoS 1 (`dup`: sent before); resolves on the client's PUBACK, rejects if the connection closes first. */

@@ -1,6 +1,6 @@
 /**
- * The hub's device-facing listeners: MQTT over TLS, and HTTPS carrying the service API and
- * MQTT over WebSocket at IoT Hub's path. Their TLS settings (client certificates asked for,
+ * The hub's device-facing listeners: MQTT over TLS, AMQP over TLS, and HTTPS carrying the
+ * service API and MQTT and AMQP over WebSocket at IoT Hub's path. Their TLS settings (client certificates asked for,
  * never required), their deadlines from `limits`, and what happens to a socket that fails
  * its handshake or request: counted by {@link Admission}, logged without flooding, closed.
  * What a connection or a request then does is the caller's (the hub's composition).
@@ -15,6 +15,9 @@ import type { PeerCertificate } from "../auth/authenticator.js";
 import type { Limits } from "../config/limits.js";
 import type { Admission, RateLimitedLog } from "./admission.js";
 
+/** The WebSocket subprotocol of AMQP (IoT Hub's, and the OASIS binding's). */
+const AMQP_WEBSOCKET_PROTOCOL = "AMQPWSB10";
+
 /** The server certificate and key, and the CAs device certificates must chain to. */
 export interface ListenerTls {
   cert: string;
@@ -26,8 +29,12 @@ export interface ListenerTls {
 export interface ListenerHandlers {
   /** An MQTT connection over TLS, handshake done. */
   mqtt(socket: tls.TLSSocket, peer: PeerCertificate | undefined): void;
+  /** An AMQP connection over TLS, handshake done. */
+  amqp(socket: tls.TLSSocket, peer: PeerCertificate | undefined): void;
   /** An MQTT connection over WebSocket; `socket` is the TLS socket under it. */
   webSocket(stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined): void;
+  /** An AMQP connection over WebSocket (subprotocol `AMQPWSB10`); `socket` is the TLS socket under it. */
+  amqpWebSocket(stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined): void;
   /** A service API request. */
   request(req: IncomingMessage, res: ServerResponse): void;
 }
@@ -35,6 +42,7 @@ export interface ListenerHandlers {
 /** The listeners, not yet listening. */
 export interface Listeners {
   mqtt: tls.Server;
+  amqp: tls.Server;
   https: https.Server;
   websockets: WebSockets;
   /** The client certificate a socket presented, as the authenticator takes it. */
@@ -80,14 +88,21 @@ export function createListeners(
     socket.destroy();
   };
 
-  const mqtt = tls.createServer(tlsOptions);
-  mqtt.on("secureConnection", (socket) => {
-    // No Nagle: writes are already gathered per event-loop turn, and a delivery waiting
-    // for the client's PUBACK must not wait for a delayed ACK as well (40 ms a round).
-    socket.setNoDelay(true);
-    on.mqtt(socket, peerOf(socket));
-  });
-  mqtt.on("tlsClientError", tlsRefused);
+  /** A device protocol over TLS (MQTT, AMQP), behind the admission checks. */
+  const deviceServer = (handle: ListenerHandlers["mqtt"]): tls.Server => {
+    const server = tls.createServer(tlsOptions);
+    server.on("secureConnection", (socket) => {
+      // No Nagle: writes are already gathered per event-loop turn, and a delivery waiting
+      // for the client's acknowledgement must not wait for a delayed ACK as well (40 ms a round).
+      socket.setNoDelay(true);
+      handle(socket, peerOf(socket));
+    });
+    server.on("tlsClientError", tlsRefused);
+    admission.guard(server);
+    return server;
+  };
+  const mqtt = deviceServer(on.mqtt);
+  const amqp = deviceServer(on.amqp);
 
   const server = https.createServer(
     {
@@ -120,27 +135,30 @@ export function createListeners(
       socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
       return;
     }
-    websockets.upgrade(req, socket, head, (stream) =>
-      on.webSocket(stream, req.socket, peerOf(req.socket as tls.TLSSocket)),
-    );
+    websockets.upgrade(req, socket, head, (stream, protocol) => {
+      // One path for both device protocols, told apart by the subprotocol the client asked
+      // for (the SDKs: `mqtt`, `AMQPWSB10`); ws answers with the first it offered.
+      const handle = protocol === AMQP_WEBSOCKET_PROTOCOL ? on.amqpWebSocket : on.webSocket;
+      handle(stream, req.socket, peerOf(req.socket as tls.TLSSocket));
+    });
   });
-  admission.guard(mqtt);
   admission.guard(server);
-  return { mqtt, https: server, websockets, peerOf };
+  return { mqtt, amqp, https: server, websockets, peerOf };
 }
 
 /**
- * Binds the MQTT and HTTPS listeners to `at` (port 0: a free one). Rejects with the first
- * bind that fails, after closing the one already listening.
+ * Binds the MQTT, HTTPS and (when `amqps` is set) AMQP listeners to `at` (port 0: a free
+ * one). Rejects with the first bind that fails, after closing those already listening.
  */
 export async function listen(
   listeners: Listeners,
-  at: { host: string; mqtts: number; https: number },
+  at: { host: string; mqtts: number; https: number; amqps?: number | undefined },
 ): Promise<void> {
   try {
     for (const [srv, port] of [
       [listeners.mqtt, at.mqtts],
       [listeners.https, at.https],
+      ...(at.amqps === undefined ? [] : [[listeners.amqp, at.amqps] as const]),
     ] as const) {
       await new Promise<void>((resolve, reject) => {
         srv.once("error", reject);
@@ -153,10 +171,10 @@ export async function listen(
   }
 }
 
-/** Stops accepting connections; resolves once both listeners are closed (open connections end apart). */
+/** Stops accepting connections; resolves once the listeners are closed (open connections end apart). */
 export function stopListening(listeners: Listeners): Promise<void> {
   return Promise.all(
-    [listeners.mqtt, listeners.https].map(
+    [listeners.mqtt, listeners.amqp, listeners.https].map(
       (s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve())),
     ),
   ).then(() => undefined);
@@ -188,15 +206,23 @@ export class WebSockets {
     for (const ws of this.#clients ?? []) ws.terminate();
   }
 
-  /** Completes an upgrade at IoT Hub's path; `open` gets the connection as a byte stream. */
-  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, open: (stream: Duplex) => void): void {
+  /**
+   * Completes an upgrade at IoT Hub's path; `open` gets the connection as a byte stream, and
+   * the subprotocol agreed.
+   */
+  upgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    open: (stream: Duplex, protocol: string) => void,
+  ): void {
     this.#server ??= import("ws").then(({ WebSocketServer, createWebSocketStream }) => {
       const server = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
       this.#clients = server.clients;
       return { server, stream: createWebSocketStream };
     });
     this.#server.then(
-      ({ server, stream }) => server.handleUpgrade(req, socket, head, (ws) => open(stream(ws))),
+      ({ server, stream }) => server.handleUpgrade(req, socket, head, (ws) => open(stream(ws), ws.protocol)),
       () => socket.destroy(),
     );
   }

@@ -3,6 +3,7 @@
  * parsed per message, is read by hand without splitting), and property bags
  * (`k=v&k2=v2`, url-encoded, with `$.`-prefixed system properties).
  */
+import type { Outgoing } from "../delivery/device-delivery.js";
 import { record } from "../json.js";
 import { TOPICS } from "../vocabulary.js";
 
@@ -131,4 +132,17 @@ export function parseSubscribeTopic(filter: string): SubscribeTopic | undefined 
   if (TOPICS.twinDesiredFilter.parse(filter)) return { kind: "twin-desired" };
   if (TOPICS.methodsFilter.parse(filter)) return { kind: "methods" };
   return undefined;
+}
+
+/** The topic a C2D message or a module input goes out on, its properties as the bag. */
+export function deliveryTopic(m: Outgoing): string {
+  const bag = encodePropertyBag(m.properties);
+  return m.moduleId === undefined
+    ? TOPICS.c2d.format({ deviceId: m.deviceId, bag })
+    : TOPICS.moduleInput.format({
+        deviceId: m.deviceId,
+        moduleId: m.moduleId,
+        input: m.input ?? "input1",
+        bag,
+      });
 }

@@ -7,10 +7,10 @@ import { record } from "../json.js";
 import { type Call, deviceOf } from "./context.js";
 import { checkIfMatch, ifMatchOf } from "./etag.js";
 import { ApiError, readBody, readJson, sendJson } from "./http.js";
+import { C2D_MAX_BYTES, sendServiceC2D } from "./service-side.js";
 import { methodCallOf, twinEtag, twinJson } from "./shapes.js";
 
 /** Largest cloud-to-device body, as IoT Hub's. */
-const C2D_MAX = 64 * 1024;
 
 /** The device and, for a module's twin, the module a `/twins/…` path names; 404 when either is unknown. */
 function twinTarget({ ctx, params }: Call): {
@@ -71,7 +71,7 @@ export async function invokeMethod(call: Call): Promise<void> {
 export async function sendC2D({ ctx, req, res, params }: Call): Promise<void> {
   const id = params.get("id");
   deviceOf(ctx, id);
-  const body = await readBody(req, C2D_MAX);
+  const body = await readBody(req, C2D_MAX_BYTES);
   const properties = record<string>();
   for (const [k, v] of Object.entries(req.headers)) {
     if (k.startsWith("iothub-app-") && typeof v === "string") properties[k.slice("iothub-app-".length)] = v;
@@ -86,7 +86,9 @@ export async function sendC2D({ ctx, req, res, params }: Call): Promise<void> {
     contentType: h("content-type"),
     contentEncoding: h("content-encoding"),
   };
-  await ctx.delivery.sendC2D(
+  await sendServiceC2D(
+    ctx.registry,
+    ctx.delivery,
     id,
     Object.fromEntries(Object.entries(message).filter(([, v]) => v !== undefined)) as { body: Buffer },
   );

@@ -1,0 +1,57 @@
+/**
+ * What the hub needs of a client connection, whatever its protocol: the MQTT head
+ * (./connection.ts) and the AMQP head (../amqp/) are peers under one context. The hub keeps
+ * one connection per client id, delivers C2D messages, module inputs, method calls and
+ * desired-property patches through it, and closes it (taken over, identity revoked).
+ */
+import type { Authenticator, Principal } from "../auth/authenticator.js";
+import type { DeliveryTarget } from "../delivery/device-delivery.js";
+import type { Logger, LogLevel } from "../log.js";
+import type { DirectMethods, MethodTarget } from "../methods/direct-methods.js";
+import type { Router } from "../routing/router.js";
+import type { TwinProperties, Twins } from "../twin/twins.js";
+import type { Sessions } from "./sessions.js";
+import type { SubscribeTopic } from "./topics.js";
+
+/** What a client listens for (an MQTT subscription, an AMQP receiving link). */
+export type ListenKind = SubscribeTopic["kind"];
+
+/** One authenticated client (device or module) on a connection of any protocol. */
+export interface ClientConnection extends DeliveryTarget, MethodTarget {
+  /** The authenticated identity. */
+  readonly principal: Principal | undefined;
+  /** Pushes a desired-properties patch if the client listens for them. */
+  desiredChanged(patch: TwinProperties): void;
+  /** Ends this client's part of the connection (idempotent), logging why. */
+  close(reason: string, fields?: Record<string, unknown>): void;
+}
+
+/** What a connection needs from the hub. */
+export interface ConnectionContext {
+  authenticator: Authenticator;
+  router: Router;
+  twins: Twins;
+  /** On an edge hub while its parent is reachable: refreshes a twin from the parent before a GET is answered. */
+  refreshTwin?(clientId: string): Promise<void>;
+  methods: DirectMethods;
+  sessions: Sessions;
+  /** Called after a subscription is granted (the hub starts deliveries). */
+  subscribed(conn: ClientConnection, kind: ListenKind): void;
+  /** Called when the client drops a subscription it held (the hub stops following for it upstream). */
+  unsubscribed?(conn: ClientConnection, kind: ListenKind): void;
+  log: Logger;
+  /** Called when a login is refused, with the reason's code and the client id it named. */
+  refused?(code: string, clientId: string): void;
+  /** Called once authenticated: the hub closes an older connection of the same client id. */
+  register(clientId: string, conn: ClientConnection): void;
+  unregister(clientId: string, conn: ClientConnection): void;
+  /** Largest message body accepted (IoT Hub: 256 KB). */
+  maxMessageBytes: number;
+  /** How long a socket may stay open without authenticating (MQTT CONNECT, AMQP SASL or put-token). */
+  connectTimeoutMs: number;
+  /**
+   * Told instead of the log when a connection that never authenticated closes: anyone can
+   * cause that, so the hub counts and rate-limits it.
+   */
+  closedUnauthenticated?(level: LogLevel, reason: string, fields: Record<string, unknown>): void;
+}
