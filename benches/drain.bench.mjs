@@ -335,7 +335,8 @@ async function edgehubDrain(pair, edge, target) {
     const line = edge
       .outputFrom(mark)
       .split("\n")
-      .find((l) => l.includes('"upstream-link-up"') && l.includes(`"link":"${EDGE_ID}"`));
+      // The edge's own link logs in as its `$edgeHub` module (as Microsoft's edge hub does).
+      .find((l) => l.includes('"upstream-link-up"') && l.includes(`"link":"${EDGE_ID}/$edgeHub"`));
     out.linkUpMs = line ? Date.parse(JSON.parse(line).time) - upWall : null;
     // Quiet for QUIET_MS: late resends are in before the stores are read.
     for (let last = -1, at = performance.now(); ; await sleep(250)) {

@@ -17,6 +17,7 @@ import { createSasToken } from "../dist/auth/sas.js";
 import { EdgeHub, silentLogger } from "../dist/index.js";
 import {
   cpuSeconds,
+  hubCerts,
   startEdgehub,
   startMosquitto,
   startNode,
@@ -150,11 +151,7 @@ try {
     );
   const ca = setup.caCertificate;
   await setup.close();
-  const certs = {
-    ca: join(dataDir, "certs/ca.pem"),
-    cert: join(dataDir, "certs/server.pem"),
-    key: join(dataDir, "certs/server-key.pem"),
-  };
+  const certs = hubCerts(dataDir);
   const expiry = Math.floor(Date.now() / 1000) + 3600;
   const hubCreds = (i) => ({
     clientId: `dev${i}`,

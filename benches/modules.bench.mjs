@@ -17,7 +17,7 @@ import tls from "node:tls";
 import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
 import { EdgeHub, silentLogger } from "../dist/index.js";
-import { cpuSeconds, freePort, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
+import { cpuSeconds, freePort, hubCerts, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
 import { connectPacket } from "./lib/mqtt-load.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
@@ -212,11 +212,7 @@ try {
   } finally {
     await edgehub.stop();
   }
-  const certs = {
-    ca: join(dataDir, "certs/ca.pem"),
-    cert: join(dataDir, "certs/server.pem"),
-    key: join(dataDir, "certs/server-key.pem"),
-  };
+  const certs = hubCerts(dataDir);
   const mosquitto = await startMosquitto(mkdtempSync(join(root, "mosq-")), await freePort(), certs);
   try {
     const r = await moduleToModule({

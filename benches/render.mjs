@@ -211,14 +211,30 @@ ${
     ? `${modules.workload}. Run of ${modules.date.slice(0, 10)}. Aim: 20k msgs/s or more module to module.
 
 ${tableMd(
-  ["broker", "msgs/s (patches/s for the twin row)", "publish to arrival p50 (ms)", "p99 (ms)"],
-  modules.rows.map((r) => [r.broker, fmt(r.msgsPerSec), r.p50Ms ?? "—", r.p99Ms ?? "—"]),
+  [
+    "broker",
+    "msgs/s (patches/s for the twin row)",
+    "publish to arrival p50 (ms)",
+    "p99 (ms)",
+    "CPU-s per 1M msgs",
+  ],
+  modules.rows.map((r) => [
+    r.broker,
+    fmt(r.msgsPerSec),
+    r.p50Ms ?? "—",
+    r.p99Ms ?? "—",
+    r.cpuSecPerMillion ?? "—",
+  ]),
 )}
 
 Module to module is bound by the sender's window over the durable round trip (64 in flight
 over a few ms: the input queue's fsync before the PUBACK, then the delivery), not by the
 hub's CPU: a CPU profile of the hub over this bench finds it idle about half the time. Runs
-on this machine range from 21k to 27k msgs/s. Reported patches of one client that are in
+on this machine range from 21k to 27k msgs/s when it is otherwise idle (the run above shared
+its two cores with other work). The publish-to-arrival latency is the check that delivery
+keeps up with a steady sender: a delivery that waited for 16 free places before reading again
+let the receiver's input queue grow, p50 about 1 s instead of 5 ms (fixed 2026-12-02; the
+quick check, \`npm run bench:quick\`, found it). Reported patches of one client that are in
 flight together share one read and one durable write (twin and pending log in one batch),
 each still its own version, in order; before that batching they were one write each
 (2.5k patches/s in the same bench).`

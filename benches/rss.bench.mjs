@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EdgeHub, silentLogger } from "../dist/index.js";
-import { freePort, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
+import { freePort, hubCerts, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
 import { save, table } from "./lib/report.mjs";
 
 const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-rss-"));
@@ -76,11 +76,7 @@ try {
   } finally {
     await hub.stop();
   }
-  const certs = {
-    ca: join(dataDir, "certs/ca.pem"),
-    cert: join(dataDir, "certs/server.pem"),
-    key: join(dataDir, "certs/server-key.pem"),
-  };
+  const certs = hubCerts(dataDir);
   const mosquitto = await startMosquitto(mkdtempSync(join(root, "mosq-")), await freePort(), certs);
   try {
     rows.push(await measure("mosquitto", mosquitto.pid));

@@ -207,6 +207,15 @@ export async function runEdgehub(configFile, name = "edgehub") {
   return h;
 }
 
+/** The TLS files a hub's development CA wrote under `dataDir`, for a peer broker to serve the same chain. */
+export function hubCerts(dataDir) {
+  return {
+    ca: join(dataDir, "certs/ca.pem"),
+    cert: join(dataDir, "certs/server.pem"),
+    key: join(dataDir, "certs/server-key.pem"),
+  };
+}
+
 /**
  * Writes `<dataDir>/../<name>-bench.json` (hostname localhost, MQTT on `port`, no HTTPS,
  * log level warn, connection caps lifted; `extra` keys replace these, `extra.listen` merges) and runs edgehub on it.
