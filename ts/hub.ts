@@ -7,6 +7,8 @@ import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import type { WebSocketServer } from "ws";
 import { AmqpConnection } from "./amqp/connection.js";
+import { FeedbackQueue } from "./amqp/service/feedback.js";
+import type { AmqpServiceContext } from "./amqp/service/session.js";
 import { Authenticator, type PeerCertificate } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -268,6 +270,20 @@ export class EdgeHub {
           if (err) log.log("warn", "twin-change-not-routed", { clientId, reason: (err as Error).message });
         }),
       );
+      // A root serves IoT Hub's service side over AMQP too: C2D sends and their feedback.
+      const amqpService: AmqpServiceContext | undefined = parent
+        ? undefined
+        : {
+            hostname: config.hostname,
+            serviceKey: service.key,
+            authenticator,
+            registry,
+            delivery: hub.delivery,
+            feedback: new FeedbackQueue(store, registry, log),
+            log,
+          };
+      if (amqpService)
+        hub.delivery.onSettled = (id, m, outcome) => amqpService.feedback.settled(id, m, outcome);
       /** An AMQP connection on `stream` (TLS, or a WebSocket over `socket`). */
       const amqpConnection = (stream: Duplex, socket: net.Socket, peer: PeerCertificate | undefined) => {
         // Each identity the connection authenticates counts its socket as authenticated.
@@ -275,7 +291,7 @@ export class EdgeHub {
           hub.#socketOf.set(client, socket);
           context.register(clientId, client);
         };
-        new AmqpConnection(stream, { ...context, register, refused: refused("amqp") }, peer);
+        new AmqpConnection(stream, { ...context, register, refused: refused("amqp") }, peer, amqpService);
       };
       /** A device-protocol login refused: counted by transport; the parent is asked for the identity. */
       const refused = (transport: AuthTransport) => (code: string, clientId: string) => {

@@ -23,6 +23,7 @@ import { FrameGuard } from "./frame-guard.js";
 import { DeliveryLink } from "./links/c2d.js";
 import { TelemetryLink } from "./links/telemetry.js";
 import { parseSaslUsername, plainLogin, saslMechanisms } from "./sasl.js";
+import { type AmqpServiceContext, type ServiceLink, ServiceSide } from "./service/session.js";
 
 /** Largest frame either side sends; a message larger than this comes in several. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -54,6 +55,7 @@ type Role =
   | { kind: "telemetry"; client: AmqpClient; link: TelemetryLink }
   | { kind: "delivery"; client: AmqpClient; link: DeliveryLink }
   | { kind: "twin-in" | "twin-out" | "methods-in" | "methods-out"; client: AmqpClient }
+  | { kind: "service"; link: ServiceLink }
   | { kind: "refused" };
 
 type LinkError = { condition: string; description: string };
@@ -79,12 +81,18 @@ export class AmqpConnection {
   #sessions = 0;
   #links = 0;
   #refusedTokens = 0;
+  /** The service side (root hubs): C2D sends and feedback for an `iothubowner` token. */
+  readonly #service: ServiceSide | undefined;
   /** The outcome of the dispositions rhea writes on its next flush, if any are waiting. */
   #flushOutcome: "accepted" | "rejected" | undefined;
 
-  /** @param peer the TLS client certificate, when the client presented one. */
-  constructor(socket: Duplex, ctx: ConnectionContext, peer?: PeerCertificate) {
+  /**
+   * @param peer the TLS client certificate, when the client presented one.
+   * @param service the hub's service side, on a root hub.
+   */
+  constructor(socket: Duplex, ctx: ConnectionContext, peer?: PeerCertificate, service?: AmqpServiceContext) {
     this.ctx = ctx;
+    this.#service = service && new ServiceSide(this, service, () => this.forget());
     this.#socket = socket;
     this.#peer = peer;
     this.#armDeadline();
@@ -144,6 +152,7 @@ export class AmqpConnection {
       c.on(outcome, (e: EventContext) => {
         const role = e.sender && this.#roles.get(e.sender);
         if (role?.kind === "delivery" && e.delivery) role.link.settled(e.delivery, outcome);
+        if (role?.kind === "service" && e.delivery) role.link.settled?.(e.delivery, outcome);
       });
     // rhea throws an 'error' nobody listens to: every failure ends here, and only this connection.
     for (const ev of ["error", "protocol_error", "connection_error", "session_error"])
@@ -202,12 +211,12 @@ export class AmqpConnection {
     this.ctx.log.log("info", "client-connected", { clientId: principal.clientId, protocol: "amqp" });
   }
 
-  /** A client of this connection closed. */
-  forget(client: AmqpClient): void {
-    const id = client.principal.clientId;
-    if (this.#clients.get(id) === client) this.#clients.delete(id);
+  /** A client of this connection closed (none: the service token expired). */
+  forget(client?: AmqpClient): void {
+    const id = client?.principal.clientId;
+    if (client && this.#clients.get(id as string) === client) this.#clients.delete(id as string);
     // With no identity left it must authenticate again in time.
-    if (this.#clients.size === 0 && !this.#closed) this.#armDeadline();
+    if (this.#clients.size === 0 && !this.#service?.authenticated && !this.#closed) this.#armDeadline();
   }
 
   #linkOpened(link: Sender | Receiver): void {
@@ -239,6 +248,8 @@ export class AmqpConnection {
   #route(link: Sender | Receiver, address: string): Role | LinkError {
     // Some SDKs name the whole URI: the path is what counts.
     const path = address.replace(/^amqps?:\/\/[^/]*/i, "");
+    const service = this.#service?.route(link, path);
+    if (service) return "condition" in service ? service : { kind: "service", link: service };
     if (path === ADDRESSES.cbs || address === ADDRESSES.cbs) {
       if (link.is_receiver()) {
         (link as Receiver).add_credit(CBS_CREDIT);
@@ -320,9 +331,16 @@ export class AmqpConnection {
     this.#links--;
     if (role.kind === "cbs-out" && this.#cbsOut === link) this.#cbsOut = undefined;
     if (role.kind === "delivery") role.client.unlisten(role.link, why);
+    if (role.kind === "service") role.link.close(why);
     if (role.kind === "twin-out") role.client.twin.detached(link);
     if (role.kind === "methods-out") role.client.methods.detached(link);
-    if (role.kind !== "refused" && role.kind !== "cbs-in" && role.kind !== "cbs-out") role.client.drop(link);
+    if (
+      role.kind !== "refused" &&
+      role.kind !== "cbs-in" &&
+      role.kind !== "cbs-out" &&
+      role.kind !== "service"
+    )
+      role.client.drop(link);
     if (!link.is_closed()) link.close();
   }
 
@@ -338,6 +356,7 @@ export class AmqpConnection {
     else if (role.kind === "cbs-in") this.#onPutToken(receiver, delivery, message);
     else if (!message || Buffer.isBuffer(message))
       this.settle(delivery, { condition: "amqp:decode-error", description: "not an AMQP message" });
+    else if (role.kind === "service") role.link.onMessage?.(delivery, message);
     else if (role.kind === "twin-in") role.client.twin.onRequest(delivery, message);
     else if (role.kind === "methods-in") role.client.methods.onResponse(delivery, message);
     if (role.kind === "twin-in" || role.kind === "methods-in") receiver.add_credit(1);
@@ -351,7 +370,11 @@ export class AmqpConnection {
       if (!message || Buffer.isBuffer(message)) throw new BadCbsRequest("not an AMQP message");
       const request = readPutToken(message);
       try {
-        this.#admit(tokenLogin(this.ctx.authenticator, request));
+        if (this.#service && ServiceSide.claims(request.audience)) {
+          this.#service.login(request.token);
+          clearTimeout(this.#timer);
+          this.#timer = undefined;
+        } else this.#admit(tokenLogin(this.ctx.authenticator, request));
       } catch (err) {
         this.#refused(err, request.audience, audienceIdentity(request.audience));
         status = 401;
@@ -427,7 +450,10 @@ export class AmqpConnection {
     clearTimeout(this.#timer);
     const clients = [...this.#clients.values()];
     for (const client of clients) client.close(reason, fields);
-    if (clients.length === 0) {
+    const service = this.#service?.authenticated === true;
+    this.#service?.close();
+    if (service) this.ctx.log.log("info", "service-client-closed", { protocol: "amqp", reason, ...fields });
+    else if (clients.length === 0) {
       const level = reason === "client-disconnect" || reason === "socket-closed" ? "info" : "warn";
       if (this.ctx.closedUnauthenticated)
         this.ctx.closedUnauthenticated(level, reason, { protocol: "amqp", ...fields });

@@ -44,10 +44,10 @@ export interface Outgoing {
 }
 
 /**
- * How the client settled a delivery: `completed` (MQTT PUBACK, AMQP accepted or rejected)
- * removes it; `abandoned` (AMQP released or modified) sends it again, in order.
+ * How the client settled a delivery: `completed` (MQTT PUBACK, AMQP accepted) and `rejected`
+ * (AMQP rejected) remove it; `abandoned` (AMQP released or modified) sends it again, in order.
  */
-export type Settled = "completed" | "abandoned";
+export type Settled = "completed" | "rejected" | "abandoned";
 
 /** What the delivery needs from a connection. */
 export interface DeliveryTarget {
@@ -115,6 +115,8 @@ export class DeviceDelivery {
    * the C2D relay then completes the parent's copy (`c2d-relay.ts`).
    */
   onCompleted: ((clientId: string, m: StoredMessage) => void) | undefined;
+  /** Told of each message a client completed or rejected (the root's C2D feedback, ../amqp/service/feedback.ts). */
+  onSettled: ((clientId: string, m: StoredMessage, outcome: "completed" | "rejected") => void) | undefined;
 
   constructor(
     store: MessageStore,
@@ -346,6 +348,7 @@ export class DeviceDelivery {
           return;
         }
         this.onCompleted?.(drain.clientId, m);
+        this.onSettled?.(drain.clientId, m, settled);
         drain.consumer.done(source, m, epoch);
       },
       // The connection went away: what it did not acknowledge goes again on the next one.
