@@ -7,8 +7,10 @@ type ServiceReceiver = ServiceClient.ServiceReceiver;
 
 import rhea from "rhea";
 import { describe, expect, it } from "vitest";
+import { FeedbackQueue } from "../../ts/amqp/service/feedback.js";
 import { createSasToken } from "../../ts/auth/sas.js";
-import type { EdgeHub } from "../../ts/index.js";
+import { MAX_DELIVERY_COUNT } from "../../ts/delivery/device-delivery.js";
+import { type EdgeHub, silentLogger } from "../../ts/index.js";
 import { RawAmqp, tokenFor } from "../helpers/amqp.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, deviceClient, startHub, stopHub } from "../helpers/hub.js";
@@ -24,8 +26,11 @@ function c2d(body: string, messageId: string, ack?: string): ServiceMessage {
   return m;
 }
 
-/** Feedback records as the SDK's feedback receiver hands them over, completed as they arrive. */
-async function feedbackRecords(client: ServiceClient): Promise<Array<Record<string, unknown>>> {
+/**
+ * Feedback records as the SDK's feedback receiver hands them over, completed as they arrive
+ * (the first `abandon` batches abandoned instead, and not recorded).
+ */
+async function feedbackRecords(client: ServiceClient, abandon = 0): Promise<Array<Record<string, unknown>>> {
   // The callback form: the promise form's result packs the receiver away (azure-iothub 1.16.6).
   const receiver = await new Promise<ServiceReceiver>((resolve, reject) =>
     client.getFeedbackReceiver((err, r) => (err || !r ? reject(err) : resolve(r))),
@@ -33,6 +38,10 @@ async function feedbackRecords(client: ServiceClient): Promise<Array<Record<stri
   const records: Array<Record<string, unknown>> = [];
   receiver.on("message", (m: ServiceMessage) => {
     expect(m.contentType).toBe("application/vnd.microsoft.iothub.feedback.json");
+    if (abandon-- > 0) {
+      void receiver.abandon(m);
+      return;
+    }
     records.push(...(JSON.parse(m.getData().toString()) as Array<Record<string, unknown>>));
     void receiver.complete(m);
   });
@@ -99,7 +108,7 @@ describe("C2D from the official service client over AMQP", () => {
     const generationId = hub.registry.getDevice("lamp")?.generationId;
     expect(records.map((r) => [r.originalMessageId, r.statusCode, r.description])).toEqual([
       ["m1", "Success", "Success"],
-      ["m2", "Rejected", "Message rejected"],
+      ["m2", "Rejected", "Rejected"],
       ["m5", "Success", "Success"],
     ]);
     for (const r of records) {
@@ -109,7 +118,7 @@ describe("C2D from the official service client over AMQP", () => {
     }
   });
 
-  it("keeps feedback durably until a service client takes it, across a restart", async () => {
+  it("keeps feedback durably until a service client takes it, across a restart; an abandoned batch comes again", async () => {
     const dir = join(await tempDir(), "hub");
     const hub = await startHub(dir, BOTH_HEADS);
     const device = await deviceClient(hub, "valve", undefined, "amqp");
@@ -122,12 +131,62 @@ describe("C2D from the official service client over AMQP", () => {
     await device.close();
     await stopHub(hub);
     const again = await startHub(dir, BOTH_HEADS);
-    const records = await feedbackRecords(serviceClient(again));
+    const records = await feedbackRecords(serviceClient(again), 1);
     await eventually("feedback delivered after the restart", () => records.length === 1);
     expect(records[0]?.originalMessageId).toBe("kept");
     await eventually("feedback removed once completed", async () =>
       (await again.store.stats()).queues.some((q) => q.name === "$feedback" && q.count === 0),
     );
+  });
+
+  it("removes a C2D message abandoned at its tenth delivery, with DeliveryCountExceeded feedback", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    const device = await deviceClient(hub, "door", undefined, "amqp");
+    const service = serviceClient(hub);
+    const records = await feedbackRecords(service);
+    await device.open();
+    let deliveries = 0;
+    device.on("message", (m: Message) => {
+      deliveries++;
+      void device.abandon(m);
+    });
+    await service.send("door", c2d("never", "poison", "negative"));
+    await eventually("dead-letter feedback", () => records.length === 1);
+    expect(records[0]).toMatchObject({
+      originalMessageId: "poison",
+      deviceId: "door",
+      statusCode: "DeliveryCountExceeded",
+      description: "DeliveryCountExceeded",
+    });
+    expect(deliveries).toBe(MAX_DELIVERY_COUNT);
+    await eventually("removed from the device's queue", async () =>
+      (await hub.store.stats()).queues.some((q) => q.name === "$c2d/door" && q.count === 0),
+    );
+  });
+
+  it("keeps at most maxRecords feedback records waiting, dropping the rest", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    await hub.registry.createDevice({ deviceId: "d1" });
+    const feedback = new FeedbackQueue(hub.store, hub.registry, silentLogger, 2);
+    const settled = (mid: string) => ({
+      offset: 0,
+      body: Buffer.alloc(0),
+      properties: { "$.mid": mid, "iothub-ack": "full" },
+      enqueuedAt: Date.now(),
+      expiresAt: null,
+    });
+    for (const mid of ["a", "b", "c"]) feedback.settled("d1", settled(mid), "completed");
+    // Modules' inputs and messages that asked for nothing give none.
+    feedback.settled("d1/m1", settled("module"), "completed");
+    feedback.settled("d1", { ...settled("quiet"), properties: { "$.mid": "quiet" } }, "rejected");
+    expect(feedback.dropped).toBe(1);
+    await eventually("two stored", async () =>
+      (await hub.store.stats()).queues.some((q) => q.name === "$feedback" && q.count === 2),
+    );
+    const stored = await hub.store.read("$feedback");
+    expect(
+      stored.map((m) => (JSON.parse(m.body.toString()) as { originalMessageId: string }).originalMessageId),
+    ).toEqual(["a", "b"]);
   });
 
   it("refuses a send to an unknown device with the SDK's DeviceNotFoundError, and a bad service key at the put-token", async () => {

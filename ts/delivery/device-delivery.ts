@@ -71,6 +71,16 @@ const WINDOW = 64;
 const WINDOW_BYTES = 1024 * 1024;
 /** Places freed by PUBACKs before the next read (fewer, larger reads; the rest keep data flowing). */
 const REFILL = 16;
+/**
+ * Deliveries of one C2D message a device may abandon before it is removed (dead-lettered),
+ * IoT Hub's default `maxDeliveryCount`
+ * (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-messages-c2d).
+ */
+export const MAX_DELIVERY_COUNT = 10;
+/** Messages whose abandons are counted at once; past this the oldest count is forgotten. */
+const MAX_TRACKED_ABANDONS = 10_000;
+/** How a message left its queue: settled by the client, or dead-lettered after its last abandon. */
+export type SettledOutcome = "completed" | "rejected" | "dead-lettered";
 /** Stored with a module-input message: the input's name (not sent in the bag). */
 const INPUT = INPUT_PROPERTY;
 
@@ -115,8 +125,13 @@ export class DeviceDelivery {
    * the C2D relay then completes the parent's copy (`c2d-relay.ts`).
    */
   onCompleted: ((clientId: string, m: StoredMessage) => void) | undefined;
-  /** Told of each message a client completed or rejected (the root's C2D feedback, ../amqp/service/feedback.ts). */
-  onSettled: ((clientId: string, m: StoredMessage, outcome: "completed" | "rejected") => void) | undefined;
+  /**
+   * Told of each message a client completed or rejected, and of each C2D message removed
+   * after {@link MAX_DELIVERY_COUNT} abandons (the root's C2D feedback, ../amqp/service/feedback.ts).
+   */
+  onSettled: ((clientId: string, m: StoredMessage, outcome: SettledOutcome) => void) | undefined;
+  /** Abandons of C2D messages not settled yet, by `queue:offset` (at most {@link MAX_TRACKED_ABANDONS}). */
+  readonly #abandons = new Map<string, number>();
 
   constructor(
     store: MessageStore,
@@ -341,12 +356,19 @@ export class DeviceDelivery {
     if (m.offset > sentBefore) this.#sentUpTo.set(queue, m.offset);
     drain.target.deliverMessage(this.#outgoing(drain, m), m.offset <= sentBefore).then(
       (settled) => {
+        const key = `${queue}:${m.offset}`;
         if (settled === "abandoned") {
-          // Sent again in order: this drain ends, the next reads from its checkpoint.
-          if (drain.consumer.state !== "closed") this.#retire(drain);
-          this.pump(drain.clientId);
+          if (!this.#deadLetter(drain, key)) {
+            // Sent again in order: this drain ends, the next reads from its checkpoint.
+            if (drain.consumer.state !== "closed") this.#retire(drain);
+            this.pump(drain.clientId);
+            return;
+          }
+          this.onSettled?.(drain.clientId, m, "dead-lettered");
+          drain.consumer.done(source, m, epoch);
           return;
         }
+        this.#abandons.delete(key);
         this.onCompleted?.(drain.clientId, m);
         this.onSettled?.(drain.clientId, m, settled);
         drain.consumer.done(source, m, epoch);
@@ -356,6 +378,21 @@ export class DeviceDelivery {
         if (drain.consumer.state !== "closed") this.#retire(drain);
       },
     );
+  }
+
+  /**
+   * Counts an abandon of the C2D message at `key`; true when it was the last IoT Hub allows
+   * (the message is then removed). Module inputs are sent again however often.
+   */
+  #deadLetter(drain: Drain, key: string): boolean {
+    if (drain.moduleId !== undefined) return false;
+    const n = (this.#abandons.get(key) ?? 0) + 1;
+    this.#abandons.delete(key);
+    if (n >= MAX_DELIVERY_COUNT) return true;
+    this.#abandons.set(key, n);
+    if (this.#abandons.size > MAX_TRACKED_ABANDONS)
+      this.#abandons.delete(this.#abandons.keys().next().value as string);
+    return false;
   }
 
   #outgoing(drain: Drain, m: StoredMessage): Outgoing {

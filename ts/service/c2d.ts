@@ -7,7 +7,7 @@
  * (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-messages-c2d).
  */
 import type { Registry } from "../auth/registry.js";
-import type { DeviceDelivery, DeviceMessage } from "../delivery/device-delivery.js";
+import type { DeviceDelivery, DeviceMessage, SettledOutcome } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 
 /** Largest C2D body IoT Hub takes. */
@@ -76,8 +76,8 @@ export async function sendCloudToDevice(
   await delivery.sendC2D(deviceId, message);
 }
 
-/** The feedback `ack` asks for on an outcome: `completed` → positive, `rejected` → negative. */
-export function wantsFeedback(ack: string | undefined, outcome: "completed" | "rejected"): boolean {
+/** The feedback `ack` asks for on an outcome: completed → positive, rejected or dead-lettered → negative. */
+export function wantsFeedback(ack: string | undefined, outcome: SettledOutcome): boolean {
   if (ack === "full") return true;
   return outcome === "completed" ? ack === "positive" : ack === "negative";
 }

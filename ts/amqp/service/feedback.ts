@@ -1,6 +1,7 @@
 /**
- * C2D feedback as IoT Hub gives it: when a device completes or rejects a C2D message whose
- * sender asked for it (`iothub-ack` positive, negative or full), a record
+ * C2D feedback as IoT Hub gives it: when a device completes or rejects a C2D message, or
+ * abandons it past the max delivery count, and its sender asked for that feedback
+ * (`iothub-ack` positive, negative or full), a record
  * `{originalMessageId, deviceId, description, statusCode, enqueuedTimeUtc, deviceGenerationId}`
  * is kept in the durable queue `$feedback` (one hour, as IoT Hub's feedback TTL; at most
  * {@link MAX_RECORDS} waiting, past which new ones are dropped and logged) and sent in
@@ -13,6 +14,7 @@
  */
 import rhea, { type Delivery, type Message, type Sender } from "rhea";
 import type { Registry } from "../../auth/registry.js";
+import type { SettledOutcome } from "../../delivery/device-delivery.js";
 import type { Logger } from "../../log.js";
 import { ACK_PROPERTY, wantsFeedback } from "../../service/c2d.js";
 import type { MessageStore, StoredMessage } from "../../store/index.js";
@@ -34,14 +36,16 @@ export interface FeedbackRecord {
   originalMessageId: string;
   deviceId: string;
   description: string;
-  statusCode: "Success" | "Rejected";
+  statusCode: "Success" | "Rejected" | "DeliveryCountExceeded";
   enqueuedTimeUtc: string;
   deviceGenerationId: string;
 }
 
+/** IoT Hub's status codes; the description is the status as text (the feedback table of the C2D guide). */
 const OUTCOMES = {
   completed: { statusCode: "Success", description: "Success" },
-  rejected: { statusCode: "Rejected", description: "Message rejected" },
+  rejected: { statusCode: "Rejected", description: "Rejected" },
+  "dead-lettered": { statusCode: "DeliveryCountExceeded", description: "DeliveryCountExceeded" },
 } as const;
 
 interface InFlight {
@@ -58,21 +62,34 @@ export class FeedbackQueue {
   readonly #senders = new Set<Sender>();
   #inFlight: InFlight | undefined;
   #reading = false;
+  #appending = 0;
+  readonly #maxRecords: number;
   /** Dropped records since the start (the queue was full). */
   dropped = 0;
 
-  constructor(store: MessageStore, registry: Registry, log: Logger) {
+  /** @param maxRecords records kept waiting at most (default {@link MAX_RECORDS}). */
+  constructor(store: MessageStore, registry: Registry, log: Logger, maxRecords = MAX_RECORDS) {
     this.#store = store;
     this.#registry = registry;
     this.#log = log;
+    this.#maxRecords = maxRecords;
   }
 
   /** A device settled C2D message `m` (`DeviceDelivery.onSettled`): its record, if its sender asked. */
-  settled(clientId: string, m: StoredMessage, outcome: "completed" | "rejected"): void {
+  settled(clientId: string, m: StoredMessage, outcome: SettledOutcome): void {
     // C2D queues are a device's own (a module's are its inputs, which have no feedback).
     if (clientId.includes("/") || !wantsFeedback(m.properties[ACK_PROPERTY], outcome)) return;
-    const waiting = this.#store.statsNow().queues.find((q) => q.name === FEEDBACK_QUEUE)?.count ?? 0;
-    if (waiting >= MAX_RECORDS) {
+    let waiting: number;
+    try {
+      // Stored, and on their way to the store.
+      waiting =
+        (this.#store.statsNow().queues.find((q) => q.name === FEEDBACK_QUEUE)?.count ?? 0) + this.#appending;
+    } catch (err) {
+      // The store closed (the hub is stopping): the record goes with it.
+      this.#log.log("warn", "feedback-not-stored", { deviceId: clientId, reason: (err as Error).message });
+      return;
+    }
+    if (waiting >= this.#maxRecords) {
       this.dropped++;
       this.#log.log("warn", "feedback-dropped", { deviceId: clientId, waiting });
       return;
@@ -84,15 +101,21 @@ export class FeedbackQueue {
       enqueuedTimeUtc: new Date().toISOString(),
       deviceGenerationId: this.#registry.getDevice(clientId)?.generationId ?? "",
     };
+    this.#appending++;
     this.#store
       .append(FEEDBACK_QUEUE, [{ body: Buffer.from(JSON.stringify(record)), ttlSecs: TTL_SECS }])
       .then(
-        () => this.#pump(),
-        (err: unknown) =>
+        () => {
+          this.#appending--;
+          this.#pump();
+        },
+        (err: unknown) => {
+          this.#appending--;
           this.#log.log("warn", "feedback-not-stored", {
             deviceId: clientId,
             reason: (err as Error).message,
-          }),
+          });
+        },
       );
   }
 
