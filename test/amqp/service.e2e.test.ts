@@ -273,6 +273,16 @@ describe("the AMQP service addresses refuse what IoT Hub refuses", () => {
     expect(queue?.count).toBe(1);
   });
 
+  it("detaches the service links when the policy token expires", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    const raw = await RawAmqp.open(hub);
+    const key = /SharedAccessKey=([^;]+)/.exec(hub.serviceConnectionString)?.[1] ?? "";
+    const shortLived = createSasToken("localhost", key, Math.floor(Date.now() / 1000) + 2, "iothubowner");
+    expect(await raw.putToken("localhost", shortLived)).toBe(200);
+    const { ended } = await raw.sender("/messages/devicebound");
+    expect(await ended).toEqual({ condition: "amqp:unauthorized-access", description: "token-expired" });
+  });
+
   it("detaches foreign service addresses and the feedback address in the wrong direction", async () => {
     const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
     const raw = await rawService(hub);
