@@ -61,13 +61,19 @@ async function rawService(hub: EdgeHub): Promise<RawAmqp> {
   return raw;
 }
 
+/** A hub, the official device client of `deviceId` over AMQP (opened), and a service client reading feedback. */
+async function withDevice(deviceId: string) {
+  const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+  const device = await deviceClient(hub, deviceId, undefined, "amqp");
+  const service = serviceClient(hub);
+  const records = await feedbackRecords(service);
+  await device.open();
+  return { hub, device, service, records };
+}
+
 describe("C2D from the official service client over AMQP", () => {
   it("stores each send for the device (ids, properties, ack), and feedback of complete and reject reaches the feedback receiver", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
-    const device = await deviceClient(hub, "lamp", undefined, "amqp");
-    const service = serviceClient(hub);
-    const records = await feedbackRecords(service);
-    await device.open();
+    const { hub, device, service, records } = await withDevice("lamp");
     const got: Array<{ body: string; messageId: unknown; correlationId: unknown; k: unknown; ack: unknown }> =
       [];
     device.on("message", (m: Message) => {
@@ -140,11 +146,7 @@ describe("C2D from the official service client over AMQP", () => {
   });
 
   it("removes a C2D message abandoned at its tenth delivery, with DeliveryCountExceeded feedback", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
-    const device = await deviceClient(hub, "door", undefined, "amqp");
-    const service = serviceClient(hub);
-    const records = await feedbackRecords(service);
-    await device.open();
+    const { hub, device, service, records } = await withDevice("door");
     let deliveries = 0;
     device.on("message", (m: Message) => {
       deliveries++;
