@@ -145,6 +145,26 @@ describe("C2D from the official service client over AMQP", () => {
     );
   });
 
+  it("sends a batch again to the next service client when the connection it was out on goes away unsettled", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    const raw = await rawService(hub);
+    const { receiver } = raw.receiver("/messages/serviceBound/feedback");
+    receiver.add_credit(1);
+    const taken = new Promise<void>((resolve) => receiver.once("message", () => resolve()));
+    const device = await deviceClient(hub, "fan", undefined, "amqp");
+    await device.open();
+    device.on("message", (m: Message) => void device.complete(m));
+    const service = serviceClient(hub);
+    await service.send("fan", c2d("x", "once", "positive"));
+    await taken;
+    // The connection ends with the batch unsettled.
+    raw.connection.close();
+    await raw.closed;
+    const records = await feedbackRecords(service);
+    await eventually("the batch again, to the SDK", () => records.length === 1);
+    expect(records[0]?.originalMessageId).toBe("once");
+  });
+
   it("removes a C2D message abandoned at its tenth delivery, with DeliveryCountExceeded feedback", async () => {
     const { hub, device, service, records } = await withDevice("door");
     let deliveries = 0;

@@ -52,7 +52,8 @@ type LinkError = { condition: string; description: string };
 export class ServiceSide {
   readonly #conn: ServiceConnection;
   readonly #ctx: AmqpServiceContext;
-  readonly #links = new Set<Sender | Receiver>();
+  /** The service links attached, and their roles (told when the link or the connection ends). */
+  readonly #links = new Map<Sender | Receiver, ServiceLink>();
   /** When the policy token put last expires (ms since the epoch); 0 before one was put. */
   #expiresAt = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -100,7 +101,7 @@ export class ServiceSide {
       this.#timer.unref();
       return;
     }
-    for (const link of [...this.#links])
+    for (const link of [...this.#links.keys()])
       link.close({ condition: "amqp:unauthorized-access", description: "token-expired" });
     this.#expired();
   }
@@ -125,7 +126,7 @@ export class ServiceSide {
       lower === C2D_SEND
         ? new C2dSendLink(this.#conn, link as Receiver, this.#ctx, () => this.authenticated)
         : this.#ctx.feedback.attach(link as Sender);
-    this.#links.add(link);
+    this.#links.set(link, role);
     // The connection tells the role when the link ends (a listener on the link would keep
     // rhea from telling the connection).
     const links = this.#links;
@@ -139,9 +140,10 @@ export class ServiceSide {
     };
   }
 
-  /** The connection closed. */
+  /** The connection closed: each link's role ends (a feedback batch out on it goes again). */
   close(): void {
     clearTimeout(this.#timer);
+    for (const role of this.#links.values()) role.close("connection-closed");
     this.#links.clear();
   }
 }
