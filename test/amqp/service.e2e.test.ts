@@ -14,6 +14,7 @@ import { type EdgeHub, silentLogger } from "../../ts/index.js";
 import { RawAmqp, tokenFor } from "../helpers/amqp.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, deviceClient, startHub, stopHub } from "../helpers/hub.js";
+import { call } from "../helpers/service.js";
 import { serviceClient } from "../helpers/service-amqp.js";
 
 /** A C2D message as a back end builds it with the official SDK. */
@@ -163,6 +164,20 @@ describe("C2D from the official service client over AMQP", () => {
     const records = await feedbackRecords(service);
     await eventually("the batch again, to the SDK", () => records.length === 1);
     expect(records[0]?.originalMessageId).toBe("once");
+  });
+
+  it("takes iothub-ack on the HTTPS service API's C2D send too: the same store, the same feedback", async () => {
+    const { hub, device, records } = await withDevice("bulb");
+    device.on("message", (m: Message) => void device.complete(m));
+    const send = (ack: string) =>
+      call(hub, "POST", "/devices/bulb/messages/deviceBound", Buffer.from("x"), {
+        "iothub-ack": ack,
+        "iothub-messageid": `https-${ack}`,
+      });
+    expect((await send("sometimes")).status).toBe(400);
+    expect((await send("full")).status).toBe(204);
+    await eventually("feedback of the HTTPS send", () => records.length === 1);
+    expect(records[0]).toMatchObject({ originalMessageId: "https-full", statusCode: "Success" });
   });
 
   it("removes a C2D message abandoned at its tenth delivery, with DeliveryCountExceeded feedback", async () => {

@@ -104,6 +104,8 @@ export class C2dSendLink implements ServiceLink {
   }
 
   onMessage(delivery: Delivery, message: Message): void {
+    // Counted with the connection's telemetry: many links cannot queue more than it allows.
+    this.#conn.hold();
     void this.#store(message).then(
       () => this.#done(delivery),
       (err: unknown) => {
@@ -127,6 +129,7 @@ export class C2dSendLink implements ServiceLink {
   }
 
   #done(delivery: Delivery, refusal?: Refusal): void {
+    this.#conn.release();
     this.#conn.settle(delivery, refusal);
     if (!this.#closed && this.#receiver.is_open()) this.#receiver.add_credit(1);
   }

@@ -33,6 +33,10 @@ export interface ServiceConnection {
   readonly closed: boolean;
   /** Accepts `delivery`, or rejects it with `error`. */
   settle(delivery: Delivery, error?: { condition: string; description: string }): void;
+  /** A message waits for the store (past the connection's bound its socket is paused). */
+  hold(): void;
+  /** A held message was settled. */
+  release(): void;
 }
 
 /** One service link: its messages, the client's dispositions, its end. */
