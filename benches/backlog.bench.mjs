@@ -26,7 +26,7 @@ async function fill(make, path, opts) {
 
 try {
   console.log(`filling ${N} x 256 B into edgehub and classic-level...`);
-  await fill(edgehubPeer, dir("eh-backlog"), { durability: "none" });
+  await fill(edgehubPeer, dir("eh-backlog"), { durability: "wal" });
   await fill(levelPeer, dir("lv-backlog"), { sync: false });
   await (await edgehubPeer(dir("eh-empty"))).close();
   await (await levelPeer(dir("lv-empty"))).close();

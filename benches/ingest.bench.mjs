@@ -8,14 +8,21 @@
 //   npm run build && node benches/ingest.bench.mjs      (BENCH_QUICK=1: shorter, fewer clients;
 //   BENCH_COUNTS=100,1000: only those client counts; BENCH_WINDOWS=16; BENCH_BROKERS=edgehub,mosquitto;
 //   EDGEHUB_NODE_ARGS=--cpu-prof: flags for the edgehub process)
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
 import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
 import { EdgeHub, silentLogger } from "../dist/index.js";
-import { startEdgehub, startMosquitto, startNode } from "./lib/brokers.mjs";
+import {
+  cpuSeconds,
+  startEdgehub,
+  startMosquitto,
+  startNode,
+  threadCpuPerMillion,
+  threadCpuSeconds,
+} from "./lib/brokers.mjs";
 import { connectPacket } from "./lib/mqtt-load.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
@@ -29,15 +36,10 @@ const SECONDS = QUICK ? 3 : 8;
 // One in flight is the worst case for a hub that acks after fsync (each client waits for a
 // disk round); SDK clients that do not await each send keep several in flight.
 const WINDOWS = process.env.BENCH_WINDOWS ? process.env.BENCH_WINDOWS.split(",").map(Number) : [1, 16];
-// BENCH_BROKERS=edgehub,mosquitto: only those (default: all four).
+// BENCH_BROKERS=edgehub,mosquitto: only those (default: all; edgehub-wal is the hub with
+// `durability: "wal"`, acking after the WAL write without fsync, as IoT Edge does by default).
 const BROKERS = process.env.BENCH_BROKERS?.split(",");
 const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-ingest-"));
-const TICK = 100; // clock ticks per second of /proc/<pid>/stat (Linux default)
-
-function cpuSeconds(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(f[11]) + Number(f[12])) / TICK;
-}
 
 /** One client: connects, then keeps `window` messages in flight until `until`. */
 function client(port, ca, creds, body, latencies, until, window) {
@@ -114,12 +116,14 @@ async function load(target, n, ca, credsOf, window) {
   }
   await allConnected;
   const cpu0 = target.pid ? cpuSeconds(target.pid) : 0;
+  const threads0 = target.pid ? threadCpuSeconds(target.pid) : {};
   const t0 = Date.now();
   until.value = t0 + SECONDS * 1000;
   for (const s of starters) s();
   const acked = (await Promise.all(runs)).reduce((a, b) => a + b, 0);
   const elapsed = (Date.now() - t0) / 1000;
   const cpu = target.pid ? cpuSeconds(target.pid) - cpu0 : 0;
+  const threads = target.pid ? threadCpuPerMillion(threads0, threadCpuSeconds(target.pid), acked) : {};
   const lat = latencies.buf.subarray(0, latencies.n).sort();
   const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? 0;
   return {
@@ -127,6 +131,7 @@ async function load(target, n, ca, credsOf, window) {
     p50Ms: +q(0.5).toFixed(2),
     p99Ms: +q(0.99).toFixed(2),
     cpuSecPerMillion: +((cpu / acked) * 1e6).toFixed(1),
+    threadCpuSecPerMillion: threads,
   };
 }
 
@@ -169,6 +174,7 @@ try {
           "fsync-floor",
         ],
         [() => startEdgehub(dataDir, 18881), hubCreds, "edgehub"],
+        [() => startEdgehub(dataDir, 18885, { durability: "wal" }, "edgehub-wal"), hubCreds, "edgehub-wal"],
         [() => startMosquitto(mkdtempSync(join(root, "mosq-")), 18882, certs), plainCreds, "mosquitto"],
         [() => startNode("aedes", "aedes-broker.mjs", 18883, certs), plainCreds, "aedes"],
       ].filter(([, , name]) => !BROKERS || BROKERS.includes(name))) {
@@ -188,7 +194,7 @@ try {
   console.log(`\ningest, QoS 1, 256 B, ${SECONDS} s per run`);
   table(rows.map((r) => ({ ...r, msgsPerSec: fmt(r.msgsPerSec) })));
   save("ingest", {
-    workload: `N MQTT/TLS clients, QoS 1, 256 B, 1 or 16 messages in flight each, ${SECONDS} s; edgehub acks after fsync, Mosquitto 2.0 (persistence true) and aedes ack from memory; null-sink and fsync-floor are reference peers (below)`,
+    workload: `N MQTT/TLS clients, QoS 1, 256 B, 1 or 16 messages in flight each, ${SECONDS} s; edgehub acks after fsync (edgehub-wal: after the WAL write, no fsync), Mosquitto 2.0 (persistence true) and aedes ack from memory; null-sink and fsync-floor are reference peers (below)`,
     rows,
   });
 } finally {

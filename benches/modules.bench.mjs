@@ -17,7 +17,7 @@ import tls from "node:tls";
 import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
 import { EdgeHub, silentLogger } from "../dist/index.js";
-import { freePort, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
+import { cpuSeconds, freePort, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
 import { connectPacket } from "./lib/mqtt-load.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
@@ -47,7 +47,7 @@ function client(port, ca, connect, on) {
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
 
 /** Sender and receiver for `SECONDS`: received msgs/s and publish-to-arrival latency. */
-async function moduleToModule({ port, ca, sender, receiver, publishTopic, subscribeTopic }) {
+async function moduleToModule({ pid, port, ca, sender, receiver, publishTopic, subscribeTopic }) {
   const latencies = new Float64Array(20_000_000);
   let received = 0;
   let measuring = false;
@@ -95,16 +95,19 @@ async function moduleToModule({ port, ca, sender, receiver, publishTopic, subscr
     }
   });
   measuring = true;
+  const cpu0 = cpuSeconds(pid);
   const t0 = Date.now();
   until = t0 + SECONDS * 1000;
   publish();
   await new Promise((r) => setTimeout(r, SECONDS * 1000 + 1000));
   const elapsed = (Date.now() - t0) / 1000;
+  const cpu = cpuSeconds(pid) - cpu0;
   tx.destroy();
   rx.destroy();
   const lat = latencies.subarray(0, received).sort();
   return {
     msgsPerSec: Math.round(received / Math.min(elapsed, SECONDS)),
+    cpuSecPerMillion: +((cpu / Math.max(received, 1)) * 1e6).toFixed(1),
     p50Ms: +quantile(lat, 0.5).toFixed(2),
     p99Ms: +quantile(lat, 0.99).toFixed(2),
   };
@@ -185,6 +188,7 @@ try {
   });
   try {
     const r = await moduleToModule({
+      pid: edgehub.pid,
       port: edgehub.port,
       ca,
       sender: login("sender"),
@@ -203,6 +207,7 @@ try {
       msgsPerSec: t.patchesPerSec,
       p50Ms: null,
       p99Ms: null,
+      cpuSecPerMillion: null,
     });
   } finally {
     await edgehub.stop();
@@ -215,6 +220,7 @@ try {
   const mosquitto = await startMosquitto(mkdtempSync(join(root, "mosq-")), await freePort(), certs);
   try {
     const r = await moduleToModule({
+      pid: mosquitto.pid,
       port: mosquitto.port,
       ca: readFileSync(certs.ca),
       sender: { clientId: "sender" },

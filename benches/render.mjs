@@ -23,6 +23,7 @@ const modules = loadIfRun("modules");
 const sockets = loadIfRun("sockets");
 const soak = loadIfRun("soak");
 const shares = loadIfRun("shares");
+const rss = loadIfRun("rss");
 const m = append.machine;
 
 const out = `# Benchmarks
@@ -40,6 +41,7 @@ node benches/modules.bench.mjs      # module to module through routes, twin patc
 node benches/sockets.bench.mjs      # hub RSS per idle connection and unauthenticated socket -> sockets.json
 node benches/shares.bench.mjs       # CPU per message of the per-identity share, off vs on -> shares.json
 node benches/soak.mjs               # 10 minutes of load, the uplink cut every minute -> soak.json
+node benches/rss.bench.mjs          # an idle hub's RSS by mapping, beside node and Mosquitto -> rss.json
 node benches/render.mjs             # this page
 \`\`\`
 
@@ -127,32 +129,80 @@ Node; Mosquitto, in C, goes past it) and the fsync floor (the same server, appen
 payload to a file and acking after a group-committed fdatasync: the least a Node broker
 that acks only once durable can do on this disk).
 
-How to read it. With 16 messages in flight per client (what SDK clients that do not await
-each send do) edgehub, which acks after fsync, is ahead of Mosquitto and aedes, which ack
-from memory, at 100 and 1000 clients, and behind at 10. With one in flight each client
-waits a disk round per message: at 10 clients every durable broker is bound by fsync
-latency (edgehub is above the fsync floor) while Mosquitto and aedes are bound only by the
-network; at 100 clients edgehub reaches about half of Mosquitto, below the fsync floor too,
-bound by its own CPU per message (a TLS record per PUBACK and per read); at 1000 clients
-all are level.
+How to read it. Mosquitto and aedes acknowledge from memory; edgehub acknowledges after
+the group commit's fsync (\`durability: "fsync"\`, the default) or, as \`edgehub-wal\`, after
+the WAL write without fsync (\`durability: "wal"\`: a killed hub keeps it, a power loss may
+not; IoT Edge's own default). With one message in flight each client waits a disk round per
+message under fsync, so every fsync-bound broker trails Mosquitto there; the fsync floor
+shows the least a Node broker pays for it. × Mosquitto is edgehub's CPU-seconds per million
+divided by Mosquitto's in the same run, for the same clients and window.
 
 ${tableMd(
-  ["clients", "in flight", "broker", "msgs/s", "PUBACK p50 (ms)", "PUBACK p99 (ms)", "CPU-s per 1M msgs"],
-  ingest.rows.map((r) => [
-    r.clients,
-    r.inFlight ?? 1,
-    r.broker,
-    fmt(r.msgsPerSec),
-    r.p50Ms,
-    r.p99Ms,
-    r.cpuSecPerMillion,
-  ]),
+  [
+    "clients",
+    "in flight",
+    "broker",
+    "msgs/s",
+    "PUBACK p50 (ms)",
+    "PUBACK p99 (ms)",
+    "CPU-s per 1M msgs",
+    "× Mosquitto CPU",
+  ],
+  ingest.rows.map((r) => {
+    const peer = ingest.rows.find(
+      (x) => x.broker === "mosquitto" && x.clients === r.clients && (x.inFlight ?? 1) === (r.inFlight ?? 1),
+    );
+    const ratio =
+      r.broker.startsWith("edgehub") && peer ? (r.cpuSecPerMillion / peer.cpuSecPerMillion).toFixed(2) : "";
+    return [
+      r.clients,
+      r.inFlight ?? 1,
+      r.broker,
+      fmt(r.msgsPerSec),
+      r.p50Ms,
+      r.p99Ms,
+      r.cpuSecPerMillion,
+      ratio,
+    ];
+  }),
 )}
-
+${threadTable(ingest)}
 What the figures do not show: Mosquitto and aedes acknowledge from memory (Mosquitto's
 queue is snapshotted every \`autosave_interval\`; aedes keeps it in memory) and lose what
 they acked when killed; edgehub acknowledges after the group commit's fsync
-(\`test/store/crash.test.ts\` kills it repeatedly and finds every acknowledged message).
+(\`test/store/crash.test.ts\` kills it repeatedly and finds every acknowledged message, under
+both durabilities; \`test/hub/sigkill.test.ts\` kills the hub process mid-ingest).
+
+## Footprint: CPU per message and memory
+
+\`npm run bench:quick\` runs ingest, drain and module to module with small counts (about three
+minutes) and prints edgehub's CPU-seconds per million and RSS as ratios to Mosquitto measured
+in the same run, beside issue 13's aims; its figures go to a temporary directory, not here.
+
+Where the CPU goes (profiles of the hub under \`benches/ingest.bench.mjs\` with
+\`EDGEHUB_NODE_ARGS="--cpu-prof"\`, \`perf record\` of a store appending, and the per-thread
+table above):
+- **One in flight, fsync.** Each message is a disk round: the client waits for the group
+  commit's fdatasync before it sends the next, so commits hold one to a few messages and the
+  costs per commit are paid per message — the writer thread's fsync (its kernel time), two
+  thread hand-offs (event loop → writer → event loop: in \`perf\`, \`finish_task_switch\` and
+  the futex wakes are the largest items of a store appending one message at a time), a TLS
+  record for the PUBACK (\`writeBuffer\`, a fifth of the event loop's busy time). Mosquitto
+  acknowledges from memory and pays none of the first two. \`durability: "wal"\` acks after the
+  WAL write: no fsync, the writer's commits grow, and CPU per message falls by half or more
+  (the \`edgehub-wal\` rows); a killed hub still keeps every acknowledged message
+  (\`test/hub/sigkill.test.ts\`), a power loss may not (IoT Edge's own default).
+- **Sixteen in flight.** Commits hold many messages, and the event loop is most of the CPU:
+  in its profile the garbage collector (about a fifth of busy time: per-message objects —
+  the packet's topic and payload views, the property bag, the router's record, the PUBACK),
+  the PUBACK writes (one TLS record per client per commit), then the store's JavaScript side
+  (encoding the batch), the router and the MQTT reader. RocksDB's own threads (flushes,
+  compactions) are a few percent.
+- **Draining.** The edge reads its queue in batches and publishes each message as its own
+  MQTT PUBLISH on the sender's link (as IoT Hub requires): TLS records and JavaScript per
+  message on both hubs.
+
+${rss ? rssSection(rss) : "Not run yet: `npm run build:ts && node benches/rss.bench.mjs`."}
 
 ## Module to module
 
@@ -276,6 +326,65 @@ ${tableMd(
 )}`;
 }
 
+function rssSection(d) {
+  return `Memory of an idle process (\`node benches/rss.bench.mjs\`, run of ${d.date.slice(0, 10)}): ${d.workload}.
+
+${tableMd(
+  [
+    "process",
+    "RSS after 3 s (MB)",
+    "after 15 s (MB)",
+    "node binary (MB)",
+    "edgehub add-on (MB)",
+    "anonymous (MB)",
+    "libraries (MB)",
+  ],
+  d.rows.map((r) => [
+    r.process,
+    r.rssAfter3sMB,
+    r.rssAfter15sMB,
+    r.nodeBinaryMB,
+    r.addonMB,
+    r.anonMB,
+    r.librariesMB,
+  ]),
+)}
+
+Node itself, with nothing loaded, is most of the aim of 57 MB: its binary's pages alone are
+about 30 MB. Over bare Node the hub adds the code it runs (TLS, HTTP, the compiler: more of
+the node binary), RocksDB's code (the add-on's pages: the library's static initialisers touch
+most of its text) and the V8 heap of its JavaScript; RocksDB's memtables and cache start
+empty (about 2 MB). Cut so far: the X.509 library is loaded only to issue certificates
+(about 10 MB; it was loaded on every start with the development CA), \`ws\` on the first
+WebSocket upgrade (about 4 MB). Left: prom-client (about 3.5 MB; metrics are on by
+default); the rest is Node's.`;
+}
+
+/** Where edgehub's CPU goes by thread, per million messages (rows that recorded it). */
+function threadTable(d) {
+  const rows = d.rows.filter((r) => r.broker.startsWith("edgehub") && r.threadCpuSecPerMillion);
+  if (rows.length === 0) return "";
+  const names = [...new Set(rows.flatMap((r) => Object.keys(r.threadCpuSecPerMillion)))].sort((a, b) =>
+    a === "node" ? -1 : b === "node" ? 1 : a.localeCompare(b),
+  );
+  return `
+edgehub's CPU-seconds per million messages by thread (from \`/proc/<pid>/task\`): \`node\` is
+the event loop (TLS, MQTT, routing, the store's JavaScript side), \`edgehub-store-w\` the
+store's writer (group commit: WAL write, fsync, state), \`rocksdb:*\` RocksDB's flushes and
+compactions; other threads (V8's GC helpers, libuv's pool) as named.
+
+${tableMd(
+  ["clients", "in flight", "broker", ...names],
+  rows.map((r) => [
+    r.clients,
+    r.inFlight ?? 1,
+    r.broker,
+    ...names.map((n) => r.threadCpuSecPerMillion[n] ?? 0),
+  ]),
+)}
+`;
+}
+
 function drainSection(d) {
   const mm = d.machine;
   const ms = (v) => (v === null ? "—" : v);
@@ -284,7 +393,7 @@ function drainSection(d) {
   return `${d.workload}. Run of ${d.date.slice(0, 10)} on ${mm.cpus} × ${mm.cpu}; reproduce with
 \`npm run build:ts && node benches/drain.bench.mjs\` (\`BENCH_MESSAGES\`, \`BENCH_KILL_MESSAGES\`).
 
-- **edgehub**: ${d.settings.edgehub}; children log in to the edge with tokens for the root.
+- **edgehub**: ${d.settings.edgehub}; children log in to the edge with tokens for the root.${d.settings.edgehubWal ? `\n- **edgehub-wal**: ${d.settings.edgehubWal}.` : ""}
   Arrivals are counted at the root (its \`$events\` queue), then each child's sequence
   numbers are checked in the root's store.
 - **mosquitto**: ${d.settings.mosquitto}. Arrivals are counted by a subscriber on the
@@ -338,7 +447,8 @@ SIGKILL mid-outage: ${d.settings.killMessages} messages from the same clients; t
 (the edge hub, the local Mosquitto) is SIGKILLed once half are acknowledged, started again
 on its data while the parent is still down, then the parent starts. Mosquitto acknowledges
 from memory and snapshots its queue every \`autosave_interval\` (30 minutes by default), so
-what it acknowledged since the last snapshot is gone; edgehub acknowledges after fsync.
+what it acknowledged since the last snapshot is gone; edgehub acknowledges after fsync
+(edgehub-wal after the WAL write, which a killed process keeps: only a power loss can take it).
 
 ${tableMd(
   ["broker", "acknowledged before the kill", "of those at the parent", "lost"],

@@ -18,7 +18,7 @@ const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 200_000);
 const PER_TURN = 1000;
 const SENDERS = 1000;
 const dir = mkdtempSync(join(tmpdir(), "edgehub-shares-"));
-const store = await MessageStore.open(dir, { durability: "none", maxSizeBytes: 2 ** 40 });
+const store = await MessageStore.open(dir, { durability: "wal", maxSizeBytes: 2 ** 40 });
 const router = new Router(store, new RouteTable({}, "$upstream", () => "edge1", true));
 const shares = await IdentityShares.open(store, (q) => q.startsWith("$upstream"), 2 ** 40);
 const body = Buffer.alloc(256, 1);

@@ -85,7 +85,7 @@ async function replay() {
   const n = QUICK ? 100_000 : 500_000;
   const body = randomBytes(256);
   const dir = fresh("replay-eh");
-  const fill = await edgehubPeer(dir, { durability: "none" });
+  const fill = await edgehubPeer(dir, { durability: "wal" });
   for (let i = 0; i < n; i += 1000) await fill.append("q", Array(1000).fill(body));
   await fill.close();
   const eh = await edgehubPeer(dir);
@@ -135,7 +135,7 @@ async function acks() {
   const queues = 32;
   const perQueue = QUICK ? 5_000 : 40_000;
   const dir = fresh("ack-eh");
-  const fill = await edgehubPeer(dir, { durability: "none" });
+  const fill = await edgehubPeer(dir, { durability: "wal" });
   const body = randomBytes(32);
   for (let q = 0; q < queues; q++) {
     for (let i = 0; i < perQueue; i += 1000) await fill.append(`q${q}`, Array(1000).fill(body));

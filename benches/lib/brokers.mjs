@@ -3,7 +3,7 @@
 // aedes, and a null sink. Each start has a run-only twin (runEdgehub, runMosquitto) that
 // starts the process again on the same configuration and data, for outages and kills.
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 
@@ -17,6 +17,35 @@ const running = new Set();
 process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
+
+/**
+ * CPU time (user + system) of each of a process's threads so far, in seconds, summed by
+ * thread name (`node` is the main thread; `rocksdb:*`, `edgehub-writer`, `libuv-worker`,
+ * `V8 Worker`…): where a broker's CPU goes besides its event loop.
+ */
+export function threadCpuSeconds(pid) {
+  const out = {};
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8").split(") ")[1].split(" ");
+      out[comm] = (out[comm] ?? 0) + (Number(f[11]) + Number(f[12])) / TICK;
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
+}
+
+/** What each thread name used between two {@link threadCpuSeconds} readings, per million messages. */
+export function threadCpuPerMillion(before, after, messages) {
+  const out = {};
+  for (const [name, secs] of Object.entries(after)) {
+    const used = secs - (before[name] ?? 0);
+    if (used > 0) out[name] = +((used / Math.max(messages, 1)) * 1e6).toFixed(1);
+  }
+  return out;
+}
 
 /** CPU time (user + system) a process has used so far, in seconds. */
 export function cpuSeconds(pid) {

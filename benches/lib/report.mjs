@@ -1,7 +1,9 @@
 // Printing and saving benchmark results: every figure with its workload, and ratios of
 // edgehub to each peer measured in the same run.
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { arch, cpus, platform, totalmem } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 export function machine() {
   return {
@@ -17,14 +19,23 @@ export function fmt(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(1);
 }
 
-/** Saves `{ benchmark, machine, date, ...data }` to benches/results/<name>.json. */
+/**
+ * Where results go: benches/results (what docs/benchmarks.md is rendered from), or
+ * `BENCH_RESULTS_DIR` (the quick check writes there, leaving the full runs' figures alone).
+ */
+export function resultsDir() {
+  return process.env.BENCH_RESULTS_DIR ?? fileURLToPath(new URL("../results", import.meta.url));
+}
+
+/** Saves `{ benchmark, machine, date, ...data }` to `<resultsDir>/<name>.json`. */
 export function save(name, data) {
-  const file = new URL(`../results/${name}.json`, import.meta.url);
+  mkdirSync(resultsDir(), { recursive: true });
+  const file = join(resultsDir(), `${name}.json`);
   writeFileSync(
     file,
     `${JSON.stringify({ benchmark: name, date: new Date().toISOString(), machine: machine(), ...data }, null, 2)}\n`,
   );
-  console.log(`saved ${file.pathname}`);
+  console.log(`saved ${file}`);
 }
 
 /** Prints rows as an aligned table. */

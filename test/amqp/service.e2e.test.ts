@@ -7,14 +7,14 @@ type ServiceReceiver = ServiceClient.ServiceReceiver;
 
 import rhea from "rhea";
 import { describe, expect, it } from "vitest";
-import { FeedbackQueue } from "../../ts/amqp/service/feedback.js";
+import { FeedbackQueue } from "../../ts/amqp/links/feedback.js";
 import { createSasToken } from "../../ts/auth/sas.js";
 import { MAX_DELIVERY_COUNT } from "../../ts/delivery/device-delivery.js";
 import { type EdgeHub, silentLogger } from "../../ts/index.js";
 import { RawAmqp, tokenFor } from "../helpers/amqp.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, deviceClient, startHub, stopHub } from "../helpers/hub.js";
-import { call } from "../helpers/service.js";
+import { call, serviceToken } from "../helpers/service.js";
 import { serviceClient } from "../helpers/service-amqp.js";
 
 /** A C2D message as a back end builds it with the official SDK. */
@@ -47,12 +47,6 @@ async function feedbackRecords(client: ServiceClient, abandon = 0): Promise<Arra
     void receiver.complete(m);
   });
   return records;
-}
-
-/** A service token signed with the hub's `iothubowner` key (or `key`). */
-function serviceToken(hub: EdgeHub, key?: string): string {
-  const k = key ?? /SharedAccessKey=([^;]+)/.exec(hub.serviceConnectionString)?.[1] ?? "";
-  return createSasToken("localhost", k, Math.floor(Date.now() / 1000) + 600, "iothubowner");
 }
 
 /** A rhea connection holding the hub's service token. */
@@ -262,6 +256,27 @@ describe("the AMQP service addresses refuse what IoT Hub refuses", () => {
     expect((await feedback.ended).condition).toBe("amqp:unauthorized-access");
     // A device token put for the hub's own name is no service token either.
     expect(await raw.putToken("localhost", tokenFor(hub, "d1"))).toBe(401);
+  });
+
+  it("stores a send's message id, application properties and ack as they came; a policy token with a bad signature is refused", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    await hub.registry.createDevice({ deviceId: "lamp" });
+    const raw = await RawAmqp.open(hub);
+    expect(await raw.putToken("localhost", `${serviceToken(hub)}x`)).toBe(401);
+    expect(await raw.putToken("localhost", serviceToken(hub))).toBe(200);
+    const { sender } = await raw.sender("/messages/devicebound");
+    const to = "/devices/lamp/messages/devicebound";
+    const sent = {
+      to,
+      message_id: "svc-1",
+      application_properties: { k: "v", "iothub-ack": "full" },
+      body: rhea.message.data_section(Buffer.from("on")),
+    };
+    expect(await raw.send(sender, sent)).toBe("accepted");
+    const [queued] = await hub.store.read("$c2d/lamp");
+    expect(queued?.body.toString()).toBe("on");
+    // The ack stays with the message: the device sees it, and its feedback reads it.
+    expect({ ...queued?.properties }).toEqual({ k: "v", "iothub-ack": "full", "$.mid": "svc-1", "$.to": to });
   });
 
   it("rejects a message without a device in `to`, an oversized one, an unknown ack, and keeps the link", async () => {

@@ -1,10 +1,9 @@
 import { join } from "node:path";
-import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
 import { inheritsNothing } from "../../ts/json.js";
-import { amqpModule, RawAmqp, tokenFor } from "../helpers/amqp.js";
-import { tempDir } from "../helpers/fixtures.js";
+import { creditOf, RawAmqp, tokenFor } from "../helpers/amqp.js";
+import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, startHub } from "../helpers/hub.js";
 
 /** A hub with device `d1`, and a rhea connection holding its token. */
@@ -16,17 +15,7 @@ async function hubWithD1(): Promise<{ hub: EdgeHub; raw: RawAmqp }> {
   return { hub, raw };
 }
 
-describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemetry.e2e.test.ts)", () => {
-  it("takes a module's output with its output name and module id", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
-    const module = await amqpModule(hub, "gw", "filter");
-    await module.open();
-    await module.sendOutputEvent("alerts", new Message("hot"));
-    const [stored] = await hub.store.read(EVENTS_QUEUE);
-    expect(stored?.body.toString()).toBe("hot");
-    expect(stored?.properties).toMatchObject({ "$.on": "alerts", "$.cdid": "gw", "$.cmid": "filter" });
-  });
-
+describe("telemetry over AMQP (the rest runs over both heads: test/hub/telemetry.e2e.test.ts, module.e2e.test.ts)", () => {
   it("detaches a link to another device's address with amqp:unauthorized-access, and keeps the client's own", async () => {
     const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
     for (const deviceId of ["d1", "d2"]) await hub.registry.createDevice({ deviceId });
@@ -110,6 +99,18 @@ describe("telemetry over AMQP (the rest runs over both heads in test/hub/telemet
     const { sender } = await second.sender("/devices/d1/messages/events");
     expect(await second.send(sender, { body: "from the second" })).toBe("accepted");
     expect(hub.connectedClients).toEqual(["d1"]);
+  });
+
+  it("grants a telemetry link 64 credits, one given back per stored message", async () => {
+    const { hub, raw } = await hubWithD1();
+    const { sender } = await raw.sender("/devices/d1/messages/events");
+    await eventually("credit granted", () => creditOf(sender) === 64);
+    const outcomes = await Promise.all(
+      Array.from({ length: 64 }, (_, i) => raw.send(sender, { body: `m${i}` })),
+    );
+    expect(outcomes.every((o) => o === "accepted")).toBe(true);
+    expect(await hub.store.read(EVENTS_QUEUE, { limit: 100 })).toHaveLength(64);
+    await eventually("credit given back", () => creditOf(sender) === 64);
   });
 
   it("logs in with SASL PLAIN ({device}@sas.{hub} and a SAS token) and refuses a bad password", async () => {

@@ -2,7 +2,7 @@
  * Power cuts under the store: a child process appends (8 concurrent writers, two queues
  * atomically) and reports each append once it resolved; it is SIGKILLed, LazyFS drops every
  * unsynced byte, and the store reopened must hold every reported append. The same run with
- * `durability: "none"` must lose reported appends, or this test could not see a missing fsync.
+ * `durability: "wal"` must lose reported appends, or this test could not see a missing fsync.
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -52,10 +52,10 @@ describe.skipIf(NO_FUSE)("power cuts under the store (LazyFS)", () => {
     }
   }, 120_000);
 
-  it('loses acknowledged appends with durability "none" (the check above can fail)', async () => {
+  it('loses acknowledged appends with durability "wal" (the check above can fail)', async () => {
     const fs = await mountLazyFs();
     const dir = join(fs.mnt, "store");
-    const reported = await runAndKill(dir, 0, { durability: "none", minReported: PER_ROUND });
+    const reported = await runAndKill(dir, 0, { durability: "wal", minReported: PER_ROUND });
     await fs.clearCache();
     const missing = await missingAfterReopen(dir, reported);
     console.log(

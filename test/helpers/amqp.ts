@@ -206,3 +206,8 @@ export function rawTls(hub: EdgeHub): Promise<tls.TLSSocket> {
     closers.push(() => void socket.destroy());
   });
 }
+
+/** The credit the hub has given `sender` (rhea's typings leave it out). */
+export function creditOf(sender: Sender): number {
+  return (sender as unknown as { credit: number }).credit;
+}

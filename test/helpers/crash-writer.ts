@@ -14,7 +14,7 @@ export interface Reported {
 
 export interface KillOptions {
   /** The store's durability in the writer (default "fsync"). */
-  durability?: "fsync" | "none";
+  durability?: "fsync" | "wal";
   /** Kill once this many appends were reported (then 0-50 ms later); default: 30-430 ms after it opened. */
   minReported?: number;
 }

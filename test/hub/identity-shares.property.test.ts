@@ -62,7 +62,7 @@ describe("identity shares against the records (property)", () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
         const dir = await tempDir();
-        let store = await MessageStore.open(dir, { durability: "none" });
+        let store = await MessageStore.open(dir, { durability: "wal" });
         const open = async () => {
           const shares = await IdentityShares.open(store, counted, 2 ** 40);
           const router = new Router(store, new RouteTable(routes, "$upstream", () => "edge1", true));
@@ -95,7 +95,7 @@ describe("identity shares against the records (property)", () => {
               if (o.saved) await shares.save();
               await store.close();
               await shares.close();
-              store = await MessageStore.open(dir, { durability: "none" });
+              store = await MessageStore.open(dir, { durability: "wal" });
               ({ shares, router } = await open());
             }
             const real = await truth(store);

@@ -3,36 +3,43 @@ import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
 import { EVENTS_QUEUE } from "../../ts/index.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
-import { connectedDevice, startHub } from "../helpers/hub.js";
+import { BOTH_HEADS, connectedDevice, startHub, type Transport } from "../helpers/hub.js";
 import { moduleFromEnvironment } from "../helpers/module.js";
 
-describe("modules through ModuleClient.fromEnvironment", () => {
-  it("connect with EdgeHubConnectionString and EdgeModuleCACertificateFile; outputs and twins are the module's own", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"));
-    await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
-    const mod = await hub.registry.createModule({ deviceId: "edge1", moduleId: "filter" });
-    const client = await moduleFromEnvironment(
-      `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${hub.ports.mqtts}`,
-      hub.caFile,
-    );
-    await client.open();
-    try {
-      await client.sendOutputEvent("alerts", new Message("hot"));
-      const twin = await client.getTwin();
-      await new Promise<void>((resolve, reject) =>
-        twin.properties.reported.update({ state: "ok" }, (err?: Error) => (err ? reject(err) : resolve())),
+describe.each<Transport>(["mqtt", "amqp"])(
+  "modules through ModuleClient.fromEnvironment over %s",
+  (transport) => {
+    it("connect with EdgeHubConnectionString and EdgeModuleCACertificateFile; outputs and twins are the module's own", async () => {
+      const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+      await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
+      const mod = await hub.registry.createModule({ deviceId: "edge1", moduleId: "filter" });
+      const port = transport === "mqtt" ? hub.ports.mqtts : hub.ports.amqps;
+      const client = await moduleFromEnvironment(
+        `HostName=localhost;DeviceId=edge1;ModuleId=filter;SharedAccessKey=${mod.authentication.symmetricKey?.primaryKey};GatewayHostName=localhost:${port}`,
+        hub.caFile,
+        transport,
       );
-      const [stored] = await hub.store.read(EVENTS_QUEUE);
-      expect(stored?.body.toString()).toBe("hot");
-      expect(stored?.properties).toMatchObject({ "$.on": "alerts", "$.cdid": "edge1", "$.cmid": "filter" });
-      expect((await hub.twins.get("edge1/filter")).reported.properties).toEqual({ state: "ok" });
-      expect((await hub.twins.get("edge1")).reported.version).toBe(1);
-      expect(hub.connectedClients).toEqual(["edge1/filter"]);
-    } finally {
-      await client.close();
-    }
-  });
+      await client.open();
+      try {
+        await client.sendOutputEvent("alerts", new Message("hot"));
+        const twin = await client.getTwin();
+        await new Promise<void>((resolve, reject) =>
+          twin.properties.reported.update({ state: "ok" }, (err?: Error) => (err ? reject(err) : resolve())),
+        );
+        const [stored] = await hub.store.read(EVENTS_QUEUE);
+        expect(stored?.body.toString()).toBe("hot");
+        expect(stored?.properties).toMatchObject({ "$.on": "alerts", "$.cdid": "edge1", "$.cmid": "filter" });
+        expect((await hub.twins.get("edge1/filter")).reported.properties).toEqual({ state: "ok" });
+        expect((await hub.twins.get("edge1")).reported.version).toBe(1);
+        expect(hub.connectedClients).toEqual(["edge1/filter"]);
+      } finally {
+        await client.close();
+      }
+    });
+  },
+);
 
+describe("modules through ModuleClient.fromEnvironment", () => {
   it("receive their inputs durably and in order, queued while the module is away", async () => {
     const hub = await startHub(join(await tempDir(), "hub"));
     await hub.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });

@@ -16,6 +16,7 @@ import { moduleFromEnvironment } from "../helpers/module.js";
 
 const run = promisify(execFile);
 const child = fileURLToPath(new URL("../fixtures/service-sdk.mjs", import.meta.url));
+const c2dChild = fileURLToPath(new URL("../fixtures/service-c2d.mjs", import.meta.url));
 
 // The official SDKs reach the service API, and MQTT and AMQP over WebSocket, on port 443 only:
 // every test that needs 443 lives in this file, so they never run at the same time.
@@ -88,6 +89,24 @@ async function webSocketDevice(
   await client.open();
   return client;
 }
+
+describe("the official azure-iothub service client over AMQP", () => {
+  it("sends cloud-to-device messages with Client.send (AmqpWs), queued for the device once stored", async () => {
+    const h = await startOn443();
+    await h.registry.createDevice({ deviceId: "lamp" });
+    const { stdout } = await run(process.execPath, [c2dChild, h.serviceConnectionString, "lamp"], {
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: h.caFile },
+    });
+    expect(JSON.parse(stdout)).toEqual({ sent: "sent", unknown: "DeviceNotFoundError" });
+    const [queued] = await h.store.read("$c2d/lamp");
+    expect(queued?.body.toString()).toBe("from the service");
+    expect(queued?.properties).toMatchObject({
+      k: "v",
+      "$.mid": "svc-1",
+      "$.to": "/devices/lamp/messages/devicebound",
+    });
+  });
+});
 
 describe.each([
   ["MqttWs", MqttWs],

@@ -5,79 +5,14 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Packet } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { rootEvents } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
-import { startHub, stopHub } from "../helpers/hub.js";
-import { connectedRaw } from "../helpers/mqtt-raw.js";
+import { startHub } from "../helpers/hub.js";
+import { PipelinedDevice, processConfig, provisioned, WINDOW } from "../helpers/pipelined.js";
 import { freePort, hubProcess } from "../helpers/process.js";
 
 const DEVICES = 16;
-/** Publishes each device keeps unanswered at once, so the stop finds many in flight. */
-const WINDOW = 32;
-
-/** A device publishing `<id>:<seq>` at QoS 1 with up to {@link WINDOW} in flight until the hub goes. */
-class PipelinedDevice {
-  readonly acked: string[] = [];
-  sent = 0;
-  readonly done: Promise<void>;
-
-  constructor(id: string, key: string, port: number, ca: string) {
-    this.done = this.#run(id, key, port, ca);
-  }
-
-  get inFlight(): number {
-    return this.sent - this.acked.length;
-  }
-
-  async #run(id: string, key: string, port: number, ca: string): Promise<void> {
-    const c = await connectedRaw(port, ca, id, key);
-    const pending = new Map<number, string>();
-    const publish = () => {
-      const body = `${id}:${this.sent}`;
-      const messageId = (this.sent % 65535) + 1;
-      this.sent++;
-      pending.set(messageId, body);
-      c.send({
-        cmd: "publish",
-        topic: `devices/${id}/messages/events/`,
-        payload: Buffer.from(body),
-        qos: 1,
-        messageId,
-        retain: false,
-        dup: false,
-      } as Packet);
-    };
-    for (let i = 0; i < WINDOW; i++) publish();
-    for (;;) {
-      const p = await c.next(15_000);
-      if (p === "closed") return;
-      if (p.cmd !== "puback") throw new Error(`${id}: expected a PUBACK, got ${p.cmd}`);
-      const body = pending.get(p.messageId ?? -1);
-      if (body === undefined) throw new Error(`${id}: PUBACK for ${p.messageId}, which is not in flight`);
-      pending.delete(p.messageId ?? -1);
-      this.acked.push(body);
-      publish();
-    }
-  }
-}
-
-/** A data dir with `n` devices registered; returns their keys. */
-async function provisioned(dir: string, n: number): Promise<Map<string, string>> {
-  const hub = await startHub(dir);
-  const keys = new Map<string, string>();
-  for (let i = 0; i < n; i++) {
-    const d = await hub.registry.createDevice({ deviceId: `dev${i}` });
-    keys.set(d.deviceId, d.authentication.symmetricKey?.primaryKey ?? "");
-  }
-  await stopHub(hub);
-  return keys;
-}
-
-function processConfig(dir: string, port: number): object {
-  return { hostname: "localhost", dataDir: dir, listen: { host: "127.0.0.1", mqtts: port, https: 0 } };
-}
 
 describe("edgehub start on SIGTERM", () => {
   it("stops mid-ingest with exit 0, and every acknowledged message is there after a restart", async () => {

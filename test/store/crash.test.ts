@@ -1,15 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { MessageStore } from "../../ts/index.js";
+import { DURABILITIES, MessageStore } from "../../ts/index.js";
 import { type Reported, runAndKill } from "../helpers/crash-writer.js";
 import { tempDir } from "../helpers/fixtures.js";
 
-describe("crash consistency", () => {
+// Both durabilities survive a killed process: "wal" writes the WAL before it acks, only the
+// fsync (the power-loss guarantee, test/campaigns/powercut-*) is what it skips.
+describe.each(DURABILITIES)("crash consistency, durability %s", (durability) => {
   it("keeps every acknowledged append across repeated SIGKILLs, in order, offsets monotonic", async () => {
     const dir = await tempDir();
     const all: Reported[] = [];
     let prevTail = 0;
     for (let round = 0; round < 12; round++) {
-      const reported = await runAndKill(dir, round);
+      const reported = await runAndKill(dir, round, { durability });
       all.push(...reported);
       const store = await MessageStore.open(dir);
       try {

@@ -4,3 +4,4 @@
  */
 export { AmqpConnection, MAX_FRAME_BYTES } from "./connection.js";
 export { FrameGuard } from "./frame-guard.js";
+export { type AmqpHeadDeps, amqpHead } from "./head.js";

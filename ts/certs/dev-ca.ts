@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mkdirDurable, writeDurable } from "../durable-file.js";
 import { servedChain } from "./chain.js";
-import { certPem, type Issued, issue, keyPem, loadIssuer } from "./issue.js";
+import type { Issued } from "./issue.js";
 
 /** PEM files a TLS listener needs. */
 export interface TlsMaterial {
@@ -40,6 +40,9 @@ export async function devTls(dir: string, hostname: string): Promise<TlsMaterial
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
+  // The X.509 library costs the process ~15 MB of RSS: loaded only to issue certificates,
+  // not on every start of a hub whose certificates exist.
+  const { certPem, issue, keyPem, loadIssuer } = await import("./issue.js");
   await mkdirDurable(dir, 0o755);
   let ca: string;
   let issuer: Issued;

@@ -2,11 +2,13 @@
  * `edgehub start [--config edgehub.json] [--json]`: runs a hub until SIGINT or SIGTERM. It
  * says when it is ready on stdout: lines for people, or with `--json` one JSON line (the
  * bound ports, hostname, data dir, CA and service connection string files) that a daemon
- * manager or a test parses instead of scraping text.
+ * manager or a test parses instead of scraping text. Its usage lists every config key from
+ * their one declaration (ts/config/schema.ts).
  */
 import { readFile } from "node:fs/promises";
 import { constants } from "node:os";
 import { resolve } from "node:path";
+import { configUsage } from "../config/config.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { EdgeHub } from "../hub.js";
 import { parseJson } from "../json.js";
@@ -48,6 +50,7 @@ function readyText(hub: EdgeHub): string {
   return [
     `edgehub running as ${c.hostname}`,
     `  MQTT over TLS  ${c.listen.host}:${hub.ports.mqtts}`,
+    ...(hub.ports.amqps > 0 ? [`  AMQP over TLS  ${c.listen.host}:${hub.ports.amqps}`] : []),
     `  service API    https://${c.hostname}:${hub.ports.https}/`,
     `  data           ${c.dataDir}`,
     `  CA for clients ${hub.caFile}`,
@@ -110,16 +113,13 @@ export const startCommand: CommandSpec = {
       name: "config",
       short: "c",
       value: "<file.json>",
-      help:
-        "JSON configuration (keys: hostname, dataDir, listen {host, mqtts, https}, tls {certFile, keyFile, caFile}, " +
-        "trustedDeviceCaFiles, parent, routes, storeAndForwardConfiguration {timeToLiveSecs, storeLimits {maxSizeBytes}}, " +
-        "logLevel, limits, metrics {host, port} (default 127.0.0.1:9600, false: off; /metrics, /healthz, " +
-        "/readyz, status page); docs/operating.md)",
+      help: "JSON configuration, keys below (docs/operating.md); without it the embedded defaults",
     },
   ],
   notes:
     "Ready: lines for people on stdout; --json: one line {event: ready, pid, hostname, host, ports {mqtts, https,\n" +
     "metrics}, dataDir, caFile, serviceConnectionStringFile}, and {event: stopping, signal} on SIGINT/SIGTERM.\n" +
-    "Exit codes: 0 stopped cleanly, 1 error, 2 usage, 128 + signal number when a second signal cuts the stop short.",
+    "Exit codes: 0 stopped cleanly, 1 error, 2 usage, 128 + signal number when a second signal cuts the stop short.\n" +
+    `config keys (a.b is key b inside object a):\n${configUsage()}`,
   run: (input) => start(input.opt("config"), input.json),
 };

@@ -5,12 +5,13 @@
 import type { HubConfig } from "../config/config.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
+import { DEAD_LETTER_QUEUE, EVENTS_QUEUE } from "../vocabulary.js";
 import { HubMetrics } from "./metrics.js";
 import { ObserveServer, type Readiness } from "./server.js";
 import { type BoardSources, StatusBoard } from "./status.js";
 
 /** What watching reads beyond the board's sources. */
-export interface ObserveSources extends BoardSources {
+export interface ObserveSources extends Omit<BoardSources, "isBacklog"> {
   openConnections(): number;
   /** Whether the device-facing listeners are up and the hub is not closing. */
   serving(): boolean;
@@ -35,7 +36,9 @@ export interface Observing {
  * Fails when a configured port cannot be bound; the default one taken is logged and skipped.
  */
 export async function observe(config: HubConfig, sources: ObserveSources, log: Logger): Promise<Observing> {
-  const board = new StatusBoard(sources);
+  // The backlog is what waits for a consumer: not the root's events log, not dead letters.
+  const isBacklog = (q: string) => q !== EVENTS_QUEUE && q !== DEAD_LETTER_QUEUE;
+  const board = new StatusBoard({ ...sources, isBacklog });
   const { store, link } = sources;
   const close = async (server: ObserveServer | undefined) => {
     board.close();

@@ -10,7 +10,7 @@ import https from "node:https";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
-import { createWebSocketStream, WebSocketServer } from "ws";
+import type { WebSocketServer } from "ws";
 import type { PeerCertificate } from "../auth/authenticator.js";
 import type { Limits } from "../config/limits.js";
 import type { Admission, RateLimitedLog } from "./admission.js";
@@ -44,7 +44,7 @@ export interface Listeners {
   mqtt: tls.Server;
   amqp: tls.Server;
   https: https.Server;
-  websockets: WebSocketServer;
+  websockets: WebSockets;
   /** The client certificate a socket presented, as the authenticator takes it. */
   peerOf(socket: tls.TLSSocket): PeerCertificate | undefined;
 }
@@ -129,19 +129,101 @@ export function createListeners(
     setTimeout(() => socket.destroy(), 1000).unref();
   });
   // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
-  const websockets = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
+  const websockets = new WebSockets();
   server.on("upgrade", (req, socket, head) => {
     if (new URL(req.url ?? "/", "https://hub").pathname !== "/$iothub/websocket") {
       socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
       return;
     }
-    websockets.handleUpgrade(req, socket, head, (ws) => {
+    websockets.upgrade(req, socket, head, (stream, protocol) => {
       // One path for both device protocols, told apart by the subprotocol the client asked
       // for (the SDKs: `mqtt`, `AMQPWSB10`); ws answers with the first it offered.
-      const handle = ws.protocol === AMQP_WEBSOCKET_PROTOCOL ? on.amqpWebSocket : on.webSocket;
-      handle(createWebSocketStream(ws), req.socket, peerOf(req.socket as tls.TLSSocket));
+      const handle = protocol === AMQP_WEBSOCKET_PROTOCOL ? on.amqpWebSocket : on.webSocket;
+      handle(stream, req.socket, peerOf(req.socket as tls.TLSSocket));
     });
   });
   admission.guard(server);
   return { mqtt, amqp, https: server, websockets, peerOf };
+}
+
+/**
+ * Binds the MQTT, HTTPS and (when `amqps` is set) AMQP listeners to `at` (port 0: a free
+ * one). Rejects with the first bind that fails, after closing those already listening.
+ */
+export async function listen(
+  listeners: Listeners,
+  at: { host: string; mqtts: number; https: number; amqps?: number | undefined },
+): Promise<void> {
+  try {
+    for (const [srv, port] of [
+      [listeners.mqtt, at.mqtts],
+      [listeners.https, at.https],
+      ...(at.amqps === undefined ? [] : [[listeners.amqp, at.amqps] as const]),
+    ] as const) {
+      await new Promise<void>((resolve, reject) => {
+        srv.once("error", reject);
+        srv.listen(port, at.host, () => resolve());
+      });
+    }
+  } catch (err) {
+    stopListening(listeners);
+    throw err;
+  }
+}
+
+/** Stops accepting connections; resolves once the listeners are closed (open connections end apart). */
+export function stopListening(listeners: Listeners): Promise<void> {
+  return Promise.all(
+    [listeners.mqtt, listeners.amqp, listeners.https].map(
+      (s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve())),
+    ),
+  ).then(() => undefined);
+}
+
+/** True while both listeners accept connections. */
+export function serving(listeners: Listeners): boolean {
+  return listeners.mqtt.listening && listeners.https.listening;
+}
+
+/**
+ * The WebSocket side of the HTTPS listener. The `ws` library is loaded on the first upgrade,
+ * not at start: most hubs never see a WebSocket client, and loading it costs an idle hub
+ * about 3 MB of RSS (benches/rss.bench.mjs).
+ */
+export class WebSockets {
+  #server:
+    | Promise<{ server: WebSocketServer; stream: typeof import("ws").createWebSocketStream }>
+    | undefined;
+  #clients: WebSocketServer["clients"] | undefined;
+
+  /** WebSocket connections open now. */
+  get size(): number {
+    return this.#clients?.size ?? 0;
+  }
+
+  /** Ends every WebSocket connection at once (the hub is closing). */
+  terminateAll(): void {
+    for (const ws of this.#clients ?? []) ws.terminate();
+  }
+
+  /**
+   * Completes an upgrade at IoT Hub's path; `open` gets the connection as a byte stream, and
+   * the subprotocol agreed.
+   */
+  upgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    open: (stream: Duplex, protocol: string) => void,
+  ): void {
+    this.#server ??= import("ws").then(({ WebSocketServer, createWebSocketStream }) => {
+      const server = new WebSocketServer({ noServer: true, maxPayload: 320 * 1024 });
+      this.#clients = server.clients;
+      return { server, stream: createWebSocketStream };
+    });
+    this.#server.then(
+      ({ server, stream }) => server.handleUpgrade(req, socket, head, (ws) => open(stream(ws), ws.protocol)),
+      () => socket.destroy(),
+    );
+  }
 }

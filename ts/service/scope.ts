@@ -90,14 +90,6 @@ export function nestedScopePath(actorId: string): string {
   return edgeHubPath(actorId, "devicesAndModulesInTargetDeviceScope");
 }
 
-/** Which scope call the path parts are, if any. */
-export function scopeCallOf(parts: string[]): "legacy" | "nested" | undefined {
-  const name = edgeHubCallOf(parts);
-  if (name === "devicesAndModulesInDeviceScope") return "legacy";
-  if (name === "devicesAndModulesInTargetDeviceScope") return "nested";
-  return undefined;
-}
-
 /**
  * The edge `edgeId` when the caller presenting `authorization` (a SAS token of that edge
  * device or of its `$edgeHub` module) or, without one, the edge device's TLS client

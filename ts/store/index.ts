@@ -3,6 +3,8 @@ export type { StoredMessage } from "./codec.js";
 export {
   type AppendMessage,
   type AppendPart,
+  DURABILITIES,
+  type Durability,
   type KvEntry,
   type KvPut,
   type KvSpace,

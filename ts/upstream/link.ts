@@ -7,6 +7,7 @@
  * States: idle --start--> connecting --CONNACK 0--> up --close--> waiting --timer|wake--> connecting.
  */
 import { EventEmitter } from "node:events";
+import net from "node:net";
 import type { Logger } from "../log.js";
 import { busyRefusal, type ClientOptions, type Inbound, MqttClient } from "./mqtt-client.js";
 
@@ -26,6 +27,14 @@ export interface LinkSession {
    */
   optional?: () => string[];
 }
+
+/**
+ * While the parent's port does not answer, the presence link knocks with a bare TCP connect
+ * this often (no TLS, no MQTT: a SYN and a RST while it is away) and dials as soon as one is
+ * accepted, so the first message goes up within about this long of the parent listening
+ * again instead of after the rest of a backoff (up to `maxBackoffMs`).
+ */
+export const PROBE_EVERY_MS = 100;
 
 /** First retry delay; doubles per failed attempt up to the link's cap. */
 const FIRST_BACKOFF_MS = 100;
@@ -115,6 +124,13 @@ export class Link extends EventEmitter<{
   #busy = false;
   /** A deferred PUBLISH nobody took is unacknowledged on this connection (it holds back every later PUBACK). */
   #orphans = false;
+  /** Where the last attempt went: what {@link PROBE_EVERY_MS} probes knock on. */
+  #target: { host: string; port: number } | undefined;
+  /** The probe in progress, or the wait before the next one. */
+  #probe: net.Socket | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  /** When the backoff in progress ends (ms since the epoch). */
+  #retryAt = 0;
 
   constructor(
     name: string,
@@ -250,6 +266,7 @@ export class Link extends EventEmitter<{
   close(): void {
     this.#closed = true;
     this.#pacing = false;
+    this.#stopProbing();
     clearTimeout(this.#timer);
     clearInterval(this.#watchdog);
     this.#client?.destroy("closed");
@@ -281,6 +298,7 @@ export class Link extends EventEmitter<{
   }
 
   #dial(): void {
+    this.#stopProbing();
     let options: ReturnType<ConnectOptions>;
     try {
       options = this.#options();
@@ -289,6 +307,7 @@ export class Link extends EventEmitter<{
       this.#retry();
       return;
     }
+    this.#target = { host: options.host, port: options.port };
     const session = this.#session;
     const client = new MqttClient({
       ...options,
@@ -351,7 +370,7 @@ export class Link extends EventEmitter<{
       clearInterval(this.#watchdog);
       if (this.#up) this.#log.log("warn", "upstream-link-down", { link: this.name, reason });
       this.#setDown(reason);
-      this.#retry();
+      this.#retry(!client.reached);
     });
   }
 
@@ -368,7 +387,11 @@ export class Link extends EventEmitter<{
     this.#watchdog.unref();
   }
 
-  #retry(): void {
+  /**
+   * Waits out the backoff, then connects again. `unreachable`: the parent's port did not
+   * answer; the presence link then also probes it ({@link PROBE_EVERY_MS}).
+   */
+  #retry(unreachable = false): void {
     if (this.#closed || this.#suspended) return;
     const ceiling = this.#busy
       ? Math.max(this.#timing.maxBackoffMs, BUSY_MAX_BACKOFF_MS)
@@ -376,7 +399,48 @@ export class Link extends EventEmitter<{
     const cap = Math.min(ceiling, FIRST_BACKOFF_MS * 2 ** this.#attempts);
     this.#attempts = Math.min(this.#attempts + 1, 30);
     // Jitter: thousands of links must not all come back in the same millisecond.
-    this.#timer = setTimeout(() => this.#connect(), cap * (0.5 + Math.random() * 0.5));
+    const wait = cap * (0.5 + Math.random() * 0.5);
+    this.#retryAt = Date.now() + wait;
+    this.#timer = setTimeout(() => this.#connect(), wait);
     this.#timer.unref();
+    const probing = unreachable && this.keepTrying && wait > PROBE_EVERY_MS;
+    this.#log.log("debug", "upstream-link-retry", { link: this.name, inMs: Math.round(wait), probing });
+    if (probing) this.#knock();
+  }
+
+  /** One probe of the parent's port; an accepted one ends the backoff (see {@link PROBE_EVERY_MS}). */
+  #knock(): void {
+    const target = this.#target;
+    if (target === undefined || this.#closed) return;
+    const probe = net.connect({ host: target.host, port: target.port, timeout: 5 * PROBE_EVERY_MS });
+    this.#probe = probe;
+    const over = (answered: boolean) => {
+      probe.destroy();
+      if (this.#probe !== probe) return;
+      this.#probe = undefined;
+      if (answered) {
+        clearTimeout(this.#timer);
+        this.#log.log("info", "upstream-parent-answers", {
+          link: this.name,
+          backoffLeftMs: Math.max(0, Math.round(this.#retryAt - Date.now())),
+        });
+        this.#connect();
+      } else {
+        this.#probeTimer = setTimeout(() => this.#knock(), PROBE_EVERY_MS);
+        this.#probeTimer.unref();
+      }
+    };
+    probe.once("connect", () => over(true));
+    probe.once("error", () => over(false));
+    probe.once("timeout", () => over(false));
+    probe.unref();
+  }
+
+  #stopProbing(): void {
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+    const probe = this.#probe;
+    this.#probe = undefined;
+    probe?.destroy();
   }
 }

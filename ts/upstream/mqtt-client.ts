@@ -146,6 +146,7 @@ export class MqttClient extends EventEmitter<{
   /** MQTT 5: the largest packet the parent takes (its CONNACK's Maximum Packet Size). */
   #maxPacket = Number.POSITIVE_INFINITY;
   #connected = false;
+  #reached = false;
   #closed = false;
   #corked = false;
   #lastWrite = Date.now();
@@ -175,6 +176,9 @@ export class MqttClient extends EventEmitter<{
       minVersion: "TLSv1.2",
     });
     this.#socket.setNoDelay(true);
+    this.#socket.once("connect", () => {
+      this.#reached = true;
+    });
     this.#socket.on("secureConnect", () => {
       this.#send(
         mqtt.generate(
@@ -289,6 +293,14 @@ export class MqttClient extends EventEmitter<{
   }
 
   /** True between the accepted CONNACK and the end of the connection. */
+  /**
+   * True once the TCP connection was established: false after a close means the parent's
+   * port did not answer (refused, unreachable, timed out) rather than a TLS or MQTT refusal.
+   */
+  get reached(): boolean {
+    return this.#reached;
+  }
+
   get connected(): boolean {
     return this.#connected && !this.#closed;
   }

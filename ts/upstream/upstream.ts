@@ -10,6 +10,7 @@ import type { Registry } from "../auth/registry.js";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { ParentConfig } from "../config/config.js";
 import type { DeviceDelivery } from "../delivery/device-delivery.js";
+import { ErrorCodes } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { DirectMethods } from "../methods/direct-methods.js";
 import type { MessageStore } from "../store/index.js";
@@ -50,7 +51,6 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   readonly #store: MessageStore;
   readonly #log: Logger;
   readonly #uplink: IotHubUplink | MqttUplink;
-  readonly #registry: Registry;
   /** Twins kept in step with the parent (towards a hub, not a broker). */
   twinSync: TwinSync | undefined;
   /** Method calls from the parent to clients here (towards a hub). */
@@ -58,6 +58,9 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   /** C2D messages from the parent to child devices here (towards a hub). */
   c2dRelay: C2dRelay | undefined;
   #refresh: NodeJS.Timeout | undefined;
+  readonly #registry: Registry;
+  /** Clients here following their desired properties live from the parent. */
+  readonly #following = new Set<string>();
   /** When the presence link last came up (ms since the epoch). */
   lastOnlineAt: number | undefined;
 
@@ -142,25 +145,65 @@ export class Upstream extends EventEmitter<{ online: []; offline: [] }> {
   }
 
   /**
-   * Keeps `twins` (the hub's twin cache) in step with the parent and relays the parent's
-   * method calls to clients here; `isKnown`: clients of this hub's scope.
+   * Keeps the hub's twin cache in step with the parent, relays the parent's method calls
+   * and C2D messages to the clients here: the devices and modules of this hub's scope,
+   * not the hub's own device and runtime modules (towards a hub; a broker has none of it).
    */
-  attachClients(twins: Twins, methods: DirectMethods, isKnown: (clientId: string) => boolean): void {
+  attach(twins: Twins, methods: DirectMethods, delivery: DeviceDelivery): void {
     if (!(this.#uplink instanceof IotHubUplink)) return;
-    this.twinSync = new TwinSync(this.#store, twins, this.#uplink, isKnown, this.#log);
+    const registry = this.#registry;
+    const own = this.#parent.deviceId;
+    const isClient = (clientId: string): boolean => {
+      const [deviceId = "", moduleId] = clientId.split("/");
+      if (moduleId === undefined) return deviceId !== own && registry.getDevice(deviceId) !== undefined;
+      return !moduleId.startsWith("$") && registry.getModule(deviceId, moduleId) !== undefined;
+    };
+    this.twinSync = new TwinSync(this.#store, twins, this.#uplink, isClient, this.#log);
     this.methodRelay = new MethodRelay(this.#uplink, methods, this.#log);
     if (this.online) this.twinSync.online();
+    const relay = new C2dRelay(this.#uplink, delivery, this.#store, registry, isClient, this.#log);
+    this.c2dRelay = relay;
+    delivery.onCompleted = (clientId, m) => relay.completed(clientId, m);
+  }
+
+  /** A client here subscribed to `kind`: what the parent sends it flows while the parent is reachable. */
+  subscribed(clientId: string, kind: string): void {
+    // C2D sent upstream reaches it (stored here first).
+    if (kind === "c2d") this.c2dRelay?.listen(clientId);
+    // Desired changes made upstream reach it live.
+    if (kind === "twin-desired" && !this.#following.has(clientId)) {
+      this.#following.add(clientId);
+      this.twinSync?.follow(clientId);
+    }
+    if (kind === "methods") this.methodRelay?.listen(clientId);
+  }
+
+  /** It stopped listening to `kind`: so does its link upstream (the parent answers calls with 404 itself). */
+  unsubscribed(clientId: string, kind: string): void {
+    if (kind === "twin-desired" && this.#following.delete(clientId)) this.twinSync?.unfollow(clientId);
+    if (kind === "methods") this.methodRelay?.unlisten(clientId);
+    if (kind === "c2d") this.c2dRelay?.unlisten(clientId);
+  }
+
+  /** Brings `clientId`'s twin up to date from the parent (while it is reachable). */
+  refreshTwin(clientId: string): Promise<void> {
+    return this.twinSync?.refresh(clientId) ?? Promise.resolve();
+  }
+
+  /** The client disconnected: nothing is followed upstream for it any more. */
+  disconnected(clientId: string): void {
+    if (this.#following.delete(clientId)) this.twinSync?.unfollow(clientId);
+    this.methodRelay?.unlisten(clientId);
+    this.c2dRelay?.unlisten(clientId);
   }
 
   /**
-   * Relays the parent's C2D messages to child devices through `delivery` (stored in their
-   * queues, completed upstream when they complete here); `isChild`: devices of this hub's scope.
+   * A login here was refused for an identity this hub does not know or whose key does not
+   * match: the parent may know it, or its new keys; it is asked for that one.
    */
-  attachDelivery(delivery: DeviceDelivery, isChild: (deviceId: string) => boolean): void {
-    if (!(this.#uplink instanceof IotHubUplink)) return;
-    const relay = new C2dRelay(this.#uplink, delivery, this.#store, this.#registry, isChild, this.#log);
-    this.c2dRelay = relay;
-    delivery.onCompleted = (clientId, m) => relay.completed(clientId, m);
+  loginRefused(code: string, clientId: string): void {
+    if (code === ErrorCodes.AUTH_UNKNOWN_IDENTITY || code === ErrorCodes.AUTH_BAD_SIGNATURE)
+      this.scopeIdentity?.request(clientId);
   }
 
   /** Messages were stored in `queue`: its forwarder reads on. */

@@ -6,8 +6,13 @@
 //! - read result, per message: offset f64 | enqueued_at f64 | expires_at f64 (-1 = never) |
 //!   props_len u32 | body_len u32 | property block | body
 //!
-//! Errors reject with a message `CODE: text`; the TypeScript facade turns the prefix into
-//! `err.code`.
+//! Errors reach JS as `Error` objects whose `code` is the store's stable code (`STORE_FULL`,
+//! `INVALID_ARGUMENT`, …, `docs/errors.md`) and whose `message` is the text alone: napi's
+//! `napi_create_error` takes the code, so nothing is parsed out of a message.
+//! `ts/store/binding.d.ts` is what `napi build --dts` generates from this crate.
+
+mod error;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -15,20 +20,38 @@ use edgehub_store::{Durability, Limits, MessageBatch, Options, ReadLimits, Store
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-fn to_napi(e: edgehub_store::Error) -> Error {
-    Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
+use crate::error::{answer, coded, from_napi, invalid};
+use crate::tasks::{CloseTask, KvGetTask, KvScanTask, OpenTask, ReadTask};
+
+/// When an append resolves: after the WAL is fsynced, or after the WAL write without fsync.
+#[napi(string_enum = "kebab-case")]
+pub enum NativeDurability {
+    Fsync,
+    Wal,
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(Status::InvalidArg, format!("INVALID_ARGUMENT: {}", msg.into()))
+/// What an append over the quota does: fail with `STORE_FULL`, or evict the oldest messages.
+#[napi(string_enum = "kebab-case")]
+pub enum NativeWhenFull {
+    Reject,
+    DropOldest,
+}
+
+impl From<NativeWhenFull> for WhenFull {
+    fn from(w: NativeWhenFull) -> WhenFull {
+        match w {
+            NativeWhenFull::Reject => WhenFull::Reject,
+            NativeWhenFull::DropOldest => WhenFull::DropOldest,
+        }
+    }
 }
 
 #[napi(object)]
 pub struct NativeOptions {
-    pub durability: String,
+    pub durability: NativeDurability,
     pub default_ttl_secs: i64,
     pub max_size_bytes: i64,
-    pub when_full: String,
+    pub when_full: NativeWhenFull,
 }
 
 #[napi(object)]
@@ -71,143 +94,50 @@ pub struct NativeStore {
     store: Arc<Store>,
 }
 
-pub struct OpenTask {
-    path: String,
-    options: Options,
-}
-
-impl Task for OpenTask {
-    type Output = Store;
-    type JsValue = NativeStore;
-    fn compute(&mut self) -> Result<Store> {
-        Store::open(&self.path, self.options.clone()).map_err(to_napi)
-    }
-    fn resolve(&mut self, _env: Env, store: Store) -> Result<NativeStore> {
-        Ok(NativeStore { store: Arc::new(store) })
-    }
-}
-
-fn when_full_arg(s: &str) -> Result<WhenFull> {
-    match s {
-        "reject" => Ok(WhenFull::Reject),
-        "drop-oldest" => Ok(WhenFull::DropOldest),
-        other => Err(invalid(format!("whenFull must be \"reject\" or \"drop-oldest\", got {other:?}"))),
-    }
+fn size_arg(v: i64) -> Result<u64, &'static str> {
+    u64::try_from(v).map_err(|_| invalid(format!("maxSizeBytes must be positive, got {v}")))
 }
 
 /// Opens the store at `path` on a worker thread.
 #[napi]
-pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<OpenTask>> {
-    let durability = match options.durability.as_str() {
-        "fsync" => Durability::Fsync,
-        "none" => Durability::None,
-        other => return Err(invalid(format!("durability must be \"fsync\" or \"none\", got {other:?}"))),
+pub fn open_store(path: String, options: NativeOptions) -> Result<AsyncTask<OpenTask>, &'static str> {
+    let durability = match options.durability {
+        NativeDurability::Fsync => Durability::Fsync,
+        NativeDurability::Wal => Durability::Wal,
     };
-    let when_full = when_full_arg(&options.when_full)?;
-    let max_size_bytes = u64::try_from(options.max_size_bytes).map_err(|_| invalid("maxSizeBytes must be positive"))?;
-    let options = Options { durability, default_ttl_secs: options.default_ttl_secs, max_size_bytes, when_full };
+    let options = Options {
+        durability,
+        default_ttl_secs: options.default_ttl_secs,
+        max_size_bytes: size_arg(options.max_size_bytes)?,
+        when_full: options.when_full.into(),
+    };
     Ok(AsyncTask::new(OpenTask { path, options }))
 }
 
-fn offset_arg(v: i64, what: &str) -> Result<u64> {
+fn offset_arg(v: i64, what: &str) -> Result<u64, &'static str> {
     u64::try_from(v).map_err(|_| invalid(format!("{what} must be a non-negative integer, got {v}")))
-}
-
-pub struct ReadTask {
-    store: Arc<Store>,
-    queue: String,
-    from: u64,
-    limits: ReadLimits,
-}
-
-impl Task for ReadTask {
-    type Output = Vec<u8>;
-    type JsValue = Buffer;
-    fn compute(&mut self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.store
-            .read_with(&self.queue, self.from, self.limits, |m| {
-                out.extend_from_slice(&(m.offset as f64).to_le_bytes());
-                out.extend_from_slice(&(m.enqueued_at as f64).to_le_bytes());
-                out.extend_from_slice(&m.expires_at.map_or(-1.0, |t| t as f64).to_le_bytes());
-                out.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
-                out.extend_from_slice(&(m.body.len() as u32).to_le_bytes());
-                out.extend_from_slice(m.properties);
-                out.extend_from_slice(m.body);
-            })
-            .map_err(to_napi)?;
-        Ok(out)
-    }
-    fn resolve(&mut self, _env: Env, out: Vec<u8>) -> Result<Buffer> {
-        Ok(out.into())
-    }
-}
-
-pub struct KvGetTask {
-    store: Arc<Store>,
-    ns: String,
-    key: String,
-}
-
-impl Task for KvGetTask {
-    type Output = Option<Vec<u8>>;
-    type JsValue = Option<Buffer>;
-    fn compute(&mut self) -> Result<Option<Vec<u8>>> {
-        self.store.kv_get(&self.ns, &self.key).map_err(to_napi)
-    }
-    fn resolve(&mut self, _env: Env, out: Option<Vec<u8>>) -> Result<Option<Buffer>> {
-        Ok(out.map(Buffer::from))
-    }
-}
-
-pub struct KvScanTask {
-    store: Arc<Store>,
-    ns: String,
-    prefix: String,
-}
-
-impl Task for KvScanTask {
-    type Output = Vec<(String, Vec<u8>)>;
-    type JsValue = Vec<NativeKvEntry>;
-    fn compute(&mut self) -> Result<Self::Output> {
-        self.store.kv_scan(&self.ns, &self.prefix).map_err(to_napi)
-    }
-    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Vec<NativeKvEntry>> {
-        Ok(out.into_iter().map(|(key, value)| NativeKvEntry { key, value: value.into() }).collect())
-    }
-}
-
-pub struct CloseTask {
-    store: Arc<Store>,
-}
-
-impl Task for CloseTask {
-    type Output = ();
-    type JsValue = ();
-    fn compute(&mut self) -> Result<()> {
-        self.store.close().map_err(to_napi)
-    }
-    fn resolve(&mut self, _env: Env, _out: ()) -> Result<()> {
-        Ok(())
-    }
 }
 
 /// Promise settled from the writer thread once the store answers.
 fn settle<'env, T, J>(
     env: &'env Env,
     start: impl FnOnce(Box<dyn FnOnce(edgehub_store::Result<T>) + Send>),
-    to_js: fn(T) -> J,
-) -> Result<Object<'env>>
+    to_value: fn(T) -> J,
+) -> Result<PromiseRaw<'env, J>, &'static str>
 where
     T: Send + 'static,
     J: ToNapiValue + 'static,
 {
-    let (deferred, promise) = env.create_deferred::<J, Box<dyn FnOnce(Env) -> Result<J>>>()?;
-    start(Box::new(move |r| match r {
-        Ok(v) => deferred.resolve(Box::new(move |_| Ok(to_js(v)))),
-        Err(e) => deferred.reject(to_napi(e)),
-    }));
-    Ok(promise)
+    let (deferred, promise) = env.create_deferred::<J, Box<dyn FnOnce(Env) -> Result<J>>>().map_err(from_napi)?;
+    // Both outcomes settle through the resolver: it runs on the JS thread, where the coded
+    // error object can be built.
+    start(Box::new(move |r| deferred.resolve(Box::new(move |env| answer(&env, r, to_value)))));
+    Ok(PromiseRaw::new(env.raw(), promise.raw()))
+}
+
+/// A packed append batch of `count` messages, checked.
+fn batch_arg(batch: &[u8], count: u32) -> Result<MessageBatch, &'static str> {
+    MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(coded)
 }
 
 #[napi]
@@ -215,8 +145,14 @@ impl NativeStore {
     /// Appends the `count` messages of `batch` to every queue; resolves to the first offset
     /// assigned in each queue (the rest follow consecutively).
     #[napi]
-    pub fn append<'env>(&self, env: &'env Env, queues: Vec<String>, batch: &[u8], count: u32) -> Result<Object<'env>> {
-        let messages = MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(to_napi)?;
+    pub fn append<'env>(
+        &self,
+        env: &'env Env,
+        queues: Vec<String>,
+        batch: &[u8],
+        count: u32,
+    ) -> Result<PromiseRaw<'env, Vec<i64>>, &'static str> {
+        let messages = batch_arg(batch, count)?;
         let store = self.store.clone();
         settle(
             env,
@@ -236,13 +172,13 @@ impl NativeStore {
         batches: Vec<Buffer>,
         counts: Vec<u32>,
         puts: Vec<NativeKvPut>,
-    ) -> Result<Object<'env>> {
+    ) -> Result<PromiseRaw<'env, Vec<Vec<i64>>>, &'static str> {
         if queues.len() != batches.len() || queues.len() != counts.len() {
             return Err(invalid("queues, batches and counts must have one entry per part"));
         }
         let mut parts = Vec::with_capacity(queues.len());
         for ((q, batch), count) in queues.into_iter().zip(batches).zip(counts) {
-            parts.push((q, MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(to_napi)?));
+            parts.push((q, batch_arg(&batch, count)?));
         }
         let puts = puts.into_iter().map(|p| (p.ns, p.key, p.value.to_vec())).collect();
         let store = self.store.clone();
@@ -262,34 +198,40 @@ impl NativeStore {
         env: &'env Env,
         default_ttl_secs: i64,
         max_size_bytes: i64,
-        when_full: String,
-    ) -> Result<Object<'env>> {
-        let limits = Limits {
-            default_ttl_secs,
-            max_size_bytes: u64::try_from(max_size_bytes).map_err(|_| invalid("maxSizeBytes must be positive"))?,
-            when_full: when_full_arg(&when_full)?,
-        };
+        when_full: NativeWhenFull,
+    ) -> Result<PromiseRaw<'env, ()>, &'static str> {
+        let limits =
+            Limits { default_ttl_secs, max_size_bytes: size_arg(max_size_bytes)?, when_full: when_full.into() };
         let store = self.store.clone();
         settle(env, move |reply| store.configure_with(limits, reply), |()| ())
     }
 
+    /// Acknowledges every message of `queue` up to and including `offset`.
     #[napi]
-    pub fn ack<'env>(&self, env: &'env Env, queue: String, offset: i64) -> Result<Object<'env>> {
+    pub fn ack<'env>(&self, env: &'env Env, queue: String, offset: i64) -> Result<PromiseRaw<'env, ()>, &'static str> {
         let offset = offset_arg(offset, "offset")?;
         let store = self.store.clone();
         settle(env, move |reply| store.ack_with(&queue, offset, reply), |()| ())
     }
 
+    /// Live messages of `queue` from `from`, packed as the module header describes.
     #[napi]
-    pub fn read(&self, queue: String, from: i64, limit: u32, max_bytes: u32) -> Result<AsyncTask<ReadTask>> {
+    pub fn read(
+        &self,
+        queue: String,
+        from: i64,
+        limit: u32,
+        max_bytes: u32,
+    ) -> Result<AsyncTask<ReadTask>, &'static str> {
         let from = offset_arg(from, "from")?;
         let limits = ReadLimits { limit: limit as usize, max_bytes: max_bytes as usize };
         Ok(AsyncTask::new(ReadTask { store: self.store.clone(), queue, from, limits }))
     }
 
+    /// Per-queue figures and totals, from memory.
     #[napi]
-    pub fn stats(&self) -> Result<NativeStats> {
-        let s = self.store.stats().map_err(to_napi)?;
+    pub fn stats(&self) -> Result<NativeStats, &'static str> {
+        let s = self.store.stats().map_err(coded)?;
         let n = |x: u64| x as i64;
         Ok(NativeStats {
             queues: s
@@ -314,13 +256,24 @@ impl NativeStore {
     }
 
     #[napi]
-    pub fn kv_put<'env>(&self, env: &'env Env, ns: String, key: String, value: &[u8]) -> Result<Object<'env>> {
+    pub fn kv_put<'env>(
+        &self,
+        env: &'env Env,
+        ns: String,
+        key: String,
+        value: &[u8],
+    ) -> Result<PromiseRaw<'env, ()>, &'static str> {
         let (store, value) = (self.store.clone(), value.to_vec());
         settle(env, move |reply| store.kv_put_with(&ns, &key, value, reply), |()| ())
     }
 
     #[napi]
-    pub fn kv_delete<'env>(&self, env: &'env Env, ns: String, key: String) -> Result<Object<'env>> {
+    pub fn kv_delete<'env>(
+        &self,
+        env: &'env Env,
+        ns: String,
+        key: String,
+    ) -> Result<PromiseRaw<'env, ()>, &'static str> {
         let store = self.store.clone();
         settle(env, move |reply| store.kv_delete_with(&ns, &key, reply), |()| ())
     }

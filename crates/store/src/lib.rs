@@ -7,7 +7,7 @@
 //!
 //! Invariants (numbered as in the format document):
 //! 1. offsets of a queue start at 0, grow by one per message, and are never reused;
-//! 2. an append is answered only after its batch is written (and, under `Fsync`, synced);
+//! 2. an append is answered only after its batch is written to the WAL (and, under `Fsync`, synced);
 //! 3. an acked offset is never readable again; a read never returns an expired message;
 //! 4. the counters (per-queue runs, live bytes) equal the sum of live records and are
 //!    written in the same batch as the records they count.

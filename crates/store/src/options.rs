@@ -13,8 +13,9 @@ use crate::{keys, record};
 pub enum Durability {
     /// After the WAL holding the append is fsynced (the default).
     Fsync,
-    /// After the write reaches the OS; a machine crash may lose it. Benchmarks only.
-    None,
+    /// After the batch is written to the WAL file (in the OS page cache), without fsync: it
+    /// survives a killed process but not a power loss or kernel crash. IoT Edge's own default.
+    Wal,
 }
 
 /// What an append does when the quota would be exceeded.

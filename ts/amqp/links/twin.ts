@@ -72,7 +72,9 @@ export class TwinChannel {
       const kind = operation === "GET" ? "twin-get" : "twin-reported";
       this.#owner.hold();
       const fresh = kind === "twin-get" && ctx.refreshTwin ? ctx.refreshTwin(clientId) : Promise.resolve();
+      // A refresh that fails leaves the cached twin to answer with.
       void fresh
+        .catch(() => undefined)
         .then(() => answerTwinRequest(ctx.twins, ctx.log, clientId, kind, payload(m)))
         .then((a) => {
           this.#owner.release();

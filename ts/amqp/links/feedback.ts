@@ -16,9 +16,15 @@ import rhea, { type Delivery, type Message, type Sender } from "rhea";
 import type { Registry } from "../../auth/registry.js";
 import type { SettledOutcome } from "../../delivery/device-delivery.js";
 import type { Logger } from "../../log.js";
-import { ACK_PROPERTY, wantsFeedback } from "../../service/c2d.js";
+import { ACK_PROPERTY, wantsFeedback } from "../../service/service-side.js";
 import type { MessageStore, StoredMessage } from "../../store/index.js";
-import type { ServiceLink } from "./session.js";
+
+/** A service client's feedback receiver (our sender): its dispositions, and its end. */
+export interface FeedbackLink {
+  settled(delivery: Delivery, outcome: "accepted" | "rejected" | "released"): void;
+  /** The link or its connection ended: a batch out on it goes to the next one. */
+  close(): void;
+}
 
 /** The store queue of feedback records waiting for a service client. */
 export const FEEDBACK_QUEUE = "$feedback";
@@ -120,7 +126,7 @@ export class FeedbackQueue {
   }
 
   /** A service client's receiver on the feedback address (our sender). */
-  attach(sender: Sender): ServiceLink {
+  attach(sender: Sender): FeedbackLink {
     this.#senders.add(sender);
     // Credit arrives after the attach: the batch goes when it does.
     sender.on("sendable", () => this.#pump());
