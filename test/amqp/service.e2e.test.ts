@@ -12,6 +12,7 @@ import { createSasToken } from "../../ts/auth/sas.js";
 import { MAX_DELIVERY_COUNT } from "../../ts/delivery/device-delivery.js";
 import { type EdgeHub, silentLogger } from "../../ts/index.js";
 import { RawAmqp, tokenFor } from "../helpers/amqp.js";
+import { edgeIdentity, startEdge, startRoot } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, deviceClient, startHub, stopHub } from "../helpers/hub.js";
 import { call, serviceToken } from "../helpers/service.js";
@@ -333,6 +334,21 @@ describe("the AMQP service addresses refuse what IoT Hub refuses", () => {
     expect(await raw.putToken("localhost", shortLived)).toBe(200);
     const { ended } = await raw.sender("/messages/devicebound");
     expect(await ended).toEqual({ condition: "amqp:unauthorized-access", description: "token-expired" });
+  });
+
+  it("serves C2D sends on an edge hub but not feedback, which its parent's service side gives", async () => {
+    const root = await startRoot(join(await tempDir(), "root"));
+    const edge = await startEdge(join(await tempDir(), "edge"), await edgeIdentity(root, "gw"), {
+      listen: BOTH_HEADS.listen,
+    });
+    const raw = await RawAmqp.open(edge);
+    expect(await raw.putToken(edge.config.hostname, serviceToken(edge))).toBe(200);
+    const feedback = raw.receiver("/messages/serviceBound/feedback");
+    expect(await feedback.ended).toMatchObject({ condition: "amqp:not-found" });
+    const { sender } = await raw.sender("/messages/devicebound");
+    expect(await raw.send(sender, { to: "/devices/nobody/messages/devicebound", body: "x" })).toBe(
+      "rejected",
+    );
   });
 
   it("detaches foreign service addresses and the feedback address in the wrong direction", async () => {
