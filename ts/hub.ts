@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import { amqpHead } from "./amqp/head.js";
+import { FeedbackQueue } from "./amqp/links/feedback.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -178,6 +179,9 @@ export class EdgeHub {
           status: () => hub.status(),
         }),
       );
+      // A root gives C2D feedback as IoT Hub does (an edge's C2D comes from its parent's hub).
+      const feedback = parent ? undefined : new FeedbackQueue(store, registry, log);
+      if (feedback) delivery.onSettled = (clientId, m, outcome) => feedback.settled(clientId, m, outcome);
       // The AMQP head: the same parts, its refusals counted apart (docs/amqp.md).
       const amqp = amqpHead({
         context: connectionContext({
@@ -191,6 +195,7 @@ export class EdgeHub {
           policy: { hostname: config.hostname, key: service.key, authenticator },
           registry,
           delivery,
+          feedback,
         },
       });
       listeners = createListeners(tls, config.limits, admission, quietLog, {

@@ -202,6 +202,8 @@ export const ADDRESSES = {
   cbs: "$cbs",
   /** The service side's sender of cloud-to-device messages (azure-iothub `amqp.js`). */
   serviceC2d: "/messages/devicebound",
+  /** The service side's receiver of C2D feedback (the SDK writes `serviceBound`; IoT Hub takes any case). */
+  serviceFeedback: "/messages/servicebound/feedback",
   telemetry: new TopicTemplate<"deviceId">("/devices/{deviceId}/messages/events"),
   moduleEvents: new TopicTemplate<"deviceId" | "moduleId">(
     "/devices/{deviceId}/modules/{moduleId}/messages/events",

@@ -1,11 +1,9 @@
 import { join } from "node:path";
 import type { Message } from "azure-iot-device";
-import rhea from "rhea";
 import { describe, expect, it } from "vitest";
-import { amqpModule, RawAmqp, tokenFor } from "../helpers/amqp.js";
+import { amqpModule } from "../helpers/amqp.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, deviceClient, startHub } from "../helpers/hub.js";
-import { serviceToken } from "../helpers/service.js";
 
 describe("cloud-to-device messages to the official device SDK over AMQP", () => {
   it("completes on accepted, drops on rejected, sends again on released (abandon), in order", async () => {
@@ -82,38 +80,5 @@ describe("module inputs to the official module SDK over AMQP", () => {
       (await hub.store.stats()).queues.some((q) => q.name === "$inputs/gw/filter" && q.ackedUpTo === 0),
     );
     expect(got).toEqual(["in1:21.5"]);
-  });
-});
-
-describe("the service side over AMQP (what azure-iothub's Client.send speaks)", () => {
-  it("queues a C2D message sent on /messages/devicebound after a policy token, accepted once stored; refuses the rest", async () => {
-    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
-    await hub.registry.createDevice({ deviceId: "lamp" });
-    // A device's token does not open the service's link.
-    const device = await RawAmqp.open(hub);
-    expect(await device.putToken("localhost/devices/lamp", tokenFor(hub, "lamp"))).toBe(200);
-    expect(await (await device.sender("/messages/devicebound")).ended).toMatchObject({
-      condition: "amqp:unauthorized-access",
-    });
-    const service = await RawAmqp.open(hub);
-    expect(await service.putToken("localhost", `${serviceToken(hub)}x`)).toBe(401);
-    expect(await service.putToken("localhost", serviceToken(hub))).toBe(200);
-    const { sender } = await service.sender("/messages/devicebound");
-    const to = (id: string) => `/devices/${id}/messages/devicebound`;
-    expect(
-      await service.send(sender, {
-        to: to("lamp"),
-        message_id: "svc-1",
-        application_properties: { k: "v", "iothub-ack": "full" },
-        body: rhea.message.data_section(Buffer.from("on")),
-      }),
-    ).toBe("accepted");
-    const [queued] = await hub.store.read("$c2d/lamp");
-    expect(queued?.body.toString()).toBe("on");
-    expect({ ...queued?.properties }).toEqual({ k: "v", "$.mid": "svc-1", "$.to": to("lamp") });
-    expect(await service.send(sender, { to: to("nobody"), body: "x" })).toBe("rejected");
-    expect(await service.send(sender, { to: "/elsewhere", body: "x" })).toBe("rejected");
-    expect(await service.send(sender, { to: to("lamp"), body: "x".repeat(64 * 1024 + 1) })).toBe("rejected");
-    expect(await hub.store.read("$c2d/lamp")).toHaveLength(1);
   });
 });

@@ -292,10 +292,12 @@ export class AmqpConnection implements RouterHost {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
+    const service = this.service !== undefined;
     this.service?.close();
     const clients = [...this.#clients.values()];
     for (const client of clients) client.close(reason, fields);
-    if (clients.length === 0) {
+    if (service) this.ctx.log.log("info", "service-client-closed", { protocol: "amqp", reason, ...fields });
+    else if (clients.length === 0) {
       const level = reason === "client-disconnect" || reason === "socket-closed" ? "info" : "warn";
       if (this.ctx.closedUnauthenticated)
         this.ctx.closedUnauthenticated(level, reason, { protocol: "amqp", ...fields });

@@ -1,16 +1,23 @@
 /**
  * The AMQP head as the hub wires it: one function per accepted stream (a TLS socket, or a
  * WebSocket over one) that runs an {@link AmqpConnection} under the hub's shared context,
- * with the service side (azure-iothub's C2D send) checked and queued as the service API does.
+ * with the service side (azure-iothub's C2D send, checked and queued as the service API
+ * does, and on a root the C2D feedback).
  */
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type { PeerCertificate } from "../auth/authenticator.js";
 import type { Registry } from "../auth/registry.js";
-import type { DeviceDelivery, DeviceMessage } from "../delivery/device-delivery.js";
+import type { DeviceDelivery } from "../delivery/device-delivery.js";
 import type { ClientConnection, ConnectionContext } from "../protocol/client.js";
-import { type ServicePolicy, sendServiceC2D, verifyServiceToken } from "../service/service-side.js";
+import {
+  type C2dSend,
+  type ServicePolicy,
+  sendServiceC2D,
+  verifyServiceToken,
+} from "../service/service-side.js";
 import { AmqpConnection } from "./connection.js";
+import type { FeedbackQueue } from "./links/feedback.js";
 
 /** What the hub lends the AMQP head. */
 export interface AmqpHeadDeps {
@@ -20,8 +27,13 @@ export interface AmqpHeadDeps {
   cameIn(client: ClientConnection, socket: net.Socket): void;
   /** Counts a socket as authenticated (a service login, which registers no client). */
   authenticated(socket: net.Socket): void;
-  /** The service policy, and where a service's C2D messages go. */
-  service: { policy: ServicePolicy; registry: Registry; delivery: DeviceDelivery };
+  /** The service policy, where a service's C2D messages go, and their feedback (a root's). */
+  service: {
+    policy: ServicePolicy;
+    registry: Registry;
+    delivery: DeviceDelivery;
+    feedback: FeedbackQueue | undefined;
+  };
 }
 
 /** Runs an AMQP connection on `stream`, which came in on `socket`. */
@@ -36,9 +48,10 @@ export function amqpHead(
     };
     const serviceSide = {
       verifyToken: (token: string) => verifyServiceToken(service.policy, token),
-      sendC2D: (deviceId: string, m: DeviceMessage) =>
+      sendC2D: (deviceId: string, m: C2dSend) =>
         sendServiceC2D(service.registry, service.delivery, deviceId, m),
       authenticated: () => deps.authenticated(socket),
+      feedback: service.feedback,
     };
     new AmqpConnection(stream, { ...context, register }, peer, serviceSide);
   };

@@ -44,10 +44,10 @@ export interface Outgoing {
 }
 
 /**
- * How the client settled a delivery: `completed` (MQTT PUBACK, AMQP accepted or rejected)
- * removes it; `abandoned` (AMQP released or modified) sends it again, in order.
+ * How the client settled a delivery: `completed` (MQTT PUBACK, AMQP accepted) and `rejected`
+ * (AMQP rejected) remove it; `abandoned` (AMQP released or modified) sends it again, in order.
  */
-export type Settled = "completed" | "abandoned";
+export type Settled = "completed" | "rejected" | "abandoned";
 
 /** What the delivery needs from a connection. */
 export interface DeliveryTarget {
@@ -69,6 +69,16 @@ const SYSTEM: Record<string, keyof DeviceMessage> = {
 /** Deliveries read past a client's checkpoint at most, and the bytes of those not acknowledged. */
 const WINDOW = 64;
 const WINDOW_BYTES = 1024 * 1024;
+/**
+ * Deliveries of one C2D message a device may abandon before it is removed (dead-lettered),
+ * IoT Hub's default `maxDeliveryCount`
+ * (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-messages-c2d).
+ */
+export const MAX_DELIVERY_COUNT = 10;
+/** Messages whose abandons are counted at once; past this the oldest count is forgotten. */
+const MAX_TRACKED_ABANDONS = 10_000;
+/** How a message left its queue: settled by the client, or dead-lettered after its last abandon. */
+export type SettledOutcome = "completed" | "rejected" | "dead-lettered";
 /** Stored with a module-input message: the input's name (not sent in the bag). */
 const INPUT = INPUT_PROPERTY;
 
@@ -113,6 +123,13 @@ export class DeviceDelivery {
    * the C2D relay then completes the parent's copy (`c2d-relay.ts`).
    */
   onCompleted: ((clientId: string, m: StoredMessage) => void) | undefined;
+  /**
+   * Told of each message a client completed or rejected, and of each C2D message removed
+   * after {@link MAX_DELIVERY_COUNT} abandons (the root's C2D feedback, ../amqp/links/feedback.ts).
+   */
+  onSettled: ((clientId: string, m: StoredMessage, outcome: SettledOutcome) => void) | undefined;
+  /** Abandons of C2D messages not settled yet, by `queue:offset` (at most {@link MAX_TRACKED_ABANDONS}). */
+  readonly #abandons = new Map<string, number>();
 
   constructor(
     store: MessageStore,
@@ -340,13 +357,21 @@ export class DeviceDelivery {
     if (m.offset > sentBefore) this.#sentUpTo.set(queue, m.offset);
     drain.target.deliverMessage(this.#outgoing(drain, m), m.offset <= sentBefore).then(
       (settled) => {
+        const key = `${queue}:${m.offset}`;
         if (settled === "abandoned") {
-          // Sent again in order: this drain ends, the next reads from its checkpoint.
-          if (drain.consumer.state !== "closed") this.#retire(drain);
-          this.pump(drain.clientId);
+          if (!this.#deadLetter(drain, key)) {
+            // Sent again in order: this drain ends, the next reads from its checkpoint.
+            if (drain.consumer.state !== "closed") this.#retire(drain);
+            this.pump(drain.clientId);
+            return;
+          }
+          this.onSettled?.(drain.clientId, m, "dead-lettered");
+          drain.consumer.done(source, m, epoch);
           return;
         }
+        this.#abandons.delete(key);
         this.onCompleted?.(drain.clientId, m);
+        this.onSettled?.(drain.clientId, m, settled);
         drain.consumer.done(source, m, epoch);
       },
       // The connection went away: what it did not acknowledge goes again on the next one.
@@ -354,6 +379,21 @@ export class DeviceDelivery {
         if (drain.consumer.state !== "closed") this.#retire(drain);
       },
     );
+  }
+
+  /**
+   * Counts an abandon of the C2D message at `key`; true when it was the last IoT Hub allows
+   * (the message is then removed). Module inputs are sent again however often.
+   */
+  #deadLetter(drain: Drain, key: string): boolean {
+    if (drain.moduleId !== undefined) return false;
+    const n = (this.#abandons.get(key) ?? 0) + 1;
+    this.#abandons.delete(key);
+    if (n >= MAX_DELIVERY_COUNT) return true;
+    this.#abandons.set(key, n);
+    if (this.#abandons.size > MAX_TRACKED_ABANDONS)
+      this.#abandons.delete(this.#abandons.keys().next().value as string);
+    return false;
   }
 
   #outgoing(drain: Drain, m: StoredMessage): Outgoing {

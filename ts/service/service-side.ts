@@ -1,33 +1,94 @@
 /**
  * What the service side does the same over HTTPS (the service API) and over AMQP (a `$cbs`
- * put-token and `/messages/devicebound`, what `azure-iothub` sends): the policy token check
- * (`iothubowner` for the hub's own hostname, signed with the key in
- * `<dataDir>/service-connection-string`), and queueing a cloud-to-device message.
+ * put-token, `/messages/devicebound` and the feedback address, what `azure-iothub` uses):
+ * the policy token check (`iothubowner` for the hub's own hostname, signed with the key in
+ * `<dataDir>/service-connection-string`), and queueing a cloud-to-device message: one check
+ * of the target, the size and the ack request, then the device's durable C2D queue
+ * (../delivery/device-delivery.ts `sendC2D`). IoT Hub's limits: 64 KB a message, TTL at
+ * most two days (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-messages-c2d).
  */
 import type { Authenticator } from "../auth/authenticator.js";
 import type { Registry } from "../auth/registry.js";
 import { parseSasToken, signedByAny } from "../auth/sas.js";
-import type { DeviceDelivery, DeviceMessage } from "../delivery/device-delivery.js";
+import type { DeviceDelivery, DeviceMessage, SettledOutcome } from "../delivery/device-delivery.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
+import { record } from "../json.js";
 
 /** Largest cloud-to-device body IoT Hub takes. */
 export const C2D_MAX_BYTES = 64 * 1024;
+/** Longest C2D time to live IoT Hub takes (two days). */
+const C2D_MAX_TTL_SECS = 2 * 24 * 3600;
+/** The application property naming the feedback the sender asks for (azure-iothub `Message.ack`). */
+export const ACK_PROPERTY = "iothub-ack";
+/** The feedback a sender may ask for: none, on completion, on rejection or expiry, or both. */
+export type Ack = "none" | "positive" | "negative" | "full";
+const ACKS: ReadonlySet<string> = new Set<Ack>(["none", "positive", "negative", "full"]);
+
+/** Why a C2D send was refused. */
+export type C2dRefusal = "device-not-found" | "invalid" | "too-large";
 
 /**
- * Queues a service's C2D message for `deviceId`: IDENTITY_NOT_FOUND for a device not
- * registered, INVALID_ARGUMENT for a body over {@link C2D_MAX_BYTES}.
+ * A C2D send the hub does not take: IDENTITY_NOT_FOUND for an unknown device,
+ * INVALID_ARGUMENT otherwise; `reason` picks each protocol's answer.
+ */
+export class C2dRefused extends EdgeHubError {
+  constructor(
+    readonly reason: C2dRefusal,
+    message: string,
+  ) {
+    super(
+      reason === "device-not-found" ? ErrorCodes.IDENTITY_NOT_FOUND : ErrorCodes.INVALID_ARGUMENT,
+      message,
+    );
+    this.name = "C2dRefused";
+  }
+}
+
+/** A C2D message as a service client sends it. */
+export interface C2dSend extends DeviceMessage {
+  /** `iothub-ack`; absent is `none`. */
+  ack?: string | undefined;
+  /** Absolute expiry, when the sender gave one (AMQP `absolute-expiry-time`): the message's TTL. */
+  expiresAt?: Date | undefined;
+}
+
+/**
+ * Queues a service's C2D message for `deviceId`; resolves once it is durable. Throws
+ * {@link C2dRefused} for an unknown device, a body over {@link C2D_MAX_BYTES} or an ack
+ * IoT Hub does not know.
  */
 export async function sendServiceC2D(
   registry: Registry,
   delivery: DeviceDelivery,
   deviceId: string,
-  m: DeviceMessage,
+  m: C2dSend,
 ): Promise<void> {
-  if (!registry.getDevice(deviceId))
-    throw new EdgeHubError(ErrorCodes.IDENTITY_NOT_FOUND, `device ${deviceId} not found`);
+  if (!registry.getDevice(deviceId)) throw new C2dRefused("device-not-found", `device ${deviceId} not found`);
   if (m.body.length > C2D_MAX_BYTES)
-    throw new EdgeHubError(ErrorCodes.INVALID_ARGUMENT, `the body is over ${C2D_MAX_BYTES} bytes`);
-  await delivery.sendC2D(deviceId, m);
+    throw new C2dRefused("too-large", `the body is over ${C2D_MAX_BYTES} bytes`);
+  const { ack, expiresAt, ...message } = m;
+  // The ack is the sender's to set through `ack` alone, never as an ordinary property.
+  const properties = record<string>();
+  for (const [k, v] of Object.entries(m.properties ?? {})) if (k !== ACK_PROPERTY) properties[k] = v;
+  if (ack !== undefined) {
+    const value = ack.toLowerCase();
+    if (!ACKS.has(value))
+      throw new C2dRefused("invalid", `${ACK_PROPERTY} must be none, positive, negative or full`);
+    // Kept with the message: the device sees it (SDK `Message.ack`), the feedback reads it.
+    if (value !== "none") properties[ACK_PROPERTY] = value;
+  }
+  message.properties = properties;
+  if (expiresAt !== undefined) {
+    const secs = Math.ceil((expiresAt.getTime() - Date.now()) / 1000);
+    message.ttlSecs = Math.min(Math.max(secs, 1), C2D_MAX_TTL_SECS);
+  }
+  await delivery.sendC2D(deviceId, message);
+}
+
+/** The feedback `ack` asks for on an outcome: completed → positive, rejected or dead-lettered → negative. */
+export function wantsFeedback(ack: string | undefined, outcome: SettledOutcome): boolean {
+  if (ack === "full") return true;
+  return outcome === "completed" ? ack === "positive" : ack === "negative";
 }
 
 /** Where a service token is checked. */

@@ -10,8 +10,6 @@ import { ApiError, readBody, readJson, sendJson } from "./http.js";
 import { C2D_MAX_BYTES, sendServiceC2D } from "./service-side.js";
 import { methodCallOf, twinEtag, twinJson } from "./shapes.js";
 
-/** Largest cloud-to-device body, as IoT Hub's. */
-
 /** The device and, for a module's twin, the module a `/twins/…` path names; 404 when either is unknown. */
 function twinTarget({ ctx, params }: Call): {
   device: Device;
@@ -86,11 +84,9 @@ export async function sendC2D({ ctx, req, res, params }: Call): Promise<void> {
     contentType: h("content-type"),
     contentEncoding: h("content-encoding"),
   };
-  await sendServiceC2D(
-    ctx.registry,
-    ctx.delivery,
-    id,
-    Object.fromEntries(Object.entries(message).filter(([, v]) => v !== undefined)) as { body: Buffer },
-  );
+  await sendServiceC2D(ctx.registry, ctx.delivery, id, {
+    ...(Object.fromEntries(Object.entries(message).filter(([, v]) => v !== undefined)) as { body: Buffer }),
+    ack: h("iothub-ack"),
+  });
   res.writeHead(204).end();
 }

@@ -43,7 +43,7 @@ export class DeliveryLink {
     const p = this.#pending.get(delivery);
     if (!p) return;
     this.#pending.delete(delivery);
-    p.resolve(outcome === "released" ? "abandoned" : "completed");
+    p.resolve(outcome === "released" ? "abandoned" : outcome === "rejected" ? "rejected" : "completed");
   }
 
   /** The link or its connection ended: what was not settled goes again on the next one. */

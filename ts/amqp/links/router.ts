@@ -9,6 +9,7 @@ import { ADDRESSES } from "../../vocabulary.js";
 import type { AmqpClient } from "../client.js";
 import type { Refusal } from "../dispositions.js";
 import { DeliveryLink } from "./c2d.js";
+import type { FeedbackLink } from "./feedback.js";
 import { type ServiceSession, type ServiceSide, serviceC2dLink } from "./service.js";
 import { type LinkOwner, TelemetryLink } from "./telemetry.js";
 
@@ -29,6 +30,7 @@ type Role =
   | { kind: "delivery"; client: AmqpClient; link: DeliveryLink }
   | { kind: "twin-in" | "twin-out" | "methods-in" | "methods-out"; client: AmqpClient }
   | { kind: "service-c2d"; onMessage: ReturnType<typeof serviceC2dLink> }
+  | { kind: "service-feedback"; link: FeedbackLink }
   | { kind: "refused" };
 
 /** `deviceId[/moduleId]`. */
@@ -100,12 +102,29 @@ export class LinkRouter {
       this.cbsOut = link as Sender;
       return { kind: "cbs-out" };
     }
-    if (path === ADDRESSES.serviceC2d && link.is_receiver() && host.serviceSide) {
-      if (!host.service)
-        return { condition: "amqp:unauthorized-access", description: "no service token was put" };
-      host.service.adopt(link as Receiver);
-      (link as Receiver).add_credit(CHANNEL_CREDIT);
-      return { kind: "service-c2d", onMessage: serviceC2dLink(host, link as Receiver, host.serviceSide) };
+    const side = host.serviceSide;
+    const service = path.toLowerCase();
+    if (side && (service === ADDRESSES.serviceC2d || service === ADDRESSES.serviceFeedback)) {
+      const session = host.service;
+      if (!session)
+        return {
+          condition: "amqp:unauthorized-access",
+          description: `${path} needs an iothubowner token put on $cbs`,
+        };
+      // The client sends C2D (our receiver) and reads feedback (our sender).
+      if ((service === ADDRESSES.serviceC2d) !== link.is_receiver())
+        return { condition: "amqp:not-allowed", description: `${path} is not served in this direction` };
+      if (service === ADDRESSES.serviceC2d) {
+        session.adopt(link);
+        (link as Receiver).add_credit(CHANNEL_CREDIT);
+        const onMessage = serviceC2dLink(host, link as Receiver, side, () => session.valid);
+        return { kind: "service-c2d", onMessage };
+      }
+      if (!side.feedback)
+        return { condition: "amqp:not-found", description: "feedback is served by a root hub" };
+      const feedback = side.feedback.attach(link as Sender);
+      session.adopt(link, () => feedback.close());
+      return { kind: "service-feedback", link: feedback };
     }
     const twin = ADDRESSES.twin.parse(path) ?? ADDRESSES.moduleTwin.parse(path);
     const methods = twin ? undefined : (ADDRESSES.methods.parse(path) ?? ADDRESSES.moduleMethods.parse(path));
@@ -166,7 +185,7 @@ export class LinkRouter {
     this.#roles.delete(link);
     this.#links--;
     if (role.kind === "cbs-out" && this.cbsOut === link) this.cbsOut = undefined;
-    if (role.kind === "service-c2d") this.#host.service?.drop(link as Receiver);
+    if (role.kind === "service-c2d" || role.kind === "service-feedback") this.#host.service?.drop(link);
     if (role.kind === "delivery") role.client.unlisten(role.link, why);
     if (role.kind === "twin-out") role.client.twin.detached(link);
     if (role.kind === "methods-out") role.client.methods.detached(link);
@@ -191,9 +210,10 @@ export class LinkRouter {
     if (role.kind === "twin-in" || role.kind === "methods-in") receiver.add_credit(1);
   }
 
-  /** The client settled `delivery` on one of our delivery links. */
+  /** The client settled `delivery` on one of our delivery or feedback links. */
   settled(sender: Sender, delivery: Delivery, outcome: "accepted" | "rejected" | "released"): void {
     const role = this.#roles.get(sender);
     if (role?.kind === "delivery") role.link.settled(delivery, outcome);
+    else if (role?.kind === "service-feedback") role.link.settled(delivery, outcome);
   }
 }

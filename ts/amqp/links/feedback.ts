@@ -1,0 +1,196 @@
+/**
+ * C2D feedback as IoT Hub gives it: when a device completes or rejects a C2D message, or
+ * abandons it past the max delivery count, and its sender asked for that feedback
+ * (`iothub-ack` positive, negative or full), a record
+ * `{originalMessageId, deviceId, description, statusCode, enqueuedTimeUtc, deviceGenerationId}`
+ * is kept in the durable queue `$feedback` (one hour, as IoT Hub's feedback TTL; at most
+ * {@link MAX_RECORDS} waiting, past which new ones are dropped and logged) and sent in
+ * batches to a service client's receiver on `/messages/serviceBound/feedback`: one message,
+ * content type `application/vnd.microsoft.iothub.feedback.json`, the body a JSON array of
+ * records (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-messages-c2d, "Message
+ * feedback"; azure-iothub `amqp.js` `getFeedbackReceiver`). One batch is out at a time; the
+ * client's `accepted` (SDK `complete`) or `rejected` removes it, `released` (`abandon`) or a
+ * link that ends first sends it again.
+ */
+import rhea, { type Delivery, type Message, type Sender } from "rhea";
+import type { Registry } from "../../auth/registry.js";
+import type { SettledOutcome } from "../../delivery/device-delivery.js";
+import type { Logger } from "../../log.js";
+import { ACK_PROPERTY, wantsFeedback } from "../../service/service-side.js";
+import type { MessageStore, StoredMessage } from "../../store/index.js";
+
+/** A service client's feedback receiver (our sender): its dispositions, and its end. */
+export interface FeedbackLink {
+  settled(delivery: Delivery, outcome: "accepted" | "rejected" | "released"): void;
+  /** The link or its connection ended: a batch out on it goes to the next one. */
+  close(): void;
+}
+
+/** The store queue of feedback records waiting for a service client. */
+export const FEEDBACK_QUEUE = "$feedback";
+/** The content type of a feedback batch. */
+export const FEEDBACK_CONTENT_TYPE = "application/vnd.microsoft.iothub.feedback.json";
+/** How long a record waits for a service client (IoT Hub's default feedback TTL). */
+const TTL_SECS = 3600;
+/** Records waiting at most; past this new ones are dropped. */
+export const MAX_RECORDS = 10_000;
+/** Records in one batch message at most. */
+const BATCH = 64;
+
+/** One feedback record, as IoT Hub writes it. */
+export interface FeedbackRecord {
+  originalMessageId: string;
+  deviceId: string;
+  description: string;
+  statusCode: "Success" | "Rejected" | "DeliveryCountExceeded";
+  enqueuedTimeUtc: string;
+  deviceGenerationId: string;
+}
+
+/** IoT Hub's status codes; the description is the status as text (the feedback table of the C2D guide). */
+const OUTCOMES = {
+  completed: { statusCode: "Success", description: "Success" },
+  rejected: { statusCode: "Rejected", description: "Rejected" },
+  "dead-lettered": { statusCode: "DeliveryCountExceeded", description: "DeliveryCountExceeded" },
+} as const;
+
+interface InFlight {
+  sender: Sender;
+  delivery: Delivery;
+  last: number;
+}
+
+/** The hub's feedback queue and the service links that read it. */
+export class FeedbackQueue {
+  readonly #store: MessageStore;
+  readonly #registry: Registry;
+  readonly #log: Logger;
+  readonly #senders = new Set<Sender>();
+  #inFlight: InFlight | undefined;
+  #reading = false;
+  #appending = 0;
+  readonly #maxRecords: number;
+  /** Dropped records since the start (the queue was full). */
+  dropped = 0;
+
+  /** @param maxRecords records kept waiting at most (default {@link MAX_RECORDS}). */
+  constructor(store: MessageStore, registry: Registry, log: Logger, maxRecords = MAX_RECORDS) {
+    this.#store = store;
+    this.#registry = registry;
+    this.#log = log;
+    this.#maxRecords = maxRecords;
+  }
+
+  /** A device settled C2D message `m` (`DeviceDelivery.onSettled`): its record, if its sender asked. */
+  settled(clientId: string, m: StoredMessage, outcome: SettledOutcome): void {
+    // C2D queues are a device's own (a module's are its inputs, which have no feedback).
+    if (clientId.includes("/") || !wantsFeedback(m.properties[ACK_PROPERTY], outcome)) return;
+    let waiting: number;
+    try {
+      // Stored, and on their way to the store.
+      waiting =
+        (this.#store.statsNow().queues.find((q) => q.name === FEEDBACK_QUEUE)?.count ?? 0) + this.#appending;
+    } catch (err) {
+      // The store closed (the hub is stopping): the record goes with it.
+      this.#log.log("warn", "feedback-not-stored", { deviceId: clientId, reason: (err as Error).message });
+      return;
+    }
+    if (waiting >= this.#maxRecords) {
+      this.dropped++;
+      this.#log.log("warn", "feedback-dropped", { deviceId: clientId, waiting });
+      return;
+    }
+    const record: FeedbackRecord = {
+      originalMessageId: m.properties["$.mid"] ?? "",
+      deviceId: clientId,
+      ...OUTCOMES[outcome],
+      enqueuedTimeUtc: new Date().toISOString(),
+      deviceGenerationId: this.#registry.getDevice(clientId)?.generationId ?? "",
+    };
+    this.#appending++;
+    this.#store
+      .append(FEEDBACK_QUEUE, [{ body: Buffer.from(JSON.stringify(record)), ttlSecs: TTL_SECS }])
+      .then(
+        () => {
+          this.#appending--;
+          this.#pump();
+        },
+        (err: unknown) => {
+          this.#appending--;
+          this.#log.log("warn", "feedback-not-stored", {
+            deviceId: clientId,
+            reason: (err as Error).message,
+          });
+        },
+      );
+  }
+
+  /** A service client's receiver on the feedback address (our sender). */
+  attach(sender: Sender): FeedbackLink {
+    this.#senders.add(sender);
+    // Credit arrives after the attach: the batch goes when it does.
+    sender.on("sendable", () => this.#pump());
+    this.#pump();
+    return {
+      settled: (delivery, outcome) => this.#settled(delivery, outcome),
+      close: () => {
+        this.#senders.delete(sender);
+        if (this.#inFlight?.sender === sender) {
+          this.#inFlight = undefined;
+          this.#pump();
+        }
+      },
+    };
+  }
+
+  #settled(delivery: Delivery, outcome: "accepted" | "rejected" | "released"): void {
+    const out = this.#inFlight;
+    if (!out || out.delivery !== delivery) return;
+    if (outcome === "released") {
+      this.#inFlight = undefined;
+      this.#pump();
+      return;
+    }
+    this.#store.ack(FEEDBACK_QUEUE, out.last).then(
+      () => {
+        if (this.#inFlight === out) this.#inFlight = undefined;
+        this.#pump();
+      },
+      (err: unknown) => {
+        // Sent again (at least once).
+        if (this.#inFlight === out) this.#inFlight = undefined;
+        this.#log.log("warn", "feedback-ack-failed", { reason: (err as Error).message });
+      },
+    );
+  }
+
+  /** Sends the next batch when none is out and a link has credit. */
+  #pump(): void {
+    if (this.#inFlight || this.#reading) return;
+    if (![...this.#senders].some((s) => s.sendable())) return;
+    this.#reading = true;
+    this.#store.read(FEEDBACK_QUEUE, { limit: BATCH }).then(
+      (records) => {
+        this.#reading = false;
+        const sender = [...this.#senders].find((s) => s.sendable());
+        if (records.length === 0 || !sender || this.#inFlight) return;
+        const delivery = sender.send(batchMessage(records));
+        this.#inFlight = { sender, delivery, last: (records.at(-1) as StoredMessage).offset };
+      },
+      (err: unknown) => {
+        this.#reading = false;
+        this.#log.log("warn", "feedback-read-failed", { reason: (err as Error).message });
+      },
+    );
+  }
+}
+
+/** One feedback message: the records as a JSON array. */
+function batchMessage(records: StoredMessage[]): Message {
+  const body = Buffer.from(`[${records.map((r) => r.body.toString("utf8")).join(",")}]`);
+  return {
+    message_id: rhea.generate_uuid(),
+    content_type: FEEDBACK_CONTENT_TYPE,
+    body: rhea.message.data_section(body),
+  };
+}
