@@ -122,11 +122,16 @@ export class AmqpClient implements ClientConnection {
     ctx.unregister(this.#principal.clientId, this);
     this.#delivery?.link.close(reason);
     this.#delivery = undefined;
-    for (const link of this.#links)
-      if (!link.is_closed()) link.close({ condition: "amqp:unauthorized-access", description: reason });
+    // The client closed its connection (or it is gone): its links end with it, and an error
+    // detach would tell it of a refusal that never happened. Otherwise (taken over, token
+    // expired, hub closing) each link says why.
+    const byClient = reason === "client-disconnect" || reason === "socket-closed";
+    if (!byClient)
+      for (const link of this.#links)
+        if (!link.is_closed()) link.close({ condition: "amqp:unauthorized-access", description: reason });
     this.#links.clear();
     this.#owner.forget(this);
-    const level = reason === "client-disconnect" || reason === "socket-closed" ? "info" : "warn";
+    const level = byClient ? "info" : "warn";
     ctx.log.log(level, "client-closed", {
       clientId: this.#principal.clientId,
       protocol: "amqp",
