@@ -80,7 +80,7 @@ export class MqttConnection implements ClientConnection {
       ({ reason, ...fields }) => this.close(reason, fields),
     );
     socket.on("data", (chunk: Buffer) => this.#reader.push(chunk));
-    socket.on("error", (err: Error) => this.close("socket-error", { reason: err.message }));
+    socket.on("error", (err: Error) => this.close("socket-error", { detail: err.message }));
     socket.on("close", () => this.close("socket-closed"));
   }
 
@@ -200,7 +200,7 @@ export class MqttConnection implements ClientConnection {
       // One answer for every refusal (as IoT Hub: 5), so a caller cannot tell an unknown id
       // from a bad token; the reason goes to the log with its code.
       this.#send({ cmd: "connack", returnCode: CONNACK.notAuthorized, sessionPresent: false });
-      this.close("auth-refused", { clientId: p.clientId, code, reason: (err as Error).message });
+      this.close("auth-refused", { clientId: p.clientId, code, detail: (err as Error).message });
       return;
     }
     this.#keepaliveMs = (p.keepalive ?? 0) * 1500;
@@ -235,7 +235,7 @@ export class MqttConnection implements ClientConnection {
         for (const k of this.#subscribed) this.#ctx.subscribed(this, k);
         for (const packet of held) this.#onPacket(packet);
       },
-      (err: unknown) => this.close("session-restore-failed", { reason: (err as Error).message }),
+      (err: unknown) => this.close("session-restore-failed", { detail: (err as Error).message }),
     );
     this.#ctx.log.log("info", "client-connected", { clientId: p.clientId });
   }
@@ -284,7 +284,7 @@ export class MqttConnection implements ClientConnection {
         if (err) {
           // MQTT 3.1.1 has no negative PUBACK: the client learns by the disconnect and
           // retries its unacknowledged message later.
-          this.close("store-refused", { code: (err as EdgeHubError).code, reason: (err as Error).message });
+          this.close("store-refused", { code: (err as EdgeHubError).code, detail: (err as Error).message });
           return;
         }
         this.#release();
@@ -400,7 +400,7 @@ export class MqttConnection implements ClientConnection {
         this.#release();
         if (!this.#closed) ack();
       },
-      (err: unknown) => this.close("session-save-failed", { reason: (err as Error).message }),
+      (err: unknown) => this.close("session-save-failed", { detail: (err as Error).message }),
     );
   }
 
@@ -414,7 +414,10 @@ export class MqttConnection implements ClientConnection {
     if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
   }
 
-  /** Closes the connection (idempotent), logging why. */
+  /**
+   * Closes the connection (idempotent), logging `reason` (a fixed word) with `fields`; what an error said
+   * goes in `fields.detail`, never `fields.reason`, which would replace the word in the log.
+   */
   close(reason: string, fields: Record<string, unknown> = {}): void {
     if (this.#closed) return;
     this.#closed = true;
