@@ -117,6 +117,12 @@ describe("C2D relay through an edge", () => {
     const { got } = await completingChild(edge, "leaf1", keys.get("leaf1") ?? "");
     await sendC2D(root, "leaf1", "before", { "iothub-messageid": "b" });
     await eventually("the first arrives", () => got.length === 1);
+    // Its completion travels child -> edge -> root; cut only once the root has it, or the
+    // root still holds it (and sends it again after the link returns, deduplicated there).
+    await eventually(
+      "the first acknowledged at the root",
+      async () => (await queued(root, "$c2d/leaf1")) === 0,
+    );
 
     proxy.cut();
     await eventually("the edge is offline", () => edge.upstream?.online === false);

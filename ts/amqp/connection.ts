@@ -309,7 +309,11 @@ export class AmqpConnection implements RouterHost {
       // The socket may be gone already.
     }
     // rhea writes the close frame on the next tick; the socket ends after it (SDKs wait for it).
-    setImmediate(() => this.#socket.end());
+    setImmediate(() => {
+      this.#socket.end();
+      // Unread bytes would turn the close into an RST that drops the client's unread answers.
+      this.#socket.resume();
+    });
     setTimeout(() => this.#socket.destroy(), 1000).unref();
   }
 }

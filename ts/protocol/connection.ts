@@ -432,6 +432,10 @@ export class MqttConnection implements ClientConnection {
       this.#ctx.closedUnauthenticated(level, reason, fields);
     else this.#ctx.log.log(level, "client-closed", { clientId, reason, ...fields });
     this.#socket.end();
+    // Read (and drop) what the client still sends until it closes too: a socket closed with
+    // unread bytes answers with RST, and the client's kernel then drops what it had not read
+    // yet, the last PUBACKs among it (a clean stop pauses reading with publishes in flight).
+    this.#socket.resume();
     setTimeout(() => this.#socket.destroy(), 1000).unref();
   }
 }

@@ -72,6 +72,8 @@ export class FeedbackQueue {
   readonly #maxRecords: number;
   /** Dropped records since the start (the queue was full). */
   dropped = 0;
+  /** Records in the store when the appends under way began (see {@link FeedbackQueue.settled}). */
+  #base = 0;
 
   /** @param maxRecords records kept waiting at most (default {@link MAX_RECORDS}). */
   constructor(store: MessageStore, registry: Registry, log: Logger, maxRecords = MAX_RECORDS) {
@@ -87,9 +89,12 @@ export class FeedbackQueue {
     if (clientId.includes("/") || !wantsFeedback(m.properties[ACK_PROPERTY], outcome)) return;
     let waiting: number;
     try {
-      // Stored, and on their way to the store.
-      waiting =
-        (this.#store.statsNow().queues.find((q) => q.name === FEEDBACK_QUEUE)?.count ?? 0) + this.#appending;
+      // Stored, and on their way to the store. While appends are under way the store's count
+      // may already hold some of them (committed, their callback not run yet): the count is
+      // taken when none is, and the appends since are added to it, so none counts twice.
+      if (this.#appending === 0)
+        this.#base = this.#store.statsNow().queues.find((q) => q.name === FEEDBACK_QUEUE)?.count ?? 0;
+      waiting = this.#base + this.#appending;
     } catch (err) {
       // The store closed (the hub is stopping): the record goes with it.
       this.#log.log("warn", "feedback-not-stored", { deviceId: clientId, reason: (err as Error).message });
@@ -112,7 +117,9 @@ export class FeedbackQueue {
       .append(FEEDBACK_QUEUE, [{ body: Buffer.from(JSON.stringify(record)), ttlSecs: TTL_SECS }])
       .then(
         () => {
+          // In the store now: part of the base until the count is taken again.
           this.#appending--;
+          this.#base++;
           this.#pump();
         },
         (err: unknown) => {
