@@ -101,7 +101,9 @@ async function readIssuer(certFile: string, keyFile: string, madeBy: string) {
   let certText: string;
   let keyText: string;
   try {
-    [certText, keyText] = await Promise.all([readFile(certFile, "utf8"), readFile(keyFile, "utf8")]);
+    // One after the other: the error names the certificate when both are missing, every time.
+    certText = await readFile(certFile, "utf8");
+    keyText = await readFile(keyFile, "utf8");
   } catch (err) {
     throw new EdgeHubError(
       ErrorCodes.INVALID_ARGUMENT,
