@@ -8,7 +8,7 @@
 import type { Receiver, Sender } from "rhea";
 import type { Principal } from "../auth/authenticator.js";
 import type { Outgoing, Settled } from "../delivery/device-delivery.js";
-import type { ClientConnection, ListenKind } from "../protocol/client.js";
+import { type ClientConnection, closedByClient, type ListenKind } from "../protocol/client.js";
 import type { TwinProperties } from "../twin/twins.js";
 import type { DeliveryLink } from "./links/c2d.js";
 import { MethodChannel } from "./links/methods.js";
@@ -125,7 +125,7 @@ export class AmqpClient implements ClientConnection {
     // The client closed its connection (or it is gone): its links end with it, and an error
     // detach would tell it of a refusal that never happened. Otherwise (taken over, token
     // expired, hub closing) each link says why.
-    const byClient = reason === "client-disconnect" || reason === "socket-closed";
+    const byClient = closedByClient(reason);
     if (!byClient)
       for (const link of this.#links)
         if (!link.is_closed()) link.close({ condition: "amqp:unauthorized-access", description: reason });

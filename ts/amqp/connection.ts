@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream";
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver } from "rhea";
 import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-import type { ConnectionContext } from "../protocol/client.js";
+import { type ConnectionContext, closedByClient } from "../protocol/client.js";
 import { audienceIdentity, BadCbsRequest, cbsResponse, readPutToken, tokenLogin } from "./cbs.js";
 import { AmqpClient } from "./client.js";
 import { DispositionGate, type Refusal } from "./dispositions.js";
@@ -298,7 +298,7 @@ export class AmqpConnection implements RouterHost {
     for (const client of clients) client.close(reason, fields);
     if (service) this.ctx.log.log("info", "service-client-closed", { protocol: "amqp", reason, ...fields });
     else if (clients.length === 0) {
-      const level = reason === "client-disconnect" || reason === "socket-closed" ? "info" : "warn";
+      const level = closedByClient(reason) ? "info" : "warn";
       if (this.ctx.closedUnauthenticated)
         this.ctx.closedUnauthenticated(level, reason, { protocol: "amqp", ...fields });
       else this.ctx.log.log(level, "client-closed", { protocol: "amqp", reason, ...fields });

@@ -306,7 +306,7 @@ export class DeviceDelivery {
         window: WINDOW,
         windowBytes: WINDOW_BYTES,
         readBatch: WINDOW,
-        // No refill threshold: the next read starts at the first PUBACK. Waiting for 16 free
+        // The next read starts at the first PUBACK. Waiting for 16 free
         // places let a module's input queue fall behind a steady sender (module to module at
         // 64 in flight: p50 from ~5 ms to ~1 s in benches/modules.bench.mjs); reads made
         // while one is under way are merged, so they still grow with the flow.

@@ -16,6 +16,11 @@ import type { SubscribeTopic } from "./topics.js";
 /** What a client listens for (an MQTT subscription, an AMQP receiving link). */
 export type ListenKind = SubscribeTopic["kind"];
 
+/** A close the client made (or its socket just went): logged at info, and nothing to tell it. */
+export function closedByClient(reason: string): boolean {
+  return reason === "client-disconnect" || reason === "socket-closed";
+}
+
 /** One authenticated client (device or module) on a connection of any protocol. */
 export interface ClientConnection extends DeliveryTarget, MethodTarget {
   /** The authenticated identity. */

@@ -16,7 +16,7 @@ import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import type { Outgoing, Settled } from "../delivery/device-delivery.js";
 import type { EdgeHubError } from "../errors.js";
 import type { TwinProperties } from "../twin/twins.js";
-import type { ClientConnection, ConnectionContext } from "./client.js";
+import { type ClientConnection, type ConnectionContext, closedByClient } from "./client.js";
 import { PacketReader } from "./packet-reader.js";
 import { SessionWriter } from "./sessions.js";
 import { deliveryTopic, parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
@@ -427,7 +427,7 @@ export class MqttConnection implements ClientConnection {
     if (clientId) this.#ctx.unregister(clientId, this);
     for (const f of this.#inflight.values()) f.reject(new Error(`connection closed: ${reason}`));
     this.#inflight.clear();
-    const level = reason === "client-disconnect" || reason === "socket-closed" ? "info" : "warn";
+    const level = closedByClient(reason) ? "info" : "warn";
     if (this.#principal === undefined && this.#ctx.closedUnauthenticated)
       this.#ctx.closedUnauthenticated(level, reason, fields);
     else this.#ctx.log.log(level, "client-closed", { clientId, reason, ...fields });

@@ -44,8 +44,6 @@ export interface ConsumerOptions {
   windowBytes: number;
   /** Messages asked per read at most. */
   readBatch: number;
-  /** Free places needed before reading again while messages are out (default 1): fewer, larger reads. */
-  refill?: number;
   /** After a resume at a split point, read what is stored from there on before the backlog. */
   liveFirst?: boolean;
   /** Reads only while this says so (a lower-priority forwarder waits for the higher ones). */
@@ -258,10 +256,8 @@ export class QueueConsumer {
     // One read at a time; the one under way reads again when it returns.
     if (this.#reading || this.#cancelRetry) return;
     if (this.#options.mayRead && !this.#options.mayRead()) return;
-    const past = this.#readPast();
-    const free = this.#options.window - past;
+    const free = this.#options.window - this.#readPast();
     if (free <= 0 || this.#window.freeBytes <= 0) return;
-    if (past > 0 && free < (this.#options.refill ?? 1)) return;
     const liveFirst = this.#options.liveFirst === true;
     let source: Source | undefined;
     let plan: ReadPlan | undefined;
