@@ -37,6 +37,11 @@ export class ScopeCallError extends Error {
   }
 }
 
+/** The parent has no such route (404, 405): an older parent, to be asked the legacy form. */
+export function noRoute(err: unknown): err is ScopeCallError {
+  return err instanceof ScopeCallError && (err.status === 404 || err.status === 405);
+}
+
 /** Where and how to reach the parent. */
 export interface ScopeEndpoint {
   host: string;

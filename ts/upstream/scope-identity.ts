@@ -24,7 +24,7 @@ import type { ParentConfig } from "../config/config.js";
 import type { Logger } from "../log.js";
 import { inScopeTargetPath, ORIGIN_EDGE_HEADER, onBehalfOfPath } from "../service/scope-identity.js";
 import type { ParentCredentials } from "./credentials.js";
-import { parentScopeCall, ScopeCallError, type ScopeRequest, scopeBackoffMs } from "./scope-http.js";
+import { noRoute, parentScopeCall, type ScopeRequest, scopeBackoffMs } from "./scope-http.js";
 import { deviceFromJson, isSkipped, moduleFromJson, pageOf } from "./scope-records.js";
 import { LEGACY_API, NESTED_API, type ScopeSync } from "./scope-sync.js";
 
@@ -143,7 +143,7 @@ export class ScopeIdentity {
         });
       } catch (err) {
         // An older parent without the route: the legacy call, for this parent from now on.
-        if (!(err instanceof ScopeCallError && (err.status === 404 || err.status === 405))) throw err;
+        if (!noRoute(err)) throw err;
         this.#legacy = true;
         this.#log.log("info", "scope-identity-form", { form: "legacy", reason: err.message.slice(0, 200) });
       }

@@ -19,7 +19,7 @@ import { own } from "../json.js";
 import type { Logger } from "../log.js";
 import { nestedScopePath, scopePath } from "../service/scope.js";
 import type { ParentCredentials } from "./credentials.js";
-import { parentScopeCall, ScopeCallError, type ScopeRequest, scopeBackoffMs } from "./scope-http.js";
+import { noRoute, parentScopeCall, type ScopeRequest, scopeBackoffMs } from "./scope-http.js";
 import {
   deviceFromJson,
   isSkipped,
@@ -276,8 +276,7 @@ export class ScopeSync {
       } catch (err) {
         // An older parent without the route: the legacy call, for this parent from now on.
         // A parent that answered the POST before keeps being asked it: a 404 then is an error.
-        const noRoute = err instanceof ScopeCallError && (err.status === 404 || err.status === 405);
-        if (pages === 1 && noRoute && this.form === undefined) {
+        if (pages === 1 && noRoute(err) && this.form === undefined) {
           this.form = "legacy";
           this.#log.log("info", "scope-form", { form: "legacy", reason: err.message.slice(0, 200) });
           return this.#legacyWalk(got);
