@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream";
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver } from "rhea";
 import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-import { type ConnectionContext, closedByClient } from "../protocol/client.js";
+import { type ConnectionContext, closedByClient, StoreGate } from "../protocol/client.js";
 import { audienceIdentity, BadCbsRequest, cbsResponse, readPutToken, tokenLogin } from "./cbs.js";
 import { AmqpClient } from "./client.js";
 import { DispositionGate, type Refusal } from "./dispositions.js";
@@ -27,8 +27,6 @@ export const MAX_FRAME_BYTES = 64 * 1024;
 /** Identities one connection may hold (IoT Hub multiplexes devices on one connection). */
 const MAX_CLIENTS = 16;
 const MAX_SESSIONS = 8;
-/** Messages of one connection waiting for the store: past this the socket is paused. */
-const MAX_UNACKED = 128;
 /** Refused put-tokens before the connection is closed. */
 const MAX_REFUSED_TOKENS = 4;
 /** Bytes queued to a client that does not read: past this it is disconnected. */
@@ -53,7 +51,7 @@ export class AmqpConnection implements RouterHost {
   readonly #router = new LinkRouter(this);
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
-  #unacked = 0;
+  readonly #gate: StoreGate;
   #sessions = 0;
   #refusedTokens = 0;
   /** The service side, when the hub lends it; and, once a policy token was put, its links. */
@@ -68,6 +66,7 @@ export class AmqpConnection implements RouterHost {
   constructor(socket: Duplex, ctx: ConnectionContext, peer?: PeerCertificate, service?: ServiceSide) {
     this.ctx = ctx;
     this.#socket = socket;
+    this.#gate = new StoreGate(socket, () => this.#closed);
     this.#peer = peer;
     this.serviceSide = service;
     this.#armDeadline();
@@ -280,11 +279,11 @@ export class AmqpConnection implements RouterHost {
   }
 
   hold(): void {
-    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
+    this.#gate.hold();
   }
 
   release(): void {
-    if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
+    this.#gate.release();
   }
 
   /** Closes the connection and every identity on it (idempotent), logging why. */

@@ -4,6 +4,7 @@
  * one connection per client id, delivers C2D messages, module inputs, method calls and
  * desired-property patches through it, and closes it (taken over, identity revoked).
  */
+import type { Duplex } from "node:stream";
 import type { Authenticator, Principal } from "../auth/authenticator.js";
 import type { DeliveryTarget } from "../delivery/device-delivery.js";
 import type { Logger, LogLevel } from "../log.js";
@@ -15,6 +16,35 @@ import type { SubscribeTopic } from "./topics.js";
 
 /** What a client listens for (an MQTT subscription, an AMQP receiving link). */
 export type ListenKind = SubscribeTopic["kind"];
+
+/** Requests of one connection waiting for the store: past this its socket is paused. */
+export const MAX_WAITING_FOR_STORE = 128;
+
+/**
+ * A connection's backpressure on the store, the same under both heads: a client faster than
+ * the disk waits in its socket (paused past {@link MAX_WAITING_FOR_STORE} requests waiting),
+ * not in the hub's memory, and reads again once answers bring it back under.
+ */
+export class StoreGate {
+  #waiting = 0;
+  readonly #socket: Duplex;
+  readonly #closed: () => boolean;
+
+  constructor(socket: Duplex, closed: () => boolean) {
+    this.#socket = socket;
+    this.#closed = closed;
+  }
+
+  /** A request goes to the store. */
+  hold(): void {
+    if (++this.#waiting === MAX_WAITING_FOR_STORE) this.#socket.pause();
+  }
+
+  /** A request held by {@link StoreGate.hold} is answered. */
+  release(): void {
+    if (this.#waiting-- === MAX_WAITING_FOR_STORE && !this.#closed()) this.#socket.resume();
+  }
+}
 
 /** A close the client made (or its socket just went): logged at info, and nothing to tell it. */
 export function closedByClient(reason: string): boolean {

@@ -16,7 +16,7 @@ import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import type { Outgoing, Settled } from "../delivery/device-delivery.js";
 import type { EdgeHubError } from "../errors.js";
 import type { TwinProperties } from "../twin/twins.js";
-import { type ClientConnection, type ConnectionContext, closedByClient } from "./client.js";
+import { type ClientConnection, type ConnectionContext, closedByClient, StoreGate } from "./client.js";
 import { PacketReader } from "./packet-reader.js";
 import { SessionWriter } from "./sessions.js";
 import { deliveryTopic, parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
@@ -36,8 +36,6 @@ const CONNACK = {
 const PACKET_OVERHEAD = 64 * 1024;
 /** Largest packet before CONNECT is accepted: a CONNECT with its token. */
 const MAX_CONNECT_BYTES = 16 * 1024;
-/** Messages of one client waiting for the store: past this the socket is paused. */
-const MAX_UNACKED = 128;
 /** Packets held while a session is restored. */
 const MAX_HELD = 256;
 /** Bytes queued to a client that does not read: past this it is disconnected. */
@@ -63,7 +61,7 @@ export class MqttConnection implements ClientConnection {
   #cleanSession = true;
   /** The stored subscriptions of a clean=false client, set once its session is restored. */
   #session: SessionWriter | undefined;
-  #unacked = 0;
+  readonly #gate: StoreGate;
   #expiry: NodeJS.Timeout | undefined;
 
   readonly #peer: PeerCertificate | undefined;
@@ -71,6 +69,7 @@ export class MqttConnection implements ClientConnection {
   /** @param peer the TLS client certificate, when the client presented one. */
   constructor(socket: Duplex, ctx: ConnectionContext, peer?: PeerCertificate) {
     this.#socket = socket;
+    this.#gate = new StoreGate(socket, () => this.#closed);
     this.#ctx = ctx;
     this.#peer = peer;
     this.#timer = setTimeout(() => this.close("connect-timeout"), ctx.connectTimeoutMs);
@@ -277,7 +276,7 @@ export class MqttConnection implements ClientConnection {
       forwarded: principal.via !== undefined,
     };
     // Backpressure: a client faster than the disk waits in its socket, not in our memory.
-    this.#hold();
+    this.#gate.hold();
     this.#ctx.router.accept(
       principal.moduleId === undefined ? telemetry : { ...telemetry, moduleId: principal.moduleId },
       (err) => {
@@ -287,7 +286,7 @@ export class MqttConnection implements ClientConnection {
           this.close("store-refused", { code: (err as EdgeHubError).code, detail: (err as Error).message });
           return;
         }
-        this.#release();
+        this.#gate.release();
         if (ack !== undefined) this.#puback(ack);
       },
     );
@@ -295,14 +294,14 @@ export class MqttConnection implements ClientConnection {
 
   /** Twin GET and reported PATCH: answered on `$iothub/twin/res/{status}/?$rid=…`. */
   #onTwinRequest(kind: "twin-get" | "twin-reported", rid: string, p: IPublishPacket): void {
-    this.#hold();
+    this.#gate.hold();
     const clientId = (this.#principal as Principal).clientId;
     const fresh =
       kind === "twin-get" && this.#ctx.refreshTwin ? this.#ctx.refreshTwin(clientId) : Promise.resolve();
     void fresh
       .then(() => answerTwinRequest(this.#ctx.twins, this.#ctx.log, clientId, kind, Buffer.from(p.payload)))
       .then((a) => {
-        this.#release();
+        this.#gate.release();
         if (p.qos === 1) this.#puback(p.messageId ?? 0);
         if (!this.#subscribed.has("twin-responses")) return;
         const v = a.version === undefined ? "" : `&$version=${a.version}`;
@@ -394,24 +393,14 @@ export class MqttConnection implements ClientConnection {
       ack();
       return;
     }
-    this.#hold();
+    this.#gate.hold();
     saved.then(
       () => {
-        this.#release();
+        this.#gate.release();
         if (!this.#closed) ack();
       },
       (err: unknown) => this.close("session-save-failed", { detail: (err as Error).message }),
     );
-  }
-
-  /** One more request waiting for the store (a message, a twin request, a session save). */
-  #hold(): void {
-    if (++this.#unacked === MAX_UNACKED) this.#socket.pause();
-  }
-
-  /** A request held by {@link #hold} is answered: the socket reads again below the cap. */
-  #release(): void {
-    if (this.#unacked-- === MAX_UNACKED && !this.#closed) this.#socket.resume();
   }
 
   /**
