@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream";
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver } from "rhea";
 import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-import { type ConnectionContext, closedByClient, StoreGate } from "../protocol/client.js";
+import { type ConnectionContext, closedByClient, endSocket, StoreGate } from "../protocol/client.js";
 import { audienceIdentity, BadCbsRequest, cbsResponse, readPutToken, tokenLogin } from "./cbs.js";
 import { AmqpClient } from "./client.js";
 import { DispositionGate, type Refusal } from "./dispositions.js";
@@ -308,11 +308,6 @@ export class AmqpConnection implements RouterHost {
       // The socket may be gone already.
     }
     // rhea writes the close frame on the next tick; the socket ends after it (SDKs wait for it).
-    setImmediate(() => {
-      this.#socket.end();
-      // Unread bytes would turn the close into an RST that drops the client's unread answers.
-      this.#socket.resume();
-    });
-    setTimeout(() => this.#socket.destroy(), 1000).unref();
+    setImmediate(() => endSocket(this.#socket));
   }
 }

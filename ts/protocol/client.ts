@@ -46,6 +46,21 @@ export class StoreGate {
   }
 }
 
+/** How long a closing connection's socket may take to write what it has left. */
+const CLOSE_WRITE_MS = 1000;
+
+/**
+ * Ends a connection's socket after what it has to write (its last answers), then destroys
+ * it. Meanwhile it reads, and drops, what the client still sends: a socket closed with
+ * unread bytes answers with RST, and the client's kernel then drops what it had not read
+ * yet, the last PUBACKs among it (a clean stop pauses reading with publishes in flight).
+ */
+export function endSocket(socket: Duplex): void {
+  socket.end();
+  socket.resume();
+  setTimeout(() => socket.destroy(), CLOSE_WRITE_MS).unref();
+}
+
 /** A close the client made (or its socket just went): logged at info, and nothing to tell it. */
 export function closedByClient(reason: string): boolean {
   return reason === "client-disconnect" || reason === "socket-closed";

@@ -16,7 +16,13 @@ import type { PeerCertificate, Principal } from "../auth/authenticator.js";
 import type { Outgoing, Settled } from "../delivery/device-delivery.js";
 import type { EdgeHubError } from "../errors.js";
 import type { TwinProperties } from "../twin/twins.js";
-import { type ClientConnection, type ConnectionContext, closedByClient, StoreGate } from "./client.js";
+import {
+  type ClientConnection,
+  type ConnectionContext,
+  closedByClient,
+  endSocket,
+  StoreGate,
+} from "./client.js";
 import { PacketReader } from "./packet-reader.js";
 import { SessionWriter } from "./sessions.js";
 import { deliveryTopic, parsePublishTopic, parseSubscribeTopic, type SubscribeTopic } from "./topics.js";
@@ -420,11 +426,6 @@ export class MqttConnection implements ClientConnection {
     if (this.#principal === undefined && this.#ctx.closedUnauthenticated)
       this.#ctx.closedUnauthenticated(level, reason, fields);
     else this.#ctx.log.log(level, "client-closed", { clientId, reason, ...fields });
-    this.#socket.end();
-    // Read (and drop) what the client still sends until it closes too: a socket closed with
-    // unread bytes answers with RST, and the client's kernel then drops what it had not read
-    // yet, the last PUBACKs among it (a clean stop pauses reading with publishes in flight).
-    this.#socket.resume();
-    setTimeout(() => this.#socket.destroy(), 1000).unref();
+    endSocket(this.#socket);
   }
 }
