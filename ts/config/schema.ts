@@ -4,6 +4,7 @@
  * that span keys (a parent's credentials, the manifest's layers) are in ./config.ts.
  */
 import * as v from "valibot";
+import { DURABILITIES } from "../store/message-store.js";
 import { group, integer, key, kind, optionalKey, requiredKey } from "./declare.js";
 import { limitsSchema } from "./limits.js";
 
@@ -261,7 +262,7 @@ export const hubConfigSchema = group({
     "Least severe log line written.",
   ),
   durability: key(
-    kind(v.picklist(["fsync", "wal"]), '"fsync" or "wal"'),
+    kind(v.picklist(DURABILITIES), DURABILITIES.map((d) => `"${d}"`).join(" or ")),
     "fsync",
     "When a device's message is acknowledged: \"fsync\" once the store's WAL is synced (survives a power loss); " +
       '"wal" once it is written to the WAL without fsync (survives a killed hub, not a power loss; IoT Edge\'s own default; less CPU per message).',
