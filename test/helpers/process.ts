@@ -24,16 +24,32 @@ afterEach(async () => {
   running.clear();
 });
 
-/** A port free on 127.0.0.1 now (for hubs that must come back on the same address). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+// Fixed ports come from below the kernel's ephemeral range (32768..60999 by default), so
+// neither `listen(0)` nor the local end of an outgoing connection can take one while its hub
+// is down (a connection to a dead port can even take that very port and connect to itself):
+// each vitest worker has its own 1500-port slice of 17000..32000, walked in order.
+const SLICE = 1500;
+const slice = 17_000 + ((Number(process.env.VITEST_POOL_ID ?? 0) || 0) % 10) * SLICE;
+let nextPort = slice + Math.floor(Math.random() * SLICE);
+
+function tryListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
   });
+}
+
+/**
+ * A port free on 127.0.0.1 now, for hubs that must come back on the same address: outside
+ * the ephemeral range, so nothing else is given it while its hub is down.
+ */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < SLICE; i++) {
+    const port = slice + ((nextPort++ - slice) % SLICE);
+    if (await tryListen(port)) return port;
+  }
+  throw new Error(`no free port in ${slice}..${slice + SLICE - 1}`);
 }
 
 /** A hub process. */

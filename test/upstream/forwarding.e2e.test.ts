@@ -16,6 +16,7 @@ import {
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, stopHub } from "../helpers/hub.js";
 import { connectedRaw, deviceConnect, publishSeq, rawClient } from "../helpers/mqtt-raw.js";
+import { freePort } from "../helpers/process.js";
 
 describe("edge hub forwarding to a root hub", () => {
   it("syncs its scope, authenticates a child on it, and forwards the child's messages in order as the child", async () => {
@@ -149,8 +150,9 @@ describe("edge hub forwarding to a root hub", () => {
 
   it("takes an AMQP child's messages while the parent is down, acknowledged by the edge alone; everything reaches the parent in order when it returns", async () => {
     const rootDir = await tempDir();
-    const root = await startRoot(rootDir);
-    const rootListen = { host: "127.0.0.1", mqtts: root.ports.mqtts, https: root.ports.https };
+    // Fixed ports outside the ephemeral range, so the root comes back on them.
+    const rootListen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+    const root = await startRoot(rootDir, { listen: rootListen });
     const parent = await edgeIdentity(root, "edge1");
     const key = await childOf(root, "edge1", "leaf1");
     const edge = await startEdge(await tempDir(), parent, BOTH_HEADS);
