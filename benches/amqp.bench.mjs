@@ -27,7 +27,12 @@ try {
   const dataDir = join(root, "hub");
   const max = Math.max(...SHAPES.map((s) => s.clients));
   const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 }, metrics: false },
+    {
+      hostname: "localhost",
+      dataDir,
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
+      metrics: false,
+    },
     silentLogger,
   );
   const keys = [];

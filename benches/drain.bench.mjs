@@ -183,7 +183,11 @@ async function edgehubPair(base, durability) {
   mkdirSync(join(base, "root"), { recursive: true });
   mkdirSync(join(base, "edge"), { recursive: true });
   const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir: rootData, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+    {
+      hostname: "localhost",
+      dataDir: rootData,
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
+    },
     silentLogger,
   );
   const edge = await setup.registry.createDevice({ deviceId: EDGE_ID, capabilities: { iotEdge: true } });

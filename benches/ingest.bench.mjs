@@ -141,7 +141,7 @@ try {
   const dataDir = join(root, "edgehub-data");
   // Register the devices first (in-process), then run the hub as its own process.
   const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
     silentLogger,
   );
   const keys = [];

@@ -163,7 +163,7 @@ async function reportedPatches({ port, ca, module }) {
 try {
   const dataDir = join(root, "edgehub-data");
   const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
     silentLogger,
   );
   await setup.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });

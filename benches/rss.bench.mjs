@@ -63,7 +63,12 @@ try {
   bare.kill();
   const dataDir = join(root, "hub");
   const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 }, metrics: false },
+    {
+      hostname: "localhost",
+      dataDir,
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
+      metrics: false,
+    },
     silentLogger,
   );
   await setup.close();

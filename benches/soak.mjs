@@ -56,7 +56,11 @@ async function startSite(dir) {
   await mkdir(join(dir, "root"), { recursive: true });
   await mkdir(join(dir, "edge"), { recursive: true });
   const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir: rootData, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+    {
+      hostname: "localhost",
+      dataDir: rootData,
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
+    },
     silentLogger,
   );
   const edge = await setup.registry.createDevice({ deviceId: EDGE_ID, capabilities: { iotEdge: true } });

@@ -97,7 +97,7 @@ try {
   const dataDir = join(root, "edgehub-data");
   // Devices are registered in-process first; the hub then runs as its own process.
   const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
     silentLogger,
   );
   const keys = [];

@@ -22,7 +22,7 @@ const say = (line) => process.stdout.write(`daemon: ${line}\n`);
 const hub = await EdgeHub.start({
   hostname,
   dataDir,
-  listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+  listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: 0 },
   logLevel: "warn",
 });
 try {

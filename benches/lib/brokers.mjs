@@ -229,7 +229,7 @@ export async function startEdgehub(dataDir, port, extra = {}, name = "edgehub") 
   const base = {
     hostname: "localhost",
     dataDir,
-    listen: { host: "127.0.0.1", mqtts: port, https: 0 },
+    listen: { host: "127.0.0.1", mqtts: port, https: 0, amqps: false },
     limits,
   };
   writeFileSync(

@@ -74,7 +74,7 @@ describe("edgehub cert (transparent gateway chain)", { timeout: 90_000 }, () => 
     const hub = await hubProcess(dir, {
       hostname: "localhost",
       dataDir,
-      listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
       tls: {
         certFile: join(certs, "server.pem"),
         keyFile: join(certs, "server-key.pem"),

@@ -26,7 +26,7 @@ async function startRootHub(): Promise<RunningHub> {
   const hub = await hubProcess(dir, {
     hostname: "localhost",
     dataDir,
-    listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+    listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
   });
   const mqttPort = Number(/MQTT over TLS\s+127\.0\.0\.1:(\d+)/.exec(hub.output())?.[1]);
   const httpsPort = Number(/service API\s+https:\/\/localhost:(\d+)/.exec(hub.output())?.[1]);

@@ -309,7 +309,7 @@ describe("every edgehub command", () => {
     const hub = await startJson(dir, {
       hostname: "localhost",
       dataDir: join(dir, "data"),
-      listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
       metrics: { port: 0 },
       logLevel: "warn",
     });

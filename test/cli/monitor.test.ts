@@ -20,7 +20,12 @@ import { BlackholeProxy } from "../helpers/proxy.js";
 describe("edgehub monitor on an edge hub", () => {
   it("shows the upstream queues read-only, and survives the hub's restart without printing twice", async () => {
     const dir = await tempDir();
-    const rootPorts = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+    const rootPorts = {
+      host: "127.0.0.1",
+      mqtts: await freePort(),
+      https: await freePort(),
+      amqps: false as const,
+    };
     const rootDir = join(dir, "root");
     let root: EdgeHub = await startRoot(rootDir, { listen: rootPorts, metrics: false });
     const parent = await edgeIdentity(root, "gw");
@@ -28,7 +33,7 @@ describe("edgehub monitor on an edge hub", () => {
     const edgeConfig = {
       hostname: "127.0.0.1",
       dataDir: join(dir, "edge"),
-      listen: { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() },
+      listen: { host: "127.0.0.1", mqtts: await freePort(), https: await freePort(), amqps: false },
       parent,
       metrics: false,
       logLevel: "warn",

@@ -103,6 +103,7 @@ describe("config keys", () => {
     ["listen.host", "0.0.0.0"],
     ["listen.mqtts", 8883],
     ["listen.https", 8443],
+    ["listen.amqps", 5671],
     ["timeToLiveSecs", 7200],
     ["maxSizeBytes", 10 * 2 ** 30],
     ["whenFull", "reject"],
@@ -132,11 +133,18 @@ describe("config keys", () => {
     expect(got).toEqual(value);
   });
 
+  it("turns the AMQP listener off with listen.amqps false, and takes 0 for a free port", () => {
+    expect(loadConfig({ listen: { amqps: false } }).listen.amqps).toBe(false);
+    expect(loadConfig({ listen: { amqps: 0 } }).listen.amqps).toBe(0);
+  });
+
   it.each([
     [{ hostname: "gw 1" }, "hostname: must be a DNS name"],
     [{ listen: { mqtts: 70000 } }, "listen.mqtts: must be a port number 0-65535"],
     [{ listen: { tls: true } }, "listen.tls: is not a known key"],
     [{ listen: 8883 }, "listen: must be an object"],
+    [{ listen: { amqps: true } }, "listen.amqps: must be a port number 0-65535 or false"],
+    [{ listen: { amqps: -1 } }, "listen.amqps: must be a port number 0-65535 or false"],
     [{ colour: "blue" }, "colour: is not a known key"],
     [{ tls: { certFile: "c", keyFile: "k" } }, "tls.caFile: is required"],
     [

@@ -22,7 +22,7 @@ export async function startHub(
   log: Logger = silentLogger,
 ): Promise<EdgeHub> {
   const hub = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 }, ...extra },
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: 0 }, ...extra },
     log,
   );
   hubs.push(hub);

@@ -68,7 +68,7 @@ export function processConfig(dir: string, port: number, extra: object = {}): ob
   return {
     hostname: "localhost",
     dataDir: dir,
-    listen: { host: "127.0.0.1", mqtts: port, https: 0 },
+    listen: { host: "127.0.0.1", mqtts: port, https: 0, amqps: false },
     ...extra,
   };
 }

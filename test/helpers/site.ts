@@ -19,7 +19,7 @@ export const LEAVES = ["leaf-a", "leaf-b", "leaf-c"];
 
 export interface Site {
   rootDir: string;
-  rootListen: { host: string; mqtts: number; https: number };
+  rootListen: { host: string; mqtts: number; https: number; amqps: number | false };
   root: EdgeHub;
   edgeDir: string;
   config: Record<string, unknown>;
@@ -45,7 +45,12 @@ export async function site(
   { devices = LEAVES, dataDir, env = {} }: SiteOptions = {},
 ): Promise<Site & { proxy?: BlackholeProxy }> {
   const rootDir = await tempDir();
-  const rootListen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+  const rootListen = {
+    host: "127.0.0.1",
+    mqtts: await freePort(),
+    https: await freePort(),
+    amqps: false as const,
+  };
   const root = await startRoot(rootDir, { listen: rootListen });
   const proxy = viaProxy ? await BlackholeProxy.start(rootListen.mqtts) : undefined;
   const parent = {
@@ -62,7 +67,7 @@ export async function site(
   const config = {
     hostname: "127.0.0.1",
     dataDir: dataDir ?? join(edgeDir, "data"),
-    listen: { host: "127.0.0.1", mqtts: edgePort, https: await freePort() },
+    listen: { host: "127.0.0.1", mqtts: edgePort, https: await freePort(), amqps: false as const },
     parent,
   };
   const edge = await hubProcess(edgeDir, config, env);

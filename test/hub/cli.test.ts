@@ -36,7 +36,11 @@ describe("edgehub command", () => {
     const dataDir = join(dir, "data");
     await writeFile(
       config,
-      JSON.stringify({ hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } }),
+      JSON.stringify({
+        hostname: "localhost",
+        dataDir,
+        listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
+      }),
     );
     const hub = run(["start", "--config", config]);
     await until("startup banner", () => /MQTT over TLS\s+127\.0\.0\.1:\d+/.test(hub.out()));

@@ -256,7 +256,7 @@ describe("limits", () => {
       {
         hostname: "localhost",
         dataDir: await tempDir(),
-        listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+        listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
         limits: { maxUnauthenticatedPerAddress: 5, tlsHandshakeTimeoutMs: 200 },
       },
       log,

@@ -11,7 +11,10 @@ function recording(): Logger & { events: Array<{ event: string; fields?: Record<
 }
 
 const start = (dataDir: string, log: Logger) =>
-  EdgeHub.start({ hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } }, log);
+  EdgeHub.start(
+    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
+    log,
+  );
 
 describe("dataDir permissions", () => {
   it("creates a new dataDir 0700", async () => {

@@ -53,7 +53,12 @@ const refusals = (log: ReturnType<typeof recordingLogger>) =>
 /** A root on fixed ports (so it can come back), stopped; an edge under it with `extra`; children leaf1, leaf2. */
 async function offlineEdge(extra: HubConfigInput) {
   const rootDir = await tempDir();
-  const listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+  const listen = {
+    host: "127.0.0.1",
+    mqtts: await freePort(),
+    https: await freePort(),
+    amqps: false as const,
+  };
   const root = await startRoot(rootDir, { listen });
   const parent = await edgeIdentity(root, "edge1");
   const keys = { leaf1: await childOf(root, "edge1", "leaf1"), leaf2: await childOf(root, "edge1", "leaf2") };
@@ -190,7 +195,7 @@ describe("per-identity share of the store quota", () => {
     const proc = await hubProcess(dir, {
       hostname: "localhost",
       dataDir: dir,
-      listen: { host: "127.0.0.1", mqtts, https: await freePort() },
+      listen: { host: "127.0.0.1", mqtts, https: await freePort(), amqps: false },
       ...config,
     });
     const ca = await readFile(join(dir, "certs", "ca.pem"), "utf8");

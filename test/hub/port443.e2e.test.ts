@@ -31,7 +31,7 @@ async function startOn443(extra: HubConfigInput = {}): Promise<EdgeHub> {
     {
       hostname: "localhost",
       dataDir: join(await tempDir(), "hub"),
-      listen: { host: "127.0.0.1", mqtts: 0, https: 443 },
+      listen: { host: "127.0.0.1", mqtts: 0, https: 443, amqps: false },
       ...extra,
     },
     silentLogger,
@@ -46,7 +46,7 @@ describe("the official azure-iothub service SDK", () => {
       {
         hostname: "localhost",
         dataDir: join(await tempDir(), "hub"),
-        listen: { host: "127.0.0.1", mqtts: 0, https: 443 },
+        listen: { host: "127.0.0.1", mqtts: 0, https: 443, amqps: false },
       },
       silentLogger,
     );
@@ -178,7 +178,7 @@ describe("direct methods between a hub's own clients", () => {
       {
         hostname: "127.0.0.1",
         dataDir: join(await tempDir(), "edge"),
-        listen: { host: "127.0.0.1", mqtts: 0, https: 443 },
+        listen: { host: "127.0.0.1", mqtts: 0, https: 443, amqps: false },
         parent,
       },
       silentLogger,

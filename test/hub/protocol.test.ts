@@ -13,7 +13,7 @@ beforeEach(async () => {
     {
       hostname: "localhost",
       dataDir: join(await tempDir(), "hub"),
-      listen: { host: "127.0.0.1", mqtts: 0, https: 0 },
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
     },
     silentLogger,
   );
@@ -203,7 +203,7 @@ describe("persistent sessions", () => {
     const dataDir = hub.config.dataDir;
     await hub.close();
     hub = await EdgeHub.start(
-      { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0 } },
+      { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
       silentLogger,
     );
     await hub.delivery.sendC2D("dev1", { body: Buffer.from("after restart") });

@@ -151,7 +151,12 @@ describe("edge hub forwarding to a root hub", () => {
   it("takes an AMQP child's messages while the parent is down, acknowledged by the edge alone; everything reaches the parent in order when it returns", async () => {
     const rootDir = await tempDir();
     // Fixed ports outside the ephemeral range, so the root comes back on them.
-    const rootListen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+    const rootListen = {
+      host: "127.0.0.1",
+      mqtts: await freePort(),
+      https: await freePort(),
+      amqps: false as const,
+    };
     const root = await startRoot(rootDir, { listen: rootListen });
     const parent = await edgeIdentity(root, "edge1");
     const key = await childOf(root, "edge1", "leaf1");

@@ -11,7 +11,12 @@ import { call } from "../helpers/service.js";
 /** A root on fixed ports (so it can come back), an edge under it with `extra`, and a child `leaf1`. */
 async function rootAndEdge(extra: HubConfigInput) {
   const rootDir = await tempDir();
-  const listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+  const listen = {
+    host: "127.0.0.1",
+    mqtts: await freePort(),
+    https: await freePort(),
+    amqps: false as const,
+  };
   const root = await startRoot(rootDir, { listen });
   const parent = await edgeIdentity(root, "edge1");
   const key = await childOf(root, "edge1", "leaf1");

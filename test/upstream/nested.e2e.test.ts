@@ -29,7 +29,12 @@ async function nested(edge1Extra: HubConfigInput = {}) {
   });
   const leaf = await root.registry.createDevice({ deviceId: "leaf", deviceScope: e2.deviceScope });
   const edge1Dir = await tempDir();
-  const edge1Listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+  const edge1Listen = {
+    host: "127.0.0.1",
+    mqtts: await freePort(),
+    https: await freePort(),
+    amqps: false as const,
+  };
   const filter = await root.registry.createModule({ deviceId: "edge1", moduleId: "filter" });
   const edge1 = await startEdge(edge1Dir, edge1Parent, { listen: edge1Listen, ...edge1Extra });
   await synced(edge1);

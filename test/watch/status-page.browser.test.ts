@@ -32,7 +32,12 @@ afterEach(async () => {
 describe("status page", () => {
   it("shows the link going offline and the backlog rising, then draining when the root returns", async () => {
     const rootDir = await tempDir();
-    const listen = { host: "127.0.0.1", mqtts: await freePort(), https: await freePort() };
+    const listen = {
+      host: "127.0.0.1",
+      mqtts: await freePort(),
+      https: await freePort(),
+      amqps: false as const,
+    };
     let root: EdgeHub = await startRoot(rootDir, { listen, metrics: false });
     const parent = { ...(await edgeIdentity(root, "edge1")), keepaliveSecs: 2 };
     const key = await childOf(root, "edge1", "leaf1");

@@ -21,8 +21,8 @@ export interface ReadyLine {
   hostname: string;
   /** The interface the device-facing listeners are bound to (`listen.host`). */
   host: string;
-  /** Ports actually bound; `metrics` is 0 when that listener is off. */
-  ports: { mqtts: number; https: number; metrics: number };
+  /** Ports actually bound; `amqps` and `metrics` are 0 when that listener is off. */
+  ports: { mqtts: number; https: number; amqps: number; metrics: number };
   /** Absolute paths. */
   dataDir: string;
   caFile: string;
@@ -118,7 +118,7 @@ export const startCommand: CommandSpec = {
   ],
   notes:
     "Ready: lines for people on stdout; --json: one line {event: ready, pid, hostname, host, ports {mqtts, https,\n" +
-    "metrics}, dataDir, caFile, serviceConnectionStringFile}, and {event: stopping, signal} on SIGINT/SIGTERM.\n" +
+    "amqps, metrics}, dataDir, caFile, serviceConnectionStringFile}, and {event: stopping, signal} on SIGINT/SIGTERM.\n" +
     "Exit codes: 0 stopped cleanly, 1 error, 2 usage, 128 + signal number when a second signal cuts the stop short.\n" +
     `config keys (a.b is key b inside object a):\n${configUsage()}`,
   run: (input) => start(input.opt("config"), input.json),

@@ -13,6 +13,11 @@ const path = kind(v.pipe(v.string(), v.minLength(1)), "a path");
 const text = kind(v.pipe(v.string(), v.minLength(1)), "a non-empty string");
 const port = integer(0, 65535, "a port number 0-65535");
 const positive = integer(1, Number.MAX_SAFE_INTEGER, "a positive integer");
+/** A listener's port, or `false`: that listener off (`listen.amqps`). */
+const portOrOff = kind(
+  v.union([v.literal(false), v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))]),
+  "a port number 0-65535 or false",
+);
 const ttl = kind(
   v.pipe(
     v.number(),
@@ -196,9 +201,10 @@ export const hubConfigSchema = group({
           8443,
           "HTTPS: the service API, and MQTT and AMQP over WebSocket; 0 picks a free port.",
         ),
-        amqps: optionalKey(
-          port,
-          "AMQP over TLS (IoT Hub's 5671); off unless set (docs/amqp.md says what it serves); 0 picks a free port.",
+        amqps: key(
+          portOrOff,
+          5671,
+          "AMQP 1.0 over TLS (IoT Hub's port; docs/amqp.md says what it serves); 0 picks a free port, false turns it off.",
         ),
       }),
       {},

@@ -147,18 +147,18 @@ export function createListeners(
 }
 
 /**
- * Binds the MQTT, HTTPS and (when `amqps` is set) AMQP listeners to `at` (port 0: a free
+ * Binds the MQTT, HTTPS and (unless `amqps` is false) AMQP listeners to `at` (port 0: a free
  * one). Rejects with the first bind that fails, after closing those already listening.
  */
 export async function listen(
   listeners: Listeners,
-  at: { host: string; mqtts: number; https: number; amqps?: number | undefined },
+  at: { host: string; mqtts: number; https: number; amqps: number | false },
 ): Promise<void> {
   try {
     for (const [srv, port] of [
       [listeners.mqtt, at.mqtts],
       [listeners.https, at.https],
-      ...(at.amqps === undefined ? [] : [[listeners.amqp, at.amqps] as const]),
+      ...(at.amqps === false ? [] : [[listeners.amqp, at.amqps] as const]),
     ] as const) {
       await new Promise<void>((resolve, reject) => {
         srv.once("error", reject);
