@@ -8,6 +8,7 @@ import type { Delivery, EventContext, Receiver, Sender } from "rhea";
 import { ADDRESSES } from "../../vocabulary.js";
 import type { AmqpClient } from "../client.js";
 import type { Refusal } from "../dispositions.js";
+import { answerLinkProperties } from "../link-properties.js";
 import { DeliveryLink } from "./c2d.js";
 import type { FeedbackLink } from "./feedback.js";
 import { type ServiceSession, type ServiceSide, serviceC2dLink } from "./service.js";
@@ -75,9 +76,10 @@ export class LinkRouter {
     const terminus = link.is_receiver() ? attach?.target : attach?.source;
     const named: unknown = (terminus as { address?: unknown } | undefined)?.address;
     const address = typeof named === "string" ? named : undefined;
-    // Our end of the link names the same address.
+    // Our end of the link names the same address, and repeats IoT Hub's link properties.
     if (link.is_receiver()) link.set_target({ address: address ?? "" });
     else link.set_source({ address: address ?? "" });
+    const said = answerLinkProperties(link, attach);
     const role = address === undefined ? undefined : this.#route(link, address);
     if (!role || "condition" in role) {
       const error = role ?? { condition: "amqp:not-found", description: "the link has no address" };
@@ -87,6 +89,7 @@ export class LinkRouter {
       return;
     }
     this.#roles.set(link, role);
+    this.#host.ctx.log.log("debug", "amqp-link-opened", { address, kind: role.kind, ...said });
   }
 
   /** What the link at `address` is, or why it is refused. */
