@@ -49,6 +49,8 @@ type Parts = Pick<
   listeners: Listeners;
   tls: { ca: string; caFile: string };
   service: { connectionString: string; file: string };
+  /** A root's C2D feedback. */
+  feedback: FeedbackQueue | undefined;
 };
 
 /** A running hub. */
@@ -81,6 +83,7 @@ export class EdgeHub {
   readonly #lag = new EventLoopLag();
   /** Status board, metrics and the operators' listener. */
   #observing: Observing | undefined;
+  readonly #feedback: FeedbackQueue | undefined;
   #closed = false;
 
   private constructor(p: Parts) {
@@ -96,6 +99,7 @@ export class EdgeHub {
     this.#clients = p.clients;
     this.#admission = p.admission;
     this.#listeners = p.listeners;
+    this.#feedback = p.feedback;
     this.caCertificate = p.tls.ca;
     this.caFile = p.tls.caFile;
     this.serviceConnectionString = p.service.connectionString;
@@ -119,6 +123,7 @@ export class EdgeHub {
     let routing: HubRouting | undefined;
     let listeners: Listeners | undefined;
     let observing: Observing | undefined;
+    let watching: FeedbackQueue | undefined;
     try {
       const box = await SecretBox.fromKeyFile(join(config.dataDir, "secrets.key"));
       const registry = await Registry.open(store, box, { allowNesting: config.allowNesting });
@@ -181,7 +186,14 @@ export class EdgeHub {
       );
       // A root gives C2D feedback as IoT Hub does (an edge's C2D comes from its parent's hub).
       const feedback = parent ? undefined : new FeedbackQueue(store, registry, log);
-      if (feedback) delivery.onSettled = (clientId, m, outcome) => feedback.settled(clientId, m, outcome);
+      if (feedback) {
+        delivery.onSettled = (clientId, m, outcome, queue) => feedback.settled(clientId, m, outcome, queue);
+        delivery.onC2dQueued = (deviceId, queue, offset, properties, ttlSecs) =>
+          feedback.queued(deviceId, queue, offset, properties, ttlSecs);
+        delivery.onC2dRemoved = (deviceId, why) => feedback.removed(deviceId, why);
+        watching = feedback;
+        await feedback.start();
+      }
       // The AMQP head: the same parts, its refusals counted apart (docs/amqp.md).
       const amqp = amqpHead({
         context: connectionContext({
@@ -209,7 +221,7 @@ export class EdgeHub {
         amqpWebSocket: (stream, socket, peer) => amqp(stream, socket, peer),
         request: (req, res) => api.handle(req, res),
       });
-      const hub = new EdgeHub({ ...shared, settings, routing, listeners, tls, service });
+      const hub = new EdgeHub({ ...shared, settings, routing, listeners, tls, service, feedback });
       await listen(listeners, config.listen);
       observing = await observe(
         config,
@@ -235,6 +247,7 @@ export class EdgeHub {
       log.log("info", "hub-started", { hostname: config.hostname, ...hub.ports, dataDir: config.dataDir });
       return hub;
     } catch (err) {
+      watching?.close();
       await observing?.close();
       if (listeners) void stopListening(listeners);
       await routing?.close();
@@ -299,6 +312,7 @@ export class EdgeHub {
     this.#listeners.websockets.terminateAll();
     this.methods.close();
     this.upstream?.close();
+    this.#feedback?.close();
     // Closing ends each socket after what it has to write (its last PUBACKs): let that go out.
     await this.#clients.closeAll("hub-closing", 1000);
     await stopped;

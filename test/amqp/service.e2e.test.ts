@@ -1,10 +1,5 @@
 import { join } from "node:path";
-import { Message as ServiceMessage } from "azure-iot-common";
 import type { Message } from "azure-iot-device";
-import type { Client as ServiceClient } from "azure-iothub";
-
-type ServiceReceiver = ServiceClient.ServiceReceiver;
-
 import rhea from "rhea";
 import { describe, expect, it } from "vitest";
 import { FeedbackQueue } from "../../ts/amqp/links/feedback.js";
@@ -16,39 +11,7 @@ import { edgeIdentity, startEdge, startRoot } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, deviceClient, startHub, stopHub } from "../helpers/hub.js";
 import { call, serviceToken } from "../helpers/service.js";
-import { serviceClient } from "../helpers/service-amqp.js";
-
-/** A C2D message as a back end builds it with the official SDK. */
-function c2d(body: string, messageId: string, ack?: string): ServiceMessage {
-  const m = new ServiceMessage(body);
-  m.messageId = messageId;
-  m.correlationId = `c-${messageId}`;
-  if (ack !== undefined) m.ack = ack;
-  m.properties.add("k", "v");
-  return m;
-}
-
-/**
- * Feedback records as the SDK's feedback receiver hands them over, completed as they arrive
- * (the first `abandon` batches abandoned instead, and not recorded).
- */
-async function feedbackRecords(client: ServiceClient, abandon = 0): Promise<Array<Record<string, unknown>>> {
-  // The callback form: the promise form's result packs the receiver away (azure-iothub 1.16.6).
-  const receiver = await new Promise<ServiceReceiver>((resolve, reject) =>
-    client.getFeedbackReceiver((err, r) => (err || !r ? reject(err) : resolve(r))),
-  );
-  const records: Array<Record<string, unknown>> = [];
-  receiver.on("message", (m: ServiceMessage) => {
-    expect(m.contentType).toBe("application/vnd.microsoft.iothub.feedback.json");
-    if (abandon-- > 0) {
-      void receiver.abandon(m);
-      return;
-    }
-    records.push(...(JSON.parse(m.getData().toString()) as Array<Record<string, unknown>>));
-    void receiver.complete(m);
-  });
-  return records;
-}
+import { c2d, feedbackRecords, serviceClient } from "../helpers/service-amqp.js";
 
 /** A rhea connection holding the hub's service token. */
 async function rawService(hub: EdgeHub): Promise<RawAmqp> {

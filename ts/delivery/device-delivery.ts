@@ -75,6 +75,8 @@ const WINDOW_BYTES = 1024 * 1024;
  * (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-messages-c2d).
  */
 export const MAX_DELIVERY_COUNT = 10;
+/** A C2D message's TTL when its sender gives none (IoT Hub's default). */
+const C2D_TTL_SECS = 3600;
 /** Messages whose abandons are counted at once; past this the oldest count is forgotten. */
 const MAX_TRACKED_ABANDONS = 10_000;
 /** How a message left its queue: settled by the client, or dead-lettered after its last abandon. */
@@ -125,9 +127,24 @@ export class DeviceDelivery {
   onCompleted: ((clientId: string, m: StoredMessage) => void) | undefined;
   /**
    * Told of each message a client completed or rejected, and of each C2D message removed
-   * after {@link MAX_DELIVERY_COUNT} abandons (the root's C2D feedback, ../amqp/links/feedback.ts).
+   * after {@link MAX_DELIVERY_COUNT} abandons, with the queue it was in (the root's C2D
+   * feedback, ../amqp/links/feedback.ts).
    */
-  onSettled: ((clientId: string, m: StoredMessage, outcome: SettledOutcome) => void) | undefined;
+  onSettled:
+    | ((clientId: string, m: StoredMessage, outcome: SettledOutcome, queue: string) => void)
+    | undefined;
+  /** Told of each service C2D message stored ({@link sendC2D}), before it can be delivered. */
+  onC2dQueued:
+    | ((
+        deviceId: string,
+        queue: string,
+        offset: number,
+        properties: Record<string, string>,
+        ttlSecs: number,
+      ) => void)
+    | undefined;
+  /** Told when a device's C2D queues were purged ({@link purgeC2D}) or the device forgotten ({@link purge}). */
+  onC2dRemoved: ((deviceId: string, why: "purged" | "deleted") => void) | undefined;
   /** Abandons of C2D messages not settled yet, by `queue:offset` (at most {@link MAX_TRACKED_ABANDONS}). */
   readonly #abandons = new Map<string, number>();
 
@@ -152,38 +169,63 @@ export class DeviceDelivery {
     return properties;
   }
 
-  /** Stores one message in the base queue of `clientId` and delivers it; resolves with its offset. */
+  /**
+   * Stores one message in the base queue of `clientId` and delivers it; resolves with its
+   * offset. `stored` is told of it first, before it can be delivered.
+   */
   async #queue(
     clientId: string,
     m: DeviceMessage,
     properties: Record<string, string>,
     ttl: number,
+    stored?: (queue: string, offset: number, ttlSecs: number) => void,
   ): Promise<number> {
     const queue = deliveryQueue(clientId);
-    const [offset] = await this.#store.append(queue, [
-      { body: m.body, properties, ttlSecs: m.ttlSecs ?? ttl },
-    ]);
+    const ttlSecs = m.ttlSecs ?? ttl;
+    const [offset] = (await this.#store.append(queue, [{ body: m.body, properties, ttlSecs }])) as number[];
+    stored?.(queue, offset as number, ttlSecs);
     this.stored(queue);
     return offset as number;
   }
 
   /** Forgets everything queued for `clientId` (its identity was deleted). */
   async purge(clientId: string): Promise<void> {
+    await this.#purge(clientId);
+    this.onC2dRemoved?.(clientId, "deleted");
+  }
+
+  /**
+   * Removes every message queued for device `deviceId` (IoT Hub's purge of its C2D queue,
+   * `DELETE /devices/{id}/commands`); resolves with how many there were.
+   */
+  async purgeC2D(deviceId: string): Promise<number> {
+    const purged = await this.#purge(deviceId);
+    this.onC2dRemoved?.(deviceId, "purged");
+    return purged;
+  }
+
+  /** Acknowledges every queue of `clientId`; resolves with the live messages they held. */
+  async #purge(clientId: string): Promise<number> {
     const drain = this.#drains.get(clientId);
     if (drain) this.#retire(drain);
+    let purged = 0;
     for (const q of (await this.#store.stats()).queues) {
       if (ownerOf(q.name)?.clientId !== clientId) continue;
+      purged += q.count;
       if (q.tail > 0 && q.ackedUpTo < q.tail - 1) await this.#store.ack(q.name, q.tail - 1);
       this.#sentUpTo.delete(q.name);
     }
     this.#queued.delete(clientId);
+    return purged;
   }
 
   /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
   async sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
     properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
-    await this.#queue(deviceId, m, properties, 3600);
+    await this.#queue(deviceId, m, properties, C2D_TTL_SECS, (queue, offset, ttlSecs) =>
+      this.onC2dQueued?.(deviceId, queue, offset, properties, ttlSecs),
+    );
   }
 
   /**
@@ -365,13 +407,13 @@ export class DeviceDelivery {
             this.pump(drain.clientId);
             return;
           }
-          this.onSettled?.(drain.clientId, m, "dead-lettered");
+          this.onSettled?.(drain.clientId, m, "dead-lettered", queue);
           drain.consumer.done(source, m, epoch);
           return;
         }
         this.#abandons.delete(key);
         this.onCompleted?.(drain.clientId, m);
-        this.onSettled?.(drain.clientId, m, settled);
+        this.onSettled?.(drain.clientId, m, settled, queue);
         drain.consumer.done(source, m, epoch);
       },
       // The connection went away: what it did not acknowledge goes again on the next one.

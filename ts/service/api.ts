@@ -31,7 +31,7 @@ import { answerScope, answerTargetScope } from "./scope.js";
 import { answerIdentityCall } from "./scope-identity.js";
 import { verifyServiceToken } from "./service-side.js";
 import { eventJson } from "./shapes.js";
-import { getTwin, invokeMethod, patchTwin, sendC2D } from "./twin-routes.js";
+import { getTwin, invokeMethod, patchTwin, purgeC2D, sendC2D } from "./twin-routes.js";
 
 export type { ServiceApiContext } from "./context.js";
 
@@ -90,6 +90,7 @@ const ROUTES: readonly Route[] = [
   { method: "PUT", path: "/devices/:id/modules/:moduleId", handle: putModule },
   { method: "DELETE", path: "/devices/:id/modules/:moduleId", handle: deleteModule },
   { method: "POST", path: "/devices/:id/messages/deviceBound", handle: sendC2D },
+  { method: "DELETE", path: "/devices/:id/commands", handle: purgeC2D },
   { method: "GET", path: "/twins/:id", handle: getTwin },
   { method: "PATCH", path: "/twins/:id", handle: patchTwin },
   { method: "POST", path: "/twins/:id/methods", handle: invokeMethod },

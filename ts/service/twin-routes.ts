@@ -1,6 +1,7 @@
 /**
  * The service API's twin routes: a device's or module's twin (GET, PATCH with If-Match),
- * direct methods on it, and cloud-to-device messages. Rows in ./api.ts.
+ * direct methods on it, and cloud-to-device messages (sent, and a device's queue purged).
+ * Rows in ./api.ts.
  */
 import type { Device } from "../auth/registry.js";
 import { record } from "../json.js";
@@ -89,4 +90,17 @@ export async function sendC2D({ ctx, req, res, params }: Call): Promise<void> {
     ack: h("iothub-ack"),
   });
   res.writeHead(204).end();
+}
+
+/**
+ * `DELETE /devices/{d}/commands`: removes every C2D message queued for the device, as IoT
+ * Hub's purge (the .NET service SDK's `PurgeMessageQueueAsync`); answers its
+ * `PurgeMessageQueueResult`. On a root, messages whose sender asked for negative feedback get
+ * a `Purged` record.
+ */
+export async function purgeC2D({ ctx, res, params }: Call): Promise<void> {
+  const id = params.get("id");
+  deviceOf(ctx, id);
+  const totalMessagesPurged = await ctx.delivery.purgeC2D(id);
+  sendJson(res, 200, { deviceId: id, totalMessagesPurged });
 }

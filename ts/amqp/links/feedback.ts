@@ -1,6 +1,7 @@
 /**
  * C2D feedback as IoT Hub gives it: when a device completes or rejects a C2D message, or
- * abandons it past the max delivery count, and its sender asked for that feedback
+ * abandons it past the max delivery count, or the message expires or is purged before the
+ * device completes it (./feedback-pending.ts), and its sender asked for that feedback
  * (`iothub-ack` positive, negative or full), a record
  * `{originalMessageId, deviceId, description, statusCode, enqueuedTimeUtc, deviceGenerationId}`
  * is kept in the durable queue `$feedback` (one hour, as IoT Hub's feedback TTL; at most
@@ -18,6 +19,7 @@ import type { SettledOutcome } from "../../delivery/device-delivery.js";
 import type { Logger } from "../../log.js";
 import { ACK_PROPERTY, wantsFeedback } from "../../service/service-side.js";
 import type { MessageStore, StoredMessage } from "../../store/index.js";
+import { PendingFeedback, type Unsettled } from "./feedback-pending.js";
 
 /** A service client's feedback receiver (our sender): its dispositions, and its end. */
 export interface FeedbackLink {
@@ -42,7 +44,7 @@ export interface FeedbackRecord {
   originalMessageId: string;
   deviceId: string;
   description: string;
-  statusCode: "Success" | "Rejected" | "DeliveryCountExceeded";
+  statusCode: "Success" | "Rejected" | "DeliveryCountExceeded" | Unsettled;
   enqueuedTimeUtc: string;
   deviceGenerationId: string;
 }
@@ -52,6 +54,8 @@ const OUTCOMES = {
   completed: { statusCode: "Success", description: "Success" },
   rejected: { statusCode: "Rejected", description: "Rejected" },
   "dead-lettered": { statusCode: "DeliveryCountExceeded", description: "DeliveryCountExceeded" },
+  Expired: { statusCode: "Expired", description: "Expired" },
+  Purged: { statusCode: "Purged", description: "Purged" },
 } as const;
 
 interface InFlight {
@@ -75,18 +79,71 @@ export class FeedbackQueue {
   /** Records in the store when the appends under way began (see {@link FeedbackQueue.settled}). */
   #base = 0;
 
+  /** C2D messages that owe a record if they expire or are purged before a device settles them. */
+  readonly #pending: PendingFeedback;
+
   /** @param maxRecords records kept waiting at most (default {@link MAX_RECORDS}). */
   constructor(store: MessageStore, registry: Registry, log: Logger, maxRecords = MAX_RECORDS) {
     this.#store = store;
     this.#registry = registry;
     this.#log = log;
     this.#maxRecords = maxRecords;
+    this.#pending = new PendingFeedback(store, log, (p, status) =>
+      this.#record(p.deviceId, p.messageId, status),
+    );
   }
 
-  /** A device settled C2D message `m` (`DeviceDelivery.onSettled`): its record, if its sender asked. */
-  settled(clientId: string, m: StoredMessage, outcome: SettledOutcome): void {
+  /** Reads the messages watched for expiry before a restart (those expired meanwhile get their record). */
+  start(): Promise<void> {
+    return this.#pending.load();
+  }
+
+  /** Stops watching for expiries (the hub is closing; the list stays in the store). */
+  close(): void {
+    this.#pending.close();
+  }
+
+  /**
+   * A service's C2D message was stored at `offset` of `queue` (`DeviceDelivery.onC2dQueued`):
+   * watched for its expiry when its sender asked for negative feedback.
+   */
+  queued(
+    deviceId: string,
+    queue: string,
+    offset: number,
+    properties: Record<string, string>,
+    ttlSecs: number,
+  ): void {
+    const ack = properties[ACK_PROPERTY];
+    if (ack !== "negative" && ack !== "full") return;
+    this.#pending.watch({
+      deviceId,
+      queue,
+      offset,
+      messageId: properties["$.mid"] ?? "",
+      // The store counts the TTL from its append, a moment before this: never before the store.
+      expiresAt: Date.now() + ttlSecs * 1000,
+    });
+  }
+
+  /** The device's C2D queues were purged (records `Purged`), or the device deleted (none). */
+  removed(deviceId: string, why: "purged" | "deleted"): void {
+    this.#pending.removed(deviceId, why);
+  }
+
+  /**
+   * A device settled C2D message `m` of `queue` (`DeviceDelivery.onSettled`): its record, if
+   * its sender asked.
+   */
+  settled(clientId: string, m: StoredMessage, outcome: SettledOutcome, queue?: string): void {
+    if (queue !== undefined) this.#pending.settled(queue, m.offset);
     // C2D queues are a device's own (a module's are its inputs, which have no feedback).
     if (clientId.includes("/") || !wantsFeedback(m.properties[ACK_PROPERTY], outcome)) return;
+    this.#record(clientId, m.properties["$.mid"] ?? "", outcome);
+  }
+
+  /** Writes the record of `messageId` for `clientId`, unless the queue is full. */
+  #record(clientId: string, messageId: string, outcome: keyof typeof OUTCOMES): void {
     let waiting: number;
     try {
       // Stored, and on their way to the store. While appends are under way the store's count
@@ -106,7 +163,7 @@ export class FeedbackQueue {
       return;
     }
     const record: FeedbackRecord = {
-      originalMessageId: m.properties["$.mid"] ?? "",
+      originalMessageId: messageId,
       deviceId: clientId,
       ...OUTCOMES[outcome],
       enqueuedTimeUtc: new Date().toISOString(),
