@@ -4,7 +4,9 @@
  * device that never completes them (away, or purged), and across a restart.
  */
 import { join } from "node:path";
+import type { Message as ServiceMessage } from "azure-iot-common";
 import type { Message } from "azure-iot-device";
+import type { Client } from "azure-iothub";
 import { describe, expect, it } from "vitest";
 import { PENDING_NS } from "../../ts/amqp/links/feedback-pending.js";
 import type { EdgeHub } from "../../ts/index.js";
@@ -20,11 +22,37 @@ function expiring(id: string, ack: string, secs: number) {
   return m;
 }
 
-/** `[originalMessageId, statusCode]` of each record, by message id. */
+/** Sends `away` one message with each ack: n1 negative, f1 full, p1 positive, x1 none. */
+async function sendEachAck(
+  service: Client,
+  make: (id: string, ack: string) => ServiceMessage,
+): Promise<void> {
+  for (const [id, ack] of [
+    ["n1", "negative"],
+    ["f1", "full"],
+    ["p1", "positive"],
+    ["x1", "none"],
+  ])
+    await service.send("away", make(id as string, ack as string));
+}
+
+/** `[originalMessageId, statusCode, description]` of each record, by message id. */
 const byId = (records: Array<Record<string, unknown>>) =>
   records
     .map((r) => [r.originalMessageId, r.statusCode, r.description])
     .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+
+/** Device `away` connected over AMQP, completing each C2D message; the ids it got. */
+async function completing(hub: EdgeHub): Promise<string[]> {
+  const device = await deviceClient(hub, "away", undefined, "amqp");
+  const got: string[] = [];
+  device.on("message", (m: Message) => {
+    got.push(String(m.messageId));
+    void device.complete(m);
+  });
+  await device.open();
+  return got;
+}
 
 /** The messages the hub watches for their expiry. */
 const watched = async (hub: EdgeHub) => (await hub.store.kv.scan(PENDING_NS)).length;
@@ -36,13 +64,7 @@ describe("C2D feedback Expired", () => {
     const service = serviceClient(hub);
     const records = await feedbackRecords(service);
     // The device is away: nothing completes them. Only negative and full ask for Expired.
-    for (const [id, ack] of [
-      ["n1", "negative"],
-      ["f1", "full"],
-      ["p1", "positive"],
-      ["x1", "none"],
-    ] as const)
-      await service.send("away", expiring(id, ack, 1));
+    await sendEachAck(service, (id, ack) => expiring(id, ack, 1));
     // One that does not expire yet: no record for it.
     await service.send("away", expiring("later", "full", 3600));
     expect(await watched(hub)).toBe(3);
@@ -55,13 +77,7 @@ describe("C2D feedback Expired", () => {
     await eventually("only `later` watched", async () => (await watched(hub)) === 1);
 
     // The device comes: it gets the one left, and completing it gives Success, not Expired.
-    const device = await deviceClient(hub, "away", undefined, "amqp");
-    const got: string[] = [];
-    device.on("message", (m: Message) => {
-      got.push(String(m.messageId));
-      void device.complete(m);
-    });
-    await device.open();
+    const got = await completing(hub);
     await eventually("Success of `later`", () => records.length === 3);
     expect(got).toEqual(["later"]);
     expect(records[2]).toMatchObject({ originalMessageId: "later", statusCode: "Success" });
@@ -89,13 +105,7 @@ describe("C2D feedback Purged (DELETE /devices/{id}/commands)", () => {
     await hub.registry.createDevice({ deviceId: "away" });
     const service = serviceClient(hub);
     const records = await feedbackRecords(service);
-    for (const [id, ack] of [
-      ["n1", "negative"],
-      ["f1", "full"],
-      ["p1", "positive"],
-      ["x1", "none"],
-    ] as const)
-      await service.send("away", c2d(`body of ${id}`, id, ack));
+    await sendEachAck(service, (id, ack) => c2d(`body of ${id}`, id, ack));
     expect(await call(hub, "DELETE", "/devices/away/commands")).toEqual({
       status: 200,
       body: { deviceId: "away", totalMessagesPurged: 4 },
@@ -109,13 +119,7 @@ describe("C2D feedback Purged (DELETE /devices/{id}/commands)", () => {
 
     // The queue is empty and still serves: the device gets only what is sent after the purge.
     await service.send("away", c2d("after", "a1", "positive"));
-    const device = await deviceClient(hub, "away", undefined, "amqp");
-    const got: string[] = [];
-    device.on("message", (m: Message) => {
-      got.push(String(m.messageId));
-      void device.complete(m);
-    });
-    await device.open();
+    const got = await completing(hub);
     await eventually("Success of a1", () => records.length === 3);
     expect(got).toEqual(["a1"]);
     expect(await call(hub, "DELETE", "/devices/away/commands")).toEqual({

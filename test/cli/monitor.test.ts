@@ -14,18 +14,13 @@ import { type StartedHub, spawnCli, startJson } from "../helpers/cli.js";
 import { childClient, childOf, edgeIdentity, rootEvents, startRoot } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
-import { freePort } from "../helpers/process.js";
+import { fixedListen } from "../helpers/process.js";
 import { BlackholeProxy } from "../helpers/proxy.js";
 
 describe("edgehub monitor on an edge hub", () => {
   it("shows the upstream queues read-only, and survives the hub's restart without printing twice", async () => {
     const dir = await tempDir();
-    const rootPorts = {
-      host: "127.0.0.1",
-      mqtts: await freePort(),
-      https: await freePort(),
-      amqps: false as const,
-    };
+    const rootPorts = await fixedListen();
     const rootDir = join(dir, "root");
     let root: EdgeHub = await startRoot(rootDir, { listen: rootPorts, metrics: false });
     const parent = await edgeIdentity(root, "gw");
@@ -33,7 +28,7 @@ describe("edgehub monitor on an edge hub", () => {
     const edgeConfig = {
       hostname: "127.0.0.1",
       dataDir: join(dir, "edge"),
-      listen: { host: "127.0.0.1", mqtts: await freePort(), https: await freePort(), amqps: false },
+      listen: await fixedListen(),
       parent,
       metrics: false,
       logLevel: "warn",

@@ -52,6 +52,21 @@ export async function freePort(): Promise<number> {
   throw new Error(`no free port in ${slice}..${slice + SLICE - 1}`);
 }
 
+/**
+ * Listeners of 127.0.0.1 on {@link freePort}s, for a hub that must come back on the same
+ * ports: MQTT and HTTPS, and AMQP when `amqp` (off otherwise, so no test binds 5671).
+ */
+export async function fixedListen(
+  amqp = false,
+): Promise<{ host: string; mqtts: number; https: number; amqps: number | false }> {
+  return {
+    host: "127.0.0.1",
+    mqtts: await freePort(),
+    https: await freePort(),
+    amqps: amqp ? await freePort() : false,
+  };
+}
+
 /** A hub process. */
 export interface HubProcess {
   pid: number;

@@ -12,7 +12,7 @@ import type { EdgeHub } from "../../ts/index.js";
 import { childClient, childOf, edgeIdentity, type Gateway, rootEvents, startRoot } from "./edge.js";
 import { eventually, tempDir } from "./fixtures.js";
 import { stopHub } from "./hub.js";
-import { freePort, type HubProcess, hubProcess } from "./process.js";
+import { fixedListen, freePort, type HubProcess, hubProcess } from "./process.js";
 import { BlackholeProxy } from "./proxy.js";
 
 export const LEAVES = ["leaf-a", "leaf-b", "leaf-c"];
@@ -45,12 +45,7 @@ export async function site(
   { devices = LEAVES, dataDir, env = {} }: SiteOptions = {},
 ): Promise<Site & { proxy?: BlackholeProxy }> {
   const rootDir = await tempDir();
-  const rootListen = {
-    host: "127.0.0.1",
-    mqtts: await freePort(),
-    https: await freePort(),
-    amqps: false as const,
-  };
+  const rootListen = await fixedListen();
   const root = await startRoot(rootDir, { listen: rootListen });
   const proxy = viaProxy ? await BlackholeProxy.start(rootListen.mqtts) : undefined;
   const parent = {

@@ -16,7 +16,7 @@ import {
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { connectedDevice, recordingLogger, startHub, stopHub } from "../helpers/hub.js";
 import { connectedRaw, publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
-import { freePort, hubProcess } from "../helpers/process.js";
+import { fixedListen, freePort, hubProcess } from "../helpers/process.js";
 import { call } from "../helpers/service.js";
 
 interface SharesStatus {
@@ -53,12 +53,7 @@ const refusals = (log: ReturnType<typeof recordingLogger>) =>
 /** A root on fixed ports (so it can come back), stopped; an edge under it with `extra`; children leaf1, leaf2. */
 async function offlineEdge(extra: HubConfigInput) {
   const rootDir = await tempDir();
-  const listen = {
-    host: "127.0.0.1",
-    mqtts: await freePort(),
-    https: await freePort(),
-    amqps: false as const,
-  };
+  const listen = await fixedListen();
   const root = await startRoot(rootDir, { listen });
   const parent = await edgeIdentity(root, "edge1");
   const keys = { leaf1: await childOf(root, "edge1", "leaf1"), leaf2: await childOf(root, "edge1", "leaf2") };

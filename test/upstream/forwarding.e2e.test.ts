@@ -2,6 +2,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Message } from "azure-iot-device";
 import { describe, expect, it } from "vitest";
+import type { HubConfigInput } from "../../ts/index.js";
 import { selfSigned } from "../helpers/certs.js";
 import {
   childClient,
@@ -16,7 +17,7 @@ import {
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, stopHub } from "../helpers/hub.js";
 import { connectedRaw, deviceConnect, publishSeq, rawClient } from "../helpers/mqtt-raw.js";
-import { freePort } from "../helpers/process.js";
+import { fixedListen } from "../helpers/process.js";
 
 describe("edge hub forwarding to a root hub", () => {
   it("syncs its scope, authenticates a child on it, and forwards the child's messages in order as the child", async () => {
@@ -149,28 +150,7 @@ describe("edge hub forwarding to a root hub", () => {
   });
 
   it("takes an AMQP child's messages while the parent is down, acknowledged by the edge alone; everything reaches the parent in order when it returns", async () => {
-    const rootDir = await tempDir();
-    // Fixed ports outside the ephemeral range, so the root comes back on them.
-    const rootListen = {
-      host: "127.0.0.1",
-      mqtts: await freePort(),
-      https: await freePort(),
-      amqps: false as const,
-    };
-    const root = await startRoot(rootDir, { listen: rootListen });
-    const parent = await edgeIdentity(root, "edge1");
-    const key = await childOf(root, "edge1", "leaf1");
-    const edge = await startEdge(await tempDir(), parent, BOTH_HEADS);
-    await synced(edge);
-    const leaf = await childClient(gatewayOf(edge), "leaf1", key, "amqp");
-    await leaf.open();
-    const send = async (from: number, to: number) => {
-      for (let i = from; i < to; i++) {
-        const m = new Message(JSON.stringify({ i }));
-        m.properties.add("seq", String(i));
-        await leaf.sendEvent(m);
-      }
-    };
+    const { root, edge, send, parentReturns } = await amqpChildSite(BOTH_HEADS.listen);
     await send(0, 5);
     await eventually("5 at the root", async () => (await rootEvents(root)).length >= 5);
 
@@ -179,10 +159,58 @@ describe("edge hub forwarding to a root hub", () => {
     await send(5, 15);
     const backlog = (await edge.store.stats()).queues.find((q) => q.name === "$upstream");
     expect(backlog?.count).toBe(10);
-    const back = await startRoot(rootDir, { listen: rootListen });
-    await eventually("15 at the root", async () => (await rootEvents(back)).length >= 15);
-    const got = await rootEvents(back);
-    expect(got.map((m) => m.properties.seq)).toEqual(Array.from({ length: 15 }, (_, i) => String(i)));
-    expect(got.every((m) => m.properties["$.cdid"] === "leaf1")).toBe(true);
+    await parentReturns(15);
   }, 60_000);
+
+  it("keeps an AMQP child sending across an edge restart while the parent is down; the parent gets everything in order when it returns", async () => {
+    // The edge comes back on the same ports, as a gateway does: the child dials the same one.
+    const edgeListen = await fixedListen(true);
+    const site = await amqpChildSite(edgeListen);
+    await site.send(0, 5);
+    await eventually("5 at the root", async () => (await rootEvents(site.root)).length >= 5);
+    await stopHub(site.root);
+    await site.send(5, 10);
+    // The edge restarts with its parent still away: it authenticates the child from its cache.
+    await stopHub(site.edge);
+    const edge = await startEdge(site.edgeDir, site.parent, { listen: edgeListen });
+    // The SDK's transport was cut; its next send connects again, to the same gateway.
+    await site.send(10, 20);
+    expect(edge.connectedClients).toContain("leaf1");
+    const backlog = (await edge.store.stats()).queues.find((q) => q.name === "$upstream");
+    expect(backlog?.count).toBe(15);
+    await site.parentReturns(20);
+  }, 90_000);
 });
+
+/**
+ * A root on fixed ports (so it can come back), an edge under it listening at `edgeListen`,
+ * and its child `leaf1` over AMQP (opened): `send` sends messages `seq` from..to-1 in order;
+ * `parentReturns` restarts the root and expects all `n` there, in order, from leaf1.
+ */
+async function amqpChildSite(edgeListen: HubConfigInput["listen"]) {
+  const rootDir = await tempDir();
+  const rootListen = await fixedListen();
+  const root = await startRoot(rootDir, { listen: rootListen });
+  const parent = await edgeIdentity(root, "edge1");
+  const key = await childOf(root, "edge1", "leaf1");
+  const edgeDir = await tempDir();
+  const edge = await startEdge(edgeDir, parent, { listen: edgeListen });
+  await synced(edge);
+  const leaf = await childClient(gatewayOf(edge), "leaf1", key, "amqp");
+  await leaf.open();
+  const send = async (from: number, to: number) => {
+    for (let i = from; i < to; i++) {
+      const m = new Message(JSON.stringify({ i }));
+      m.properties.add("seq", String(i));
+      await leaf.sendEvent(m);
+    }
+  };
+  const parentReturns = async (n: number) => {
+    const back = await startRoot(rootDir, { listen: rootListen });
+    await eventually(`${n} at the root`, async () => (await rootEvents(back)).length >= n);
+    const got = await rootEvents(back);
+    expect(got.map((m) => m.properties.seq)).toEqual(Array.from({ length: n }, (_, i) => String(i)));
+    expect(got.every((m) => m.properties["$.cdid"] === "leaf1")).toBe(true);
+  };
+  return { root, parent, edge, edgeDir, send, parentReturns };
+}

@@ -5,18 +5,13 @@ import { childOf, edgeIdentity, rootEvents, startEdge, startRoot, synced } from 
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
 import { connectedRaw, publishSeq, type RawClient } from "../helpers/mqtt-raw.js";
-import { freePort } from "../helpers/process.js";
+import { fixedListen } from "../helpers/process.js";
 import { call } from "../helpers/service.js";
 
 /** A root on fixed ports (so it can come back), an edge under it with `extra`, and a child `leaf1`. */
 async function rootAndEdge(extra: HubConfigInput) {
   const rootDir = await tempDir();
-  const listen = {
-    host: "127.0.0.1",
-    mqtts: await freePort(),
-    https: await freePort(),
-    amqps: false as const,
-  };
+  const listen = await fixedListen();
   const root = await startRoot(rootDir, { listen });
   const parent = await edgeIdentity(root, "edge1");
   const key = await childOf(root, "edge1", "leaf1");

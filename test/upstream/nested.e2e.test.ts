@@ -6,7 +6,7 @@ import { edgeIdentity, rootEvents, startEdge, startRoot, synced } from "../helpe
 import { eventually, tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
 import { connectedRaw, deviceConnect, publishSeq, type RawClient, rawClient } from "../helpers/mqtt-raw.js";
-import { freePort } from "../helpers/process.js";
+import { fixedListen } from "../helpers/process.js";
 
 async function publish(c: RawClient, seq: number): Promise<void> {
   expect(await publishSeq(c, "leaf", seq)).toBe(true);
@@ -29,12 +29,7 @@ async function nested(edge1Extra: HubConfigInput = {}) {
   });
   const leaf = await root.registry.createDevice({ deviceId: "leaf", deviceScope: e2.deviceScope });
   const edge1Dir = await tempDir();
-  const edge1Listen = {
-    host: "127.0.0.1",
-    mqtts: await freePort(),
-    https: await freePort(),
-    amqps: false as const,
-  };
+  const edge1Listen = await fixedListen();
   const filter = await root.registry.createModule({ deviceId: "edge1", moduleId: "filter" });
   const edge1 = await startEdge(edge1Dir, edge1Parent, { listen: edge1Listen, ...edge1Extra });
   await synced(edge1);

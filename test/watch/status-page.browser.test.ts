@@ -19,7 +19,7 @@ import {
 } from "../helpers/edge.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { stopHub } from "../helpers/hub.js";
-import { freePort } from "../helpers/process.js";
+import { fixedListen } from "../helpers/process.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 let browser: Browser | undefined;
@@ -32,12 +32,7 @@ afterEach(async () => {
 describe("status page", () => {
   it("shows the link going offline and the backlog rising, then draining when the root returns", async () => {
     const rootDir = await tempDir();
-    const listen = {
-      host: "127.0.0.1",
-      mqtts: await freePort(),
-      https: await freePort(),
-      amqps: false as const,
-    };
+    const listen = await fixedListen();
     let root: EdgeHub = await startRoot(rootDir, { listen, metrics: false });
     const parent = { ...(await edgeIdentity(root, "edge1")), keepaliveSecs: 2 };
     const key = await childOf(root, "edge1", "leaf1");
