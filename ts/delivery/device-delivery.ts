@@ -133,7 +133,10 @@ export class DeviceDelivery {
   onSettled:
     | ((clientId: string, m: StoredMessage, outcome: SettledOutcome, queue: string) => void)
     | undefined;
-  /** Told of each service C2D message stored ({@link sendC2D}), before it can be delivered. */
+  /**
+   * Told of each service C2D message stored ({@link sendC2D}), before it can be delivered;
+   * the send resolves once what it returns does.
+   */
   onC2dQueued:
     | ((
         deviceId: string,
@@ -141,7 +144,7 @@ export class DeviceDelivery {
         offset: number,
         properties: Record<string, string>,
         ttlSecs: number,
-      ) => void)
+      ) => Promise<void> | undefined)
     | undefined;
   /** Told when a device's C2D queues were purged ({@link purgeC2D}) or the device forgotten ({@link purge}). */
   onC2dRemoved: ((deviceId: string, why: "purged" | "deleted") => void) | undefined;
@@ -223,9 +226,11 @@ export class DeviceDelivery {
   async sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
     const properties = this.#properties(m);
     properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
-    await this.#queue(deviceId, m, properties, C2D_TTL_SECS, (queue, offset, ttlSecs) =>
-      this.onC2dQueued?.(deviceId, queue, offset, properties, ttlSecs),
-    );
+    let told: Promise<void> | undefined;
+    await this.#queue(deviceId, m, properties, C2D_TTL_SECS, (queue, offset, ttlSecs) => {
+      told = this.onC2dQueued?.(deviceId, queue, offset, properties, ttlSecs);
+    });
+    await told;
   }
 
   /**

@@ -91,12 +91,15 @@ export class PendingFeedback {
     this.#arm();
   }
 
-  /** A C2D message asking for negative feedback was stored at `offset` of `queue`. */
-  watch(p: PendingMessage): void {
-    if (this.#closed) return;
+  /**
+   * A C2D message asking for negative feedback was stored at `offset` of `queue`; resolves
+   * once its entry is written (or failed to be, which is logged: it then gets no record).
+   */
+  watch(p: PendingMessage): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     if (this.#pending.size >= MAX_PENDING) {
       this.#log.log("warn", "feedback-not-watched", { deviceId: p.deviceId, watched: this.#pending.size });
-      return;
+      return Promise.resolve();
     }
     const key = keyOf(p.queue, p.offset);
     this.#pending.set(key, p);
@@ -113,6 +116,7 @@ export class PendingFeedback {
       if (this.#writing.get(key) === write) this.#writing.delete(key);
     });
     this.#arm();
+    return write;
   }
 
   /** A device settled the message at `offset` of `queue` (or it was dead-lettered): no longer watched. */

@@ -105,7 +105,8 @@ export class FeedbackQueue {
 
   /**
    * A service's C2D message was stored at `offset` of `queue` (`DeviceDelivery.onC2dQueued`):
-   * watched for its expiry when its sender asked for negative feedback.
+   * watched for its expiry when its sender asked for negative feedback; resolves once the
+   * watch is durable (the send is acknowledged after it).
    */
   queued(
     deviceId: string,
@@ -113,10 +114,10 @@ export class FeedbackQueue {
     offset: number,
     properties: Record<string, string>,
     ttlSecs: number,
-  ): void {
+  ): Promise<void> | undefined {
     const ack = properties[ACK_PROPERTY];
-    if (ack !== "negative" && ack !== "full") return;
-    this.#pending.watch({
+    if (ack !== "negative" && ack !== "full") return undefined;
+    return this.#pending.watch({
       deviceId,
       queue,
       offset,
