@@ -21,6 +21,7 @@ import { FrameGuard } from "./frame-guard.js";
 import { clientIdOf, LinkRouter, type RouterHost } from "./links/router.js";
 import { ServiceSession, type ServiceSide } from "./links/service.js";
 import { parseSaslUsername, plainLogin, saslMechanisms } from "./sasl.js";
+import { batchWrites } from "./write-batch.js";
 
 /** Largest frame either side sends; a message larger than this comes in several. */
 export const MAX_FRAME_BYTES = 64 * 1024;
@@ -93,6 +94,8 @@ export class AmqpConnection implements RouterHost {
       const broken = guard.push(chunk);
       if (broken) this.close("malformed-frame", { detail: broken });
     });
+    // rhea writes each frame on its own: one turn's frames leave in one write.
+    batchWrites(socket);
     (this.#conn as ServerConnection).accept(socket);
     socket.on("data", () => this.#boundIncomplete());
     socket.on("close", () => this.close("socket-closed"));
