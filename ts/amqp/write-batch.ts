@@ -2,8 +2,8 @@
  * One socket write per turn for an AMQP connection. rhea writes every frame with its own
  * `socket.write` (`Transport.write` in its transport.js, 3.0.5): the dispositions of one
  * group commit, the flow that gives the credit back, a twin answer, each a TLS record and a
- * write of its own. A CPU profile of benches/amqp.bench.mjs (100 clients, 16 in flight) had
- * the hub spend 8% of its time in the socket's `writeBuffer`, about half of it for AMQP.
+ * write of its own. In a CPU profile of benches/amqp.bench.mjs the socket's `writeBuffer`
+ * was a quarter of the hub's busy time, about half of it rhea's frames (docs/benchmarks.md).
  * Here the socket is corked at the first write of a turn and uncorked once the turn's
  * pending callbacks have run, so what rhea writes in that turn leaves in one write (as the
  * MQTT head writes one turn's PUBACKs together).
