@@ -171,27 +171,6 @@ export class EdgeHub {
         connectTimeoutMs: config.limits.mqttConnectTimeoutMs,
         refused: (code) => hub.#observing?.metrics?.authFailed("mqtt", code),
       });
-      const api = new ServiceApi(
-        serviceContext({
-          ...shared,
-          hostname: config.hostname,
-          serviceKey: service.key,
-          hubHostname: parent?.hubHostname ?? config.hostname,
-          mqttsPort: () => hub.ports.mqtts,
-          peerOf: (socket) => hub.#listeners.peerOf(socket),
-          authenticated: (socket) => admission.authenticated(socket),
-          c2dRelay: () => upstream?.c2dRelay,
-          moduleWrites: upstream?.parentModules,
-          refreshIdentity: upstream?.scopeIdentity?.fetchFor,
-          refused: (code) => hub.#observing?.metrics?.authFailed("https", code),
-          // `edgehub monitor` shows what devices sent: a root keeps it, an edge hub holds it for its parent.
-          followedQueues: parent ? UPSTREAM_QUEUES : [EVENTS_QUEUE],
-          status: () => hub.status(),
-        }),
-      );
-      // A root gives C2D feedback as IoT Hub does (an edge's C2D comes from its parent's hub).
-      const feedback = parent ? undefined : new FeedbackQueue(store, registry, log);
-      if (feedback) delivery.onSettled = (clientId, m, outcome) => feedback.settled(clientId, m, outcome);
       // A root serves its events queue to Event Hubs consumers too (docs/amqp.md).
       const eventHub = parent
         ? undefined
@@ -209,6 +188,36 @@ export class EdgeHub {
               },
             },
           });
+      const api = new ServiceApi(
+        serviceContext({
+          ...shared,
+          hostname: config.hostname,
+          serviceKey: service.key,
+          hubHostname: parent?.hubHostname ?? config.hostname,
+          mqttsPort: () => hub.ports.mqtts,
+          amqpsPort: () => hub.ports.amqps,
+          eventHub: () =>
+            eventHub
+              ? {
+                  name: eventHub.name,
+                  consumerGroups: eventHub.consumerGroups,
+                  connectionString: eventHub.connectionString(),
+                }
+              : null,
+          peerOf: (socket) => hub.#listeners.peerOf(socket),
+          authenticated: (socket) => admission.authenticated(socket),
+          c2dRelay: () => upstream?.c2dRelay,
+          moduleWrites: upstream?.parentModules,
+          refreshIdentity: upstream?.scopeIdentity?.fetchFor,
+          refused: (code) => hub.#observing?.metrics?.authFailed("https", code),
+          // `edgehub monitor` shows what devices sent: a root keeps it, an edge hub holds it for its parent.
+          followedQueues: parent ? UPSTREAM_QUEUES : [EVENTS_QUEUE],
+          status: () => hub.status(),
+        }),
+      );
+      // A root gives C2D feedback as IoT Hub does (an edge's C2D comes from its parent's hub).
+      const feedback = parent ? undefined : new FeedbackQueue(store, registry, log);
+      if (feedback) delivery.onSettled = (clientId, m, outcome) => feedback.settled(clientId, m, outcome);
       // The AMQP head: the same parts, its refusals counted apart (docs/amqp.md).
       const amqp = amqpHead({
         context: connectionContext({

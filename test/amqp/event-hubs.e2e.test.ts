@@ -134,7 +134,7 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
   });
 
   it("gives two consumer groups (and two readers of one group) the same events, each from its own position", async () => {
-    const { consumer } = await withEvents();
+    const { hub, consumer } = await withEvents();
     const [a, b, c] = await Promise.all([
       consumer.read({ position: "earliest" }, 6),
       consumer.read({ group: "dashboards", position: "earliest" }, 6),
@@ -145,6 +145,13 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
     expect(bodies(c)).toEqual([4, 5]);
     // Reading acknowledged nothing: the first group reads it all again.
     expect(bodies(await consumer.read({ position: "earliest" }, 6))).toEqual([0, 1, 2, 3, 4, 5]);
+    // IoT Hub's own name of the entity reads the same partition.
+    const iotHub = new Consumer(
+      hub,
+      (hub.eventHubConnectionString ?? "").replace("EntityPath=telemetry", "EntityPath=messages/events"),
+    );
+    expect((await iotHub.properties()).ids).toEqual(["0"]);
+    expect(bodies(await iotHub.read({ position: "earliest" }, 6))).toEqual([0, 1, 2, 3, 4, 5]);
   });
 
   it("refuses a partition, a consumer group, a wrong key and an expired token with the client's errors, and loses nothing", async () => {
@@ -156,7 +163,7 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
       code: "MessagingEntityNotFoundError",
     });
     await expect(consumer.properties({ partition: "7" })).rejects.toMatchObject({
-      code: "MessagingEntityNotFoundError",
+      code: "ArgumentOutOfRangeError",
     });
     const cs = hub.eventHubConnectionString ?? "";
     const wrongKey = cs.replace(

@@ -18,6 +18,8 @@ export const PARTITION_IDS: readonly string[] = Object.freeze(["0"]);
 export const DEFAULT_CONSUMER_GROUP = "$Default";
 /** The policy whose key signs tokens (the service side's). */
 export const POLICY_NAME = "iothubowner";
+/** IoT Hub's own name of its events on its host (`EntityPath=messages/events`): taken beside the event hub's. */
+export const IOT_HUB_ENTITY = "messages/events";
 
 /** What the endpoint is made of. */
 export interface EventHubOptions {
@@ -80,9 +82,27 @@ export class EventHub {
     );
   }
 
-  /** `{hostname}/{name}` in lower case: the root of every audience this event hub takes. */
+  /** `{hostname}/{name}` in lower case: the root of the audiences this event hub takes. */
   get root(): string {
     return `${this.hostname}/${this.name}`.toLowerCase();
+  }
+
+  /** The entity names this event hub answers to: its own, and IoT Hub's `messages/events`. */
+  get entities(): readonly string[] {
+    return [this.name, IOT_HUB_ENTITY];
+  }
+
+  /**
+   * When `path` (an address without scheme, host or leading `/`) is under one of
+   * {@link entities}: that entity and the rest of the path (`""` or `/…`).
+   */
+  entityOf(path: string): { entity: string; rest: string } | undefined {
+    const lower = path.toLowerCase();
+    for (const entity of this.entities) {
+      const e = entity.toLowerCase();
+      if (lower === e || lower.startsWith(`${e}/`)) return { entity, rest: path.slice(e.length) };
+    }
+    return undefined;
   }
 
   /** The connection string a consumer reads with. */
@@ -90,10 +110,16 @@ export class EventHub {
     return eventHubConnectionString(this.hostname, this.#key, this.name);
   }
 
-  /** True when `audience` (a put-token's name) is this event hub's or under it. */
+  /** True when `audience` (a put-token's name) is this event hub's (either entity) or under it. */
   names(audience: string): boolean {
     const path = audiencePath(audience);
-    return path === this.root || path.startsWith(`${this.root}/`);
+    const host = `${this.hostname.toLowerCase()}/`;
+    return path.startsWith(host) && this.entityOf(path.slice(host.length)) !== undefined;
+  }
+
+  /** Every consumer group, `$Default` first. */
+  get consumerGroups(): string[] {
+    return [...this.#groups.values()];
   }
 
   /** The consumer group `name` as configured; undefined for one this hub does not have. */
@@ -115,7 +141,7 @@ export class EventHub {
     if (t.keyName !== POLICY_NAME || !covers || !this.names(resource))
       throw new EdgeHubError(
         ErrorCodes.AUTH_WRONG_AUDIENCE,
-        `the token is not an ${POLICY_NAME} token for sb://${this.root} covering ${audience}`,
+        `the token is not an ${POLICY_NAME} token for sb://${this.root} (or its ${IOT_HUB_ENTITY}) covering ${audience}`,
       );
     if (!signedByAny(t, [this.#key], "utf8"))
       throw new EdgeHubError(ErrorCodes.AUTH_BAD_SIGNATURE, "token signature does not match");

@@ -3,8 +3,8 @@
  * `{hub}/ConsumerGroups/{group}/Partitions/{partition}` (./reader.ts) and the two links of
  * `$management` (./management.ts). Each is let in only under a token put on `$cbs` for its
  * audience (`sb://{host}/{hub}/…`; ./session.ts), and refused with the condition Event Hubs
- * gives, which @azure/event-hubs turns into its error: `amqp:not-found` for a consumer group
- * or event hub it does not have (MessagingEntityNotFoundError),
+ * gives, which @azure/event-hubs turns into its error: `amqp:not-found` with Event Hubs'
+ * "The messaging entity … could not be found" for a consumer group (MessagingEntityNotFoundError),
  * `com.microsoft:argument-out-of-range` for a partition (ArgumentOutOfRangeError),
  * `com.microsoft:argument-error` for a filter (ArgumentError), `amqp:unauthorized-access`
  * without a token (UnauthorizedError). The endpoint is read-only: nothing is sent to it.
@@ -54,26 +54,31 @@ export function eventHubRole(
   path: string,
   hub: EventHub,
 ): EventHubRole | Refusal | undefined {
-  const first = path.split("/", 1)[0] ?? "";
   const management = path === MANAGEMENT;
-  if (!management && first.toLowerCase() !== hub.name.toLowerCase()) return undefined;
-  const audience = management ? `${hub.root}/${MANAGEMENT}` : `${hub.hostname}/${path}`;
+  const entity = management ? undefined : hub.entityOf(path);
+  if (!management && !entity) return undefined;
   const session = host.eventHub;
+  // `$management` names no entity: a token for either entity's management node covers it.
+  const audience = management
+    ? (hub.entities.map((e) => `${hub.hostname}/${e}/${MANAGEMENT}`).find((a) => session?.covers(a)) ??
+      `${hub.root}/${MANAGEMENT}`)
+    : `${hub.hostname}/${path}`;
   if (!session?.covers(audience))
     return {
       condition: "amqp:unauthorized-access",
       description: `put a token for sb://${audience} on $cbs first`,
     };
-  if (management) return managementRole(host, session, link, hub);
+  if (management) return managementRole(host, session, link, hub, audience);
   if (link.is_receiver())
     return { condition: "amqp:not-allowed", description: "the Event Hubs endpoint is read-only" };
-  const address = ADDRESSES.eventHubPartition.parse(`${hub.name}${path.slice(first.length)}`);
+  const address = ADDRESSES.eventHubPartition.parse(`${hub.name}${entity?.rest ?? ""}`);
   if (!address)
     return { condition: "amqp:not-found", description: `${path} is not an event hub partition address` };
+  // Event Hubs' words: the client names the error MessagingEntityNotFoundError by them.
   if (!hub.group(address.group))
     return {
       condition: "amqp:not-found",
-      description: `the consumer group ${address.group} does not exist on ${hub.name} (add it to eventHub.consumerGroups)`,
+      description: `The messaging entity 'sb://${hub.hostname}/${hub.name}/ConsumerGroups/${address.group}' could not be found (eventHub.consumerGroups lists the groups besides $Default)`,
     };
   if (!PARTITION_IDS.includes(address.partition))
     return {
@@ -116,6 +121,7 @@ function managementRole(
   session: EventHubSession,
   link: Link,
   hub: EventHub,
+  audience: string,
 ): EventHubRole {
   if (link.is_sender()) {
     const sender = link as Sender;
@@ -126,12 +132,12 @@ function managementRole(
     const end = () => {
       if (session.replies.get(replyTo) === sender) session.replies.delete(replyTo);
     };
-    session.adopt(link, `${hub.root}/${MANAGEMENT}`, end);
+    session.adopt(link, audience, end);
     return { kind: "event-hub", end: () => session.drop(link) };
   }
   const receiver = link as Receiver;
   receiver.add_credit(MANAGEMENT_CREDIT);
-  session.adopt(link, `${hub.root}/${MANAGEMENT}`, () => {});
+  session.adopt(link, audience, () => {});
   return {
     kind: "event-hub",
     end: () => session.drop(link),

@@ -18,10 +18,16 @@ export const MANAGEMENT = "$management";
 interface Answer {
   status: number;
   description: string;
+  /** The AMQP condition the client's error is named by, when the status alone does not say it. */
+  condition?: string;
   body?: Record<string, unknown>;
 }
 
-const fail = (status: number, description: string): Answer => ({ status, description });
+const fail = (status: number, description: string, condition?: string): Answer => ({
+  status,
+  description,
+  ...(condition ? { condition } : {}),
+});
 
 /** Reads one application property of a request, own keys only. */
 function prop(m: Message, key: string): unknown {
@@ -39,14 +45,18 @@ export async function answer(hub: EventHub, m: Message): Promise<Answer> {
   if (operation !== "READ") return fail(400, "operation must be READ");
   if (type !== "com.microsoft:eventhub" && type !== "com.microsoft:partition")
     return fail(400, "type must be com.microsoft:eventhub or com.microsoft:partition");
+  const entity = typeof name === "string" ? hub.entityOf(name) : undefined;
+  if (entity?.rest !== "")
+    return fail(
+      404,
+      `The messaging entity 'sb://${hub.hostname}/${String(name)}' could not be found (the event hub is ${hub.name})`,
+    );
   try {
     if (typeof token !== "string") throw new Error("security_token is missing");
-    hub.verifyToken(token, `sb://${hub.root}`);
+    hub.verifyToken(token, `sb://${hub.hostname}/${entity.entity}`);
   } catch (err) {
     return fail(401, `security_token: ${(err as Error).message}`);
   }
-  if (typeof name !== "string" || name.toLowerCase() !== hub.name.toLowerCase())
-    return fail(404, `the event hub ${JSON.stringify(String(name))} is not served here (it is ${hub.name})`);
   if (type === "com.microsoft:eventhub")
     return {
       status: 200,
@@ -62,8 +72,9 @@ export async function answer(hub: EventHub, m: Message): Promise<Answer> {
   const partition = prop(m, "partition");
   if (typeof partition !== "string" || !PARTITION_IDS.includes(partition))
     return fail(
-      404,
-      `partition ${JSON.stringify(String(partition))} does not exist (the partitions are ${PARTITION_IDS.join(", ")})`,
+      400,
+      `the partition ${JSON.stringify(String(partition))} does not exist: ${hub.name} has ${PARTITION_IDS.join(", ")}`,
+      "com.microsoft:argument-out-of-range",
     );
   return {
     status: 200,
@@ -93,7 +104,11 @@ async function partitionFigures(hub: EventHub): Promise<Record<string, unknown>>
 /** The answer message to request `m`. */
 export function answerMessage(m: Message, a: Answer): Message {
   const out: Message = {
-    application_properties: { "status-code": a.status, "status-description": a.description },
+    application_properties: {
+      "status-code": a.status,
+      "status-description": a.description,
+      ...(a.condition ? { "error-condition": a.condition } : {}),
+    },
     body: a.body,
   };
   if (m.message_id !== undefined) out.correlation_id = m.message_id;
