@@ -107,6 +107,13 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
     await follow.stop();
   });
 
+  it("serves the same over WebSocket at the client's $servicebus/websocket on the HTTPS listener", async () => {
+    const { hub } = await withEvents();
+    const overWs = new Consumer(hub, undefined, "ws");
+    expect((await overWs.properties()).hub.name).toBe("telemetry");
+    expect(bodies(await overWs.read({ position: { sequenceNumber: 1 } }, 4))).toEqual([2, 3, 4, 5]);
+  });
+
   it("gives the event hub's and its partition's properties from $management", async () => {
     const hub = await root();
     const consumer = new Consumer(hub);

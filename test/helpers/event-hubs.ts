@@ -80,10 +80,16 @@ export class Consumer {
   #next = 1;
   #stderr = "";
 
-  constructor(hub: EdgeHub, connectionString = hub.eventHubConnectionString ?? "") {
+  /** @param transport `ws`: AMQP over WebSocket on the hub's HTTPS port (`$servicebus/websocket`). */
+  constructor(
+    hub: EdgeHub,
+    connectionString = hub.eventHubConnectionString ?? "",
+    transport: "tls" | "ws" = "tls",
+  ) {
+    const port = transport === "ws" ? hub.ports.https : hub.ports.amqps;
     this.#child = spawn(
       process.execPath,
-      [fixture, connectionString, `amqps://localhost:${hub.ports.amqps}`],
+      [fixture, connectionString, `amqps://localhost:${port}`, transport],
       {
         stdio: ["pipe", "pipe", "pipe"],
         env: { ...process.env, NODE_EXTRA_CA_CERTS: hub.caFile },

@@ -216,7 +216,11 @@ export class AmqpConnection implements RouterHost {
   /** An Event Hubs token put for `audience` (its links live while a token covers them). */
   #admitEventHub(side: ServiceSide, hub: EventHub, audience: string, token: string): void {
     const expiresAt = hub.verifyToken(token, audience);
-    this.eventHub ??= new EventHubSession();
+    this.eventHub ??= new EventHubSession(() => {
+      // Every token expired: a connection that holds nothing else must authenticate again in time.
+      this.eventHub = undefined;
+      if (this.#clients.size === 0 && !this.service && !this.#closed) this.#armDeadline();
+    });
     if (!this.eventHub.put(audience, expiresAt))
       throw new EdgeHubError(ErrorCodes.AUTH_NOT_IN_SCOPE, "too many Event Hubs audiences on one connection");
     clearTimeout(this.#timer);

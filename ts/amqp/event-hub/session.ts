@@ -29,6 +29,12 @@ export class EventHubSession {
   /** `$management` answer links (our senders) by the address the client reads answers at. */
   readonly replies = new Map<string, Sender>();
   #timer: NodeJS.Timeout | undefined;
+  readonly #expired: () => void;
+
+  /** @param expired called once every token expired and their links were detached. */
+  constructor(expired: () => void) {
+    this.#expired = expired;
+  }
 
   /** True while some token is valid. */
   get active(): boolean {
@@ -93,7 +99,10 @@ export class EventHubSession {
         link.close({ condition: "amqp:unauthorized-access", description: "token-expired" });
       held.ended();
     }
-    this.#arm();
+    if (this.#tokens.size === 0) {
+      this.close();
+      this.#expired();
+    } else this.#arm();
   }
 
   /** The connection closed: every link's role ends. */
