@@ -100,7 +100,8 @@ export function configUsage(): string {
 /** The event hub's name by default: the hostname's first label, as IoT Hub names its built-in endpoint. */
 function defaultEventHubName(hostname: string): string {
   const label = hostname.split(".")[0] ?? "";
-  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$/.test(label) ? label : "events";
+  const usable = /^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$/.test(label) && !/^(?:devices|messages)$/i.test(label);
+  return usable ? label : "events";
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -164,11 +164,19 @@ const eventHubName = kind(
   v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$/)),
   "1-50 letters, digits, '.', '_' or '-' (first a letter or digit)",
 );
+/** The event hub's own name: not the first segment of IoT Hub's other AMQP addresses. */
+const entityName = kind(
+  v.pipe(
+    eventHubName.schema,
+    v.check((n) => !["devices", "messages"].includes(n.toLowerCase())),
+  ),
+  `${eventHubName.what}, not "devices" or "messages"`,
+);
 
 /** The Event Hubs–compatible endpoint of a root hub (docs/amqp.md). */
 export const eventHubSchema = group({
   name: optionalKey(
-    eventHubName,
+    entityName,
     "The event hub's name (EntityPath): the first label of hostname by default, as IoT Hub names its built-in endpoint.",
   ),
   consumerGroups: key(

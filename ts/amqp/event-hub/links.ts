@@ -39,6 +39,9 @@ export interface EventHubRole {
 
 type Link = Sender | Receiver;
 
+/** A name from the client, quoted and cut short for an error description. */
+const quoted = (s: string) => JSON.stringify(s.length > 64 ? `${s.slice(0, 64)}…` : s);
+
 /** The attach the client sent (rhea's typings leave `remote` out). */
 function remoteAttach(link: Link): { source?: { filter?: unknown }; target?: { address?: unknown } } {
   return (link as unknown as { remote: { attach?: Record<string, never> } }).remote.attach ?? {};
@@ -73,17 +76,20 @@ export function eventHubRole(
     return { condition: "amqp:not-allowed", description: "the Event Hubs endpoint is read-only" };
   const address = ADDRESSES.eventHubPartition.parse(`${hub.name}${entity?.rest ?? ""}`);
   if (!address)
-    return { condition: "amqp:not-found", description: `${path} is not an event hub partition address` };
+    return {
+      condition: "amqp:not-found",
+      description: `${quoted(path)} is not an event hub partition address ({hub}/ConsumerGroups/{group}/Partitions/{id})`,
+    };
   // Event Hubs' words: the client names the error MessagingEntityNotFoundError by them.
   if (!hub.group(address.group))
     return {
       condition: "amqp:not-found",
-      description: `The messaging entity 'sb://${hub.hostname}/${hub.name}/ConsumerGroups/${address.group}' could not be found (eventHub.consumerGroups lists the groups besides $Default)`,
+      description: `The messaging entity 'sb://${hub.hostname}/${hub.name}/ConsumerGroups/${address.group.slice(0, 64)}' could not be found (eventHub.consumerGroups lists the groups besides $Default)`,
     };
   if (!PARTITION_IDS.includes(address.partition))
     return {
       condition: "com.microsoft:argument-out-of-range",
-      description: `the partition ${JSON.stringify(address.partition)} does not exist: ${hub.name} has ${PARTITION_IDS.join(", ")}`,
+      description: `the partition ${quoted(address.partition)} does not exist: ${hub.name} has ${PARTITION_IDS.join(", ")}`,
     };
   let start: ReturnType<typeof startOf>;
   try {
