@@ -1,29 +1,15 @@
 /**
  * The official @azure/event-hubs consumer (test/fixtures/event-hubs-consumer.mjs) as a child
- * process against a test hub, killed after each test: real TLS, verified against the hub's CA
+ * process against a test hub, killed after each test (./process.ts): real TLS, verified against the hub's CA
  * (NODE_EXTRA_CA_CERTS), dialled at the hub's AMQP port with `customEndpointAddress`.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { afterEach } from "vitest";
 import type { EdgeHub } from "../../ts/index.js";
+import { killAfterTest } from "./process.js";
 
 const fixture = fileURLToPath(new URL("../fixtures/event-hubs-consumer.mjs", import.meta.url));
-const running = new Set<ChildProcess>();
-
-afterEach(async () => {
-  await Promise.all(
-    [...running].map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          c.once("exit", () => resolve());
-          c.kill("SIGKILL");
-        }),
-    ),
-  );
-  running.clear();
-});
 
 /** An event as the consumer received it (its `ReceivedEventData`, dates as ms). */
 export interface ReceivedEvent {
@@ -95,8 +81,7 @@ export class Consumer {
         env: { ...process.env, NODE_EXTRA_CA_CERTS: hub.caFile },
       },
     );
-    running.add(this.#child);
-    this.#child.on("exit", () => running.delete(this.#child));
+    killAfterTest(this.#child);
     this.#child.stderr?.setEncoding("utf8").on("data", (d: string) => {
       this.#stderr += d;
     });
