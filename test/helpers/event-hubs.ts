@@ -1,7 +1,8 @@
 /**
  * The official @azure/event-hubs consumer (test/fixtures/event-hubs-consumer.mjs) as a child
- * process against a test hub, killed after each test (./process.ts): real TLS, verified against the hub's CA
- * (NODE_EXTRA_CA_CERTS), dialled at the hub's AMQP port with `customEndpointAddress`.
+ * process against a test hub, killed after each test (./process.ts): real TLS, verified
+ * against the hub's CA (NODE_EXTRA_CA_CERTS), dialled at the hub's AMQP port with
+ * `customEndpointAddress`.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
