@@ -7,8 +7,25 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { sign } from "../../ts/auth/sas.js";
 import type { EdgeHub } from "../../ts/index.js";
 import { killAfterTest } from "./process.js";
+
+/**
+ * An Event Hubs SAS token for `audience` (`sb://…`) valid `secs` seconds (negative: expired),
+ * signed as @azure/core-amqp signs: the `iothubowner` key's text as HMAC key.
+ */
+export function eventHubToken(audience: string, key: string, secs = 3600): string {
+  const expiry = Math.floor(Date.now() / 1000) + secs;
+  const sr = encodeURIComponent(audience);
+  const sig = encodeURIComponent(sign(key, sr, expiry, "utf8"));
+  return `SharedAccessSignature sr=${sr}&sig=${sig}&se=${expiry}&skn=iothubowner`;
+}
+
+/** The `SharedAccessKey` of a connection string. */
+export function keyOf(connectionString: string | undefined): string {
+  return /SharedAccessKey=([^;]+)/.exec(connectionString ?? "")?.[1] ?? "";
+}
 
 const fixture = fileURLToPath(new URL("../fixtures/event-hubs-consumer.mjs", import.meta.url));
 
