@@ -36,13 +36,6 @@ export class EventHubSession {
     this.#expired = expired;
   }
 
-  /** True while some token is valid. */
-  get active(): boolean {
-    const now = Date.now();
-    for (const at of this.#tokens.values()) if (at > now) return true;
-    return false;
-  }
-
   /** A token for `audience` valid until `expiresAt` (ms); false when the connection holds too many. */
   put(audience: string, expiresAt: number): boolean {
     const path = audiencePath(audience);
