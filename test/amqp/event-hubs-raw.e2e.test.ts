@@ -47,12 +47,12 @@ function receiver(raw: RawAmqp, address: string, filter: string) {
   link.on("message", (e: EventContext) => e.message && messages.push(e.message));
   const opened = new Promise<void>((resolve) => link.once("receiver_open", () => resolve()));
   const ended = new Promise<{ condition?: string; description?: string }>((resolve) => {
-    // rhea's typings leave `remote` out.
-    const done = () =>
-      resolve({
-        ...(link as unknown as { remote?: { detach?: { error?: { condition?: string } } } }).remote?.detach
-          ?.error,
-      });
+    // rhea's typings leave `remote` out; the error's fields are getters (not spread).
+    const done = () => {
+      const error = (link as unknown as { remote?: { detach?: { error?: Record<string, string> } } }).remote
+        ?.detach?.error;
+      resolve({ condition: error?.condition, description: error?.description });
+    };
     link.once("receiver_close", done);
     link.once("receiver_error", done);
   });
