@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { type Client, Message } from "azure-iot-device";
 import rhea, { type Message as AmqpMessage, type EventContext, type Receiver } from "rhea";
 import { describe, expect, it } from "vitest";
+import { MAX_READERS_PER_CONNECTION } from "../../ts/amqp/event-hub/links.js";
 import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub, HubConfigInput } from "../../ts/index.js";
 import { RawAmqp } from "../helpers/amqp.js";
@@ -154,6 +155,20 @@ describe("the Event Hubs-compatible endpoint with a plain AMQP client", () => {
     await send(await connectedDevice(hub, "d1"), 1);
     again.link.add_credit(1);
     expect(seq(await again.until(1))).toEqual([0]);
+  });
+
+  it("bounds the readers of one connection", async () => {
+    const hub = await root();
+    const raw = await consumer(hub);
+    const readers = Array.from({ length: MAX_READERS_PER_CONNECTION }, () =>
+      receiver(raw, PARTITION, EARLIEST),
+    );
+    await Promise.all(readers.map((r) => r.opened));
+    expect(await receiver(raw, PARTITION, EARLIEST).ended).toMatchObject({
+      condition: "amqp:resource-limit-exceeded",
+    });
+    // Another connection has its own.
+    await receiver(await consumer(hub), PARTITION, EARLIEST).opened;
   });
 
   it("detaches a reader when the token that let it in expires", async () => {
