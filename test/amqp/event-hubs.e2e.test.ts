@@ -94,6 +94,17 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
     expect(bodies(await consumer.read({ position: { enqueuedOn: at } }, later.length))).toEqual(later);
   });
 
+  it("tells a receiver that asks the partition's last event with each event (trackLastEnqueuedEventProperties)", async () => {
+    const { hub, consumer } = await withEvents();
+    const { events, last } = await consumer.readTracked(
+      { position: { sequenceNumber: 0, isInclusive: true } },
+      2,
+    );
+    expect(bodies(events).slice(0, 2)).toEqual([0, 1]);
+    const stored = await hub.store.read(EVENTS_QUEUE);
+    expect(last).toMatchObject({ sequenceNumber: 5, offset: "5", enqueuedOn: stored[5]?.enqueuedAt });
+  });
+
   it("from the latest event reads only what is stored after it attached, live", async () => {
     const { hub, consumer } = await withEvents();
     const follow = consumer.follow({ position: "latest" });

@@ -154,6 +154,20 @@ export class Consumer {
     return this.#call({ op: "read", ...t, count });
   }
 
+  /**
+   * {@link read} with `trackLastEnqueuedEventProperties`: also the partition's last event as
+   * the receiver last heard of it (`context.lastEnqueuedEventProperties`, dates as ms).
+   */
+  readTracked(
+    t: Target,
+    count: number,
+  ): Promise<{
+    events: ReceivedEvent[];
+    last: { sequenceNumber: number; offset: string; enqueuedOn: number; retrievedOn: number };
+  }> {
+    return this.#call({ op: "read", ...t, count, track: true });
+  }
+
   /** Subscribes and keeps the events coming. */
   follow(t: Target): Follow {
     const events: ReceivedEvent[] = [];

@@ -10,6 +10,7 @@ import type { Authenticator } from "../../auth/authenticator.js";
 import { parseSasToken, signedByAny } from "../../auth/sas.js";
 import { EdgeHubError, ErrorCodes } from "../../errors.js";
 import type { EventFeed } from "../../service/follower.js";
+import type { StoredMessage } from "../../store/index.js";
 import type { Refusal } from "../dispositions.js";
 
 /** The one partition. */
@@ -167,5 +168,23 @@ export class EventHub {
   /** Readers open now. */
   get receivers(): number {
     return this.#receivers;
+  }
+
+  /**
+   * Where the partition stands: its first live offset, the next one, and the last event
+   * (undefined when none is kept). `known`: that event when the caller holds it already.
+   */
+  async ends(
+    known?: StoredMessage,
+  ): Promise<{ head: number; tail: number; last: StoredMessage | undefined }> {
+    const { store } = this.feed;
+    const q = store.statsNow().queues.find((s) => s.name === this.queue);
+    const tail = q?.tail ?? 0;
+    if (!q || q.count === 0) return { head: tail, tail, last: undefined };
+    const last =
+      known?.offset === tail - 1
+        ? known
+        : (await store.read(this.queue, { from: tail - 1, limit: 1, maxBytes: 1 }))[0];
+    return { head: q.head, tail, last };
   }
 }

@@ -15,7 +15,7 @@ import type { Refusal } from "../dispositions.js";
 import { type EventHub, PARTITION_IDS } from "./event-hub.js";
 import { answer, answerMessage, MANAGEMENT } from "./management.js";
 import { BadFilter, startOf } from "./position.js";
-import { PartitionReader, type ReaderHost } from "./reader.js";
+import { PartitionReader, type ReaderHost, RUNTIME_METRIC } from "./reader.js";
 import type { EventHubSession } from "./session.js";
 
 /** Readers one connection may hold (a consumer of every partition needs one: there is one). */
@@ -43,7 +43,11 @@ type Link = Sender | Receiver;
 const quoted = (s: string) => JSON.stringify(s.length > 64 ? `${s.slice(0, 64)}…` : s);
 
 /** The attach the client sent (rhea's typings leave `remote` out). */
-function remoteAttach(link: Link): { source?: { filter?: unknown }; target?: { address?: unknown } } {
+function remoteAttach(link: Link): {
+  source?: { filter?: unknown };
+  target?: { address?: unknown };
+  desired_capabilities?: unknown;
+} {
   return (link as unknown as { remote: { attach?: Record<string, never> } }).remote.attach ?? {};
 }
 
@@ -108,7 +112,9 @@ export function eventHubRole(
   session.readers++;
   // Events go settled (at most once on the wire; the consumer's checkpoint is its own).
   (link as unknown as { local: { attach: { snd_settle_mode: number } } }).local.attach.snd_settle_mode = 1;
-  const reader = new PartitionReader(host, link as Sender, hub, start);
+  const desired = remoteAttach(link).desired_capabilities;
+  const metric = desired === RUNTIME_METRIC || (Array.isArray(desired) && desired.includes(RUNTIME_METRIC));
+  const reader = new PartitionReader(host, link as Sender, hub, start, metric);
   let ended = false;
   const end = () => {
     if (ended) return;

@@ -85,15 +85,9 @@ export async function answer(hub: EventHub, m: Message): Promise<Answer> {
 
 /** The partition's figures: its first and last sequence numbers, the last offset and time. */
 async function partitionFigures(hub: EventHub): Promise<Record<string, unknown>> {
-  const { store } = hub.feed;
-  const q = store.statsNow().queues.find((s) => s.name === hub.queue);
-  const tail = q?.tail ?? 0;
-  const last =
-    q && q.count > 0
-      ? (await store.read(hub.queue, { from: tail - 1, limit: 1, maxBytes: 1 }))[0]
-      : undefined;
+  const { head, tail, last } = await hub.ends();
   return {
-    begin_sequence_number: rhea.types.wrap_long(last ? (q?.head ?? 0) : tail),
+    begin_sequence_number: rhea.types.wrap_long(last ? head : tail),
     last_enqueued_sequence_number: rhea.types.wrap_long(tail - 1),
     last_enqueued_offset: String(tail - 1),
     last_enqueued_time_utc: new Date(last?.enqueuedAt ?? 0),

@@ -6,7 +6,7 @@
  * the connection's socket has a backlog, and follows new events as they are stored. Events
  * are sent settled: where a consumer is in the stream is its own checkpoint, as on Event Hubs.
  */
-import type { Sender } from "rhea";
+import rhea, { type Sender } from "rhea";
 import type { Logger } from "../../log.js";
 import { Follower } from "../../service/follower.js";
 import type { MessageStore, StoredMessage } from "../../store/index.js";
@@ -52,6 +52,9 @@ export async function firstAfter(
   return lo;
 }
 
+/** The capability a receiver asks for to get the partition's last event with each event (`trackLastEnqueuedEventProperties`). */
+export const RUNTIME_METRIC = "com.microsoft:enable-receiver-runtime-metric";
+
 /** Sends one partition's events to one client receiver. */
 export class PartitionReader {
   readonly #host: ReaderHost;
@@ -59,11 +62,14 @@ export class PartitionReader {
   readonly #hub: EventHub;
   #follower: Follower | undefined;
   #open = true;
+  /** Each event carries the partition's last event in its delivery annotations. */
+  readonly #runtimeMetric: boolean;
 
-  constructor(host: ReaderHost, sender: Sender, hub: EventHub, start: StartPosition) {
+  constructor(host: ReaderHost, sender: Sender, hub: EventHub, start: StartPosition, runtimeMetric = false) {
     this.#host = host;
     this.#sender = sender;
     this.#hub = hub;
+    this.#runtimeMetric = runtimeMetric;
     sender.on("sendable", () => this.#follower?.wake());
     void this.#run(start);
   }
@@ -101,6 +107,7 @@ export class PartitionReader {
           await follower.wait(IDLE_MS);
           continue;
         }
+        const annotations = this.#runtimeMetric ? await this.#lastEnqueued(batch.messages.at(-1)) : undefined;
         for (const m of batch.messages) {
           if (!this.#open) return;
           // Credit only grows while we read, unless the client drained it: the rest is read again.
@@ -108,7 +115,10 @@ export class PartitionReader {
             follower.cursor.set(queue, m.offset);
             break;
           }
-          if (!before(m)) this.#sender.send(eventToAmqp(m));
+          if (before(m)) continue;
+          const event = eventToAmqp(m);
+          if (annotations) event.delivery_annotations = annotations;
+          this.#sender.send(event);
         }
       }
     } catch (err) {
@@ -117,6 +127,17 @@ export class PartitionReader {
       if (!this.#sender.is_closed())
         this.#sender.close({ condition: "amqp:internal-error", description: "the events could not be read" });
     }
+  }
+
+  /** The partition's last event, as Event Hubs gives it to a receiver that asked (@azure/event-hubs `fromRheaMessage`). */
+  async #lastEnqueued(known: StoredMessage | undefined): Promise<Record<string, unknown>> {
+    const { tail, last } = await this.#hub.ends(known);
+    return {
+      last_enqueued_sequence_number: rhea.types.wrap_long(tail - 1),
+      last_enqueued_offset: String(tail - 1),
+      last_enqueued_time_utc: new Date(last?.enqueuedAt ?? 0),
+      runtime_info_retrieval_time_utc: new Date(),
+    };
   }
 
   /** The link went: reading stops. */
