@@ -158,6 +158,8 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
     ]);
     expect(bodies(a)).toEqual([0, 1, 2, 3, 4, 5]);
     expect(bodies(b)).toEqual(bodies(a));
+    // Subscribed to the whole event hub (the client lists the partitions and balances them).
+    expect(bodies(await consumer.read({ partition: "*", position: "earliest" }, 6))).toEqual(bodies(a));
     expect(bodies(c)).toEqual([4, 5]);
     // Reading acknowledged nothing: the first group reads it all again.
     expect(bodies(await consumer.read({ position: "earliest" }, 6))).toEqual([0, 1, 2, 3, 4, 5]);
