@@ -10,11 +10,11 @@ import { describe, expect, it } from "vitest";
 import { type EdgeHub, EVENTS_QUEUE } from "../../ts/index.js";
 import { Consumer, eventHubToken } from "../helpers/event-hubs.js";
 import { tempDir } from "../helpers/fixtures.js";
-import { BOTH_HEADS, connectedDevice, startHub } from "../helpers/hub.js";
+import { BOTH_HEADS, connectedDevice, startHub, stopHub } from "../helpers/hub.js";
 
 /** A root hub serving AMQP, its event hub `telemetry` with the extra consumer group `dashboards`. */
-async function root(): Promise<EdgeHub> {
-  return startHub(join(await tempDir(), "hub"), {
+async function root(dataDir?: string): Promise<EdgeHub> {
+  return startHub(dataDir ?? join(await tempDir(), "hub"), {
     ...BOTH_HEADS,
     eventHub: { name: "telemetry", consumerGroups: ["dashboards"] },
   });
@@ -170,6 +170,23 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
     );
     expect((await iotHub.properties()).ids).toEqual(["0"]);
     expect(bodies(await iotHub.read({ position: "earliest" }, 6))).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
+  it("after the hub restarts, the same connection string reads on from a consumer's sequence number, nothing lost", async () => {
+    const dataDir = join(await tempDir(), "hub");
+    let hub = await root(dataDir);
+    await send(await connectedDevice(hub, "d1", "amqp"), "d1", 0, 3);
+    const before = await new Consumer(hub).read({ position: "earliest" }, 3);
+    const checkpoint = before.at(-1)?.sequenceNumber ?? -1;
+    const connectionString = hub.eventHubConnectionString;
+    await stopHub(hub);
+    hub = await root(dataDir);
+    expect(hub.eventHubConnectionString).toBe(connectionString);
+    await send(await connectedDevice(hub, "d1", "mqtt"), "d1", 3, 2);
+    const consumer = new Consumer(hub);
+    expect(bodies(await consumer.read({ position: { sequenceNumber: checkpoint } }, 2))).toEqual([3, 4]);
+    const all = await consumer.read({ position: "earliest" }, 5);
+    expect(all.map((e) => e.sequenceNumber)).toEqual([0, 1, 2, 3, 4]);
   });
 
   it("refuses a partition, a consumer group, a wrong key and an expired token with the client's errors, and loses nothing", async () => {
