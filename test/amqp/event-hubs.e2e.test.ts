@@ -189,6 +189,26 @@ describe("the Event Hubs-compatible endpoint with @azure/event-hubs", () => {
     expect(all.map((e) => e.sequenceNumber)).toEqual([0, 1, 2, 3, 4]);
   });
 
+  it("lets a reader of a higher owner level take a partition from a lower one, as Event Hubs' epochs", async () => {
+    const hub = await root();
+    // A client subscribes to a partition once: each reader is a consumer of its own.
+    const low = new Consumer(hub).follow({ ownerLevel: 1, position: "latest" });
+    await low.ready;
+    const high = new Consumer(hub).follow({ ownerLevel: 2, position: "latest" });
+    await high.ready;
+    await expect(low.until(1)).rejects.toMatchObject({ code: "ReceiverDisconnectedError" });
+    for (const ownerLevel of [1, undefined])
+      await expect(new Consumer(hub).read({ ownerLevel }, 1)).rejects.toMatchObject({
+        code: "ReceiverDisconnectedError",
+      });
+    // Another consumer group is another set of readers.
+    const other = new Consumer(hub).follow({ group: "dashboards", position: "latest" });
+    await other.ready;
+    await send(await connectedDevice(hub, "d1", "mqtt"), "d1", 0, 1);
+    expect(bodies(await high.until(1))).toEqual([0]);
+    expect(bodies(await other.until(1))).toEqual([0]);
+  });
+
   it("refuses a partition, a consumer group, a wrong key and an expired token with the client's errors, and loses nothing", async () => {
     const { hub, consumer } = await withEvents();
     await expect(consumer.read({ partition: "1" }, 1)).rejects.toMatchObject({

@@ -63,6 +63,8 @@ export interface Target {
   partition?: string;
   position?: Position;
   connectionString?: string;
+  /** The reader's owner level (Event Hubs' epoch). */
+  ownerLevel?: number;
 }
 
 type Line = { id: number; result?: unknown; error?: ClientError; ready?: boolean; event?: ReceivedEvent };
@@ -172,15 +174,19 @@ export class Consumer {
   follow(t: Target): Follow {
     const events: ReceivedEvent[] = [];
     const errors: ClientError[] = [];
-    let onReady: () => void = () => {};
+    let onReady: (error?: ClientError) => void = () => {};
     let onChange: () => void = () => {};
-    const ready = new Promise<void>((resolve) => {
-      onReady = resolve;
+    const ready = new Promise<void>((resolve, reject) => {
+      // The first error before the receiver is up fails it.
+      onReady = (error) => (error ? reject(Object.assign(new Error(error.message), error)) : resolve());
     });
     const id = this.#send({ op: "follow", ...t }, (line) => {
       if (line.ready) onReady();
       if (line.event) events.push(line.event);
-      if (line.error) errors.push(line.error);
+      if (line.error) {
+        errors.push(line.error);
+        onReady(line.error);
+      }
       onChange();
     });
     return {

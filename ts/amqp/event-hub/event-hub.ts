@@ -22,6 +22,14 @@ export const POLICY_NAME = "iothubowner";
 /** IoT Hub's own name of its events on its host (`EntityPath=messages/events`): taken beside the event hub's. */
 export const IOT_HUB_ENTITY = "messages/events";
 
+/** A reader's place among the readers of one consumer group's partition. */
+interface Claim {
+  /** Its owner level (`com.microsoft:epoch`); undefined: none. */
+  epoch: number | undefined;
+  /** Detaches it: a reader of a higher owner level came. */
+  kick(description: string): void;
+}
+
 /** What the endpoint is made of. */
 export interface EventHubOptions {
   /** The hub's hostname: the `Endpoint` host and the tokens' audience host. */
@@ -68,6 +76,8 @@ export class EventHub {
   readonly #authenticator: EventHubOptions["authenticator"];
   readonly #maxReceivers: number;
   #receivers = 0;
+  /** The readers of each `{group}/{partition}` (lower case) by owner level. */
+  readonly #claims = new Map<string, Set<Claim>>();
 
   constructor(o: EventHubOptions) {
     this.hostname = o.hostname;
@@ -163,6 +173,44 @@ export class EventHub {
   /** A reader went. */
   releaseReceiver(): void {
     this.#receivers--;
+  }
+
+  /**
+   * A reader of `group`'s `partition` with owner level `epoch`, as Event Hubs rules them
+   * (`com.microsoft:epoch`, the client's `ownerLevel`): one of a higher level detaches those
+   * of lower or none (`amqp:link:stolen`, the client's ReceiverDisconnectedError); one of a
+   * lower level or none is refused while a higher is there. Returns its release, or the refusal.
+   */
+  claim(
+    group: string,
+    partition: string,
+    epoch: number | undefined,
+    kick: Claim["kick"],
+  ): Refusal | (() => void) {
+    const key = `${group.toLowerCase()}/${partition}`;
+    const claims = this.#claims.get(key) ?? new Set<Claim>();
+    const levels = [...claims].map((c) => c.epoch ?? -1);
+    const highest = Math.max(-1, ...levels);
+    if ((epoch ?? -1) < highest)
+      return {
+        condition: "amqp:link:stolen",
+        description: `a receiver with owner level ${highest} reads ${group}/Partitions/${partition}; this one's is ${epoch ?? "none"}`,
+      };
+    if (epoch !== undefined)
+      for (const c of [...claims])
+        if ((c.epoch ?? -1) < epoch) {
+          claims.delete(c);
+          c.kick(
+            `a receiver with owner level ${epoch} now reads ${group}/Partitions/${partition}; this one's is ${c.epoch ?? "none"}`,
+          );
+        }
+    const claim: Claim = { epoch, kick };
+    claims.add(claim);
+    this.#claims.set(key, claims);
+    return () => {
+      claims.delete(claim);
+      if (claims.size === 0 && this.#claims.get(key) === claims) this.#claims.delete(key);
+    };
   }
 
   /** Readers open now. */

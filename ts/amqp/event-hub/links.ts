@@ -42,11 +42,23 @@ type Link = Sender | Receiver;
 /** A name from the client, quoted and cut short for an error description. */
 const quoted = (s: string) => JSON.stringify(s.length > 64 ? `${s.slice(0, 64)}…` : s);
 
+/** The attach property of a reader's owner level (the client's `ownerLevel`). */
+const EPOCH = "com.microsoft:epoch";
+
+/** A reader's owner level from its attach properties: undefined for none, null for a bad one. */
+function ownerLevelOf(properties: unknown): number | undefined | null {
+  if (typeof properties !== "object" || properties === null || !Object.hasOwn(properties, EPOCH))
+    return undefined;
+  const v: unknown = (properties as Record<string, unknown>)[EPOCH];
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : null;
+}
+
 /** The attach the client sent (rhea's typings leave `remote` out). */
 function remoteAttach(link: Link): {
   source?: { filter?: unknown };
   target?: { address?: unknown };
   desired_capabilities?: unknown;
+  properties?: unknown;
 } {
   return (link as unknown as { remote: { attach?: Record<string, never> } }).remote.attach ?? {};
 }
@@ -102,13 +114,24 @@ export function eventHubRole(
     if (!(err instanceof BadFilter)) throw err;
     return { condition: "com.microsoft:argument-error", description: err.message };
   }
+  const epoch = ownerLevelOf(remoteAttach(link).properties);
+  if (epoch === null)
+    return { condition: "com.microsoft:argument-error", description: `${EPOCH} must be an integer >= 0` };
   if (session.readers >= MAX_READERS_PER_CONNECTION)
     return {
       condition: "amqp:resource-limit-exceeded",
       description: `at most ${MAX_READERS_PER_CONNECTION} event readers on one connection`,
     };
+  const release = hub.claim(address.group, address.partition, epoch, (description) => {
+    if (!link.is_closed()) link.close({ condition: "amqp:link:stolen", description });
+    session.drop(link);
+  });
+  if (typeof release !== "function") return release;
   const refused = hub.takeReceiver();
-  if (refused) return refused;
+  if (refused) {
+    release();
+    return refused;
+  }
   session.readers++;
   // Events go settled (at most once on the wire; the consumer's checkpoint is its own).
   (link as unknown as { local: { attach: { snd_settle_mode: number } } }).local.attach.snd_settle_mode = 1;
@@ -120,6 +143,7 @@ export function eventHubRole(
     if (ended) return;
     ended = true;
     reader.close();
+    release();
     session.readers--;
     hub.releaseReceiver();
   };
