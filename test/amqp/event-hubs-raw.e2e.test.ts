@@ -11,6 +11,7 @@ import { MAX_READERS_PER_CONNECTION } from "../../ts/amqp/event-hub/links.js";
 import { createSasToken } from "../../ts/auth/sas.js";
 import type { EdgeHub, HubConfigInput } from "../../ts/index.js";
 import { RawAmqp } from "../helpers/amqp.js";
+import { edgeIdentity, startEdge, startRoot } from "../helpers/edge.js";
 import { eventHubToken, keyOf } from "../helpers/event-hubs.js";
 import { tempDir } from "../helpers/fixtures.js";
 import { BOTH_HEADS, connectedDevice, startHub } from "../helpers/hub.js";
@@ -169,6 +170,20 @@ describe("the Event Hubs-compatible endpoint with a plain AMQP client", () => {
     });
     // Another connection has its own.
     await receiver(await consumer(hub), PARTITION, EARLIEST).opened;
+  });
+
+  it("is a root's: an edge hub has no connection string, refuses the tokens and serves no reader", async () => {
+    const root = await startRoot(join(await tempDir(), "root"));
+    const edge = await startEdge(join(await tempDir(), "edge"), await edgeIdentity(root, "gw"), {
+      listen: BOTH_HEADS.listen,
+      eventHub: { name: "telemetry" },
+    });
+    expect(edge.eventHubConnectionString).toBeUndefined();
+    const raw = await RawAmqp.open(edge);
+    const key = keyOf(edge.serviceConnectionString);
+    const audience = "sb://127.0.0.1/telemetry";
+    expect(await raw.putToken(audience, eventHubToken(audience, key))).toBe(401);
+    expect(await receiver(raw, PARTITION, EARLIEST).ended).toMatchObject({ condition: "amqp:not-found" });
   });
 
   it("detaches a reader when the token that let it in expires", async () => {
