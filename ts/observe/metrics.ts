@@ -51,6 +51,13 @@ class Running {
   }
 }
 
+const family = (name: string, type: Family["type"], help: string, samples: readonly Sample[]): Family => ({
+  name,
+  type,
+  help,
+  samples,
+});
+
 /** Bounds of the commit latency histogram, in seconds. */
 const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
@@ -111,17 +118,17 @@ export class HubMetrics {
     }
     const linkUp = sources.linkUp();
     const families: Family[] = [
-      {
-        name: "edgehub_store_commit_duration_seconds",
-        help: "Time from a store append to its durable commit (group commit, WAL fsync), per append call",
-        type: "histogram",
-        samples: this.#commit.samples(),
-      },
-      {
-        name: "edgehub_auth_failures_total",
-        help: "Logins refused: MQTT (TLS and WebSocket) and service API calls answered 401/403, by transport and error code",
-        type: "counter",
-        samples: [...this.#authFailures].map(([key, value]) => {
+      family(
+        "edgehub_store_commit_duration_seconds",
+        "histogram",
+        "Time from a store append to its durable commit (group commit, WAL fsync), per append call",
+        this.#commit.samples(),
+      ),
+      family(
+        "edgehub_auth_failures_total",
+        "counter",
+        "Logins refused: MQTT (TLS and WebSocket) and service API calls answered 401/403, by transport and error code",
+        [...this.#authFailures].map(([key, value]) => {
           const [transport = "", code = ""] = key.split("\n");
           return {
             labels: [
@@ -131,104 +138,100 @@ export class HubMetrics {
             value,
           };
         }),
-      },
-      {
-        name: "edgehub_messages_in_total",
-        help: "Messages stored into an endpoint's queue (since the store was created)",
-        type: "counter",
-        samples: perEndpoint((q) => q.tail, this.#in),
-      },
-      {
-        name: "edgehub_messages_out_total",
-        help: "Messages delivered from an endpoint's queue and acknowledged (since the store was created)",
-        type: "counter",
-        samples: perEndpoint((q) => q.ackedUpTo + 1, this.#out),
-      },
-      {
-        name: "edgehub_backlog_messages",
-        help: "Messages waiting in an endpoint's queue",
-        type: "gauge",
-        samples: perEndpoint((q) => q.count),
-      },
-      {
-        name: "edgehub_backlog_bytes",
-        help: "Bytes waiting in an endpoint's queue",
-        type: "gauge",
-        samples: perEndpoint((q) => q.bytes),
-      },
-      {
-        name: "edgehub_backlog_oldest_age_seconds",
-        help: "Age of the oldest message waiting in an endpoint's queue",
-        type: "gauge",
-        samples: [...oldest].map(([label, value]) => ({ labels: [["endpoint", label]], value })),
-      },
-      {
-        name: "edgehub_store_bytes",
-        help: "Live message bytes in the store (what the quota limits)",
-        type: "gauge",
-        samples: ofStore((s) => s.bytes),
-      },
-      {
-        name: "edgehub_store_quota_bytes",
-        help: "The store's quota (maxSizeBytes)",
-        type: "gauge",
-        samples: ofStore((s) => s.maxSizeBytes),
-      },
-      {
-        name: "edgehub_store_expired_messages_total",
-        help: "Messages removed because their TTL passed (since the store was created)",
-        type: "counter",
-        samples: ofStore((s) => s.expired, this.#store, "expired"),
-      },
-      {
-        name: "edgehub_store_dropped_messages_total",
-        help: "Messages evicted by whenFull drop-oldest (since the store was created)",
-        type: "counter",
-        samples: ofStore((s) => s.dropped, this.#store, "dropped"),
-      },
-      {
-        name: "edgehub_dead_letters_total",
-        help: "Messages the parent refused, moved to $deadletter (since the store was created)",
-        type: "counter",
-        samples: ofStore(
+      ),
+      family(
+        "edgehub_messages_in_total",
+        "counter",
+        "Messages stored into an endpoint's queue (since the store was created)",
+        perEndpoint((q) => q.tail, this.#in),
+      ),
+      family(
+        "edgehub_messages_out_total",
+        "counter",
+        "Messages delivered from an endpoint's queue and acknowledged (since the store was created)",
+        perEndpoint((q) => q.ackedUpTo + 1, this.#out),
+      ),
+      family(
+        "edgehub_backlog_messages",
+        "gauge",
+        "Messages waiting in an endpoint's queue",
+        perEndpoint((q) => q.count),
+      ),
+      family(
+        "edgehub_backlog_bytes",
+        "gauge",
+        "Bytes waiting in an endpoint's queue",
+        perEndpoint((q) => q.bytes),
+      ),
+      family(
+        "edgehub_backlog_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest message waiting in an endpoint's queue",
+        [...oldest].map(([label, value]) => ({ labels: [["endpoint", label]], value })),
+      ),
+      family(
+        "edgehub_store_bytes",
+        "gauge",
+        "Live message bytes in the store (what the quota limits)",
+        ofStore((s) => s.bytes),
+      ),
+      family(
+        "edgehub_store_quota_bytes",
+        "gauge",
+        "The store's quota (maxSizeBytes)",
+        ofStore((s) => s.maxSizeBytes),
+      ),
+      family(
+        "edgehub_store_expired_messages_total",
+        "counter",
+        "Messages removed because their TTL passed (since the store was created)",
+        ofStore((s) => s.expired, this.#store, "expired"),
+      ),
+      family(
+        "edgehub_store_dropped_messages_total",
+        "counter",
+        "Messages evicted by whenFull drop-oldest (since the store was created)",
+        ofStore((s) => s.dropped, this.#store, "dropped"),
+      ),
+      family(
+        "edgehub_dead_letters_total",
+        "counter",
+        "Messages the parent refused, moved to $deadletter (since the store was created)",
+        ofStore(
           (s) => s.queues.find((q) => q.name === DEAD_LETTER_QUEUE)?.tail ?? 0,
           this.#store,
           "dead-letters",
         ),
-      },
-      {
-        name: "edgehub_connected_clients",
-        help: "Devices and modules connected and authenticated now",
-        type: "gauge",
-        samples: [{ value: sources.connectedClients() }],
-      },
-      {
-        name: "edgehub_open_connections",
-        help: "Device-facing sockets open now (TLS and WebSocket), authenticated or not",
-        type: "gauge",
-        samples: [{ value: sources.openConnections() }],
-      },
-      {
-        name: "edgehub_event_loop_delay_p99_seconds",
-        help: "The event loop's delay, 99th percentile over the last 5 s window",
-        type: "gauge",
-        samples: [{ value: sources.eventLoopDelayP99Ms() / 1000 }],
-      },
-      {
-        name: "edgehub_process_resident_memory_bytes",
-        help: "Resident memory of the hub's process",
-        type: "gauge",
-        samples: [{ value: process.memoryUsage.rss() }],
-      },
+      ),
+      family("edgehub_connected_clients", "gauge", "Devices and modules connected and authenticated now", [
+        { value: sources.connectedClients() },
+      ]),
+      family(
+        "edgehub_open_connections",
+        "gauge",
+        "Device-facing sockets open now (TLS and WebSocket), authenticated or not",
+        [{ value: sources.openConnections() }],
+      ),
+      family(
+        "edgehub_event_loop_delay_p99_seconds",
+        "gauge",
+        "The event loop's delay, 99th percentile over the last 5 s window",
+        [{ value: sources.eventLoopDelayP99Ms() / 1000 }],
+      ),
+      family("edgehub_process_resident_memory_bytes", "gauge", "Resident memory of the hub's process", [
+        { value: process.memoryUsage.rss() },
+      ]),
     ];
     // A root has no parent: no series at all (an unlabelled gauge always shows a value).
     if (linkUp !== undefined)
-      families.push({
-        name: "edgehub_upstream_link_up",
-        help: "1 while the link to the parent is up, 0 while down (absent on a root hub)",
-        type: "gauge",
-        samples: [{ value: linkUp ? 1 : 0 }],
-      });
+      families.push(
+        family(
+          "edgehub_upstream_link_up",
+          "gauge",
+          "1 while the link to the parent is up, 0 while down (absent on a root hub)",
+          [{ value: linkUp ? 1 : 0 }],
+        ),
+      );
     return families;
   }
 
