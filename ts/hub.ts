@@ -5,6 +5,7 @@
  * ts/observe). Any choice made from config is visible here.
  */
 import { join } from "node:path";
+import { EventHub } from "./amqp/event-hub/event-hub.js";
 import { amqpHead } from "./amqp/head.js";
 import { FeedbackQueue } from "./amqp/links/feedback.js";
 import { Authenticator } from "./auth/authenticator.js";
@@ -51,6 +52,7 @@ type Parts = Pick<
   service: { connectionString: string; file: string };
   /** A root's C2D feedback. */
   feedback: FeedbackQueue | undefined;
+  eventHub: EventHub | undefined;
 };
 
 /** A running hub. */
@@ -71,6 +73,13 @@ export class EdgeHub {
   readonly serviceConnectionString: string;
   /** Where that string is written (mode 0600). */
   readonly serviceConnectionStringFile: string;
+  /**
+   * On a root hub, what an Event Hubs consumer (`@azure/event-hubs`) reads the devices'
+   * telemetry with: `Endpoint=sb://{hostname}/;SharedAccessKeyName=iothubowner;SharedAccessKey=…;EntityPath={eventHub.name}`,
+   * served on the AMQP listener (`listen.amqps`; a client dials it with `customEndpointAddress`).
+   * Undefined on an edge hub (its telemetry is its parent's).
+   */
+  readonly eventHubConnectionString: string | undefined;
   /** Routes and store limits in force: config, overridden by the parent's `$edgeHub` desired properties. */
   readonly settings: EdgeHubSettings;
   /** The link to the parent and the forwarder; absent on a root hub. */
@@ -104,6 +113,7 @@ export class EdgeHub {
     this.caFile = p.tls.caFile;
     this.serviceConnectionString = p.service.connectionString;
     this.serviceConnectionStringFile = p.service.file;
+    this.eventHubConnectionString = p.eventHub?.connectionString();
   }
 
   /** Starts a hub: opens its store and registry, and listens for MQTT over TLS and HTTPS. */
@@ -166,6 +176,23 @@ export class EdgeHub {
         connectTimeoutMs: config.limits.mqttConnectTimeoutMs,
         refused: (code) => hub.#observing?.metrics?.authFailed("mqtt", code),
       });
+      // A root serves its events queue to Event Hubs consumers too (docs/amqp.md).
+      const eventHub = parent
+        ? undefined
+        : new EventHub({
+            ...config.eventHub,
+            hostname: config.hostname,
+            key: service.key,
+            authenticator,
+            queue: EVENTS_QUEUE,
+            feed: {
+              store,
+              onStored: (listener) => {
+                router.on("stored", listener);
+                return () => router.off("stored", listener);
+              },
+            },
+          });
       const api = new ServiceApi(
         serviceContext({
           ...shared,
@@ -173,6 +200,15 @@ export class EdgeHub {
           serviceKey: service.key,
           hubHostname: parent?.hubHostname ?? config.hostname,
           mqttsPort: () => hub.ports.mqtts,
+          amqpsPort: () => hub.ports.amqps,
+          eventHub: () =>
+            eventHub
+              ? {
+                  name: eventHub.name,
+                  consumerGroups: eventHub.consumerGroups,
+                  connectionString: eventHub.connectionString(),
+                }
+              : null,
           peerOf: (socket) => hub.#listeners.peerOf(socket),
           authenticated: (socket) => admission.authenticated(socket),
           c2dRelay: () => upstream?.c2dRelay,
@@ -208,6 +244,7 @@ export class EdgeHub {
           registry,
           delivery,
           feedback,
+          eventHub,
         },
       });
       listeners = createListeners(tls, config.limits, admission, quietLog, {
@@ -221,7 +258,7 @@ export class EdgeHub {
         amqpWebSocket: (stream, socket, peer) => amqp(stream, socket, peer),
         request: (req, res) => api.handle(req, res),
       });
-      const hub = new EdgeHub({ ...shared, settings, routing, listeners, tls, service, feedback });
+      const hub = new EdgeHub({ ...shared, settings, routing, listeners, tls, service, feedback, eventHub });
       await listen(listeners, config.listen);
       observing = await observe(
         config,

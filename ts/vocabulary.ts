@@ -215,4 +215,8 @@ export const ADDRESSES = {
   moduleMethods: new TopicTemplate<"deviceId" | "moduleId">(
     "/devices/{deviceId}/modules/{moduleId}/methods/devicebound",
   ),
+  /** An Event Hubs reader of a root's events (@azure/event-hubs `getReceiverAddress`; ts/amqp/event-hub). */
+  eventHubPartition: new TopicTemplate<"hub" | "group" | "partition">(
+    "{hub}/ConsumerGroups/{group}/Partitions/{partition}",
+  ),
 } as const;

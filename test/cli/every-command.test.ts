@@ -233,6 +233,17 @@ const CASES: Record<string, Case> = {
       `^the hub answered 429 ThrottlingException: at most ${MAX_EVENT_STREAMS} event streams`,
     ),
   },
+  "connection-string show": {
+    ok: ["connection-string", "show", "--default-eventhub"],
+    check: (r) => {
+      expect(r).toMatchObject({ name: "localhost", consumerGroups: ["$Default"] });
+      expect(String(object(r).connectionString)).toMatch(
+        /^Endpoint=sb:\/\/localhost\/;SharedAccessKeyName=iothubowner;SharedAccessKey=[^;]+;EntityPath=localhost$/,
+      );
+    },
+    fail: ["connection-string", "show", "--port", "1"],
+    reason: /^cannot reach the hub's service API at https:\/\/localhost:1 /,
+  },
   status: {
     ok: ["status"],
     check: (s) =>

@@ -18,6 +18,7 @@ const EVERY_KEY = {
     storeLimits: { maxSizeBytes: 1_000_000, whenFull: "drop-oldest", maxSizeBytesPerIdentity: 1000 },
   },
   eventsRetentionSecs: 60,
+  eventHub: { name: "telemetry", consumerGroups: ["dashboards"], maxReceivers: 4 },
   trustedDeviceCaFiles: ["root.pem"],
   allowNesting: false,
   parent: {
@@ -88,6 +89,7 @@ describe("config keys", () => {
       logLevel: "debug",
       durability: "wal",
       metrics: { host: "0.0.0.0", port: 19600, required: true },
+      eventHub: { name: "telemetry", consumerGroups: ["dashboards"], maxReceivers: 4 },
     });
     expect(c.parent).toMatchObject({
       type: "mqtt",
@@ -109,6 +111,8 @@ describe("config keys", () => {
     ["whenFull", "reject"],
     ["maxSizeBytesPerIdentity", 0],
     ["eventsRetentionSecs", 86_400],
+    // The event hub is named as IoT Hub names its built-in endpoint: the hostname's first label.
+    ["eventHub", { name: "gw1", consumerGroups: [], maxReceivers: 64 }],
     ["trustedDeviceCaFiles", []],
     ["allowNesting", true],
     ["logLevel", "info"],
@@ -127,6 +131,7 @@ describe("config keys", () => {
     ["limits.maxConnections", 1000],
   ])("applies the default of %s when it is absent", (path, value) => {
     const c = loadConfig({
+      hostname: "gw1.local",
       parent: { hostname: "hub.azure-devices.net", deviceId: "e", certFile: "c", keyFile: "k" },
     });
     const got = path.split(".").reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c);
@@ -193,6 +198,9 @@ describe("config keys", () => {
     [{ logLevel: "trace" }, "logLevel: must be debug, info, warn or error"],
     [{ durability: "none" }, 'durability: must be "fsync" or "wal"'],
     [{ trustedDeviceCaFiles: "ca.pem" }, "trustedDeviceCaFiles: must be a list of paths"],
+    [{ eventHub: { name: "devices" } }, "eventHub.name: must be 1-50 letters"],
+    [{ eventHub: { consumerGroups: ["$Default"] } }, "eventHub.consumerGroups"],
+    [{ eventHub: { maxReceivers: 0 } }, "eventHub.maxReceivers: must be an integer 1-4096"],
   ])("refuses %j with CONFIG_INVALID naming the key", (raw, message) => {
     const input: unknown = typeof raw === "string" ? JSON.parse(raw) : raw;
     expect(() => loadConfig(input)).toThrow(

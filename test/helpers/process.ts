@@ -24,6 +24,12 @@ afterEach(async () => {
   running.clear();
 });
 
+/** Kills `child` after the test if it is still running, as the hubs started here are. */
+export function killAfterTest(child: ChildProcess): void {
+  running.add(child);
+  child.once("exit", () => running.delete(child));
+}
+
 // Fixed ports come from below the kernel's ephemeral range (32768..60999 by default), so
 // neither `listen(0)` nor the local end of an outgoing connection can take one while its hub
 // is down (a connection to a dead port can even take that very port and connect to itself):

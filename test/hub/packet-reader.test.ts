@@ -63,6 +63,20 @@ describe("packet reader", () => {
     ]);
   });
 
+  it("decodes a PUBACK in place as mqtt-packet does, and leaves other forms of it to mqtt-packet", () => {
+    const { r, packets, failures } = reader();
+    r.push(Buffer.from([0x40, 2, 0xab, 0xcd, 0x40, 2, 0, 1]));
+    expect(packets).toEqual([
+      { cmd: "puback", messageId: 0xabcd },
+      { cmd: "puback", messageId: 1 },
+    ]);
+    // Flags other than 0 are malformed in MQTT 3.1.1: mqtt-packet says so.
+    r.push(Buffer.from([0x41, 2, 0, 8]));
+    expect(failures).toEqual([
+      { reason: "malformed-packet", detail: "Invalid header flag bits, must be 0x0 for puback packet" },
+    ]);
+  });
+
   it("refuses a packet larger than the limit from its fixed header, before buffering it", () => {
     const { r, packets, failures } = reader(1000);
     const big = publish(1, 1, 5000);

@@ -1,8 +1,9 @@
 /**
  * The operators' listener of a real hub: a Prometheus scrape after real MQTT traffic from
- * the official SDK, /healthz and /readyz (503 once the store is closed), the status page's
+ * the official SDK (linted by Prometheus' promtool), /healthz and /readyz (503 once the store is closed), the status page's
  * JSON, the Host check, and the `metrics` config key.
  */
+import { spawnSync } from "node:child_process";
 import http from "node:http";
 import net from "node:net";
 import { Message } from "azure-iot-device";
@@ -35,6 +36,11 @@ describe("metrics listener", () => {
     const m = await localGet(port, "/metrics");
     expect(m.status).toBe(200);
     expect(m.type).toContain("text/plain");
+    // Prometheus' own linter (Debian's promtool) reads the exposition: format and naming.
+    const lint = spawnSync("promtool", ["check", "metrics"], { input: m.body, encoding: "utf8" });
+    expect(lint.error).toBeUndefined();
+    expect(`${lint.stdout}${lint.stderr}`.trim()).toBe("");
+    expect(lint.status).toBe(0);
     expect(sample(m.body, "edgehub_messages_in_total", 'endpoint="$events"')).toBe(7);
     expect(sample(m.body, "edgehub_backlog_messages", 'endpoint="$events"')).toBe(7);
     expect(sample(m.body, "edgehub_connected_clients")).toBe(1);

@@ -17,6 +17,8 @@ import { type ConnectionContext, closedByClient, endSocket, StoreGate } from "..
 import { audienceIdentity, BadCbsRequest, cbsResponse, readPutToken, tokenLogin } from "./cbs.js";
 import { AmqpClient } from "./client.js";
 import { DispositionGate, type Refusal } from "./dispositions.js";
+import type { EventHub } from "./event-hub/event-hub.js";
+import { EventHubSession } from "./event-hub/session.js";
 import { FrameGuard } from "./frame-guard.js";
 import { clientIdOf, LinkRouter, type RouterHost } from "./links/router.js";
 import { ServiceSession, type ServiceSide } from "./links/service.js";
@@ -32,6 +34,8 @@ const MAX_SESSIONS = 8;
 const MAX_REFUSED_TOKENS = 4;
 /** Bytes queued to a client that does not read: past this it is disconnected. */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/** Bytes queued to the client past which event readers wait for the socket to drain. */
+const DRAIN_BYTES = 256 * 1024;
 /** Idle time after which rhea closes the connection (the client heartbeats at half of it). */
 const IDLE_TIMEOUT_MS = 120_000;
 
@@ -58,6 +62,8 @@ export class AmqpConnection implements RouterHost {
   /** The service side, when the hub lends it; and, once a policy token was put, its links. */
   readonly serviceSide: ServiceSide | undefined;
   service: ServiceSession | undefined;
+  /** The Event Hubs tokens put on this connection, once one was. */
+  eventHub: EventHubSession | undefined;
   readonly #dispositions = new DispositionGate(() => this.#closed);
 
   /**
@@ -195,7 +201,7 @@ export class AmqpConnection implements RouterHost {
     const id = client.principal.clientId;
     if (this.#clients.get(id) === client) this.#clients.delete(id);
     // With no identity left it must authenticate again in time.
-    if (this.#clients.size === 0 && !this.service && !this.#closed) this.#armDeadline();
+    if (this.#clients.size === 0 && !this.service && !this.eventHub && !this.#closed) this.#armDeadline();
   }
 
   /** A service policy token put: the service links live until it expires (a new one moves that). */
@@ -208,6 +214,36 @@ export class AmqpConnection implements RouterHost {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     side.authenticated();
+  }
+
+  /** An Event Hubs token put for `audience` (its links live while a token covers them). */
+  #admitEventHub(side: ServiceSide, hub: EventHub, audience: string, token: string): void {
+    const expiresAt = hub.verifyToken(token, audience);
+    this.eventHub ??= new EventHubSession(() => {
+      // Every token expired: a connection that holds nothing else must authenticate again in time.
+      this.eventHub = undefined;
+      if (this.#clients.size === 0 && !this.service && !this.#closed) this.#armDeadline();
+    });
+    if (!this.eventHub.put(audience, expiresAt))
+      throw new EdgeHubError(ErrorCodes.AUTH_NOT_IN_SCOPE, "too many Event Hubs audiences on one connection");
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    side.authenticated();
+  }
+
+  /** Resolves once the bytes queued to the client are under {@link DRAIN_BYTES} (or it closed). */
+  drained(): Promise<void> {
+    const socket = this.#socket;
+    if (this.#closed || socket.writableLength <= DRAIN_BYTES) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        resolve();
+      };
+      socket.on("drain", done);
+      socket.on("close", done);
+    });
   }
 
   /**
@@ -235,9 +271,13 @@ export class AmqpConnection implements RouterHost {
       if (!message || Buffer.isBuffer(message)) throw new BadCbsRequest("not an AMQP message");
       const request = readPutToken(message);
       const named = audienceIdentity(request.audience);
+      const eventHub = this.serviceSide?.eventHub;
       try {
+        // Under the event hub's name: an Event Hubs client's token for one of its links.
+        if (named === "" && this.serviceSide && eventHub?.names(request.audience))
+          this.#admitEventHub(this.serviceSide, eventHub, request.audience, request.token);
         // The hub's own name: a service policy token (what azure-iothub puts).
-        if (named === "" && this.serviceSide)
+        else if (named === "" && this.serviceSide)
           this.#admitService(this.serviceSide, this.serviceSide.verifyToken(request.token));
         else this.#admit(tokenLogin(this.ctx.authenticator, request));
       } catch (err) {
@@ -294,8 +334,9 @@ export class AmqpConnection implements RouterHost {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
-    const service = this.service !== undefined;
+    const service = this.service !== undefined || this.eventHub !== undefined;
     this.service?.close();
+    this.eventHub?.close();
     const clients = [...this.#clients.values()];
     for (const client of clients) client.close(reason, fields);
     if (service) this.ctx.log.log("info", "service-client-closed", { protocol: "amqp", reason, ...fields });

@@ -2,7 +2,7 @@
  * The AMQP head as the hub wires it: one function per accepted stream (a TLS socket, or a
  * WebSocket over one) that runs an {@link AmqpConnection} under the hub's shared context,
  * with the service side (azure-iothub's C2D send, checked and queued as the service API
- * does, and on a root the C2D feedback).
+ * does, and on a root the C2D feedback and the Event Hubs–compatible endpoint).
  */
 import type net from "node:net";
 import type { Duplex } from "node:stream";
@@ -17,6 +17,7 @@ import {
   verifyServiceToken,
 } from "../service/service-side.js";
 import { AmqpConnection } from "./connection.js";
+import type { EventHub } from "./event-hub/event-hub.js";
 import type { FeedbackQueue } from "./links/feedback.js";
 
 /** What the hub lends the AMQP head. */
@@ -33,6 +34,8 @@ export interface AmqpHeadDeps {
     registry: Registry;
     delivery: DeviceDelivery;
     feedback: FeedbackQueue | undefined;
+    /** The Event Hubs–compatible endpoint (a root's). */
+    eventHub: EventHub | undefined;
   };
 }
 
@@ -52,6 +55,7 @@ export function amqpHead(
         sendServiceC2D(service.registry, service.delivery, deviceId, m),
       authenticated: () => deps.authenticated(socket),
       feedback: service.feedback,
+      eventHub: service.eventHub,
     };
     new AmqpConnection(stream, { ...context, register }, peer, serviceSide);
   };

@@ -9,6 +9,7 @@
 import rhea, { type Message } from "rhea";
 import type { Outgoing } from "../delivery/device-delivery.js";
 import { record } from "../json.js";
+import type { StoredMessage } from "../store/index.js";
 import { keepProtoKeys } from "./rhea-maps.js";
 
 keepProtoKeys();
@@ -99,7 +100,7 @@ export function fromAmqp(m: Message): { body: Buffer; properties: Record<string,
 }
 
 /** The AMQP message of a C2D message or module input (its body one data section). */
-export function toAmqp(o: Outgoing): Message {
+export function toAmqp(o: Pick<Outgoing, "properties" | "body" | "input">): Message {
   const p = o.properties;
   const m: Message = { body: rhea.message.data_section(o.body) };
   const app = record<string>();
@@ -137,4 +138,29 @@ export function toAmqp(o: Outgoing): Message {
   m.application_properties = app;
   if (o.input !== undefined) m.message_annotations = { [INPUT_NAME_ANNOTATION]: o.input };
   return m;
+}
+
+/**
+ * A device-to-cloud message as IoT Hub's Event Hubs–compatible endpoint gives it: the body
+ * and properties as {@link toAmqp} maps them (what the device sent), and the annotations IoT
+ * Hub adds (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-messages-construct):
+ * who sent it, when it was enqueued, and its place in the partition (`x-opt-sequence-number`
+ * and `x-opt-offset`: the store offset; `x-opt-enqueued-time`: when it was stored).
+ */
+export function eventToAmqp(m: StoredMessage): Message {
+  const out = toAmqp(m);
+  const enqueued = new Date(m.enqueuedAt);
+  const annotations: Record<string, unknown> = {
+    "x-opt-sequence-number": rhea.types.wrap_long(m.offset),
+    "x-opt-offset": String(m.offset),
+    "x-opt-enqueued-time": enqueued,
+    "iothub-enqueuedtime": enqueued,
+    "iothub-message-source": "Telemetry",
+  };
+  const device = m.properties["$.cdid"];
+  const module = m.properties["$.cmid"];
+  if (device !== undefined) annotations["iothub-connection-device-id"] = device;
+  if (module !== undefined) annotations["iothub-connection-module-id"] = module;
+  out.message_annotations = annotations;
+  return out;
 }

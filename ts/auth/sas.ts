@@ -66,9 +66,20 @@ export function parseSasToken(token: string): SasToken {
   };
 }
 
-/** The base64 HMAC-SHA256 of `sr + "\n" + se` under a base64 key. */
-export function sign(key: string, encodedResource: string, expiry: number): string {
-  return createHmac("sha256", Buffer.from(key, "base64"))
+/**
+ * How a key becomes HMAC key bytes: IoT Hub decodes it from base64; Event Hubs and Service
+ * Bus clients (@azure/core-amqp `signString`) take its text as UTF-8.
+ */
+export type KeyBytes = "base64" | "utf8";
+
+/** The base64 HMAC-SHA256 of `sr + "\n" + se` under a key (base64 by default). */
+export function sign(
+  key: string,
+  encodedResource: string,
+  expiry: number,
+  keyBytes: KeyBytes = "base64",
+): string {
+  return createHmac("sha256", Buffer.from(key, keyBytes))
     .update(`${encodedResource}\n${expiry}`)
     .digest("base64");
 }
@@ -91,11 +102,15 @@ function equalSignatures(a: string, b: string): boolean {
  * checked over the resource as the token encodes it, and over its strict re-encoding
  * (clients differ in the case of percent escapes).
  */
-export function signedByAny(token: SasToken, keys: readonly string[]): boolean {
+export function signedByAny(
+  token: SasToken,
+  keys: readonly string[],
+  keyBytes: KeyBytes = "base64",
+): boolean {
   const forms = new Set([token.encodedResource, encodeUriComponentStrict(token.resource)]);
   for (const key of keys) {
     for (const sr of forms) {
-      if (equalSignatures(sign(key, sr, token.expiry), token.signature)) return true;
+      if (equalSignatures(sign(key, sr, token.expiry, keyBytes), token.signature)) return true;
     }
   }
   return false;

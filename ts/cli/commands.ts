@@ -6,6 +6,7 @@
 import { c2dCommands } from "./c2d.js";
 import { certCommands } from "./cert.js";
 import type { CommandGroup, CommandSpec } from "./command.js";
+import { connectionStringCommands } from "./connection-string.js";
 import { deviceCommands } from "./device.js";
 import { identityCommands } from "./identity.js";
 import { methodCommands } from "./method.js";
@@ -24,6 +25,7 @@ export const COMMANDS: ReadonlyArray<CommandGroup | CommandSpec> = [
   methodCommands,
   c2dCommands,
   monitorCommand,
+  connectionStringCommands,
   statusCommand,
   identityCommands,
   certCommands,

@@ -118,6 +118,10 @@ export interface HubEndpoints {
   hubHostname: string;
   /** The MQTT-over-TLS port devices connect to. */
   mqtts: number;
+  /** The AMQP-over-TLS port; 0 when that listener is off. */
+  amqps: number;
+  /** A root's Event Hubs–compatible endpoint; null on an edge hub. */
+  eventHub: { name: string; consumerGroups: string[]; connectionString: string } | null;
 }
 
 /** A stored device-to-cloud message as the events stream gives it (ts/service/shapes.ts#eventJson). */
@@ -277,12 +281,32 @@ export class ServiceClient {
     await this.#request("POST", path("devices", deviceId, "messages", "deviceBound"), { body, headers });
   }
 
+  /** The service connection string this client logs in with. */
+  get connectionString(): string {
+    const o = this.#options;
+    return `HostName=${o.hostname};SharedAccessKeyName=${o.keyName};SharedAccessKey=${o.key}`;
+  }
+
   /** Where devices connect to this hub (`GET /edge/endpoints`, edgehub's own path). */
   async endpoints(): Promise<HubEndpoints> {
     const r = objectFrom((await this.#request("GET", "/edge/endpoints")).body, "the hub's endpoints");
     if (typeof r.hostname !== "string" || typeof r.hubHostname !== "string" || typeof r.mqtts !== "number")
       throw new Error("the hub answered GET /edge/endpoints without hostname, hubHostname and mqtts");
-    return { hostname: r.hostname, hubHostname: r.hubHostname, mqtts: r.mqtts };
+    const eh = r.eventHub;
+    const eventHub =
+      typeof eh === "object" &&
+      eh !== null &&
+      typeof (eh as Record<string, unknown>).name === "string" &&
+      typeof (eh as Record<string, unknown>).connectionString === "string"
+        ? {
+            name: String((eh as Record<string, unknown>).name),
+            consumerGroups:
+              ((eh as Record<string, unknown>).consumerGroups as unknown[] | undefined)?.map(String) ?? [],
+            connectionString: String((eh as Record<string, unknown>).connectionString),
+          }
+        : null;
+    const amqps = typeof r.amqps === "number" ? r.amqps : 0;
+    return { hostname: r.hostname, hubHostname: r.hubHostname, mqtts: r.mqtts, amqps, eventHub };
   }
 
   /**

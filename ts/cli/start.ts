@@ -55,6 +55,12 @@ function readyText(hub: EdgeHub): string {
     `  data           ${c.dataDir}`,
     `  CA for clients ${hub.caFile}`,
     `  service connection string in ${hub.serviceConnectionStringFile}`,
+    // A root's events, for Event Hubs consumers (the string holds the key: not printed here).
+    ...(hub.eventHubConnectionString && hub.ports.amqps > 0
+      ? [
+          `  Event Hubs     ${c.eventHub.name} at amqps://${c.hostname}:${hub.ports.amqps} (edgehub connection-string show --default-eventhub)`,
+        ]
+      : []),
     `devices connect with HostName=${c.hostname};DeviceId=…;SharedAccessKey=…;GatewayHostName=${c.hostname}`,
     "",
   ].join("\n");

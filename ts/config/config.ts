@@ -79,6 +79,7 @@ export type HubConfig = Omit<
   | "$edgeHub"
   | "modulesContent"
   | "metrics"
+  | "eventHub"
 > &
   StoreLimits & {
     hostname: string;
@@ -87,11 +88,20 @@ export type HubConfig = Omit<
     limits: Limits;
     /** The operators' listener; false: off. `required`: the port was configured (binding it must succeed). */
     metrics: { host: string; port: number; required: boolean } | false;
+    /** The Event Hubs–compatible endpoint; `name` defaults to the hostname's first label. */
+    eventHub: Omit<Parsed["eventHub"], "name"> & { name: string };
   };
 
 /** The usage text of every config key, for `edgehub start --help`. */
 export function configUsage(): string {
   return usageText(usageOf(hubConfigSchema));
+}
+
+/** The event hub's name by default: the hostname's first label, as IoT Hub names its built-in endpoint. */
+function defaultEventHubName(hostname: string): string {
+  const label = hostname.split(".")[0] ?? "";
+  const usable = /^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$/.test(label) && !/^(?:devices|messages)$/i.test(label);
+  return usable ? label : "events";
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -116,11 +126,13 @@ export function loadConfig(raw: unknown = {}): HubConfig {
   if (limits.httpHeadersTimeoutMs > limits.httpRequestTimeoutMs)
     throw bad("limits.httpHeadersTimeoutMs", "must not exceed limits.httpRequestTimeoutMs");
   const metrics = c.metrics;
+  const hostname = c.hostname ?? osHostname();
   return {
-    hostname: c.hostname ?? osHostname(),
+    hostname,
     dataDir: resolve(c.dataDir),
     listen: c.listen,
     eventsRetentionSecs: c.eventsRetentionSecs,
+    eventHub: { ...c.eventHub, name: c.eventHub.name ?? defaultEventHubName(hostname) },
     trustedDeviceCaFiles: c.trustedDeviceCaFiles,
     allowNesting: c.allowNesting,
     tls: c.tls,

@@ -164,6 +164,38 @@ export const parentSchema = group({
   ),
 });
 
+/** An Event Hubs name (hub or consumer group): letters, digits, `.`, `_`, `-`, first a letter or digit. */
+const eventHubName = kind(
+  v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$/)),
+  "1-50 letters, digits, '.', '_' or '-' (first a letter or digit)",
+);
+/** The event hub's own name: not the first segment of IoT Hub's other AMQP addresses. */
+const entityName = kind(
+  v.pipe(
+    eventHubName.schema,
+    v.check((n) => !["devices", "messages"].includes(n.toLowerCase())),
+  ),
+  `${eventHubName.what}, not "devices" or "messages"`,
+);
+
+/** The Event Hubs–compatible endpoint of a root hub (docs/amqp.md). */
+export const eventHubSchema = group({
+  name: optionalKey(
+    entityName,
+    "The event hub's name (EntityPath): the first label of hostname by default, as IoT Hub names its built-in endpoint.",
+  ),
+  consumerGroups: key(
+    kind(v.pipe(v.array(eventHubName.schema), v.maxLength(32)), "a list of at most 32 consumer group names"),
+    () => [],
+    "Consumer groups besides $Default, which is always there; a reader of another is refused.",
+  ),
+  maxReceivers: key(
+    integer(1, 4096, "an integer 1-4096"),
+    64,
+    "Event readers (receiver links) open at once on the whole hub; one more is refused.",
+  ),
+});
+
 /** The default port of the operators' listener. */
 export const DEFAULT_METRICS_PORT = 9600;
 
@@ -231,6 +263,12 @@ export const hubConfigSchema = group({
     positive,
     86_400,
     "How long a root hub keeps device-to-cloud messages in its events queue.",
+  ),
+  eventHub: v.pipe(
+    v.optional(eventHubSchema, {}),
+    v.description(
+      "The Event Hubs–compatible endpoint (AMQP, a root hub's): consumers read the events queue with @azure/event-hubs.",
+    ),
   ),
   trustedDeviceCaFiles: key(
     kind(v.array(v.string()), "a list of paths"),

@@ -1,12 +1,12 @@
 /**
- * Prometheus metrics of one hub (prom-client, a registry per hub). Gauges and the
- * per-endpoint counters are read at scrape time from the store's in-memory figures, so
+ * Prometheus metrics of one hub, written in the text format by ./exposition.ts. Gauges and
+ * the per-endpoint counters are read at scrape time from the store's in-memory figures, so
  * the message path pays nothing for them; the hot path only observes one commit latency
  * per store append (a batch, not a message) and counts refused logins.
  */
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { StoreStats } from "../store/index.js";
 import { DEAD_LETTER_QUEUE } from "../vocabulary.js";
+import { EXPOSITION_CONTENT_TYPE, expose, type Family, Histogram, type Sample } from "./exposition.js";
 
 /** Endpoints (queues) with a label of their own at most; the rest are counted as `other`. */
 export const MAX_ENDPOINT_LABELS = 100;
@@ -28,187 +28,54 @@ export interface MetricsSources {
 /** Where a refused login came in. */
 export type AuthTransport = "mqtt" | "amqp" | "https";
 
-/** Per-label running sums a counter is advanced by. */
-type Totals = Map<string, number>;
+/** A queue's figure that a metric reads. */
+type QueueFigure = (q: StoreStats["queues"][number]) => number;
+
+/**
+ * A counter over a total the store keeps (since the store was created): the first scrape
+ * counts everything; a total that went down (a queue removed) restarts from where it is, so
+ * the counter never goes back.
+ */
+class Running {
+  readonly #last = new Map<string, number>();
+  readonly #value = new Map<string, number>();
+
+  /** The counter of `key` once the store's total is `total`. */
+  advance(key: string, total: number): number {
+    const before = this.#last.get(key);
+    const value =
+      (this.#value.get(key) ?? 0) + (before === undefined || total >= before ? total - (before ?? 0) : 0);
+    this.#last.set(key, total);
+    this.#value.set(key, value);
+    return value;
+  }
+}
+
+const family = (name: string, type: Family["type"], help: string, samples: readonly Sample[]): Family => ({
+  name,
+  type,
+  help,
+  samples,
+});
+
+/** Bounds of the commit latency histogram, in seconds. */
+const COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
 /** The metrics of one hub and their text exposition. */
 export class HubMetrics {
-  readonly registry = new Registry();
   readonly #sources: MetricsSources;
   readonly #labels = new Map<string, string>();
-  readonly #commit: Histogram;
-  readonly #authFailures: Counter<"transport" | "code">;
+  readonly #commit = new Histogram(COMMIT_BUCKETS);
+  /** Refused logins by `transport` then `code` (both from bounded sets). */
+  readonly #authFailures = new Map<string, number>();
+  readonly #in = new Running();
+  readonly #out = new Running();
+  readonly #store = new Running();
   /** The store's figures of the scrape under way; null: not read yet. */
   #scraped: StoreStats | undefined | null = null;
 
   constructor(sources: MetricsSources) {
     this.#sources = sources;
-    const registers = [this.registry];
-    const metrics = this;
-    // Not prom-client's default metrics: they start observers per registry that are never
-    // stopped (a leak with several hubs in one process); the hub measures what matters itself.
-    this.#commit = new Histogram({
-      name: "edgehub_store_commit_duration_seconds",
-      help: "Time from a store append to its durable commit (group commit, WAL fsync), per append call",
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers,
-    });
-    this.#authFailures = new Counter({
-      name: "edgehub_auth_failures_total",
-      help: "Logins refused: MQTT (TLS and WebSocket) and service API calls answered 401/403, by transport and error code",
-      labelNames: ["transport", "code"],
-      registers,
-    });
-    const endpointCounter = (name: string, help: string, of: (q: StoreStats["queues"][number]) => number) => {
-      const last: Totals = new Map();
-      return new Counter({
-        name,
-        help,
-        labelNames: ["endpoint"],
-        registers,
-        collect() {
-          const s = metrics.#stats();
-          if (!s) return;
-          for (const [label, total] of metrics.#sum(s, of)) {
-            const before = last.get(label);
-            // First scrape: everything since the store was created; a sum that went down
-            // (a queue removed) restarts from where it is.
-            if (before === undefined || total >= before) this.inc({ endpoint: label }, total - (before ?? 0));
-            last.set(label, total);
-          }
-        },
-      });
-    };
-    endpointCounter(
-      "edgehub_messages_in_total",
-      "Messages stored into an endpoint's queue (since the store was created)",
-      (q) => q.tail,
-    );
-    endpointCounter(
-      "edgehub_messages_out_total",
-      "Messages delivered from an endpoint's queue and acknowledged (since the store was created)",
-      (q) => q.ackedUpTo + 1,
-    );
-    const endpointGauge = (name: string, help: string, of: (q: StoreStats["queues"][number]) => number) =>
-      new Gauge({
-        name,
-        help,
-        labelNames: ["endpoint"],
-        registers,
-        collect() {
-          this.reset();
-          const s = metrics.#stats();
-          if (s) for (const [label, v] of metrics.#sum(s, of)) this.set({ endpoint: label }, v);
-        },
-      });
-    endpointGauge("edgehub_backlog_messages", "Messages waiting in an endpoint's queue", (q) => q.count);
-    endpointGauge("edgehub_backlog_bytes", "Bytes waiting in an endpoint's queue", (q) => q.bytes);
-    new Gauge({
-      name: "edgehub_backlog_oldest_age_seconds",
-      help: "Age of the oldest message waiting in an endpoint's queue",
-      labelNames: ["endpoint"],
-      registers,
-      collect() {
-        this.reset();
-        const s = metrics.#stats();
-        if (!s) return;
-        const oldest = new Map<string, number>();
-        for (const q of s.queues) {
-          if (q.oldestAgeMs === null) continue;
-          const label = metrics.#label(q.name);
-          oldest.set(label, Math.max(oldest.get(label) ?? 0, q.oldestAgeMs / 1000));
-        }
-        for (const [label, v] of oldest) this.set({ endpoint: label }, v);
-      },
-    });
-    const storeGauge = (name: string, help: string, of: (s: StoreStats) => number) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          const s = metrics.#stats();
-          if (s) this.set(of(s));
-        },
-      });
-    storeGauge(
-      "edgehub_store_bytes",
-      "Live message bytes in the store (what the quota limits)",
-      (s) => s.bytes,
-    );
-    storeGauge("edgehub_store_quota_bytes", "The store's quota (maxSizeBytes)", (s) => s.maxSizeBytes);
-    const storeCounter = (name: string, help: string, of: (s: StoreStats) => number) => {
-      let last = 0;
-      return new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          const s = metrics.#stats();
-          if (!s) return;
-          const v = of(s);
-          if (v > last) this.inc(v - last);
-          last = v;
-        },
-      });
-    };
-    storeCounter(
-      "edgehub_store_expired_messages_total",
-      "Messages removed because their TTL passed (since the store was created)",
-      (s) => s.expired,
-    );
-    storeCounter(
-      "edgehub_store_dropped_messages_total",
-      "Messages evicted by whenFull drop-oldest (since the store was created)",
-      (s) => s.dropped,
-    );
-    storeCounter(
-      "edgehub_dead_letters_total",
-      "Messages the parent refused, moved to $deadletter (since the store was created)",
-      (s) => s.queues.find((q) => q.name === DEAD_LETTER_QUEUE)?.tail ?? 0,
-    );
-    new Gauge({
-      name: "edgehub_connected_clients",
-      help: "Devices and modules connected and authenticated now",
-      registers,
-      collect() {
-        this.set(sources.connectedClients());
-      },
-    });
-    new Gauge({
-      name: "edgehub_open_connections",
-      help: "Device-facing sockets open now (TLS and WebSocket), authenticated or not",
-      registers,
-      collect() {
-        this.set(sources.openConnections());
-      },
-    });
-    new Gauge({
-      name: "edgehub_event_loop_delay_p99_seconds",
-      help: "The event loop's delay, 99th percentile over the last 5 s window",
-      registers,
-      collect() {
-        this.set(sources.eventLoopDelayP99Ms() / 1000);
-      },
-    });
-    new Gauge({
-      name: "edgehub_process_resident_memory_bytes",
-      help: "Resident memory of the hub's process",
-      registers,
-      collect() {
-        this.set(process.memoryUsage.rss());
-      },
-    });
-    // A root has no parent: no series at all (an unlabelled gauge always shows a value).
-    if (sources.linkUp() !== undefined)
-      new Gauge({
-        name: "edgehub_upstream_link_up",
-        help: "1 while the link to the parent is up, 0 while down (absent on a root hub)",
-        registers,
-        collect() {
-          this.set(sources.linkUp() ? 1 : 0);
-        },
-      });
   }
 
   /** An append's commit took `seconds` (called once per append call, not per message). */
@@ -221,13 +88,151 @@ export class HubMetrics {
    * `transport`: `mqtt` (an MQTT CONNECT, over TLS or WebSocket) or `https` (a service API call).
    */
   authFailed(transport: AuthTransport, code: string): void {
-    this.#authFailures.inc({ transport, code });
+    const key = `${transport}\n${code}`;
+    this.#authFailures.set(key, (this.#authFailures.get(key) ?? 0) + 1);
   }
 
   /** The text exposition and its content type. */
   async render(): Promise<{ contentType: string; body: string }> {
     this.#scraped = null;
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    return { contentType: EXPOSITION_CONTENT_TYPE, body: expose(this.#families()) };
+  }
+
+  #families(): Family[] {
+    const s = this.#stats();
+    const sources = this.#sources;
+    const perEndpoint = (of: QueueFigure, running?: Running): Sample[] =>
+      s
+        ? [...this.#sum(s, of)].map(([label, v]) => ({
+            labels: [["endpoint", label]],
+            value: running ? running.advance(label, v) : v,
+          }))
+        : [];
+    const ofStore = (of: (s: StoreStats) => number, running?: Running, key = ""): Sample[] =>
+      s ? [{ value: running ? running.advance(key, of(s)) : of(s) }] : [];
+    const oldest = new Map<string, number>();
+    for (const q of s?.queues ?? []) {
+      if (q.oldestAgeMs === null) continue;
+      const label = this.#label(q.name);
+      oldest.set(label, Math.max(oldest.get(label) ?? 0, q.oldestAgeMs / 1000));
+    }
+    const linkUp = sources.linkUp();
+    const families: Family[] = [
+      family(
+        "edgehub_store_commit_duration_seconds",
+        "histogram",
+        "Time from a store append to its durable commit (group commit, WAL fsync), per append call",
+        this.#commit.samples(),
+      ),
+      family(
+        "edgehub_auth_failures_total",
+        "counter",
+        "Logins refused: MQTT (TLS and WebSocket) and service API calls answered 401/403, by transport and error code",
+        [...this.#authFailures].map(([key, value]) => {
+          const [transport = "", code = ""] = key.split("\n");
+          return {
+            labels: [
+              ["transport", transport],
+              ["code", code],
+            ],
+            value,
+          };
+        }),
+      ),
+      family(
+        "edgehub_messages_in_total",
+        "counter",
+        "Messages stored into an endpoint's queue (since the store was created)",
+        perEndpoint((q) => q.tail, this.#in),
+      ),
+      family(
+        "edgehub_messages_out_total",
+        "counter",
+        "Messages delivered from an endpoint's queue and acknowledged (since the store was created)",
+        perEndpoint((q) => q.ackedUpTo + 1, this.#out),
+      ),
+      family(
+        "edgehub_backlog_messages",
+        "gauge",
+        "Messages waiting in an endpoint's queue",
+        perEndpoint((q) => q.count),
+      ),
+      family(
+        "edgehub_backlog_bytes",
+        "gauge",
+        "Bytes waiting in an endpoint's queue",
+        perEndpoint((q) => q.bytes),
+      ),
+      family(
+        "edgehub_backlog_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest message waiting in an endpoint's queue",
+        [...oldest].map(([label, value]) => ({ labels: [["endpoint", label]], value })),
+      ),
+      family(
+        "edgehub_store_bytes",
+        "gauge",
+        "Live message bytes in the store (what the quota limits)",
+        ofStore((s) => s.bytes),
+      ),
+      family(
+        "edgehub_store_quota_bytes",
+        "gauge",
+        "The store's quota (maxSizeBytes)",
+        ofStore((s) => s.maxSizeBytes),
+      ),
+      family(
+        "edgehub_store_expired_messages_total",
+        "counter",
+        "Messages removed because their TTL passed (since the store was created)",
+        ofStore((s) => s.expired, this.#store, "expired"),
+      ),
+      family(
+        "edgehub_store_dropped_messages_total",
+        "counter",
+        "Messages evicted by whenFull drop-oldest (since the store was created)",
+        ofStore((s) => s.dropped, this.#store, "dropped"),
+      ),
+      family(
+        "edgehub_dead_letters_total",
+        "counter",
+        "Messages the parent refused, moved to $deadletter (since the store was created)",
+        ofStore(
+          (s) => s.queues.find((q) => q.name === DEAD_LETTER_QUEUE)?.tail ?? 0,
+          this.#store,
+          "dead-letters",
+        ),
+      ),
+      family("edgehub_connected_clients", "gauge", "Devices and modules connected and authenticated now", [
+        { value: sources.connectedClients() },
+      ]),
+      family(
+        "edgehub_open_connections",
+        "gauge",
+        "Device-facing sockets open now (TLS and WebSocket), authenticated or not",
+        [{ value: sources.openConnections() }],
+      ),
+      family(
+        "edgehub_event_loop_delay_p99_seconds",
+        "gauge",
+        "The event loop's delay, 99th percentile over the last 5 s window",
+        [{ value: sources.eventLoopDelayP99Ms() / 1000 }],
+      ),
+      family("edgehub_process_resident_memory_bytes", "gauge", "Resident memory of the hub's process", [
+        { value: process.memoryUsage.rss() },
+      ]),
+    ];
+    // A root has no parent: no series at all (an unlabelled gauge always shows a value).
+    if (linkUp !== undefined)
+      families.push(
+        family(
+          "edgehub_upstream_link_up",
+          "gauge",
+          "1 while the link to the parent is up, 0 while down (absent on a root hub)",
+          [{ value: linkUp ? 1 : 0 }],
+        ),
+      );
+    return families;
   }
 
   /** The store's figures, read once per scrape (every collector of one scrape shares them). */
@@ -243,8 +248,8 @@ export class HubMetrics {
   }
 
   /** `of` summed per endpoint label. */
-  #sum(s: StoreStats, of: (q: StoreStats["queues"][number]) => number): Totals {
-    const out: Totals = new Map();
+  #sum(s: StoreStats, of: QueueFigure): Map<string, number> {
+    const out = new Map<string, number>();
     for (const q of s.queues) {
       const label = this.#label(q.name);
       out.set(label, (out.get(label) ?? 0) + of(q));

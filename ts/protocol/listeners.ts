@@ -128,17 +128,24 @@ export function createListeners(
       );
     setTimeout(() => socket.destroy(), 1000).unref();
   });
-  // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path.
+  // MQTT over WebSocket shares the HTTPS listener, at IoT Hub's path; AMQP also at Event
+  // Hubs clients' path (@azure/event-hubs `webSocketEndpointPath`).
   const websockets = new WebSockets();
   server.on("upgrade", (req, socket, head) => {
-    if (new URL(req.url ?? "/", "https://hub").pathname !== "/$iothub/websocket") {
+    const path = new URL(req.url ?? "/", "https://hub").pathname;
+    if (path !== "/$iothub/websocket" && path !== "/$servicebus/websocket") {
       socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
       return;
     }
     websockets.upgrade(req, socket, head, (stream, protocol) => {
       // One path for both device protocols, told apart by the subprotocol the client asked
       // for (the SDKs: `mqtt`, `AMQPWSB10`); ws answers with the first it offered.
-      const handle = protocol === AMQP_WEBSOCKET_PROTOCOL ? on.amqpWebSocket : on.webSocket;
+      const amqp = protocol === AMQP_WEBSOCKET_PROTOCOL;
+      if (!amqp && path !== "/$iothub/websocket") {
+        stream.destroy();
+        return;
+      }
+      const handle = amqp ? on.amqpWebSocket : on.webSocket;
       handle(stream, req.socket, peerOf(req.socket as tls.TLSSocket));
     });
   });

@@ -1,7 +1,9 @@
 /**
  * Splits a connection's byte stream into MQTT 3.1.1 packets. PUBLISH, the packet a hub
- * sees millions of, is decoded here without copying its payload; every other packet
- * is handed whole to mqtt-packet's parser.
+ * sees millions of, is decoded here without copying its payload, and PUBACK, one per
+ * message a hub sends (to devices, and from the parent while draining), in place; every
+ * other packet is handed whole to mqtt-packet's parser (which costs a few µs a packet, a
+ * fifth of it in its debug logging).
  *
  * Invariants: a packet larger than `maxPacketBytes` is refused from its fixed header,
  * before its bytes are buffered; only the bytes of one incomplete packet are held
@@ -10,6 +12,9 @@
 import mqtt, { type IPublishPacket, type Packet, type QoS } from "mqtt-packet";
 
 const PUBLISH = 3;
+/** PUBACK's first byte (MQTT 3.1.1 fixes its flags at 0) and remaining length. */
+const PUBACK_BYTE = 0x40;
+const PUBACK_LENGTH = 2;
 
 /** Why the stream cannot be read further. */
 export type ReadFailure =
@@ -96,6 +101,8 @@ export class PacketReader {
       }
       const first = buf[at] as number;
       if (first >> 4 === PUBLISH && this.#fastPublish) this.#publish(first, buf, start, end);
+      else if (first === PUBACK_BYTE && remaining === PUBACK_LENGTH && this.#fastPublish)
+        this.#onPacket({ cmd: "puback", messageId: buf.readUInt16BE(start) });
       else this.#fallback.parse(buf.subarray(at, end));
       at = end;
     }

@@ -38,8 +38,11 @@ export interface ServiceApiContext {
   /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
   onStored(listener: () => void): () => void;
   isConnected(clientId: string): boolean;
-  /** Where devices connect, for `GET /edge/endpoints`: the IoT hub their tokens name, the MQTT port. */
-  endpoints(): { hubHostname: string; mqtts: number };
+  /**
+   * Where clients connect, for `GET /edge/endpoints`: the IoT hub device tokens name, the MQTT
+   * and AMQP ports (0: off), and on a root the Event Hubs–compatible endpoint.
+   */
+  endpoints(): { hubHostname: string; mqtts: number; amqps: number; eventHub: EventHubEndpoint | null };
   /** The hub's link to its parent and backlog, for `GET /edge/status`. */
   status(): Promise<Record<string, unknown>>;
   /** A request on `req`'s socket passed authentication (the socket counts as authenticated). */
@@ -51,6 +54,16 @@ export interface ServiceApiContext {
   /** On an edge hub: a child edge's ask for one identity its cache lacks goes to the parent. */
   refreshIdentity?: IdentityRefresh | undefined;
   log: Logger;
+}
+
+/** The Event Hubs–compatible endpoint as `GET /edge/endpoints` names it (ts/amqp/event-hub). */
+export interface EventHubEndpoint {
+  /** The event hub's name (`EntityPath`). */
+  name: string;
+  /** Every consumer group, `$Default` first. */
+  consumerGroups: string[];
+  /** `Endpoint=sb://{hostname}/;SharedAccessKeyName=iothubowner;SharedAccessKey=…;EntityPath={name}`. */
+  connectionString: string;
 }
 
 /** One request as a route's handler sees it. */
@@ -97,6 +110,9 @@ export interface ServiceParts
   /** The IoT hub device tokens name (the root's, through gateways), for `GET /edge/endpoints`. */
   hubHostname: string;
   mqttsPort(): number;
+  amqpsPort(): number;
+  /** A root's Event Hubs–compatible endpoint. */
+  eventHub(): EventHubEndpoint | null;
   /** The client certificate a TLS socket presented. */
   peerOf(socket: tls.TLSSocket): PeerCertificate | undefined;
   /** A socket passed authentication (it leaves its address's unauthenticated count). */
@@ -140,7 +156,12 @@ export function serviceContext(p: ServiceParts): ServiceApiContext {
       return () => p.router.off("stored", listener);
     },
     isConnected: (clientId) => p.clients.has(clientId),
-    endpoints: () => ({ hubHostname: p.hubHostname, mqtts: p.mqttsPort() }),
+    endpoints: () => ({
+      hubHostname: p.hubHostname,
+      mqtts: p.mqttsPort(),
+      amqps: p.amqpsPort(),
+      eventHub: p.eventHub(),
+    }),
     authenticated: (req) => p.authenticated(req.socket),
   };
 }

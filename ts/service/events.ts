@@ -7,17 +7,11 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { MessageStore, StoredMessage } from "../store/index.js";
+import { type Cursor, type EventFeed, Follower } from "./follower.js";
 import { ApiError } from "./http.js";
 import { eventJson } from "./shapes.js";
 
-/** Where the stream reads from and learns of new messages. */
-export interface EventFeed {
-  store: MessageStore;
-  /** The queues a stream follows: a root's events queue, an edge hub's upstream queues. */
-  followedQueues: readonly string[];
-  /** Calls back whenever new device-to-cloud messages were stored; returns an unsubscribe. */
-  onStored(listener: () => void): () => void;
-}
+export type { Cursor, EventFeed } from "./follower.js";
 
 /** Streams open at once at most: each holds a socket, a reader and a store cursor. */
 export const MAX_EVENT_STREAMS = 16;
@@ -27,9 +21,6 @@ export const CURSOR_HEADER = "x-edgehub-cursor";
 export const HEARTBEAT_MS = 15_000;
 /** A `from` longer than this is refused before it is split (eleven queues need ~200 characters). */
 const MAX_FROM_LENGTH = 2048;
-
-/** Per followed queue, the next offset to read. */
-export type Cursor = Map<string, number>;
 
 /** `queue:offset,…`: a cursor as the stream's header gives it and `from=` takes it back. */
 export function formatCursor(cursor: Cursor): string {
@@ -140,61 +131,46 @@ export class EventStreams {
     });
     // The reader learns it is following now, not with the first message.
     res.flushHeaders();
-    // `dirty` is set by every store notification, so one landing during a read is not lost.
-    let dirty = false;
-    /** Ends the current wait early: a store notification (when the wait takes them) or a close. */
-    let onStored: (() => void) | undefined;
-    let onClose: (() => void) | undefined;
-    const unsubscribe = feed.onStored(() => {
-      dirty = true;
-      onStored?.();
-    });
+    const follower = new Follower(feed, cursor);
     let open = true;
     const closed = () => {
       open = false;
-      onClose?.();
+      follower.wake();
     };
     req.on("close", closed);
     res.on("close", closed);
-    /** Waits for `arm`'s signal, a close, a store notification when `byStore`, or `ms` (false). */
-    const pause = (ms: number, byStore: boolean, arm?: (done: () => void) => void) =>
-      new Promise<boolean>((resolve) => {
-        const end = (woken: boolean) => {
-          clearTimeout(timer);
-          onStored = undefined;
-          onClose = undefined;
-          resolve(woken);
-        };
-        const timer = setTimeout(() => end(false), ms);
-        const done = () => end(true);
-        onClose = done;
-        if (byStore) onStored = done;
-        arm?.(done);
-      });
     try {
       while (open) {
-        dirty = false;
-        let wrote = false;
-        for (const queue of feed.followedQueues) {
-          const next = cursor.get(queue) ?? 0;
-          const batch = await feed.store.read(queue, { from: next, limit: 500 });
-          if (batch.length === 0 || !open) continue;
-          wrote = true;
-          const lines = batch.map((m) => JSON.stringify({ ...eventJson(m), queue }));
-          cursor.set(queue, (batch.at(-1)?.offset ?? next) + 1);
+        const batches = await follower.next(500);
+        for (const { queue, messages } of batches) {
+          if (!open) break;
+          const lines = messages.map((m) => JSON.stringify({ ...eventJson(m), queue }));
           // A reader that stops reading is waited for, not buffered for: a minute, then dropped.
-          // (A close ends the wait too; the response is done with then, listener and all.)
-          if (!res.write(`${lines.join("\n")}\n`) && open) {
-            const drainedOrClosed = await pause(60_000, false, (done) => res.once("drain", done));
-            if (!drainedOrClosed) res.destroy();
-          }
+          if (!res.write(`${lines.join("\n")}\n`) && open && !(await drainedOrClosed(res, 60_000)))
+            res.destroy();
         }
-        if (wrote || dirty || !open) continue;
-        if (!(await pause(HEARTBEAT_MS, true)) && open) res.write("\n");
+        if (batches.length > 0 || !open) continue;
+        if (!(await follower.wait(HEARTBEAT_MS)) && open) res.write("\n");
       }
     } finally {
-      unsubscribe();
+      follower.close();
       res.end();
     }
   }
+}
+
+/** Resolves true once `res` drained or closed, false after `ms`. */
+function drainedOrClosed(res: ServerResponse, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const end = (done: boolean) => {
+      clearTimeout(timer);
+      res.off("drain", ok);
+      res.off("close", ok);
+      resolve(done);
+    };
+    const ok = () => end(true);
+    const timer = setTimeout(() => end(false), ms);
+    res.once("drain", ok);
+    res.once("close", ok);
+  });
 }

@@ -8,6 +8,7 @@ import type { Delivery, EventContext, Receiver, Sender } from "rhea";
 import { ADDRESSES } from "../../vocabulary.js";
 import type { AmqpClient } from "../client.js";
 import type { Refusal } from "../dispositions.js";
+import { type EventHubHost, type EventHubRole, eventHubRole } from "../event-hub/links.js";
 import { answerLinkProperties } from "../link-properties.js";
 import { DeliveryLink } from "./c2d.js";
 import type { FeedbackLink } from "./feedback.js";
@@ -32,6 +33,7 @@ type Role =
   | { kind: "twin-in" | "twin-out" | "methods-in" | "methods-out"; client: AmqpClient }
   | { kind: "service-c2d"; onMessage: ReturnType<typeof serviceC2dLink> }
   | { kind: "service-feedback"; link: FeedbackLink }
+  | EventHubRole
   | { kind: "refused" };
 
 /** `deviceId[/moduleId]`. */
@@ -40,7 +42,7 @@ export function clientIdOf(ids: Ids): string {
 }
 
 /** What the router needs from its connection. */
-export interface RouterHost extends LinkOwner {
+export interface RouterHost extends LinkOwner, Omit<EventHubHost, "ctx"> {
   /** The identity `ids` names if the connection holds it (or its certificate proves it now). */
   clientFor(ids: Ids): AmqpClient | undefined;
   /** The service login, once a policy token was put; the service side, when the hub serves it. */
@@ -106,6 +108,11 @@ export class LinkRouter {
       return { kind: "cbs-out" };
     }
     const side = host.serviceSide;
+    // A root's Event Hubs–compatible endpoint: its addresses have no leading `/`.
+    if (side?.eventHub) {
+      const role = eventHubRole(host, link, path.replace(/^\//, ""), side.eventHub);
+      if (role) return role;
+    }
     const service = path.toLowerCase();
     if (side && (service === ADDRESSES.serviceC2d || service === ADDRESSES.serviceFeedback)) {
       const session = host.service;
@@ -192,6 +199,7 @@ export class LinkRouter {
     if (role.kind === "delivery") role.client.unlisten(role.link, why);
     if (role.kind === "twin-out") role.client.twin.detached(link);
     if (role.kind === "methods-out") role.client.methods.detached(link);
+    if (role.kind === "event-hub") role.end();
     if ("client" in role) role.client.drop(link);
     if (!link.is_closed()) link.close();
   }
@@ -206,6 +214,7 @@ export class LinkRouter {
     if (role.kind === "telemetry") role.link.onMessage(delivery, message as never);
     else if (role.kind === "cbs-in") this.#host.onPutToken(receiver, delivery, message);
     else if (role.kind === "service-c2d") role.onMessage(delivery, message);
+    else if (role.kind === "event-hub") role.onMessage?.(delivery, message);
     else if (!message || Buffer.isBuffer(message))
       this.#host.settle(delivery, { condition: "amqp:decode-error", description: "not an AMQP message" });
     else if (role.kind === "twin-in") role.client.twin.onRequest(delivery, message);

@@ -15,6 +15,7 @@ import { record } from "../../json.js";
 import { C2dRefused, type C2dSend } from "../../service/service-side.js";
 import { ADDRESSES } from "../../vocabulary.js";
 import type { Refusal } from "../dispositions.js";
+import type { EventHub } from "../event-hub/event-hub.js";
 import { fromAmqp } from "../message.js";
 import type { FeedbackQueue } from "./feedback.js";
 import type { LinkOwner } from "./telemetry.js";
@@ -29,6 +30,8 @@ export interface ServiceSide {
   authenticated(): void;
   /** The hub's C2D feedback (a root's); undefined: the feedback address is not served. */
   readonly feedback: FeedbackQueue | undefined;
+  /** The Event Hubs–compatible endpoint (a root's); undefined: not served. */
+  readonly eventHub?: EventHub | undefined;
 }
 
 /** The system properties a C2D send carries, from their stored `$.` keys. */
