@@ -117,7 +117,10 @@ describe("link properties (com.microsoft:api-version, channel-correlation-id, cl
       log.events.filter((e) => e.event === "amqp-link-opened").map((e) => e.fields) as Array<
         Record<string, string>
       >;
-    await eventually("the SDK's method links", () => links().some((l) => l.kind === "methods-in"));
+    // Both method links: calls go on the one the SDK receives on (our methods-out).
+    await eventually("the SDK's method links", () =>
+      ["methods-in", "methods-out"].every((kind) => links().some((l) => l.kind === kind)),
+    );
     const telemetry = links().find((l) => l.kind === "telemetry");
     // azure-iot-amqp-base puts its user agent (`azure-iot-device/{version} (node …)`) on every link.
     expect(telemetry?.clientVersion).toMatch(/^azure-iot-device\/\d+\.\d+\.\d+/);
