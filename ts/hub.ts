@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { EventHub } from "./amqp/event-hub/event-hub.js";
-import { amqpHead } from "./amqp/head.js";
+import { lazyAmqpHead } from "./amqp/lazy-head.js";
 import { FeedbackQueue } from "./amqp/links/feedback.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { Registry } from "./auth/registry.js";
@@ -230,23 +230,27 @@ export class EdgeHub {
         watching = feedback;
         await feedback.start();
       }
-      // The AMQP head: the same parts, its refusals counted apart (docs/amqp.md).
-      const amqp = amqpHead({
-        context: connectionContext({
-          ...shared,
-          connectTimeoutMs: config.limits.mqttConnectTimeoutMs,
-          refused: (code) => hub.#observing?.metrics?.authFailed("amqp", code),
-        }),
-        cameIn: (client, socket) => clients.cameIn(client, socket),
-        authenticated: (socket) => admission.authenticated(socket),
-        service: {
-          policy: { hostname: config.hostname, key: service.key, authenticator },
-          registry,
-          delivery,
-          feedback,
-          eventHub,
+      // The AMQP head: the same parts, its refusals counted apart (docs/amqp.md); loaded
+      // with the first AMQP connection.
+      const amqp = lazyAmqpHead(
+        {
+          context: connectionContext({
+            ...shared,
+            connectTimeoutMs: config.limits.mqttConnectTimeoutMs,
+            refused: (code) => hub.#observing?.metrics?.authFailed("amqp", code),
+          }),
+          cameIn: (client, socket) => clients.cameIn(client, socket),
+          authenticated: (socket) => admission.authenticated(socket),
+          service: {
+            policy: { hostname: config.hostname, key: service.key, authenticator },
+            registry,
+            delivery,
+            feedback,
+            eventHub,
+          },
         },
-      });
+        (err) => log.log("error", "amqp-head-not-loaded", { reason: err.message }),
+      );
       listeners = createListeners(tls, config.limits, admission, quietLog, {
         mqtt: (socket, peer) => clients.acceptTls(socket, () => new MqttConnection(socket, context, peer)),
         amqp: (socket, peer) => {

@@ -13,7 +13,9 @@
  * client's `accepted` (SDK `complete`) or `rejected` removes it, `released` (`abandon`) or a
  * link that ends first sends it again.
  */
-import rhea, { type Delivery, type Message, type Sender } from "rhea";
+import { randomUUID } from "node:crypto";
+// Types only: the queue lives on every root; rhea loads with the first AMQP connection.
+import type { Delivery, Message, Sender } from "rhea";
 import type { Registry } from "../../auth/registry.js";
 import type { SettledOutcome } from "../../delivery/device-delivery.js";
 import type { Logger } from "../../log.js";
@@ -239,7 +241,7 @@ export class FeedbackQueue {
         this.#reading = false;
         const sender = [...this.#senders].find((s) => s.sendable());
         if (records.length === 0 || !sender || this.#inFlight) return;
-        const delivery = sender.send(batchMessage(records));
+        const delivery = sender.send(batchMessage(sender, records));
         this.#inFlight = { sender, delivery, last: (records.at(-1) as StoredMessage).offset };
       },
       (err: unknown) => {
@@ -251,11 +253,11 @@ export class FeedbackQueue {
 }
 
 /** One feedback message: the records as a JSON array. */
-function batchMessage(records: StoredMessage[]): Message {
+function batchMessage(sender: Sender, records: StoredMessage[]): Message {
   const body = Buffer.from(`[${records.map((r) => r.body.toString("utf8")).join(",")}]`);
   return {
-    message_id: rhea.generate_uuid(),
+    message_id: randomUUID(),
     content_type: FEEDBACK_CONTENT_TYPE,
-    body: rhea.message.data_section(body),
+    body: sender.connection.container.message.data_section(body),
   };
 }
