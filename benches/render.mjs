@@ -184,25 +184,33 @@ in the same run, beside issue 13's aims; its figures go to a temporary directory
 Where the CPU goes (profiles of the hub under \`benches/ingest.bench.mjs\` with
 \`EDGEHUB_NODE_ARGS="--cpu-prof"\`, \`perf record\` of a store appending, and the per-thread
 table above):
-- **One in flight, fsync.** Each message is a disk round: the client waits for the group
-  commit's fdatasync before it sends the next, so commits hold one to a few messages and the
-  costs per commit are paid per message — the writer thread's fsync (its kernel time), two
-  thread hand-offs (event loop → writer → event loop: in \`perf\`, \`finish_task_switch\` and
-  the futex wakes are the largest items of a store appending one message at a time), a TLS
-  record for the PUBACK (\`writeBuffer\`, a fifth of the event loop's busy time). Mosquitto
-  acknowledges from memory and pays none of the first two. \`durability: "wal"\` acks after the
-  WAL write: no fsync, the writer's commits grow, and CPU per message falls by half or more
-  (the \`edgehub-wal\` rows); a killed hub still keeps every acknowledged message
-  (\`test/hub/sigkill.test.ts\`), a power loss may not (IoT Edge's own default).
+- **Warm-up.** Each row starts a fresh broker; every broker now carries the same load for
+  2 s unmeasured first. Without it edgehub's JIT compiled its hot path inside the measured
+  window: about a second of CPU charged to a few thousand messages at one in flight (227 →
+  140 CPU-s per million in one quick run of 2026-12-02).
+- **One in flight.** Each message is a round through the store's writer thread: event loop →
+  writer (a futex wake) → event loop (the TSFN's eventfd), then the PUBACK's TLS record. On
+  this VM the hand-offs are the cost: a store appending one message at a time, nothing
+  else running (\`durability: "wal"\`, no fsync), spends 48 µs of CPU per append, 21 µs of it in
+  the kernel; in \`perf\` the writer's and the loop's largest items are
+  \`finish_task_switch\` and the spin-unlocks of the wake-ups, not RocksDB. With \`fsync\` the
+  writer adds the fdatasync (its kernel time). Mosquitto acknowledges from memory in the
+  thread that read the PUBLISH and pays none of this; the ratio at one in flight is the price
+  of acknowledging only what is stored. \`durability: "wal"\` acks after the WAL write: the
+  writer's commits grow and CPU per message falls by half or more (the \`edgehub-wal\` rows); a
+  killed hub still keeps every acknowledged message (\`test/hub/sigkill.test.ts\`), a power
+  loss may not (IoT Edge's own default).
 - **Sixteen in flight.** Commits hold many messages, and the event loop is most of the CPU:
-  in its profile the garbage collector (about a fifth of busy time: per-message objects —
-  the packet's topic and payload views, the property bag, the router's record, the PUBACK),
-  the PUBACK writes (one TLS record per client per commit), then the store's JavaScript side
-  (encoding the batch), the router and the MQTT reader. RocksDB's own threads (flushes,
-  compactions) are a few percent.
+  the PUBACK writes (\`writeBuffer\`: one TLS record per client per commit, about a sixth of
+  busy time), the garbage collector (per-message objects: the packet's topic and payload
+  views, the property bag, the router's record), then the store's JavaScript side (encoding
+  the batch), the router and the MQTT reader. RocksDB's own threads (flushes, compactions)
+  are a few percent.
 - **Draining.** The edge reads its queue in batches and publishes each message as its own
-  MQTT PUBLISH on the sender's link (as IoT Hub requires): TLS records and JavaScript per
-  message on both hubs.
+  MQTT PUBLISH on the sender's link (as IoT Hub requires): the garbage collector (about a
+  sixth of busy time), TLS writes, then per-message JavaScript. The parent's PUBACKs were
+  decoded by mqtt-packet (about 5% of the edge's busy time, half of it its debug logging);
+  the packet reader now decodes PUBACK in place, as it does PUBLISH.
 
 ${rss ? rssSection(rss) : "Not run yet: `npm run build:ts && node benches/rss.bench.mjs`."}
 
@@ -358,10 +366,29 @@ ${tableMd(
 
 Both heads store the same way and answer only after the commit, so the difference is the
 protocol's own work in JavaScript: AMQP costs about three times MQTT's CPU per message here.
-Not profiled yet. Where it likely goes: rhea decodes and encodes every transfer and
-disposition as AMQP described types (the frame, the message's sections, the delivery
-state), where the MQTT head reads a PUBLISH with a few byte reads and writes a 4-byte
-PUBACK; settling several deliveries in one disposition range is the first thing to try.`;
+
+Profiled (2026-12-02, \`EDGEHUB_NODE_ARGS="--cpu-prof" node benches/amqp.bench.mjs\`): rhea
+already settles one turn's deliveries of a link in disposition ranges, but it writes every
+frame with its own \`socket.write\`: the dispositions, then the flow giving the credit back,
+each a TLS record and a write. The socket's \`writeBuffer\` was a quarter of the hub's busy
+time over the run (MQTT's PUBACK writes included), about half of it rhea's frames. The AMQP head now corks the socket at the first write of a turn
+and uncorks it after (\`ts/amqp/write-batch.ts\`): one write per turn, as the MQTT head's
+PUBACKs. Runs alternating without and with it on the same build, this machine shared with
+other work (CPU-s per 1M; the MQTT rows of the same runs as the control):
+
+| run | 10 × 1 mqtt | 10 × 1 amqp | 10 × 1 amqp msgs/s | 100 × 16 mqtt | 100 × 16 amqp |
+| --- | --- | --- | --- | --- | --- |
+| without | 83 | 164.1 | 3.0k | 14.7 | 50.2 |
+| with | 86.3 | 150.6 | 4.9k | 11.8 | 43.7 |
+| without | 89.8 | 176.4 | 3.6k | 15.9 | 49.7 |
+| with | 87.9 | 154.6 | 5.5k | 13.6 | 44.1 |
+
+With one message in flight (a disposition and a flow per message) AMQP's CPU per message
+falls about 10% against the control and its rate rises by half; at 16 in flight AMQP's
+figure falls about 12%, but the control moved about as much, so that part is not
+established. What is left is rhea's decoding and encoding of described types (the
+transfer, the message's sections, five closures per delivery in its \`Incoming.on_transfer\`),
+where the MQTT head reads a PUBLISH with a few byte reads and writes a 4-byte PUBACK.`;
 }
 
 function rssSection(d) {
@@ -394,8 +421,9 @@ the node binary), RocksDB's code (the add-on's pages: the library's static initi
 most of its text) and the V8 heap of its JavaScript; RocksDB's memtables and cache start
 empty (about 2 MB). Cut so far: the X.509 library is loaded only to issue certificates
 (about 10 MB; it was loaded on every start with the development CA), \`ws\` on the first
-WebSocket upgrade (about 4 MB). Left: prom-client (about 3.5 MB; metrics are on by
-default); the rest is Node's.`;
+WebSocket upgrade (about 4 MB), rhea and the AMQP head on the first AMQP connection, and
+prom-client replaced by a writer of Prometheus' text format (about 3.5 MB); the rest is
+Node's.`;
 }
 
 /** Where edgehub's CPU goes by thread, per million messages (rows that recorded it). */
