@@ -141,8 +141,12 @@ export class Clients {
   }
 
   /**
-   * Closes every connection, lets each socket write what it has left (its last PUBACKs)
-   * for up to `graceMs`, then destroys them.
+   * Closes every connection and waits, up to `graceMs`, for each socket to close: each has
+   * written its last PUBACKs and its FIN, and reads and drops what the client still sends
+   * until the client closes too. Then the rest are destroyed. Waiting only until the last
+   * bytes were handed to the kernel was not enough: destroying a socket that has unread
+   * bytes (a client still sending) sends an RST, and a client's kernel drops what it had
+   * received and not yet read, PUBACKs included, when the RST arrives.
    */
   async closeAll(reason: string, graceMs: number): Promise<void> {
     for (const c of this.#connections.values()) c.close(reason);
@@ -150,9 +154,8 @@ export class Clients {
       graceMs,
       Promise.all(
         [...this.#sockets].map((s) =>
-          s.writableEnded && !s.writableFinished
-            ? new Promise((resolve) => s.once("finish", resolve))
-            : undefined,
+          // Only what a close ended: a socket with no connection yet is destroyed at once.
+          s.closed || !s.writableEnded ? undefined : new Promise((resolve) => s.once("close", resolve)),
         ),
       ),
     );

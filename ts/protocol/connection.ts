@@ -415,6 +415,9 @@ export class MqttConnection implements ClientConnection {
    */
   close(reason: string, fields: Record<string, unknown> = {}): void {
     if (this.#closed) return;
+    // PUBACKs of stored messages still waiting for this turn's flush go out first: the
+    // client need not send those messages again.
+    if (this.#acks.length > 0) this.#flushAcks();
     this.#closed = true;
     clearTimeout(this.#timer);
     clearTimeout(this.#expiry);
