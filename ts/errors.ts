@@ -52,6 +52,8 @@ export const ErrorCodes = {
   SECRET_UNREADABLE: "SECRET_UNREADABLE",
   /** A device or module has `maxSizeBytesPerIdentity` stored already; others are still accepted. */
   STORE_SHARE_EXCEEDED: "STORE_SHARE_EXCEEDED",
+  /** A device has IoT Hub's maximum of cloud-to-device messages queued (50): a send is refused. */
+  C2D_QUEUE_FULL: "C2D_QUEUE_FULL",
 } as const;
 
 /** One of the codes in {@link ErrorCodes}. */

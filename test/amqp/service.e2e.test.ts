@@ -6,6 +6,7 @@ import { FeedbackQueue } from "../../ts/amqp/links/feedback.js";
 import { createSasToken } from "../../ts/auth/sas.js";
 import { MAX_DELIVERY_COUNT } from "../../ts/delivery/device-delivery.js";
 import { type EdgeHub, silentLogger } from "../../ts/index.js";
+import { C2D_MAX_QUEUED } from "../../ts/service/service-side.js";
 import { RawAmqp, tokenFor } from "../helpers/amqp.js";
 import { edgeIdentity, startEdge, startRoot } from "../helpers/edge.js";
 import { eventually, tempDir } from "../helpers/fixtures.js";
@@ -205,6 +206,49 @@ describe("C2D from the official service client over AMQP", () => {
       );
     // The SDK wraps the put-token's refusal: "Could not connect", the cause as `amqpError`.
     expect((refused as Error & { amqpError?: Error })?.amqpError?.name).toBe("UnauthorizedError");
+  });
+
+  it("refuses a send past IoT Hub's 50 queued messages of a device with the SDK's DeviceMaximumQueueDepthExceededError, also when sent at once; a completed one makes room", async () => {
+    const hub = await startHub(join(await tempDir(), "hub"), BOTH_HEADS);
+    await hub.registry.createDevice({ deviceId: "lamp" });
+    const service = serviceClient(hub);
+    // 60 sends at once, nobody listening: exactly 50 are stored, in spite of the race.
+    const outcomes = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        service.send("lamp", c2d(`m${i}`, `m${i}`)).then(
+          () => "stored",
+          (e: Error) => e.name,
+        ),
+      ),
+    );
+    expect(outcomes.filter((o) => o === "stored")).toHaveLength(C2D_MAX_QUEUED);
+    expect(new Set(outcomes.filter((o) => o !== "stored"))).toEqual(
+      new Set(["DeviceMaximumQueueDepthExceededError"]),
+    );
+    const queued = async () =>
+      (await hub.store.stats()).queues.find((q) => q.name === "$c2d/lamp")?.count ?? 0;
+    expect(await queued()).toBe(C2D_MAX_QUEUED);
+    // The HTTPS send is refused the same way, as IoT Hub answers it.
+    const http = await call(hub, "POST", "/devices/lamp/messages/deviceBound", Buffer.from("over"));
+    expect(http.status).toBe(403);
+    expect(JSON.stringify(http.body)).toContain("DeviceMaximumQueueDepthExceeded");
+
+    // The device takes one and completes it: one more fits, and only one.
+    const device = await deviceClient(hub, "lamp", undefined, "amqp");
+    const got: string[] = [];
+    device.on("message", (m: Message) => {
+      got.push(m.getData().toString());
+      if (got.length === 1) void device.complete(m);
+    });
+    await device.open();
+    await eventually("one completed", async () => (await queued()) === C2D_MAX_QUEUED - 1);
+    await service.send("lamp", c2d("after", "after"));
+    const again = await service.send("lamp", c2d("over", "over")).then(
+      () => undefined,
+      (e: Error) => e.name,
+    );
+    expect(again).toBe("DeviceMaximumQueueDepthExceededError");
+    await device.close();
   });
 });
 

@@ -109,6 +109,8 @@ export class DeviceDelivery {
    * stored while no drain ran): a new drain reads these. Forgotten when its drain is drained.
    */
   readonly #queued = new Map<string, Set<string>>();
+  /** {@link sendC2D} calls under way, by device (an entry only while one is). */
+  readonly #sending = new Map<string, number>();
   /** Per client whose last drain ended: resolves when that drain's store acknowledgements are written. */
   readonly #settling = new Map<string, Promise<void>>();
   /**
@@ -222,15 +224,35 @@ export class DeviceDelivery {
     return purged;
   }
 
+  /**
+   * Cloud-to-device messages of `deviceId` stored and not yet settled or expired, with those
+   * of {@link sendC2D} calls still storing (so a cap checked before a send holds under
+   * concurrent sends).
+   */
+  c2dQueued(deviceId: string): number {
+    const queue = deliveryQueue(deviceId);
+    const stored = this.#store.statsNow().queues.find((q) => q.name === queue)?.count ?? 0;
+    return stored + (this.#sending.get(deviceId) ?? 0);
+  }
+
   /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
   async sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
-    const properties = this.#properties(m);
-    properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
-    let told: Promise<void> | undefined;
-    await this.#queue(deviceId, m, properties, C2D_TTL_SECS, (queue, offset, ttlSecs) => {
-      told = this.onC2dQueued?.(deviceId, queue, offset, properties, ttlSecs);
-    });
-    await told;
+    // Counted from here, before anything is awaited (see c2dQueued); at most one entry per
+    // device with a send under way.
+    this.#sending.set(deviceId, (this.#sending.get(deviceId) ?? 0) + 1);
+    try {
+      const properties = this.#properties(m);
+      properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
+      let told: Promise<void> | undefined;
+      await this.#queue(deviceId, m, properties, C2D_TTL_SECS, (queue, offset, ttlSecs) => {
+        told = this.onC2dQueued?.(deviceId, queue, offset, properties, ttlSecs);
+      });
+      await told;
+    } finally {
+      const left = (this.#sending.get(deviceId) ?? 1) - 1;
+      if (left > 0) this.#sending.set(deviceId, left);
+      else this.#sending.delete(deviceId);
+    }
   }
 
   /**

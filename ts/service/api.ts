@@ -122,6 +122,8 @@ function apiError(err: unknown): ApiError {
         return new ApiError(400, "ArgumentInvalid", err.message);
       case ErrorCodes.STORE_FULL:
         return new ApiError(503, "ServiceUnavailable", err.message);
+      case ErrorCodes.C2D_QUEUE_FULL:
+        return new ApiError(403, "DeviceMaximumQueueDepthExceeded", err.message);
       default:
         break;
     }

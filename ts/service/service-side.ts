@@ -25,7 +25,13 @@ export type Ack = "none" | "positive" | "negative" | "full";
 const ACKS: ReadonlySet<string> = new Set<Ack>(["none", "positive", "negative", "full"]);
 
 /** Why a C2D send was refused. */
-export type C2dRefusal = "device-not-found" | "invalid" | "too-large";
+export type C2dRefusal = "device-not-found" | "invalid" | "too-large" | "queue-full";
+
+/**
+ * IoT Hub's cap on the cloud-to-device messages queued for one device (stored and not yet
+ * settled or expired): a send past it is refused, DeviceMaximumQueueDepthExceeded.
+ */
+export const C2D_MAX_QUEUED = 50;
 
 /**
  * A C2D send the hub does not take: IDENTITY_NOT_FOUND for an unknown device,
@@ -37,7 +43,11 @@ export class C2dRefused extends EdgeHubError {
     message: string,
   ) {
     super(
-      reason === "device-not-found" ? ErrorCodes.IDENTITY_NOT_FOUND : ErrorCodes.INVALID_ARGUMENT,
+      reason === "device-not-found"
+        ? ErrorCodes.IDENTITY_NOT_FOUND
+        : reason === "queue-full"
+          ? ErrorCodes.C2D_QUEUE_FULL
+          : ErrorCodes.INVALID_ARGUMENT,
       message,
     );
     this.name = "C2dRefused";
@@ -78,6 +88,12 @@ export async function sendServiceC2D(
     if (value !== "none") properties[ACK_PROPERTY] = value;
   }
   message.properties = properties;
+  // No await between the count and the send: sendC2D counts itself from its first line.
+  if (delivery.c2dQueued(deviceId) >= C2D_MAX_QUEUED)
+    throw new C2dRefused(
+      "queue-full",
+      `DeviceMaximumQueueDepthExceeded: device ${deviceId} has ${C2D_MAX_QUEUED} cloud-to-device messages queued`,
+    );
   if (expiresAt !== undefined) {
     const secs = Math.ceil((expiresAt.getTime() - Date.now()) / 1000);
     message.ttlSecs = Math.min(Math.max(secs, 1), C2D_MAX_TTL_SECS);

@@ -85,6 +85,9 @@ function refusalOf(err: unknown): Refusal | undefined {
       return { condition: "amqp:not-found", description: `DeviceNotFound: ${err.message}` };
     if (err.reason === "too-large")
       return { condition: "amqp:link:message-size-exceeded", description: err.message };
+    // azure-iothub's amqp_service_errors.js: DeviceMaximumQueueDepthExceededError.
+    if (err.reason === "queue-full")
+      return { condition: "amqp:resource-limit-exceeded", description: err.message };
     return { condition: "com.microsoft:argument-error", description: err.message };
   }
   if (
