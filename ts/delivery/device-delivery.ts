@@ -109,6 +109,8 @@ export class DeviceDelivery {
    * stored while no drain ran): a new drain reads these. Forgotten when its drain is drained.
    */
   readonly #queued = new Map<string, Set<string>>();
+  /** The last C2D send in line per device (an entry only while one is under way). */
+  readonly #c2dTurns = new Map<string, Promise<void>>();
   /** {@link sendC2D} calls under way, by device (an entry only while one is). */
   readonly #sending = new Map<string, number>();
   /** Per client whose last drain ended: resolves when that drain's store acknowledgements are written. */
@@ -225,33 +227,34 @@ export class DeviceDelivery {
   }
 
   /**
-   * Cloud-to-device messages of `deviceId` stored and not yet settled or expired, with those
-   * of {@link sendC2D} calls still storing (so a cap checked before a send holds under
-   * concurrent sends).
+   * Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens.
+   * `admit`, when given, is told first how many of the device's messages are queued (stored
+   * and not yet settled or expired) and may throw to refuse this one: sends to one device
+   * are taken one at a time, so that count is exact however many come at once.
    */
-  c2dQueued(deviceId: string): number {
-    const queue = deliveryQueue(deviceId);
-    const stored = this.#store.statsNow().queues.find((q) => q.name === queue)?.count ?? 0;
-    return stored + (this.#sending.get(deviceId) ?? 0);
-  }
-
-  /** Queues a cloud-to-device message for `deviceId`, then delivers it if the device listens. */
-  async sendC2D(deviceId: string, m: DeviceMessage): Promise<void> {
-    // Counted from here, before anything is awaited (see c2dQueued); at most one entry per
-    // device with a send under way.
-    this.#sending.set(deviceId, (this.#sending.get(deviceId) ?? 0) + 1);
+  async sendC2D(deviceId: string, m: DeviceMessage, admit?: (queued: number) => void): Promise<void> {
+    const before = this.#c2dTurns.get(deviceId);
+    let done = (): void => undefined;
+    const turn = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const mine = before ? before.then(() => turn) : turn;
+    this.#c2dTurns.set(deviceId, mine);
     try {
+      await before;
+      const queue = deliveryQueue(deviceId);
+      admit?.(this.#store.statsNow().queues.find((q) => q.name === queue)?.count ?? 0);
       const properties = this.#properties(m);
       properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
       let told: Promise<void> | undefined;
-      await this.#queue(deviceId, m, properties, C2D_TTL_SECS, (queue, offset, ttlSecs) => {
-        told = this.onC2dQueued?.(deviceId, queue, offset, properties, ttlSecs);
+      await this.#queue(deviceId, m, properties, C2D_TTL_SECS, (q, offset, ttlSecs) => {
+        told = this.onC2dQueued?.(deviceId, q, offset, properties, ttlSecs);
       });
       await told;
     } finally {
-      const left = (this.#sending.get(deviceId) ?? 1) - 1;
-      if (left > 0) this.#sending.set(deviceId, left);
-      else this.#sending.delete(deviceId);
+      done();
+      // The last in line leaves no entry: the map holds only devices with a send under way.
+      if (this.#c2dTurns.get(deviceId) === mine) this.#c2dTurns.delete(deviceId);
     }
   }
 

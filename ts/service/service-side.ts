@@ -88,17 +88,17 @@ export async function sendServiceC2D(
     if (value !== "none") properties[ACK_PROPERTY] = value;
   }
   message.properties = properties;
-  // No await between the count and the send: sendC2D counts itself from its first line.
-  if (delivery.c2dQueued(deviceId) >= C2D_MAX_QUEUED)
-    throw new C2dRefused(
-      "queue-full",
-      `DeviceMaximumQueueDepthExceeded: device ${deviceId} has ${C2D_MAX_QUEUED} cloud-to-device messages queued`,
-    );
   if (expiresAt !== undefined) {
     const secs = Math.ceil((expiresAt.getTime() - Date.now()) / 1000);
     message.ttlSecs = Math.min(Math.max(secs, 1), C2D_MAX_TTL_SECS);
   }
-  await delivery.sendC2D(deviceId, message);
+  await delivery.sendC2D(deviceId, message, (queued) => {
+    if (queued >= C2D_MAX_QUEUED)
+      throw new C2dRefused(
+        "queue-full",
+        `DeviceMaximumQueueDepthExceeded: device ${deviceId} has ${C2D_MAX_QUEUED} cloud-to-device messages queued`,
+      );
+  });
 }
 
 /** The feedback `ack` asks for on an outcome: completed → positive, rejected or dead-lettered → negative. */
