@@ -111,8 +111,6 @@ export class DeviceDelivery {
   readonly #queued = new Map<string, Set<string>>();
   /** The last C2D send in line per device (an entry only while one is under way). */
   readonly #c2dTurns = new Map<string, Promise<void>>();
-  /** {@link sendC2D} calls under way, by device (an entry only while one is). */
-  readonly #sending = new Map<string, number>();
   /** Per client whose last drain ended: resolves when that drain's store acknowledgements are written. */
   readonly #settling = new Map<string, Promise<void>>();
   /**
