@@ -9,9 +9,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createSasToken } from "../dist/auth/sas.js";
-import { EdgeHub, silentLogger } from "../dist/index.js";
 import { openAmqpLoad } from "./lib/amqp-load.mjs";
-import { cpuSeconds, freePort, startEdgehub } from "./lib/brokers.mjs";
+import { cpuSeconds, freePort, provisioningHub, startEdgehub } from "./lib/brokers.mjs";
 import { openLoad } from "./lib/mqtt-load.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
@@ -26,15 +25,7 @@ const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-amqp-"
 try {
   const dataDir = join(root, "hub");
   const max = Math.max(...SHAPES.map((s) => s.clients));
-  const setup = await EdgeHub.start(
-    {
-      hostname: "localhost",
-      dataDir,
-      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
-      metrics: false,
-    },
-    silentLogger,
-  );
+  const setup = await provisioningHub(dataDir);
   const keys = [];
   for (let i = 0; i < max; i++)
     keys.push(

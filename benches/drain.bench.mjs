@@ -39,11 +39,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createSasToken } from "../dist/auth/sas.js";
 import { devTls } from "../dist/certs/dev-ca.js";
-import { EdgeHub, MessageStore, silentLogger } from "../dist/index.js";
+import { MessageStore } from "../dist/index.js";
 import {
   cpuSeconds,
   freePort,
   mosquittoConf,
+  provisioningHub,
   rssSampler,
   runEdgehub,
   runMosquitto,
@@ -182,14 +183,7 @@ async function edgehubPair(base, durability) {
   const edgeData = join(base, "edge", "data");
   mkdirSync(join(base, "root"), { recursive: true });
   mkdirSync(join(base, "edge"), { recursive: true });
-  const setup = await EdgeHub.start(
-    {
-      hostname: "localhost",
-      dataDir: rootData,
-      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
-    },
-    silentLogger,
-  );
+  const setup = await provisioningHub(rootData);
   const edge = await setup.registry.createDevice({ deviceId: EDGE_ID, capabilities: { iotEdge: true } });
   const keys = [];
   for (let i = 0; i < CLIENTS; i++) {

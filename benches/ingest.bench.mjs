@@ -14,10 +14,10 @@ import { join } from "node:path";
 import tls from "node:tls";
 import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
-import { EdgeHub, silentLogger } from "../dist/index.js";
 import {
   cpuSeconds,
   hubCerts,
+  provisioningHub,
   startEdgehub,
   startMosquitto,
   startNode,
@@ -144,10 +144,7 @@ try {
   const max = Math.max(...COUNTS);
   const dataDir = join(root, "edgehub-data");
   // Register the devices first (in-process), then run the hub as its own process.
-  const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
-    silentLogger,
-  );
+  const setup = await provisioningHub(dataDir);
   const keys = [];
   for (let i = 0; i < max; i++)
     keys.push(

@@ -16,8 +16,14 @@ import { join } from "node:path";
 import tls from "node:tls";
 import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
-import { EdgeHub, silentLogger } from "../dist/index.js";
-import { cpuSeconds, freePort, hubCerts, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
+import {
+  cpuSeconds,
+  freePort,
+  hubCerts,
+  provisioningHub,
+  startEdgehub,
+  startMosquitto,
+} from "./lib/brokers.mjs";
 import { connectPacket } from "./lib/mqtt-load.mjs";
 import { fmt, save, table } from "./lib/report.mjs";
 
@@ -162,10 +168,7 @@ async function reportedPatches({ port, ca, module }) {
 
 try {
   const dataDir = join(root, "edgehub-data");
-  const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
-    silentLogger,
-  );
+  const setup = await provisioningHub(dataDir);
   await setup.registry.createDevice({ deviceId: "edge1", capabilities: { iotEdge: true } });
   const keys = {};
   for (const m of ["sender", "receiver", "twin"])

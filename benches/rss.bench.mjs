@@ -11,8 +11,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeHub, silentLogger } from "../dist/index.js";
-import { freePort, hubCerts, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
+import { freePort, hubCerts, provisioningHub, startEdgehub, startMosquitto } from "./lib/brokers.mjs";
 import { save, table } from "./lib/report.mjs";
 
 const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "edgehub-rss-"));
@@ -62,15 +61,7 @@ try {
   rows.push(await measure("node (nothing loaded)", bare.pid));
   bare.kill();
   const dataDir = join(root, "hub");
-  const setup = await EdgeHub.start(
-    {
-      hostname: "localhost",
-      dataDir,
-      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
-      metrics: false,
-    },
-    silentLogger,
-  );
+  const setup = await provisioningHub(dataDir);
   await setup.close();
   const hub = await startEdgehub(dataDir, await freePort(), {
     listen: { https: await freePort() },

@@ -20,8 +20,7 @@ import tls from "node:tls";
 import { parseArgs } from "node:util";
 import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
-import { EdgeHub, silentLogger } from "../dist/index.js";
-import { freePort, startEdgehub } from "./lib/brokers.mjs";
+import { freePort, provisioningHub, startEdgehub } from "./lib/brokers.mjs";
 import { connectPacket } from "./lib/mqtt-load.mjs";
 import { startRelay } from "./lib/relay.mjs";
 import { save, table } from "./lib/report.mjs";
@@ -55,14 +54,7 @@ async function startSite(dir) {
   const edgeData = join(dir, "edge", "data");
   await mkdir(join(dir, "root"), { recursive: true });
   await mkdir(join(dir, "edge"), { recursive: true });
-  const setup = await EdgeHub.start(
-    {
-      hostname: "localhost",
-      dataDir: rootData,
-      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
-    },
-    silentLogger,
-  );
+  const setup = await provisioningHub(rootData);
   const edge = await setup.registry.createDevice({ deviceId: EDGE_ID, capabilities: { iotEdge: true } });
   const keys = [];
   for (let i = 0; i < DEVICES; i++) {

@@ -15,8 +15,7 @@ import { join } from "node:path";
 import tls from "node:tls";
 import mqtt from "mqtt-packet";
 import { createSasToken } from "../dist/auth/sas.js";
-import { EdgeHub, silentLogger } from "../dist/index.js";
-import { freePort, startEdgehub } from "./lib/brokers.mjs";
+import { freePort, provisioningHub, startEdgehub } from "./lib/brokers.mjs";
 import { connectPacket } from "./lib/mqtt-load.mjs";
 import { save, table } from "./lib/report.mjs";
 
@@ -96,10 +95,7 @@ const KINDS = {
 try {
   const dataDir = join(root, "edgehub-data");
   // Devices are registered in-process first; the hub then runs as its own process.
-  const setup = await EdgeHub.start(
-    { hostname: "localhost", dataDir, listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false } },
-    silentLogger,
-  );
+  const setup = await provisioningHub(dataDir);
   const keys = [];
   const t0 = performance.now();
   for (let i = 0; i < N; i += 250) {

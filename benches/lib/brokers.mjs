@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
+import { EdgeHub, silentLogger } from "../../dist/index.js";
 
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("../../", import.meta.url).pathname;
@@ -221,6 +222,23 @@ export function hubCerts(dataDir) {
  * log level warn, connection caps lifted; `extra` keys replace these, `extra.listen` merges) and runs edgehub on it.
  * The handle's `config` is the file, for {@link runEdgehub} to start it again.
  */
+/**
+ * A hub in this process on `dataDir`, on free ports with AMQP and metrics off: where a bench
+ * registers its devices (and gets the CA) before it runs the hub under test as a process on
+ * the same data dir.
+ */
+export function provisioningHub(dataDir) {
+  return EdgeHub.start(
+    {
+      hostname: "localhost",
+      dataDir,
+      listen: { host: "127.0.0.1", mqtts: 0, https: 0, amqps: false },
+      metrics: false,
+    },
+    silentLogger,
+  );
+}
+
 export async function startEdgehub(dataDir, port, extra = {}, name = "edgehub") {
   const config = join(dataDir, "..", `${name}-bench.json`);
   // Every benchmark client comes from 127.0.0.1, up to 1000 at once: the per-address and
