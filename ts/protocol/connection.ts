@@ -114,6 +114,8 @@ export class MqttConnection implements ClientConnection {
 
   #flushAcks(): void {
     const ids = this.#acks;
+    // Already sent by close(), which flushes what its turn had queued.
+    if (ids.length === 0) return;
     this.#acks = [];
     const out = Buffer.allocUnsafe(ids.length * 4);
     ids.forEach((id, i) => {

@@ -115,7 +115,8 @@ export class PendingFeedback {
     void write.then(() => {
       if (this.#writing.get(key) === write) this.#writing.delete(key);
     });
-    this.#arm();
+    // Only an earlier expiry moves the timer: no walk of the whole list per send.
+    if (!this.#closed && !this.#checking && p.expiresAt < this.#timerAt) this.#setTimer(p.expiresAt);
     return write;
   }
 
@@ -156,7 +157,11 @@ export class PendingFeedback {
     if (this.#closed || this.#checking) return;
     let next = Number.POSITIVE_INFINITY;
     for (const p of this.#pending.values()) if (p.expiresAt < next) next = p.expiresAt;
-    if (next === this.#timerAt) return;
+    if (next !== this.#timerAt) this.#setTimer(next);
+  }
+
+  /** The timer at `next` (ms since the epoch; never: none). */
+  #setTimer(next: number): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = next;
