@@ -241,7 +241,7 @@ export class DeviceDelivery {
     try {
       await before;
       const queue = deliveryQueue(deviceId);
-      admit?.(this.#store.statsNow().queues.find((q) => q.name === queue)?.count ?? 0);
+      admit?.(this.#store.queueNow(queue)?.count ?? 0);
       const properties = this.#properties(m);
       properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
       let told: Promise<void> | undefined;

@@ -375,6 +375,11 @@ export class MessageStore {
     return this.#run(async () => this.statsNow());
   }
 
+  /** {@link statsNow}'s figures of one queue; undefined for a queue the store does not know. */
+  queueNow(name: string): QueueStats | undefined {
+    return this.statsNow().queues.find((q) => q.name === name);
+  }
+
   /**
    * {@link stats}, synchronously: the figures are in memory, so a caller deciding on the
    * ingest path (a sender's share) reads them without waiting a turn. Throws `STORE_CLOSED`.

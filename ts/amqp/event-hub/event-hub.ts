@@ -226,7 +226,7 @@ export class EventHub {
     known?: StoredMessage,
   ): Promise<{ head: number; tail: number; last: StoredMessage | undefined }> {
     const { store } = this.feed;
-    const q = store.statsNow().queues.find((s) => s.name === this.queue);
+    const q = store.queueNow(this.queue);
     const tail = q?.tail ?? 0;
     if (!q || q.count === 0) return { head: tail, tail, last: undefined };
     const last =

@@ -39,7 +39,7 @@ export async function firstAfter(
   afterMs: number,
   inclusive: boolean,
 ): Promise<number> {
-  const q = store.statsNow().queues.find((s) => s.name === queue);
+  const q = store.queueNow(queue);
   if (!q) return 0;
   let lo = q.head;
   let hi = q.tail;
@@ -79,7 +79,7 @@ export class PartitionReader {
     const { store } = this.#hub.feed;
     const queue = this.#hub.queue;
     if (start.kind === "offset") return start.offset;
-    if (start.kind === "latest") return store.statsNow().queues.find((q) => q.name === queue)?.tail ?? 0;
+    if (start.kind === "latest") return store.queueNow(queue)?.tail ?? 0;
     return firstAfter(store, queue, start.afterMs, start.inclusive);
   }
 

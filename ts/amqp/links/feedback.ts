@@ -152,8 +152,7 @@ export class FeedbackQueue {
       // Stored, and on their way to the store. While appends are under way the store's count
       // may already hold some of them (committed, their callback not run yet): the count is
       // taken when none is, and the appends since are added to it, so none counts twice.
-      if (this.#appending === 0)
-        this.#base = this.#store.statsNow().queues.find((q) => q.name === FEEDBACK_QUEUE)?.count ?? 0;
+      if (this.#appending === 0) this.#base = this.#store.queueNow(FEEDBACK_QUEUE)?.count ?? 0;
       waiting = this.#base + this.#appending;
     } catch (err) {
       // The store closed (the hub is stopping): the record goes with it.
