@@ -116,6 +116,17 @@ export class AmqpConnection implements RouterHost {
     this.#timer = setTimeout(() => this.close("connect-timeout"), this.ctx.connectTimeoutMs);
   }
 
+  /** With no identity, service token or Event Hubs token left, it must authenticate again in time. */
+  #armIfIdle(): void {
+    if (this.#clients.size === 0 && !this.service && !this.eventHub && !this.#closed) this.#armDeadline();
+  }
+
+  /** A login held: no deadline while it does. */
+  #disarm(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
   #listen(): void {
     const c = this.#conn;
     c.on("session_open", (e: EventContext) => {
@@ -190,8 +201,7 @@ export class AmqpConnection implements RouterHost {
       );
     const client = new AmqpClient(this, principal);
     this.#clients.set(principal.clientId, client);
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#disarm();
     this.ctx.register(principal.clientId, client);
     this.ctx.log.log("info", "client-connected", { clientId: principal.clientId, protocol: "amqp" });
   }
@@ -200,19 +210,17 @@ export class AmqpConnection implements RouterHost {
   forget(client: AmqpClient): void {
     const id = client.principal.clientId;
     if (this.#clients.get(id) === client) this.#clients.delete(id);
-    // With no identity left it must authenticate again in time.
-    if (this.#clients.size === 0 && !this.service && !this.eventHub && !this.#closed) this.#armDeadline();
+    this.#armIfIdle();
   }
 
   /** A service policy token put: the service links live until it expires (a new one moves that). */
   #admitService(side: ServiceSide, expiresAt: number): void {
     this.service ??= new ServiceSession(() => {
       this.service = undefined;
-      if (this.#clients.size === 0 && !this.#closed) this.#armDeadline();
+      this.#armIfIdle();
     });
     this.service.renew(expiresAt);
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#disarm();
     side.authenticated();
   }
 
@@ -220,14 +228,12 @@ export class AmqpConnection implements RouterHost {
   #admitEventHub(side: ServiceSide, hub: EventHub, audience: string, token: string): void {
     const expiresAt = hub.verifyToken(token, audience);
     this.eventHub ??= new EventHubSession(() => {
-      // Every token expired: a connection that holds nothing else must authenticate again in time.
       this.eventHub = undefined;
-      if (this.#clients.size === 0 && !this.service && !this.#closed) this.#armDeadline();
+      this.#armIfIdle();
     });
     if (!this.eventHub.put(audience, expiresAt))
       throw new EdgeHubError(ErrorCodes.AUTH_NOT_IN_SCOPE, "too many Event Hubs audiences on one connection");
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#disarm();
     side.authenticated();
   }
 
