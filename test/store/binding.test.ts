@@ -1,7 +1,9 @@
 /**
  * The native binding as the facade sees it: its generated type declarations are the ones
- * committed, and its errors cross with their code (no message to parse).
+ * committed, its errors cross with their code (no message to parse), and its answers come
+ * back through one channel per store (crates/node/src/completion.rs) in order.
  */
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -65,6 +67,35 @@ describe("the native binding", () => {
     });
     await expect(store.ack("q", 0)).rejects.toMatchObject({ code: "STORE_CLOSED" });
   });
+
+  // In a child process, so that nothing but the store's own channel keeps the loop alive:
+  // an owed answer must hold the process (else Node exits on an unsettled top-level await,
+  // code 13), and a store with nothing owed must not (else the process never ends).
+  it.each(["fsync", "wal"] as const)(
+    "settles %s appends in the order issued, holding the process only while an answer is owed",
+    async (durability) => {
+      const dir = await tempDir();
+      const script = `
+        import { MessageStore } from ${JSON.stringify(join(root, "dist", "store", "index.js"))};
+        const store = await MessageStore.open(${JSON.stringify(dir)}, { durability: "${durability}" });
+        const settled = [];
+        await Promise.all(Array.from({ length: 500 }, (_, i) =>
+          store.append("q", [{ body: Buffer.from(String(i)) }]).then(([offset]) => settled.push([i, offset]))));
+        await store.kv.put("ns", "k", Buffer.from("v"));
+        console.log(JSON.stringify({ settled, kv: String(await store.kv.get("ns", "k")) }));
+        // No close: the process has to end by itself.
+      `;
+      const child = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+      expect(child.signal, `the process did not end by itself: ${child.stderr}`).toBeNull();
+      expect(child.status, child.stderr).toBe(0);
+      const out = JSON.parse(child.stdout) as { settled: [number, number][]; kv: string };
+      expect(out.settled).toEqual(Array.from({ length: 500 }, (_, i) => [i, i]));
+      expect(out.kv).toBe("v");
+    },
+  );
 
   it("throws synchronously with the code when an argument is refused before any work starts", async () => {
     const store = await native().openStore(await tempDir(), options);

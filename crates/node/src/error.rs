@@ -13,11 +13,6 @@ pub(crate) fn invalid(msg: impl Into<String>) -> Coded {
     Error::new("INVALID_ARGUMENT", msg.into())
 }
 
-/// A failure of napi itself (creating a promise): the store was not reached.
-pub(crate) fn from_napi(e: Error) -> Coded {
-    Error::new("STORE_IO", format!("native call failed: {e}"))
-}
-
 /// `e` as the JS error object `Task`s and promises settle with; built on the JS thread
 /// because the error type they take carries a napi status, not our code.
 pub(crate) fn to_js(env: &Env, e: Coded) -> Error {

@@ -11,6 +11,7 @@
 //! `napi_create_error` takes the code, so nothing is parsed out of a message.
 //! `ts/store/binding.d.ts` is what `napi build --dts` generates from this crate.
 
+mod completion;
 mod error;
 mod tasks;
 
@@ -20,7 +21,8 @@ use edgehub_store::{Durability, Limits, MessageBatch, Options, ReadLimits, Store
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::error::{answer, coded, from_napi, invalid};
+use crate::completion::Completions;
+use crate::error::{coded, invalid};
 use crate::tasks::{CloseTask, KvGetTask, KvScanTask, OpenTask, ReadTask};
 
 /// When an append resolves: after the WAL is fsynced, or after the WAL write without fsync.
@@ -92,6 +94,13 @@ pub struct NativeKvEntry {
 #[napi]
 pub struct NativeStore {
     store: Arc<Store>,
+    completions: Arc<Completions>,
+}
+
+impl Drop for NativeStore {
+    fn drop(&mut self) {
+        self.completions.release();
+    }
 }
 
 fn size_arg(v: i64) -> Result<u64, &'static str> {
@@ -118,23 +127,6 @@ fn offset_arg(v: i64, what: &str) -> Result<u64, &'static str> {
     u64::try_from(v).map_err(|_| invalid(format!("{what} must be a non-negative integer, got {v}")))
 }
 
-/// Promise settled from the writer thread once the store answers.
-fn settle<'env, T, J>(
-    env: &'env Env,
-    start: impl FnOnce(Box<dyn FnOnce(edgehub_store::Result<T>) + Send>),
-    to_value: fn(T) -> J,
-) -> Result<PromiseRaw<'env, J>, &'static str>
-where
-    T: Send + 'static,
-    J: ToNapiValue + 'static,
-{
-    let (deferred, promise) = env.create_deferred::<J, Box<dyn FnOnce(Env) -> Result<J>>>().map_err(from_napi)?;
-    // Both outcomes settle through the resolver: it runs on the JS thread, where the coded
-    // error object can be built.
-    start(Box::new(move |r| deferred.resolve(Box::new(move |env| answer(&env, r, to_value)))));
-    Ok(PromiseRaw::new(env.raw(), promise.raw()))
-}
-
 /// A packed append batch of `count` messages, checked.
 fn batch_arg(batch: &[u8], count: u32) -> Result<MessageBatch, &'static str> {
     MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(coded)
@@ -154,7 +146,7 @@ impl NativeStore {
     ) -> Result<PromiseRaw<'env, Vec<i64>>, &'static str> {
         let messages = batch_arg(batch, count)?;
         let store = self.store.clone();
-        settle(
+        self.completions.promise(
             env,
             move |reply| store.append_with(queues, messages, reply),
             |offsets: Vec<std::ops::Range<u64>>| offsets.iter().map(|o| o.start as i64).collect::<Vec<i64>>(),
@@ -182,7 +174,7 @@ impl NativeStore {
         }
         let puts = puts.into_iter().map(|p| (p.ns, p.key, p.value.to_vec())).collect();
         let store = self.store.clone();
-        settle(
+        self.completions.promise(
             env,
             move |reply| store.append_parts_with(parts, puts, reply),
             |parts: Vec<Vec<std::ops::Range<u64>>>| {
@@ -203,7 +195,7 @@ impl NativeStore {
         let limits =
             Limits { default_ttl_secs, max_size_bytes: size_arg(max_size_bytes)?, when_full: when_full.into() };
         let store = self.store.clone();
-        settle(env, move |reply| store.configure_with(limits, reply), |()| ())
+        self.completions.promise(env, move |reply| store.configure_with(limits, reply), |()| ())
     }
 
     /// Acknowledges every message of `queue` up to and including `offset`.
@@ -211,7 +203,7 @@ impl NativeStore {
     pub fn ack<'env>(&self, env: &'env Env, queue: String, offset: i64) -> Result<PromiseRaw<'env, ()>, &'static str> {
         let offset = offset_arg(offset, "offset")?;
         let store = self.store.clone();
-        settle(env, move |reply| store.ack_with(&queue, offset, reply), |()| ())
+        self.completions.promise(env, move |reply| store.ack_with(&queue, offset, reply), |()| ())
     }
 
     /// Live messages of `queue` from `from`, packed as the module header describes.
@@ -264,7 +256,7 @@ impl NativeStore {
         value: &[u8],
     ) -> Result<PromiseRaw<'env, ()>, &'static str> {
         let (store, value) = (self.store.clone(), value.to_vec());
-        settle(env, move |reply| store.kv_put_with(&ns, &key, value, reply), |()| ())
+        self.completions.promise(env, move |reply| store.kv_put_with(&ns, &key, value, reply), |()| ())
     }
 
     #[napi]
@@ -275,7 +267,7 @@ impl NativeStore {
         key: String,
     ) -> Result<PromiseRaw<'env, ()>, &'static str> {
         let store = self.store.clone();
-        settle(env, move |reply| store.kv_delete_with(&ns, &key, reply), |()| ())
+        self.completions.promise(env, move |reply| store.kv_delete_with(&ns, &key, reply), |()| ())
     }
 
     #[napi]

@@ -6,7 +6,8 @@ use edgehub_store::{Options, ReadLimits, Store};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::error::{answer, Answer};
+use crate::completion::Completions;
+use crate::error::{answer, to_js, Answer};
 use crate::{NativeKvEntry, NativeStore};
 
 pub struct OpenTask {
@@ -22,7 +23,9 @@ impl Task for OpenTask {
         Ok(Store::open(&self.path, self.options.clone()))
     }
     fn resolve(&mut self, env: Env, out: Self::Output) -> Result<NativeStore> {
-        answer(&env, out, |store| NativeStore { store: Arc::new(store) })
+        let store = answer(&env, out, Arc::new)?;
+        let completions = Completions::new(&env).map_err(|e| to_js(&env, e))?;
+        Ok(NativeStore { store, completions })
     }
 }
 

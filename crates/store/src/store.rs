@@ -1,7 +1,8 @@
 //! The store handle: open, the operations, close.
 //!
-//! Mutations go to the writer thread (writer.rs) and complete through a callback once
-//! durable; reads run on the caller's thread against RocksDB directly and never wait
+//! Mutations go to the writer (writer.rs) and complete through a callback once durable: on
+//! the writer thread, or under `Durability::Wal` on the caller's own thread when nothing is
+//! ahead of them. Reads run on the caller's thread against RocksDB directly and never wait
 //! for the writer.
 
 use std::ops::Range;
@@ -14,10 +15,10 @@ use rocksdb::DB;
 
 use crate::batch::MessageBatch;
 use crate::error::{Error, Result};
-use crate::options::{self, Limits, Options};
+use crate::options::{self, Durability, Limits, Options};
 use crate::queue::QueueStats;
 use crate::state::State;
-use crate::writer::{Command, Part, Reply, Writer};
+use crate::writer::{self, Command, Core, Part, Reply, Writer};
 
 mod kv;
 mod read;
@@ -79,6 +80,9 @@ pub struct Store {
     db: RwLock<Option<Arc<DB>>>,
     state: Arc<RwLock<State>>,
     tx: Mutex<Option<Sender<Command>>>,
+    core: Core,
+    /// `Durability::Wal`: commands may run on the caller's thread (writer.rs).
+    inline: bool,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// As opened, with the limits of the last `configure`.
     options: RwLock<Options>,
@@ -110,14 +114,20 @@ impl Store {
         let db = Arc::new(db);
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let writer = Writer::new(db.clone(), path.clone(), options.clone(), state.clone(), rx);
-        let handle =
-            std::thread::Builder::new().name("edgehub-store-writer".into()).spawn(move || writer.run()).map_err(io)?;
+        let core: Core =
+            Arc::new(Mutex::new(Some(Writer::new(db.clone(), path.clone(), options.clone(), state.clone()))));
+        let thread_core = core.clone();
+        let handle = std::thread::Builder::new()
+            .name("edgehub-store-writer".into())
+            .spawn(move || writer::run(thread_core, rx))
+            .map_err(io)?;
         Ok(Store {
             path,
             db: RwLock::new(Some(db)),
             state,
             tx: Mutex::new(Some(tx)),
+            inline: options.durability == Durability::Wal,
+            core,
             writer: Mutex::new(Some(handle)),
             options: RwLock::new(options),
         })
@@ -144,9 +154,7 @@ impl Store {
             o.max_size_bytes = limits.max_size_bytes;
             o.when_full = limits.when_full;
         }
-        if let Err(Command::Configure { reply, .. }) = self.send(Command::Configure { limits, reply: done }) {
-            reply(Err(Error::Closed));
-        }
+        self.submit(Command::Configure { limits, reply: done });
     }
 
     /// Blocking `configure_with`.
@@ -154,12 +162,42 @@ impl Store {
         wait(|reply| self.configure_with(limits, reply))
     }
 
-    fn send(&self, cmd: Command) -> std::result::Result<(), Command> {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        match tx.as_ref() {
-            Some(tx) => tx.send(cmd).map_err(|e| e.0),
-            None => Err(cmd),
+    /// Runs `cmd` inline when it can (writer.rs), else queues it for the writer thread; a
+    /// closed store refuses it.
+    pub(crate) fn submit(&self, cmd: Command) {
+        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            drop(guard);
+            return cmd.refuse(Error::Closed);
+        };
+        let cmd = if self.inline {
+            match writer::run_inline(&self.core, tx, cmd) {
+                Ok((parked, settled)) => {
+                    if parked {
+                        // The thread lives while `tx` does: this cannot fail.
+                        let _ = tx.send(Command::Resume);
+                    }
+                    // Replies may call the store again: no lock is held while they run.
+                    drop(guard);
+                    return settled.run();
+                }
+                Err(cmd) => cmd,
+            }
+        } else {
+            cmd
+        };
+        if let Err(e) = tx.send(cmd) {
+            drop(guard);
+            e.0.refuse(Error::Closed);
         }
+    }
+
+    /// Test hook: the next `n` inline writes meet a simulated write stall. Returns how many
+    /// of the previous setting were left.
+    #[cfg(test)]
+    pub(crate) fn inject_stalls(&self, n: usize) -> usize {
+        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        core.as_mut().map_or(0, |w| std::mem::replace(&mut w.stalls, n))
     }
 
     fn db(&self) -> Result<Arc<DB>> {
@@ -215,9 +253,7 @@ impl Store {
         })();
         match checked {
             Ok((parts, puts)) => {
-                if let Err(Command::Append { reply, .. }) = self.send(Command::Append { parts, puts, reply: done }) {
-                    reply(Err(Error::Closed));
-                }
+                self.submit(Command::Append { parts, puts, reply: done });
             }
             Err(e) => done(Err(e)),
         }
@@ -248,9 +284,7 @@ impl Store {
         if let Err(e) = check_name("queue name", queue) {
             return done(Err(e));
         }
-        if let Err(Command::Ack { reply, .. }) = self.send(Command::Ack { queue: queue.into(), offset, reply: done }) {
-            reply(Err(Error::Closed));
-        }
+        self.submit(Command::Ack { queue: queue.into(), offset, reply: done });
     }
 
     /// Blocking `ack_with`.
@@ -264,6 +298,7 @@ impl Store {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(tx) = tx else { return Ok(()) };
         let (rtx, rrx) = mpsc::channel();
+        // Through the thread, never inline: closing waits for the flush and ends the thread.
         let sent = tx.send(Command::Close { reply: Box::new(move |r| drop(rtx.send(r))) }).is_ok();
         drop(tx);
         let flushed = if sent { rrx.recv().unwrap_or(Ok(())) } else { Ok(()) };

@@ -1,12 +1,26 @@
-//! The writer thread: the only mutator of the store.
+//! The writer: the only mutator of the store.
 //!
-//! Commands queue on a channel; the writer takes every command waiting (up to a cap),
-//! applies them to one `WriteBatch` and a copy of the touched queue states, writes the
-//! batch with one WAL sync (group commit), and only then publishes the new state and
-//! answers the callers. A failed write answers every caller in the batch with the error
+//! Commands queue on a channel; whoever holds the writer's lock takes every command waiting
+//! (up to a cap), applies them to one `WriteBatch` and a copy of the touched queue states,
+//! writes the batch with one WAL sync (group commit), and only then publishes the new state
+//! and answers the callers. A failed write answers every caller in the batch with the error
 //! and publishes nothing, so memory never runs ahead of disk.
 //!
-//! Between batches it sweeps expired run prefixes (queue.rs) as they come due.
+//! Usually the lock holder is the writer thread. Under `Durability::Wal` a caller that finds
+//! the lock free and the channel empty runs its command on its own thread instead: the
+//! write needs no fsync, and skipping the two thread hand-offs (a futex wake to the writer,
+//! a wake back to the caller) is most of an append's CPU at one in flight.
+//!
+//! Invariants:
+//! - Commands are applied in the order they were submitted: only a lock holder takes from
+//!   the channel (the thread waits for readiness, then locks, then receives), and a caller
+//!   runs inline only when, holding the lock, it sees nothing queued and nothing parked.
+//! - An inline write never waits on RocksDB: it is written with `no_slowdown`; when RocksDB
+//!   asks writers to slow down, the batch is parked and the thread writes it before
+//!   anything else, so the caller's thread (Node's event loop) is never put to sleep.
+//! - Replies run after the lock is released, in commit order.
+//!
+//! Between batches the thread sweeps expired run prefixes (queue.rs) as they come due.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -14,20 +28,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::{ErrorKind, WriteBatch, WriteOptions, DB};
 
 use crate::batch::MessageBatch;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::options::{Durability, Limits, Options};
+use crate::options::{Limits, Options};
 use crate::queue::Queue;
 
 mod append;
 mod removal;
+mod turns;
 use crate::state::State;
+pub(crate) use turns::{run, run_inline, Core};
 
-/// Completion callback of an asynchronous operation, called once from the writer thread.
+/// Completion callback of an asynchronous operation, called once, on the writer thread or
+/// (inline, under `Durability::Wal`) on the caller's.
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 /// Messages for some queues (each gets them all), one part of an append.
@@ -63,9 +79,26 @@ pub(crate) enum Command {
         limits: Limits,
         reply: Reply<()>,
     },
+    /// Wakes the thread to write a batch an inline caller parked.
+    Resume,
     Close {
         reply: Reply<()>,
     },
+}
+
+impl Command {
+    /// Answers the command's caller with `e` without running it.
+    pub(crate) fn refuse(self, e: Error) {
+        match self {
+            Command::Append { reply, .. } => reply(Err(e)),
+            Command::Ack { reply, .. }
+            | Command::KvPut { reply, .. }
+            | Command::KvDelete { reply, .. }
+            | Command::Configure { reply, .. }
+            | Command::Close { reply } => reply(Err(e)),
+            Command::Resume => {}
+        }
+    }
 }
 
 const MAX_BATCH_COMMANDS: usize = 4096;
@@ -80,6 +113,11 @@ fn answer<T: Send + 'static>(reply: Reply<T>, value: T) -> Done {
     Box::new(move |e| reply(e.map_or(Ok(value), |e| Err(e.clone()))))
 }
 
+/** Answers `reply` with `e`, in its turn among the batch's replies. */
+fn refusal<T: Send + 'static>(reply: Reply<T>, e: Error) -> Done {
+    Box::new(move |_| reply(Err(e)))
+}
+
 /// Changes of one batch, published only after the batch is on disk.
 struct Batch {
     wb: WriteBatch,
@@ -92,6 +130,8 @@ struct Batch {
     globals_dirty: bool,
     done: Vec<Done>,
     sync: bool,
+    /// Written inline: refuse to wait on a write stall (park instead).
+    inline: bool,
 }
 
 fn cf<'a>(db: &'a DB, path: &std::path::Path, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
@@ -99,28 +139,45 @@ fn cf<'a>(db: &'a DB, path: &std::path::Path, name: &str) -> Result<&'a rocksdb:
         .ok_or_else(|| Error::Corrupt { path: path.to_path_buf(), reason: format!("column family {name} missing") })
 }
 
+/// How a batch's write went.
+enum Written {
+    Yes,
+    /// An inline write met a write stall: nothing was written; the bytes are for the thread.
+    Stalled(Vec<u8>),
+    Failed(Error),
+}
+
 pub(crate) struct Writer {
     pub db: Arc<DB>,
     pub path: PathBuf,
     pub opts: Options,
     pub state: Arc<RwLock<State>>,
-    pub rx: Receiver<Command>,
     sweep_not_before: u64,
     last_reclaim: std::time::Instant,
     scratch: Vec<u8>,
+    /// A batch written inline that met a write stall, with its write's bytes: written by
+    /// the thread before anything else.
+    parked: Option<(Batch, Vec<u8>)>,
+    settled: Vec<(Done, Option<Error>)>,
+    /// Test hook: this many inline writes meet a simulated write stall.
+    #[cfg(test)]
+    pub(crate) stalls: usize,
 }
 
 impl Writer {
-    pub fn new(db: Arc<DB>, path: PathBuf, opts: Options, state: Arc<RwLock<State>>, rx: Receiver<Command>) -> Writer {
+    pub fn new(db: Arc<DB>, path: PathBuf, opts: Options, state: Arc<RwLock<State>>) -> Writer {
         Writer {
             db,
             path,
             opts,
             state,
-            rx,
             sweep_not_before: 0,
             last_reclaim: std::time::Instant::now(),
             scratch: Vec::new(),
+            parked: None,
+            settled: Vec::new(),
+            #[cfg(test)]
+            stalls: 0,
         }
     }
 
@@ -130,62 +187,6 @@ impl Writer {
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
         cf(&self.db, &self.path, name)
-    }
-
-    pub fn run(mut self) {
-        loop {
-            let wait = self.until_next_sweep();
-            let first = match self.rx.recv_timeout(wait) {
-                Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.sweep();
-                    if self.last_reclaim.elapsed() >= RECLAIM_EVERY {
-                        self.reclaim();
-                    }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut batch = self.begin(self.opts.durability == Durability::Fsync);
-            let mut next = Some(first);
-            let mut close = None;
-            let mut taken = 0;
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Command::Close { reply } => {
-                        close = Some(reply);
-                        break;
-                    }
-                    cmd => self.apply(&mut batch, cmd),
-                }
-                taken += 1;
-                if taken < MAX_BATCH_COMMANDS && batch.wb.size_in_bytes() < MAX_BATCH_BYTES {
-                    next = self.rx.try_recv().ok();
-                }
-            }
-            self.commit(batch);
-            if let Some(reply) = close {
-                self.reclaim();
-                reply(self.shutdown_flush());
-                return;
-            }
-            if self.until_next_sweep().is_zero() {
-                self.sweep();
-            }
-            if self.last_reclaim.elapsed() >= RECLAIM_EVERY {
-                self.reclaim();
-            }
-        }
-    }
-
-    /// Syncs the WAL and flushes memtables so the next open has nothing to replay.
-    fn shutdown_flush(&self) -> Result<()> {
-        let err = |e| Error::from_db(&self.path, e);
-        self.db.flush_wal(true).map_err(err)?;
-        for name in [keys::CF_MSGS, keys::CF_META, keys::CF_KV] {
-            self.db.flush_cf(self.cf(name)?).map_err(err)?;
-        }
-        Ok(())
     }
 
     fn begin(&self, sync: bool) -> Batch {
@@ -201,26 +202,19 @@ impl Writer {
             globals_dirty: false,
             done: Vec::new(),
             sync,
+            inline: false,
         }
     }
 
-    /// Writes the batch and publishes its state, then answers its callers.
-    fn commit(&mut self, mut b: Batch) {
+    /// Writes the batch and publishes its state, then queues its callers' replies. False
+    /// when the write failed (an inline batch parked on a stall is not a failure).
+    fn commit(&mut self, mut b: Batch) -> bool {
         if b.wb.is_empty() {
-            b.done.into_iter().for_each(|d| d(None));
-            return;
+            self.settled.extend(b.done.drain(..).map(|d| (d, None)));
+            return true;
         }
-        let result = (|| {
-            if b.globals_dirty {
-                let g = State { next_qid: b.next_qid, expired: b.expired, dropped: b.dropped, ..State::default() };
-                b.wb.put_cf(self.cf(keys::CF_META)?, keys::META_GLOBAL, g.encode_global());
-            }
-            let mut wo = WriteOptions::default();
-            wo.set_sync(b.sync);
-            self.db.write_opt(std::mem::take(&mut b.wb), &wo).map_err(|e| Error::from_db(&self.path, e))
-        })();
-        match result {
-            Ok(()) => {
+        match self.write(&mut b) {
+            Written::Yes => {
                 {
                     let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
                     for (name, qid) in b.names {
@@ -229,17 +223,57 @@ impl Writer {
                     s.queues.extend(b.overlay);
                     (s.next_qid, s.expired, s.dropped, s.live_bytes) = (b.next_qid, b.expired, b.dropped, b.live_bytes);
                 }
-                b.done.into_iter().for_each(|d| d(None));
+                self.settled.extend(b.done.into_iter().map(|d| (d, None)));
+                true
             }
-            Err(e) => b.done.into_iter().for_each(|d| d(Some(&e))),
+            Written::Stalled(bytes) => {
+                self.parked = Some((b, bytes));
+                true
+            }
+            Written::Failed(e) => {
+                self.settled.extend(b.done.into_iter().map(|d| (d, Some(e.clone()))));
+                false
+            }
+        }
+    }
+
+    /// Writes the batch's `WriteBatch` (taking it), with the global record when dirty.
+    fn write(&mut self, b: &mut Batch) -> Written {
+        if b.globals_dirty {
+            let g = State { next_qid: b.next_qid, expired: b.expired, dropped: b.dropped, ..State::default() };
+            match self.cf(keys::CF_META) {
+                Ok(cf) => b.wb.put_cf(cf, keys::META_GLOBAL, g.encode_global()),
+                Err(e) => return Written::Failed(e),
+            }
+            // Written from here on, parked or not.
+            b.globals_dirty = false;
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(b.sync);
+        wo.set_no_slowdown(b.inline);
+        // The copy costs a memcpy of the batch; without it a stalled write's batch is gone.
+        let bytes = b.inline.then(|| b.wb.data().to_vec());
+        #[cfg(test)]
+        if b.inline && self.stalls > 0 {
+            self.stalls -= 1;
+            return bytes.map_or(Written::Failed(Error::Closed), Written::Stalled);
+        }
+        match self.db.write_opt(std::mem::take(&mut b.wb), &wo) {
+            Ok(()) => Written::Yes,
+            Err(e) => match bytes {
+                Some(bytes) if e.kind() == ErrorKind::Incomplete => Written::Stalled(bytes),
+                _ => Written::Failed(Error::from_db(&self.path, e)),
+            },
         }
     }
 
     /// Commits what the batch holds so far and starts a new one, so that searches on
-    /// disk see every record the next command may touch.
+    /// disk see every record the next command may touch. Both are written by waiting out
+    /// a stall, even inline: what follows reads the first one from disk.
     fn flush(&mut self, b: &mut Batch) {
         let sync = b.sync;
-        let full = std::mem::replace(b, self.begin(sync));
+        let mut full = std::mem::replace(b, self.begin(sync));
+        full.inline = false;
         self.commit(full);
         *b = self.begin(sync);
     }
@@ -248,25 +282,25 @@ impl Writer {
         match cmd {
             Command::Append { parts, puts, reply } => match self.append(b, &parts, puts) {
                 Ok(offsets) => b.done.push(answer(reply, offsets)),
-                Err(e) => reply(Err(e)),
+                Err(e) => b.done.push(refusal(reply, e)),
             },
             Command::Ack { queue, offset, reply } => match self.ack(b, &queue, offset) {
                 Ok(()) => b.done.push(answer(reply, ())),
-                Err(e) => reply(Err(e)),
+                Err(e) => b.done.push(refusal(reply, e)),
             },
             Command::KvPut { key, value, reply } => match self.cf(keys::CF_KV) {
                 Ok(cf) => {
                     b.wb.put_cf(cf, key, value);
                     b.done.push(answer(reply, ()));
                 }
-                Err(e) => reply(Err(e)),
+                Err(e) => b.done.push(refusal(reply, e)),
             },
             Command::KvDelete { key, reply } => match self.cf(keys::CF_KV) {
                 Ok(cf) => {
                     b.wb.delete_cf(cf, key);
                     b.done.push(answer(reply, ()));
                 }
-                Err(e) => reply(Err(e)),
+                Err(e) => b.done.push(refusal(reply, e)),
             },
             Command::Configure { limits, reply } => {
                 self.opts.default_ttl_secs = limits.default_ttl_secs;
@@ -274,7 +308,8 @@ impl Writer {
                 self.opts.when_full = limits.when_full;
                 b.done.push(answer(reply, ()));
             }
-            Command::Close { reply } => reply(Ok(())),
+            Command::Resume => {}
+            Command::Close { reply } => b.done.push(answer(reply, ())),
         }
     }
 

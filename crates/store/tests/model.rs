@@ -1,7 +1,7 @@
 //! Random operation sequences against an in-memory model (a BTreeMap per queue),
 //! with reopens in between: reads, counters and offsets must always agree.
 mod common;
-use edgehub_store::{Options, Store};
+use edgehub_store::{Durability, Options, Store};
 use std::collections::BTreeMap;
 
 struct Rng(u64);
@@ -32,13 +32,21 @@ fn stored_size(body: &[u8]) -> u64 {
 #[test]
 fn random_operations_match_the_model() {
     for seed in [7u64, 1234, 99991] {
-        run(seed);
+        run(seed, Durability::Fsync);
     }
 }
 
-fn run(seed: u64) {
+/// Under `wal` the operations run inline on the caller's thread (writer.rs): same model.
+#[test]
+fn random_operations_match_the_model_under_wal() {
+    for seed in [7u64, 1234, 99991] {
+        run(seed, Durability::Wal);
+    }
+}
+
+fn run(seed: u64, durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options { default_ttl_secs: -1, ..Options::default() };
+    let opts = Options { default_ttl_secs: -1, durability, ..Options::default() };
     let mut s = Store::open(dir.path(), opts.clone()).unwrap();
     let mut rng = Rng(seed);
     let names = ["a", "b", "c", "d"];

@@ -1,7 +1,7 @@
 //! Offsets, order, atomic multi-queue appends, acks and reopen.
 mod common;
 use common::*;
-use edgehub_store::{decode_properties, Options};
+use edgehub_store::{decode_properties, Durability, Options};
 
 #[test]
 fn offsets_start_at_zero_and_survive_reopen() {
@@ -170,8 +170,18 @@ fn kv_put_get_delete_scan() {
 
 #[test]
 fn concurrent_appends_are_group_committed_in_order_per_caller() {
+    concurrent_appends_in_order(Durability::Fsync);
+}
+
+/// Under `wal` some callers run inline and the rest queue for the thread: still one order.
+#[test]
+fn concurrent_wal_appends_inline_or_queued_keep_one_order() {
+    concurrent_appends_in_order(Durability::Wal);
+}
+
+fn concurrent_appends_in_order(durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
-    let s = std::sync::Arc::new(open(dir.path(), Options::default()));
+    let s = std::sync::Arc::new(open(dir.path(), Options { durability, ..Options::default() }));
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let s = s.clone();
@@ -199,10 +209,19 @@ fn concurrent_appends_are_group_committed_in_order_per_caller() {
 
 #[test]
 fn appends_and_acks_of_one_queue_in_one_batch_keep_counters_exact() {
+    appends_and_acks_keep_counters_exact(Durability::Fsync);
+}
+
+#[test]
+fn wal_appends_and_acks_inline_keep_counters_exact() {
+    appends_and_acks_keep_counters_exact(Durability::Wal);
+}
+
+fn appends_and_acks_keep_counters_exact(durability: Durability) {
     use edgehub_store::MessageBatch;
     use std::sync::mpsc;
     let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path(), Options::default());
+    let s = open(dir.path(), Options { durability, ..Options::default() });
     s.append(&["q"], (0..100).map(|i| msg(&format!("m{i}"))).collect()).unwrap();
     // Appends and acks issued without waiting land in the same writer batches: acks of
     // committed offsets, of offsets appended in that very batch, and repeated ones.

@@ -20,11 +20,7 @@ impl Store {
     /// Stores `value` under `ns`/`key` durably.
     pub fn kv_put_with(&self, ns: &str, key: &str, value: Vec<u8>, done: Reply<()>) {
         match Self::kv_key(ns, key) {
-            Ok(key) => {
-                if let Err(Command::KvPut { reply, .. }) = self.send(Command::KvPut { key, value, reply: done }) {
-                    reply(Err(Error::Closed));
-                }
-            }
+            Ok(key) => self.submit(Command::KvPut { key, value, reply: done }),
             Err(e) => done(Err(e)),
         }
     }
@@ -36,11 +32,7 @@ impl Store {
     /// Deletes `ns`/`key` durably (no error when absent).
     pub fn kv_delete_with(&self, ns: &str, key: &str, done: Reply<()>) {
         match Self::kv_key(ns, key) {
-            Ok(key) => {
-                if let Err(Command::KvDelete { reply, .. }) = self.send(Command::KvDelete { key, reply: done }) {
-                    reply(Err(Error::Closed));
-                }
-            }
+            Ok(key) => self.submit(Command::KvDelete { key, reply: done }),
             Err(e) => done(Err(e)),
         }
     }

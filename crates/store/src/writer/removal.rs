@@ -2,7 +2,6 @@
 //! on-disk searches they rely on. Part of the writer thread (see `writer.rs`), apart
 //! because it is the one concern that reads records back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{cf, Batch, Writer, IDLE_WAKE};
@@ -205,13 +204,7 @@ impl Writer {
             }
         }
         let failed = match result {
-            Ok(()) => {
-                let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let f = failed.clone();
-                b.done.push(Box::new(move |e| f.store(e.is_some(), std::sync::atomic::Ordering::Relaxed)));
-                self.commit(b);
-                failed.load(std::sync::atomic::Ordering::Relaxed)
-            }
+            Ok(()) => !self.commit(b),
             Err(_) => true,
         };
         // A failing disk must not turn the writer into a busy loop.
