@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { type CommandSpec, jsonLine, parse, printable, UsageError, usage } from "../../ts/cli/command.js";
 import { allCommands } from "../../ts/cli/commands.js";
 
-const all: CommandSpec[] = allCommands();
+const all: CommandSpec[] = await allCommands();
 
 const noop = async () => undefined;
 

@@ -309,10 +309,11 @@ const CASES: Record<string, Case> = {
 
 describe("every edgehub command", () => {
   it("has a case here for each command of the table and of `edgehub help`", async () => {
-    const names = allCommands().map((c) => c.name);
+    const all = await allCommands();
+    const names = all.map((c) => c.name);
     expect(Object.keys(CASES).sort()).toEqual([...names].sort());
     const help = await runCli(["help"]);
-    for (const c of allCommands()) expect(help.stdout).toContain(synopsis(c));
+    for (const c of all) expect(help.stdout).toContain(synopsis(c));
   });
 
   it("runs each with --json against a running hub, and fails each with one line", async () => {
@@ -325,12 +326,13 @@ describe("every edgehub command", () => {
       logLevel: "warn",
     });
     const ctx: Context = { hub, dir };
+    const all = await allCommands();
     // What the identity cases work on: an edge device and a device to make its child.
     await json(["device", "create", "gw", "--edge", ...hub.login]);
     await json(["device", "create", "leaf", ...hub.login]);
     /** `args` with the hub's login options that `args` does not give itself (a case's own win). */
     const withLogin = (spec: string, args: string[]) => {
-      if (!allCommands().find((c) => c.name === spec)?.login) return args;
+      if (!all.find((c) => c.name === spec)?.login) return args;
       const extra: string[] = [];
       for (let i = 0; i < hub.login.length; i += 2)
         if (!args.includes(hub.login[i] ?? "")) extra.push(hub.login[i] ?? "", hub.login[i + 1] ?? "");

@@ -26,12 +26,12 @@ import {
   UsageError,
   usage,
 } from "./command.js";
-import { COMMANDS, isGroup } from "./commands.js";
+import { isGroup, loadCommand, loadCommands } from "./commands.js";
 
 /** The overview: one line per command. */
-function overview(): string {
+async function overview(): Promise<string> {
   const lines = ["usage: edgehub <command> [<args>] [--json] [--help]", "       edgehub --version", ""];
-  for (const c of COMMANDS) {
+  for (const c of await loadCommands()) {
     if (isGroup(c)) for (const sub of c.commands) lines.push(`  ${synopsis(sub)}`);
     else lines.push(`  ${synopsis(c)}`);
   }
@@ -50,18 +50,20 @@ const io: CommandIo = {
 };
 
 /** The command `argv` names, and the arguments left for it; a group alone stays a group. */
-function resolve(argv: readonly string[]): { found: CommandGroup | CommandSpec | undefined; rest: string[] } {
+async function resolve(
+  argv: readonly string[],
+): Promise<{ found: CommandGroup | CommandSpec | undefined; rest: string[] }> {
   const [name, sub, ...rest] = argv;
-  const top = COMMANDS.find((c) => c.name === name);
+  const top = await loadCommand(name);
   if (!top || !isGroup(top)) return { found: top, rest: argv.slice(1) };
   if (sub === undefined || sub.startsWith("-")) return { found: top, rest: argv.slice(1) };
   return { found: findCommand(top, sub), rest };
 }
 
 /** `edgehub help [<command> [<sub>]]`. */
-function help(argv: readonly string[]): string {
+async function help(argv: readonly string[]): Promise<string> {
   if (argv.length === 0) return overview();
-  const { found } = resolve(argv);
+  const { found } = await resolve(argv);
   if (!found) throw new UsageError(`no command ${argv.join(" ")}`);
   return isGroup(found) ? groupUsage(found) : usage(found);
 }
@@ -83,7 +85,7 @@ function quietOnClosedPipe(keepRunning: boolean): void {
 async function main(argv: string[]): Promise<void> {
   quietOnClosedPipe(argv[0] === "start");
   if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h") {
-    process.stdout.write(`${overview()}\n`);
+    process.stdout.write(`${await overview()}\n`);
     if (argv.length === 0) process.exitCode = 2;
     return;
   }
@@ -93,10 +95,10 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (argv[0] === "help") {
-    process.stdout.write(`${help(argv.slice(1))}\n`);
+    process.stdout.write(`${await help(argv.slice(1))}\n`);
     return;
   }
-  const { found, rest } = resolve(argv);
+  const { found, rest } = await resolve(argv);
   if (!found) throw new UsageError(`no command ${argv[0]}`);
   if (isGroup(found)) {
     if (rest.includes("--help") || rest.includes("-h")) {
@@ -114,13 +116,13 @@ async function main(argv: string[]): Promise<void> {
   await found.run(input, io);
 }
 
-main(process.argv.slice(2)).catch((err: unknown) => {
+main(process.argv.slice(2)).catch(async (err: unknown) => {
   // One line: the reason (a hub's message may carry newlines), then the usage for usage errors.
   const oneLine = (text: string) => text.replace(/\s*\n\s*/g, " ");
   if (err instanceof UsageError) {
     const how = err.command
       ? `usage: ${synopsis(err.command)}\n(edgehub help ${err.command.name} for more)`
-      : overview();
+      : await overview();
     process.stderr.write(`edgehub: ${oneLine(err.message)}\n${how}\n`);
     process.exit(2);
   }

@@ -3,7 +3,7 @@
  * API is {@link MessageStore}, which wraps every call and turns native errors into
  * {@link EdgeHubError}s.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,15 +20,23 @@ type Binding = typeof import("./binding.js");
 
 /**
  * napi-rs's name for this platform (`linux-x64-gnu`): the suffix of the add-on's file and of
- * its platform package. glibc or musl is read from the process report, as napi-rs's loader does.
+ * its platform package. glibc or musl is told as napi-rs's loader does: by `/usr/bin/ldd`
+ * first, the process report only when that cannot be read (a report costs about 1 MB of
+ * resident memory for the life of the process).
  */
 export function platformSuffix(): string {
   const { platform, arch } = process;
-  if (platform === "linux") {
-    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
-    return `linux-${arch}-${report?.header?.glibcVersionRuntime ? "gnu" : "musl"}`;
-  }
+  if (platform === "linux") return `linux-${arch}-${isMusl() ? "musl" : "gnu"}`;
   return `${platform}-${arch}`;
+}
+
+function isMusl(): boolean {
+  try {
+    return readFileSync("/usr/bin/ldd", "utf8").includes("musl");
+  } catch {
+    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+    return !report?.header?.glibcVersionRuntime;
+  }
 }
 
 /** Rust's CPU names as Node's `process.arch` spells them (napi-rs's `parseTriple`). */
