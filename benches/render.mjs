@@ -188,24 +188,31 @@ table above):
   2 s unmeasured first. Without it edgehub's JIT compiled its hot path inside the measured
   window: about a second of CPU charged to a few thousand messages at one in flight (227 →
   140 CPU-s per million in one quick run of 2026-12-02).
-- **One in flight.** Each message is a round through the store's writer thread: event loop →
-  writer (a futex wake) → event loop (the TSFN's eventfd), then the PUBACK's TLS record. On
-  this VM the hand-offs are the cost: a store appending one message at a time, nothing
-  else running (\`durability: "wal"\`, no fsync), spends 48 µs of CPU per append, 21 µs of it in
-  the kernel; in \`perf\` the writer's and the loop's largest items are
-  \`finish_task_switch\` and the spin-unlocks of the wake-ups, not RocksDB. With \`fsync\` the
-  writer adds the fdatasync (its kernel time). Mosquitto acknowledges from memory in the
-  thread that read the PUBLISH and pays none of this; the ratio at one in flight is the price
-  of acknowledging only what is stored. \`durability: "wal"\` acks after the WAL write: the
-  writer's commits grow and CPU per message falls by half or more (the \`edgehub-wal\` rows); a
-  killed hub still keeps every acknowledged message (\`test/hub/sigkill.test.ts\`), a power
-  loss may not (IoT Edge's own default).
+- **One in flight.** Under \`fsync\` each message is a round through the store's writer
+  thread: event loop → writer (a futex wake) → fdatasync → event loop, then the PUBACK's TLS
+  record. Under \`durability: "wal"\` a write that finds the writer idle now runs on the event
+  loop itself (no hand-off; a write RocksDB would stall is left to the thread), and every
+  store answers through one completion channel instead of napi-rs's threadsafe function per
+  promise. A store appending one 256 B message at a time (\`wal\`, one caller) went from 39.4
+  to 17.0 µs of CPU per append; the hub's \`edgehub-wal\` at 10 × 1 from 52.2 to 38.4 CPU-s per
+  million in one quick run (2026-12-02). What remains at one in flight is the event loop's
+  per-message work, flat in \`perf\` (no item above 3%): the PUBACK's write (\`writeBuffer\`,
+  about a third of the loop's busy time: a TLS record and a loopback send, whose kernel
+  side also delivers to the client), the RocksDB write with its WAL \`write\` (about a fifth),
+  malloc, and V8's megamorphic property loads. Mosquitto acknowledges from memory in the
+  thread that read the PUBLISH; under \`fsync\` the ratio at one in flight is also the price
+  of acknowledging only what is stored (the \`fsync-floor\` rows). A killed hub keeps every
+  acknowledged message under both durabilities (\`test/hub/sigkill.test.ts\`); under \`wal\`
+  a power loss may not (IoT Edge's own default).
 - **Sixteen in flight.** Commits hold many messages, and the event loop is most of the CPU:
-  the PUBACK writes (\`writeBuffer\`: one TLS record per client per commit, about a sixth of
-  busy time), the garbage collector (per-message objects: the packet's topic and payload
-  views, the property bag, the router's record), then the store's JavaScript side (encoding
-  the batch), the router and the MQTT reader. RocksDB's own threads (flushes, compactions)
-  are a few percent.
+  the PUBACK writes (\`writeBuffer\`: one TLS record per client per loop turn, about a fifth
+  of busy time), under \`wal\` the RocksDB write itself (about a sixth, now on the loop), the
+  garbage collector (per-message objects: the packet's topic and payload views, the property
+  bag, the router's record), then the store's JavaScript side (encoding the batch), the
+  router and the MQTT reader. RocksDB's own threads (flushes, compactions) are a few percent.
+  Under \`wal\` edgehub's CPU per message at 16 in flight is now within a tenth of the null sink's, or below it
+  (a Node TLS server that parses and acks, storing nothing): what separates it from
+  Mosquitto there is Node's socket and TLS path, which any Node broker pays.
 - **Draining.** The edge reads its queue in batches and publishes each message as its own
   MQTT PUBLISH on the sender's link (as IoT Hub requires): the garbage collector (about a
   sixth of busy time), TLS writes, then per-message JavaScript. The parent's PUBACKs were
@@ -416,14 +423,27 @@ ${tableMd(
 )}
 
 Node itself, with nothing loaded, is most of the aim of 57 MB: its binary's pages alone are
-about 30 MB. Over bare Node the hub adds the code it runs (TLS, HTTP, the compiler: more of
-the node binary), RocksDB's code (the add-on's pages: the library's static initialisers touch
-most of its text) and the V8 heap of its JavaScript; RocksDB's memtables and cache start
-empty (about 2 MB). Cut so far: the X.509 library is loaded only to issue certificates
-(about 10 MB; it was loaded on every start with the development CA), \`ws\` on the first
-WebSocket upgrade (about 4 MB), rhea and the AMQP head on the first AMQP connection, and
-prom-client replaced by a writer of Prometheus' text format (about 3.5 MB); the rest is
-Node's.`;
+about 30 MB. Where the rest goes (the idle hub's pages read from \`/proc/<pid>/pagemap\` and
+mapped to \`nm\`'s symbols of the node binary, and a heap snapshot; 2026-12-02):
+- **The node binary, about 9 MB over bare Node.** About 3 MB of V8's optimising compiler's
+  code (any function that turns hot at start, as it will under load); about 5 MB of read-only
+  data: the dynamic symbol tables the loader searches to bind the add-on to Node's
+  \`napi_*\` functions (about 1 MB), OpenSSL's and Node's crypto tables (about 1.4 MB), and
+  the sources and code cache of Node's built-in modules the hub needs (TLS, HTTP, streams,
+  crypto; about 2 MB). A page touched brings its neighbours with it (the kernel's fault-around
+  maps 64 KB at a time), so scattered reads cost more than their bytes.
+- **RocksDB's code, about 8 MB** of the add-on's 9 MB of text: its static initialisers and
+  \`DB::Open\` run code all over the library.
+- **The V8 heap, about 9 MB** (bare Node: about 2): module sources kept as strings (about
+  2.4 MB; valibot's bundle alone is 0.4 MB), compiled code and bytecode (about 2.4 MB), and
+  the objects of the hub's parts; malloc adds about 5 MB (RocksDB, TLS contexts).
+
+Cut so far: the X.509 library is loaded only to issue certificates (about 10 MB; it was
+loaded on every start with the development CA), \`ws\` on the first WebSocket upgrade (about
+4 MB), rhea and the AMQP head on the first AMQP connection, prom-client replaced by a writer
+of Prometheus' text format (about 3.5 MB), \`edgehub start\` loads no other command's module,
+and the add-on's loader no longer builds a process report to tell glibc from musl (about
+1 MB). What is left is mostly Node's and RocksDB's own code.`;
 }
 
 /** Where edgehub's CPU goes by thread, per million messages (rows that recorded it). */
