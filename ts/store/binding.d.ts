@@ -22,6 +22,8 @@ export declare class NativeStore {
   read(queue: string, from: number, limit: number, maxBytes: number): Promise<Buffer>
   /** Per-queue figures and totals, from memory. */
   stats(): NativeStats
+  /** One queue's figures, from memory; null for a queue the store does not know. */
+  queueStats(name: string): NativeQueueStats | null
   kvPut(ns: string, key: string, value: Uint8Array): Promise<undefined>
   kvDelete(ns: string, key: string): Promise<undefined>
   kvGet(ns: string, key: string): Promise<Buffer | null>

@@ -4,7 +4,7 @@
  * {@link EdgeHubError}s with stable codes.
  */
 import { EdgeHubError, ErrorCodes } from "../errors.js";
-import type { NativeKvPut, NativeWhenFull } from "./binding.js";
+import type { NativeKvPut, NativeQueueStats, NativeWhenFull } from "./binding.js";
 import {
   DEFAULT_TTL,
   decodeRead,
@@ -135,6 +135,19 @@ function checkInteger(what: string, n: unknown, min: number): asserts n is numbe
 
 function checkTtl(what: string, ttl: unknown): asserts ttl is number {
   if (ttl !== -1) checkInteger(what, ttl, 1);
+}
+
+/** A queue's native figures as {@link QueueStats}, its oldest message's age taken at `now`. */
+function queueFigures(q: NativeQueueStats, now: number): QueueStats {
+  return {
+    name: q.name,
+    count: q.count,
+    bytes: q.bytes,
+    head: q.head,
+    tail: q.tail,
+    ackedUpTo: q.ackedUpTo ?? -1,
+    oldestAgeMs: q.oldestEnqueuedAt == null ? null : Math.max(0, now - q.oldestEnqueuedAt),
+  };
 }
 
 /** The offsets `first`, `first + 1`, … of `n` messages appended to one queue. */
@@ -377,9 +390,15 @@ export class MessageStore {
     return this.#run(async () => this.statsNow());
   }
 
-  /** {@link statsNow}'s figures of one queue; undefined for a queue the store does not know. */
+  /**
+   * {@link statsNow}'s figures of one queue, without the others'; undefined for a queue the
+   * store does not know. Throws `STORE_CLOSED`.
+   */
   queueNow(name: string): QueueStats | undefined {
-    return this.statsNow().queues.find((q) => q.name === name);
+    return this.#now(() => {
+      const q = this.#native.queueStats(name);
+      return q ? queueFigures(q, Date.now()) : undefined;
+    });
   }
 
   /**
@@ -387,26 +406,25 @@ export class MessageStore {
    * ingest path (a sender's share) reads them without waiting a turn. Throws `STORE_CLOSED`.
    */
   statsNow(): StoreStats {
-    if (this.#closed) throw new EdgeHubError(ErrorCodes.STORE_CLOSED, `store at ${this.#path} is closed`);
-    try {
+    return this.#now(() => {
       const s = this.#native.stats();
       const now = Date.now();
       return {
-        queues: s.queues.map((q) => ({
-          name: q.name,
-          count: q.count,
-          bytes: q.bytes,
-          head: q.head,
-          tail: q.tail,
-          ackedUpTo: q.ackedUpTo ?? -1,
-          oldestAgeMs: q.oldestEnqueuedAt == null ? null : Math.max(0, now - q.oldestEnqueuedAt),
-        })),
+        queues: s.queues.map((q) => queueFigures(q, now)),
         count: s.count,
         bytes: s.bytes,
         maxSizeBytes: s.maxSizeBytes,
         expired: s.expired,
         dropped: s.dropped,
       };
+    });
+  }
+
+  /** A synchronous native call: `STORE_CLOSED` once closed, native errors as {@link EdgeHubError}s. */
+  #now<T>(f: () => T): T {
+    if (this.#closed) throw new EdgeHubError(ErrorCodes.STORE_CLOSED, `store at ${this.#path} is closed`);
+    try {
+      return f();
     } catch (err) {
       throw fromNative(err);
     }

@@ -127,6 +127,19 @@ fn offset_arg(v: i64, what: &str) -> Result<u64, &'static str> {
     u64::try_from(v).map_err(|_| invalid(format!("{what} must be a non-negative integer, got {v}")))
 }
 
+fn native_queue(q: edgehub_store::QueueStats) -> NativeQueueStats {
+    let n = |x: u64| x as i64;
+    NativeQueueStats {
+        name: q.name,
+        count: n(q.count),
+        bytes: n(q.bytes),
+        head: n(q.head),
+        tail: n(q.tail),
+        acked_up_to: q.acked_up_to.map(n),
+        oldest_enqueued_at: q.oldest_enqueued_at.map(n),
+    }
+}
+
 /// A packed append batch of `count` messages, checked.
 fn batch_arg(batch: &[u8], count: u32) -> Result<MessageBatch, &'static str> {
     MessageBatch::from_packed(batch.to_vec(), count as usize).map_err(coded)
@@ -226,25 +239,19 @@ impl NativeStore {
         let s = self.store.stats().map_err(coded)?;
         let n = |x: u64| x as i64;
         Ok(NativeStats {
-            queues: s
-                .queues
-                .into_iter()
-                .map(|q| NativeQueueStats {
-                    name: q.name,
-                    count: n(q.count),
-                    bytes: n(q.bytes),
-                    head: n(q.head),
-                    tail: n(q.tail),
-                    acked_up_to: q.acked_up_to.map(n),
-                    oldest_enqueued_at: q.oldest_enqueued_at.map(n),
-                })
-                .collect(),
+            queues: s.queues.into_iter().map(native_queue).collect(),
             count: n(s.count),
             bytes: n(s.bytes),
             max_size_bytes: n(s.max_size_bytes),
             expired: n(s.expired),
             dropped: n(s.dropped),
         })
+    }
+
+    /// One queue's figures, from memory; null for a queue the store does not know.
+    #[napi]
+    pub fn queue_stats(&self, name: String) -> Result<Option<NativeQueueStats>, &'static str> {
+        Ok(self.store.queue_stats(&name).map_err(coded)?.map(native_queue))
     }
 
     #[napi]

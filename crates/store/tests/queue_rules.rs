@@ -263,3 +263,19 @@ fn appends_and_acks_keep_counters_exact(durability: Durability) {
     let s = open(dir.path(), Options::default());
     assert_eq!(check(&s), before);
 }
+
+#[test]
+fn one_queue_figures_are_that_queue_of_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Options::default());
+    s.append(&["a"], vec![msg("1"), msg("2")]).unwrap();
+    s.append(&["b"], vec![msg("3")]).unwrap();
+    s.ack("a", 0).unwrap();
+    let all = s.stats().unwrap();
+    for name in ["a", "b"] {
+        assert_eq!(s.queue_stats(name).unwrap().as_ref(), all.queues.iter().find(|q| q.name == name));
+    }
+    assert_eq!(s.queue_stats("never").unwrap(), None);
+    s.close().unwrap();
+    assert_eq!(s.queue_stats("a").unwrap_err().code(), "STORE_CLOSED");
+}

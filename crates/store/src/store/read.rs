@@ -89,6 +89,14 @@ impl Store {
         }
     }
 
+    /// Counters of one queue, `None` for a name never appended to; no disk access, and none
+    /// of the other queues' figures built (a per-send check must not cost one per queue).
+    pub fn queue_stats(&self, name: &str) -> Result<Option<QueueStats>> {
+        self.db()?;
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(s.by_name.get(name).and_then(|qid| s.queues.get(qid)).map(|q| q.stats()))
+    }
+
     /// Counters of every queue and the totals; no disk access.
     pub fn stats(&self) -> Result<Stats> {
         self.db()?;
