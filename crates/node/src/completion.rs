@@ -16,12 +16,13 @@
 //!   is `Some`; Node's finalizer and our release clear it under the write lock, so a writer
 //!   thread never calls a function Node has freed.
 //! - It keeps the event loop alive only while an answer is owed (`pending` > 0), as the
-//!   per-promise functions did.
+//!   per-promise functions did: checked at the end of each call and each dispatch, so an
+//!   answer settled within its own call (inline) costs no ref/unref pair.
 
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use napi::bindgen_prelude::*;
@@ -60,6 +61,8 @@ pub(crate) struct Completions {
     tsfn: RwLock<Option<Tsfn>>,
     /// Promises created and not yet settled; JS thread only.
     pending: AtomicUsize,
+    /// Whether the function holds the event loop; JS thread only.
+    holding: AtomicBool,
 }
 
 fn status(s: sys::napi_status, what: &str) -> std::result::Result<(), Coded> {
@@ -73,7 +76,12 @@ fn status(s: sys::napi_status, what: &str) -> std::result::Result<(), Coded> {
 impl Completions {
     /// Creates the store's channel; on the JS thread.
     pub(crate) fn new(env: &Env) -> std::result::Result<Arc<Completions>, Coded> {
-        let c = Arc::new(Completions { queue: Mutex::new(Vec::new()), tsfn: RwLock::new(None), pending: 0.into() });
+        let c = Arc::new(Completions {
+            queue: Mutex::new(Vec::new()),
+            tsfn: RwLock::new(None),
+            pending: 0.into(),
+            holding: false.into(),
+        });
         let raw = env.raw();
         let mut name = ptr::null_mut();
         let label = "edgehub-store";
@@ -125,9 +133,7 @@ impl Completions {
         let raw = env.raw();
         let (mut deferred, mut promise) = (ptr::null_mut(), ptr::null_mut());
         status(unsafe { sys::napi_create_promise(raw, &mut deferred, &mut promise) }, "napi_create_promise")?;
-        if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.with_tsfn(|f| unsafe { sys::napi_ref_threadsafe_function(raw, f) });
-        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         let deferred = Deferred(deferred);
         let reply = Box::new(move |r: edgehub_store::Result<T>| {
@@ -143,6 +149,7 @@ impl Completions {
         IN_CALL.with(|c| c.set(outer));
         if !outer {
             self.drain(raw);
+            self.hold(raw);
         }
         Ok(PromiseRaw::new(raw, promise))
     }
@@ -172,7 +179,7 @@ impl Completions {
         if done.is_empty() {
             return;
         }
-        let n = done.len();
+        self.pending.fetch_sub(done.len(), Ordering::Relaxed);
         for c in done {
             unsafe {
                 match (c.settle)(env) {
@@ -181,9 +188,21 @@ impl Completions {
                 };
             }
         }
-        if self.pending.fetch_sub(n, Ordering::Relaxed) == n {
-            self.with_tsfn(|f| unsafe { sys::napi_unref_threadsafe_function(env, f) });
+    }
+
+    /// Holds the event loop while an answer is owed, and only then; on the JS thread.
+    fn hold(&self, env: sys::napi_env) {
+        let owed = self.pending.load(Ordering::Relaxed) > 0;
+        if self.holding.swap(owed, Ordering::Relaxed) == owed {
+            return;
         }
+        self.with_tsfn(|f| unsafe {
+            if owed {
+                sys::napi_ref_threadsafe_function(env, f)
+            } else {
+                sys::napi_unref_threadsafe_function(env, f)
+            }
+        });
     }
 
     /// Gives the function back to Node (the store's handle is gone); on the JS thread.
@@ -201,6 +220,7 @@ unsafe extern "C" fn dispatch(env: sys::napi_env, _js: sys::napi_value, context:
     }
     let c = unsafe { &*(context as *const Completions) };
     c.drain(env);
+    c.hold(env);
 }
 
 unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
