@@ -12,6 +12,7 @@
  */
 
 import { record } from "../json.js";
+import { KeyedSerial } from "../keyed-serial.js";
 import type { Logger } from "../log.js";
 import type { Clock } from "../queue/clock.js";
 import { QueueConsumer, type Source } from "../queue/consumer.js";
@@ -109,8 +110,8 @@ export class DeviceDelivery {
    * stored while no drain ran): a new drain reads these. Forgotten when its drain is drained.
    */
   readonly #queued = new Map<string, Set<string>>();
-  /** The last C2D send in line per device (an entry only while one is under way). */
-  readonly #c2dTurns = new Map<string, Promise<void>>();
+  /** C2D sends, one at a time per device. */
+  readonly #c2dTurns = new KeyedSerial();
   /** Per client whose last drain ended: resolves when that drain's store acknowledgements are written. */
   readonly #settling = new Map<string, Promise<void>>();
   /**
@@ -230,18 +231,9 @@ export class DeviceDelivery {
    * and not yet settled or expired) and may throw to refuse this one: sends to one device
    * are taken one at a time, so that count is exact however many come at once.
    */
-  async sendC2D(deviceId: string, m: DeviceMessage, admit?: (queued: number) => void): Promise<void> {
-    const before = this.#c2dTurns.get(deviceId);
-    let done = (): void => undefined;
-    const turn = new Promise<void>((resolve) => {
-      done = resolve;
-    });
-    const mine = before ? before.then(() => turn) : turn;
-    this.#c2dTurns.set(deviceId, mine);
-    try {
-      await before;
-      const queue = deliveryQueue(deviceId);
-      admit?.(this.#store.queueNow(queue)?.count ?? 0);
+  sendC2D(deviceId: string, m: DeviceMessage, admit?: (queued: number) => void): Promise<void> {
+    return this.#c2dTurns.run(deviceId, async () => {
+      admit?.(this.#store.queueNow(deliveryQueue(deviceId))?.count ?? 0);
       const properties = this.#properties(m);
       properties["$.to"] = `/devices/${deviceId}/messages/devicebound`;
       let told: Promise<void> | undefined;
@@ -249,11 +241,7 @@ export class DeviceDelivery {
         told = this.onC2dQueued?.(deviceId, q, offset, properties, ttlSecs);
       });
       await told;
-    } finally {
-      done();
-      // The last in line leaves no entry: the map holds only devices with a send under way.
-      if (this.#c2dTurns.get(deviceId) === mine) this.#c2dTurns.delete(deviceId);
-    }
+    });
   }
 
   /**

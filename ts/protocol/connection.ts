@@ -419,7 +419,7 @@ export class MqttConnection implements ClientConnection {
     if (this.#closed) return;
     // PUBACKs of stored messages still waiting for this turn's flush go out first: the
     // client need not send those messages again.
-    if (this.#acks.length > 0) this.#flushAcks();
+    this.#flushAcks();
     this.#closed = true;
     clearTimeout(this.#timer);
     clearTimeout(this.#expiry);

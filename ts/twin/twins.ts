@@ -8,6 +8,7 @@
 import { EventEmitter } from "node:events";
 import { EdgeHubError, ErrorCodes } from "../errors.js";
 import { fromJson, isJsonObject, mergePatch, own, parseJson, record, setOwn } from "../json.js";
+import { KeyedSerial } from "../keyed-serial.js";
 import type { AppendPart, MessageStore } from "../store/index.js";
 
 /**
@@ -138,7 +139,7 @@ export class Twins extends EventEmitter<{
 }> {
   readonly #store: MessageStore;
   /** Serializes read-modify-write per twin. */
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #serial = new KeyedSerial();
   /** Reported patches waiting for their twin, per client. */
   readonly #reported = new Map<string, ReportedPatch[]>();
 
@@ -151,18 +152,6 @@ export class Twins extends EventEmitter<{
     const raw = await this.#store.kv.get(NS, clientId);
     // Every section is at most MAX_DEPTH deep (checked before it is stored), well within this.
     return raw ? (parseJson(raw) as Twin) : empty();
-  }
-
-  #serial<T>(clientId: string, f: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(clientId) ?? Promise.resolve();
-    const next = prev.then(f, f);
-    this.#locks.set(clientId, next);
-    void next
-      .finally(() => {
-        if (this.#locks.get(clientId) === next) this.#locks.delete(clientId);
-      })
-      .catch(() => undefined);
-    return next;
   }
 
   /** The twin of `clientId` (`deviceId` or `deviceId/moduleId`); empty if never written. */
@@ -182,7 +171,7 @@ export class Twins extends EventEmitter<{
   /** Merges `patch` into one part of the twin: checked, versioned and saved under the twin's lock. */
   async #merge(clientId: string, part: "desired" | "reported" | "tags", patch: unknown): Promise<Twin> {
     checkPatch(patch);
-    return this.#serial(clientId, async () => {
+    return this.#serial.run(clientId, async () => {
       const t = await this.#load(clientId);
       const next = fromJson(part === "tags" ? t.tags : t[part].properties) as TwinProperties;
       mergePatch(next, patch);
@@ -219,7 +208,7 @@ export class Twins extends EventEmitter<{
         return;
       }
       this.#reported.set(clientId, [{ patch, resolve, reject }]);
-      this.#serial(clientId, () => this.#applyReported(clientId)).catch(() => undefined);
+      this.#serial.run(clientId, () => this.#applyReported(clientId)).catch(() => undefined);
     });
   }
 
@@ -266,7 +255,7 @@ export class Twins extends EventEmitter<{
 
   /** The parent stored reported properties as `version`: its version replaces the local one. */
   async adoptReportedVersion(clientId: string, version: number): Promise<void> {
-    await this.#serial(clientId, async () => {
+    await this.#serial.run(clientId, async () => {
       const t = await this.#load(clientId);
       if (t.reported.version === version) return;
       t.reported.version = version;
@@ -283,7 +272,7 @@ export class Twins extends EventEmitter<{
     const { properties, version } = unversioned(desired);
     // IoT Hub never sends deeper; a parent that does is refused rather than stored.
     checkValue(properties, 1, `desired of ${clientId}`, false);
-    const patch = await this.#serial(clientId, async () => {
+    const patch = await this.#serial.run(clientId, async () => {
       const t = await this.#load(clientId);
       const diff = difference(t.desired.properties, properties);
       if (Object.keys(diff).length === 0 && (version === undefined || version === t.desired.version))
@@ -299,7 +288,7 @@ export class Twins extends EventEmitter<{
   /** A desired patch from the parent with its `$version`: merged, then notified as is. */
   async adoptDesiredPatch(clientId: string, patch: TwinProperties): Promise<void> {
     const { properties: changes, version } = unversioned(patch);
-    const notified = await this.#serial(clientId, async () => {
+    const notified = await this.#serial.run(clientId, async () => {
       const t = await this.#load(clientId);
       mergePatch(t.desired.properties, changes);
       checkValue(t.desired.properties, 1, `desired of ${clientId}`, false);
@@ -329,6 +318,6 @@ export class Twins extends EventEmitter<{
 
   /** Forgets a twin (its identity was deleted). */
   delete(clientId: string): Promise<void> {
-    return this.#serial(clientId, () => this.#store.kv.delete(NS, clientId));
+    return this.#serial.run(clientId, () => this.#store.kv.delete(NS, clientId));
   }
 }

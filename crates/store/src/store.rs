@@ -164,7 +164,7 @@ impl Store {
 
     /// Runs `cmd` inline when it can (writer.rs), else queues it for the writer thread; a
     /// closed store refuses it.
-    pub(crate) fn submit(&self, cmd: Command) {
+    fn submit(&self, cmd: Command) {
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = guard.as_ref() else {
             drop(guard);

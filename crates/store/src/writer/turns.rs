@@ -27,7 +27,7 @@ impl Settled {
 /// The writer's state, shared by its thread and inline callers behind one lock.
 pub(crate) type Core = Arc<Mutex<Option<Writer>>>;
 
-pub(crate) fn lock(core: &Mutex<Option<Writer>>) -> MutexGuard<'_, Option<Writer>> {
+fn lock(core: &Mutex<Option<Writer>>) -> MutexGuard<'_, Option<Writer>> {
     core.lock().unwrap_or_else(|e| e.into_inner())
 }
 
